@@ -1,0 +1,6 @@
+//! Replication of database copies.
+//!
+//! The active copy's closed log generations are shipped to passive nodes, inspected and replayed;
+//! the replication writer backs up a passive copy (the surrogate backup) in coordination with the
+//! active node. This crate will own the log copier, inspector, replayer, queues, switchover and
+//! the replication writer.

@@ -1,0 +1,208 @@
+//! [`HostFs`]: a plain host directory behind the [`FileSystem`] seam, with no snapshots.
+//!
+//! Used where no shadow volume is wanted (an alternate restore target, a backup repository's
+//! scratch space, tests and benchmarks that need a baseline) and as the storage underneath the
+//! volume filter itself.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::fs::{DirEntry, File, FileKind, FileRef, FileSystem, Metadata, OpenMode, normalize};
+
+/// A host directory used as a file system root.
+#[derive(Debug, Clone)]
+pub struct HostFs {
+    root: PathBuf,
+}
+
+impl HostFs {
+    /// Uses `root` (created if missing) as the root.
+    pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        fs::create_dir_all(&root)?;
+        Ok(Self { root })
+    }
+
+    /// The host directory behind this file system.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The host path of a path inside this file system.
+    pub fn host_path(&self, path: &Path) -> io::Result<PathBuf> {
+        Ok(self.root.join(normalize(path)?))
+    }
+}
+
+/// An open host file.
+#[derive(Debug)]
+pub struct HostFile {
+    file: fs::File,
+    writable: bool,
+}
+
+impl HostFile {
+    /// Wraps an open std file.
+    pub fn new(file: fs::File, writable: bool) -> Self {
+        Self { file, writable }
+    }
+
+    /// The std file behind the handle.
+    pub fn std_file(&self) -> &fs::File {
+        &self.file
+    }
+
+    fn check_writable(&self) -> io::Result<()> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(io::Error::new(io::ErrorKind::PermissionDenied, "file was opened read-only"))
+        }
+    }
+}
+
+impl File for HostFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check_writable()?;
+        self.file.write_all_at(buf, offset)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.check_writable()?;
+        self.file.set_len(len)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+}
+
+/// Opens a host file with the seam's open modes.
+pub fn open_host(path: &Path, mode: OpenMode) -> io::Result<fs::File> {
+    let mut o = fs::OpenOptions::new();
+    o.read(true);
+    match mode {
+        OpenMode::Read => {}
+        OpenMode::ReadWrite => {
+            o.write(true);
+        }
+        OpenMode::Create => {
+            o.write(true).create(true);
+        }
+        OpenMode::CreateNew => {
+            o.write(true).create_new(true);
+        }
+    }
+    o.open(path)
+}
+
+/// Converts std metadata into the seam's.
+pub fn host_metadata(m: &fs::Metadata) -> Metadata {
+    if m.is_dir() {
+        Metadata { kind: FileKind::Dir, len: 0 }
+    } else {
+        Metadata { kind: FileKind::File, len: m.len() }
+    }
+}
+
+/// Lists a host directory, sorted, skipping names for which `hide` returns true.
+pub fn list_host_dir(path: &Path, hide: impl Fn(&str) -> bool) -> io::Result<Vec<DirEntry>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(path)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if hide(&name) {
+            continue;
+        }
+        let m = host_metadata(&e.metadata()?);
+        out.push(DirEntry { name, kind: m.kind, len: m.len });
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// fsyncs a host directory so that entries created, renamed or removed in it are durable.
+pub fn sync_host_dir(path: &Path) -> io::Result<()> {
+    fs::File::open(path)?.sync_all()
+}
+
+impl FileSystem for HostFs {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<FileRef> {
+        let file = open_host(&self.host_path(path)?, mode)?;
+        if file.metadata()?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::IsADirectory,
+                format!("{} is a directory", path.display()),
+            ));
+        }
+        Ok(Arc::new(HostFile::new(file, mode.writable())))
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::create_dir_all(self.host_path(path)?)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(self.host_path(path)?)
+    }
+
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir(self.host_path(path)?)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(self.host_path(from)?, self.host_path(to)?)
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
+        list_host_dir(&self.host_path(path)?, |_| false)
+    }
+
+    fn metadata(&self, path: &Path) -> io::Result<Metadata> {
+        Ok(host_metadata(&fs::metadata(self.host_path(path)?)?))
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        sync_host_dir(&self.host_path(path)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::{read_all, write_atomic};
+
+    #[test]
+    fn host_round_trip_and_escape_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = HostFs::new(dir.path()).unwrap();
+        fs.create_dir_all(Path::new("a/b")).unwrap();
+        let f = fs.open(Path::new("a/b/f"), OpenMode::CreateNew).unwrap();
+        f.write_at(b"hello", 3).unwrap();
+        assert_eq!(f.len().unwrap(), 8);
+        let mut buf = [9u8; 8];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"\0\0\0hello");
+        assert!(fs.open(Path::new("a/b/f"), OpenMode::CreateNew).is_err());
+        assert!(fs.open(Path::new("../outside"), OpenMode::Create).is_err());
+        write_atomic(&fs, Path::new("a/x"), b"v1").unwrap();
+        write_atomic(&fs, Path::new("a/x"), b"v2").unwrap();
+        assert_eq!(read_all(&fs, Path::new("a/x")).unwrap(), b"v2");
+        let names: Vec<_> =
+            fs.read_dir(Path::new("a")).unwrap().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, vec!["b", "x"]);
+        let ro = fs.open(Path::new("a/x"), OpenMode::Read).unwrap();
+        assert_eq!(ro.write_at(b"z", 0).unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+    }
+}
