@@ -117,7 +117,7 @@ fn round(after_synced: i64) {
     assert_eq!(live.len() as u64, BLOCKS * BS);
     for b in 0..BLOCKS {
         let got = &live[(b * BS) as usize..((b + 1) * BS) as usize];
-        let floor = (0..=synced.max(-1)).filter(|&i| i >= 0 && block_of(i as u64) == b).last();
+        let floor = (0..=synced.max(-1)).rev().find(|&i| i >= 0 && block_of(i as u64) == b);
         let base = if b < 16 { original(b) } else { vec![0; BS as usize] };
         let ok = match floor {
             None => got == base || (0..).take(100_000).any(|i| block_of(i) == b && got == tag(i)),
