@@ -170,3 +170,28 @@ fn reopen_keeps_persistent_and_drops_non_persistent() {
     assert!(v.view(n.id).is_err());
     assert_eq!(read_all(&v.view(p.id).unwrap(), Path::new("f")).unwrap(), vec![1u8; 8192]);
 }
+
+#[test]
+fn handles_opened_before_a_snapshot_and_removed_files_still_preserve() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vol(dir.path(), "db");
+    let h = v.open(Path::new("f"), OpenMode::Create).unwrap();
+    h.write_at(&[1u8; 8192], 0).unwrap();
+    let s1 = v.snapshot(false).unwrap();
+    h.write_at(&[2u8; 100], 0).unwrap(); // handle opened before the snapshot
+    v.remove_file(Path::new("f")).unwrap();
+    let s2 = v.snapshot(false).unwrap(); // does not hold f any more
+    h.write_at(&[3u8; 100], 4096).unwrap(); // a removed file, still open: s1 needs its bytes
+    h.set_len(10).unwrap();
+    let mut want = vec![1u8; 8192];
+    assert_eq!(read_all(&v.view(s1.id).unwrap(), Path::new("f")).unwrap(), want);
+    assert!(v.view(s2.id).unwrap().metadata(Path::new("f")).is_err());
+    want.truncate(10);
+    want[..10].fill(2);
+    let mut got = vec![0u8; 10];
+    h.read_exact_at(&mut got, 0).unwrap();
+    assert_eq!(got, want);
+    // Once no snapshot needs it, the parked file is gone.
+    v.delete_snapshot(s1.id).unwrap();
+    assert_eq!(std::fs::read_dir(v.root().join(".shadowcopy/links")).unwrap().count(), 0);
+}
