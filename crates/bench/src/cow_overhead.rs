@@ -37,8 +37,12 @@ fn pass(f: &FileRef, order: &[u64], fill: u8) -> anyhow::Result<f64> {
     for &b in order {
         f.write_at(&buf, b * BLOCK as u64)?;
     }
+    let loop_s = t.elapsed().as_secs_f64();
     f.sync()?;
     let secs = t.elapsed().as_secs_f64();
+    if std::env::var_os("SHADOWCOPY_BENCH_DEBUG").is_some() {
+        eprintln!("fill {fill}: loop {loop_s:.2}s, total {secs:.2}s");
+    }
     Ok((order.len() * BLOCK) as f64 / (1024.0 * 1024.0) / secs)
 }
 
@@ -55,6 +59,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         let base = pass(&f, &ord, 2)?;
         let snap = v.snapshot(false)?;
         let first = pass(&f, &ord, 3)?;
+        v.sync_shadow_storage()?;
         let preserved = pass(&f, &ord, 4)?;
         let diff_bytes = v.snapshots()[0].diff_area_bytes;
         v.delete_snapshot(snap.id)?;

@@ -46,6 +46,8 @@ pub enum Appended {
 struct LogState {
     len: u64,
     deleted: bool,
+    /// Reused record buffer (header + data), so an append allocates nothing.
+    rec: Vec<u8>,
 }
 
 /// One snapshot's diff area.
@@ -117,7 +119,7 @@ impl DiffArea {
             path: path.to_path_buf(),
             file,
             durable,
-            state: Mutex::new(LogState { len, deleted: false }),
+            state: Mutex::new(LogState { len, deleted: false, rec: Vec::new() }),
             index: RwLock::new(index),
         }
     }
@@ -147,7 +149,8 @@ impl DiffArea {
         if self.lookup(id, block).is_some() {
             return Ok(Appended::Present);
         }
-        let mut rec = Vec::with_capacity(HEADER as usize + data.len());
+        let mut rec = std::mem::take(&mut st.rec);
+        rec.clear();
         rec.extend_from_slice(&MAGIC.to_le_bytes());
         rec.extend_from_slice(&[0u8; 4]);
         rec.extend_from_slice(&id.dev.to_le_bytes());
@@ -159,7 +162,10 @@ impl DiffArea {
         rec[4..8].copy_from_slice(&crc.to_le_bytes());
         rec.extend_from_slice(data);
         let at = st.len;
-        if let Err(e) = self.file.write_all_at(&rec, at) {
+        let rec_len = rec.len() as u64;
+        let written = self.file.write_all_at(&rec, at);
+        st.rec = rec;
+        if let Err(e) = written {
             // Leave no half record behind the recorded length.
             let _ = self.file.set_len(at);
             return Err(e);
@@ -167,13 +173,13 @@ impl DiffArea {
         if self.durable {
             self.file.sync_data()?;
         }
-        st.len += rec.len() as u64;
+        st.len += rec_len;
         self.index
             .write()
             .entry(id)
             .or_default()
             .insert(block, Slot { offset: at + HEADER, len: data.len() as u32 });
-        Ok(Appended::Grew(rec.len() as u64))
+        Ok(Appended::Grew(rec_len))
     }
 
     /// Where the old content of `block` of `id` is, if this diff area holds it.

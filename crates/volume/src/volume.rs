@@ -274,6 +274,17 @@ impl Volume {
         self.inner.delete(id, reason)
     }
 
+    /// Makes every diff area of this volume durable. Non-persistent snapshots never sync their
+    /// diff areas on the write path; this lets a caller (or a benchmark separating its passes)
+    /// flush them at a moment of its choosing.
+    pub fn sync_shadow_storage(&self) -> Result<()> {
+        let snaps: Vec<Arc<Snapshot>> = self.inner.snaps.read().clone();
+        for s in snaps {
+            s.diff.sync().map_err(io_at(self.root()))?;
+        }
+        Ok(())
+    }
+
     /// Bytes the diff areas of this volume occupy.
     pub fn shadow_storage_used(&self) -> u64 {
         self.inner.used.load(Ordering::Acquire)
