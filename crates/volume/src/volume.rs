@@ -107,6 +107,8 @@ pub struct VolumeInner {
     pub(crate) block_size: u64,
     /// Shared by every mutation; exclusive during the flush-and-hold of a commit.
     pub(crate) barrier: RwLock<()>,
+    /// Mutations completed through the volume; see [`VolumeInner::mutation`].
+    mutations: AtomicU64,
     /// Serializes namespace changes (park-then-rename must not interleave).
     ns: Mutex<()>,
     /// Live snapshots, oldest first.
@@ -202,6 +204,7 @@ impl Volume {
             guid: cfg.guid,
             block_size: cfg.block_size,
             barrier: RwLock::new(()),
+            mutations: AtomicU64::new(0),
             ns: Mutex::new(()),
             snaps: RwLock::new(Vec::new()),
             epoch: AtomicU64::new(0),
@@ -346,6 +349,27 @@ impl Volume {
     pub fn hold_in_flight_write(&self) -> InFlightWrite<'_> {
         InFlightWrite { _g: self.inner.barrier.read() }
     }
+}
+
+/// A mutation in progress: holds the write barrier shared and, when dropped, counts the
+/// mutation as completed *before* releasing the barrier.
+#[derive(Debug)]
+pub(crate) struct Mutation<'a> {
+    counter: &'a AtomicU64,
+    _b: RwLockReadGuard<'a, ()>,
+}
+
+impl Drop for Mutation<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// A table scanned before the hold, valid if no mutation completed since.
+#[derive(Debug)]
+pub(crate) struct PreScan {
+    table: FileTable,
+    mutations: u64,
 }
 
 /// See [`Volume::hold_in_flight_write`].
@@ -727,8 +751,30 @@ impl VolumeInner {
         ))
     }
 
-    /// Flush-and-hold step 2 (barrier held): scans the table and creates the diff area.
-    pub(crate) fn prepare_snapshot(&self, set_id: Uuid, persistent: bool) -> Result<Arc<Snapshot>> {
+    /// Takes the write barrier shared for one mutation (see [`Mutation`]).
+    pub(crate) fn mutation(&self) -> Mutation<'_> {
+        Mutation { _b: self.barrier.read(), counter: &self.mutations }
+    }
+
+    /// Flush-and-hold step 1 (no barrier): scans the file table ahead of the hold. At commit
+    /// time the applications' writers are frozen, so the volume is normally quiet and this
+    /// table is still exact once the barrier is taken; the hold then costs no scan at all.
+    pub(crate) fn prescan(&self) -> Result<PreScan> {
+        let mutations = self.mutations.load(Ordering::Acquire);
+        let table = FileTable::scan(&self.root, HIDDEN).map_err(self.err())?;
+        Ok(PreScan { table, mutations })
+    }
+
+    /// Flush-and-hold step 2 (barrier held): takes the pre-scanned table if no mutation
+    /// completed since it began (a mutation counts itself only after its change is done and
+    /// before it releases the barrier, so an unchanged count means the scan saw every change),
+    /// else scans again; then creates the diff area.
+    pub(crate) fn prepare_snapshot(
+        &self,
+        set_id: Uuid,
+        persistent: bool,
+        pre: Option<PreScan>,
+    ) -> Result<Arc<Snapshot>> {
         let count = self.snaps.read().len();
         if count >= MAX_SNAPSHOTS {
             return Err(VolumeError::TooManySnapshots { volume: self.label.clone(), count });
@@ -736,7 +782,10 @@ impl VolumeInner {
         let err = self.err();
         let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
         let id = Uuid::new_v4();
-        let table = FileTable::scan(&self.root, HIDDEN).map_err(&err)?;
+        let table = match pre {
+            Some(p) if p.mutations == self.mutations.load(Ordering::Acquire) => p.table,
+            _ => FileTable::scan(&self.root, HIDDEN).map_err(&err)?,
+        };
         let stem = snapshot::stem(seq, id);
         let diff_dir = self.diff_dir();
         // An older persistent snapshot reads through this diff area: it must be as durable.
@@ -822,7 +871,7 @@ impl File for LiveFile {
         if buf.is_empty() {
             return Ok(());
         }
-        let _b = self.vol.barrier.read();
+        let _b = self.vol.mutation();
         let change = Change::Write { start: offset, end: offset + buf.len() as u64 };
         self.state.before_change(&self.vol, &self.file, change)?;
         self.file.write_all_at(buf, offset)
@@ -834,7 +883,7 @@ impl File for LiveFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.check_writable()?;
-        let _b = self.vol.barrier.read();
+        let _b = self.vol.mutation();
         self.state.before_change(&self.vol, &self.file, Change::Truncate { len })?;
         self.file.set_len(len)
     }
@@ -848,7 +897,7 @@ impl FileSystem for Volume {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<FileRef> {
         let v = &self.inner;
         let host = v.check_path(path)?;
-        let _b = matches!(mode, OpenMode::Create | OpenMode::CreateNew).then(|| v.barrier.read());
+        let _b = matches!(mode, OpenMode::Create | OpenMode::CreateNew).then(|| v.mutation());
         let file = open_host(&host, mode)?;
         let m = file.metadata()?;
         if m.is_dir() {
@@ -863,14 +912,14 @@ impl FileSystem for Volume {
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let host = self.inner.check_path(path)?;
-        let _b = self.inner.barrier.read();
+        let _b = self.inner.mutation();
         fs::create_dir_all(host)
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let v = &self.inner;
         let host = v.check_path(path)?;
-        let _b = v.barrier.read();
+        let _b = v.mutation();
         let _ns = v.ns.lock();
         let m = fs::symlink_metadata(&host)?;
         if m.is_dir() {
@@ -891,7 +940,7 @@ impl FileSystem for Volume {
         if host == self.inner.root {
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, "cannot remove the root"));
         }
-        let _b = self.inner.barrier.read();
+        let _b = self.inner.mutation();
         let _ns = self.inner.ns.lock();
         fs::remove_dir(host)
     }
@@ -900,7 +949,7 @@ impl FileSystem for Volume {
         let v = &self.inner;
         let hf = v.check_path(from)?;
         let ht = v.check_path(to)?;
-        let _b = v.barrier.read();
+        let _b = v.mutation();
         let _ns = v.ns.lock();
         let m = fs::symlink_metadata(&hf)?;
         if m.is_dir() {
