@@ -888,12 +888,14 @@ impl BackupSession {
         if self.phase == SessionPhase::Ended {
             return;
         }
-        if matches!(
-            self.phase,
-            SessionPhase::BackupStateSet
-                | SessionPhase::PreparedForBackup
-                | SessionPhase::SnapshotSetDone
-        ) {
+        // Without writers a committed set is the job's result (nothing to complete); with
+        // writers, a set never followed by backup_complete is an unfinished job.
+        let unfinished = match self.phase {
+            SessionPhase::BackupStateSet | SessionPhase::PreparedForBackup => true,
+            SessionPhase::SnapshotSetDone => self.context.writers(),
+            _ => false,
+        };
+        if unfinished {
             self.fail(VssError::Aborted {
                 reason: "the requester ended the session before backup complete".into(),
             });
@@ -913,6 +915,8 @@ impl BackupSession {
         }
         let outcome = if self.completed {
             "completed".to_string()
+        } else if self.phase == SessionPhase::SnapshotSetDone {
+            "snapshot set made".to_string()
         } else {
             format!("aborted: {}", self.abort_reason.as_deref().unwrap_or("no snapshot set made"))
         };
