@@ -8,8 +8,11 @@
 //! overwritten, and serves snapshot views. The software provider that the coordinator drives is
 //! built on it.
 
+pub mod fault;
 pub mod fs;
 pub mod host;
+pub mod mem;
 
 pub use fs::{DirEntry, File, FileKind, FileRef, FileSystem, FsRef, Metadata, OpenMode};
 pub use host::HostFs;
+pub use mem::MemFs;
