@@ -194,8 +194,12 @@ impl EventLog {
             ..opts
         };
         fs.create_dir_all(&dir).map_err(io_err(&dir, "create directory"))?;
-        if let Some(parent) = dir.parent() {
-            fs.sync_dir(parent).map_err(io_err(parent, "sync directory"))?;
+        // Make every level of the directory's name durable (a name is durable only once its
+        // parent directory is synced), from the root down.
+        let mut parent = PathBuf::new();
+        for component in dir.components() {
+            fs.sync_dir(&parent).map_err(io_err(&parent, "sync directory"))?;
+            parent.push(component);
         }
         let mut numbers: Vec<u64> = fs
             .read_dir(&dir)
