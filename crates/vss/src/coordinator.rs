@@ -15,8 +15,9 @@ use volume::FsRef;
 
 use crate::call::{self, CallError};
 use crate::document::BackupComponentsDocument;
-use crate::error::VssError;
+use crate::error::{SessionPhase, VssError};
 use crate::gate::SnapshotSetGate;
+use crate::journal::{JobJournal, JobRecord};
 use crate::metadata::{BackupType, ComponentKey, WriterKey, WriterMetadata};
 use crate::provider::{Provider, SnapshotContext, SnapshotInfo};
 use crate::restore::RestoreSession;
@@ -170,6 +171,7 @@ pub(crate) struct Inner {
     pub providers: RwLock<Vec<Arc<dyn Provider>>>,
     pub gate: SnapshotSetGate,
     pub sessions: AtomicUsize,
+    pub journal: Option<JobJournal>,
 }
 
 impl Inner {
@@ -302,15 +304,37 @@ impl Coordinator {
         config: CoordinatorConfig,
         events: Arc<dyn EventSink>,
     ) -> Self {
+        Self::build(node.into(), config, events, None)
+    }
+
+    /// Like [`Coordinator::new`], with a durable job journal so that jobs interrupted by a
+    /// node crash are found and cleaned up at the next start
+    /// ([`Coordinator::recover_interrupted_jobs`]).
+    pub fn with_journal(
+        node: impl Into<String>,
+        config: CoordinatorConfig,
+        events: Arc<dyn EventSink>,
+        journal: JobJournal,
+    ) -> Self {
+        Self::build(node.into(), config, events, Some(journal))
+    }
+
+    fn build(
+        node: String,
+        config: CoordinatorConfig,
+        events: Arc<dyn EventSink>,
+        journal: Option<JobJournal>,
+    ) -> Self {
         Coordinator {
             inner: Arc::new(Inner {
-                node: node.into(),
+                node,
                 config,
                 events,
                 writers: RwLock::new(Vec::new()),
                 providers: RwLock::new(Vec::new()),
                 gate: SnapshotSetGate::default(),
                 sessions: AtomicUsize::new(0),
+                journal,
             }),
         }
     }
@@ -422,8 +446,71 @@ impl Coordinator {
         RestoreSession::new(self.inner.clone(), document)
     }
 
+    /// Start-up recovery: finds the jobs the journal says never ended (the node crashed
+    /// under them), releases their snapshots (unless they are persistent and were completely
+    /// made), sends abort and backup_shutdown to their writers, logs
+    /// `COORD_INTERRUPTED_JOB_FOUND` for each, and forgets them. Call after registering the
+    /// writers and providers. Returns the jobs found.
+    pub fn recover_interrupted_jobs(&self) -> Result<Vec<JobRecord>, VssError> {
+        let Some(journal) = &self.inner.journal else { return Ok(Vec::new()) };
+        let records = journal.list()?;
+        for r in &records {
+            tracing::warn!(job = %r.job, phase = ?r.phase, "found a job interrupted by a node crash");
+            let keep = r.context.persistent() && r.phase >= SessionPhase::SnapshotSetDone;
+            if let (Some(set), false) = (r.snapshot_set, keep) {
+                let providers = self.inner.providers.read().clone();
+                for p in providers {
+                    let _ = p.abort_set(set);
+                    for s in p.query().into_iter().filter(|s| s.set_id == set) {
+                        match p.delete(s.snapshot_id) {
+                            Ok(()) => self.inner.emit(
+                                &catalog::PROVIDER_SNAPSHOT_DELETED,
+                                Some(r.job),
+                                json!({"provider": p.name(), "snapshot": s.snapshot_id.to_string(), "volume": s.volume}),
+                            ),
+                            Err(e) => tracing::error!(snapshot = %s.snapshot_id, error = %e, "cannot delete an interrupted job's snapshot"),
+                        }
+                    }
+                }
+            }
+            let registered = self.inner.writers.read().clone();
+            let targets: Vec<Arc<Participant>> = registered
+                .iter()
+                .filter(|w| r.writers.contains(&w.identity.key()))
+                .map(|w| Arc::new(Participant::new(w.clone(), placeholder_metadata(&w.identity))))
+                .collect();
+            if !targets.is_empty() && r.context.writers() {
+                let job = JobRef { job: r.job, context: r.context, set: r.snapshot_set };
+                self.inner.call_all(&job, Phase::Abort, &targets, None, |w, ctx| w.abort(ctx));
+                self.inner.call_all(&job, Phase::BackupShutdown, &targets, None, |w, ctx| {
+                    w.backup_shutdown(ctx)
+                });
+            }
+            self.inner.emit(
+                &catalog::COORD_INTERRUPTED_JOB_FOUND,
+                Some(r.job),
+                json!({"job": r.job.to_string(), "phase": format!("{:?}", r.phase)}),
+            );
+            journal.remove(r.job)?;
+        }
+        Ok(records)
+    }
+
     /// The job currently creating a snapshot set on this node, if any.
     pub fn snapshot_set_in_progress(&self) -> Option<Uuid> {
         self.inner.gate.holder()
+    }
+}
+
+/// Metadata standing in for a writer that could not be (or need not be) identified.
+pub(crate) fn placeholder_metadata(identity: &WriterIdentity) -> WriterMetadata {
+    WriterMetadata {
+        version: crate::metadata::WRITER_METADATA_VERSION,
+        writer_id: identity.writer_id,
+        writer_name: identity.writer_name.clone(),
+        instance_name: identity.instance_name.clone(),
+        components: Vec::new(),
+        schema: Default::default(),
+        restore_method: crate::metadata::RestoreMethod::Custom,
     }
 }

@@ -9,7 +9,9 @@ use crate::provider::ProviderError;
 use crate::writer::{Phase, WriterFailure};
 
 /// Where a requester session stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionPhase {
     Created,
@@ -71,4 +73,11 @@ pub enum VssError {
     DuplicateWriter { writer: WriterKey },
     #[error("snapshot {snapshot} is not known to any provider")]
     UnknownSnapshot { snapshot: Uuid },
+    #[error("job journal {path}: {op} failed: {source}")]
+    Journal {
+        path: std::path::PathBuf,
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }

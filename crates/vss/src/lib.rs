@@ -20,6 +20,7 @@ pub mod document;
 pub mod error;
 mod freeze;
 mod gate;
+pub mod journal;
 pub mod metadata;
 pub mod provider;
 pub mod restore;
@@ -32,6 +33,7 @@ pub use document::{
     BackupComponentsDocument, ComponentEntry, DocumentError, SnapshotRecord, WriterEntry,
 };
 pub use error::{SessionPhase, VssError};
+pub use journal::{JobJournal, JobRecord};
 pub use metadata::{
     BackupSchema, BackupType, Component, ComponentKey, ComponentType, FileDescriptor,
     RestoreMethod, SchemaFeature, WriterKey, WriterMetadata,

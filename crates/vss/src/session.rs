@@ -24,12 +24,13 @@ use uuid::Uuid;
 use volume::FsRef;
 
 use crate::call::{self, CallError};
-use crate::coordinator::{Inner, JobRef, Participant, now_ms};
+use crate::coordinator::{Inner, JobRef, Participant, now_ms, placeholder_metadata};
 use crate::document::{
     BackupComponentsDocument, ComponentEntry, DOCUMENT_VERSION, SnapshotRecord, WriterEntry,
 };
 use crate::error::{SessionPhase, VssError};
 use crate::freeze::FreezeControl;
+use crate::journal::JobRecord;
 use crate::metadata::{BackupType, ComponentKey, WriterKey, WriterMetadata};
 use crate::provider::{CommittedSnapshot, Provider, ProviderError, SnapshotContext};
 use crate::writer::{ComponentResult, Phase, WriterState, WriterStatus};
@@ -126,6 +127,9 @@ pub struct BackupSession {
     abort_reason: Option<String>,
     completed: bool,
     released: bool,
+    /// The set id as recorded in the job journal (set before the provider sees it).
+    journal_set: Option<Uuid>,
+    journaled: bool,
 }
 
 impl std::fmt::Debug for BackupSession {
@@ -160,6 +164,8 @@ impl BackupSession {
             abort_reason: None,
             completed: false,
             released: false,
+            journal_set: None,
+            journaled: false,
         }
     }
 
@@ -241,7 +247,7 @@ impl BackupSession {
                             CallError::Panicked(m) => (crate::WriterFailure::NonRetryable, m, None),
                         };
                         // Record on a throw-away participant so the registry shows the state.
-                        let p = Participant::new(reg.clone(), placeholder_metadata(reg));
+                        let p = Participant::new(reg.clone(), placeholder_metadata(&reg.identity));
                         self.inner.writer_failed(
                             self.job,
                             &p,
@@ -385,6 +391,9 @@ impl BackupSession {
             return Err(VssError::SnapshotSetInProgress { holder, waited });
         }
         self.holds_gate = true;
+        if let Err(e) = self.record(SessionPhase::PreparedForBackup) {
+            return Err(self.fail(e));
+        }
         if self.context.writers() {
             self.inner.emit(
                 &catalog::COORD_PREPARE_BACKUP,
@@ -454,6 +463,10 @@ impl BackupSession {
             }
         }
         let set_id = Uuid::new_v4();
+        self.journal_set = Some(set_id);
+        if let Err(e) = self.record(SessionPhase::PreparedForBackup) {
+            return Err(self.fail(e));
+        }
         self.set = Some(SetInProgress {
             id: set_id,
             providers: Vec::new(),
@@ -553,6 +566,9 @@ impl BackupSession {
             }
         }
         let hold = commit_started.elapsed();
+        if let Some(e) = self.check_consistency(&volumes) {
+            return Err(self.fail(e));
+        }
         let committed_ms = now_ms();
         self.inner.emit(
             &catalog::COORD_SNAPSHOT_SET_COMMITTED,
@@ -637,6 +653,9 @@ impl BackupSession {
             hold,
         });
         self.phase = SessionPhase::SnapshotSetDone;
+        if let Err(e) = self.record(SessionPhase::SnapshotSetDone) {
+            return Err(self.fail(e));
+        }
         Ok(self.snapshot_set.as_ref().expect("set"))
     }
 
@@ -647,6 +666,69 @@ impl BackupSession {
             json!({"provider": p.name(), "snapshot_set": set.to_string(),
                    "timeout_ms": timeout.as_millis() as u64}),
         );
+    }
+
+    /// Every volume a selected component lives on must have a snapshot in the set; a writer
+    /// whose component lost one fails with `inconsistent_snapshot` (its data would be copied
+    /// from two different points in time).
+    fn check_consistency(&self, volumes: &[String]) -> Option<VssError> {
+        let set = self.set.as_ref()?;
+        let missing: Vec<&String> = volumes
+            .iter()
+            .filter(|v| !set.committed.iter().any(|(_, s)| &s.volume == *v))
+            .collect();
+        if missing.is_empty() {
+            return None;
+        }
+        let mut first = None;
+        for p in &self.participants {
+            let touches = p.components.iter().any(|c| {
+                p.metadata
+                    .component(&c.logical_path, &c.name)
+                    .is_some_and(|comp| comp.files.iter().any(|f| missing.contains(&&f.volume)))
+            });
+            if touches {
+                let msg = format!(
+                    "the snapshot set lacks volume(s) {}",
+                    missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                );
+                let e = self.inner.writer_failed(
+                    self.job,
+                    p,
+                    Phase::PostSnapshot,
+                    crate::WriterFailure::InconsistentSnapshot,
+                    &msg,
+                    None,
+                );
+                first.get_or_insert(e);
+            }
+        }
+        Some(first.unwrap_or_else(|| VssError::Provider {
+            provider: set.providers.first().map(|(p, _)| p.name()).unwrap_or_default(),
+            source: ProviderError::Failed(format!("volumes {missing:?} were not snapshotted")),
+        }))
+    }
+
+    /// Durably records the job in the node's job journal (if it has one), so a node crash
+    /// cannot orphan its writers' state or its snapshots.
+    fn record(&mut self, phase: SessionPhase) -> Result<(), VssError> {
+        let Some(journal) = &self.inner.journal else { return Ok(()) };
+        journal.write(&JobRecord {
+            job: self.job,
+            context: self.context,
+            phase,
+            recorded_ms: now_ms(),
+            writers: self.participants.iter().map(|p| p.key()).collect(),
+            snapshot_set: self.journal_set,
+            snapshots: self
+                .snapshot_set
+                .iter()
+                .flat_map(|s| s.snapshots.iter())
+                .map(|s| (s.provider.clone(), s.snapshot_id))
+                .collect(),
+        })?;
+        self.journaled = true;
+        Ok(())
     }
 
     /// The committed snapshot set.
@@ -925,6 +1007,11 @@ impl BackupSession {
             Some(self.job),
             json!({"job": self.job.to_string(), "outcome": outcome}),
         );
+        if let (Some(journal), true) = (&self.inner.journal, self.journaled)
+            && let Err(e) = journal.remove(self.job)
+        {
+            tracing::error!(job = %self.job, error = %e, "cannot remove the job's journal record");
+        }
         self.inner.sessions.fetch_sub(1, Ordering::SeqCst);
         self.phase = SessionPhase::Ended;
     }
@@ -938,16 +1025,4 @@ impl Drop for BackupSession {
 
 fn first_error<T>(results: Vec<(Arc<Participant>, Result<T, VssError>)>) -> Option<VssError> {
     results.into_iter().find_map(|(_, r)| r.err())
-}
-
-fn placeholder_metadata(reg: &crate::coordinator::RegisteredWriter) -> WriterMetadata {
-    WriterMetadata {
-        version: crate::metadata::WRITER_METADATA_VERSION,
-        writer_id: reg.identity.writer_id,
-        writer_name: reg.identity.writer_name.clone(),
-        instance_name: reg.identity.instance_name.clone(),
-        components: Vec::new(),
-        schema: Default::default(),
-        restore_method: crate::metadata::RestoreMethod::Custom,
-    }
 }

@@ -276,6 +276,8 @@ pub enum CommitBehavior {
         hold: Duration,
         honour_timeout: bool,
     },
+    /// Commits every volume but the last one of the set (a broken provider).
+    DropLastVolume,
 }
 
 struct Snap {
@@ -368,7 +370,7 @@ impl Provider for TestProvider {
     ) -> Result<Vec<CommittedSnapshot>, ProviderError> {
         let behavior = *self.behavior.lock();
         match behavior {
-            CommitBehavior::Normal => {}
+            CommitBehavior::Normal | CommitBehavior::DropLastVolume => {}
             CommitBehavior::Fail => {
                 return Err(ProviderError::Failed("scripted commit failure".into()));
             }
@@ -380,9 +382,12 @@ impl Provider for TestProvider {
                 std::thread::sleep(hold);
             }
         }
-        let Some((volumes, context)) = self.sets.lock().remove(&set) else {
+        let Some((mut volumes, context)) = self.sets.lock().remove(&set) else {
             return Err(ProviderError::UnknownSet { set });
         };
+        if behavior == CommitBehavior::DropLastVolume {
+            volumes.pop();
+        }
         let mut out = Vec::new();
         for v in volumes {
             let src = self
