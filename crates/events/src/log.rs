@@ -11,6 +11,9 @@
 //! record, so an event that was returned survives a power loss; `n > 1` syncs every `n`-th
 //! record (a crash loses at most the last `n - 1`); `0` syncs only at rotation and on
 //! [`EventLog::sync`]. Segment creation and deletion are made durable with `sync_dir`.
+//! Syncs are *group commits*: the fsync runs outside the append lock and covers every record
+//! appended before it started, so concurrent emitters share one fsync instead of queueing for
+//! one each, and appends never wait behind a disk flush.
 //!
 //! **Recovery.** On open every segment is scanned. In the newest segment, damage that no valid
 //! record follows is a torn tail (a crash during an append): it is cut off and reported in
@@ -108,6 +111,8 @@ struct Writer {
     /// End of the last complete record in the active segment.
     offset: u64,
     unsynced: u32,
+    /// Records appended since open (the sequence number of the newest).
+    appended: u64,
     last_time_ms: u64,
 }
 
@@ -123,6 +128,9 @@ pub struct EventLog {
     node: String,
     opts: LogOptions,
     writer: Mutex<Writer>,
+    /// Sequence number up to which records are known durable; its lock serializes fsyncs
+    /// (lock order: `durable` before `writer`).
+    durable: Mutex<u64>,
     subscribers: Mutex<Vec<Subscriber>>,
     sink_failures: AtomicU64,
     report: RecoveryReport,
@@ -285,13 +293,14 @@ impl EventLog {
             }
         };
         debug_assert_eq!(segments.back(), Some(&number));
-        let writer = Writer { segments, file, offset, unsynced: 0, last_time_ms };
+        let writer = Writer { segments, file, offset, unsynced: 0, appended: 0, last_time_ms };
         let log = EventLog {
             fs,
             dir,
             node,
             opts,
             writer: Mutex::new(writer),
+            durable: Mutex::new(0),
             subscribers: Mutex::new(Vec::new()),
             sink_failures: AtomicU64::new(0),
             report: RecoveryReport::default(),
@@ -340,6 +349,28 @@ impl EventLog {
         job: Option<Uuid>,
         fields: Map<String, Value>,
     ) -> Result<Event, EventLogError> {
+        self.append_with(def, job, fields, true)
+    }
+
+    /// Like [`EventLog::append`] but never syncs: the record is written (in order) now and
+    /// becomes durable with the next synced append or [`EventLog::sync`]. For events emitted
+    /// where an fsync would hurt (inside a freeze window).
+    pub fn append_relaxed(
+        &self,
+        def: &EventDef,
+        job: Option<Uuid>,
+        fields: Map<String, Value>,
+    ) -> Result<Event, EventLogError> {
+        self.append_with(def, job, fields, false)
+    }
+
+    fn append_with(
+        &self,
+        def: &EventDef,
+        job: Option<Uuid>,
+        fields: Map<String, Value>,
+        may_sync: bool,
+    ) -> Result<Event, EventLogError> {
         let message = def.render(&fields);
         let mut w = self.writer.lock();
         let time_ms = now_ms().max(w.last_time_ms);
@@ -377,26 +408,48 @@ impl EventLog {
         }
         w.offset += rec.len() as u64;
         w.last_time_ms = time_ms;
+        w.appended += 1;
+        let seq = w.appended;
         w.unsynced += 1;
-        if self.opts.sync_every > 0 && w.unsynced >= self.opts.sync_every {
-            w.file.sync().map_err(io_err(&path, "sync segment"))?;
+        let sync = may_sync && self.opts.sync_every > 0 && w.unsynced >= self.opts.sync_every;
+        if sync {
             w.unsynced = 0;
         }
         // Deliver under the append lock so subscribers see file order.
-        let mut subs = self.subscribers.lock();
-        subs.retain(|s| !s.filter.matches(&event) || s.tx.send(event.clone()).is_ok());
+        self.subscribers
+            .lock()
+            .retain(|s| !s.filter.matches(&event) || s.tx.send(event.clone()).is_ok());
+        drop(w);
+        if sync {
+            self.sync_through(seq)?;
+        }
         Ok(event)
+    }
+
+    /// Makes records up to sequence `seq` durable, sharing the fsync with concurrent callers.
+    fn sync_through(&self, seq: u64) -> Result<(), EventLogError> {
+        let mut durable = self.durable.lock();
+        if *durable >= seq {
+            return Ok(()); // someone else's fsync covered it
+        }
+        // Everything appended so far is in the current segment or in sealed (synced) ones.
+        let (file, upto, path) = {
+            let w = self.writer.lock();
+            (w.file.clone(), w.appended, self.active_path(&w))
+        };
+        file.sync().map_err(io_err(&path, "sync segment"))?;
+        *durable = upto;
+        Ok(())
     }
 
     /// Makes every appended record durable.
     pub fn sync(&self) -> Result<(), EventLogError> {
-        let mut w = self.writer.lock();
-        if w.unsynced > 0 {
-            let path = self.active_path(&w);
-            w.file.sync().map_err(io_err(&path, "sync segment"))?;
+        let seq = {
+            let mut w = self.writer.lock();
             w.unsynced = 0;
-        }
-        Ok(())
+            w.appended
+        };
+        self.sync_through(seq)
     }
 
     /// Events matching `filter`, oldest first (newest last). Reads the retained segments.
@@ -493,6 +546,14 @@ pub trait EventSink: Send + Sync {
     /// Records one event. Never fails the caller: a sink that cannot record logs the failure
     /// with `tracing` (an event log must not turn a good backup into a failed one).
     fn emit(&self, def: &EventDef, job: Option<Uuid>, fields: Value);
+
+    /// Records an event in order now but lets its durability wait for the next [`emit`]
+    /// (no fsync on the caller's path). The coordinator uses it inside the freeze window.
+    ///
+    /// [`emit`]: EventSink::emit
+    fn emit_relaxed(&self, def: &EventDef, job: Option<Uuid>, fields: Value) {
+        self.emit(def, job, fields)
+    }
 }
 
 fn into_map(fields: Value) -> Map<String, Value> {
@@ -507,12 +568,22 @@ fn into_map(fields: Value) -> Map<String, Value> {
     }
 }
 
-impl EventSink for EventLog {
-    fn emit(&self, def: &EventDef, job: Option<Uuid>, fields: Value) {
-        if let Err(e) = self.append(def, job, into_map(fields)) {
+impl EventLog {
+    fn sink(&self, def: &EventDef, job: Option<Uuid>, fields: Value, may_sync: bool) {
+        if let Err(e) = self.append_with(def, job, into_map(fields), may_sync) {
             self.sink_failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(event = def.name, error = %e, "event log: cannot record event");
         }
+    }
+}
+
+impl EventSink for EventLog {
+    fn emit(&self, def: &EventDef, job: Option<Uuid>, fields: Value) {
+        self.sink(def, job, fields, true)
+    }
+
+    fn emit_relaxed(&self, def: &EventDef, job: Option<Uuid>, fields: Value) {
+        self.sink(def, job, fields, false)
     }
 }
 

@@ -68,6 +68,27 @@ fn unsynced_records_are_lost_cleanly_with_batched_sync() {
     assert_eq!(seqs(&log.query(&Filter::default()).unwrap()), (0..11).collect::<Vec<_>>());
 }
 
+#[test]
+fn relaxed_records_become_durable_with_the_next_synced_one() {
+    let fs = MemFs::new();
+    let log = open(&fs, LogOptions::default());
+    let mut f = Map::new();
+    f.insert("writers".into(), json!(0));
+    log.append_relaxed(&COORD_ABORT, None, f.clone()).unwrap();
+    f.insert("writers".into(), json!(1));
+    log.append(&COORD_ABORT, None, f.clone()).unwrap();
+    f.insert("writers".into(), json!(2));
+    log.append_relaxed(&COORD_ABORT, None, f).unwrap();
+    fs.crash();
+    drop(log);
+    let log = open(&fs, LogOptions::default());
+    assert_eq!(
+        seqs(&log.query(&Filter::default()).unwrap()),
+        [0, 1],
+        "the unsynced relaxed tail is lost, in order"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 

@@ -277,3 +277,47 @@ proptest! {
         prop_assert_eq!(read.len(), complete);
     }
 }
+
+/// Prints emit throughput with and without per-record sync (run with SHADOWCOPY_STRESS=1).
+#[test]
+fn emit_throughput_figures() {
+    if std::env::var_os("SHADOWCOPY_STRESS").is_none() {
+        return;
+    }
+    for sync_every in [1u32, 64, 0] {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = open(&host(tmp.path()), LogOptions { sync_every, ..LogOptions::default() });
+        let n = if sync_every == 1 { 2_000 } else { 50_000 };
+        let t = std::time::Instant::now();
+        for i in 0..n {
+            log.emit(&COORD_ABORT, Some(Uuid::nil()), json!({"writers": 2, "reason": i}));
+        }
+        log.sync().unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "{{\"bench\":\"event_emit\",\"sync_every\":{sync_every},\"events\":{n},\"per_sec\":{:.0},\"us_per_event\":{:.1}}}",
+            n as f64 / secs,
+            secs * 1e6 / n as f64
+        );
+    }
+    // Group commit: 8 threads emitting with an fsync per record share the fsyncs.
+    let tmp = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(&host(tmp.path()), LogOptions::default()));
+    let t = std::time::Instant::now();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for i in 0..250 {
+                    log.emit(&COORD_ABORT, None, json!({"writers": 1, "reason": i}));
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{{\"bench\":\"event_emit_group_commit\",\"threads\":8,\"sync_every\":1,\"events\":2000,\"per_sec\":{:.0}}}",
+        2000.0 / secs
+    );
+}

@@ -179,6 +179,12 @@ impl Inner {
         self.events.emit(def, job, fields);
     }
 
+    /// Emits without waiting for durability (inside the freeze window; see
+    /// [`EventSink::emit_relaxed`]).
+    pub fn emit_relaxed(&self, def: &EventDef, job: Option<Uuid>, fields: serde_json::Value) {
+        self.events.emit_relaxed(def, job, fields);
+    }
+
     /// Sends event `phase` to every target in parallel under the phase's deadline, records
     /// the outcome (success state or failure state + code + event) and returns each result.
     pub fn call_all<T, F>(

@@ -442,6 +442,9 @@ impl BackupSession {
 
     /// Creates the snapshot set: prepare_snapshot → freeze → provider commit (flush-and-hold)
     /// → thaw → post_snapshot, then frees the gate. On success the snapshot views are ready.
+    ///
+    /// The events logged between freeze and thaw are emitted *relaxed* (in order, durable with
+    /// the next event) so that the freeze window never waits on an fsync of the event log.
     pub fn do_snapshot_set(&mut self) -> Result<&SnapshotSet, VssError> {
         self.expect("do_snapshot_set", SessionPhase::PreparedForBackup)?;
         let volumes: Vec<String> = self.volumes().into_iter().collect();
@@ -570,7 +573,7 @@ impl BackupSession {
             return Err(self.fail(e));
         }
         let committed_ms = now_ms();
-        self.inner.emit(
+        self.inner.emit_relaxed(
             &catalog::COORD_SNAPSHOT_SET_COMMITTED,
             Some(self.job),
             json!({"snapshot_set": set_id.to_string(), "volumes": volumes.join(", "),
@@ -584,7 +587,7 @@ impl BackupSession {
                 return Err(self.fail(VssError::FreezeWindowExpired { set: set_id, window }));
             }
             if let Some(targets) = fc.take_thaw() {
-                self.inner.emit(
+                self.inner.emit_relaxed(
                     &catalog::COORD_THAW_ISSUED,
                     Some(self.job),
                     json!({"writers": targets.len(), "snapshot_set": set_id.to_string()}),

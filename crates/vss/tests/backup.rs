@@ -753,3 +753,36 @@ fn restore_hands_the_document_to_pre_and_post_restore() {
         .unwrap();
     assert!(post.results.unwrap().iter().all(|c| !c.succeeded));
 }
+
+#[test]
+fn the_session_limit_is_enforced_and_freed_on_drop() {
+    let mut config = quick_config();
+    config.max_sessions = 1;
+    let rig = rig(1, config, BackupSchema::default());
+    let first = rig.coord.backup_session(SnapshotContext::Backup).unwrap();
+    assert!(matches!(
+        rig.coord.backup_session(SnapshotContext::Backup),
+        Err(VssError::TooManySessions { max: 1 })
+    ));
+    drop(first);
+    rig.coord.backup_session(SnapshotContext::Backup).unwrap();
+}
+
+#[test]
+fn calls_out_of_order_are_refused_by_name() {
+    let rig = rig(1, quick_config(), BackupSchema::default());
+    let mut s = rig.coord.backup_session(SnapshotContext::Backup).unwrap();
+    let err = s.do_snapshot_set().unwrap_err();
+    assert!(
+        matches!(err, VssError::OutOfOrder { op: "do_snapshot_set", phase: SessionPhase::Created }),
+        "{err}"
+    );
+    assert_eq!(s.phase(), SessionPhase::Created, "a refused call changes nothing");
+    s.gather_writer_metadata().unwrap();
+    let mut bogus = rig.writers[0].component_keys()[0].clone();
+    bogus.name = "no-such-database".into();
+    let err = s
+        .set_backup_state(BackupState { components: vec![bogus], ..BackupState::default() })
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-database"), "{err}");
+}
