@@ -81,3 +81,23 @@ pub enum VssError {
         source: std::io::Error,
     },
 }
+
+impl VssError {
+    /// Whether the requester may retry the job as it is (the reference advises waiting and
+    /// retrying, up to three times, after a busy node or a flush-and-hold time-out).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            VssError::SnapshotSetInProgress { .. }
+            | VssError::ProviderTimeout { .. }
+            | VssError::FreezeWindowExpired { .. }
+            | VssError::TooManySessions { .. } => true,
+            VssError::Provider { source, .. } => {
+                matches!(source, ProviderError::FlushHoldTimeout { .. })
+            }
+            VssError::Writer { failure, .. } => {
+                matches!(failure, WriterFailure::Retryable | WriterFailure::Timeout)
+            }
+            _ => false,
+        }
+    }
+}

@@ -154,6 +154,7 @@ fn a_failure_at_any_phase_aborts_thaws_and_releases_everything() {
                 }
                 other => panic!("{case}: unexpected error {other}"),
             }
+            assert!(err.is_retryable(), "{case}: retryable and timeout failures may be retried");
             assert_eq!(status.state, phase.failed_state().unwrap(), "{case}");
             assert_eq!(status.failure, Some(expected), "{case}");
             for w in &rig.writers {
