@@ -1,18 +1,32 @@
 //! Benchmarks of Shadowcopy.
 //!
-//! `cargo run --release -p bench -- <scenario>` prints one JSON object per line. Every scenario
-//! measures the thing and its baseline side by side in the same run and reports the ratio,
-//! because these machines are noisy: absolute figures move, ratios much less.
+//! `cargo run --release -p bench -- <scenario> [options]` prints one JSON object per line.
+//! Every scenario measures the thing and its baseline side by side in the same run and reports
+//! the ratio, because these machines are noisy: absolute figures move, ratios much less.
+//!
+//! Scenarios:
+//! - `snapshot-scaling [--runs N] [--files N] [--dir D]`: snapshot commit time (the
+//!   flush-and-hold window) of a volume with 1 GiB vs 1 TiB of sparse data.
+//! - `cow-overhead [--size-mib N] [--dir D]`: 16 KiB overwrite throughput without a snapshot,
+//!   under a fresh snapshot, and once every block is preserved.
+
+mod args;
+mod cow_overhead;
+mod snapshot_scaling;
 
 use anyhow::bail;
 
 fn main() -> anyhow::Result<()> {
-    let scenario = std::env::args().nth(1).unwrap_or_default();
+    let mut argv = std::env::args().skip(1);
+    let scenario = argv.next().unwrap_or_default();
+    let opts = args::Opts::parse(argv)?;
     match scenario.as_str() {
         "list" | "" => {
-            println!("scenarios: (none yet)");
+            println!("scenarios: snapshot-scaling, cow-overhead");
             Ok(())
         }
+        "snapshot-scaling" => snapshot_scaling::run(&opts),
+        "cow-overhead" => cow_overhead::run(&opts),
         other => bail!("unknown scenario {other:?}; run with `list` to see the scenarios"),
     }
 }

@@ -7,12 +7,36 @@
 //! O(metadata), preserves old block contents into shadow storage (diff areas) before they are
 //! overwritten, and serves snapshot views. The software provider that the coordinator drives is
 //! built on it.
+//!
+//! Entry points: [`Volume`] (create/open, the live [`FileSystem`], snapshots, shadow storage,
+//! events), [`SnapshotView`] (a snapshot as a read-only [`FileSystem`]), [`hold::commit_set`]
+//! (flush-and-hold of several volumes) and [`provider::SoftwareProvider`] (what the
+//! coordinator drives).
 
+pub mod cow;
+pub mod diff;
+pub mod error;
+pub mod events;
+pub mod extents;
 pub mod fault;
+pub mod file_id;
 pub mod fs;
+pub mod hold;
 pub mod host;
 pub mod mem;
+pub mod provider;
+pub mod snapshot;
+pub mod table;
+pub mod view;
+pub mod volume;
 
+pub use error::VolumeError;
+pub use events::{DeleteReason, VolumeEvent};
 pub use fs::{DirEntry, File, FileKind, FileRef, FileSystem, FsRef, Metadata, OpenMode};
+pub use hold::{CommitOptions, CommitReport, commit_set};
 pub use host::HostFs;
 pub use mem::MemFs;
+pub use provider::{CommittedSet, CommittedSnapshot, SoftwareProvider, VolumeInfo};
+pub use snapshot::SnapshotInfo;
+pub use view::SnapshotView;
+pub use volume::{ShadowStorageInfo, StorageConfig, Volume, VolumeOptions};

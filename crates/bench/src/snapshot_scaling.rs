@@ -1,0 +1,72 @@
+//! `snapshot-scaling`: snapshot commit time must not depend on how much data a volume holds.
+//!
+//! Two volumes, each with the same 10,000 small files in 100 directories: one also holds a
+//! 1 GiB sparse file, the other a 1 TiB sparse file, each with 1 MiB of data written at a few
+//! offsets (the disk never holds a TiB). Commits alternate between the two volumes; each
+//! commit's flush-and-hold window is measured and the snapshot deleted again.
+
+use std::path::Path;
+
+use serde_json::json;
+use volume::{CommitOptions, FileSystem, OpenMode, Volume, VolumeOptions, commit_set};
+
+use crate::args::{Opts, median};
+
+fn populate(v: &Volume, files: u64, sparse_len: u64) -> anyhow::Result<()> {
+    let small = vec![0x5Au8; 2048];
+    for i in 0..files {
+        let d = format!("mail/{:03}", i % 100);
+        if i < 100 {
+            v.create_dir_all(Path::new(&d))?;
+        }
+        v.open(Path::new(&format!("{d}/{i:05}.eml")), OpenMode::CreateNew)?.write_at(&small, 0)?;
+    }
+    let f = v.open(Path::new("store.edb"), OpenMode::CreateNew)?;
+    f.set_len(sparse_len)?;
+    let chunk = vec![0xA5u8; 256 * 1024];
+    for k in 0..4u64 {
+        f.write_at(&chunk, sparse_len / 4 * k)?;
+    }
+    f.sync()?;
+    Ok(())
+}
+
+fn commit_ms(v: &Volume) -> anyhow::Result<f64> {
+    let r = commit_set(std::slice::from_ref(v), uuid::Uuid::new_v4(), &CommitOptions::default())?;
+    v.delete_snapshot(r.snapshots[0].id)?;
+    Ok(r.hold.as_secs_f64() * 1e3)
+}
+
+/// Runs the scenario.
+pub fn run(opts: &Opts) -> anyhow::Result<()> {
+    let runs = opts.num("runs", 7)?.max(5);
+    let files = opts.num("files", 10_000)?;
+    let scratch = opts.scratch()?;
+    let small = Volume::create(scratch.path.join("small"), VolumeOptions::new("small"))?;
+    let large = Volume::create(scratch.path.join("large"), VolumeOptions::new("large"))?;
+    populate(&small, files, 1 << 30)?;
+    populate(&large, files, 1 << 40)?;
+    // Warm the directory caches of both before measuring.
+    commit_ms(&small)?;
+    commit_ms(&large)?;
+    let (mut s, mut l) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        s.push(commit_ms(&small)?);
+        l.push(commit_ms(&large)?);
+    }
+    let (sm, lm) = (median(s), median(l));
+    println!(
+        "{}",
+        json!({
+            "scenario": "snapshot-scaling",
+            "small_commit_ms": sm,
+            "large_commit_ms": lm,
+            "ratio": lm / sm,
+            "runs": runs,
+            "small_files": files,
+            "small_sparse_bytes": 1u64 << 30,
+            "large_sparse_bytes": 1u64 << 40,
+        })
+    );
+    Ok(())
+}

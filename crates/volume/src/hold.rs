@@ -1,0 +1,125 @@
+//! Flush-and-hold: committing the snapshots of a set of volumes at one instant.
+//!
+//! The write barrier of every volume of the set is taken exclusively, in GUID order (so two
+//! commits sharing volumes cannot deadlock), before a shared deadline: new writes wait, writes
+//! in flight drain. With every volume held, each table is scanned and each diff area created;
+//! then all snapshots go live together and the barriers are released. If a barrier cannot be
+//! taken or the scans overrun the deadline, every prepared snapshot is discarded before any
+//! went live, so no volume of the set keeps a snapshot, and writes resume. The deadline is
+//! enforced by the lock's own timed wait, not by a thread that might itself be blocked.
+
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use crate::error::{Result, VolumeError};
+use crate::events::VolumeEvent;
+use crate::snapshot::SnapshotInfo;
+use crate::volume::Volume;
+
+/// The reference system's bound on how long writes may be held.
+pub const DEFAULT_HOLD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Options of a commit.
+#[derive(Debug, Clone)]
+pub struct CommitOptions {
+    /// Persistent snapshots survive a restart; non-persistent ones do not.
+    pub persistent: bool,
+    /// Longest time writes may be held.
+    pub timeout: Duration,
+}
+
+impl Default for CommitOptions {
+    fn default() -> Self {
+        CommitOptions { persistent: false, timeout: DEFAULT_HOLD_TIMEOUT }
+    }
+}
+
+/// What a successful commit made.
+#[derive(Debug, Clone)]
+pub struct CommitReport {
+    pub set_id: Uuid,
+    /// One per volume, in the order the volumes were given.
+    pub snapshots: Vec<SnapshotInfo>,
+    /// How long writes were held (from the first barrier request to the release).
+    pub hold: Duration,
+}
+
+/// Commits one snapshot of each of `volumes` (duplicates are ignored) as set `set_id`.
+pub fn commit_set(volumes: &[Volume], set_id: Uuid, opts: &CommitOptions) -> Result<CommitReport> {
+    let mut order: Vec<&Volume> = volumes.iter().collect();
+    order.sort_by_key(|v| v.guid());
+    order.dedup_by_key(|v| v.guid());
+    let start = Instant::now();
+    let deadline = start + opts.timeout;
+    let timeout = |v: &Volume| VolumeError::HoldTimeout {
+        volume: v.label().to_string(),
+        waited: start.elapsed(),
+        limit: opts.timeout,
+    };
+    let mut guards = Vec::with_capacity(order.len());
+    for v in &order {
+        match v.inner.barrier.try_write_until(deadline) {
+            Some(g) => guards.push(g),
+            None => {
+                drop(guards);
+                tracing::warn!(volume = v.label(), "flush-and-hold timed out waiting for writes");
+                return Err(timeout(v));
+            }
+        }
+    }
+    let mut prepared = Vec::with_capacity(order.len());
+    let mut failure = None;
+    for v in &order {
+        match v.inner.prepare_snapshot(set_id, opts.persistent) {
+            Ok(s) => prepared.push(s),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            failure = Some(timeout(v));
+            break;
+        }
+    }
+    if let Some(e) = failure {
+        for (v, s) in order.iter().zip(&prepared) {
+            v.inner.discard_prepared(s);
+        }
+        drop(guards);
+        return Err(e);
+    }
+    for (v, s) in order.iter().zip(&prepared) {
+        v.inner.install(s.clone());
+    }
+    drop(guards);
+    let hold = start.elapsed();
+    tracing::info!(set = %set_id, volumes = order.len(), hold_ms = hold.as_secs_f64() * 1e3,
+        "snapshot set committed");
+    // Make persistent tables durable; on failure no snapshot of the set survives.
+    for (v, s) in order.iter().zip(&prepared) {
+        if let Err(e) = v.inner.persist(s) {
+            for (v2, s2) in order.iter().zip(&prepared) {
+                let _ = v2.inner.delete(s2.id, crate::events::DeleteReason::PreservationFailed);
+            }
+            return Err(e);
+        }
+    }
+    for (v, s) in order.iter().zip(&prepared) {
+        v.inner.events.emit(VolumeEvent::SnapshotCreated {
+            volume: v.guid(),
+            snapshot: s.id,
+            set: set_id,
+            persistent: s.persistent,
+        });
+    }
+    let snapshots = volumes
+        .iter()
+        .map(|v| {
+            let s = prepared.iter().find(|s| s.volume == v.guid()).expect("prepared per volume");
+            v.inner.info(s)
+        })
+        .collect();
+    Ok(CommitReport { set_id, snapshots, hold })
+}

@@ -1,0 +1,172 @@
+//! Behaviour of the shadow volume on small, explicit scenarios.
+
+use std::path::Path;
+
+use volume::fs::read_all;
+use volume::{DeleteReason, FileSystem, OpenMode, Volume, VolumeEvent, VolumeOptions};
+
+fn vol(dir: &Path, label: &str) -> Volume {
+    Volume::create(dir.join(label), VolumeOptions { label: label.into(), block_size: 4096 })
+        .unwrap()
+}
+
+fn write(fs: &dyn FileSystem, path: &str, off: u64, data: &[u8]) {
+    let f = fs.open(Path::new(path), OpenMode::Create).unwrap();
+    f.write_at(data, off).unwrap();
+}
+
+#[test]
+fn snapshot_keeps_old_bytes_names_and_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vol(dir.path(), "db");
+    v.create_dir_all(Path::new("a/b")).unwrap();
+    write(&v, "a/b/f", 0, &[1u8; 10000]);
+    write(&v, "g", 0, b"hello");
+    let s = v.snapshot(false).unwrap();
+    write(&v, "a/b/f", 5000, &[2u8; 100]);
+    write(&v, "a/b/f", 20000, b"tail");
+    v.rename(Path::new("g"), Path::new("h")).unwrap();
+    v.remove_file(Path::new("a/b/f")).unwrap();
+    v.remove_dir(Path::new("a/b")).unwrap();
+    write(&v, "new", 0, b"new file");
+    let view = v.view(s.id).unwrap();
+    assert_eq!(read_all(&view, Path::new("a/b/f")).unwrap(), vec![1u8; 10000]);
+    assert_eq!(read_all(&view, Path::new("g")).unwrap(), b"hello");
+    assert!(view.metadata(Path::new("h")).is_err());
+    assert!(view.metadata(Path::new("new")).is_err());
+    let names: Vec<_> = view.read_dir(Path::new("")).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, vec!["a", "g"]);
+    let live: Vec<_> = v.read_dir(Path::new("")).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(live, vec!["a", "h", "new"]);
+    assert_eq!(
+        view.open(Path::new("g"), OpenMode::ReadWrite).unwrap_err().kind(),
+        std::io::ErrorKind::PermissionDenied
+    );
+    assert!(v.open(Path::new(".shadowcopy/volume.json"), OpenMode::Read).is_err());
+    assert!(v.snapshots()[0].diff_area_bytes > 0);
+}
+
+#[test]
+fn truncate_and_extend_preserve_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vol(dir.path(), "db");
+    let data: Vec<u8> = (0..30000u32).map(|i| (i % 251) as u8).collect();
+    write(&v, "f", 0, &data);
+    let s = v.snapshot(true).unwrap();
+    let f = v.open(Path::new("f"), OpenMode::ReadWrite).unwrap();
+    f.set_len(100).unwrap();
+    f.set_len(50000).unwrap();
+    f.write_at(&[7u8; 9000], 9000).unwrap();
+    let view = v.view(s.id).unwrap();
+    assert_eq!(read_all(&view, Path::new("f")).unwrap(), data);
+    assert_eq!(f.len().unwrap(), 50000);
+}
+
+#[test]
+fn older_snapshot_reads_through_newer_ones_and_deletion_merges() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vol(dir.path(), "db");
+    write(&v, "f", 0, &[0u8; 16384]);
+    let mut ids = Vec::new();
+    let mut frozen = Vec::new();
+    for i in 0..6u8 {
+        ids.push(v.snapshot(false).unwrap().id);
+        frozen.push(read_all(&v, Path::new("f")).unwrap());
+        write(&v, "f", (i as u64 % 4) * 4096 + 10, &[i + 1; 100]);
+    }
+    // Delete a middle and the newest snapshot: the older ones must stay exact.
+    v.delete_snapshot(ids[3]).unwrap();
+    v.delete_snapshot(ids[5]).unwrap();
+    write(&v, "f", 0, &[9u8; 16384]);
+    for (i, id) in ids.iter().enumerate() {
+        if i == 3 || i == 5 {
+            assert!(v.view(*id).is_err());
+            continue;
+        }
+        let view = v.view(*id).unwrap();
+        assert_eq!(read_all(&view, Path::new("f")).unwrap(), frozen[i], "snapshot {i}");
+    }
+}
+
+#[test]
+fn sixty_four_snapshots_each_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vol(dir.path(), "db");
+    let mut snaps = Vec::new();
+    for i in 0..70u32 {
+        write(&v, "f", (i as u64 * 1000) % 60000, &i.to_le_bytes().repeat(300));
+        write(&v, &format!("file{i}"), 0, &[i as u8; 10]);
+        if i % 7 == 3 {
+            v.remove_file(Path::new(&format!("file{}", i - 2))).unwrap();
+        }
+        let s = v.snapshot(false).unwrap();
+        let fr = read_all(&v, Path::new("f")).unwrap();
+        let names: Vec<_> = v.read_dir(Path::new("")).unwrap();
+        snaps.push((s.id, fr, names));
+    }
+    assert_eq!(v.snapshots().len(), 70);
+    write(&v, "f", 0, &[0xEEu8; 70000]);
+    for (id, fr, names) in &snaps {
+        let view = v.view(*id).unwrap();
+        assert_eq!(&read_all(&view, Path::new("f")).unwrap(), fr);
+        assert_eq!(&view.read_dir(Path::new("")).unwrap(), names);
+    }
+}
+
+#[test]
+fn overflow_deletes_oldest_reports_it_and_write_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vol(dir.path(), "db");
+    let rx = v.subscribe();
+    v.set_shadow_storage_max(Some(1 << 20)).unwrap();
+    write(&v, "f", 0, &vec![1u8; 600 * 1024]);
+    let s1 = v.snapshot(false).unwrap();
+    write(&v, "f", 0, &vec![2u8; 600 * 1024]); // preserves 600 KiB into s1
+    let s2 = v.snapshot(false).unwrap();
+    let frozen2 = read_all(&v, Path::new("f")).unwrap();
+    write(&v, "f", 0, &vec![3u8; 600 * 1024]); // needs 600 KiB more: s1 must go
+    assert_eq!(read_all(&v, Path::new("f")).unwrap(), vec![3u8; 600 * 1024]);
+    assert!(v.view(s1.id).is_err());
+    assert_eq!(read_all(&v.view(s2.id).unwrap(), Path::new("f")).unwrap(), frozen2);
+    assert!(v.shadow_storage_used() <= 1 << 20);
+    let evs: Vec<_> = rx.try_iter().collect();
+    assert!(evs.iter().any(|e| matches!(e, VolumeEvent::SnapshotDeleted {
+        snapshot, reason: DeleteReason::Overflow, bytes_freed, .. } if *snapshot == s1.id && *bytes_freed > 600 * 1024)));
+    assert!(evs.iter().any(|e| matches!(e, VolumeEvent::ShadowStorageNearFull { .. })));
+}
+
+#[test]
+fn shadow_storage_on_another_volume() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vol(dir.path(), "db");
+    let store = vol(dir.path(), "store");
+    v.set_shadow_storage_location(&store).unwrap();
+    write(&v, "f", 0, &[1u8; 8192]);
+    let s = v.snapshot(true).unwrap();
+    write(&v, "f", 0, &[2u8; 8192]);
+    assert_eq!(read_all(&v.view(s.id).unwrap(), Path::new("f")).unwrap(), vec![1u8; 8192]);
+    assert_eq!(v.shadow_storage().on_volume, store.guid());
+    assert!(store.read_dir(Path::new("")).unwrap().is_empty());
+    drop(v);
+    let v = Volume::open(dir.path().join("db")).unwrap();
+    assert_eq!(read_all(&v.view(s.id).unwrap(), Path::new("f")).unwrap(), vec![1u8; 8192]);
+}
+
+#[test]
+fn reopen_keeps_persistent_and_drops_non_persistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("db");
+    let v = vol(dir.path(), "db");
+    write(&v, "f", 0, &[1u8; 8192]);
+    let p = v.snapshot(true).unwrap();
+    write(&v, "f", 0, &[2u8; 4096]);
+    let n = v.snapshot(false).unwrap();
+    write(&v, "f", 4096, &[3u8; 4096]); // preserved into the non-persistent one only
+    assert!(Volume::open(&root).is_err(), "second opener must be refused");
+    drop(v);
+    let v = Volume::open(&root).unwrap();
+    let ids: Vec<_> = v.snapshots().into_iter().map(|s| s.id).collect();
+    assert_eq!(ids, vec![p.id]);
+    assert!(v.view(n.id).is_err());
+    assert_eq!(read_all(&v.view(p.id).unwrap(), Path::new("f")).unwrap(), vec![1u8; 8192]);
+}
