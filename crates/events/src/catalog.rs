@@ -355,6 +355,12 @@ catalog! {
     /// A snapshot was deleted (released).
     PROVIDER_SNAPSHOT_DELETED = (Provider, 8103, Info,
         "Provider {provider} deleted snapshot {snapshot} of volume {volume}.");
+    /// Shadow storage passed 90% of its maximum.
+    PROVIDER_SHADOW_STORAGE_NEAR_FULL = (Provider, 8104, Warning,
+        "Shadow storage of volume {volume} is nearly full: {used} of {max} bytes used.");
+    /// Preserving a block failed; the snapshot is deleted.
+    PROVIDER_PRESERVATION_FAILED = (Provider, 8105, Error,
+        "Volume {volume}: preserving a block for snapshot {snapshot} failed ({error}); the snapshot is deleted.");
 
     // ---- requester (project-picked) ----
     /// The requester finished copying.

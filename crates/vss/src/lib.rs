@@ -25,6 +25,7 @@ pub mod metadata;
 pub mod provider;
 pub mod restore;
 pub mod session;
+pub mod software;
 pub mod testing;
 pub mod writer;
 
@@ -45,6 +46,7 @@ pub use restore::RestoreSession;
 pub use session::{
     BackupSession, BackupState, BackupTypeChoice, SetSnapshot, SnapshotSet, WriterDescription,
 };
+pub use software::{SOFTWARE_PROVIDER_ID, SoftwareProviderAdapter, forward_volume_events};
 pub use writer::{
     ComponentResult, Phase, Writer, WriterContext, WriterError, WriterFailure, WriterIdentity,
     WriterState, WriterStatus,
