@@ -22,6 +22,7 @@ mod freeze;
 mod gate;
 pub mod journal;
 pub mod metadata;
+mod participant;
 pub mod provider;
 pub mod restore;
 pub mod session;
@@ -51,3 +52,17 @@ pub use writer::{
     ComponentResult, Phase, Writer, WriterContext, WriterError, WriterFailure, WriterIdentity,
     WriterState, WriterStatus,
 };
+
+#[cfg(test)]
+mod tests {
+    /// Sessions move to requester threads; the coordinator is shared between them.
+    #[test]
+    fn thread_safety_of_the_public_handles() {
+        fn send<T: Send>() {}
+        fn send_sync<T: Send + Sync>() {}
+        send::<super::BackupSession>();
+        send::<super::RestoreSession>();
+        send_sync::<super::Coordinator>();
+        send_sync::<super::SoftwareProviderAdapter>();
+    }
+}
