@@ -250,7 +250,7 @@ impl<'a> WriteTxn<'a> {
     pub fn commit(mut self, durability: Durability) -> Result<Lsn> {
         let inner = self.inner;
         if self.pages.is_empty() {
-            return Ok(inner.log.end());
+            return self.commit_nothing(durability);
         }
         let mut keys: Vec<PageKey> = self.pages.keys().copied().collect();
         keys.sort_unstable();
@@ -270,7 +270,7 @@ impl<'a> WriteTxn<'a> {
             }
         }
         if deltas.is_empty() {
-            return Ok(inner.log.end());
+            return self.commit_nothing(durability);
         }
         // Pack the page changes into records that each fit in a generation.
         let max = inner.log.cfg.max_record() - 64;
@@ -315,6 +315,19 @@ impl<'a> WriteTxn<'a> {
             inner.log.flush_to(end)?;
         }
         Ok(begin)
+    }
+}
+
+impl WriteTxn<'_> {
+    /// A transaction that changed nothing: a durable commit still makes every earlier commit
+    /// durable, as callers expect of a durable commit.
+    fn commit_nothing(mut self, durability: Durability) -> Result<Lsn> {
+        let end = self.inner.log.end();
+        drop(self.guard.take());
+        if durability == Durability::Durable {
+            self.inner.log.flush_to(end)?;
+        }
+        Ok(end)
     }
 }
 

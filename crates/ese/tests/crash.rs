@@ -98,6 +98,25 @@ fn one_crash(point: u64, seed: u64, torn: bool, crash_in_recovery: bool) -> bool
         panic!("recovery failed (point {point}, seed {seed}, torn {torn}): {e}")
     });
     let got = read_all(&inst);
+    if !candidates.contains(&got) {
+        let c = candidates.last().unwrap();
+        for (k, v) in c {
+            if got.get(k) != Some(v) {
+                eprintln!(
+                    "key {:?}: want len {} got {:?}",
+                    String::from_utf8_lossy(k),
+                    v.len(),
+                    got.get(k).map(|v| v.len())
+                );
+            }
+        }
+        for k in got.keys() {
+            if !c.contains_key(k) {
+                eprintln!("extra key {:?}", String::from_utf8_lossy(k));
+            }
+        }
+        eprintln!("crashed={crashed} recovery={:?}", inst.recovery_info());
+    }
     assert!(
         candidates.contains(&got),
         "point {point} seed {seed} torn {torn}: recovered {} rows, candidates have {:?} rows",
