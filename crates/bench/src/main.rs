@@ -6,6 +6,9 @@
 
 use anyhow::bail;
 
+mod engine_commit;
+mod engine_replay;
+
 fn main() -> anyhow::Result<()> {
     let scenario = std::env::args().nth(1).unwrap_or_default();
     match scenario.as_str() {
@@ -13,6 +16,8 @@ fn main() -> anyhow::Result<()> {
             println!("scenarios: (none yet)");
             Ok(())
         }
+        "engine-commit" => engine_commit::run(),
+        "engine-replay" => engine_replay::run(),
         other => bail!("unknown scenario {other:?}; run with `list` to see the scenarios"),
     }
 }
