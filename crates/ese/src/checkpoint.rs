@@ -1,8 +1,9 @@
 //! The checkpoint file (`E00.chk`): the oldest log position recovery needs, plus what the
 //! instance must know to start recovery (its log signature and the databases attached).
 //!
-//! It is replaced atomically ([`volume::fs::write_atomic`]: write a temporary, sync, rename,
-//! sync the directory), and carries a checksum, so it is always either the old or the new one.
+//! The file has two fixed slots written alternately in place, each with a sequence number and
+//! a checksum: a reader takes the newer valid slot, so it always sees the old or the new
+//! checkpoint, and updating it never needs free space.
 
 use std::path::Path;
 
@@ -102,16 +103,77 @@ impl Checkpoint {
     }
 }
 
-/// Writes the checkpoint atomically.
+/// Size of one checkpoint slot; the file holds two.
+pub const SLOT_SIZE: usize = 4096;
+
+/// Writes the checkpoint into the slot after the newer one, in place, and syncs it.
+///
+/// Two alternating slots (each with a sequence number and checksum) instead of a
+/// rename-based replacement: updating never allocates space, so the checkpoint can still
+/// advance while the volume is full, and a torn write only ever damages the older slot.
 pub fn write_checkpoint(fs: &dyn volume::FileSystem, path: &Path, chk: &Checkpoint) -> Result<()> {
-    volume::fs::write_atomic(fs, path, &chk.encode()).at(path)
+    let body = chk.encode();
+    if body.len() + 8 > SLOT_SIZE {
+        return Err(EngineError::TooLarge {
+            what: "checkpoint",
+            len: body.len(),
+            max: SLOT_SIZE - 8,
+        });
+    }
+    let exists = fs.exists(path).at(path)?;
+    let (f, seq) = if exists {
+        let f = fs.open(path, volume::OpenMode::ReadWrite).at(path)?;
+        let seq = read_slots(f.as_ref(), path).map(|(s, _)| s).unwrap_or(0);
+        (f, seq + 1)
+    } else {
+        let f = fs.open(path, volume::OpenMode::Create).at(path)?;
+        f.set_len(2 * SLOT_SIZE as u64).at(path)?;
+        (f, 1)
+    };
+    let mut slot = vec![0u8; SLOT_SIZE];
+    slot[0..8].copy_from_slice(&seq.to_le_bytes());
+    slot[8..8 + body.len()].copy_from_slice(&body);
+    f.write_at(&slot, (seq % 2) * SLOT_SIZE as u64).at(path)?;
+    f.sync().at(path)?;
+    if !exists {
+        let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        fs.sync_dir(&parent).at(&parent)?;
+    }
+    Ok(())
 }
 
-/// Reads and verifies the checkpoint.
+fn read_slots(f: &dyn volume::File, path: &Path) -> Result<(u64, Checkpoint)> {
+    let mut best: Option<(u64, Checkpoint)> = None;
+    let mut problems = Vec::new();
+    for i in 0..2u64 {
+        let mut slot = vec![0u8; SLOT_SIZE];
+        if let Err(e) = f.read_exact_at(&mut slot, i * SLOT_SIZE as u64) {
+            problems.push(format!("slot {i}: {e}"));
+            continue;
+        }
+        let seq = u64::from_le_bytes(slot[0..8].try_into().unwrap());
+        let n = get_u32(&slot, 8) as usize;
+        let body = &slot[8..(8 + 8 + n).min(SLOT_SIZE)];
+        match Checkpoint::decode(body) {
+            Ok(c) if seq != 0 => {
+                if best.as_ref().is_none_or(|(s, _)| seq > *s) {
+                    best = Some((seq, c));
+                }
+            }
+            Ok(_) => problems.push(format!("slot {i}: empty")),
+            Err(why) => problems.push(format!("slot {i}: {why}")),
+        }
+    }
+    best.ok_or_else(|| EngineError::HeaderCorrupt {
+        path: path.to_path_buf(),
+        why: problems.join("; "),
+    })
+}
+
+/// Reads and verifies the checkpoint (the newer valid slot).
 pub fn read_checkpoint(fs: &dyn volume::FileSystem, path: &Path) -> Result<Checkpoint> {
-    let data = volume::fs::read_all(fs, path).at(path)?;
-    Checkpoint::decode(&data)
-        .map_err(|why| EngineError::HeaderCorrupt { path: path.to_path_buf(), why })
+    let f = fs.open(path, volume::OpenMode::Read).at(path)?;
+    Ok(read_slots(f.as_ref(), path)?.1)
 }
 
 impl std::fmt::Display for Checkpoint {

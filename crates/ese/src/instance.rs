@@ -155,6 +155,9 @@ pub(crate) struct Db {
     pub file: FileRef,
     pub header: Mutex<DbHeader>,
     pub page_size: usize,
+    /// File length as last set by the engine (pages are written only below it, see
+    /// [`Inner::reserve_pages`]).
+    pub len: AtomicU64,
 }
 
 impl Db {
@@ -408,6 +411,27 @@ impl Inner {
         }
     }
 
+    /// Grows a database file ahead of the pages a commit is about to log, so the lazy writer
+    /// never has to grow it: when the volume fills up, the commit that needed the space fails
+    /// (nothing logged) and every page already committed can still be written, which is what
+    /// lets a full instance shut down cleanly.
+    pub fn reserve_pages(&self, db: &Db, pages: u64) -> Result<()> {
+        let need = pages * db.page_size as u64;
+        if need <= db.len.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let target = need + 32 * db.page_size as u64;
+        if let Err(e) = db.file.set_len(target) {
+            let e = EngineError::io(&db.path, e);
+            if e.is_storage_full() {
+                self.disk_full.store(true, Ordering::SeqCst);
+            }
+            return Err(e);
+        }
+        db.len.store(target, Ordering::SeqCst);
+        Ok(())
+    }
+
     pub fn attached_list(&self) -> Vec<AttachedDb> {
         self.dbs.read().iter().map(|d| d.attached()).collect()
     }
@@ -445,11 +469,15 @@ impl Instance {
         create_dir_durable(&cfg.system_fs, &cfg.system_dir)?;
         let chk = cfg.checkpoint_path();
         if cfg.system_fs.exists(&chk).at(&chk)? {
-            return Err(EngineError::InstanceFiles(format!(
-                "instance {} already exists: {} is present",
-                cfg.prefix,
-                chk.display()
-            )));
+            if checkpoint::read_checkpoint(cfg.system_fs.as_ref(), &chk).is_ok() {
+                return Err(EngineError::InstanceFiles(format!(
+                    "instance {} already exists: {} is present",
+                    cfg.prefix,
+                    chk.display()
+                )));
+            }
+            // A creation interrupted before its first checkpoint: start over.
+            cfg.system_fs.remove_file(&chk).at(&chk)?;
         }
         for e in cfg.log_fs.read_dir(&cfg.log_dir).at(&cfg.log_dir)? {
             if e.name.starts_with(&cfg.prefix) && e.name.ends_with(".log") {
@@ -631,6 +659,7 @@ impl Instance {
                 file: rd.file.clone(),
                 page_size: h.page_size as usize,
                 header: Mutex::new(h),
+                len: AtomicU64::new(rd.file.len().at(&spec.path)?),
             }));
         }
         log::ensure_reserves(&lcfg)?;
@@ -715,6 +744,7 @@ impl Instance {
             file,
             page_size: inner.cfg.page_size,
             header: Mutex::new(h),
+            len: AtomicU64::new(0),
         })
     }
 
@@ -757,11 +787,13 @@ impl Instance {
             file,
             page_size,
             header: Mutex::new(h),
+            len: AtomicU64::new(0),
         })
     }
 
     fn finish_attach(&self, db: Db) -> Result<()> {
         let inner = &self.inner;
+        db.len.store(db.file.len().at(&db.path)?, Ordering::SeqCst);
         let rec = Record::Attach(db.attached());
         inner.dbs.write().push(Arc::new(db));
         inner.log.set_attached(inner.attached_list());

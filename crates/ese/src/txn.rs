@@ -292,6 +292,18 @@ impl<'a> WriteTxn<'a> {
             chunk.push(d);
         }
         records.push(Record::Txn { commit: true, begin: Lsn(0), pages: chunk });
+        if !inner.log.frozen() {
+            let mut highest: HashMap<u32, u64> = HashMap::new();
+            for (dbid, pgno) in &installed {
+                let h = highest.entry(*dbid).or_default();
+                *h = (*h).max(*pgno);
+            }
+            for (dbid, pgno) in highest {
+                if let Some(db) = inner.db_by_id(dbid) {
+                    inner.reserve_pages(&db, pgno + 1)?;
+                }
+            }
+        }
         let (begin, end) = inner.log.append(records)?;
         {
             let mut cache = inner.cache.lock();

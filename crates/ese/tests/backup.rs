@@ -423,10 +423,14 @@ fn disk_full_fails_writes_shuts_down_and_recovers_without_loss() {
     assert!(err.is_storage_full(), "{err}");
     assert!(inst.log_state().unwrap().disk_full);
     assert!(matches!(inst.begin_write().map(|_| ()), Err(EngineError::DiskFullState { .. })));
-    let _ = inst.shutdown();
+    let shut = inst.shutdown();
+    shut.expect("a full instance still shuts down cleanly");
     drop(inst);
+    let h = ese::inspect::dump_database_header(&fs, Path::new("db/mb1.edb")).unwrap();
+    assert_eq!(h.state, ese::DbState::CleanShutdown);
     fs.set_capacity(None);
     let inst = open(&fs).unwrap();
+    assert!(inst.recovery_info().was_clean);
     let rows = all_rows(&inst);
     assert!(rows.len() as u64 >= acked, "{} rows, {} acknowledged", rows.len(), acked);
     for i in 0..acked {
