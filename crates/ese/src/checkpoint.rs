@@ -194,3 +194,38 @@ impl std::fmt::Display for Checkpoint {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use volume::FileSystem;
+
+    fn chk(at: u64) -> Checkpoint {
+        Checkpoint {
+            signature: [7; 16],
+            checkpoint: Lsn(at),
+            attached: vec![AttachedDb { dbid: 1, name: "db".into(), path: "db/db.edb".into() }],
+            next_dbid: 2,
+            log_file_size: 1 << 20,
+            page_size: 32768,
+            circular_logging: false,
+        }
+    }
+
+    #[test]
+    fn alternating_slots_survive_a_torn_update() {
+        let fs = volume::mem::MemFs::new();
+        let p = Path::new("E00.chk");
+        write_checkpoint(&fs, p, &chk(10)).unwrap();
+        write_checkpoint(&fs, p, &chk(20)).unwrap();
+        assert_eq!(read_checkpoint(&fs, p).unwrap().checkpoint, Lsn(20));
+        write_checkpoint(&fs, p, &chk(30)).unwrap();
+        // Tear the newest slot (slot 1 holds sequence 3): the previous one is used.
+        let f = fs.open(p, volume::OpenMode::ReadWrite).unwrap();
+        f.write_at(&[0xff; 40], SLOT_SIZE as u64 + 30).unwrap();
+        assert_eq!(read_checkpoint(&fs, p).unwrap().checkpoint, Lsn(20));
+        f.write_at(&[0xff; 40], 30).unwrap();
+        let err = read_checkpoint(&fs, p).unwrap_err().to_string();
+        assert!(err.contains("E00.chk") && err.contains("checksum"), "{err}");
+    }
+}
