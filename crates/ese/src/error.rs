@@ -29,6 +29,11 @@ pub enum EngineError {
     /// A log file or record is damaged.
     #[error("corrupt log {path} (generation {generation}): {why}")]
     LogCorrupt { path: PathBuf, generation: u32, why: String },
+    /// The log writer failed; the instance takes no more commits until it is reopened.
+    #[error(
+        "log writer of {path} (generation {generation}) failed: {why}; reopen the instance to recover"
+    )]
+    LogWriterFailed { path: PathBuf, generation: u32, why: String },
     /// A log belongs to another instance.
     #[error("log {path} (generation {generation}) has a foreign log signature")]
     ForeignLog { path: PathBuf, generation: u32 },

@@ -161,10 +161,10 @@ impl Log {
     pub fn append(&self, mut records: Vec<Record>) -> Result<(Lsn, Lsn)> {
         let mut s = self.state.lock();
         if let Some(e) = &s.error {
-            return Err(EngineError::LogCorrupt {
+            return Err(EngineError::LogWriterFailed {
                 path: self.cfg.path(&logfmt::current_name(&self.cfg.prefix)),
                 generation: s.generation,
-                why: format!("log writer failed earlier: {e}"),
+                why: e.clone(),
             });
         }
         let mut first = None;
@@ -246,10 +246,10 @@ impl Log {
                 return Ok(());
             }
             if let Some(e) = &s.error {
-                return Err(EngineError::LogCorrupt {
+                return Err(EngineError::LogWriterFailed {
                     path: self.cfg.path(&logfmt::current_name(&self.cfg.prefix)),
                     generation: s.generation,
-                    why: format!("log flush failed: {e}"),
+                    why: e.clone(),
                 });
             }
             if s.frozen || s.flushing {
