@@ -43,13 +43,29 @@
 //! # Design
 //!
 //! No-steal, redo-only logging (see [`instance`]): nothing uncommitted is ever written to a
-//! database file, so recovery only redoes. Pages carry their number, LSN and a checksum seeded
-//! with the page number; the first change of a page after it was written is logged as a full
-//! image, so a page torn by a power loss is rebuilt from the log. Readers see a consistent
-//! snapshot through versioned pages in the cache. Known simplifications: deletes do not merge
-//! underfull B+tree nodes (emptied leaves are skipped by searches and reused by inserts);
-//! the table catalog lives in one page (hundreds of tables); during a freeze the cache may grow
-//! past its size because no page may be written.
+//! database file, so recovery only redoes, and a rollback is throwing private page copies
+//! away. Pages carry their number, LSN and a checksum seeded with the page number; the first
+//! change of a page after it was last written is logged as a full image, so a page torn by a
+//! power loss is rebuilt from the log. Readers see a consistent snapshot through versioned
+//! pages in the cache. Group commit: durable committers waiting at the same time share one
+//! log write and fsync.
+//!
+//! On-disk files: database (`page`, `dbheader`: header + shadow header with state, log
+//! signature, required log range, backup slots), logs (`logfmt`: `E00.log`,
+//! `E00XXXXXXXX.log`, reserve logs `E00res0000{1,2}.jrs`), checkpoint (`checkpoint`:
+//! `E00.chk`, two alternating checksummed slots written in place).
+//!
+//! Disk full: database files are grown ahead of the pages a commit logs, and log generations
+//! are pre-allocated; when space runs out the commit needing it fails
+//! ([`EngineError::StorageFull`]), a roll falls back on a reserve log, the instance refuses new
+//! writes ([`EngineError::DiskFullState`]) and can still shut down cleanly, because writing
+//! pages, headers and the checkpoint then needs no new space.
+//!
+//! Known simplifications: deletes do not merge underfull B+tree nodes (emptied leaves are
+//! skipped by searches and reused by inserts); the table catalog lives in one page (hundreds
+//! of tables); during a freeze the cache may grow past its size because no page may be
+//! written; a reader's cache miss reads the page under the cache lock (simple and correct,
+//! serializes misses); a write transaction lives in memory until commit.
 
 pub mod backup;
 pub(crate) mod btree;

@@ -3,7 +3,7 @@
 //! [`WriteTxn`]: the single writer. Its changes live in private page copies until commit, so
 //! a rollback (or a dropped transaction) leaves no trace. [`ReadTxn`]: any number of readers,
 //! each seeing the state as of the last commit installed when it began, undisturbed by later
-//! commits (see [`crate::cache`]).
+//! commits (see the cache module: versioned pages pinned per reader).
 
 use std::collections::HashMap;
 use std::ops::Bound;
