@@ -57,6 +57,16 @@ fn workload(inst: &Instance, seed: u64, txns: usize) -> (Vec<Model>, bool) {
             if n % 7 == 3 {
                 inst.checkpoint_now()?;
             }
+            if n % 13 == 5 {
+                // A full backup with truncation in the middle of the load.
+                let mut b = inst.backup_session(ese::BackupKind::Full)?;
+                b.prepare()?;
+                b.freeze()?;
+                b.thaw()?;
+                let gens = b.snapshot_generations().to_vec();
+                b.truncate(&gens)?;
+                b.end()?;
+            }
             Ok(())
         })();
         model = pending;
