@@ -46,7 +46,10 @@ fn key(k: u16) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: if std::env::var("SHADOWCOPY_STRESS").is_ok_and(|v| v == "1") { 600 } else { 48 },
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn engine_matches_a_btreemap(steps in prop::collection::vec(step(), 1..40)) {
