@@ -1,0 +1,105 @@
+//! The manifest of a backup set: everything needed to verify and restore it.
+//!
+//! A manifest is stored as two lines: the manifest as compact JSON, then the BLAKE3 hash of
+//! that line in hex. The hash lets `verify` tell a damaged manifest from a damaged chunk.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::error::{RepoError, Result};
+
+/// The manifest format this build writes and reads.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// One backed-up file: its logical path, size, hash and the chunks that hold its content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Where the file came from: `<volume label>/<path on the volume>`.
+    pub path: String,
+    /// What the file is to its writer (for the store: `database`, `log`, `checkpoint`).
+    pub role: String,
+    /// The component (logical path) the file belongs to.
+    pub component: String,
+    pub size: u64,
+    /// BLAKE3 of the whole content, hex.
+    pub blake3: String,
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// One chunk of a file's content, by hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    /// BLAKE3 of the chunk's uncompressed content, hex.
+    pub hash: String,
+    /// Uncompressed length.
+    pub len: u32,
+}
+
+/// A log generation range, inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRange {
+    pub low: u32,
+    pub high: u32,
+}
+
+/// The manifest of one backup set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupSet {
+    pub format: u32,
+    pub id: Uuid,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_unix_ms: u64,
+    pub node: String,
+    /// `full`, `incremental`, `differential` or `copy`.
+    pub backup_type: String,
+    pub storage_group: String,
+    /// The job's writer instance id: the key of its event trail.
+    pub job_id: Option<Uuid>,
+    /// The set this one builds on (the full of an incremental or differential chain).
+    pub base_set: Option<Uuid>,
+    /// Log generations the set holds.
+    pub log_range: Option<LogRange>,
+    /// The writer's metadata document as handed out for this job.
+    pub writer_metadata: serde_json::Value,
+    /// The backup components document of the job.
+    pub components: serde_json::Value,
+    /// The database headers as copied.
+    pub database_headers: serde_json::Value,
+    pub files: Vec<FileEntry>,
+}
+
+impl BackupSet {
+    /// Total bytes of the files in the set.
+    pub fn data_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// Encodes the manifest as stored: JSON line + hash line.
+    pub fn encode(&self) -> Vec<u8> {
+        let json = serde_json::to_vec(self).expect("a manifest always serialises");
+        let hash = blake3::hash(&json).to_hex();
+        let mut out = json;
+        out.push(b'\n');
+        out.extend_from_slice(hash.as_bytes());
+        out.push(b'\n');
+        out
+    }
+
+    /// Decodes a stored manifest, checking its hash and format.
+    pub fn decode(set: &str, bytes: &[u8]) -> Result<Self> {
+        let corrupt = |why: &str| RepoError::CorruptManifest { set: set.into(), why: why.into() };
+        let text = std::str::from_utf8(bytes).map_err(|_| corrupt("not UTF-8"))?;
+        let mut lines = text.lines();
+        let json = lines.next().ok_or_else(|| corrupt("empty file"))?;
+        let hash = lines.next().ok_or_else(|| corrupt("hash line missing (truncated file?)"))?;
+        if blake3::hash(json.as_bytes()).to_hex().as_str() != hash.trim() {
+            return Err(corrupt("content does not match its hash"));
+        }
+        let m: BackupSet =
+            serde_json::from_str(json).map_err(|e| corrupt(&format!("invalid JSON: {e}")))?;
+        if m.format != MANIFEST_FORMAT {
+            return Err(corrupt(&format!("manifest format {} is not supported", m.format)));
+        }
+        Ok(m)
+    }
+}

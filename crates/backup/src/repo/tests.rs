@@ -1,0 +1,224 @@
+use std::path::Path;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use volume::fs::{FileSystem, FsRef, OpenMode};
+use volume::mem::MemFs;
+
+use super::*;
+
+const CHUNK: u32 = 4096;
+
+fn small() -> InitOptions {
+    InitOptions { chunk_size: CHUNK, zstd_level: 1 }
+}
+
+fn put(fs: &dyn FileSystem, path: &str, data: &[u8]) {
+    let f = fs.open(Path::new(path), OpenMode::Create).unwrap();
+    f.set_len(0).unwrap();
+    f.write_at(data, 0).unwrap();
+}
+
+fn restore(repo: &Repository, e: &FileEntry) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; e.size as usize];
+    repo.read_file(e, &mut |off, d| {
+        out[off as usize..off as usize + d.len()].copy_from_slice(d);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn backup(repo: &Repository, src: &dyn FileSystem, names: &[&str]) -> (BackupSet, u64) {
+    let mut w = repo.begin_set();
+    for n in names {
+        let f = src.open(Path::new(n), OpenMode::Read).unwrap();
+        w.add_file(&format!("vol/{n}"), "database", "sg1/db1", f.as_ref(), &|_| {}).unwrap();
+    }
+    let stored = w.stored_bytes();
+    let meta = SetMeta { node: "n1".into(), backup_type: "full".into(), ..Default::default() };
+    (w.publish(meta).unwrap(), stored)
+}
+
+#[test]
+fn sets_round_trip_across_reopen() {
+    let fs = MemFs::new();
+    let src = MemFs::new();
+    let text: Vec<u8> = b"Subject: hello\r\n".iter().copied().cycle().take(50_000).collect();
+    put(&src, "text", &text);
+    put(&src, "noise", &noise(3 * CHUNK as usize + 17, 1));
+    put(&src, "empty", b"");
+    let repo = Repository::init(fs.as_ref(), "repo", small()).unwrap();
+    let (set, _) = backup(&repo, &src, &["text", "noise", "empty"]);
+    drop(repo);
+    let repo = Repository::open(fs.as_ref(), "repo").unwrap();
+    let sets = repo.list_sets().unwrap();
+    assert_eq!(sets, vec![set.clone()]);
+    let loaded = repo.load_set(&set.id.to_string()[..8]).unwrap();
+    assert_eq!(loaded, set);
+    assert_eq!(restore(&repo, &set.files[0]).unwrap(), text);
+    assert_eq!(restore(&repo, &set.files[1]).unwrap(), noise(3 * CHUNK as usize + 17, 1));
+    assert_eq!(restore(&repo, &set.files[2]).unwrap(), b"");
+    repo.verify_set(&set, &|_| {}).unwrap();
+    let stats = repo.stats().unwrap();
+    assert!(stats.stored_bytes < stats.raw_bytes, "text compresses: {stats:?}");
+}
+
+#[test]
+fn unchanged_content_is_stored_once() {
+    let fs = MemFs::new();
+    let src = MemFs::new();
+    let data = noise(16 * CHUNK as usize, 2);
+    put(&src, "db", &data);
+    let repo = Repository::init(fs.as_ref(), "", small()).unwrap();
+    let (_, first) = backup(&repo, &src, &["db"]);
+    assert!(first >= data.len() as u64, "noise does not compress");
+    let (_, again) = backup(&repo, &src, &["db"]);
+    assert_eq!(again, 0, "a repeated full stores nothing new");
+    let mut changed = data.clone();
+    changed[5 * CHUNK as usize + 3] ^= 1;
+    put(&src, "db", &changed);
+    let (set, delta) = backup(&repo, &src, &["db"]);
+    assert_eq!(delta, CHUNK as u64, "one changed page costs one chunk");
+    assert_eq!(restore(&repo, &set.files[0]).unwrap(), changed);
+}
+
+#[test]
+fn an_abandoned_set_leaves_nothing() {
+    let fs = MemFs::new();
+    let src = MemFs::new();
+    put(&src, "db", &noise(4 * CHUNK as usize, 3));
+    let repo = Repository::init(fs.as_ref(), "r", small()).unwrap();
+    {
+        let mut w = repo.begin_set();
+        let f = src.open(Path::new("db"), OpenMode::Read).unwrap();
+        w.add_file("vol/db", "database", "c", f.as_ref(), &|_| {}).unwrap();
+    }
+    assert!(repo.list_sets().unwrap().is_empty());
+    assert!(fs.read_dir(Path::new("r/packs")).unwrap().is_empty(), "the unsealed pack is gone");
+}
+
+#[test]
+fn a_crash_at_any_point_leaves_a_whole_set_or_none() {
+    let src = MemFs::new();
+    put(&src, "a", &noise(5 * CHUNK as usize + 100, 4));
+    put(&src, "b", &noise(2 * CHUNK as usize, 5));
+    // Count the operations of one clean run, then crash at every one of them.
+    let probe = MemFs::new();
+    let repo = Repository::init(probe.as_ref(), "r", small()).unwrap();
+    let start = probe.op_count();
+    backup(&repo, &src, &["a", "b"]);
+    let ops = probe.op_count() - start;
+    assert!(ops > 5);
+    for at in 1..=ops + 1 {
+        let fs = MemFs::new();
+        let repo = Repository::init(fs.as_ref(), "r", small()).unwrap();
+        fs.crash_after(at);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            backup(&repo, &src, &["a", "b"]).0
+        }));
+        drop(repo);
+        if fs.crash_pending() {
+            fs.clear_faults();
+            fs.crash(); // power lost right after the set was published
+        }
+        let repo = Repository::open(fs.as_ref(), "r").unwrap();
+        let sets = repo.list_sets().unwrap();
+        match sets.as_slice() {
+            [] => {}
+            [set] => {
+                repo.verify_set(set, &|_| {}).unwrap();
+                if let Ok(published) = &outcome {
+                    assert_eq!(set, published);
+                }
+            }
+            more => panic!("crash at op {at} left {} sets", more.len()),
+        }
+        if outcome.is_ok() {
+            assert_eq!(sets.len(), 1, "a set reported published survives the crash (op {at})");
+        }
+    }
+}
+
+#[test]
+fn a_corrupt_chunk_is_named() {
+    let fs = MemFs::new();
+    let src = MemFs::new();
+    put(&src, "db", &noise(3 * CHUNK as usize, 6));
+    let repo = Repository::init(fs.as_ref(), "r", small()).unwrap();
+    let (set, _) = backup(&repo, &src, &["db"]);
+    let packs: Vec<_> = fs
+        .read_dir(Path::new("r/packs"))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.name.ends_with(".pack"))
+        .collect();
+    let pack = fs.open(&Path::new("r/packs").join(&packs[0].name), OpenMode::ReadWrite).unwrap();
+    pack.write_at(b"X", CHUNK as u64 + 10).unwrap();
+    let err = repo.verify_set(&set, &|_| {}).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, RepoError::CorruptChunk { .. }), "{msg}");
+    assert!(msg.contains("vol/db") && msg.contains(&set.files[0].chunks[1].hash), "{msg}");
+    assert!(restore(&repo, &set.files[0]).is_err());
+}
+
+#[test]
+fn corrupt_manifest_and_missing_repository_are_reported() {
+    let fs = MemFs::new();
+    assert!(matches!(
+        Repository::open(fs.as_ref(), "nothing").unwrap_err(),
+        RepoError::NotARepository { .. }
+    ));
+    let src = MemFs::new();
+    put(&src, "f", b"x");
+    let repo = Repository::init(fs.as_ref(), "r", small()).unwrap();
+    assert!(matches!(
+        Repository::init(fs.as_ref(), "r", small()).unwrap_err(),
+        RepoError::AlreadyExists { .. }
+    ));
+    let (set, _) = backup(&repo, &src, &["f"]);
+    let path = format!("r/sets/{}.manifest", set.id);
+    let f = fs.open(Path::new(&path), OpenMode::ReadWrite).unwrap();
+    f.write_at(b"{\"format\":2", 0).unwrap();
+    let err = repo.load_set(&set.id.to_string()).unwrap_err();
+    assert!(matches!(err, RepoError::CorruptManifest { .. }), "{err}");
+    assert!(matches!(repo.load_set("ffff").unwrap_err(), RepoError::SetNotFound(_)));
+    assert!(matches!(repo.load_set("../x").unwrap_err(), RepoError::BadSetId(_)));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn any_files_round_trip(files in proptest::collection::vec(
+        (0usize..5 * CHUNK as usize, any::<u64>(), any::<bool>()), 1..5)) {
+        let fs: FsRef = Arc::new(MemFs::new());
+        let src = MemFs::new();
+        let mut names = Vec::new();
+        let mut contents = Vec::new();
+        for (i, (len, seed, text)) in files.iter().enumerate() {
+            let data = if *text { vec![b'a' + (*seed % 26) as u8; *len] } else { noise(*len, *seed) };
+            let name = format!("f{i}");
+            put(&src, &name, &data);
+            names.push(name);
+            contents.push(data);
+        }
+        let repo = Repository::init(fs.clone(), "r", small()).unwrap();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (set, _) = backup(&repo, &src, &refs);
+        let repo = Repository::open(fs, "r").unwrap();
+        for (e, data) in set.files.iter().zip(&contents) {
+            prop_assert_eq!(&restore(&repo, e).unwrap(), data);
+        }
+    }
+}

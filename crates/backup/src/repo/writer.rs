@@ -1,0 +1,280 @@
+//! Writing one backup set: chunking, hashing, compressing and packing files, then publishing.
+//!
+//! Each file is copied through a small pipeline so that both cores work: the calling thread
+//! reads chunks from the source in order, worker threads hash them and compress the ones the
+//! repository does not hold yet, and a collector appends results to the pack in order while
+//! computing the whole-file hash. Reading, compressing and writing overlap.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::mpsc;
+use std::thread;
+
+use parking_lot::Mutex;
+use uuid::Uuid;
+use volume::fs::{File, write_atomic};
+
+use super::error::{IoContext, RepoError, Result};
+use super::manifest::{BackupSet, ChunkRef, FileEntry, LogRange, MANIFEST_FORMAT};
+use super::pack::{ChunkLoc, PackWriter};
+use super::{Repository, now_unix_ms};
+
+/// A pack is sealed and a new one started past this size.
+const PACK_TARGET: u64 = 512 << 20;
+
+/// Everything in a manifest except the files, which the writer collects.
+#[derive(Debug, Clone, Default)]
+pub struct SetMeta {
+    pub node: String,
+    pub backup_type: String,
+    pub storage_group: String,
+    pub job_id: Option<Uuid>,
+    pub base_set: Option<Uuid>,
+    pub log_range: Option<LogRange>,
+    pub writer_metadata: serde_json::Value,
+    pub components: serde_json::Value,
+    pub database_headers: serde_json::Value,
+}
+
+/// A backup set being written. Dropped without [`SetWriter::publish`], it leaves no set.
+pub struct SetWriter<'r> {
+    repo: &'r Repository,
+    id: Uuid,
+    pack: Option<PackWriter>,
+    /// Chunks stored by this writer, not yet in the shared index.
+    pending: HashMap<blake3::Hash, ChunkLoc>,
+    files: Vec<FileEntry>,
+    stored_bytes: u64,
+    read_bytes: u64,
+}
+
+struct Work {
+    seq: u64,
+    data: Vec<u8>,
+}
+
+struct Done {
+    seq: u64,
+    hash: blake3::Hash,
+    data: Vec<u8>,
+    /// Compressed bytes, when the chunk is new and compression paid.
+    compressed: Option<Vec<u8>>,
+    /// Whether the repository already held the chunk when it was hashed.
+    known: bool,
+}
+
+impl<'r> SetWriter<'r> {
+    pub(crate) fn new(repo: &'r Repository) -> Self {
+        Self {
+            repo,
+            id: Uuid::new_v4(),
+            pack: None,
+            pending: HashMap::new(),
+            files: Vec::new(),
+            stored_bytes: 0,
+            read_bytes: 0,
+        }
+    }
+
+    /// The id the set will have.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// Bytes this set has written into packs so far (new chunks only, as stored).
+    pub fn stored_bytes(&self) -> u64 {
+        self.stored_bytes
+    }
+
+    /// Bytes read from sources so far.
+    pub fn read_bytes(&self) -> u64 {
+        self.read_bytes
+    }
+
+    /// Files added so far.
+    pub fn files(&self) -> &[FileEntry] {
+        &self.files
+    }
+
+    /// Copies `src` into the set as `path` (`<volume label>/<path on the volume>`).
+    /// `progress` receives the bytes of this file copied so far.
+    pub fn add_file(
+        &mut self,
+        path: &str,
+        role: &str,
+        component: &str,
+        src: &dyn File,
+        progress: &dyn Fn(u64),
+    ) -> Result<&FileEntry> {
+        let size = src.len().map_err(|source| RepoError::Source { file: path.into(), source })?;
+        let chunk = self.repo.config.chunk_size as u64;
+        let level = self.repo.config.zstd_level;
+        let workers = thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
+        let in_flight: Mutex<HashSet<blake3::Hash>> = Mutex::default();
+        let repo = self.repo;
+
+        let mut hasher = blake3::Hasher::new();
+        let mut chunks = Vec::new();
+        let mut copied = 0u64;
+        let (work_tx, work_rx) = mpsc::sync_channel::<Work>(workers * 2);
+        let work_rx = Mutex::new(work_rx);
+        let (done_tx, done_rx) = mpsc::sync_channel::<Done>(workers * 2);
+        let result: Result<()> = thread::scope(|s| {
+            for _ in 0..workers {
+                let done_tx = done_tx.clone();
+                let (work_rx, in_flight) = (&work_rx, &in_flight);
+                s.spawn(move || {
+                    loop {
+                        let Ok(w) = work_rx.lock().recv() else { return };
+                        let hash = blake3::hash(&w.data);
+                        let known = repo.lookup(&hash).is_some() || !in_flight.lock().insert(hash);
+                        let compressed = if known {
+                            None
+                        } else {
+                            zstd::bulk::compress(&w.data, level)
+                                .ok()
+                                .filter(|c| c.len() + c.len() / 32 < w.data.len())
+                        };
+                        let done = Done { seq: w.seq, hash, data: w.data, compressed, known };
+                        if done_tx.send(done).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(done_tx);
+            // The reader: this scope's own thread feeds the workers from a second thread so
+            // that the collector below can run here.
+            let reader = s.spawn(move || -> std::io::Result<()> {
+                let mut off = 0u64;
+                let mut seq = 0u64;
+                while off < size {
+                    let n = chunk.min(size - off) as usize;
+                    let mut data = vec![0u8; n];
+                    src.read_exact_at(&mut data, off)?;
+                    if work_tx.send(Work { seq, data }).is_err() {
+                        break;
+                    }
+                    off += n as u64;
+                    seq += 1;
+                }
+                Ok(())
+            });
+            let mut next = 0u64;
+            let mut waiting: BTreeMap<u64, Done> = BTreeMap::new();
+            let mut failure = None;
+            for done in done_rx.iter() {
+                waiting.insert(done.seq, done);
+                while let Some(d) = waiting.remove(&next) {
+                    next += 1;
+                    if failure.is_some() {
+                        continue;
+                    }
+                    hasher.update(&d.data);
+                    copied += d.data.len() as u64;
+                    chunks.push(ChunkRef {
+                        hash: d.hash.to_hex().to_string(),
+                        len: d.data.len() as u32,
+                    });
+                    if let Err(e) = self.store_chunk(d) {
+                        failure = Some(e);
+                        continue;
+                    }
+                    progress(copied);
+                }
+                if failure.is_some() {
+                    break;
+                }
+            }
+            drop(done_rx);
+            let read = reader.join().expect("reader thread does not panic");
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            read.map_err(|source| RepoError::Source { file: path.into(), source })
+        });
+        result?;
+        if copied != size {
+            return Err(RepoError::Source {
+                file: path.into(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("read {copied} of {size} bytes"),
+                ),
+            });
+        }
+        self.read_bytes += size;
+        self.files.push(FileEntry {
+            path: path.into(),
+            role: role.into(),
+            component: component.into(),
+            size,
+            blake3: hasher.finalize().to_hex().to_string(),
+            chunks,
+        });
+        Ok(self.files.last().expect("just pushed"))
+    }
+
+    fn store_chunk(&mut self, d: Done) -> Result<()> {
+        if d.known || self.pending.contains_key(&d.hash) || self.repo.lookup(&d.hash).is_some() {
+            return Ok(());
+        }
+        if self.pack.as_ref().is_some_and(|p| p.len >= PACK_TARGET) {
+            self.seal_pack()?;
+        }
+        if self.pack.is_none() {
+            self.pack = Some(PackWriter::create(self.repo.fs.as_ref(), &self.repo.root)?);
+        }
+        let pack = self.pack.as_mut().expect("just created");
+        let raw_len = d.data.len() as u32;
+        let loc = match &d.compressed {
+            Some(c) => pack.append(d.hash, c, raw_len, true)?,
+            None => pack.append(d.hash, &d.data, raw_len, false)?,
+        };
+        self.stored_bytes += loc.stored_len as u64;
+        self.pending.insert(d.hash, loc);
+        Ok(())
+    }
+
+    fn seal_pack(&mut self) -> Result<()> {
+        if let Some(p) = self.pack.take() {
+            let entries = p.seal(self.repo.fs.as_ref(), &self.repo.root)?;
+            for (h, _) in &entries {
+                self.pending.remove(h);
+            }
+            self.repo.add_to_index(entries);
+        }
+        Ok(())
+    }
+
+    /// Makes every chunk durable, then publishes the manifest atomically. Only now does the
+    /// set exist.
+    pub fn publish(mut self, meta: SetMeta) -> Result<BackupSet> {
+        self.seal_pack()?;
+        let set = BackupSet {
+            format: MANIFEST_FORMAT,
+            id: self.id,
+            created_unix_ms: now_unix_ms(),
+            node: meta.node,
+            backup_type: meta.backup_type,
+            storage_group: meta.storage_group,
+            job_id: meta.job_id,
+            base_set: meta.base_set,
+            log_range: meta.log_range,
+            writer_metadata: meta.writer_metadata,
+            components: meta.components,
+            database_headers: meta.database_headers,
+            files: std::mem::take(&mut self.files),
+        };
+        let path = self.repo.manifest_path(&set.id);
+        write_atomic(self.repo.fs.as_ref(), &path, &set.encode()).ctx("publishing", &path)?;
+        Ok(set)
+    }
+}
+
+impl Drop for SetWriter<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.pack.take() {
+            p.discard(self.repo.fs.as_ref());
+        }
+    }
+}

@@ -1,0 +1,469 @@
+//! The node's configuration file (TOML).
+//!
+//! ```toml
+//! [node]
+//! name = "mbx1"
+//! data_dir = "/var/lib/shadowcopy"      # event log and node state
+//!
+//! [api]
+//! socket = "/run/shadowcopy/api.sock"   # default: <data_dir>/api.sock, created owner-only
+//! tcp = "127.0.0.1:7070"                # optional; needs a token
+//! token_file = "/etc/shadowcopy/token"  # or: token = "..."
+//!
+//! [[volume]]
+//! label = "logs"
+//! path = "/srv/shadowcopy/logs"
+//!
+//! [[shadow_storage]]
+//! for = "logs"
+//! on = "logs"
+//! max_size = "2GiB"
+//!
+//! [[storage_group]]
+//! name = "SG1"
+//! log_volume = "logs"
+//! log_dir = "SG1"
+//! system_dir = "SG1"                    # on the log volume; holds E00.chk
+//! prefix = "E00"
+//! circular_logging = false
+//!
+//! [[storage_group.database]]
+//! name = "DB1"
+//! volume = "db"
+//! path = "SG1/DB1.edb"
+//! ```
+//!
+//! A configuration is checked as a whole before the node starts; the first problem found is
+//! reported with the key it is about (`storage_group[0].database[1].volume`) and the reason.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A problem with the configuration, naming the key.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("reading {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    Syntax { path: PathBuf, reason: String },
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), reason: reason.into() }
+}
+
+/// The whole configuration of a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeSection,
+    #[serde(default)]
+    pub api: ApiSection,
+    #[serde(default, rename = "volume")]
+    pub volumes: Vec<VolumeConfig>,
+    #[serde(default)]
+    pub shadow_storage: Vec<ShadowStorageConfig>,
+    #[serde(default, rename = "storage_group")]
+    pub storage_groups: Vec<StorageGroupConfig>,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    pub name: String,
+    pub data_dir: PathBuf,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    pub socket: Option<PathBuf>,
+    pub tcp: Option<SocketAddr>,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[[volume]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeConfig {
+    pub label: String,
+    pub path: PathBuf,
+    /// Copy-on-write block size; a power of two (default 16 KiB).
+    pub block_size: Option<String>,
+}
+
+/// `[[shadow_storage]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowStorageConfig {
+    #[serde(rename = "for")]
+    pub for_volume: String,
+    pub on: String,
+    /// `"UNBOUNDED"`, a size such as `"2GiB"`, or a percentage of the host file system (`"10%"`).
+    pub max_size: String,
+}
+
+/// `[[storage_group]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageGroupConfig {
+    pub name: String,
+    pub log_volume: String,
+    pub log_dir: PathBuf,
+    pub system_dir: Option<PathBuf>,
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    #[serde(default)]
+    pub circular_logging: bool,
+    #[serde(default, rename = "database")]
+    pub databases: Vec<DatabaseConfig>,
+}
+
+fn default_prefix() -> String {
+    "E00".into()
+}
+
+/// `[[storage_group.database]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub name: String,
+    pub volume: String,
+    pub path: PathBuf,
+}
+
+/// A shadow-storage limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxSize {
+    Unbounded,
+    Bytes(u64),
+    Percent(u8),
+}
+
+/// Parses `"16KiB"`, `"2GiB"`, `"500MB"`, `"1048576"`. Decimal and binary suffixes, as users
+/// write both; the reference tool accepts KB/MB/GB/TB with binary meaning, and so do we.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Parses a shadow-storage `max_size`.
+pub fn parse_max_size(text: &str) -> Option<MaxSize> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("unbounded") {
+        return Some(MaxSize::Unbounded);
+    }
+    if let Some(p) = t.strip_suffix('%') {
+        let p: u8 = p.trim().parse().ok()?;
+        return (1..=100).contains(&p).then_some(MaxSize::Percent(p));
+    }
+    parse_size(t).map(MaxSize::Bytes)
+}
+
+fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("{name:?} must be 1-64 characters of letters, digits, '-', '_' or '.'"),
+        ))
+    }
+}
+
+fn check_relative(key: &str, p: &Path) -> Result<(), ConfigError> {
+    if p.as_os_str().is_empty() {
+        return Err(invalid(key, "must not be empty"));
+    }
+    for c in p.components() {
+        match c {
+            Component::Normal(_) | Component::CurDir => {}
+            _ => {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{} must be a relative path inside the volume, without '..'",
+                        p.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.into(), reason: e.to_string() })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Syntax { path: origin.into(), reason: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The API socket path.
+    pub fn socket_path(&self) -> PathBuf {
+        self.api.socket.clone().unwrap_or_else(|| self.node.data_dir.join("api.sock"))
+    }
+
+    /// The volume with this label.
+    pub fn volume(&self, label: &str) -> Option<&VolumeConfig> {
+        self.volumes.iter().find(|v| v.label == label)
+    }
+
+    /// Checks everything that can be checked without touching the disk.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_name("node.name", &self.node.name)?;
+        if !self.node.data_dir.is_absolute() {
+            return Err(invalid("node.data_dir", "must be an absolute path"));
+        }
+        if self.api.tcp.is_some() && self.api.token.is_none() && self.api.token_file.is_none() {
+            return Err(invalid(
+                "api.tcp",
+                "listening on TCP needs `api.token` or `api.token_file`",
+            ));
+        }
+        if self.api.token.is_some() && self.api.token_file.is_some() {
+            return Err(invalid("api.token", "give either `token` or `token_file`, not both"));
+        }
+        if let Some(t) = &self.api.token
+            && t.len() < 16
+        {
+            return Err(invalid("api.token", "must be at least 16 characters"));
+        }
+        let mut labels = HashSet::new();
+        let mut roots: Vec<&Path> = Vec::new();
+        for (i, v) in self.volumes.iter().enumerate() {
+            let key = format!("volume[{i}]");
+            check_name(&format!("{key}.label"), &v.label)?;
+            if !labels.insert(v.label.as_str()) {
+                return Err(invalid(
+                    format!("{key}.label"),
+                    format!("volume {:?} is defined twice", v.label),
+                ));
+            }
+            if !v.path.is_absolute() {
+                return Err(invalid(format!("{key}.path"), "must be an absolute path"));
+            }
+            if let Some(other) =
+                roots.iter().find(|r| v.path.starts_with(r) || r.starts_with(&v.path))
+            {
+                return Err(invalid(
+                    format!("{key}.path"),
+                    format!("{} overlaps the volume at {}", v.path.display(), other.display()),
+                ));
+            }
+            roots.push(&v.path);
+            if let Some(bs) = &v.block_size {
+                match parse_size(bs) {
+                    Some(n) if n.is_power_of_two() && (4096..=1 << 20).contains(&n) => {}
+                    _ => {
+                        return Err(invalid(
+                            format!("{key}.block_size"),
+                            format!("{bs:?} must be a power of two from 4KiB to 1MiB"),
+                        ));
+                    }
+                }
+            }
+        }
+        let known = |key: String, label: &str| -> Result<(), ConfigError> {
+            if labels.contains(label) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    key,
+                    format!("no volume labelled {label:?} (defined: {})", sorted(&labels)),
+                ))
+            }
+        };
+        let mut storage_for = HashSet::new();
+        for (i, s) in self.shadow_storage.iter().enumerate() {
+            let key = format!("shadow_storage[{i}]");
+            known(format!("{key}.for"), &s.for_volume)?;
+            known(format!("{key}.on"), &s.on)?;
+            if !storage_for.insert(s.for_volume.as_str()) {
+                return Err(invalid(
+                    format!("{key}.for"),
+                    format!("volume {:?} already has shadow storage", s.for_volume),
+                ));
+            }
+            match parse_max_size(&s.max_size) {
+                Some(MaxSize::Bytes(n)) if n < 1 << 20 => {
+                    return Err(invalid(format!("{key}.max_size"), "must be at least 1MiB"));
+                }
+                Some(_) => {}
+                None => {
+                    return Err(invalid(
+                        format!("{key}.max_size"),
+                        format!(
+                            "{:?} is not a size (\"2GiB\"), a percentage (\"10%\") or \"UNBOUNDED\"",
+                            s.max_size
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut groups = HashSet::new();
+        let mut prefixes = HashSet::new();
+        let mut databases = HashSet::new();
+        for (i, sg) in self.storage_groups.iter().enumerate() {
+            let key = format!("storage_group[{i}]");
+            check_name(&format!("{key}.name"), &sg.name)?;
+            if !groups.insert(sg.name.as_str()) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("storage group {:?} is defined twice", sg.name),
+                ));
+            }
+            known(format!("{key}.log_volume"), &sg.log_volume)?;
+            check_relative(&format!("{key}.log_dir"), &sg.log_dir)?;
+            if let Some(d) = &sg.system_dir {
+                check_relative(&format!("{key}.system_dir"), d)?;
+            }
+            let p = sg.prefix.as_bytes();
+            if p.len() != 3 || p[0] != b'E' || !p[1..].iter().all(u8::is_ascii_hexdigit) {
+                return Err(invalid(
+                    format!("{key}.prefix"),
+                    format!("{:?} must be E followed by two hex digits (E00, E01, …)", sg.prefix),
+                ));
+            }
+            if !prefixes.insert((sg.log_volume.as_str(), sg.log_dir.as_path(), sg.prefix.as_str()))
+            {
+                return Err(invalid(
+                    format!("{key}.prefix"),
+                    "another storage group writes the same logs (same volume, directory and prefix)",
+                ));
+            }
+            if sg.databases.is_empty() {
+                return Err(invalid(
+                    format!("{key}.database"),
+                    "a storage group needs at least one database",
+                ));
+            }
+            for (j, db) in sg.databases.iter().enumerate() {
+                let dkey = format!("{key}.database[{j}]");
+                check_name(&format!("{dkey}.name"), &db.name)?;
+                known(format!("{dkey}.volume"), &db.volume)?;
+                check_relative(&format!("{dkey}.path"), &db.path)?;
+                if !databases.insert((db.volume.as_str(), db.path.as_path())) {
+                    return Err(invalid(
+                        format!("{dkey}.path"),
+                        "another database uses the same file",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sorted(set: &HashSet<&str>) -> String {
+    let mut v: Vec<&str> = set.iter().copied().collect();
+    v.sort();
+    if v.is_empty() { "none".into() } else { v.join(", ") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[node]
+name = "mbx1"
+data_dir = "/var/lib/shadowcopy"
+
+[[volume]]
+label = "logs"
+path = "/srv/sc/logs"
+
+[[volume]]
+label = "db"
+path = "/srv/sc/db"
+
+[[shadow_storage]]
+for = "db"
+on = "logs"
+max_size = "2GiB"
+
+[[storage_group]]
+name = "SG1"
+log_volume = "logs"
+log_dir = "SG1"
+
+[[storage_group.database]]
+name = "DB1"
+volume = "db"
+path = "SG1/DB1.edb"
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, Path::new("test.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_good_configuration_parses() {
+        let c = Config::parse(GOOD, Path::new("t")).unwrap();
+        assert_eq!(c.storage_groups[0].prefix, "E00");
+        assert_eq!(c.socket_path(), PathBuf::from("/var/lib/shadowcopy/api.sock"));
+        assert_eq!(parse_max_size(&c.shadow_storage[0].max_size), Some(MaxSize::Bytes(2 << 30)));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = err(&GOOD.replace("volume = \"db\"", "volume = \"dbx\""));
+        assert!(e.contains("storage_group[0].database[0].volume") && e.contains("dbx"), "{e}");
+        let e = err(&GOOD.replace("max_size = \"2GiB\"", "max_size = \"lots\""));
+        assert!(e.contains("shadow_storage[0].max_size"), "{e}");
+        let e = err(&GOOD.replace("path = \"/srv/sc/db\"", "path = \"/srv/sc/logs/db\""));
+        assert!(e.contains("volume[1].path") && e.contains("overlaps"), "{e}");
+        let e = err(&GOOD.replace("log_dir = \"SG1\"", "log_dir = \"../etc\""));
+        assert!(e.contains("storage_group[0].log_dir"), "{e}");
+        let e = err(&GOOD.replace("[node]", "[node]\ncolour = \"blue\""));
+        assert!(e.contains("colour"), "unknown keys are refused: {e}");
+        let e = err(&format!("{GOOD}\n[api]\ntcp = \"127.0.0.1:7070\"\n"));
+        assert!(e.contains("api.tcp") && e.contains("token"), "{e}");
+        let e = err(&GOOD.replace("name = \"SG1\"", "name = \"SG1\"\nprefix = \"X00\""));
+        assert!(e.contains("storage_group[0].prefix"), "{e}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16KiB"), Some(16384));
+        assert_eq!(parse_size("1 GB"), Some(1 << 30));
+        assert_eq!(parse_size("12"), Some(12));
+        assert_eq!(parse_size("1.5G"), None);
+        assert_eq!(parse_size("99999999999T"), None);
+        assert_eq!(parse_max_size("10%"), Some(MaxSize::Percent(10)));
+        assert_eq!(parse_max_size("150%"), None);
+        assert_eq!(parse_max_size("unbounded"), Some(MaxSize::Unbounded));
+    }
+}
