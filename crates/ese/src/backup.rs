@@ -451,9 +451,7 @@ impl Drop for BackupSession {
 
 fn inner_generations(inner: &Inner) -> Result<Vec<u32>> {
     let cfg = &inner.log.cfg;
-    let mut v: Vec<u32> = cfg
-        .fs
-        .read_dir(&cfg.dir)
+    let mut v: Vec<u32> = crate::logfmt::read_dir_stable(cfg.fs.as_ref(), &cfg.dir)
         .map_err(|e| EngineError::io(&cfg.dir, e))?
         .iter()
         .filter_map(|e| crate::logfmt::parse_generation_name(&cfg.prefix, &e.name))

@@ -375,7 +375,7 @@ impl Inner {
         let cfg = &self.log.cfg;
         let current = self.log.generation();
         let mut range: Option<(u32, u32)> = None;
-        for e in cfg.fs.read_dir(&cfg.dir).at(&cfg.dir)? {
+        for e in crate::logfmt::read_dir_stable(cfg.fs.as_ref(), &cfg.dir).at(&cfg.dir)? {
             let Some(g) = logfmt::parse_generation_name(&cfg.prefix, &e.name) else { continue };
             if g < generation && g < current {
                 let p = cfg.dir.join(&e.name);
@@ -411,8 +411,9 @@ impl Inner {
         }
     }
 
-    /// Grows a database file ahead of the pages a commit is about to log, so the lazy writer
-    /// never has to grow it: when the volume fills up, the commit that needed the space fails
+    /// Grows a database file ahead of the pages a commit is about to log (callers hold the
+    /// writer lock, so no page write runs concurrently), so the lazy writer never has to grow
+    /// it: when the volume fills up, the commit that needed the space fails
     /// (nothing logged) and every page already committed can still be written, which is what
     /// lets a full instance shut down cleanly.
     pub fn reserve_pages(&self, db: &Db, pages: u64) -> Result<()> {
@@ -420,8 +421,17 @@ impl Inner {
         if need <= db.len.load(Ordering::SeqCst) {
             return Ok(());
         }
+        // Pages written while a freeze held growth back may lie past the tracked length:
+        // never zero over them.
+        let cur = db.file.len().at(&db.path)?.max(db.len.load(Ordering::SeqCst));
+        if need <= cur {
+            db.len.store(cur, Ordering::SeqCst);
+            return Ok(());
+        }
         let target = need + 32 * db.page_size as u64;
-        if let Err(e) = db.file.set_len(target) {
+        // Zeros are written rather than the file extended, so the space is really allocated
+        // (a sparse extension would still fail later with ENOSPC on a real volume).
+        if let Err(e) = db.file.write_at(&vec![0u8; (target - cur) as usize], cur) {
             let e = EngineError::io(&db.path, e);
             if e.is_storage_full() {
                 self.disk_full.store(true, Ordering::SeqCst);
@@ -479,7 +489,9 @@ impl Instance {
             // A creation interrupted before its first checkpoint: start over.
             cfg.system_fs.remove_file(&chk).at(&chk)?;
         }
-        for e in cfg.log_fs.read_dir(&cfg.log_dir).at(&cfg.log_dir)? {
+        for e in
+            crate::logfmt::read_dir_stable(cfg.log_fs.as_ref(), &cfg.log_dir).at(&cfg.log_dir)?
+        {
             if e.name.starts_with(&cfg.prefix) && e.name.ends_with(".log") {
                 let p = cfg.log_dir.join(&e.name);
                 cfg.log_fs.remove_file(&p).at(&p)?;
@@ -846,9 +858,7 @@ impl Instance {
     /// Current generation, checkpoint generation and the generations on disk.
     pub fn log_state(&self) -> Result<LogState> {
         let cfg = &self.inner.log.cfg;
-        let mut generations: Vec<u32> = cfg
-            .fs
-            .read_dir(&cfg.dir)
+        let mut generations: Vec<u32> = logfmt::read_dir_stable(cfg.fs.as_ref(), &cfg.dir)
             .at(&cfg.dir)?
             .iter()
             .filter_map(|e| logfmt::parse_generation_name(&cfg.prefix, &e.name))

@@ -316,6 +316,29 @@ pub fn scan(generation: u32, image: &[u8], from: u32) -> Scan {
     Scan { records, end: off as u32, how }
 }
 
+/// Lists a directory, retrying when an entry vanished between the listing and its metadata
+/// (the log writer renames files while others list the directory; a host directory listing
+/// reports that race as `NotFound`).
+pub fn read_dir_stable(
+    fs: &dyn volume::FileSystem,
+    dir: &Path,
+) -> std::io::Result<Vec<volume::DirEntry>> {
+    let mut tries = 0;
+    loop {
+        match fs.read_dir(dir) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && tries < 20
+                    && fs.exists(dir).unwrap_or(false) =>
+            {
+                tries += 1;
+                std::thread::yield_now();
+            }
+            r => return r,
+        }
+    }
+}
+
 /// A log file found in a directory.
 #[derive(Debug, Clone)]
 pub struct LogFile {
@@ -332,7 +355,7 @@ pub fn list_logs(
 ) -> crate::Result<Vec<LogFile>> {
     use crate::error::IoContext;
     let mut out: Vec<LogFile> = Vec::new();
-    let entries = match fs.read_dir(dir) {
+    let entries = match read_dir_stable(fs, dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
         Err(e) => return Err(crate::EngineError::io(dir, e)),
