@@ -431,7 +431,7 @@ impl BackupSession {
     fn release(&self) {
         let mut reg = self.inner.backup.lock();
         if reg.active == Some(self.id) {
-            if reg.state == Some(SessionState::Frozen) {
+            if matches!(reg.state, Some(SessionState::Frozen | SessionState::TimedOut)) {
                 self.inner.log.set_frozen(false);
             }
             reg.active = None;
@@ -473,8 +473,9 @@ fn spawn_watchdog(inner: &Arc<Inner>, id: u64, timeout: Duration) {
                     return;
                 }
                 if Instant::now() >= deadline {
+                    // State first (a late thaw now fails with "timed out"), then the notice,
+                    // then the writes are released: whoever waited on them sees the notice.
                     reg.state = Some(SessionState::TimedOut);
-                    inner.log.set_frozen(false);
                     drop(reg);
                     tracing::warn!(prefix = %inner.cfg.prefix, snapshot_instance = id, "freeze timed out; thawed by the watchdog");
                     inner.notify(EngineNotice::FreezeTimedOut {
@@ -482,6 +483,10 @@ fn spawn_watchdog(inner: &Arc<Inner>, id: u64, timeout: Duration) {
                         snapshot_instance: id,
                         seconds: timeout.as_secs_f64(),
                     });
+                    let reg = inner.backup.lock();
+                    if reg.active.is_none() || reg.active == Some(id) {
+                        inner.log.set_frozen(false);
+                    }
                     return;
                 }
                 inner.backup_cond.wait_until(&mut reg, deadline);

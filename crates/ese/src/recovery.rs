@@ -104,6 +104,17 @@ pub fn hard_recover(req: &HardRecovery) -> Result<HardRecoveryReport> {
                 after_path: req.log_dir.clone(),
             });
         }
+        // The databases may hold pages whose changes are logged up to their max required
+        // generation: stopping short of it would leave them inconsistent.
+        let max_required =
+            dirty.iter().map(|(_, _, h)| h.max_required_generation()).max().unwrap_or(0);
+        let last = logs.last().expect("non-empty").1.header.generation;
+        if last < max_required && req.stop_after_generation.is_none_or(|s| s >= max_required) {
+            return Err(EngineError::LogGap {
+                missing: last + 1,
+                after_path: logs.last().expect("non-empty").1.path.clone(),
+            });
+        }
         let fs_by_path: HashMap<PathBuf, FsRef> =
             logs.iter().map(|(fs, l)| (l.path.clone(), fs.clone())).collect();
         let files: Vec<LogFile> = logs.into_iter().map(|(_, l)| l).collect();

@@ -246,16 +246,26 @@ fn snapshot_copy(fs: &MemFs, b: &ese::BackupSession, restore: &MemFs) {
 #[test]
 fn hard_recovery_replays_restored_logs_and_rolls_forward() {
     let fs = MemFs::new();
-    let (inst, _) = with_notices(&fs, false);
-    fill(&inst, 0, 150);
+    // No lazy writer and a large cache: the checkpoint stays at the start, so the snapshot's
+    // database needs every generation and a missing one is a gap.
+    let mut c = config(&fs);
+    c.lazy_interval = Duration::from_secs(3600);
+    c.cache_pages = 100_000;
+    let inst = Instance::create(c).unwrap();
+    inst.create_database(DB, Arc::new(fs.clone()), "db/mb1.edb").unwrap();
+    let mut t = inst.begin_write().unwrap();
+    t.create_table(DB, T).unwrap();
+    t.commit(Durability::Durable).unwrap();
+    fill(&inst, 0, 400);
     let mut b = inst.backup_session(BackupKind::Full).unwrap();
     b.prepare().unwrap();
     b.freeze().unwrap();
     let restore = MemFs::new();
     snapshot_copy(&fs, &b, &restore);
+    let b_gens = b.snapshot_generations().to_vec();
     b.thaw().unwrap();
     b.end().unwrap();
-    fill(&inst, 150, 100);
+    fill(&inst, 400, 100);
     inst.shutdown().unwrap();
     let rfs: FsRef = Arc::new(restore.clone());
     let live: FsRef = Arc::new(fs.clone());
@@ -291,7 +301,7 @@ fn hard_recovery_replays_restored_logs_and_rolls_forward() {
         i.detach(DB).ok();
         n
     };
-    assert_eq!(count(&restore), 150);
+    assert_eq!(count(&restore), 400);
     // Roll forward through the live logs: everything committed later comes back too.
     let f = restore.open(Path::new("restore/mb1.edb"), OpenMode::Create).unwrap();
     f.set_len(0).unwrap();
@@ -300,19 +310,21 @@ fn hard_recovery_replays_restored_logs_and_rolls_forward() {
     let mut req2 = req.clone();
     req2.roll_forward = Some((live.clone(), "logs".into()));
     ese::hard_recover(&req2).unwrap();
-    assert_eq!(count(&restore), 250);
+    assert_eq!(count(&restore), 500);
     // A gap in the generations stops recovery, naming the generation.
     let f = restore.open(Path::new("restore/mb1.edb"), OpenMode::Create).unwrap();
     f.set_len(0).unwrap();
     f.write_at(&backup_copy, 0).unwrap();
     drop(f);
-    let gens: Vec<_> = restore.read_dir(Path::new("rlogs")).unwrap();
-    let victim = &gens[gens.len() / 2].name;
-    restore.remove_file(&Path::new("rlogs").join(victim)).unwrap();
+    let min = ese::inspect::dump_database_header(&restore, Path::new("restore/mb1.edb"))
+        .unwrap()
+        .min_required_generation();
+    let last = *b_gens.last().unwrap();
+    assert!(min + 1 < last, "required range {min}..{last}");
+    let victim = min + 1;
+    restore.remove_file(&Path::new("rlogs").join(format!("E00{victim:08X}.log"))).unwrap();
     match ese::hard_recover(&req) {
-        Err(EngineError::LogGap { missing, .. }) => {
-            assert_eq!(format!("E00{missing:08X}.log"), *victim)
-        }
+        Err(EngineError::LogGap { missing, .. }) => assert_eq!(missing, victim),
         other => panic!("{other:?}"),
     }
 }
