@@ -34,6 +34,20 @@ fn fill(inst: &Instance, from: u64, n: u64) {
     }
 }
 
+/// No lazy writer and a large cache: the checkpoint stays at the start, so a snapshot's
+/// database needs every generation (a missing or damaged one is always in its range).
+fn without_checkpoints(fs: &MemFs) -> Instance {
+    let mut c = config(fs);
+    c.lazy_interval = Duration::from_secs(3600);
+    c.cache_pages = 100_000;
+    let inst = Instance::create(c).unwrap();
+    inst.create_database(DB, Arc::new(fs.clone()), "db/mb1.edb").unwrap();
+    let mut t = inst.begin_write().unwrap();
+    t.create_table(DB, T).unwrap();
+    t.commit(Durability::Durable).unwrap();
+    inst
+}
+
 fn copy_file(from: &MemFs, to: &MemFs, src: &Path, dst: &Path) {
     let data = volume::fs::read_all(from, src).unwrap();
     to.create_dir_all(dst.parent().unwrap()).unwrap();
@@ -246,16 +260,7 @@ fn snapshot_copy(fs: &MemFs, b: &ese::BackupSession, restore: &MemFs) {
 #[test]
 fn hard_recovery_replays_restored_logs_and_rolls_forward() {
     let fs = MemFs::new();
-    // No lazy writer and a large cache: the checkpoint stays at the start, so the snapshot's
-    // database needs every generation and a missing one is a gap.
-    let mut c = config(&fs);
-    c.lazy_interval = Duration::from_secs(3600);
-    c.cache_pages = 100_000;
-    let inst = Instance::create(c).unwrap();
-    inst.create_database(DB, Arc::new(fs.clone()), "db/mb1.edb").unwrap();
-    let mut t = inst.begin_write().unwrap();
-    t.create_table(DB, T).unwrap();
-    t.commit(Durability::Durable).unwrap();
+    let inst = without_checkpoints(&fs);
     fill(&inst, 0, 400);
     let mut b = inst.backup_session(BackupKind::Full).unwrap();
     b.prepare().unwrap();
@@ -332,7 +337,7 @@ fn hard_recovery_replays_restored_logs_and_rolls_forward() {
 #[test]
 fn foreign_and_corrupt_logs_stop_hard_recovery() {
     let fs = MemFs::new();
-    let (inst, _) = with_notices(&fs, false);
+    let inst = without_checkpoints(&fs);
     fill(&inst, 0, 120);
     let mut b = inst.backup_session(BackupKind::Copy).unwrap();
     b.prepare().unwrap();
