@@ -12,6 +12,8 @@
 
 mod args;
 mod cow_overhead;
+mod engine_commit;
+mod engine_replay;
 mod snapshot_scaling;
 
 use anyhow::bail;
@@ -22,11 +24,13 @@ fn main() -> anyhow::Result<()> {
     let opts = args::Opts::parse(argv)?;
     match scenario.as_str() {
         "list" | "" => {
-            println!("scenarios: snapshot-scaling, cow-overhead");
+            println!("scenarios: snapshot-scaling, cow-overhead, engine-commit, engine-replay");
             Ok(())
         }
         "snapshot-scaling" => snapshot_scaling::run(&opts),
         "cow-overhead" => cow_overhead::run(&opts),
+        "engine-commit" => engine_commit::run(),
+        "engine-replay" => engine_replay::run(),
         other => bail!("unknown scenario {other:?}; run with `list` to see the scenarios"),
     }
 }
