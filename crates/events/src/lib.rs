@@ -2,6 +2,18 @@
 //!
 //! Every user-visible step of a backup is an event with a source (coordinator, store writer,
 //! engine, replication service, provider, requester), a numeric ID taken from the reference
-//! system where it has one, a level and a message. This crate will own the catalog, the
-//! append-only checksummed log that persists them per node, and queries by job (the writer
-//! instance GUID), source, ID, level and time range, plus a live subscription.
+//! system where it has one, a level and a message. [`catalog`] is the one table of every event;
+//! [`EventLog`] persists them per node in checksummed, rotated segment files and answers queries
+//! by job (the writer instance GUID), source, ID, level and time range, plus live
+//! subscriptions. Components emit through the [`EventSink`] trait.
+
+pub mod catalog;
+mod event;
+mod log;
+pub mod record;
+
+pub use catalog::{CATALOG, EventDef, Level, Source};
+pub use event::{Event, Filter};
+pub use log::{
+    EventLog, EventLogError, EventSink, LogOptions, MemorySink, RecoveryReport, SegmentDamage,
+};

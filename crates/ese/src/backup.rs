@@ -1,0 +1,508 @@
+//! Snapshot-backup hooks: the session the store writer drives for one backup job.
+//!
+//! States (as in the reference engine): start → prepare → freeze → thaw | timeout; thaw →
+//! truncate → end; end is allowed from prepare, thaw and truncate; abort from anywhere until
+//! end or abort. Any other call is an [`EngineError::InvalidSequence`].
+//!
+//! - **prepare** claims the instance (one backup at a time: *backup in progress*) and checks
+//!   the backup type (incremental and differential need a previous full backup and no
+//!   circular logging).
+//! - **freeze** waits for the running write transaction, rolls the log so that every
+//!   generation the snapshot holds is closed, then holds log flushes, page writes, checkpoint
+//!   and header updates (and so file growth) in memory. Transactions continue; durable
+//!   commits wait. A watchdog thread thaws by itself when the freeze timeout passes, so a hung
+//!   requester cannot keep the instance frozen.
+//! - **thaw** releases the held writes. Backup in progress stays set until end.
+//! - **truncate** (full and incremental only) deletes generations below min(last generation
+//!   the backup copied, checkpoint generation), after checking that the backup copied every
+//!   generation the snapshot held.
+//! - **end** stamps the header slot the backup type selects; a new full clears the previous
+//!   incremental and differential slots.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::codec::now_secs;
+use crate::dbheader::{self, BackupSlot, SlotKind};
+use crate::error::{EngineError, Result};
+use crate::instance::{Inner, Instance};
+
+/// The type of a backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupKind {
+    Full,
+    Incremental,
+    Differential,
+    Copy,
+}
+
+impl std::fmt::Display for BackupKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackupKind::Full => "full",
+            BackupKind::Incremental => "incremental",
+            BackupKind::Differential => "differential",
+            BackupKind::Copy => "copy",
+        })
+    }
+}
+
+/// What the engine reports during a backup. The store maps these to event IDs
+/// (2005/2008/2009/2010, 2001, 2003, 2004, 224, 225, 2006, 2007).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "notice", rename_all = "snake_case")]
+pub enum EngineNotice {
+    BackupStarted { prefix: String, kind: BackupKind, snapshot_instance: u64 },
+    FreezeStarted { prefix: String, snapshot_instance: u64, rolled_generation: u32 },
+    FreezeEnded { prefix: String, snapshot_instance: u64 },
+    FreezeTimedOut { prefix: String, snapshot_instance: u64, seconds: f64 },
+    LogsTruncated { prefix: String, snapshot_instance: u64, low: u32, high: u32 },
+    NoTruncation { prefix: String, snapshot_instance: u64, reason: String },
+    BackupCompleted { prefix: String, snapshot_instance: u64, kind: BackupKind },
+    BackupAborted { prefix: String, snapshot_instance: u64 },
+}
+
+/// Where a backup session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    Start,
+    Prepared,
+    Frozen,
+    Thawed,
+    TimedOut,
+    Truncated,
+    Ended,
+    Aborted,
+}
+
+/// The instance's record of the running backup (in memory only, like the reference's).
+#[derive(Debug, Default)]
+pub(crate) struct BackupRegistry {
+    pub active: Option<u64>,
+    pub state: Option<SessionState>,
+}
+
+/// What truncation did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Truncation {
+    Deleted { low: u32, high: u32 },
+    Nothing { reason: String },
+}
+
+/// One backup job's conversation with the engine.
+pub struct BackupSession {
+    inner: Arc<Inner>,
+    kind: BackupKind,
+    slot_kind: SlotKind,
+    id: u64,
+    state: SessionState,
+    rolled: u32,
+    snapshot_generations: Vec<u32>,
+    copied: Option<(u32, u32)>,
+    frozen_at: Option<Instant>,
+}
+
+impl std::fmt::Debug for BackupSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupSession")
+            .field("kind", &self.kind)
+            .field("id", &self.id)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl Instance {
+    /// A new backup session (state start).
+    pub fn backup_session(&self, kind: BackupKind) -> Result<BackupSession> {
+        self.inner.check_open()?;
+        Ok(BackupSession {
+            inner: self.inner.clone(),
+            kind,
+            slot_kind: SlotKind::Snapshot,
+            id: 0,
+            state: SessionState::Start,
+            rolled: 0,
+            snapshot_generations: Vec::new(),
+            copied: None,
+            frozen_at: None,
+        })
+    }
+
+    /// The snapshot instance number of the running backup, if any.
+    pub fn backup_in_progress(&self) -> Option<u64> {
+        self.inner.backup.lock().active
+    }
+}
+
+impl BackupSession {
+    fn bad(&self, call: &'static str) -> EngineError {
+        EngineError::InvalidSequence { call, state: format!("{:?}", self.current_state()) }
+    }
+
+    /// The state, including a watchdog timeout that happened behind the session's back.
+    pub fn current_state(&self) -> SessionState {
+        if self.state == SessionState::Frozen {
+            let reg = self.inner.backup.lock();
+            if reg.active == Some(self.id) && reg.state == Some(SessionState::TimedOut) {
+                return SessionState::TimedOut;
+            }
+        }
+        self.state
+    }
+
+    /// The engine's snapshot instance number of this job (0 before prepare).
+    pub fn snapshot_instance(&self) -> u64 {
+        self.id
+    }
+
+    /// The backup type.
+    pub fn kind(&self) -> BackupKind {
+        self.kind
+    }
+
+    /// Records the backup as taken on a passive copy on this database's behalf.
+    pub fn set_surrogate(&mut self) {
+        self.slot_kind = SlotKind::Surrogate;
+    }
+
+    /// The last generation closed by the freeze (0 before freeze).
+    pub fn rolled_generation(&self) -> u32 {
+        self.rolled
+    }
+
+    /// The generations the snapshot holds (closed ones, as of the freeze).
+    pub fn snapshot_generations(&self) -> &[u32] {
+        &self.snapshot_generations
+    }
+
+    fn set_registry(&self, s: SessionState) {
+        let mut reg = self.inner.backup.lock();
+        if reg.active == Some(self.id) {
+            reg.state = Some(s);
+        }
+        self.inner.backup_cond.notify_all();
+    }
+
+    /// Claims the instance for this backup and checks the backup type.
+    pub fn prepare(&mut self) -> Result<()> {
+        if self.state != SessionState::Start {
+            return Err(self.bad("prepare"));
+        }
+        let inner = &self.inner;
+        if matches!(self.kind, BackupKind::Incremental | BackupKind::Differential) {
+            if inner.cfg.circular_logging {
+                return Err(EngineError::BackupNotAllowed {
+                    kind: self.kind.to_string(),
+                    why: "circular logging is enabled; only full and copy backups are possible"
+                        .into(),
+                });
+            }
+            for db in inner.dbs.read().iter() {
+                if db.header.lock().previous_full.is_none() {
+                    return Err(EngineError::MissingFullBackup(db.name.clone()));
+                }
+            }
+        }
+        {
+            let mut reg = inner.backup.lock();
+            if let Some(id) = reg.active {
+                return Err(EngineError::BackupInProgress(id));
+            }
+            self.id = inner.snapshot_counter.fetch_add(1, Ordering::SeqCst) + 1;
+            reg.active = Some(self.id);
+            reg.state = Some(SessionState::Prepared);
+        }
+        self.state = SessionState::Prepared;
+        inner.notify(EngineNotice::BackupStarted {
+            prefix: inner.cfg.prefix.clone(),
+            kind: self.kind,
+            snapshot_instance: self.id,
+        });
+        Ok(())
+    }
+
+    /// Rolls the log and holds writes; returns the generation closed by the roll.
+    pub fn freeze(&mut self) -> Result<u32> {
+        if self.state != SessionState::Prepared {
+            return Err(self.bad("freeze"));
+        }
+        let inner = self.inner.clone();
+        let rolled = {
+            let _w = inner.writer.lock();
+            let rolled = inner.log.roll()?;
+            inner.log.set_frozen(true);
+            rolled
+        };
+        self.rolled = rolled;
+        self.snapshot_generations =
+            inner_generations(&inner)?.into_iter().filter(|g| *g <= rolled).collect();
+        self.state = SessionState::Frozen;
+        self.frozen_at = Some(Instant::now());
+        self.set_registry(SessionState::Frozen);
+        inner.notify(EngineNotice::FreezeStarted {
+            prefix: inner.cfg.prefix.clone(),
+            snapshot_instance: self.id,
+            rolled_generation: rolled,
+        });
+        spawn_watchdog(&inner, self.id, inner.cfg.freeze_timeout);
+        Ok(rolled)
+    }
+
+    /// Releases the held writes.
+    pub fn thaw(&mut self) -> Result<()> {
+        let inner = self.inner.clone();
+        {
+            let mut reg = inner.backup.lock();
+            if self.state == SessionState::Frozen && reg.state == Some(SessionState::TimedOut) {
+                self.state = SessionState::TimedOut;
+                return Err(EngineError::FreezeTimedOut {
+                    session: self.id,
+                    secs: inner.cfg.freeze_timeout.as_secs_f64(),
+                });
+            }
+            if self.state != SessionState::Frozen {
+                drop(reg);
+                return Err(self.bad("thaw"));
+            }
+            reg.state = Some(SessionState::Thawed);
+            inner.log.set_frozen(false);
+            inner.backup_cond.notify_all();
+        }
+        self.state = SessionState::Thawed;
+        inner.notify(EngineNotice::FreezeEnded {
+            prefix: inner.cfg.prefix.clone(),
+            snapshot_instance: self.id,
+        });
+        Ok(())
+    }
+
+    /// Truncates the logs after a successful full or incremental backup that copied
+    /// `copied_generations`.
+    pub fn truncate(&mut self, copied_generations: &[u32]) -> Result<Truncation> {
+        if self.state != SessionState::Thawed || self.kind == BackupKind::Copy {
+            return Err(self.bad("truncate"));
+        }
+        let inner = self.inner.clone();
+        let mut copied: Vec<u32> = copied_generations.to_vec();
+        copied.sort_unstable();
+        copied.dedup();
+        if let Some(missing) =
+            self.snapshot_generations.iter().find(|g| copied.binary_search(g).is_err())
+        {
+            return Err(EngineError::TruncationRefused(format!(
+                "the backup did not copy generation {missing:#X} of its range {:#X}..={:#X}",
+                self.snapshot_generations.first().copied().unwrap_or(0),
+                self.rolled
+            )));
+        }
+        if let Some(w) = copied.windows(2).find(|w| w[1] != w[0] + 1) {
+            return Err(EngineError::TruncationRefused(format!(
+                "the copied generations have a gap after {:#X}",
+                w[0]
+            )));
+        }
+        self.copied = match (copied.first(), copied.last()) {
+            (Some(lo), Some(hi)) => Some((*lo, *hi)),
+            _ => None,
+        };
+        self.state = SessionState::Truncated;
+        self.set_registry(SessionState::Truncated);
+        let nothing = |reason: String| {
+            inner.notify(EngineNotice::NoTruncation {
+                prefix: inner.cfg.prefix.clone(),
+                snapshot_instance: self.id,
+                reason: reason.clone(),
+            });
+            Ok(Truncation::Nothing { reason })
+        };
+        if self.kind == BackupKind::Differential {
+            return nothing(
+                "no log files can be truncated: differential backups do not truncate logs".into(),
+            );
+        }
+        if inner.cfg.circular_logging {
+            return nothing(
+                "no log files can be truncated: circular logging removes logs itself".into(),
+            );
+        }
+        let Some(last_copied) = copied.last().copied() else {
+            return nothing(
+                "no log files can be truncated: the backup copied no log generation".into(),
+            );
+        };
+        {
+            let _w = inner.writer.lock();
+            inner.flush_pages()?;
+        }
+        let checkpoint_gen = inner.checkpoint.lock().generation();
+        let limit = last_copied.min(checkpoint_gen);
+        match inner.delete_generations_below(limit)? {
+            Some((low, high)) => {
+                inner.notify(EngineNotice::LogsTruncated {
+                    prefix: inner.cfg.prefix.clone(),
+                    snapshot_instance: self.id,
+                    low,
+                    high,
+                });
+                Ok(Truncation::Deleted { low, high })
+            }
+            None => {
+                let why = if checkpoint_gen <= last_copied {
+                    format!(
+                        "the checkpoint is at generation {checkpoint_gen:#X} and no older generation is on disk"
+                    )
+                } else {
+                    format!(
+                        "the backup's last generation is {last_copied:#X} and no older generation is on disk"
+                    )
+                };
+                nothing(format!("no log files can be truncated: {why}"))
+            }
+        }
+    }
+
+    /// Ends the backup: stamps the database headers (when a snapshot was taken) and clears
+    /// backup in progress.
+    pub fn end(&mut self) -> Result<()> {
+        if !matches!(
+            self.state,
+            SessionState::Prepared | SessionState::Thawed | SessionState::Truncated
+        ) {
+            return Err(self.bad("end"));
+        }
+        let inner = self.inner.clone();
+        if self.state != SessionState::Prepared {
+            let (low, high) = self.copied.unwrap_or((
+                self.snapshot_generations.first().copied().unwrap_or(self.rolled),
+                self.rolled,
+            ));
+            let slot =
+                BackupSlot { time: now_secs(), gen_low: low, gen_high: high, kind: self.slot_kind };
+            let _w = inner.writer.lock();
+            for db in inner.dbs.read().iter() {
+                let mut h = db.header.lock();
+                match self.kind {
+                    BackupKind::Full => {
+                        h.previous_full = Some(slot);
+                        h.previous_incremental = None;
+                        h.previous_differential = None;
+                    }
+                    BackupKind::Incremental => h.previous_incremental = Some(slot),
+                    BackupKind::Differential => h.previous_differential = Some(slot),
+                    BackupKind::Copy => h.previous_copy = Some(slot),
+                }
+                dbheader::write_header(db.file.as_ref(), &db.path, &mut h)?;
+            }
+        }
+        self.state = SessionState::Ended;
+        self.release();
+        inner.notify(EngineNotice::BackupCompleted {
+            prefix: inner.cfg.prefix.clone(),
+            snapshot_instance: self.id,
+            kind: self.kind,
+        });
+        Ok(())
+    }
+
+    /// Aborts: thaws if frozen, truncates nothing, stamps nothing.
+    pub fn abort(&mut self) -> Result<()> {
+        if matches!(self.state, SessionState::Ended | SessionState::Aborted) {
+            return Err(self.bad("abort"));
+        }
+        let was_claimed = self.state != SessionState::Start;
+        self.state = SessionState::Aborted;
+        if was_claimed {
+            self.release();
+            self.inner.notify(EngineNotice::BackupAborted {
+                prefix: self.inner.cfg.prefix.clone(),
+                snapshot_instance: self.id,
+            });
+        }
+        Ok(())
+    }
+
+    fn release(&self) {
+        let mut reg = self.inner.backup.lock();
+        if reg.active == Some(self.id) {
+            if reg.state == Some(SessionState::Frozen) {
+                self.inner.log.set_frozen(false);
+            }
+            reg.active = None;
+            reg.state = None;
+        }
+        self.inner.backup_cond.notify_all();
+    }
+}
+
+impl Drop for BackupSession {
+    fn drop(&mut self) {
+        if !matches!(self.state, SessionState::Ended | SessionState::Aborted) {
+            let _ = self.abort();
+        }
+    }
+}
+
+fn inner_generations(inner: &Inner) -> Result<Vec<u32>> {
+    let cfg = &inner.log.cfg;
+    let mut v: Vec<u32> = cfg
+        .fs
+        .read_dir(&cfg.dir)
+        .map_err(|e| EngineError::io(&cfg.dir, e))?
+        .iter()
+        .filter_map(|e| crate::logfmt::parse_generation_name(&cfg.prefix, &e.name))
+        .collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+fn spawn_watchdog(inner: &Arc<Inner>, id: u64, timeout: Duration) {
+    let weak = Arc::downgrade(inner);
+    std::thread::Builder::new()
+        .name(format!("ese-freeze-watchdog-{id}"))
+        .spawn(move || {
+            let deadline = Instant::now() + timeout;
+            let Some(inner) = weak.upgrade() else { return };
+            let mut reg = inner.backup.lock();
+            loop {
+                if reg.active != Some(id) || reg.state != Some(SessionState::Frozen) {
+                    return;
+                }
+                if Instant::now() >= deadline {
+                    reg.state = Some(SessionState::TimedOut);
+                    inner.log.set_frozen(false);
+                    drop(reg);
+                    tracing::warn!(prefix = %inner.cfg.prefix, snapshot_instance = id, "freeze timed out; thawed by the watchdog");
+                    inner.notify(EngineNotice::FreezeTimedOut {
+                        prefix: inner.cfg.prefix.clone(),
+                        snapshot_instance: id,
+                        seconds: timeout.as_secs_f64(),
+                    });
+                    return;
+                }
+                inner.backup_cond.wait_until(&mut reg, deadline);
+            }
+        })
+        .expect("spawn the freeze watchdog");
+}
+
+/// Aborts the running backup at shutdown or drop: thaws and clears backup in progress.
+pub(crate) fn abort_active(inner: &Inner) {
+    let mut reg = inner.backup.lock();
+    if let Some(id) = reg.active.take() {
+        reg.state = None;
+        inner.log.set_frozen(false);
+        drop(reg);
+        inner.backup_cond.notify_all();
+        inner.notify(EngineNotice::BackupAborted {
+            prefix: inner.cfg.prefix.clone(),
+            snapshot_instance: id,
+        });
+    }
+}

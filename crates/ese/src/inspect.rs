@@ -1,0 +1,315 @@
+//! Inspection: header, log and checkpoint dumps, and `verify`, the physical-consistency check
+//! a backup runs on its copy before reporting success.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use volume::{FileSystem, OpenMode};
+
+use crate::checkpoint::{self, Checkpoint};
+use crate::dbheader::{self, DbHeader};
+use crate::error::{EngineError, IoContext, Result};
+use crate::logfmt::{self, LogHeader, Record, ScanEnd};
+use crate::lsn::{Lsn, hex};
+use crate::page::{self, PageProblem};
+
+/// Reads a database header (the newer valid copy).
+pub fn dump_database_header(fs: &dyn FileSystem, path: &Path) -> Result<DbHeader> {
+    let f = fs.open(path, OpenMode::Read).at(path)?;
+    dbheader::read_header(f.as_ref(), path)
+}
+
+/// Reads a checkpoint file.
+pub fn dump_checkpoint(fs: &dyn FileSystem, path: &Path) -> Result<Checkpoint> {
+    checkpoint::read_checkpoint(fs, path)
+}
+
+impl fmt::Display for DbHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "database:          {} (id {})", self.name, self.dbid)?;
+        writeln!(f, "state:             {:?}", self.state)?;
+        writeln!(f, "page size:         {}", self.page_size)?;
+        writeln!(f, "log signature:     {}", hex(&self.log_signature))?;
+        writeln!(
+            f,
+            "required logs:     {:#X}-{:#X} ({} .. {})",
+            self.min_required_generation(),
+            self.max_required_generation(),
+            self.min_required,
+            self.max_required
+        )?;
+        writeln!(f, "created:           {}", self.created)?;
+        writeln!(f, "last attach:       {}", self.last_attach)?;
+        writeln!(f, "last detach:       {}", self.last_detach)?;
+        for (name, slot) in [
+            ("previous full", &self.previous_full),
+            ("previous incr.", &self.previous_incremental),
+            ("previous diff.", &self.previous_differential),
+            ("previous copy", &self.previous_copy),
+        ] {
+            match slot {
+                None => writeln!(f, "{name:<18} none")?,
+                Some(s) => writeln!(
+                    f,
+                    "{name:<18} time {} logs {:#X}-{:#X} ({:?})",
+                    s.time, s.gen_low, s.gen_high, s.kind
+                )?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One record of a log dump.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordSummary {
+    pub lsn: String,
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+/// A log file's header and records.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogDump {
+    pub path: PathBuf,
+    pub header: LogHeader,
+    pub records: Vec<RecordSummary>,
+    pub end: ScanEnd,
+}
+
+/// Dumps a log file.
+pub fn dump_log(fs: &dyn FileSystem, path: &Path) -> Result<LogDump> {
+    let image = volume::fs::read_all(fs, path).at(path)?;
+    let header = LogHeader::decode(&image).map_err(|why| EngineError::LogCorrupt {
+        path: path.to_path_buf(),
+        generation: 0,
+        why,
+    })?;
+    let scan = logfmt::scan(header.generation, &image, 0);
+    let records = scan
+        .records
+        .iter()
+        .map(|(lsn, r)| match r {
+            Record::Txn { commit, begin, pages } => RecordSummary {
+                lsn: lsn.to_string(),
+                kind: if *commit { "commit" } else { "txn-part" },
+                detail: format!(
+                    "begin {begin}, {} pages: {}",
+                    pages.len(),
+                    pages
+                        .iter()
+                        .take(8)
+                        .map(|p| format!(
+                            "db{}:{}{}",
+                            p.dbid,
+                            p.pgno,
+                            if p.full { "(full)" } else { "" }
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+            },
+            Record::Attach(a) => RecordSummary {
+                lsn: lsn.to_string(),
+                kind: "attach",
+                detail: format!("db {} {} at {}", a.dbid, a.name, a.path),
+            },
+            Record::EndOfGeneration => {
+                RecordSummary { lsn: lsn.to_string(), kind: "end", detail: String::new() }
+            }
+        })
+        .collect();
+    Ok(LogDump { path: path.to_path_buf(), header, records, end: scan.how })
+}
+
+impl fmt::Display for LogDump {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "log file:          {}", self.path.display())?;
+        write!(f, "{}", self.header)?;
+        for r in &self.records {
+            writeln!(f, "  {} {:<8} {}", r.lsn, r.kind, r.detail)?;
+        }
+        writeln!(f, "scan ended:        {:?}", self.end)
+    }
+}
+
+/// Result of verifying a database file.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseVerify {
+    pub path: PathBuf,
+    pub pages: u64,
+    pub verified: u64,
+    /// Pages never written (allocated while a snapshot was taken, before the lazy writer got
+    /// to them; their content is in the logs).
+    pub uninitialized: u64,
+    #[serde(serialize_with = "crate::lsn::ser_hex")]
+    pub log_signature: [u8; 16],
+    pub min_required_generation: u32,
+    pub max_required_generation: u32,
+}
+
+/// Checks every page checksum of a database file. The first bad page is an error naming the
+/// file and page.
+pub fn verify_database(fs: &dyn FileSystem, path: &Path) -> Result<DatabaseVerify> {
+    let f = fs.open(path, OpenMode::Read).at(path)?;
+    let h = dbheader::read_header(f.as_ref(), path)?;
+    let ps = h.page_size as usize;
+    let len = f.len().at(path)?;
+    let pages = len / ps as u64;
+    let mut out = DatabaseVerify {
+        path: path.to_path_buf(),
+        pages,
+        verified: 0,
+        uninitialized: 0,
+        log_signature: h.log_signature,
+        min_required_generation: h.min_required_generation(),
+        max_required_generation: h.max_required_generation(),
+    };
+    let mut buf = vec![0u8; ps * 32];
+    let mut pgno = 0u64;
+    while pgno < pages {
+        let n = ((pages - pgno) as usize).min(32);
+        f.read_exact_at(&mut buf[..n * ps], pgno * ps as u64).at(path)?;
+        for i in 0..n {
+            let p = pgno + i as u64;
+            match page::verify(p, &buf[i * ps..(i + 1) * ps]) {
+                Ok(()) => out.verified += 1,
+                Err(PageProblem::NotInitialized) if p > page::SHADOW_HEADER_PGNO => {
+                    out.uninitialized += 1
+                }
+                Err(PageProblem::NotInitialized) => {
+                    return Err(EngineError::PageCorrupt {
+                        path: path.to_path_buf(),
+                        pgno: p,
+                        why: "header copy not initialized".into(),
+                    });
+                }
+                Err(PageProblem::Corrupt(why)) => {
+                    return Err(EngineError::PageCorrupt {
+                        path: path.to_path_buf(),
+                        pgno: p,
+                        why,
+                    });
+                }
+            }
+        }
+        pgno += n as u64;
+    }
+    if len % ps as u64 != 0 {
+        return Err(EngineError::PageCorrupt {
+            path: path.to_path_buf(),
+            pgno: pages,
+            why: format!("file length {len} is not a multiple of the page size {ps}"),
+        });
+    }
+    Ok(out)
+}
+
+/// Result of verifying log generations.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogVerify {
+    pub generations: Vec<u32>,
+    pub records: u64,
+    pub end: Lsn,
+}
+
+/// Checks every record of the generations `low..=high` (all found when `None`) of `prefix` in
+/// `dir`: headers, checksums, continuity, and the signature when given. Every generation but
+/// the last must be closed.
+pub fn verify_logs(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    prefix: &str,
+    range: Option<(u32, u32)>,
+    signature: Option<[u8; 16]>,
+) -> Result<LogVerify> {
+    let logs: Vec<_> = logfmt::list_logs(fs, dir, prefix)?
+        .into_iter()
+        .filter(|l| range.is_none_or(|(lo, hi)| (lo..=hi).contains(&l.header.generation)))
+        .collect();
+    if let Some((lo, _)) = range
+        && logs.first().is_none_or(|l| l.header.generation != lo)
+    {
+        return Err(EngineError::LogGap { missing: lo, after_path: dir.to_path_buf() });
+    }
+    if let Some((_, hi)) = range
+        && logs.last().is_none_or(|l| l.header.generation != hi)
+    {
+        return Err(EngineError::LogGap {
+            missing: logs.last().map_or(hi, |l| l.header.generation + 1),
+            after_path: logs.last().map_or(dir.to_path_buf(), |l| l.path.clone()),
+        });
+    }
+    let mut out = LogVerify { generations: Vec::new(), records: 0, end: Lsn(0) };
+    for (i, l) in logs.iter().enumerate() {
+        let g = l.header.generation;
+        if let Some(sig) = signature
+            && sig != l.header.signature
+        {
+            return Err(EngineError::ForeignLog { path: l.path.clone(), generation: g });
+        }
+        if i > 0 && logs[i - 1].header.generation + 1 != g {
+            return Err(EngineError::LogGap {
+                missing: logs[i - 1].header.generation + 1,
+                after_path: logs[i - 1].path.clone(),
+            });
+        }
+        let image = volume::fs::read_all(fs, &l.path).at(&l.path)?;
+        let scan = logfmt::scan(g, &image, 0);
+        let last = i + 1 == logs.len();
+        match scan.how {
+            ScanEnd::Closed => {}
+            ScanEnd::Unwritten if last => {}
+            ScanEnd::Unwritten => {
+                return Err(EngineError::LogCorrupt {
+                    path: l.path.clone(),
+                    generation: g,
+                    why: "closed generation has no end record".into(),
+                });
+            }
+            ScanEnd::Damaged(why) => {
+                return Err(EngineError::LogCorrupt { path: l.path.clone(), generation: g, why });
+            }
+        }
+        out.records += scan.records.len() as u64;
+        out.end = Lsn::new(g, scan.end);
+        out.generations.push(g);
+    }
+    Ok(out)
+}
+
+/// Verifies a set of database files and their logs together: every page, every record,
+/// generation continuity, and that the logs carry the databases' signature and cover their
+/// required range.
+pub fn verify_set(
+    dbs: &[(&dyn FileSystem, &Path)],
+    log_fs: &dyn FileSystem,
+    log_dir: &Path,
+    prefix: &str,
+) -> Result<(Vec<DatabaseVerify>, LogVerify)> {
+    let mut reports = Vec::new();
+    for (fs, p) in dbs {
+        reports.push(verify_database(*fs, p)?);
+    }
+    let signature = reports.first().map(|r| r.log_signature);
+    for r in &reports {
+        if Some(r.log_signature) != signature {
+            return Err(EngineError::DatabaseMismatch {
+                path: r.path.clone(),
+                why: "log signature differs from the other databases".into(),
+            });
+        }
+    }
+    let logs = verify_logs(log_fs, log_dir, prefix, None, signature)?;
+    for r in &reports {
+        if r.min_required_generation != 0 && !logs.generations.contains(&r.min_required_generation)
+        {
+            return Err(EngineError::LogGap {
+                missing: r.min_required_generation,
+                after_path: log_dir.to_path_buf(),
+            });
+        }
+    }
+    Ok((reports, logs))
+}

@@ -1,0 +1,61 @@
+//! Helpers shared by the engine's integration tests.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ese::{DatabaseSpec, Instance, InstanceConfig};
+use volume::FsRef;
+use volume::mem::MemFs;
+
+pub const DB: &str = "mb1";
+pub const T: &str = "rows";
+
+/// A small configuration on MemFs: 64 KiB logs, 4 KiB pages, small cache.
+pub fn config(fs: &MemFs) -> InstanceConfig {
+    let f: FsRef = Arc::new(fs.clone());
+    let mut c = InstanceConfig::new(f.clone(), "logs", f, "sys");
+    c.log_file_size = 64 * 1024;
+    c.page_size = 4096;
+    c.cache_pages = 64;
+    c.lazy_interval = Duration::from_millis(5);
+    c
+}
+
+pub fn spec(fs: &MemFs) -> DatabaseSpec {
+    DatabaseSpec::new(DB, Arc::new(fs.clone()), "db/mb1.edb")
+}
+
+/// Creates an instance with one database and one table.
+pub fn create(fs: &MemFs) -> Instance {
+    let inst = Instance::create(config(fs)).unwrap();
+    inst.create_database(DB, Arc::new(fs.clone()), "db/mb1.edb").unwrap();
+    let mut t = inst.begin_write().unwrap();
+    t.create_table(DB, T).unwrap();
+    t.commit(ese::Durability::Durable).unwrap();
+    inst
+}
+
+pub fn open(fs: &MemFs) -> ese::Result<Instance> {
+    Instance::open(config(fs), vec![spec(fs)])
+}
+
+/// Every row of the table.
+pub fn all_rows(inst: &Instance) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let r = inst.begin_read().unwrap();
+    let mut c = r.cursor(DB, T).unwrap();
+    c.range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded, usize::MAX).unwrap()
+}
+
+pub fn value(i: u64, len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len);
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
