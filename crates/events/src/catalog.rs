@@ -189,6 +189,26 @@ catalog! {
     STORE_SURROGATE_BACKUP_DONE = (Store, 913, Info,
         "The surrogate backup of database {database} by node {passive_node} finished; the header records it.");
 
+    // ---- store: mount, degraded backups, restore (project-picked, 9622–9629) ----
+    /// Project-picked: a database was dismounted during a full backup, which now counts as a copy.
+    STORE_BACKUP_DEGRADED_TO_COPY = (Store, 9622, Warning,
+        "Storage group {storage_group} was dismounted during the backup; the backup now counts as a copy: no header stamp as full, no log truncation.");
+    /// Project-picked: a storage group was mounted (after soft recovery if it was needed).
+    STORE_MOUNTED = (Store, 9623, Info,
+        "Storage group {storage_group} mounted ({recovery}).");
+    /// Project-picked: a storage group was dismounted cleanly.
+    STORE_DISMOUNTED = (Store, 9624, Info,
+        "Storage group {storage_group} dismounted cleanly.");
+    /// Project-picked: restore of a storage group's databases starting (pre-restore).
+    STORE_RESTORE_STARTED = (Store, 9625, Info,
+        "Restore of storage group {storage_group} starting into {target}.");
+    /// Project-picked: hard recovery finished and the restored databases are consistent.
+    STORE_RESTORE_RECOVERED = (Store, 9626, Info,
+        "Restore of storage group {storage_group}: hard recovery replayed generations {first} to {last}; the databases are consistent.");
+    /// Project-picked: a restore failed; the target was left as it was.
+    STORE_RESTORE_FAILED = (Store, 9627, Error,
+        "Restore of storage group {storage_group} failed: {error}. The target was left as it was.");
+
     // ---- engine ----
     /// Shadow copy full backup starting.
     ENGINE_FULL_BACKUP_STARTING = (Engine, 2005, Info,
