@@ -383,6 +383,18 @@ catalog! {
     /// The requester's verification failed.
     REQUESTER_VERIFY_FAILED = (Requester, 8201, Error,
         "Verification of {file} failed: {error}");
+    /// The copied files passed the physical-consistency check.
+    REQUESTER_VERIFY_PASSED = (Requester, 8202, Info,
+        "Verified {databases} database files ({pages} pages) and log generations {first} to {last}: consistent.");
+    /// A backup set was published in the repository.
+    REQUESTER_SET_PUBLISHED = (Requester, 8203, Info,
+        "Backup set {set} ({backup_type} of storage group {storage_group}) published: {files} files, {bytes} bytes, {stored} bytes new in the repository.");
+    /// A restore began.
+    REQUESTER_RESTORE_STARTED = (Requester, 8204, Info,
+        "Restoring storage group {storage_group} from backup sets {sets} to {target}.");
+    /// A restore finished.
+    REQUESTER_RESTORE_DONE = (Requester, 8205, Info,
+        "Restored storage group {storage_group}: {files} files, {bytes} bytes; hard recovery replayed generations {first} to {last}.");
 }
 
 #[cfg(test)]
