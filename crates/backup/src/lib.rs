@@ -8,6 +8,8 @@
 pub mod error;
 pub mod repo;
 pub mod requester;
+pub mod restore;
 
 pub use error::{RequesterError, Result};
 pub use requester::{BackupReport, BackupRequest, Progress, Quiet, Requester, ViewFilter};
+pub use restore::{RestoreReport, RestoreRequest, RestoreTarget, Restorer};
