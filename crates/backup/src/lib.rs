@@ -2,6 +2,14 @@
 //!
 //! Gathers writer metadata, selects components, drives the coordinator through a snapshot set,
 //! copies files from the snapshot views into a content-addressed repository ([`repo`]),
-//! verifies physical consistency before reporting success, and restores with hard recovery.
+//! verifies physical consistency before reporting success ([`requester`]), and restores with
+//! hard recovery ([`restore`]).
 
+pub mod error;
 pub mod repo;
+pub mod requester;
+pub mod restore;
+
+pub use error::{RequesterError, Result};
+pub use requester::{BackupReport, BackupRequest, Progress, Quiet, Requester, ViewFilter};
+pub use restore::{RestoreReport, RestoreRequest, RestoreTarget, Restorer};

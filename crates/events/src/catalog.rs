@@ -189,6 +189,26 @@ catalog! {
     STORE_SURROGATE_BACKUP_DONE = (Store, 913, Info,
         "The surrogate backup of database {database} by node {passive_node} finished; the header records it.");
 
+    // ---- store: mount, degraded backups, restore (project-picked, 9622–9629) ----
+    /// Project-picked: a database was dismounted during a full backup, which now counts as a copy.
+    STORE_BACKUP_DEGRADED_TO_COPY = (Store, 9622, Warning,
+        "Storage group {storage_group} was dismounted during the backup; the backup now counts as a copy: no header stamp as full, no log truncation.");
+    /// Project-picked: a storage group was mounted (after soft recovery if it was needed).
+    STORE_MOUNTED = (Store, 9623, Info,
+        "Storage group {storage_group} mounted ({recovery}).");
+    /// Project-picked: a storage group was dismounted cleanly.
+    STORE_DISMOUNTED = (Store, 9624, Info,
+        "Storage group {storage_group} dismounted cleanly.");
+    /// Project-picked: restore of a storage group's databases starting (pre-restore).
+    STORE_RESTORE_STARTED = (Store, 9625, Info,
+        "Restore of storage group {storage_group} starting into {target}.");
+    /// Project-picked: hard recovery finished and the restored databases are consistent.
+    STORE_RESTORE_RECOVERED = (Store, 9626, Info,
+        "Restore of storage group {storage_group}: hard recovery replayed generations {first} to {last}; the databases are consistent.");
+    /// Project-picked: a restore failed; the target was left as it was.
+    STORE_RESTORE_FAILED = (Store, 9627, Error,
+        "Restore of storage group {storage_group} failed: {error}. The target was left as it was.");
+
     // ---- engine ----
     /// Shadow copy full backup starting.
     ENGINE_FULL_BACKUP_STARTING = (Engine, 2005, Info,
@@ -369,6 +389,18 @@ catalog! {
     /// The requester's verification failed.
     REQUESTER_VERIFY_FAILED = (Requester, 8201, Error,
         "Verification of {file} failed: {error}");
+    /// The copied files passed the physical-consistency check.
+    REQUESTER_VERIFY_PASSED = (Requester, 8202, Info,
+        "Verified {databases} database files ({pages} pages) and log generations {first} to {last}: consistent.");
+    /// A backup set was published in the repository.
+    REQUESTER_SET_PUBLISHED = (Requester, 8203, Info,
+        "Backup set {set} ({backup_type} of storage group {storage_group}) published: {files} files, {bytes} bytes, {stored} bytes new in the repository.");
+    /// A restore began.
+    REQUESTER_RESTORE_STARTED = (Requester, 8204, Info,
+        "Restoring storage group {storage_group} from backup sets {sets} to {target}.");
+    /// A restore finished.
+    REQUESTER_RESTORE_DONE = (Requester, 8205, Info,
+        "Restored storage group {storage_group}: {files} files, {bytes} bytes; hard recovery replayed generations {first} to {last}.");
 }
 
 #[cfg(test)]

@@ -1,0 +1,532 @@
+//! The backup application: one backup of a storage group, from metadata to a published set.
+//!
+//! The order of a job, and why:
+//!
+//! 1. gather the writers' metadata and select the storage group's components (every database,
+//!    or the ones asked for, and the log component);
+//! 2. for an incremental or differential, find its base set in the repository (the last full,
+//!    or the last full or incremental) and hand its components document to the coordinator;
+//! 3. prepare, and let the coordinator freeze the writers, commit the snapshot set and thaw;
+//! 4. **verify** the files in the snapshot views — every database page checksum, every log
+//!    record checksum, log generations contiguous, the logs' signature equal to the databases'
+//!    — before anything is reported; the copy reads the same immutable views, and every
+//!    stored byte is hashed on the way in, so what was verified is what was stored;
+//! 5. copy the files into the repository and publish the set — *before* reporting success,
+//!    so that logs are never truncated for a backup that does not exist yet;
+//! 6. report success (or failure) per component; the writers then stamp headers and truncate
+//!    logs (or do neither), and the session shuts down.
+//!
+//! Any failure reports failure for every component, so nothing is truncated, and the session
+//! is shut down (aborting the job) when it is dropped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use events::{EventSink, catalog as cat};
+use serde_json::json;
+use store::InformationStore;
+use store::writer::{LOG_COMPONENT, STORE_INSTANCE, WRITER_ID, logical_path};
+use uuid::Uuid;
+use volume::{FileKind, FsRef, OpenMode};
+use vss::{
+    BackupComponentsDocument, BackupState, BackupType, BackupTypeChoice, ComponentKey,
+    ComponentType, Coordinator, FileDescriptor, SnapshotContext, WriterMetadata,
+};
+
+use crate::error::{RequesterError, Result};
+use crate::repo::{BackupSet, LogRange, Repository, SetMeta};
+
+/// Reports progress of long work (a terminal bar, log lines, or nothing).
+pub trait Progress: Send + Sync {
+    /// A new step starts.
+    fn step(&self, what: &str);
+    /// Bytes done of the step's total.
+    fn bytes(&self, done: u64, total: u64);
+}
+
+/// Reports nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn step(&self, _: &str) {}
+    fn bytes(&self, _: u64, _: u64) {}
+}
+
+/// Wraps a snapshot view before it is read (tests inject faults into the read path here).
+pub type ViewFilter = Arc<dyn Fn(&str, FsRef) -> FsRef + Send + Sync>;
+
+/// What to back up.
+#[derive(Debug, Clone)]
+pub struct BackupRequest {
+    pub storage_group: String,
+    pub backup_type: BackupType,
+    /// Databases to include; all of the storage group's when empty.
+    pub databases: Vec<String>,
+}
+
+/// What a backup did.
+#[derive(Debug, Clone)]
+pub struct BackupReport {
+    pub set: BackupSet,
+    pub job: Uuid,
+    /// Bytes read from the snapshots.
+    pub bytes: u64,
+    /// Bytes new in the repository (after deduplication and compression).
+    pub stored_bytes: u64,
+    /// How long writes were held while the snapshot set was committed.
+    pub hold: Duration,
+    pub elapsed: Duration,
+    /// The components document after backup complete.
+    pub document: BackupComponentsDocument,
+}
+
+/// One file to copy out of a snapshot.
+#[derive(Debug, Clone)]
+struct Planned {
+    volume: String,
+    path: PathBuf,
+    role: &'static str,
+    component: String,
+    len: u64,
+    generation: Option<u32>,
+}
+
+/// The backup application.
+pub struct Requester {
+    coordinator: Coordinator,
+    store: Arc<InformationStore>,
+    repo: Arc<Repository>,
+    events: Arc<dyn EventSink>,
+    view_filter: Option<ViewFilter>,
+}
+
+/// `*` matches any run of characters, `?` any one character.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+impl Requester {
+    /// A requester for the node's coordinator and store, writing to `repo`.
+    pub fn new(
+        coordinator: Coordinator,
+        store: Arc<InformationStore>,
+        repo: Arc<Repository>,
+        events: Arc<dyn EventSink>,
+    ) -> Self {
+        Self { coordinator, store, repo, events, view_filter: None }
+    }
+
+    /// Wraps every snapshot view with `f` before reading it.
+    pub fn with_view_filter(mut self, f: ViewFilter) -> Self {
+        self.view_filter = Some(f);
+        self
+    }
+
+    /// The repository.
+    pub fn repo(&self) -> &Arc<Repository> {
+        &self.repo
+    }
+
+    /// The set an incremental or differential builds on: the newest full (differential), or
+    /// the newest full or incremental after the newest full (incremental). Copy backups never
+    /// count.
+    pub fn base_for(&self, storage_group: &str, t: BackupType) -> Result<Option<BackupSet>> {
+        let sets: Vec<BackupSet> = self
+            .repo
+            .list_sets()?
+            .into_iter()
+            .filter(|s| s.storage_group == storage_group && s.node == self.store.node())
+            .collect();
+        let wanted: &[&str] = match t {
+            BackupType::Differential => &["full"],
+            BackupType::Incremental => &["full", "incremental"],
+            _ => return Ok(None),
+        };
+        Ok(sets.into_iter().rev().find(|s| wanted.contains(&s.backup_type.as_str())))
+    }
+
+    /// Runs one backup.
+    pub fn backup(&self, req: &BackupRequest, progress: &dyn Progress) -> Result<BackupReport> {
+        let started = Instant::now();
+        let sg = self.store.storage_group(&req.storage_group)?;
+        let lp = logical_path(self.store.node(), &req.storage_group);
+        let base = match req.backup_type {
+            BackupType::Incremental | BackupType::Differential => {
+                match self.base_for(&req.storage_group, req.backup_type)? {
+                    Some(b) => Some(b),
+                    None => {
+                        return Err(RequesterError::NoBase {
+                            backup_type: type_name(req.backup_type).into(),
+                            storage_group: req.storage_group.clone(),
+                        });
+                    }
+                }
+            }
+            _ => None,
+        };
+        let base_doc = base
+            .as_ref()
+            .map(|b| serde_json::from_value::<BackupComponentsDocument>(b.components.clone()))
+            .transpose()
+            .map_err(|e| RequesterError::Verify(format!("base set's components document: {e}")))?;
+
+        progress.step("gathering writer metadata");
+        let mut session = self.coordinator.backup_session(SnapshotContext::Backup)?;
+        let job = session.job();
+        let writers = session.gather_writer_metadata()?;
+        let desc = writers
+            .iter()
+            .find(|w| w.key.writer_id == WRITER_ID && w.key.instance_name == STORE_INSTANCE)
+            .ok_or(RequesterError::NoStoreWriter)?;
+        let metadata: WriterMetadata = desc.metadata.clone();
+        let mine: Vec<_> = metadata.components.iter().filter(|c| c.logical_path == lp).collect();
+        if mine.is_empty() {
+            return Err(RequesterError::NoSuchStorageGroup(req.storage_group.clone()));
+        }
+        for d in &req.databases {
+            if !mine.iter().any(|c| c.component_type == ComponentType::Database && &c.name == d) {
+                return Err(RequesterError::NoSuchDatabase {
+                    storage_group: req.storage_group.clone(),
+                    database: d.clone(),
+                });
+            }
+        }
+        let selected: Vec<_> = mine
+            .into_iter()
+            .filter(|c| {
+                c.name == LOG_COMPONENT
+                    || req.databases.is_empty()
+                    || req.databases.contains(&c.name)
+            })
+            .collect();
+        let keys: Vec<ComponentKey> = selected
+            .iter()
+            .map(|c| ComponentKey {
+                writer: desc.key.clone(),
+                logical_path: c.logical_path.clone(),
+                name: c.name.clone(),
+            })
+            .collect();
+        session.set_backup_state(BackupState {
+            backup_type: BackupTypeChoice(req.backup_type),
+            components: keys.clone(),
+            excluded_writers: writers
+                .iter()
+                .filter(|w| w.key != desc.key)
+                .map(|w| w.key.clone())
+                .collect(),
+            base: base_doc,
+            volumes: Vec::new(),
+        })?;
+
+        progress.step("preparing the writers");
+        session.prepare_for_backup()?;
+        progress.step("freezing, snapshotting, thawing");
+        let set = session.do_snapshot_set()?;
+        let hold = set.hold;
+        let snapshot_set = set.id;
+        let views: BTreeMap<String, FsRef> = set
+            .snapshots
+            .iter()
+            .map(|s| {
+                let v = match &self.view_filter {
+                    Some(f) => f(&s.volume, s.view.clone()),
+                    None => s.view.clone(),
+                };
+                (s.volume.clone(), v)
+            })
+            .collect();
+
+        let logs_only =
+            matches!(req.backup_type, BackupType::Incremental | BackupType::Differential);
+        let prefix = sg.def().prefix.clone();
+        let outcome = (|| -> Result<(BackupSet, u64, u64)> {
+            let mut plan = Vec::new();
+            for c in &selected {
+                for fd in &c.files {
+                    plan.extend(self.plan_files(
+                        &views,
+                        c.name.as_str(),
+                        c.component_type,
+                        fd,
+                        &prefix,
+                    )?);
+                }
+            }
+            if logs_only {
+                plan.retain(|p| p.role == "log");
+            }
+            progress.step("verifying the snapshot's databases and logs");
+            let headers = self.verify(&views, &selected, &plan, &prefix, job)?;
+            let gens: Vec<u32> = plan.iter().filter_map(|p| p.generation).collect();
+            let log_range = match (gens.iter().min(), gens.iter().max()) {
+                (Some(&low), Some(&high)) => Some(LogRange { low, high }),
+                _ => None,
+            };
+            progress.step("copying files into the repository");
+            let total: u64 = plan.iter().map(|p| p.len).sum();
+            let mut writer = self.repo.begin_set();
+            let mut done_before = 0u64;
+            for p in &plan {
+                let view =
+                    views.get(&p.volume).ok_or_else(|| RequesterError::NoView(p.volume.clone()))?;
+                let f =
+                    view.open(&p.path, OpenMode::Read).map_err(|source| RequesterError::Io {
+                        op: "opening in the snapshot",
+                        path: format!("{}/{}", p.volume, p.path.display()),
+                        source,
+                    })?;
+                let name = format!("{}/{}", p.volume, p.path.display());
+                let base_done = done_before;
+                writer.add_file(&name, p.role, &p.component, f.as_ref(), &|d| {
+                    progress.bytes(base_done + d, total)
+                })?;
+                done_before += p.len;
+            }
+            let stored = writer.stored_bytes();
+            self.events.emit(
+                &cat::REQUESTER_COPY_DONE,
+                Some(job),
+                json!({"files": plan.len(), "bytes": total, "snapshot_set": snapshot_set.to_string()}),
+            );
+            // The set's document records what the set is: a completed backup whose selected
+            // components all succeeded (it is published only after verification passed).
+            let mut document = session.document();
+            document.completed = true;
+            for w in &mut document.writers {
+                for c in &mut w.components {
+                    c.succeeded = Some(true);
+                }
+            }
+            let meta = SetMeta {
+                node: self.store.node().into(),
+                backup_type: type_name(req.backup_type).into(),
+                storage_group: req.storage_group.clone(),
+                job_id: Some(job),
+                base_set: base.as_ref().map(|b| b.id),
+                log_range,
+                writer_metadata: serde_json::to_value(&metadata).expect("metadata serialises"),
+                components: serde_json::to_value(&document).expect("document serialises"),
+                database_headers: headers,
+            };
+            let published = writer.publish(meta)?;
+            self.events.emit(
+                &cat::REQUESTER_SET_PUBLISHED,
+                Some(job),
+                json!({"set": published.id.to_string(), "backup_type": published.backup_type,
+                       "storage_group": published.storage_group, "files": published.files.len(),
+                       "bytes": total, "stored": stored}),
+            );
+            Ok((published, total, stored))
+        })();
+
+        let ok = outcome.is_ok();
+        for k in &keys {
+            session.set_backup_succeeded(k, ok)?;
+        }
+        progress.step("reporting backup complete to the writers");
+        let complete = session.backup_complete();
+        let document = session.shutdown();
+        let (set, bytes, stored_bytes) = outcome?;
+        complete?;
+        Ok(BackupReport {
+            set,
+            job,
+            bytes,
+            stored_bytes,
+            hold,
+            elapsed: started.elapsed(),
+            document,
+        })
+    }
+
+    fn plan_files(
+        &self,
+        views: &BTreeMap<String, FsRef>,
+        component: &str,
+        ctype: ComponentType,
+        fd: &FileDescriptor,
+        prefix: &str,
+    ) -> Result<Vec<Planned>> {
+        let view =
+            views.get(&fd.volume).ok_or_else(|| RequesterError::NoView(fd.volume.clone()))?;
+        let mut out = Vec::new();
+        let mut dirs = vec![PathBuf::from(&fd.path)];
+        while let Some(dir) = dirs.pop() {
+            let entries = view.read_dir(&dir).map_err(|source| RequesterError::List {
+                volume: fd.volume.clone(),
+                path: dir.display().to_string(),
+                source,
+            })?;
+            for e in entries {
+                let path = dir.join(&e.name);
+                if e.kind == FileKind::Dir {
+                    if fd.recursive {
+                        dirs.push(path);
+                    }
+                    continue;
+                }
+                if !glob_match(&fd.filespec, &e.name) {
+                    continue;
+                }
+                let generation = ese::logfmt::parse_generation_name(prefix, &e.name);
+                let role = match ctype {
+                    ComponentType::Database => "database",
+                    ComponentType::Filegroup if e.name.ends_with(".chk") => "checkpoint",
+                    // Only closed generations: the snapshot's current log holds nothing the
+                    // closed ones do not (the freeze rolled it), and a restore starts a new one.
+                    ComponentType::Filegroup if generation.is_some() => "log",
+                    ComponentType::Filegroup => continue,
+                };
+                out.push(Planned {
+                    volume: fd.volume.clone(),
+                    path,
+                    role,
+                    component: component.into(),
+                    len: e.len,
+                    generation,
+                });
+            }
+        }
+        out.sort_by(|a, b| (a.generation, &a.path).cmp(&(b.generation, &b.path)));
+        Ok(out)
+    }
+
+    /// The physical-consistency check. Returns the database headers (as JSON) by database.
+    fn verify(
+        &self,
+        views: &BTreeMap<String, FsRef>,
+        selected: &[&vss::Component],
+        plan: &[Planned],
+        prefix: &str,
+        job: Uuid,
+    ) -> Result<serde_json::Value> {
+        let fail = |file: String, e: String| {
+            self.events.emit(
+                &cat::REQUESTER_VERIFY_FAILED,
+                Some(job),
+                json!({"file": file, "error": e}),
+            );
+            RequesterError::Verify(e)
+        };
+        let mut headers = serde_json::Map::new();
+        let mut signature = None;
+        let mut pages = 0u64;
+        let mut databases = 0u64;
+        let mut required: Vec<(String, u32, u32)> = Vec::new();
+        for c in selected.iter().filter(|c| c.component_type == ComponentType::Database) {
+            for fd in &c.files {
+                let view = views
+                    .get(&fd.volume)
+                    .ok_or_else(|| RequesterError::NoView(fd.volume.clone()))?;
+                let path = Path::new(&fd.path).join(&fd.filespec);
+                let name = format!("{}/{}", fd.volume, path.display());
+                let header = ese::inspect::dump_database_header(view.as_ref(), &path)
+                    .map_err(|e| fail(name.clone(), e.to_string()))?;
+                if plan.iter().any(|p| p.role == "database" && p.path == path) {
+                    let v = ese::inspect::verify_database(view.as_ref(), &path)
+                        .map_err(|e| fail(name.clone(), e.to_string()))?;
+                    pages += v.verified;
+                    databases += 1;
+                    required.push((
+                        name.clone(),
+                        v.min_required_generation,
+                        v.max_required_generation,
+                    ));
+                }
+                match signature {
+                    None => signature = Some(header.log_signature),
+                    Some(s) if s != header.log_signature => {
+                        return Err(fail(
+                            name,
+                            "log signature differs from the other databases of the storage group"
+                                .into(),
+                        ));
+                    }
+                    _ => {}
+                }
+                headers.insert(
+                    c.name.clone(),
+                    serde_json::to_value(&header).expect("header serialises"),
+                );
+            }
+        }
+        let logs: Vec<&Planned> = plan.iter().filter(|p| p.role == "log").collect();
+        let (first, last) = match (logs.first(), logs.last()) {
+            (Some(f), Some(l)) => (
+                f.generation.expect("logs have generations"),
+                l.generation.expect("logs have generations"),
+            ),
+            _ => {
+                return Err(fail(
+                    "logs".into(),
+                    "the snapshot holds no closed log generation".into(),
+                ));
+            }
+        };
+        let log_dir = logs[0].path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let view = views
+            .get(&logs[0].volume)
+            .ok_or_else(|| RequesterError::NoView(logs[0].volume.clone()))?;
+        ese::inspect::verify_logs(view.as_ref(), &log_dir, prefix, Some((first, last)), signature)
+            .map_err(|e| {
+                fail(format!("{}/{}", logs[0].volume, log_dir.display()), e.to_string())
+            })?;
+        for (name, lo, hi) in required {
+            if lo != 0 && (lo < first || hi > last) {
+                return Err(fail(
+                    name,
+                    format!(
+                        "needs log generations {lo:#X} to {hi:#X}, the backup holds {first:#X} to {last:#X}"
+                    ),
+                ));
+            }
+        }
+        self.events.emit(
+            &cat::REQUESTER_VERIFY_PASSED,
+            Some(job),
+            json!({"databases": databases, "pages": pages,
+                   "first": ese::logfmt::generation_name(prefix, first),
+                   "last": ese::logfmt::generation_name(prefix, last)}),
+        );
+        Ok(serde_json::Value::Object(headers))
+    }
+}
+
+/// The name of a backup type as stored in manifests.
+pub fn type_name(t: BackupType) -> &'static str {
+    match t {
+        BackupType::Full => "full",
+        BackupType::Incremental => "incremental",
+        BackupType::Differential => "differential",
+        BackupType::Copy => "copy",
+        BackupType::Log => "log",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("E00*.log", "E000000000A.log"));
+        assert!(glob_match("E00*.log", "E00.log"));
+        assert!(!glob_match("E00*.log", "E01.log"));
+        assert!(glob_match("E00.chk", "E00.chk"));
+        assert!(glob_match("?00.chk", "E00.chk"));
+        assert!(!glob_match("E00.chk", "E00.chkx"));
+    }
+}

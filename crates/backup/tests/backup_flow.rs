@@ -1,0 +1,174 @@
+//! Backups of a live store through the real coordinator, store writer and engine.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use backup::{BackupRequest, Quiet, RequesterError};
+use store::load::{LoadConfig, LoadGenerator};
+use volume::fault::FaultInjector;
+use vss::{BackupType, SnapshotContext};
+
+fn req(t: BackupType) -> BackupRequest {
+    BackupRequest { storage_group: "SG1".into(), backup_type: t, databases: vec![] }
+}
+
+fn load_some(n: &common::Node, deliveries: u64, seed: u64) -> store::load::Ledger {
+    let mail = n.store.storage_group("SG1").unwrap().mail("DB1").unwrap();
+    let cfg = LoadConfig {
+        mailboxes: 4,
+        body_min: 2000,
+        body_max: 20_000,
+        seed,
+        max_deliveries: Some(deliveries),
+        ..Default::default()
+    };
+    let load = LoadGenerator::start(mail, cfg).unwrap();
+    while !load.finished() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    load.stop()
+}
+
+fn generations(n: &common::Node) -> Vec<u32> {
+    n.store.storage_group("SG1").unwrap().log_state().unwrap().generations
+}
+
+#[test]
+fn full_backup_stamps_the_header_truncates_logs_and_leaves_a_trail() {
+    let n = common::node();
+    load_some(&n, 150, 1);
+    let before = generations(&n);
+    assert!(before.len() > 3, "the load filled several generations: {before:?}");
+    let report = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    let set = &report.set;
+    assert_eq!(set.backup_type, "full");
+    assert!(set.files.iter().any(|f| f.role == "database"));
+    assert!(set.files.iter().any(|f| f.role == "checkpoint"));
+    let range = set.log_range.unwrap();
+    // Logs below min(last copied, checkpoint) are gone; nothing above the copied range was touched.
+    let sg = n.store.storage_group("SG1").unwrap();
+    let st = sg.log_state().unwrap();
+    let limit = range.high.min(st.checkpoint_generation);
+    assert!(st.generations.iter().all(|g| *g >= limit), "{st:?} vs {range:?}");
+    assert!(before.iter().any(|g| *g < limit), "something was truncated");
+    let header = sg.instance().unwrap().database_header("DB1").unwrap();
+    let full = header.previous_full.expect("header stamped");
+    assert_eq!((full.gen_low, full.gen_high), (range.low, range.high));
+    assert!(sg.backup_in_progress().is_none());
+    n.requester.repo().verify_set(set, &|_| {}).unwrap();
+
+    // The job's trail, in the reference's order.
+    let ids: Vec<u32> = n
+        .events
+        .events()
+        .iter()
+        .filter(|e| e.job == Some(report.job))
+        .filter(|e| matches!(e.source, events::Source::Store | events::Source::Engine))
+        .map(|e| e.id)
+        .collect();
+    let want = [9606, 2005, 9811, 9608, 2001, 2003, 9620, 9621, 224, 2006];
+    let mut it = ids.iter();
+    for w in want {
+        assert!(it.any(|i| *i == w), "event {w} missing or out of order in {ids:?}");
+    }
+    assert!(!ids.contains(&2007), "not aborted: {ids:?}");
+}
+
+#[test]
+fn incremental_needs_a_full_and_copies_only_logs() {
+    let n = common::node();
+    load_some(&n, 40, 2);
+    let err = n.requester.backup(&req(BackupType::Incremental), &Quiet).unwrap_err();
+    assert!(matches!(err, RequesterError::NoBase { .. }), "{err}");
+    let copy = n.requester.backup(&req(BackupType::Copy), &Quiet).unwrap();
+    let err = n.requester.backup(&req(BackupType::Incremental), &Quiet).unwrap_err();
+    assert!(matches!(err, RequesterError::NoBase { .. }), "a copy is no base: {err}");
+    let gens_after_copy = generations(&n);
+    assert!(
+        gens_after_copy.iter().any(|g| *g <= copy.set.log_range.unwrap().low),
+        "a copy truncates nothing"
+    );
+    let full = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    load_some(&n, 60, 3);
+    let inc = n.requester.backup(&req(BackupType::Incremental), &Quiet).unwrap();
+    assert!(inc.set.files.iter().all(|f| f.role == "log"), "{:?}", inc.set.files);
+    assert_eq!(inc.set.base_set, Some(full.set.id));
+    assert!(inc.set.log_range.unwrap().high > full.set.log_range.unwrap().high);
+    let header =
+        n.store.storage_group("SG1").unwrap().instance().unwrap().database_header("DB1").unwrap();
+    assert!(header.previous_incremental.is_some());
+    let before_diff = generations(&n);
+    load_some(&n, 30, 4);
+    let diff = n.requester.backup(&req(BackupType::Differential), &Quiet).unwrap();
+    assert_eq!(diff.set.base_set, Some(full.set.id));
+    let after_diff = generations(&n);
+    assert!(before_diff.iter().all(|g| after_diff.contains(g)), "a differential truncates nothing");
+}
+
+#[test]
+fn a_verification_failure_truncates_nothing_and_stamps_nothing() {
+    let n = common::node();
+    load_some(&n, 120, 5);
+    n.store.storage_group("SG1").unwrap().instance().unwrap().checkpoint_now().unwrap();
+    let before = generations(&n);
+    // Corrupt page 3 of the database, as read from the snapshot only.
+    let page = common::tuning().page_size as u64;
+    let requester = backup::Requester::new(
+        n.coordinator.clone(),
+        n.store.clone(),
+        n.requester.repo().clone(),
+        n.events.clone(),
+    )
+    .with_view_filter(Arc::new(move |vol, view| {
+        if vol != "db" {
+            return view;
+        }
+        let f = FaultInjector::new(view);
+        f.corrupt_reads(Path::new("SG1/DB1.edb"), 3 * page + 100..3 * page + 104);
+        f.as_ref()
+    }));
+    let err = requester.backup(&req(BackupType::Full), &Quiet).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, RequesterError::Verify(_)), "{msg}");
+    assert!(msg.contains("DB1.edb") && msg.contains("page 3"), "{msg}");
+    let after = generations(&n);
+    assert!(before.iter().all(|g| after.contains(g)), "no log deleted: {before:?} → {after:?}");
+    let sg = n.store.storage_group("SG1").unwrap();
+    assert!(sg.instance().unwrap().database_header("DB1").unwrap().previous_full.is_none());
+    assert!(sg.backup_in_progress().is_none(), "backup in progress cleared");
+    assert!(n.requester.repo().list_sets().unwrap().is_empty(), "no set published");
+    assert!(n.events.events().iter().any(|e| e.id == 2007), "engine reports the abort");
+    // And the next backup works.
+    n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+}
+
+#[test]
+fn a_second_backup_of_the_same_storage_group_is_refused_naming_the_job() {
+    let n = common::node();
+    load_some(&n, 10, 6);
+    let mut first = n.coordinator.backup_session(SnapshotContext::Backup).unwrap();
+    let writers = first.gather_writer_metadata().unwrap();
+    let w = &writers[0];
+    let keys: Vec<vss::ComponentKey> = w
+        .metadata
+        .components
+        .iter()
+        .map(|c| vss::ComponentKey {
+            writer: w.key.clone(),
+            logical_path: c.logical_path.clone(),
+            name: c.name.clone(),
+        })
+        .collect();
+    first.set_backup_state(vss::BackupState { components: keys, ..Default::default() }).unwrap();
+    first.prepare_for_backup().unwrap();
+    first.do_snapshot_set().unwrap(); // the first job is now copying
+    let job = first.job();
+    let err = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap_err();
+    assert!(err.to_string().contains(&job.to_string()), "{err}");
+    assert!(n.events.events().iter().any(|e| e.id == 9607));
+    drop(first); // the requester vanished: its session's end clears backup in progress
+    assert!(n.store.storage_group("SG1").unwrap().backup_in_progress().is_none());
+    n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+}

@@ -1,0 +1,70 @@
+//! A small node for the requester's end-to-end tests: two host-directory volumes (logs,
+//! databases), a coordinator with the store writer, a storage group with one database, and a
+//! repository.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use backup::Requester;
+use backup::repo::{InitOptions, Repository};
+use events::MemorySink;
+use store::{DatabaseDef, EngineTuning, InformationStore, StorageGroupDef, StoreWriter, VolumeRef};
+use volume::{FsRef, HostFs};
+use vss::testing::TestProvider;
+use vss::{Coordinator, CoordinatorConfig};
+
+pub struct Node {
+    pub dir: tempfile::TempDir,
+    pub logs: FsRef,
+    pub db: FsRef,
+    pub events: Arc<MemorySink>,
+    pub coordinator: Coordinator,
+    pub store: Arc<InformationStore>,
+    pub requester: Requester,
+    pub repo_fs: FsRef,
+}
+
+pub fn tuning() -> EngineTuning {
+    EngineTuning { log_file_size: 128 << 10, page_size: 8 << 10, cache_pages: 256 }
+}
+
+pub fn sg_def(logs: &FsRef, db: &FsRef) -> StorageGroupDef {
+    StorageGroupDef {
+        name: "SG1".into(),
+        log_volume: VolumeRef { label: "logs".into(), fs: logs.clone() },
+        log_dir: PathBuf::from("SG1/logs"),
+        system_dir: PathBuf::from("SG1/system"),
+        prefix: "E00".into(),
+        circular_logging: false,
+        databases: vec![DatabaseDef {
+            name: "DB1".into(),
+            volume: VolumeRef { label: "db".into(), fs: db.clone() },
+            path: PathBuf::from("SG1/DB1.edb"),
+        }],
+        tuning: tuning(),
+    }
+}
+
+pub fn node() -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let logs: FsRef = Arc::new(HostFs::new(dir.path().join("vol-logs")).unwrap());
+    let db: FsRef = Arc::new(HostFs::new(dir.path().join("vol-db")).unwrap());
+    let repo_fs: FsRef = Arc::new(HostFs::new(dir.path().join("repo")).unwrap());
+    let events = Arc::new(MemorySink::new("node1"));
+    let coordinator = Coordinator::new("node1", CoordinatorConfig::default(), events.clone());
+    let provider = TestProvider::new("test provider", dir.path().join("scratch"));
+    provider.add_volume("logs", logs.clone());
+    provider.add_volume("db", db.clone());
+    coordinator.register_provider(provider);
+    let store = InformationStore::new("node1", events.clone());
+    store.add_storage_group(sg_def(&logs, &db)).unwrap().mount().unwrap();
+    coordinator.register_writer(StoreWriter::new(store.clone())).unwrap();
+    let repo = Arc::new(
+        Repository::init(repo_fs.clone(), "", InitOptions { chunk_size: 64 << 10, zstd_level: 1 })
+            .unwrap(),
+    );
+    let requester = Requester::new(coordinator.clone(), store.clone(), repo, events.clone());
+    Node { dir, logs, db, events, coordinator, store, requester, repo_fs }
+}

@@ -1,0 +1,208 @@
+//! Restores of a store that was backed up under continuous load.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backup::{BackupRequest, Quiet, RequesterError, RestoreRequest, RestoreTarget, Restorer};
+use ese::{DatabaseSpec, Instance, InstanceConfig};
+use store::MailDb;
+use store::load::{LoadConfig, LoadGenerator};
+use volume::{FsRef, HostFs, OpenMode};
+use vss::BackupType;
+
+fn req(t: BackupType) -> BackupRequest {
+    BackupRequest { storage_group: "SG1".into(), backup_type: t, databases: vec![] }
+}
+
+fn restorer(n: &common::Node) -> Restorer {
+    Restorer::new(
+        n.coordinator.clone(),
+        n.store.clone(),
+        n.requester.repo().clone(),
+        n.events.clone(),
+    )
+}
+
+fn wait_for(load: &LoadGenerator, more: u64) {
+    let target = load.acknowledged() + more;
+    while load.acknowledged() < target {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Opens a database restored to an alternate directory, read-only use.
+fn open_alternate(fs: FsRef, dir: &Path) -> (Arc<Instance>, MailDb) {
+    let mut cfg = InstanceConfig::new(fs.clone(), dir.join("logs"), fs.clone(), dir.to_path_buf());
+    let t = common::tuning();
+    cfg.log_file_size = t.log_file_size;
+    cfg.page_size = t.page_size;
+    let inst = Arc::new(
+        Instance::open(cfg, vec![DatabaseSpec::new("DB1", fs, dir.join("DB1.edb"))]).unwrap(),
+    );
+    let mail = MailDb::open(inst.clone(), "DB1").unwrap();
+    (inst, mail)
+}
+
+#[test]
+fn full_incremental_differential_under_load_then_disaster_and_restore() {
+    let n = common::node();
+    let mail = n.store.storage_group("SG1").unwrap().mail("DB1").unwrap();
+    let load = LoadGenerator::start(
+        mail,
+        LoadConfig {
+            mailboxes: 5,
+            body_min: 500,
+            body_max: 30_000,
+            seed: 11,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    wait_for(&load, 60);
+    n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    wait_for(&load, 60);
+    let inc_lo = load.acknowledged();
+    let inc = n.requester.backup(&req(BackupType::Incremental), &Quiet).unwrap();
+    let inc_hi = load.acknowledged();
+    wait_for(&load, 60);
+    n.requester.backup(&req(BackupType::Differential), &Quiet).unwrap();
+    wait_for(&load, 60);
+    let ledger = load.stop();
+    assert_eq!(ledger.errors, 0, "{:?}", ledger.last_error);
+
+    // Disaster: the database file is lost.
+    let sg = n.store.storage_group("SG1").unwrap();
+    sg.dismount(false).unwrap();
+    n.db.remove_file(Path::new("SG1/DB1.edb")).unwrap();
+    assert!(sg.mount().is_err(), "the store cannot mount without its database");
+
+    // Restore full + incremental to the original location, rolling forward.
+    let report = restorer(&n)
+        .restore(
+            &RestoreRequest {
+                set: inc.set.id.to_string(),
+                target: RestoreTarget::Original { allow_overwrite: false },
+                roll_forward: true,
+            },
+            &Quiet,
+        )
+        .unwrap();
+    assert_eq!(report.sets.len(), 2, "full + incremental");
+    assert!(sg.is_mounted(), "post-restore mounted the storage group");
+    let mail = sg.mail("DB1").unwrap();
+    let checked = ledger.verify(&mail, u64::MAX).unwrap();
+    assert!(checked > 100, "every acknowledged message is back ({checked})");
+
+    // Point in time: the incremental alone, without roll-forward, to an alternate location.
+    let alt_dir = n.dir.path().join("alternate");
+    let alt: FsRef = Arc::new(HostFs::new(&alt_dir).unwrap());
+    restorer(&n)
+        .restore(
+            &RestoreRequest {
+                set: inc.set.id.to_string(),
+                target: RestoreTarget::Alternate { fs: alt.clone(), dir: PathBuf::from("sg1") },
+                roll_forward: false,
+            },
+            &Quiet,
+        )
+        .unwrap();
+    let (_inst, restored) = open_alternate(alt, Path::new("sg1"));
+    // The restored store holds exactly a prefix of the acknowledged operations, cut at the
+    // incremental's freeze, which happened between inc_lo and inc_hi.
+    let last_delivery = ledger
+        .delivered
+        .iter()
+        .filter(|((mb, id), _)| restored.read(mb, *id).is_ok())
+        .map(|(_, d)| d.seq)
+        .max()
+        .unwrap();
+    // Deletions acknowledged after that delivery but before the freeze are in the backup too.
+    let last_deletion = ledger
+        .deleted
+        .iter()
+        .filter(|(k, _)| {
+            ledger.delivered[*k].seq <= last_delivery && restored.read(&k.0, k.1).is_err()
+        })
+        .map(|(_, s)| *s)
+        .max()
+        .unwrap_or(0);
+    let cut = last_delivery.max(last_deletion);
+    assert!((inc_lo..=inc_hi).contains(&cut), "cut {cut} outside {inc_lo}..={inc_hi}");
+    ledger.verify(&restored, cut).unwrap();
+    let later = ledger.delivered.iter().filter(|(_, d)| d.seq > cut).count();
+    assert!(later > 50, "messages after the freeze exist in the live store only");
+}
+
+#[test]
+fn a_damaged_backup_is_named_and_the_target_is_left_alone() {
+    let n = common::node();
+    let mail = n.store.storage_group("SG1").unwrap().mail("DB1").unwrap();
+    let load = LoadGenerator::start(
+        mail,
+        LoadConfig { mailboxes: 2, max_deliveries: Some(80), seed: 12, ..Default::default() },
+    )
+    .unwrap();
+    while !load.finished() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    load.stop();
+    let full = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    // Damage one chunk of the database file inside its pack.
+    let packs: Vec<_> = n
+        .repo_fs
+        .read_dir(Path::new("packs"))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.name.ends_with(".pack"))
+        .collect();
+    let pack =
+        n.repo_fs.open(&Path::new("packs").join(&packs[0].name), OpenMode::ReadWrite).unwrap();
+    let mut b = [0u8; 16];
+    pack.read_exact_at(&mut b, 100).unwrap();
+    b.iter_mut().for_each(|x| *x ^= 0x5A);
+    pack.write_at(&b, 100).unwrap();
+
+    let err = n.requester.repo().verify_set(&full.set, &|_| {}).unwrap_err();
+    assert!(err.to_string().contains("chunk"), "{err}");
+
+    let sg = n.store.storage_group("SG1").unwrap();
+    sg.dismount(false).unwrap();
+    let before = volume::fs::read_all(n.db.as_ref(), Path::new("SG1/DB1.edb")).unwrap();
+    let err = restorer(&n)
+        .restore(
+            &RestoreRequest {
+                set: full.set.id.to_string()[..8].into(),
+                target: RestoreTarget::Original { allow_overwrite: false },
+                roll_forward: true,
+            },
+            &Quiet,
+        )
+        .unwrap_err();
+    assert!(matches!(err, RequesterError::Repo(_)), "{err}");
+    assert!(err.to_string().contains("chunk"), "{err}");
+    let after = volume::fs::read_all(n.db.as_ref(), Path::new("SG1/DB1.edb")).unwrap();
+    assert!(before == after, "the database file was not touched");
+    let names: Vec<String> =
+        n.db.read_dir(Path::new("SG1")).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, vec!["DB1.edb"], "no staging left behind");
+    sg.mount().unwrap();
+}
+
+#[test]
+fn a_mounted_storage_group_is_not_overwritten_unless_allowed() {
+    let n = common::node();
+    let full = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    let r = restorer(&n);
+    let request = |allow| RestoreRequest {
+        set: full.set.id.to_string(),
+        target: RestoreTarget::Original { allow_overwrite: allow },
+        roll_forward: true,
+    };
+    let err = r.restore(&request(false), &Quiet).unwrap_err();
+    assert!(err.to_string().contains("mounted"), "{err}");
+    r.restore(&request(true), &Quiet).unwrap();
+    assert!(n.store.storage_group("SG1").unwrap().is_mounted());
+}

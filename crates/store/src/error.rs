@@ -1,0 +1,46 @@
+//! Errors of the information store.
+
+use uuid::Uuid;
+
+/// What can go wrong in the store. Messages name the storage group, database, mailbox or job.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage group {0:?} does not exist")]
+    NoSuchStorageGroup(String),
+    #[error("storage group {0:?} already exists")]
+    StorageGroupExists(String),
+    #[error("database {database:?} is not in storage group {storage_group:?}")]
+    NoSuchDatabase { storage_group: String, database: String },
+    #[error("storage group {0:?} is not mounted")]
+    NotMounted(String),
+    #[error("storage group {0:?} is already mounted")]
+    AlreadyMounted(String),
+    #[error(
+        "storage group {storage_group:?} has a backup in progress (job {job}); {action} is refused until it ends"
+    )]
+    BackupInProgress { storage_group: String, job: Uuid, action: &'static str },
+    #[error("mailbox {0:?} does not exist")]
+    NoSuchMailbox(String),
+    #[error("mailbox {0:?} already exists")]
+    MailboxExists(String),
+    #[error("folder {folder:?} does not exist in mailbox {mailbox:?}")]
+    NoSuchFolder { mailbox: String, folder: String },
+    #[error("message {id} does not exist in mailbox {mailbox:?}")]
+    NoSuchMessage { mailbox: String, id: u64 },
+    #[error("stored record {what} is corrupt: {why}")]
+    Corrupt { what: String, why: String },
+    #[error("invalid name {0:?}: names are 1-255 characters without NUL or '/'")]
+    BadName(String),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Engine(#[from] ese::EngineError),
+}
+
+/// Result alias of the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

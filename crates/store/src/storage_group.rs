@@ -1,0 +1,430 @@
+//! A storage group: one engine instance (one log stream and checkpoint) and its databases.
+//!
+//! The storage group owns two pieces of state that backups depend on:
+//!
+//! - whether it is mounted (an open engine [`Instance`]), and
+//! - *backup in progress*: at most one backup job at a time holds the storage group, with its
+//!   engine backup session. The state lives only in memory, as in the reference system, but it
+//!   belongs to the requester's session: the store writer clears it when that session ends for
+//!   any reason (success, failure, abort, or the coordinator's shutdown of a vanished
+//!   requester), so it is never left stale. A restart clears it too, since nothing persists it.
+//!
+//! Engine notices are turned into events here, tagged with the job that holds the storage
+//! group, so that the engine's steps appear in the job's trail.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ese::{BackupKind, BackupSession, DatabaseSpec, EngineNotice, Instance, InstanceConfig};
+use events::{EventDef, EventSink, catalog as cat};
+use parking_lot::Mutex;
+use serde_json::json;
+use uuid::Uuid;
+use volume::FsRef;
+
+use crate::error::{Result, StoreError};
+use crate::mailbox::MailDb;
+
+/// A volume as the store sees it: its label (for writer metadata) and its file system.
+#[derive(Clone)]
+pub struct VolumeRef {
+    pub label: String,
+    pub fs: FsRef,
+}
+
+impl std::fmt::Debug for VolumeRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label)
+    }
+}
+
+/// One database of a storage group.
+#[derive(Debug, Clone)]
+pub struct DatabaseDef {
+    pub name: String,
+    pub volume: VolumeRef,
+    /// Path of the `.edb` file on its volume.
+    pub path: PathBuf,
+}
+
+/// Engine settings of a storage group.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineTuning {
+    pub log_file_size: u32,
+    pub page_size: usize,
+    pub cache_pages: usize,
+}
+
+impl Default for EngineTuning {
+    fn default() -> Self {
+        Self { log_file_size: 1 << 20, page_size: 32 << 10, cache_pages: 1024 }
+    }
+}
+
+/// How a storage group is laid out.
+#[derive(Debug, Clone)]
+pub struct StorageGroupDef {
+    pub name: String,
+    pub log_volume: VolumeRef,
+    pub log_dir: PathBuf,
+    /// Holds the checkpoint; on the log volume.
+    pub system_dir: PathBuf,
+    pub prefix: String,
+    pub circular_logging: bool,
+    pub databases: Vec<DatabaseDef>,
+    pub tuning: EngineTuning,
+}
+
+/// The backup job holding a storage group.
+pub(crate) struct BackupJob {
+    pub job: Uuid,
+    pub kind: BackupKind,
+    /// `None` once the engine session ended or was aborted.
+    pub session: Option<BackupSession>,
+    /// A database was dismounted during a full backup: it now counts as a copy.
+    pub degraded_to_copy: bool,
+}
+
+struct SgState {
+    instance: Option<Arc<Instance>>,
+    mail: Vec<MailDb>,
+    backup: Option<BackupJob>,
+}
+
+/// A storage group of the information store.
+pub struct StorageGroup {
+    def: StorageGroupDef,
+    events: Arc<dyn EventSink>,
+    /// The job holding the storage group, shared with the engine's notice sink.
+    current_job: Arc<Mutex<Option<Uuid>>>,
+    state: Mutex<SgState>,
+}
+
+impl std::fmt::Debug for StorageGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageGroup").field("name", &self.def.name).finish()
+    }
+}
+
+/// The engine's snapshot-backup kind for a coordinator backup type.
+pub fn engine_kind(t: vss::BackupType) -> BackupKind {
+    match t {
+        vss::BackupType::Full | vss::BackupType::Log => BackupKind::Full,
+        vss::BackupType::Incremental => BackupKind::Incremental,
+        vss::BackupType::Differential => BackupKind::Differential,
+        vss::BackupType::Copy => BackupKind::Copy,
+    }
+}
+
+fn notice_event(n: &EngineNotice) -> (&'static EventDef, serde_json::Value) {
+    match n {
+        EngineNotice::BackupStarted { prefix, kind, snapshot_instance } => {
+            let def = match kind {
+                BackupKind::Full => &cat::ENGINE_FULL_BACKUP_STARTING,
+                BackupKind::Incremental => &cat::ENGINE_INCREMENTAL_BACKUP_STARTING,
+                BackupKind::Differential => &cat::ENGINE_DIFFERENTIAL_BACKUP_STARTING,
+                BackupKind::Copy => &cat::ENGINE_COPY_BACKUP_STARTING,
+            };
+            (def, json!({"instance": prefix, "snapshot_instance": snapshot_instance}))
+        }
+        EngineNotice::FreezeStarted { prefix, snapshot_instance, rolled_generation } => (
+            &cat::ENGINE_FREEZE_STARTED,
+            json!({"instance": prefix, "snapshot_instance": snapshot_instance,
+                   "generation": rolled_generation}),
+        ),
+        EngineNotice::FreezeEnded { prefix, snapshot_instance } => (
+            &cat::ENGINE_FREEZE_ENDED,
+            json!({"instance": prefix, "snapshot_instance": snapshot_instance}),
+        ),
+        EngineNotice::FreezeTimedOut { prefix, snapshot_instance, seconds } => (
+            &cat::ENGINE_FREEZE_TIMED_OUT,
+            json!({"instance": prefix, "snapshot_instance": snapshot_instance,
+                   "elapsed_ms": (seconds * 1000.0) as u64}),
+        ),
+        EngineNotice::LogsTruncated { prefix, low, high, .. } => (
+            &cat::ENGINE_LOGS_TRUNCATED,
+            json!({"instance": prefix, "first": ese::logfmt::generation_name(prefix, *low),
+                   "last": ese::logfmt::generation_name(prefix, *high)}),
+        ),
+        EngineNotice::NoTruncation { prefix, reason, .. } => {
+            (&cat::ENGINE_NO_LOGS_TRUNCATED, json!({"instance": prefix, "reason": reason}))
+        }
+        EngineNotice::BackupCompleted { prefix, snapshot_instance, .. } => (
+            &cat::ENGINE_BACKUP_COMPLETED,
+            json!({"instance": prefix, "snapshot_instance": snapshot_instance}),
+        ),
+        EngineNotice::BackupAborted { prefix, snapshot_instance } => (
+            &cat::ENGINE_BACKUP_ABORTED,
+            json!({"instance": prefix, "snapshot_instance": snapshot_instance}),
+        ),
+    }
+}
+
+impl StorageGroup {
+    /// A storage group, not yet mounted.
+    pub fn new(def: StorageGroupDef, events: Arc<dyn EventSink>) -> Self {
+        Self {
+            def,
+            events,
+            current_job: Arc::default(),
+            state: Mutex::new(SgState { instance: None, mail: Vec::new(), backup: None }),
+        }
+    }
+
+    /// The layout.
+    pub fn def(&self) -> &StorageGroupDef {
+        &self.def
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    pub(crate) fn events(&self) -> &Arc<dyn EventSink> {
+        &self.events
+    }
+
+    fn engine_config(&self) -> InstanceConfig {
+        let d = &self.def;
+        let mut cfg = InstanceConfig::new(
+            d.log_volume.fs.clone(),
+            d.log_dir.clone(),
+            d.log_volume.fs.clone(),
+            d.system_dir.clone(),
+        );
+        cfg.prefix = d.prefix.clone();
+        cfg.circular_logging = d.circular_logging;
+        cfg.log_file_size = d.tuning.log_file_size;
+        cfg.page_size = d.tuning.page_size;
+        cfg.cache_pages = d.tuning.cache_pages;
+        let events = self.events.clone();
+        let job = self.current_job.clone();
+        cfg.notice = Some(Arc::new(move |n: &EngineNotice| {
+            let (def, fields) = notice_event(n);
+            events.emit(def, *job.lock(), fields);
+        }));
+        cfg
+    }
+
+    /// Whether the storage group's logs exist already (so mounting opens rather than creates).
+    fn exists(&self) -> Result<bool> {
+        let d = &self.def;
+        let chk = d.system_dir.join(ese::logfmt::checkpoint_name(&d.prefix));
+        let cur = d.log_dir.join(format!("{}.log", d.prefix));
+        let fs = &d.log_volume.fs;
+        let io = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| StoreError::Io { op: "checking", path, source }
+        };
+        Ok(fs.exists(&chk).map_err(io(&chk))? || fs.exists(&cur).map_err(io(&cur))?)
+    }
+
+    /// Mounts: opens the engine instance (soft recovery after a crash) or creates it with its
+    /// databases on first mount.
+    pub fn mount(&self) -> Result<()> {
+        let mut st = self.state.lock();
+        if st.instance.is_some() {
+            return Err(StoreError::AlreadyMounted(self.def.name.clone()));
+        }
+        let cfg = self.engine_config();
+        let existed = self.exists()?;
+        let instance = if existed {
+            let specs = self
+                .def
+                .databases
+                .iter()
+                .map(|db| DatabaseSpec::new(db.name.clone(), db.volume.fs.clone(), db.path.clone()))
+                .collect();
+            Instance::open(cfg, specs)?
+        } else {
+            for dir in [&self.def.log_dir, &self.def.system_dir] {
+                self.def.log_volume.fs.create_dir_all(dir).map_err(|source| StoreError::Io {
+                    op: "creating",
+                    path: dir.clone(),
+                    source,
+                })?;
+            }
+            let inst = Instance::create(cfg)?;
+            for db in &self.def.databases {
+                if let Some(parent) = db.path.parent() {
+                    db.volume.fs.create_dir_all(parent).map_err(|source| StoreError::Io {
+                        op: "creating",
+                        path: parent.into(),
+                        source,
+                    })?;
+                }
+                inst.create_database(&db.name, db.volume.fs.clone(), &db.path)?;
+            }
+            inst
+        };
+        let instance = Arc::new(instance);
+        let mail = self
+            .def
+            .databases
+            .iter()
+            .map(|db| MailDb::open(instance.clone(), &db.name))
+            .collect::<Result<Vec<_>>>()?;
+        let recovery = if !existed {
+            "created".to_string()
+        } else {
+            let r = instance.recovery_info();
+            if r.was_clean {
+                "clean shutdown, nothing to replay".to_string()
+            } else {
+                format!(
+                    "soft recovery replayed {} transactions from {} log generations",
+                    r.transactions,
+                    r.generations.len()
+                )
+            }
+        };
+        st.instance = Some(instance);
+        st.mail = mail;
+        self.events.emit(
+            &cat::STORE_MOUNTED,
+            None,
+            json!({"storage_group": self.def.name, "recovery": recovery}),
+        );
+        Ok(())
+    }
+
+    /// Dismounts cleanly. Refused while a backup is in progress unless `force`; a forced
+    /// dismount during a full backup turns that backup into a copy (no header stamp as a
+    /// full, nothing truncated).
+    pub fn dismount(&self, force: bool) -> Result<()> {
+        let mut st = self.state.lock();
+        let Some(instance) = st.instance.clone() else {
+            return Err(StoreError::NotMounted(self.def.name.clone()));
+        };
+        if let Some(b) = st.backup.as_mut() {
+            if !force {
+                return Err(StoreError::BackupInProgress {
+                    storage_group: self.def.name.clone(),
+                    job: b.job,
+                    action: "dismounting",
+                });
+            }
+            if let Some(mut s) = b.session.take() {
+                let _ = s.abort();
+            }
+            b.degraded_to_copy = true;
+            self.events.emit(
+                &cat::STORE_BACKUP_DEGRADED_TO_COPY,
+                Some(b.job),
+                json!({"storage_group": self.def.name}),
+            );
+        }
+        st.mail.clear();
+        st.instance = None;
+        drop(st);
+        instance.shutdown()?;
+        self.events.emit(&cat::STORE_DISMOUNTED, None, json!({"storage_group": self.def.name}));
+        Ok(())
+    }
+
+    /// Whether the storage group is mounted.
+    pub fn is_mounted(&self) -> bool {
+        self.state.lock().instance.is_some()
+    }
+
+    /// The engine instance, if mounted.
+    pub fn instance(&self) -> Result<Arc<Instance>> {
+        self.state
+            .lock()
+            .instance
+            .clone()
+            .ok_or_else(|| StoreError::NotMounted(self.def.name.clone()))
+    }
+
+    /// The mailbox database called `name`.
+    pub fn mail(&self, name: &str) -> Result<MailDb> {
+        let st = self.state.lock();
+        if st.instance.is_none() {
+            return Err(StoreError::NotMounted(self.def.name.clone()));
+        }
+        st.mail.iter().find(|m| m.name() == name).cloned().ok_or_else(|| {
+            StoreError::NoSuchDatabase {
+                storage_group: self.def.name.clone(),
+                database: name.into(),
+            }
+        })
+    }
+
+    /// The job holding the storage group, if any.
+    pub fn backup_in_progress(&self) -> Option<Uuid> {
+        self.state.lock().backup.as_ref().map(|b| b.job)
+    }
+
+    /// Claims the storage group for `job` and prepares the engine's backup session. Returns
+    /// the engine snapshot instance number.
+    pub(crate) fn begin_backup(&self, job: Uuid, kind: BackupKind) -> Result<u64> {
+        let mut st = self.state.lock();
+        if let Some(b) = &st.backup {
+            return Err(StoreError::BackupInProgress {
+                storage_group: self.def.name.clone(),
+                job: b.job,
+                action: "another backup",
+            });
+        }
+        let instance =
+            st.instance.clone().ok_or_else(|| StoreError::NotMounted(self.def.name.clone()))?;
+        *self.current_job.lock() = Some(job);
+        let mut session = match instance.backup_session(kind) {
+            Ok(s) => s,
+            Err(e) => {
+                *self.current_job.lock() = None;
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = session.prepare() {
+            *self.current_job.lock() = None;
+            return Err(e.into());
+        }
+        let n = session.snapshot_instance();
+        st.backup = Some(BackupJob { job, kind, session: Some(session), degraded_to_copy: false });
+        Ok(n)
+    }
+
+    /// Runs `f` on the backup job if `job` holds the storage group.
+    pub(crate) fn with_backup<T>(
+        &self,
+        job: Uuid,
+        f: impl FnOnce(&mut BackupJob) -> Result<T>,
+    ) -> Option<Result<T>> {
+        let mut st = self.state.lock();
+        match st.backup.as_mut() {
+            Some(b) if b.job == job => Some(f(b)),
+            _ => None,
+        }
+    }
+
+    /// Releases the storage group from `job`, aborting an engine session still open (an
+    /// abort of an ended or never-started session is a no-op). Harmless if `job` does not
+    /// hold it. Returns whether it did.
+    pub(crate) fn release(&self, job: Uuid) -> bool {
+        let mut st = self.state.lock();
+        match st.backup.as_ref() {
+            Some(b) if b.job == job => {}
+            _ => return false,
+        }
+        let mut b = st.backup.take().expect("checked above");
+        drop(st);
+        if let Some(mut s) = b.session.take() {
+            let _ = s.abort();
+        }
+        *self.current_job.lock() = None;
+        true
+    }
+
+    /// Every log generation on disk and the checkpoint generation.
+    pub fn log_state(&self) -> Result<ese::LogState> {
+        Ok(self.instance()?.log_state()?)
+    }
+}
+
+impl std::fmt::Debug for BackupJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupJob").field("job", &self.job).field("kind", &self.kind).finish()
+    }
+}
