@@ -313,3 +313,35 @@ pub fn verify_set(
     }
     Ok((reports, logs))
 }
+
+impl fmt::Display for DatabaseVerify {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "database file:     {}", self.path.display())?;
+        writeln!(
+            f,
+            "pages:             {} ({} verified, {} not initialized)",
+            self.pages, self.verified, self.uninitialized
+        )?;
+        writeln!(f, "log signature:     {}", hex(&self.log_signature))?;
+        writeln!(
+            f,
+            "required logs:     {:#X}-{:#X}",
+            self.min_required_generation, self.max_required_generation
+        )
+    }
+}
+
+impl fmt::Display for LogVerify {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.generations.first(), self.generations.last()) {
+            (Some(lo), Some(hi)) => writeln!(
+                f,
+                "log generations:   {lo:#X}-{hi:#X} ({} files)",
+                self.generations.len()
+            )?,
+            _ => writeln!(f, "log generations:   none")?,
+        }
+        writeln!(f, "records:           {}", self.records)?;
+        writeln!(f, "end of log:        {}", self.end)
+    }
+}
