@@ -125,7 +125,13 @@ pub fn list_host_dir(path: &Path, hide: impl Fn(&str) -> bool) -> io::Result<Vec
         if hide(&name) {
             continue;
         }
-        let m = host_metadata(&e.metadata()?);
+        // An entry renamed or removed while we list is simply not there any more: skip it
+        // rather than fail the whole listing (the engine renames logs while others list them).
+        let m = match e.metadata() {
+            Ok(m) => host_metadata(&m),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
         out.push(DirEntry { name, kind: m.kind, len: m.len });
     }
     out.sort();
