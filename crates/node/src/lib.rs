@@ -1,7 +1,10 @@
 //! The Shadowcopy node (service process).
 //!
-//! Reads the TOML configuration ([`config`]), wires volumes, the coordinator, the store, the
-//! event log and the requester together, and serves the HTTP API (a Unix socket by default)
-//! that the CLI and the web page use.
+//! Reads the TOML configuration ([`config`]) and wires volumes, the coordinator, the store, the
+//! event log and the requester together ([`node`]).
 
 pub mod config;
+pub mod node;
+
+pub use config::Config;
+pub use node::{Node, NodeError};

@@ -1,0 +1,241 @@
+//! The node: everything a Shadowcopy service runs, wired together in one process.
+//!
+//! Start-up order, and why:
+//!
+//! 1. the event log (so that everything after it can report);
+//! 2. the volumes, through the copy-on-write filter — opening a volume drops the
+//!    non-persistent snapshots a previous run left behind — and their shadow storage;
+//! 3. the coordinator with its job journal and the software provider; a job that was running
+//!    when the node stopped is recovered: its writers are told to abort, its snapshots are
+//!    released, and an event records it as failed (nothing is truncated for it);
+//! 4. the information store: each storage group mounts after soft recovery, and the store
+//!    writer registers.
+//!
+//! [`Node::shutdown`] dismounts every storage group cleanly and syncs the event log.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use backup::repo::Repository;
+use backup::{Requester, Restorer};
+use events::{EventLog, EventSink, LogOptions};
+use store::{DatabaseDef, EngineTuning, InformationStore, StorageGroupDef, StoreWriter, VolumeRef};
+use volume::{FsRef, HostFs, SoftwareProvider, Volume, VolumeOptions};
+use vss::software::SoftwareProviderAdapter;
+use vss::{Coordinator, CoordinatorConfig};
+
+use crate::config::{Config, MaxSize, parse_max_size, parse_size};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("event log: {0}")]
+    Events(#[from] events::EventLogError),
+    #[error("volume {label}: {source}")]
+    Volume {
+        label: String,
+        #[source]
+        source: volume::VolumeError,
+    },
+    #[error("coordinator: {0}")]
+    Coordinator(#[from] vss::VssError),
+    #[error("storage group {name}: {source}")]
+    Store {
+        name: String,
+        #[source]
+        source: store::StoreError,
+    },
+}
+
+/// A running node.
+pub struct Node {
+    config: Config,
+    events: Arc<EventLog>,
+    volumes: BTreeMap<String, Volume>,
+    provider: Arc<SoftwareProvider>,
+    coordinator: Coordinator,
+    store: Arc<InformationStore>,
+    /// Jobs found interrupted at start-up.
+    recovered_jobs: Vec<vss::journal::JobRecord>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("name", &self.config.node.name).finish()
+    }
+}
+
+/// Bytes of the host file system holding `path` (for percentage shadow-storage limits).
+fn host_fs_size(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter that
+    // statvfs fully initialises on success; on failure we do not read it.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_blocks as u64 * st.f_frsize as u64)
+}
+
+impl Node {
+    /// Starts a node from a checked configuration.
+    pub fn start(config: Config) -> Result<Node, NodeError> {
+        config.validate()?;
+        let data_dir = config.node.data_dir.clone();
+        let data: FsRef = Arc::new(
+            HostFs::new(&data_dir)
+                .map_err(|source| NodeError::DataDir { path: data_dir.clone(), source })?,
+        );
+        let events = Arc::new(EventLog::open(
+            data.clone(),
+            "events",
+            &config.node.name,
+            LogOptions::default(),
+        )?);
+        let sink: Arc<dyn EventSink> = events.clone();
+
+        let provider = Arc::new(SoftwareProvider::new());
+        let mut volumes = BTreeMap::new();
+        for v in &config.volumes {
+            let mut opts = VolumeOptions::new(v.label.clone());
+            if let Some(bs) = v.block_size.as_deref().and_then(parse_size) {
+                opts.block_size = bs;
+            }
+            let vol = Volume::open_or_create(&v.path, opts)
+                .map_err(|source| NodeError::Volume { label: v.label.clone(), source })?;
+            vss::software::forward_volume_events(&vol, sink.clone())
+                .map_err(|source| NodeError::DataDir { path: v.path.clone(), source })?;
+            provider.register(vol.clone());
+            volumes.insert(v.label.clone(), vol);
+        }
+        for s in &config.shadow_storage {
+            let max = match parse_max_size(&s.max_size) {
+                Some(MaxSize::Bytes(b)) => Some(b),
+                Some(MaxSize::Percent(p)) => {
+                    let root = &config.volume(&s.on).expect("validated").path;
+                    host_fs_size(root).map(|total| total / 100 * p as u64)
+                }
+                _ => None,
+            };
+            let apply = || -> Result<(), volume::VolumeError> {
+                let vol = provider.volume(&s.for_volume)?;
+                let on = provider.volume(&s.on)?;
+                if vol.shadow_storage().on_volume != on.guid() {
+                    provider.add_shadow_storage(&s.for_volume, &s.on, max)
+                } else {
+                    provider.resize_shadow_storage(&s.for_volume, max)
+                }
+            };
+            apply().map_err(|source| NodeError::Volume { label: s.for_volume.clone(), source })?;
+        }
+
+        let journal = vss::journal::JobJournal::open(data.clone(), "jobs")?;
+        let coordinator = Coordinator::with_journal(
+            &config.node.name,
+            CoordinatorConfig::default(),
+            sink.clone(),
+            journal,
+        );
+        coordinator.register_provider(Arc::new(SoftwareProviderAdapter::new(provider.clone())));
+        let recovered_jobs = coordinator.recover_interrupted_jobs()?;
+
+        let store = InformationStore::new(&config.node.name, sink.clone());
+        for sg in &config.storage_groups {
+            let fs_of = |label: &str| -> VolumeRef {
+                VolumeRef { label: label.into(), fs: Arc::new(volumes[label].clone()) }
+            };
+            let def = StorageGroupDef {
+                name: sg.name.clone(),
+                log_volume: fs_of(&sg.log_volume),
+                log_dir: sg.log_dir.clone(),
+                system_dir: sg.system_dir.clone().unwrap_or_else(|| sg.log_dir.clone()),
+                prefix: sg.prefix.clone(),
+                circular_logging: sg.circular_logging,
+                databases: sg
+                    .databases
+                    .iter()
+                    .map(|d| DatabaseDef {
+                        name: d.name.clone(),
+                        volume: fs_of(&d.volume),
+                        path: d.path.clone(),
+                    })
+                    .collect(),
+                tuning: EngineTuning::default(),
+            };
+            let group = store
+                .add_storage_group(def)
+                .map_err(|source| NodeError::Store { name: sg.name.clone(), source })?;
+            group.mount().map_err(|source| NodeError::Store { name: sg.name.clone(), source })?;
+        }
+        coordinator.register_writer(StoreWriter::new(store.clone()))?;
+        Ok(Node { config, events, volumes, provider, coordinator, store, recovered_jobs })
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.config.node.name
+    }
+
+    /// The node's event log.
+    pub fn events(&self) -> &Arc<EventLog> {
+        &self.events
+    }
+
+    /// The coordinator.
+    pub fn coordinator(&self) -> &Coordinator {
+        &self.coordinator
+    }
+
+    /// The information store.
+    pub fn store(&self) -> &Arc<InformationStore> {
+        &self.store
+    }
+
+    /// The software provider (volumes, snapshots, shadow storage).
+    pub fn provider(&self) -> &Arc<SoftwareProvider> {
+        &self.provider
+    }
+
+    /// A registered volume.
+    pub fn volume(&self, label: &str) -> Option<&Volume> {
+        self.volumes.get(label)
+    }
+
+    /// Jobs that were running when the node last stopped, recovered at start-up.
+    pub fn recovered_jobs(&self) -> &[vss::journal::JobRecord] {
+        &self.recovered_jobs
+    }
+
+    /// A requester writing to `repo`.
+    pub fn requester(&self, repo: Arc<Repository>) -> Requester {
+        Requester::new(self.coordinator.clone(), self.store.clone(), repo, self.events.clone())
+    }
+
+    /// A restorer reading from `repo`.
+    pub fn restorer(&self, repo: Arc<Repository>) -> Restorer {
+        Restorer::new(self.coordinator.clone(), self.store.clone(), repo, self.events.clone())
+    }
+
+    /// Dismounts every storage group cleanly and makes the event log durable.
+    pub fn shutdown(&self) -> Vec<String> {
+        let mut problems: Vec<String> =
+            self.store.dismount_all().into_iter().map(|(sg, e)| format!("{sg}: {e}")).collect();
+        if let Err(e) = self.events.sync() {
+            problems.push(format!("event log: {e}"));
+        }
+        problems
+    }
+}
