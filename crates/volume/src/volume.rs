@@ -840,6 +840,21 @@ impl VolumeInner {
     }
 }
 
+/// A clean close (the last handle, open file and view dropped) releases the non-persistent
+/// snapshots at once instead of leaving their diff areas for the next open to remove.
+impl Drop for VolumeInner {
+    fn drop(&mut self) {
+        let transient: Vec<Uuid> =
+            self.snaps.read().iter().rev().filter(|s| !s.persistent).map(|s| s.id).collect();
+        for id in transient {
+            if let Err(e) = self.delete(id, DeleteReason::Released) {
+                tracing::warn!(volume = %self.label, snapshot = %id, error = %e,
+                    "could not release a non-persistent snapshot at close; the next open will");
+            }
+        }
+    }
+}
+
 /// A file opened through the live view of a volume.
 #[derive(Debug)]
 pub struct LiveFile {
