@@ -197,6 +197,13 @@ impl Volume {
         }
         let diff_dir = diff_dir_of(&cfg.storage, cfg.guid);
         fs::create_dir_all(&diff_dir).map_err(&err)?;
+        // Make the metadata directories themselves durable (once per open), so that a
+        // persistent snapshot's files never hang off a directory entry a crash could lose.
+        let mut to_sync = vec![hidden.clone()];
+        to_sync.extend(diff_dir.ancestors().skip(1).take(2).map(Path::to_path_buf));
+        for d in to_sync {
+            sync_host_dir(&d).map_err(&err)?;
+        }
 
         let inner = VolumeInner {
             hidden: hidden.clone(),
