@@ -113,7 +113,9 @@ impl FileState {
                 let start = b * bs;
                 let end = (start + bs).min(fe.len);
                 if !fe.extents.overlaps(start, end) {
-                    c.preserved.set(b); // a hole at snapshot time reads as zeros from the map
+                    // A hole at snapshot time reads as zeros from the in-use map. Not marked in
+                    // the bitmap: a write far into a sparse file must not grow it to the file's
+                    // size, and the extent lookup is a binary search.
                     continue;
                 }
                 let mut buf = vec![0u8; (end - start) as usize];

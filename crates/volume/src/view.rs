@@ -209,3 +209,15 @@ impl File for SnapshotFile {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn views_and_volumes_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<super::SnapshotView>();
+        send_sync::<super::SnapshotFile>();
+        send_sync::<crate::volume::Volume>();
+        send_sync::<crate::provider::SoftwareProvider>();
+    }
+}

@@ -197,6 +197,13 @@ impl Volume {
         }
         let diff_dir = diff_dir_of(&cfg.storage, cfg.guid);
         fs::create_dir_all(&diff_dir).map_err(&err)?;
+        // Make the metadata directories themselves durable (once per open), so that a
+        // persistent snapshot's files never hang off a directory entry a crash could lose.
+        let mut to_sync = vec![hidden.clone()];
+        to_sync.extend(diff_dir.ancestors().skip(1).take(2).map(Path::to_path_buf));
+        for d in to_sync {
+            sync_host_dir(&d).map_err(&err)?;
+        }
 
         let inner = VolumeInner {
             hidden: hidden.clone(),
@@ -837,6 +844,21 @@ impl VolumeInner {
             ));
         }
         Ok(self.root.join(p))
+    }
+}
+
+/// A clean close (the last handle, open file and view dropped) releases the non-persistent
+/// snapshots at once instead of leaving their diff areas for the next open to remove.
+impl Drop for VolumeInner {
+    fn drop(&mut self) {
+        let transient: Vec<Uuid> =
+            self.snaps.read().iter().rev().filter(|s| !s.persistent).map(|s| s.id).collect();
+        for id in transient {
+            if let Err(e) = self.delete(id, DeleteReason::Released) {
+                tracing::warn!(volume = %self.label, snapshot = %id, error = %e,
+                    "could not release a non-persistent snapshot at close; the next open will");
+            }
+        }
     }
 }
 

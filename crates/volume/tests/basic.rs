@@ -195,3 +195,32 @@ fn handles_opened_before_a_snapshot_and_removed_files_still_preserve() {
     v.delete_snapshot(s1.id).unwrap();
     assert_eq!(std::fs::read_dir(v.root().join(".shadowcopy/links")).unwrap().count(), 0);
 }
+
+#[test]
+fn shrinking_shadow_storage_deletes_oldest_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vol(dir.path(), "db");
+    let rx = v.subscribe();
+    let mut ids = Vec::new();
+    for i in 0..4u8 {
+        write(&v, "f", 0, &vec![i; 512 * 1024]);
+        ids.push(v.snapshot(false).unwrap().id);
+    }
+    write(&v, "f", 0, &vec![9u8; 512 * 1024]);
+    assert!(v.shadow_storage_used() > 3 * 512 * 1024);
+    v.set_shadow_storage_max(Some(1 << 20)).unwrap();
+    assert!(v.shadow_storage_used() <= 1 << 20);
+    let left: Vec<_> = v.snapshots().into_iter().map(|s| s.id).collect();
+    assert_eq!(left, ids[ids.len() - left.len()..].to_vec(), "oldest go first");
+    assert_eq!(
+        read_all(&v.view(*left.last().unwrap()).unwrap(), Path::new("f")).unwrap(),
+        vec![3u8; 512 * 1024]
+    );
+    let deleted = rx
+        .try_iter()
+        .filter(|e| {
+            matches!(e, VolumeEvent::SnapshotDeleted { reason: DeleteReason::Overflow, .. })
+        })
+        .count();
+    assert_eq!(deleted, 4 - left.len());
+}

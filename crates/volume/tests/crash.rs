@@ -36,6 +36,10 @@ fn block_of(i: u64) -> u64 {
 fn crash_child() {
     let Some(root) = std::env::var_os(CHILD_ENV) else { return };
     let v = Volume::open(PathBuf::from(root)).unwrap();
+    // A non-persistent snapshot, newer than the persistent one: the writes below preserve into
+    // it, and the persistent one reads through it until the restart hands its blocks over.
+    let n = v.snapshot(false).unwrap();
+    println!("nonpersistent {}", n.id);
     let db = v.open(Path::new("db"), OpenMode::ReadWrite).unwrap();
     // Namespace changes and a truncation the snapshot must not see.
     v.rename(Path::new("keep"), Path::new("kept")).unwrap();
@@ -54,7 +58,9 @@ fn crash_child() {
     }
 }
 
-fn spawn_and_kill(root: &Path, after_synced: i64) -> i64 {
+/// Runs the child until it reports sync number `after_synced`, then SIGKILLs it. Returns the
+/// last sync it reported and the id of the non-persistent snapshot it took.
+fn spawn_and_kill(root: &Path, after_synced: i64) -> (i64, uuid::Uuid) {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
         .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
@@ -64,8 +70,13 @@ fn spawn_and_kill(root: &Path, after_synced: i64) -> i64 {
         .spawn()
         .unwrap();
     let mut last = i64::MIN;
+    let mut nonpersistent = None;
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
+        // libtest prints "test crash_child ... " without a newline before the child's output.
+        if let Some(at) = line.find("nonpersistent ") {
+            nonpersistent = Some(line[at + 14..].trim().parse().unwrap());
+        }
         if let Some(n) = line.strip_prefix("synced ") {
             last = n.trim().parse().unwrap();
             if last >= after_synced {
@@ -76,13 +87,13 @@ fn spawn_and_kill(root: &Path, after_synced: i64) -> i64 {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(last >= after_synced, "child died before reaching {after_synced}");
-    last
+    (last, nonpersistent.expect("the child reports its snapshot"))
 }
 
 fn round(after_synced: i64) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("vol");
-    let (p, n) = {
+    let p = {
         let v =
             Volume::create(&root, VolumeOptions { label: "db".into(), block_size: BS }).unwrap();
         let db = v.open(Path::new("db"), OpenMode::Create).unwrap();
@@ -93,16 +104,14 @@ fn round(after_synced: i64) {
         for (name, data) in [("keep", &b"keep me"[..]), ("other", b"other file")] {
             v.open(Path::new(name), OpenMode::Create).unwrap().write_at(data, 0).unwrap();
         }
-        let p = v.snapshot(true).unwrap();
-        let n = v.snapshot(false).unwrap();
-        (p, n)
+        v.snapshot(true).unwrap()
     };
-    let synced = spawn_and_kill(&root, after_synced);
+    let (synced, n) = spawn_and_kill(&root, after_synced);
 
     let v = Volume::open(&root).unwrap();
     let ids: Vec<_> = v.snapshots().into_iter().map(|s| s.id).collect();
     assert_eq!(ids, vec![p.id], "only the persistent snapshot survives");
-    assert!(v.view(n.id).is_err());
+    assert!(v.view(n).is_err());
     let view = v.view(p.id).unwrap();
     let db = read_all(&view, Path::new("db")).unwrap();
     let want: Vec<u8> = (0..BLOCKS).flat_map(original).collect();
