@@ -1,10 +1,13 @@
 //! The Shadowcopy node (service process).
 //!
 //! Reads the TOML configuration ([`config`]) and wires volumes, the coordinator, the store, the
-//! event log and the requester together ([`node`]).
+//! event log and the requester together ([`node`]); [`service`] runs a node with its HTTP
+//! API ([`api`]) until it is told to stop.
 
+pub mod api;
 pub mod config;
 pub mod node;
+pub mod service;
 
 pub use config::Config;
 pub use node::{Node, NodeError};

@@ -1,0 +1,201 @@
+//! `shadowcopy backup` (run, list, verify) and `shadowcopy restore`.
+//!
+//! The node runs the job; the command waits with a spinner and prints a summary.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::client::{Endpoint, encode};
+use crate::progress::{self, bytes};
+
+#[derive(Debug, Subcommand)]
+pub enum Backup {
+    /// Backs up a storage group through a snapshot set into a repository.
+    #[command(
+        after_help = "Examples:\n  shadowcopy backup run --type full --sg SG1 --repo /srv/backups\n  shadowcopy backup run --type incremental --sg SG1 --repo /srv/backups"
+    )]
+    Run {
+        #[arg(long = "type", value_enum, default_value = "full")]
+        backup_type: BackupType,
+        #[arg(long)]
+        sg: String,
+        /// Repository directory on the node (created if missing).
+        #[arg(long)]
+        repo: PathBuf,
+    },
+    /// Lists the backup sets of a repository.
+    #[command(after_help = "Example:\n  shadowcopy backup list --repo /srv/backups --json")]
+    List {
+        #[arg(long)]
+        repo: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-reads every chunk of a set and checks it against the manifest.
+    #[command(after_help = "Example:\n  shadowcopy backup verify --repo /srv/backups 3f2a9c")]
+    Verify {
+        #[arg(long)]
+        repo: PathBuf,
+        /// Set id or unambiguous prefix.
+        set: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BackupType {
+    Full,
+    Incremental,
+    Differential,
+    Copy,
+}
+
+/// Restores a backup set (with its chain) over the storage group or into a directory.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  shadowcopy restore --repo /srv/backups --set 3f2a9c --to /srv/restored\n  shadowcopy restore --repo /srv/backups --set 3f2a9c --original --allow-overwrite"
+)]
+pub struct Restore {
+    #[arg(long)]
+    repo: PathBuf,
+    /// Set id or unambiguous prefix; its full and incrementals are found automatically.
+    #[arg(long)]
+    set: String,
+    /// Over the storage group's own database files.
+    #[arg(long, conflicts_with = "to", required_unless_present = "to")]
+    original: bool,
+    /// Dismount the storage group if it is mounted.
+    #[arg(long, requires = "original")]
+    allow_overwrite: bool,
+    /// Into this directory on the node.
+    #[arg(long)]
+    to: Option<PathBuf>,
+    /// Stop at the end of the backup's logs instead of rolling forward.
+    #[arg(long)]
+    no_roll_forward: bool,
+}
+
+/// The node resolves paths, so relative ones are made absolute here, where the user is.
+fn absolute(p: &Path) -> Result<String> {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().context("finding the current directory")?.join(p)
+    };
+    Ok(abs.to_string_lossy().into_owned())
+}
+
+fn ms(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0) / 1e3
+}
+
+pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
+    match cmd {
+        Backup::Run { backup_type, sg, repo } => {
+            let t = format!("{backup_type:?}").to_ascii_lowercase();
+            let repo = absolute(repo)?;
+            let v = progress::run(&format!("{t} backup of {sg}"), || {
+                node.post("/v1/backup", &json!({ "type": t, "sg": sg, "repo": repo }))
+            })?;
+            let set = &v["set"];
+            println!(
+                "Backup set {} ({t} of {sg}) published in {repo}",
+                set["id"].as_str().unwrap_or("?")
+            );
+            println!("   Job:          {}", v["job"].as_str().unwrap_or("?"));
+            println!("   Files:        {}", set["files"]);
+            if let Some(r) = set["log_range"].as_object() {
+                println!("   Logs:         generations {}-{}", r["low"], r["high"]);
+            }
+            println!("   Read:         {}", bytes(v["bytes"].as_u64().unwrap_or(0)));
+            println!("   Stored (new): {}", bytes(v["stored_bytes"].as_u64().unwrap_or(0)));
+            println!("   Writes held:  {:.1} ms", v["hold_ms"].as_f64().unwrap_or(0.0));
+            println!(
+                "   Took:         {:.1} s ({}/s)",
+                ms(&v["elapsed_ms"]),
+                bytes(v["throughput_bytes_per_second"].as_f64().unwrap_or(0.0) as u64)
+            );
+        }
+        Backup::List { repo, json } => {
+            let v = node.get(&format!("/v1/backup/sets?repo={}", encode(&absolute(repo)?)))?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!(
+                "{:<36}  {:<12}  {:<8}  {:>6}  {:>10}  logs",
+                "set", "type", "sg", "files", "bytes"
+            );
+            for s in v["sets"].as_array().into_iter().flatten() {
+                let logs = s["log_range"]
+                    .as_object()
+                    .map_or("-".to_string(), |r| format!("{}-{}", r["low"], r["high"]));
+                println!(
+                    "{:<36}  {:<12}  {:<8}  {:>6}  {:>10}  {logs}",
+                    s["id"].as_str().unwrap_or("?"),
+                    s["type"].as_str().unwrap_or("?"),
+                    s["storage_group"].as_str().unwrap_or("?"),
+                    s["files"].to_string(),
+                    bytes(s["bytes"].as_u64().unwrap_or(0)),
+                );
+            }
+        }
+        Backup::Verify { repo, set } => {
+            let repo = absolute(repo)?;
+            let v = progress::run(&format!("verifying set {set}"), || {
+                node.post("/v1/backup/verify", &json!({ "repo": repo, "set": set }))
+            })?;
+            println!(
+                "Set {} verified: {} files, {} ({:.1} s).",
+                v["set"]["id"].as_str().unwrap_or("?"),
+                v["set"]["files"],
+                bytes(v["set"]["bytes"].as_u64().unwrap_or(0)),
+                ms(&v["elapsed_ms"])
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn run_restore(node: &Endpoint, r: &Restore) -> Result<()> {
+    let to = r.to.as_deref().map(absolute).transpose()?;
+    let body = json!({
+        "repo": absolute(&r.repo)?,
+        "set": r.set,
+        "original": r.original,
+        "allow_overwrite": r.allow_overwrite,
+        "to": to,
+        "roll_forward": !r.no_roll_forward,
+    });
+    let v = progress::run(&format!("restoring set {}", r.set), || node.post("/v1/restore", &body))?;
+    let sets: Vec<String> = v["sets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect();
+    println!(
+        "Restored {} from {} set(s): {}",
+        v["storage_group"].as_str().unwrap_or("?"),
+        sets.len(),
+        sets.join(", ")
+    );
+    println!("   Files: {}, {}", v["files"], bytes(v["bytes"].as_u64().unwrap_or(0)));
+    println!(
+        "   Recovery: {} log generations, {} transactions, {} pages written",
+        v["generations_replayed"].as_array().map_or(0, Vec::len),
+        v["transactions"],
+        v["pages_written"]
+    );
+    for d in v["databases"].as_array().into_iter().flatten() {
+        println!(
+            "   Database {} at {}",
+            d["name"].as_str().unwrap_or("?"),
+            d["path"].as_str().unwrap_or("?")
+        );
+    }
+    println!("   Took {:.1} s", ms(&v["elapsed_ms"]));
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! A small blocking HTTP/1.1 client for the node's API, over a Unix socket or TCP.
+//!
+//! One request per connection (`Connection: close`), JSON in and out. The node answers with
+//! `Content-Length` or chunked bodies; both are read. Errors from the node come back as
+//! `{"error": {"code", "message"}}` and become [`ApiError`]s naming the code.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::Value;
+
+/// Default socket when neither `--node` nor `$SHADOWCOPY_NODE` is given.
+pub const DEFAULT_SOCKET: &str = "/var/lib/shadowcopy/api.sock";
+
+/// Where the node listens.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    Tcp { addr: String, token: Option<String> },
+}
+
+/// An error answered by the node.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl std::error::Error for ApiError {}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}, HTTP {})", self.message, self.code, self.status)
+    }
+}
+
+impl Endpoint {
+    /// `http://host:port` (or `host:port`) is TCP; anything else is a socket path.
+    pub fn parse(node: &str, token: Option<String>) -> Endpoint {
+        match node.strip_prefix("http://") {
+            Some(rest) => Endpoint::Tcp { addr: rest.trim_end_matches('/').to_string(), token },
+            None if !node.contains('/') && node.contains(':') => {
+                Endpoint::Tcp { addr: node.to_string(), token }
+            }
+            None => Endpoint::Unix(PathBuf::from(node)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Endpoint::Unix(p) => p.display().to_string(),
+            Endpoint::Tcp { addr, .. } => format!("http://{addr}"),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Result<Value> {
+        self.request("GET", path, None)
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        self.request("POST", path, Some(body))
+    }
+
+    /// Sends one request; returns the JSON body of a 2xx answer (or the text as a JSON
+    /// string when the body is not JSON).
+    pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let (status, text) = self.exchange(method, path, body).with_context(|| {
+            format!("talking to the node at {} (is `shadowcopy serve` running?)", self.describe())
+        })?;
+        let json: Option<Value> = serde_json::from_slice(&text).ok();
+        if (200..300).contains(&status) {
+            return Ok(
+                json.unwrap_or_else(|| Value::String(String::from_utf8_lossy(&text).into_owned()))
+            );
+        }
+        let err = json.as_ref().and_then(|j| j.get("error"));
+        Err(ApiError {
+            status,
+            code: err.and_then(|e| e["code"].as_str()).unwrap_or("http_error").to_string(),
+            message: err
+                .and_then(|e| e["message"].as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| String::from_utf8_lossy(&text).into_owned()),
+        }
+        .into())
+    }
+
+    fn exchange(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Vec<u8>)> {
+        let payload = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: application/json\r\n"
+        );
+        if body.is_some() {
+            head.push_str("Content-Type: application/json\r\n");
+        }
+        head.push_str(&format!("Content-Length: {}\r\n", payload.len()));
+        match self {
+            Endpoint::Unix(p) => {
+                let mut s = UnixStream::connect(p)?;
+                s.write_all(head.as_bytes())?;
+                s.write_all(b"\r\n")?;
+                s.write_all(payload.as_bytes())?;
+                read_response(s)
+            }
+            Endpoint::Tcp { addr, token } => {
+                let mut s = std::net::TcpStream::connect(addr.as_str())?;
+                if let Some(t) = token {
+                    head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+                }
+                s.write_all(head.as_bytes())?;
+                s.write_all(b"\r\n")?;
+                s.write_all(payload.as_bytes())?;
+                read_response(s)
+            }
+        }
+    }
+}
+
+/// Reads a status line, headers and the body (by Content-Length, chunked, or to EOF).
+fn read_response(stream: impl Read) -> Result<(u16, Vec<u8>)> {
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("not an HTTP response: {:?}", line.trim_end()))?;
+    let mut length = None;
+    let mut chunked = false;
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            bail!("the connection closed inside the response headers");
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+            if k == "content-length" {
+                length = v.parse::<usize>().ok();
+            } else if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
+                chunked = true;
+            }
+        }
+    }
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            r.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| anyhow!("bad chunk size {:?}", line.trim()))?;
+            if size == 0 {
+                break;
+            }
+            let start = body.len();
+            body.resize(start + size, 0);
+            r.read_exact(&mut body[start..])?;
+            line.clear();
+            r.read_line(&mut line)?;
+        }
+    } else if let Some(n) = length {
+        body.resize(n, 0);
+        r.read_exact(&mut body)?;
+    } else {
+        r.read_to_end(&mut body)?;
+    }
+    Ok((status, body))
+}
+
+/// Percent-encodes a query value.
+pub fn encode(v: &str) -> String {
+    let mut o = String::new();
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            o.push(b as char);
+        } else {
+            o.push_str(&format!("%{b:02X}"));
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_content_length_and_chunked_bodies() {
+        let r = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}".as_slice();
+        assert_eq!(read_response(r).unwrap(), (200, b"{}".to_vec()));
+        let r = b"HTTP/1.1 401 Unauthorized\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+            .as_slice();
+        assert_eq!(read_response(r).unwrap(), (401, b"abcde".to_vec()));
+    }
+
+    #[test]
+    fn endpoints_and_encoding() {
+        assert!(matches!(Endpoint::parse("/run/x.sock", None), Endpoint::Unix(_)));
+        assert!(matches!(Endpoint::parse("http://127.0.0.1:7070", None), Endpoint::Tcp { .. }));
+        assert_eq!(encode("/a b/c"), "%2Fa%20b%2Fc");
+    }
+}

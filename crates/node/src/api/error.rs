@@ -1,0 +1,143 @@
+//! API errors: a stable snake_case code, a message naming what is wrong, and an HTTP status.
+//!
+//! Clients (the `shadowcopy` command, scripts) branch on `code`; the message is for people.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An error answered as `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this listener needs `Authorization: Bearer <token>` with the node's API token",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Status and code of a store error (they depend on the variant only).
+fn store_kind(e: &store::StoreError) -> (StatusCode, &'static str) {
+    use store::StoreError as E;
+    match e {
+        E::NoSuchStorageGroup(_) => (StatusCode::NOT_FOUND, "no_such_storage_group"),
+        E::NoSuchDatabase { .. } => (StatusCode::NOT_FOUND, "no_such_database"),
+        E::NotMounted(_) => (StatusCode::CONFLICT, "not_mounted"),
+        E::AlreadyMounted(_) => (StatusCode::CONFLICT, "already_mounted"),
+        E::BackupInProgress { .. } => (StatusCode::CONFLICT, "backup_in_progress"),
+        E::NoSuchMailbox(_) | E::NoSuchFolder { .. } | E::NoSuchMessage { .. } => {
+            (StatusCode::NOT_FOUND, "not_found")
+        }
+        E::BadName(_) => (StatusCode::BAD_REQUEST, "bad_name"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
+    }
+}
+
+fn vss_kind(e: &vss::VssError) -> (StatusCode, &'static str) {
+    use vss::VssError as E;
+    match e {
+        E::SnapshotSetInProgress { .. } | E::TooManySessions { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "busy")
+        }
+        E::UnknownSnapshot { .. } => (StatusCode::NOT_FOUND, "no_such_shadow"),
+        _ if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, "retryable"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "coordinator_error"),
+    }
+}
+
+fn repo_kind(e: &backup::repo::RepoError) -> (StatusCode, &'static str) {
+    use backup::repo::RepoError as E;
+    match e {
+        E::NotARepository { .. } => (StatusCode::NOT_FOUND, "not_a_repository"),
+        E::SetNotFound(_) => (StatusCode::NOT_FOUND, "no_such_set"),
+        E::BadSetId(_) => (StatusCode::BAD_REQUEST, "bad_set_id"),
+        E::MissingChunk { .. }
+        | E::CorruptChunk { .. }
+        | E::FileHashMismatch { .. }
+        | E::FileSizeMismatch { .. }
+        | E::CorruptIndex { .. }
+        | E::CorruptManifest { .. }
+        | E::CorruptConfig { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "repository_corrupt"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "repository_error"),
+    }
+}
+
+fn requester_kind(e: &backup::RequesterError) -> (StatusCode, &'static str) {
+    use backup::RequesterError as E;
+    match e {
+        E::Coordinator(v) => vss_kind(v),
+        E::Store(s) => store_kind(s),
+        E::Repo(r) => repo_kind(r),
+        E::NoStoreWriter => (StatusCode::SERVICE_UNAVAILABLE, "no_store_writer"),
+        E::NoSuchStorageGroup(_) => (StatusCode::NOT_FOUND, "no_such_storage_group"),
+        E::NoSuchDatabase { .. } => (StatusCode::NOT_FOUND, "no_such_database"),
+        E::NoView(_) => (StatusCode::INTERNAL_SERVER_ERROR, "no_view"),
+        E::List { .. } | E::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io_error"),
+        E::Verify(_) => (StatusCode::UNPROCESSABLE_ENTITY, "verification_failed"),
+        E::NoBase { .. } => (StatusCode::CONFLICT, "no_base_backup"),
+        E::RestoreRefused(_) => (StatusCode::CONFLICT, "restore_refused"),
+        E::RestoreFailed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "restore_failed"),
+    }
+}
+
+fn volume_kind(e: &volume::VolumeError) -> (StatusCode, &'static str) {
+    use volume::VolumeError as E;
+    match e {
+        E::UnknownVolume(_) => (StatusCode::NOT_FOUND, "no_such_volume"),
+        E::SnapshotNotFound(_) => (StatusCode::NOT_FOUND, "no_such_shadow"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "volume_error"),
+    }
+}
+
+macro_rules! from_error {
+    ($t:ty, $kind:expr) => {
+        impl From<$t> for ApiError {
+            fn from(e: $t) -> Self {
+                let (status, code) = $kind(&e);
+                Self::new(status, code, e.to_string())
+            }
+        }
+    };
+}
+
+from_error!(store::StoreError, store_kind);
+from_error!(vss::VssError, vss_kind);
+from_error!(backup::repo::RepoError, repo_kind);
+from_error!(backup::RequesterError, requester_kind);
+from_error!(volume::VolumeError, volume_kind);
+from_error!(events::EventLogError, |_: &events::EventLogError| (
+    StatusCode::INTERNAL_SERVER_ERROR,
+    "event_log_error"
+));

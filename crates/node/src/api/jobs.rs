@@ -1,0 +1,292 @@
+//! Long jobs: mail load, backup, verify, restore. Each answers when the job ends, with its
+//! report; the job runs on the blocking pool.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Query, State};
+use backup::repo::Repository;
+use backup::{BackupRequest, Quiet, RestoreRequest, RestoreTarget};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use store::load::{LoadConfig, LoadGenerator};
+use volume::{FsRef, HostFs};
+use vss::BackupType;
+
+use super::error::ApiError;
+use super::metrics::BackupFigures;
+use super::{AppState, blocking};
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+/// Longest mail load one request may run.
+const MAX_LOAD_SECONDS: u64 = 3600;
+
+#[derive(Debug, Deserialize)]
+pub struct LoadRequest {
+    pub sg: String,
+    pub db: String,
+    pub messages: Option<u64>,
+    pub seconds: Option<u64>,
+    #[serde(default)]
+    pub mailboxes: Option<usize>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+/// Delivers mail to a database until `messages` were delivered or `seconds` passed.
+pub async fn mail_load(State(s): State<AppState>, Json(req): Json<LoadRequest>) -> ApiResult {
+    if req.messages.is_some() == req.seconds.is_some() {
+        return Err(ApiError::bad_request("give exactly one of `messages` or `seconds`"));
+    }
+    if req.seconds.is_some_and(|s| s > MAX_LOAD_SECONDS) {
+        return Err(ApiError::bad_request(format!("`seconds` is at most {MAX_LOAD_SECONDS}")));
+    }
+    blocking(&s, move |node, _| {
+        let db = node.store().storage_group(&req.sg)?.mail(&req.db)?;
+        let cfg = LoadConfig {
+            mailboxes: req.mailboxes.unwrap_or(8).max(1),
+            seed: req.seed.unwrap_or_else(backup::repo::now_unix_ms),
+            max_deliveries: req.messages,
+            delete_ratio: 0.0,
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let load = LoadGenerator::start(db, cfg)?;
+        let deadline = req.seconds.map(|s| started + Duration::from_secs(s));
+        while !load.finished() && deadline.is_none_or(|d| Instant::now() < d) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let ledger = load.stop();
+        let elapsed = started.elapsed();
+        if ledger.errors > 0 && ledger.delivered.is_empty() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "load_failed",
+                ledger.last_error.unwrap_or_else(|| "every delivery failed".into()),
+            ));
+        }
+        Ok(Json(json!({
+            "storage_group": req.sg,
+            "database": req.db,
+            "delivered": ledger.delivered.len(),
+            "errors": ledger.errors,
+            "last_error": ledger.last_error,
+            "elapsed_ms": elapsed.as_secs_f64() * 1e3,
+        })))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CountQuery {
+    pub sg: String,
+    pub db: String,
+}
+
+pub async fn mail_count(State(s): State<AppState>, Query(q): Query<CountQuery>) -> ApiResult {
+    blocking(&s, move |node, _| {
+        let db = node.store().storage_group(&q.sg)?.mail(&q.db)?;
+        let d = db.digest()?;
+        Ok(Json(json!({
+            "storage_group": q.sg,
+            "database": q.db,
+            "messages": d.messages,
+            "mailboxes": d.mailboxes,
+            "bytes": d.bytes,
+            "digest": d.digest.to_hex().to_string(),
+        })))
+    })
+    .await
+}
+
+fn repo_fs(path: &str) -> Result<FsRef, ApiError> {
+    let p = PathBuf::from(path);
+    if !p.is_absolute() {
+        return Err(ApiError::bad_request(format!(
+            "repository path {path:?} must be absolute (the node resolves it, not the client)"
+        )));
+    }
+    HostFs::new(&p)
+        .map(|fs| Arc::new(fs) as FsRef)
+        .map_err(|e| ApiError::internal(format!("repository {path}: {e}")))
+}
+
+fn open_repo(path: &str) -> Result<Arc<Repository>, ApiError> {
+    Ok(Arc::new(Repository::open(repo_fs(path)?, "")?))
+}
+
+fn parse_type(t: &str) -> Result<BackupType, ApiError> {
+    match t.to_ascii_lowercase().as_str() {
+        "full" => Ok(BackupType::Full),
+        "incremental" => Ok(BackupType::Incremental),
+        "differential" => Ok(BackupType::Differential),
+        "copy" => Ok(BackupType::Copy),
+        other => Err(ApiError::bad_request(format!(
+            "backup type {other:?} is not full, incremental, differential or copy"
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BackupBody {
+    #[serde(rename = "type")]
+    pub backup_type: String,
+    pub sg: String,
+    pub repo: String,
+    #[serde(default)]
+    pub databases: Vec<String>,
+}
+
+pub async fn backup(State(s): State<AppState>, Json(req): Json<BackupBody>) -> ApiResult {
+    let backup_type = parse_type(&req.backup_type)?;
+    blocking(&s, move |node, metrics| {
+        std::fs::create_dir_all(&req.repo)
+            .map_err(|e| ApiError::internal(format!("creating repository {}: {e}", req.repo)))?;
+        let repo = Arc::new(Repository::open_or_init(repo_fs(&req.repo)?, "")?);
+        let requester = node.requester(repo);
+        let request = BackupRequest {
+            storage_group: req.sg.clone(),
+            backup_type,
+            databases: req.databases.clone(),
+        };
+        let report = match requester.backup(&request, &Quiet) {
+            Ok(r) => r,
+            Err(e) => {
+                metrics.record_backup_failure();
+                tracing::warn!(storage_group = %req.sg, error = %e, "backup failed");
+                return Err(e.into());
+            }
+        };
+        metrics.record_backup(BackupFigures {
+            job: report.job.to_string(),
+            storage_group: req.sg.clone(),
+            backup_type: report.set.backup_type.clone(),
+            hold_seconds: report.hold.as_secs_f64(),
+            elapsed_seconds: report.elapsed.as_secs_f64(),
+            bytes: report.bytes,
+            stored_bytes: report.stored_bytes,
+        });
+        let secs = report.elapsed.as_secs_f64();
+        Ok(Json(json!({
+            "set": set_summary(&report.set),
+            "job": report.job,
+            "bytes": report.bytes,
+            "stored_bytes": report.stored_bytes,
+            "hold_ms": report.hold.as_secs_f64() * 1e3,
+            "elapsed_ms": secs * 1e3,
+            "throughput_bytes_per_second": report.bytes as f64 / secs.max(1e-9),
+        })))
+    })
+    .await
+}
+
+fn set_summary(s: &backup::repo::BackupSet) -> Value {
+    json!({
+        "id": s.id,
+        "created_unix_ms": s.created_unix_ms,
+        "node": s.node,
+        "type": s.backup_type,
+        "storage_group": s.storage_group,
+        "job": s.job_id,
+        "base_set": s.base_set,
+        "log_range": s.log_range.as_ref().map(|r| json!({"low": r.low, "high": r.high})),
+        "files": s.files.len(),
+        "bytes": s.data_bytes(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RepoQuery {
+    pub repo: String,
+}
+
+pub async fn backup_sets(State(s): State<AppState>, Query(q): Query<RepoQuery>) -> ApiResult {
+    blocking(&s, move |_, _| {
+        let repo = open_repo(&q.repo)?;
+        let sets: Vec<Value> = repo.list_sets()?.iter().map(set_summary).collect();
+        Ok(Json(json!({ "sets": sets })))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct VerifyBody {
+    pub repo: String,
+    pub set: String,
+}
+
+pub async fn verify(State(s): State<AppState>, Json(req): Json<VerifyBody>) -> ApiResult {
+    blocking(&s, move |_, _| {
+        let repo = open_repo(&req.repo)?;
+        let set = repo.load_set(&req.set)?;
+        let started = Instant::now();
+        repo.verify_set(&set, &|_| {})?;
+        Ok(Json(json!({
+            "set": set_summary(&set),
+            "verified": true,
+            "elapsed_ms": started.elapsed().as_secs_f64() * 1e3,
+        })))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RestoreBody {
+    pub repo: String,
+    pub set: String,
+    /// Restore over the storage group's own files.
+    #[serde(default)]
+    pub original: bool,
+    #[serde(default)]
+    pub allow_overwrite: bool,
+    /// Or into this directory (absolute, on the node).
+    pub to: Option<String>,
+    #[serde(default = "yes")]
+    pub roll_forward: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub async fn restore(State(s): State<AppState>, Json(req): Json<RestoreBody>) -> ApiResult {
+    let target = match (&req.to, req.original) {
+        (Some(dir), false) => {
+            let p = PathBuf::from(dir);
+            if !p.is_absolute() {
+                return Err(ApiError::bad_request(format!("`to` {dir:?} must be absolute")));
+            }
+            std::fs::create_dir_all(&p)
+                .map_err(|e| ApiError::internal(format!("creating {dir}: {e}")))?;
+            let fs: FsRef = Arc::new(
+                HostFs::new(&p).map_err(|e| ApiError::internal(format!("opening {dir}: {e}")))?,
+            );
+            RestoreTarget::Alternate { fs, dir: PathBuf::new() }
+        }
+        (None, true) => RestoreTarget::Original { allow_overwrite: req.allow_overwrite },
+        _ => return Err(ApiError::bad_request("give exactly one of `original` or `to`")),
+    };
+    blocking(&s, move |node, _| {
+        let repo = open_repo(&req.repo)?;
+        let started = Instant::now();
+        let report = node.restorer(repo).restore(
+            &RestoreRequest { set: req.set.clone(), target, roll_forward: req.roll_forward },
+            &Quiet,
+        )?;
+        Ok(Json(json!({
+            "storage_group": report.storage_group,
+            "sets": report.sets,
+            "files": report.files,
+            "bytes": report.bytes,
+            "generations_replayed": report.recovery.generations,
+            "transactions": report.recovery.transactions,
+            "pages_written": report.recovery.pages_written,
+            "databases": report.databases.iter().map(|(n, p)| json!({"name": n, "path": p})).collect::<Vec<_>>(),
+            "elapsed_ms": started.elapsed().as_secs_f64() * 1e3,
+        })))
+    })
+    .await
+}

@@ -1,0 +1,91 @@
+//! The node's HTTP API (JSON over HTTP/1.1, on a Unix socket or, with a token, on TCP).
+//!
+//! Every endpoint is a thin layer over the node: it parses the request, runs the node's
+//! (blocking) call on the blocking pool, and answers JSON, or an [`ApiError`]. Long jobs
+//! (backup, restore, mail load) answer when they end, with their report.
+//!
+//! | method | path | what |
+//! | --- | --- | --- |
+//! | GET | /v1/writers, /v1/providers, /v1/shadows, /v1/shadowstorage | listings |
+//! | POST | /v1/shadows | create a persistent shadow of `{for}` |
+//! | POST | /v1/shadows/delete | `{for, oldest}` / `{shadow}` / `{for, all}` / `{all}` |
+//! | POST | /v1/shadowstorage, /v1/shadowstorage/resize | `{for, on, max_size}` / `{for, max_size}` |
+//! | GET | /v1/store | per storage group status |
+//! | POST | /v1/store/{sg}/mount, /v1/store/{sg}/dismount | |
+//! | POST | /v1/mail/load | `{sg, db, messages?, seconds?}` |
+//! | GET | /v1/mail/count?sg=&db= | |
+//! | POST | /v1/backup | `{type, sg, repo, databases?}` → report |
+//! | GET | /v1/backup/sets?repo= | |
+//! | POST | /v1/backup/verify | `{repo, set}` |
+//! | POST | /v1/restore | `{repo, set, original?, allow_overwrite?, to?, roll_forward}` |
+//! | GET | /v1/events?job=&source=&id=&since_ms=&limit= | |
+//! | GET | /metrics | Prometheus text |
+
+pub mod auth;
+pub mod error;
+mod handlers;
+mod jobs;
+pub mod metrics;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+pub use error::ApiError;
+
+use crate::Node;
+use metrics::Metrics;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub node: Arc<Node>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node, metrics: Arc::new(Metrics::default()) }
+    }
+}
+
+/// Runs a blocking node call on the blocking pool.
+pub(crate) async fn blocking<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
+where
+    F: FnOnce(&Node, &Metrics) -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    let node = state.node.clone();
+    let metrics = state.metrics.clone();
+    tokio::task::spawn_blocking(move || f(&node, &metrics))
+        .await
+        .map_err(|e| ApiError::internal(format!("the job's thread failed: {e}")))?
+}
+
+/// The routes (without authentication; the TCP listener adds [`auth::require_token`]).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/writers", get(handlers::writers))
+        .route("/v1/providers", get(handlers::providers))
+        .route("/v1/shadows", get(handlers::shadows).post(handlers::create_shadow))
+        .route("/v1/shadows/delete", post(handlers::delete_shadows))
+        .route(
+            "/v1/shadowstorage",
+            get(handlers::shadow_storage).post(handlers::add_shadow_storage),
+        )
+        .route("/v1/shadowstorage/resize", post(handlers::resize_shadow_storage))
+        .route("/v1/store", get(handlers::store_status))
+        .route("/v1/store/{sg}/mount", post(handlers::mount))
+        .route("/v1/store/{sg}/dismount", post(handlers::dismount))
+        .route("/v1/mail/load", post(jobs::mail_load))
+        .route("/v1/mail/count", get(jobs::mail_count))
+        .route("/v1/backup", post(jobs::backup))
+        .route("/v1/backup/sets", get(jobs::backup_sets))
+        .route("/v1/backup/verify", post(jobs::verify))
+        .route("/v1/restore", post(jobs::restore))
+        .route("/v1/events", get(handlers::events))
+        .route("/metrics", get(handlers::metrics))
+        .fallback(handlers::not_found)
+        .with_state(state)
+}

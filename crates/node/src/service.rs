@@ -1,0 +1,211 @@
+//! `shadowcopy serve`: a [`Node`] and its HTTP API, until SIGTERM or SIGINT.
+//!
+//! The Unix socket is always served (owner-only, a stale file from a previous run is
+//! replaced); TCP only when `api.tcp` is set, and then every request needs the bearer token.
+//! On a signal both listeners stop accepting, requests in flight get [`SHUTDOWN_GRACE`] to
+//! finish, and the node dismounts its storage groups cleanly. A job still running after the
+//! grace period dies with the process; its journal entry makes the next start report it
+//! failed (event 8015) and nothing is truncated for it.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::api::{self, AppState, auth::Token};
+use crate::config::Config;
+use crate::node::{Node, NodeError};
+
+/// How long requests in flight may run after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Why the service stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error("API socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("API TCP listener {addr}: {source}")]
+    Tcp {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading api.token_file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("api.token_file {0}: the token must be at least 16 characters")]
+    ShortToken(PathBuf),
+    #[error("starting the runtime: {0}")]
+    Runtime(io::Error),
+    #[error("dismounting at shutdown: {0}")]
+    Shutdown(String),
+}
+
+/// The TCP token, from `api.token` or `api.token_file`.
+fn load_token(config: &Config) -> Result<Option<Token>, ServiceError> {
+    if let Some(t) = &config.api.token {
+        return Ok(Some(Token::new(t)));
+    }
+    if let Some(path) = &config.api.token_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ServiceError::TokenFile { path: path.clone(), source })?;
+        if text.trim().len() < 16 {
+            return Err(ServiceError::ShortToken(path.clone()));
+        }
+        return Ok(Some(Token::new(&text)));
+    }
+    Ok(None)
+}
+
+/// Binds the Unix socket with owner-only permissions, replacing a stale socket file.
+fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServiceError> {
+    let err = |source| ServiceError::Socket { path: path.to_path_buf(), source };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => {
+            use std::os::unix::fs::FileTypeExt;
+            if !m.file_type().is_socket() {
+                return Err(err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "exists and is not a socket; refusing to replace it",
+                )));
+            }
+            // A socket file left by a node that is gone. One that still answers is a node
+            // that is running: refuse rather than steal its address.
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another node is listening on it",
+                )));
+            }
+            std::fs::remove_file(path).map_err(err)?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    // SAFETY: umask only changes the process's file-creation mask; it cannot fail. Setting it
+    // around bind makes the socket owner-only from its creation, with no window in which
+    // another user could connect. No other thread of ours creates files at this point (the
+    // node has started and is idle until the API answers).
+    let old = unsafe { libc::umask(0o177) };
+    let bound = tokio::net::UnixListener::bind(path);
+    // SAFETY: as above; restores the previous mask.
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+async fn signalled() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// Runs a node from `config` and serves its API until SIGTERM or SIGINT.
+pub fn run(config: Config) -> Result<(), ServiceError> {
+    let token = load_token(&config)?;
+    let socket = config.socket_path();
+    let tcp = config.api.tcp;
+    let node = Arc::new(Node::start(config)?);
+    for job in node.recovered_jobs() {
+        tracing::warn!(job = ?job, "a job interrupted by the previous stop was reported failed");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(ServiceError::Runtime)?;
+    let served = rt.block_on(serve(node.clone(), &socket, tcp, token));
+    // Stop the blocking pool's idle threads; jobs still running are abandoned here.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let _ = std::fs::remove_file(&socket);
+    let problems = node.shutdown();
+    served?;
+    if problems.is_empty() {
+        tracing::info!("node stopped cleanly");
+        Ok(())
+    } else {
+        Err(ServiceError::Shutdown(problems.join("; ")))
+    }
+}
+
+async fn serve(
+    node: Arc<Node>,
+    socket: &Path,
+    tcp: Option<std::net::SocketAddr>,
+    token: Option<Token>,
+) -> Result<(), ServiceError> {
+    let state = AppState::new(node);
+    let router = api::router(state);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let unix = bind_socket(socket)?;
+    tracing::info!(socket = %socket.display(), "API listening on the Unix socket");
+    let unix_server = axum::serve(unix, router.clone())
+        .with_graceful_shutdown(stopped(stop_rx.clone()))
+        .into_future();
+    let tcp_server = match (tcp, token) {
+        (Some(addr), Some(token)) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServiceError::Tcp { addr, source })?;
+            let addr = l.local_addr().unwrap_or(addr);
+            tracing::info!(%addr, "API listening on TCP (bearer token required)");
+            let guarded =
+                router.layer(axum::middleware::from_fn_with_state(token, api::auth::require_token));
+            Some(axum::serve(l, guarded).with_graceful_shutdown(stopped(stop_rx.clone())))
+        }
+        (Some(addr), None) => {
+            return Err(ServiceError::Tcp {
+                addr,
+                source: io::Error::new(io::ErrorKind::InvalidInput, "no token configured"),
+            });
+        }
+        _ => None,
+    };
+    let servers = async {
+        let tcp = async {
+            match tcp_server {
+                Some(s) => s.await,
+                None => Ok(()),
+            }
+        };
+        let (a, b) = tokio::join!(unix_server, tcp);
+        a.and(b)
+    };
+    tokio::pin!(servers);
+    tokio::select! {
+        r = &mut servers => return r.map_err(|source| ServiceError::Socket { path: socket.into(), source }),
+        _ = signalled() => {}
+    }
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(SHUTDOWN_GRACE, &mut servers).await.is_err() {
+        tracing::warn!(
+            "requests still running after {SHUTDOWN_GRACE:?}; their jobs end with the process \
+             and are reported failed at the next start"
+        );
+    }
+    Ok(())
+}
