@@ -1,0 +1,158 @@
+//! Helpers for the end-to-end tests: a node run by the real binary, and the command.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_shadowcopy");
+
+/// A configuration with two volumes and one storage group under `dir`; `extra` is appended.
+pub fn config(dir: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[node]
+name = "mbx1"
+data_dir = "{d}/data"
+{extra}
+
+[[volume]]
+label = "logs"
+path = "{d}/logs"
+
+[[volume]]
+label = "db"
+path = "{d}/db"
+
+[[shadow_storage]]
+for = "db"
+on = "logs"
+max_size = "1GiB"
+
+[[storage_group]]
+name = "SG1"
+log_volume = "logs"
+log_dir = "SG1"
+
+[[storage_group.database]]
+name = "DB1"
+volume = "db"
+path = "SG1/DB1.edb"
+"#,
+        d = dir.display()
+    )
+}
+
+/// `shadowcopy serve` in a child process.
+pub struct Served {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Served {
+    /// Writes `text` as the configuration in `dir`, starts the node and waits for its socket
+    /// to answer.
+    pub fn start(dir: &Path, text: &str) -> Served {
+        let config = dir.join("node.toml");
+        std::fs::write(&config, text).unwrap();
+        Self::start_with(dir, &config)
+    }
+
+    pub fn start_with(dir: &Path, config: &Path) -> Served {
+        let socket = dir.join("data/api.sock");
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut s = Served { child, socket, config: config.to_path_buf() };
+        let until = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = s.child.try_wait().unwrap() {
+                panic!("the node exited while starting: {status}");
+            }
+            if std::os::unix::net::UnixStream::connect(&s.socket).is_ok() {
+                return s;
+            }
+            assert!(Instant::now() < until, "the node's socket never answered");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `shadowcopy ARGS` against this node; panics unless it succeeds.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = self.cli_output(args);
+        assert!(
+            out.status.success(),
+            "shadowcopy {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn cli_output(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("SHADOWCOPY_NODE", &self.socket)
+            .env_remove("SHADOWCOPY_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// `shadowcopy ARGS --json`, parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        serde_json::from_str(&self.cli(&a)).unwrap()
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+
+    /// SIGKILL: the node dies where it is.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One raw HTTP/1.1 exchange; returns the status and body.
+pub fn raw_http(
+    mut s: impl Read + Write,
+    method: &str,
+    path: &str,
+    headers: &str,
+) -> (u16, String) {
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n{headers}\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}

@@ -1,0 +1,130 @@
+//! End to end through the real binary: a node served on its socket, driven by the command.
+
+mod common;
+
+use common::{BIN, Served, config};
+
+#[test]
+fn load_backup_list_verify_restore_and_count_through_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Served::start(dir.path(), &config(dir.path(), ""));
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+
+    let writers = node.cli(&["admin", "list", "writers"]);
+    assert!(
+        writers.contains("State: [1]") && writers.contains("Last error: No error"),
+        "{writers}"
+    );
+
+    node.cli(&["mail", "load", "--sg", "SG1", "--db", "DB1", "--messages", "150"]);
+    let full = node.cli(&["backup", "run", "--type", "full", "--sg", "SG1", "--repo", repo]);
+    assert!(full.contains("(full of SG1)"), "{full}");
+    node.cli(&["mail", "load", "--sg", "SG1", "--db", "DB1", "--messages", "50"]);
+    node.cli(&["backup", "run", "--type", "incremental", "--sg", "SG1", "--repo", repo]);
+
+    let sets = node.json(&["backup", "list", "--repo", repo]);
+    let sets = sets["sets"].as_array().unwrap();
+    let types: Vec<&str> = sets.iter().map(|s| s["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["full", "incremental"]);
+    for s in sets {
+        let out = node.cli(&["backup", "verify", "--repo", repo, s["id"].as_str().unwrap()]);
+        assert!(out.contains("verified"), "{out}");
+    }
+
+    // The database header keeps the history the backups stamped.
+    let status = node.json(&["store", "status"]);
+    let db = &status["storage_groups"][0]["databases"][0];
+    assert!(!db["previous_full"].is_null() && !db["previous_incremental"].is_null(), "{status}");
+
+    let count = node.json(&["mail", "count", "--sg", "SG1", "--db", "DB1"]);
+    assert_eq!(count["messages"], 200);
+
+    // Restore the incremental (with its full) elsewhere; the copy is clean and checks out
+    // offline, page by page.
+    let alt = dir.path().join("restored");
+    let inc = sets[1]["id"].as_str().unwrap();
+    let out = node.cli(&["restore", "--repo", repo, "--set", inc, "--to", alt.to_str().unwrap()]);
+    assert!(out.contains("Restored SG1 from 2 set(s)"), "{out}");
+    let edb = alt.join("DB1.edb");
+    let header = node.json(&["inspect", "header", edb.to_str().unwrap()]);
+    assert_eq!(header["state"], "clean_shutdown", "{header}");
+    let verify = node.cli(&["inspect", "verify", edb.to_str().unwrap()]);
+    assert!(verify.contains("verified"), "{verify}");
+
+    // The trail of the full backup is in the event log.
+    let job = node.json(&["backup", "list", "--repo", repo])["sets"][0]["job"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lines = node.cli(&["events", "--job", &job]);
+    assert!(lines.lines().count() >= 3 && lines.contains(&job), "{lines}");
+
+    // Metrics report the backups and the storage group.
+    let (code, metrics) = common::raw_http(
+        std::os::unix::net::UnixStream::connect(&node.socket).unwrap(),
+        "GET",
+        "/metrics",
+        "",
+    );
+    assert_eq!(code, 200);
+    for name in [
+        "shadowcopy_backup_hold_seconds{",
+        "shadowcopy_backup_throughput_bytes_per_second{",
+        "shadowcopy_log_generation{storage_group=\"SG1\"}",
+        "shadowcopy_checkpoint_generation{storage_group=\"SG1\"}",
+        "shadowcopy_shadow_storage_used_bytes{volume=\"db\"}",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from\n{metrics}");
+    }
+
+    // SIGTERM: a clean stop that removes the socket.
+    let socket = node.socket.clone();
+    assert!(node.terminate().success());
+    assert!(!socket.exists());
+}
+
+#[test]
+fn errors_come_back_as_json_with_a_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Served::start(dir.path(), &config(dir.path(), ""));
+    let out = node.cli_output(&["store", "mount", "NOPE"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no_such_storage_group") && err.contains("NOPE"), "{err}");
+    let repo = dir.path().join("repo");
+    let out = node.cli_output(&[
+        "backup",
+        "run",
+        "--type",
+        "incremental",
+        "--sg",
+        "SG1",
+        "--repo",
+        repo.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no_base_backup"), "{err}");
+    let (code, body) = common::raw_http(
+        std::os::unix::net::UnixStream::connect(&node.socket).unwrap(),
+        "GET",
+        "/v1/nothing",
+        "",
+    );
+    assert_eq!(code, 404);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "no_such_endpoint");
+}
+
+#[test]
+fn a_bad_configuration_fails_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(dir.path(), "").replace("volume = \"db\"", "volume = \"dbx\"");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    let out =
+        std::process::Command::new(BIN).args(["serve", "--config"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("storage_group[0].database[0].volume") && err.contains("dbx"), "{err}");
+}
