@@ -128,3 +128,62 @@ fn a_bad_configuration_fails_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("storage_group[0].database[0].volume") && err.contains("dbx"), "{err}");
 }
+
+#[test]
+fn events_follow_prints_new_events_as_they_happen() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = Served::start(dir.path(), &config(dir.path(), ""));
+    // Follow the coordinator's "session shut down" events; none exist yet.
+    let mut follow = Command::new(BIN)
+        .args(["events", "--follow", "--source", "coordinator", "--id", "8011"])
+        .env("SHADOWCOPY_NODE", &node.socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let repo = dir.path().join("repo");
+    node.cli(&["mail", "load", "--sg", "SG1", "--db", "DB1", "--messages", "20"]);
+    node.cli(&["backup", "run", "--type", "full", "--sg", "SG1", "--repo", repo.to_str().unwrap()]);
+    let mut line = String::new();
+    BufReader::new(follow.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+    assert!(line.contains("8011") && line.contains("coordinator"), "{line}");
+}
+
+#[test]
+fn sigterm_stops_a_running_mail_load_and_dismounts_cleanly() {
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = Served::start(dir.path(), &config(dir.path(), ""));
+    let load = Command::new(BIN)
+        .args(["mail", "load", "--sg", "SG1", "--db", "DB1", "--seconds", "600"])
+        .env("SHADOWCOPY_NODE", &node.socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until deliveries are under way.
+    while node.json(&["mail", "count", "--sg", "SG1", "--db", "DB1"])["messages"] == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let config_path = node.config.clone();
+    assert!(node.terminate().success());
+    let out = load.wait_with_output().unwrap();
+    assert!(out.status.success(), "the load request is answered at shutdown");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Delivered"));
+    // Dismounted clean: the database header says so, read offline.
+    let header = std::process::Command::new(BIN)
+        .args(["inspect", "header", "--json"])
+        .arg(dir.path().join("db/SG1/DB1.edb"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&header.stdout).unwrap();
+    assert_eq!(v["state"], "clean_shutdown", "{v}");
+    // And the node starts again from the same configuration.
+    let node = Served::start_with(dir.path(), &config_path);
+    assert_eq!(node.json(&["store", "status"])["storage_groups"][0]["mounted"], true);
+}

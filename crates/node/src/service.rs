@@ -155,6 +155,7 @@ async fn serve(
     token: Option<Token>,
 ) -> Result<(), ServiceError> {
     let state = AppState::new(node);
+    let stopping = state.stopping.clone();
     let router = api::router(state);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -200,6 +201,7 @@ async fn serve(
         r = &mut servers => return r.map_err(|source| ServiceError::Socket { path: socket.into(), source }),
         _ = signalled() => {}
     }
+    stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = stop_tx.send(true);
     if tokio::time::timeout(SHUTDOWN_GRACE, &mut servers).await.is_err() {
         tracing::warn!(

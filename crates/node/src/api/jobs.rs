@@ -44,6 +44,7 @@ pub async fn mail_load(State(s): State<AppState>, Json(req): Json<LoadRequest>) 
     if req.seconds.is_some_and(|s| s > MAX_LOAD_SECONDS) {
         return Err(ApiError::bad_request(format!("`seconds` is at most {MAX_LOAD_SECONDS}")));
     }
+    let stopping = s.stopping.clone();
     blocking(&s, move |node, _| {
         let db = node.store().storage_group(&req.sg)?.mail(&req.db)?;
         let cfg = LoadConfig {
@@ -56,7 +57,10 @@ pub async fn mail_load(State(s): State<AppState>, Json(req): Json<LoadRequest>) 
         let started = Instant::now();
         let load = LoadGenerator::start(db, cfg)?;
         let deadline = req.seconds.map(|s| started + Duration::from_secs(s));
-        while !load.finished() && deadline.is_none_or(|d| Instant::now() < d) {
+        while !load.finished()
+            && deadline.is_none_or(|d| Instant::now() < d)
+            && !stopping.load(std::sync::atomic::Ordering::Relaxed)
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
         let ledger = load.stop();
@@ -253,6 +257,7 @@ fn yes() -> bool {
 }
 
 pub async fn restore(State(s): State<AppState>, Json(req): Json<RestoreBody>) -> ApiResult {
+    let mut alternate_root: Option<PathBuf> = None;
     let target = match (&req.to, req.original) {
         (Some(dir), false) => {
             let p = PathBuf::from(dir);
@@ -261,10 +266,18 @@ pub async fn restore(State(s): State<AppState>, Json(req): Json<RestoreBody>) ->
             }
             std::fs::create_dir_all(&p)
                 .map_err(|e| ApiError::internal(format!("creating {dir}: {e}")))?;
-            let fs: FsRef = Arc::new(
-                HostFs::new(&p).map_err(|e| ApiError::internal(format!("opening {dir}: {e}")))?,
-            );
-            RestoreTarget::Alternate { fs, dir: PathBuf::new() }
+            // Rooted at the target's parent so that the target keeps a name in the restore's
+            // events and report (staging happens inside the target).
+            let (parent, name) = match (p.parent(), p.file_name()) {
+                (Some(parent), Some(name)) => (parent.to_path_buf(), PathBuf::from(name)),
+                _ => return Err(ApiError::bad_request(format!("`to` {dir:?} names no directory"))),
+            };
+            let fs: FsRef =
+                Arc::new(HostFs::new(&parent).map_err(|e| {
+                    ApiError::internal(format!("opening {}: {e}", parent.display()))
+                })?);
+            alternate_root = Some(parent);
+            RestoreTarget::Alternate { fs, dir: name }
         }
         (None, true) => RestoreTarget::Original { allow_overwrite: req.allow_overwrite },
         _ => return Err(ApiError::bad_request("give exactly one of `original` or `to`")),
@@ -284,7 +297,14 @@ pub async fn restore(State(s): State<AppState>, Json(req): Json<RestoreBody>) ->
             "generations_replayed": report.recovery.generations,
             "transactions": report.recovery.transactions,
             "pages_written": report.recovery.pages_written,
-            "databases": report.databases.iter().map(|(n, p)| json!({"name": n, "path": p})).collect::<Vec<_>>(),
+            "databases": report
+                .databases
+                .iter()
+                .map(|(n, p)| {
+                    let path = alternate_root.as_ref().map_or_else(|| p.clone(), |r| r.join(p));
+                    json!({ "name": n, "path": path })
+                })
+                .collect::<Vec<_>>(),
             "elapsed_ms": started.elapsed().as_secs_f64() * 1e3,
         })))
     })

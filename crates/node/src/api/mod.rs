@@ -28,6 +28,7 @@ mod jobs;
 pub mod metrics;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -42,11 +43,17 @@ use metrics::Metrics;
 pub struct AppState {
     pub node: Arc<Node>,
     pub metrics: Arc<Metrics>,
+    /// Set when the service is shutting down: open-ended jobs (a mail load) stop early.
+    pub stopping: Arc<AtomicBool>,
 }
 
 impl AppState {
     pub fn new(node: Arc<Node>) -> Self {
-        Self { node, metrics: Arc::new(Metrics::default()) }
+        Self {
+            node,
+            metrics: Arc::new(Metrics::default()),
+            stopping: Arc::new(AtomicBool::new(false)),
+        }
     }
 }
 
