@@ -96,8 +96,9 @@ pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
         Backup::Run { backup_type, sg, repo } => {
             let t = format!("{backup_type:?}").to_ascii_lowercase();
             let repo = absolute(repo)?;
-            let v = progress::run(&format!("{t} backup of {sg}"), || {
-                node.post("/v1/backup", &json!({ "type": t, "sg": sg, "repo": repo }))
+            let body = json!({ "type": t, "sg": sg, "repo": repo });
+            let v = progress::follow(&format!("{t} backup of {sg}"), |on_event| {
+                node.post_streaming("/v1/backup", &body, on_event)
             })?;
             let set = &v["set"];
             println!(
@@ -169,7 +170,9 @@ pub fn run_restore(node: &Endpoint, r: &Restore) -> Result<()> {
         "to": to,
         "roll_forward": !r.no_roll_forward,
     });
-    let v = progress::run(&format!("restoring set {}", r.set), || node.post("/v1/restore", &body))?;
+    let v = progress::follow(&format!("restoring set {}", r.set), |on_event| {
+        node.post_streaming("/v1/restore", &body, on_event)
+    })?;
     let sets: Vec<String> = v["sets"]
         .as_array()
         .into_iter()

@@ -70,6 +70,11 @@ impl Endpoint {
         let (status, text) = self.exchange(method, path, body).with_context(|| {
             format!("talking to the node at {} (is `shadowcopy serve` running?)", self.describe())
         })?;
+        self.request_outcome(status, text)
+    }
+
+    /// The JSON of a 2xx answer, or the node's error.
+    fn request_outcome(&self, status: u16, text: Vec<u8>) -> Result<Value> {
         let json: Option<Value> = serde_json::from_slice(&text).ok();
         if (200..300).contains(&status) {
             return Ok(
@@ -88,40 +93,146 @@ impl Endpoint {
         .into())
     }
 
-    fn exchange(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Vec<u8>)> {
+    fn connect(&self) -> std::io::Result<Box<dyn Stream>> {
+        Ok(match self {
+            Endpoint::Unix(p) => Box::new(UnixStream::connect(p)?),
+            Endpoint::Tcp { addr, .. } => Box::new(std::net::TcpStream::connect(addr.as_str())?),
+        })
+    }
+
+    /// Connects and sends one request.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        accept: &str,
+    ) -> Result<Box<dyn Stream>> {
         let payload = body.map(|b| b.to_string()).unwrap_or_default();
         let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: application/json\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: {accept}\r\n"
         );
         if body.is_some() {
             head.push_str("Content-Type: application/json\r\n");
         }
         head.push_str(&format!("Content-Length: {}\r\n", payload.len()));
-        match self {
-            Endpoint::Unix(p) => {
-                let mut s = UnixStream::connect(p)?;
-                s.write_all(head.as_bytes())?;
-                s.write_all(b"\r\n")?;
-                s.write_all(payload.as_bytes())?;
-                read_response(s)
+        if let Endpoint::Tcp { token: Some(t), .. } = self {
+            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut s = self.connect()?;
+        s.write_all(head.as_bytes())?;
+        s.write_all(payload.as_bytes())?;
+        Ok(s)
+    }
+
+    fn exchange(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Vec<u8>)> {
+        read_response(self.send(method, path, body, "application/json")?)
+    }
+
+    /// Posts a job and follows its progress stream: `on_event` sees every progress line;
+    /// returns the job's report, or its error.
+    pub fn post_streaming(
+        &self,
+        path: &str,
+        body: &Value,
+        mut on_event: impl FnMut(&Value),
+    ) -> Result<Value> {
+        let context = || {
+            format!("talking to the node at {} (is `shadowcopy serve` running?)", self.describe())
+        };
+        let s =
+            self.send("POST", path, Some(body), "application/x-ndjson").with_context(context)?;
+        let mut r = BufReader::new(s);
+        let head = read_head(&mut r).with_context(context)?;
+        if head.status != 200 {
+            let text = read_body(&mut r, &head)?;
+            return self.request_outcome(head.status, text);
+        }
+        let mut lines: Box<dyn BufRead> = if head.chunked {
+            Box::new(BufReader::new(Chunked { inner: r, left: 0, done: false }))
+        } else {
+            Box::new(r)
+        };
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if lines.read_line(&mut line)? == 0 {
+                bail!("the node closed the progress stream before the job's outcome");
             }
-            Endpoint::Tcp { addr, token } => {
-                let mut s = std::net::TcpStream::connect(addr.as_str())?;
-                if let Some(t) = token {
-                    head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+            let Ok(v) = serde_json::from_str::<Value>(line.trim()) else { continue };
+            match v["event"].as_str() {
+                Some("done") => return Ok(v["report"].clone()),
+                Some("error") => {
+                    let e = &v["error"];
+                    return Err(ApiError {
+                        status: e["status"].as_u64().unwrap_or(500) as u16,
+                        code: e["code"].as_str().unwrap_or("error").to_string(),
+                        message: e["message"].as_str().unwrap_or("").to_string(),
+                    }
+                    .into());
                 }
-                s.write_all(head.as_bytes())?;
-                s.write_all(b"\r\n")?;
-                s.write_all(payload.as_bytes())?;
-                read_response(s)
+                _ => on_event(&v),
             }
         }
     }
 }
 
-/// Reads a status line, headers and the body (by Content-Length, chunked, or to EOF).
-fn read_response(stream: impl Read) -> Result<(u16, Vec<u8>)> {
-    let mut r = BufReader::new(stream);
+/// A connection to the node.
+pub trait Stream: Read + Write {}
+impl<T: Read + Write> Stream for T {}
+
+/// Decodes a chunked body as it arrives.
+struct Chunked<R> {
+    inner: R,
+    left: usize,
+    done: bool,
+}
+
+impl<R: BufRead> Read for Chunked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let mut line = String::new();
+            self.inner.read_line(&mut line)?;
+            if line.trim().is_empty() {
+                // The CRLF after the previous chunk's data.
+                line.clear();
+                self.inner.read_line(&mut line)?;
+            }
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("bad chunk size {:?}", line.trim()),
+                    )
+                })?;
+            if size == 0 {
+                self.done = true;
+                return Ok(0);
+            }
+            self.left = size;
+        }
+        let n = buf.len().min(self.left);
+        let n = self.inner.read(&mut buf[..n])?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+struct Head {
+    status: u16,
+    length: Option<usize>,
+    chunked: bool,
+}
+
+/// Reads a status line and the headers that matter.
+fn read_head(r: &mut impl BufRead) -> Result<Head> {
     let mut line = String::new();
     r.read_line(&mut line)?;
     let status: u16 = line
@@ -129,8 +240,7 @@ fn read_response(stream: impl Read) -> Result<(u16, Vec<u8>)> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| anyhow!("not an HTTP response: {:?}", line.trim_end()))?;
-    let mut length = None;
-    let mut chunked = false;
+    let mut head = Head { status, length: None, chunked: false };
     loop {
         line.clear();
         if r.read_line(&mut line)? == 0 {
@@ -138,40 +248,38 @@ fn read_response(stream: impl Read) -> Result<(u16, Vec<u8>)> {
         }
         let l = line.trim_end();
         if l.is_empty() {
-            break;
+            return Ok(head);
         }
         if let Some((k, v)) = l.split_once(':') {
             let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
             if k == "content-length" {
-                length = v.parse::<usize>().ok();
+                head.length = v.parse::<usize>().ok();
             } else if k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked") {
-                chunked = true;
+                head.chunked = true;
             }
         }
     }
+}
+
+/// Reads the body (by Content-Length, chunked, or to EOF).
+fn read_body(r: &mut impl BufRead, head: &Head) -> Result<Vec<u8>> {
     let mut body = Vec::new();
-    if chunked {
-        loop {
-            line.clear();
-            r.read_line(&mut line)?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| anyhow!("bad chunk size {:?}", line.trim()))?;
-            if size == 0 {
-                break;
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            r.read_exact(&mut body[start..])?;
-            line.clear();
-            r.read_line(&mut line)?;
-        }
-    } else if let Some(n) = length {
+    if head.chunked {
+        Chunked { inner: r, left: 0, done: false }.read_to_end(&mut body)?;
+    } else if let Some(n) = head.length {
         body.resize(n, 0);
         r.read_exact(&mut body)?;
     } else {
         r.read_to_end(&mut body)?;
     }
-    Ok((status, body))
+    Ok(body)
+}
+
+/// Reads a whole response.
+fn read_response(stream: impl Read) -> Result<(u16, Vec<u8>)> {
+    let mut r = BufReader::new(stream);
+    let head = read_head(&mut r)?;
+    Ok((head.status, read_body(&mut r, &head)?))
 }
 
 /// Percent-encodes a query value.

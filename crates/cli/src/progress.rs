@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
 
 /// A job being waited for.
 pub struct Waiting {
@@ -40,6 +41,45 @@ impl Waiting {
         }
         eprintln!("{}: {outcome} in {secs:.1} s", self.what);
     }
+}
+
+/// Runs a job whose progress the node streams: `f` gets a callback for each progress line.
+/// On a terminal the steps show as a spinner's message and byte counts as a bar; otherwise
+/// each step is one plain line.
+pub fn follow<T>(
+    what: &str,
+    f: impl FnOnce(&mut dyn FnMut(&Value)) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let w = Waiting::start(what);
+    let spinner = ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]")
+        .expect("a valid template");
+    let bar = ProgressStyle::with_template(
+        "{msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec})",
+    )
+    .expect("a valid template");
+    let mut in_bar = false;
+    let mut on_event = |v: &Value| match (v["event"].as_str(), &w.bar) {
+        (Some("step"), Some(b)) => {
+            if in_bar {
+                b.set_style(spinner.clone());
+                in_bar = false;
+            }
+            b.set_message(format!("{what}: {}", v["what"].as_str().unwrap_or("")));
+        }
+        (Some("step"), None) => eprintln!("{what}: {}", v["what"].as_str().unwrap_or("")),
+        (Some("bytes"), Some(b)) => {
+            if !in_bar {
+                b.set_style(bar.clone());
+                in_bar = true;
+            }
+            b.set_length(v["total"].as_u64().unwrap_or(0));
+            b.set_position(v["done"].as_u64().unwrap_or(0));
+        }
+        _ => {}
+    };
+    let r = f(&mut on_event);
+    w.finish(r.is_ok());
+    r
 }
 
 /// Runs `f` with a spinner.

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use backup::repo::Repository;
-use backup::{BackupRequest, Quiet, RestoreRequest, RestoreTarget};
+use backup::{BackupRequest, Progress, Quiet, RestoreRequest, RestoreTarget};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use store::load::{LoadConfig, LoadGenerator};
@@ -16,8 +18,9 @@ use volume::{FsRef, HostFs};
 use vss::BackupType;
 
 use super::error::ApiError;
-use super::metrics::BackupFigures;
-use super::{AppState, blocking};
+use super::metrics::{BackupFigures, Metrics};
+use super::{AppState, blocking, stream};
+use crate::Node;
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
@@ -144,9 +147,16 @@ pub struct BackupBody {
     pub databases: Vec<String>,
 }
 
-pub async fn backup(State(s): State<AppState>, Json(req): Json<BackupBody>) -> ApiResult {
-    let backup_type = parse_type(&req.backup_type)?;
-    blocking(&s, move |node, metrics| {
+pub async fn backup(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<BackupBody>,
+) -> Response {
+    let backup_type = match parse_type(&req.backup_type) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    run_job(&s, &headers, move |node, metrics, progress| {
         std::fs::create_dir_all(&req.repo)
             .map_err(|e| ApiError::internal(format!("creating repository {}: {e}", req.repo)))?;
         let repo = Arc::new(Repository::open_or_init(repo_fs(&req.repo)?, "")?);
@@ -156,7 +166,7 @@ pub async fn backup(State(s): State<AppState>, Json(req): Json<BackupBody>) -> A
             backup_type,
             databases: req.databases.clone(),
         };
-        let report = match requester.backup(&request, &Quiet) {
+        let report = match requester.backup(&request, progress) {
             Ok(r) => r,
             Err(e) => {
                 metrics.record_backup_failure();
@@ -174,7 +184,7 @@ pub async fn backup(State(s): State<AppState>, Json(req): Json<BackupBody>) -> A
             stored_bytes: report.stored_bytes,
         });
         let secs = report.elapsed.as_secs_f64();
-        Ok(Json(json!({
+        Ok(json!({
             "set": set_summary(&report.set),
             "job": report.job,
             "bytes": report.bytes,
@@ -182,9 +192,31 @@ pub async fn backup(State(s): State<AppState>, Json(req): Json<BackupBody>) -> A
             "hold_ms": report.hold.as_secs_f64() * 1e3,
             "elapsed_ms": secs * 1e3,
             "throughput_bytes_per_second": report.bytes as f64 / secs.max(1e-9),
-        })))
+        }))
     })
     .await
+}
+
+/// Runs a job on the blocking pool: answering its report when it ends, or, when the client
+/// asked for it, streaming its progress and then the report ([`stream`]).
+async fn run_job<F>(s: &AppState, headers: &HeaderMap, job: F) -> Response
+where
+    F: FnOnce(&Node, &Metrics, &dyn Progress) -> Result<Value, ApiError> + Send + 'static,
+{
+    if stream::wanted(headers) {
+        let (lines, response) = stream::channel();
+        let (node, metrics) = (s.node.clone(), s.metrics.clone());
+        tokio::task::spawn_blocking(move || {
+            let outcome = job(&node, &metrics, &lines);
+            lines.finish(outcome);
+        });
+        response
+    } else {
+        match blocking(s, move |node, metrics| job(node, metrics, &Quiet)).await {
+            Ok(v) => Json(v).into_response(),
+            Err(e) => e.into_response(),
+        }
+    }
 }
 
 fn set_summary(s: &backup::repo::BackupSet) -> Value {
@@ -256,7 +288,19 @@ fn yes() -> bool {
     true
 }
 
-pub async fn restore(State(s): State<AppState>, Json(req): Json<RestoreBody>) -> ApiResult {
+pub async fn restore(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<RestoreBody>,
+) -> Response {
+    run_job(&s, &headers, move |node, _, progress| {
+        let (target, alternate_root) = restore_target(&req)?;
+        restore_job(node, req, target, alternate_root, progress)
+    })
+    .await
+}
+
+fn restore_target(req: &RestoreBody) -> Result<(RestoreTarget, Option<PathBuf>), ApiError> {
     let mut alternate_root: Option<PathBuf> = None;
     let target = match (&req.to, req.original) {
         (Some(dir), false) => {
@@ -282,31 +326,38 @@ pub async fn restore(State(s): State<AppState>, Json(req): Json<RestoreBody>) ->
         (None, true) => RestoreTarget::Original { allow_overwrite: req.allow_overwrite },
         _ => return Err(ApiError::bad_request("give exactly one of `original` or `to`")),
     };
-    blocking(&s, move |node, _| {
-        let repo = open_repo(&req.repo)?;
-        let started = Instant::now();
-        let report = node.restorer(repo).restore(
-            &RestoreRequest { set: req.set.clone(), target, roll_forward: req.roll_forward },
-            &Quiet,
-        )?;
-        Ok(Json(json!({
-            "storage_group": report.storage_group,
-            "sets": report.sets,
-            "files": report.files,
-            "bytes": report.bytes,
-            "generations_replayed": report.recovery.generations,
-            "transactions": report.recovery.transactions,
-            "pages_written": report.recovery.pages_written,
-            "databases": report
-                .databases
-                .iter()
-                .map(|(n, p)| {
-                    let path = alternate_root.as_ref().map_or_else(|| p.clone(), |r| r.join(p));
-                    json!({ "name": n, "path": path })
-                })
-                .collect::<Vec<_>>(),
-            "elapsed_ms": started.elapsed().as_secs_f64() * 1e3,
-        })))
-    })
-    .await
+    Ok((target, alternate_root))
+}
+
+fn restore_job(
+    node: &Node,
+    req: RestoreBody,
+    target: RestoreTarget,
+    alternate_root: Option<PathBuf>,
+    progress: &dyn Progress,
+) -> Result<Value, ApiError> {
+    let repo = open_repo(&req.repo)?;
+    let started = Instant::now();
+    let report = node.restorer(repo).restore(
+        &RestoreRequest { set: req.set.clone(), target, roll_forward: req.roll_forward },
+        progress,
+    )?;
+    Ok(json!({
+        "storage_group": report.storage_group,
+        "sets": report.sets,
+        "files": report.files,
+        "bytes": report.bytes,
+        "generations_replayed": report.recovery.generations,
+        "transactions": report.recovery.transactions,
+        "pages_written": report.recovery.pages_written,
+        "databases": report
+            .databases
+            .iter()
+            .map(|(n, p)| {
+                let path = alternate_root.as_ref().map_or_else(|| p.clone(), |r| r.join(p));
+                json!({ "name": n, "path": path })
+            })
+            .collect::<Vec<_>>(),
+        "elapsed_ms": started.elapsed().as_secs_f64() * 1e3,
+    }))
 }

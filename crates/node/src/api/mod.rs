@@ -14,10 +14,10 @@
 //! | POST | /v1/store/{sg}/mount, /v1/store/{sg}/dismount | |
 //! | POST | /v1/mail/load | `{sg, db, messages?, seconds?}` |
 //! | GET | /v1/mail/count?sg=&db= | |
-//! | POST | /v1/backup | `{type, sg, repo, databases?}` → report |
+//! | POST | /v1/backup | `{type, sg, repo, databases?}` → report (progress with `Accept: application/x-ndjson`) |
 //! | GET | /v1/backup/sets?repo= | |
 //! | POST | /v1/backup/verify | `{repo, set}` |
-//! | POST | /v1/restore | `{repo, set, original?, allow_overwrite?, to?, roll_forward}` |
+//! | POST | /v1/restore | `{repo, set, original?, allow_overwrite?, to?, roll_forward}` (streams too) |
 //! | GET | /v1/events?job=&source=&id=&since_ms=&limit= | |
 //! | GET | /metrics | Prometheus text |
 
@@ -26,6 +26,7 @@ pub mod error;
 mod handlers;
 mod jobs;
 pub mod metrics;
+pub mod stream;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
