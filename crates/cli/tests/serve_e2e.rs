@@ -52,6 +52,18 @@ fn load_backup_list_verify_restore_and_count_through_the_command() {
     let verify = node.cli(&["inspect", "verify", edb.to_str().unwrap()]);
     assert!(verify.contains("verified"), "{verify}");
 
+    // Disaster: the database file is lost. Restore over the original location, rolling
+    // forward through the logs still on disk: every message is back.
+    node.cli(&["store", "dismount", "SG1"]);
+    std::fs::remove_file(dir.path().join("db/SG1/DB1.edb")).unwrap();
+    let out = node.cli(&["restore", "--repo", repo, "--set", inc, "--original"]);
+    assert!(out.contains("Restored SG1"), "{out}");
+    if node.json(&["store", "status"])["storage_groups"][0]["mounted"] != true {
+        node.cli(&["store", "mount", "SG1"]);
+    }
+    let after = node.json(&["mail", "count", "--sg", "SG1", "--db", "DB1"]);
+    assert_eq!(after["digest"], count["digest"], "the restored store holds the same messages");
+
     // The trail of the full backup is in the event log.
     let job = node.json(&["backup", "list", "--repo", repo])["sets"][0]["job"]
         .as_str()
