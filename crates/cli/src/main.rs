@@ -22,7 +22,7 @@ use client::{DEFAULT_SOCKET, Endpoint};
 
 /// Shadowcopy: application-consistent, point-in-time backups of live data on Linux.
 #[derive(Debug, Parser)]
-#[command(name = "shadowcopy", version, about, long_about = None)]
+#[command(name = "shadowcopy", version, long_about = None)]
 struct Cli {
     /// The node to talk to: its API socket path, or http://HOST:PORT.
     #[arg(long, global = true, env = "SHADOWCOPY_NODE", default_value = DEFAULT_SOCKET)]

@@ -134,7 +134,7 @@ pub fn run(config: Config) -> Result<(), ServiceError> {
         .enable_all()
         .build()
         .map_err(ServiceError::Runtime)?;
-    let served = rt.block_on(serve(node.clone(), &socket, tcp, token));
+    let served = rt.block_on(serve(node.clone(), &socket, tcp, token, signalled()));
     // Stop the blocking pool's idle threads; jobs still running are abandoned here.
     rt.shutdown_timeout(Duration::from_secs(1));
     let _ = std::fs::remove_file(&socket);
@@ -148,11 +148,15 @@ pub fn run(config: Config) -> Result<(), ServiceError> {
     }
 }
 
-async fn serve(
+/// Serves the API of `node` on `socket` (and on `tcp`, which needs `token`) until `shutdown`
+/// completes; then stops accepting and gives requests in flight [`SHUTDOWN_GRACE`]. The
+/// caller shuts the node down afterwards.
+pub async fn serve(
     node: Arc<Node>,
     socket: &Path,
     tcp: Option<std::net::SocketAddr>,
     token: Option<Token>,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServiceError> {
     let state = AppState::new(node);
     let stopping = state.stopping.clone();
@@ -199,7 +203,7 @@ async fn serve(
     tokio::pin!(servers);
     tokio::select! {
         r = &mut servers => return r.map_err(|source| ServiceError::Socket { path: socket.into(), source }),
-        _ = signalled() => {}
+        _ = shutdown => {}
     }
     stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = stop_tx.send(true);

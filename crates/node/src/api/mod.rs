@@ -95,5 +95,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", get(handlers::events))
         .route("/metrics", get(handlers::metrics))
         .fallback(handlers::not_found)
+        .layer(axum::middleware::map_response(error::json_rejections))
         .with_state(state)
 }

@@ -1,0 +1,249 @@
+//! The API in process: a node served on a temporary socket, spoken to in raw HTTP/1.1.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use node::{Config, Node};
+use serde_json::{Value, json};
+
+fn config(dir: &Path) -> Config {
+    let text = format!(
+        r#"
+[node]
+name = "mbx1"
+data_dir = "{d}/data"
+
+[[volume]]
+label = "logs"
+path = "{d}/logs"
+
+[[volume]]
+label = "db"
+path = "{d}/db"
+
+[[storage_group]]
+name = "SG1"
+log_volume = "logs"
+log_dir = "SG1"
+
+[[storage_group.database]]
+name = "DB1"
+volume = "db"
+path = "SG1/DB1.edb"
+"#,
+        d = dir.display()
+    );
+    Config::parse(&text, Path::new("test.toml")).unwrap()
+}
+
+/// A node and its API, served on a thread until dropped.
+struct Api {
+    socket: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    node: Arc<Node>,
+}
+
+impl Api {
+    fn start(dir: &Path) -> Api {
+        let node = Arc::new(Node::start(config(dir)).unwrap());
+        let socket = dir.join("api.sock");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (n, s) = (node.clone(), socket.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(node::service::serve(n, &s, None, None, async {
+                let _ = rx.await;
+            }))
+            .unwrap();
+        });
+        while UnixStream::connect(&socket).is_err() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Api { socket, stop: Some(tx), thread: Some(thread), node }
+    }
+
+    /// One request; the status, the content type and the (de-chunked) body.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        accept: &str,
+    ) -> (u16, String, String) {
+        let mut s = UnixStream::connect(&self.socket).unwrap();
+        let body = body.unwrap_or("");
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAccept: {accept}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        let (head, mut rest) = text.split_once("\r\n\r\n").unwrap();
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                })
+                .unwrap_or_default()
+        };
+        let body = if header("transfer-encoding") == "chunked" {
+            let mut out = String::new();
+            loop {
+                let (size, after) = rest.split_once("\r\n").unwrap();
+                let n = usize::from_str_radix(size, 16).unwrap();
+                if n == 0 {
+                    break;
+                }
+                out.push_str(&after[..n]);
+                rest = &after[n + 2..];
+            }
+            out
+        } else {
+            rest.to_string()
+        };
+        (status, header("content-type"), body)
+    }
+
+    fn json(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let b = body.map(|b| b.to_string());
+        let (status, ctype, text) = self.call(method, path, b.as_deref(), "application/json");
+        assert!(ctype.starts_with("application/json"), "{status} {ctype}: {text}");
+        (status, serde_json::from_str(&text).unwrap())
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap();
+        assert!(self.node.shutdown().is_empty());
+    }
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+#[test]
+fn errors_have_a_status_and_a_stable_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(dir.path());
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+
+    let (s, v) = api.json("POST", "/v1/store/NOPE/mount", None);
+    assert_eq!((s, code(&v)), (404, "no_such_storage_group"));
+    let (s, v) = api.json("POST", "/v1/store/SG1/mount", None);
+    assert_eq!((s, code(&v)), (409, "already_mounted"));
+    let (s, v) = api.json(
+        "POST",
+        "/v1/backup",
+        Some(json!({"type": "incremental", "sg": "SG1", "repo": repo})),
+    );
+    assert_eq!((s, code(&v)), (409, "no_base_backup"), "{v}");
+    let (s, v) =
+        api.json("POST", "/v1/backup", Some(json!({"type": "weekly", "sg": "SG1", "repo": repo})));
+    assert_eq!((s, code(&v)), (400, "bad_request"));
+    let (s, v) =
+        api.json("POST", "/v1/backup/verify", Some(json!({"repo": repo, "set": "abcdef"})));
+    assert!(s == 404 || s == 400, "{s} {v}");
+    let (s, v) = api.json(
+        "POST",
+        "/v1/backup",
+        Some(json!({"type": "full", "sg": "SG1", "repo": "relative/repo"})),
+    );
+    assert_eq!((s, code(&v)), (400, "bad_request"));
+    let (s, v) = api.json("POST", "/v1/shadows", Some(json!({"for": "nosuchvolume"})));
+    assert_eq!((s, code(&v)), (404, "no_such_volume"), "{v}");
+    let (s, v) = api.json("POST", "/v1/shadows/delete", Some(json!({"all": true, "oldest": true})));
+    assert_eq!((s, code(&v)), (400, "bad_request"));
+    let (s, v) = api.json("GET", "/v1/events?source=nobody", None);
+    assert_eq!((s, code(&v)), (400, "bad_request"));
+    // The framework's own rejections are JSON too.
+    let (s, _, text) = api.call("POST", "/v1/backup", Some("{not json"), "application/json");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((s, code(&v)), (400, "bad_request"), "{text}");
+    let (s, v) = api.json("DELETE", "/v1/writers", None);
+    assert_eq!((s, code(&v)), (405, "method_not_allowed"));
+    let (s, v) = api.json("GET", "/v1/mail/count?sg=SG1", None);
+    assert_eq!((s, code(&v)), (400, "bad_request"));
+}
+
+#[test]
+fn a_backup_streams_its_progress_then_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(dir.path());
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    let (s, v) =
+        api.json("POST", "/v1/mail/load", Some(json!({"sg": "SG1", "db": "DB1", "messages": 40})));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["delivered"], 40);
+
+    let body = json!({"type": "full", "sg": "SG1", "repo": repo}).to_string();
+    let (s, ctype, text) = api.call("POST", "/v1/backup", Some(&body), "application/x-ndjson");
+    assert_eq!((s, ctype.as_str()), (200, "application/x-ndjson"));
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines.iter().any(|l| l["event"] == "step"), "{text}");
+    let last = lines.last().unwrap();
+    assert_eq!(last["event"], "done", "{text}");
+    assert_eq!(last["report"]["set"]["type"], "full");
+    assert!(lines[..lines.len() - 1].iter().all(|l| l["event"] != "done" && l["event"] != "error"));
+
+    // A failing job streams its error as the last line.
+    let body = json!({"type": "differential", "sg": "SG2", "repo": repo}).to_string();
+    let (s, _, text) = api.call("POST", "/v1/backup", Some(&body), "application/x-ndjson");
+    assert_eq!(s, 200);
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "error", "{text}");
+    assert_eq!(last["error"]["code"], "no_such_storage_group", "{text}");
+
+    // The figures of the backup are in the metrics.
+    let (s, ctype, metrics) = api.call("GET", "/metrics", None, "text/plain");
+    assert_eq!(s, 200);
+    assert!(ctype.starts_with("text/plain"));
+    assert!(metrics.contains("shadowcopy_backup_bytes{"), "{metrics}");
+    assert!(metrics.contains("shadowcopy_backups_failed_total 1"), "{metrics}");
+}
+
+#[test]
+fn shadows_are_created_listed_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(dir.path());
+    let (s, v) = api.json("POST", "/v1/shadows", Some(json!({"for": "db"})));
+    assert_eq!(s, 200, "{v}");
+    let id = v["shadows"][0]["id"].as_str().unwrap().to_string();
+    let (_, v) = api.json("GET", "/v1/shadows", None);
+    assert_eq!(v["shadows"][0]["id"], id.as_str());
+    assert_eq!(v["shadows"][0]["persistent"], true);
+    let (s, v) = api.json("POST", "/v1/shadows/delete", Some(json!({"shadow": id})));
+    assert_eq!(s, 200, "{v}");
+    let (_, v) = api.json("GET", "/v1/shadows", None);
+    assert_eq!(v["shadows"], json!([]));
+    let (s, v) = api.json("POST", "/v1/shadows/delete", Some(json!({"shadow": id})));
+    assert_eq!((s, code(&v)), (404, "no_such_shadow"), "{v}");
+    let (s, v) = api.json(
+        "POST",
+        "/v1/shadowstorage",
+        Some(json!({"for": "db", "on": "logs", "max_size": "64MiB"})),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = api.json(
+        "POST",
+        "/v1/shadowstorage/resize",
+        Some(json!({"for": "db", "max_size": "lots"})),
+    );
+    assert_eq!((s, code(&v)), (400, "bad_request"));
+}
