@@ -148,22 +148,7 @@ fn a_verification_failure_truncates_nothing_and_stamps_nothing() {
 fn a_second_backup_of_the_same_storage_group_is_refused_naming_the_job() {
     let n = common::node();
     load_some(&n, 10, 6);
-    let mut first = n.coordinator.backup_session(SnapshotContext::Backup).unwrap();
-    let writers = first.gather_writer_metadata().unwrap();
-    let w = &writers[0];
-    let keys: Vec<vss::ComponentKey> = w
-        .metadata
-        .components
-        .iter()
-        .map(|c| vss::ComponentKey {
-            writer: w.key.clone(),
-            logical_path: c.logical_path.clone(),
-            name: c.name.clone(),
-        })
-        .collect();
-    first.set_backup_state(vss::BackupState { components: keys, ..Default::default() }).unwrap();
-    first.prepare_for_backup().unwrap();
-    first.do_snapshot_set().unwrap(); // the first job is now copying
+    let first = job_in_copy_phase(&n, BackupType::Full); // the first job is now copying
     let job = first.job();
     let err = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap_err();
     assert!(err.to_string().contains(&job.to_string()), "{err}");
@@ -173,13 +158,9 @@ fn a_second_backup_of_the_same_storage_group_is_refused_naming_the_job() {
     n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
 }
 
-/// Drives a job by hand through the coordinator up to the copy phase.
-fn job_in_copy_phase(n: &common::Node, t: BackupType) -> vss::BackupSession {
-    let mut s = n.coordinator.backup_session(SnapshotContext::Backup).unwrap();
-    let writers = s.gather_writer_metadata().unwrap();
-    let w = &writers[0];
-    let keys: Vec<vss::ComponentKey> = w
-        .metadata
+/// Every component a writer offers.
+fn component_keys(w: &vss::WriterDescription) -> Vec<vss::ComponentKey> {
+    w.metadata
         .components
         .iter()
         .map(|c| vss::ComponentKey {
@@ -187,7 +168,14 @@ fn job_in_copy_phase(n: &common::Node, t: BackupType) -> vss::BackupSession {
             logical_path: c.logical_path.clone(),
             name: c.name.clone(),
         })
-        .collect();
+        .collect()
+}
+
+/// Drives a job by hand through the coordinator up to the copy phase.
+fn job_in_copy_phase(n: &common::Node, t: BackupType) -> vss::BackupSession {
+    let mut s = n.coordinator.backup_session(SnapshotContext::Backup).unwrap();
+    let writers = s.gather_writer_metadata().unwrap();
+    let keys = component_keys(&writers[0]);
     s.set_backup_state(vss::BackupState {
         backup_type: vss::BackupTypeChoice(t),
         components: keys,
@@ -222,16 +210,8 @@ fn a_dismount_during_a_full_backup_makes_it_a_copy() {
     let mut s = job_in_copy_phase(&n, BackupType::Full);
     let sg = n.store.storage_group("SG1").unwrap();
     sg.dismount(true).unwrap();
-    let keys: Vec<_> = s.document().writers[0]
-        .components
-        .iter()
-        .map(|c| vss::ComponentKey {
-            writer: s.document().writers[0].key.clone(),
-            logical_path: c.logical_path.clone(),
-            name: c.name.clone(),
-        })
-        .collect();
-    for k in &keys {
+    let w = &s.writers()[0];
+    for k in &component_keys(w) {
         s.set_backup_succeeded(k, true).unwrap();
     }
     s.backup_complete().unwrap();
