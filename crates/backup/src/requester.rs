@@ -161,6 +161,23 @@ impl Requester {
     pub fn backup(&self, req: &BackupRequest, progress: &dyn Progress) -> Result<BackupReport> {
         let started = Instant::now();
         let sg = self.store.storage_group(&req.storage_group)?;
+        if req.backup_type == BackupType::Log {
+            return Err(RequesterError::Refused(
+                "the store writer offers no log-only backup type; use an incremental".into(),
+            ));
+        }
+        let all_databases = sg
+            .def()
+            .databases
+            .iter()
+            .all(|d| req.databases.is_empty() || req.databases.contains(&d.name));
+        if !all_databases && req.backup_type != BackupType::Copy {
+            return Err(RequesterError::Refused(format!(
+                "a {} backup must include every database of storage group {} (they share one log stream, whose truncation and header stamps cover them all); back up a subset with --type copy",
+                type_name(req.backup_type),
+                req.storage_group
+            )));
+        }
         let lp = logical_path(self.store.node(), &req.storage_group);
         let base = match req.backup_type {
             BackupType::Incremental | BackupType::Differential => {
@@ -267,6 +284,22 @@ impl Requester {
             }
             if logs_only {
                 plan.retain(|p| p.role == "log");
+            }
+            // An incremental or differential must continue its base's log chain. A
+            // differential after an incremental finds the generations in between truncated;
+            // they are in the repository (in the incrementals), which restore draws on. If the
+            // repository does not hold them either, the chain could not be restored: refuse.
+            if let (Some(b), Some(first)) = (&base, plan.iter().filter_map(|p| p.generation).min())
+                && let Some(range) = b.log_range
+                && first > range.high + 1
+            {
+                let held = crate::restore::generations_held(&self.repo, b)?;
+                if let Some(missing) = (range.high + 1..first).find(|g| !held.contains(g)) {
+                    return Err(RequesterError::Refused(format!(
+                        "log generation {missing:#X}, needed after base set {}, was truncated and is in no backup set of this repository; take a full backup",
+                        b.id
+                    )));
+                }
             }
             progress.step("verifying the snapshot's databases and logs");
             let headers = self.verify(&views, &selected, &plan, &prefix, job)?;

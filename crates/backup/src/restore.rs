@@ -172,7 +172,9 @@ impl Restorer {
         let chain = self.chain(&set)?;
         let prefix = sg.def().prefix.clone();
         progress.step("checking the backup chain");
-        let (databases, logs) = collect_files(&chain, &prefix)?;
+        let extra =
+            if chain.len() > 1 { later_logs(&self.repo, &chain[0])? } else { BTreeMap::new() };
+        let (databases, logs) = collect_files(&chain, &prefix, &extra)?;
         let sets: Vec<Uuid> = chain.iter().map(|s| s.id).collect();
         self.events.emit(
             &cat::REQUESTER_RESTORE_STARTED,
@@ -467,12 +469,51 @@ fn write_recovered_checkpoint(
     ese::checkpoint::write_checkpoint(fs.as_ref(), &path, &chk).map_err(failed)
 }
 
+/// The generation of a closed log file name of any prefix (`E01` + 8 hex digits + `.log`).
+fn any_generation(name: &str) -> Option<u32> {
+    let stem = name.strip_suffix(".log")?;
+    let (prefix, hex) = stem.split_at(stem.len().checked_sub(8)?);
+    ese::logfmt::parse_generation_name(prefix, name)
+        .filter(|_| prefix.len() == 3 && !hex.is_empty())
+}
+
+/// Every log generation held by the sets of `full`'s storage group and node that were taken
+/// after it (incrementals and differentials), with the set holding each.
+fn later_logs(repo: &Repository, full: &BackupSet) -> Result<BTreeMap<u32, FileEntry>> {
+    let mut out = BTreeMap::new();
+    for s in repo.list_sets()? {
+        if s.storage_group != full.storage_group
+            || s.node != full.node
+            || s.created_unix_ms < full.created_unix_ms
+            || !matches!(s.backup_type.as_str(), "incremental" | "differential")
+        {
+            continue;
+        }
+        for f in s.files.iter().filter(|f| f.role == "log") {
+            let name = Path::new(&f.path).file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Some(g) = any_generation(name) {
+                out.entry(g).or_insert_with(|| f.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The log generations the repository holds after `base` (see [`later_logs`]).
+pub fn generations_held(
+    repo: &Repository,
+    base: &BackupSet,
+) -> Result<std::collections::BTreeSet<u32>> {
+    Ok(later_logs(repo, base)?.into_keys().collect())
+}
+
 /// The database files (from the chain's first set) and every log generation, checked for
 /// continuity and for agreement between sets that hold the same generation.
 #[allow(clippy::type_complexity)]
 fn collect_files(
     chain: &[BackupSet],
     prefix: &str,
+    extra: &BTreeMap<u32, FileEntry>,
 ) -> Result<(Vec<(String, FileEntry)>, BTreeMap<u32, FileEntry>)> {
     let first = &chain[0];
     // A database file's component is named after its database.
@@ -514,6 +555,13 @@ fn collect_files(
             "the backup chain holds no log generation".into(),
         ));
     };
+    // Generations a later incremental truncated before a differential was taken live in that
+    // incremental's set.
+    for g in lo..=hi {
+        if let (false, Some(f)) = (logs.contains_key(&g), extra.get(&g)) {
+            logs.insert(g, f.clone());
+        }
+    }
     if let Some(missing) = (lo..=hi).find(|g| !logs.contains_key(g)) {
         return Err(RequesterError::RestoreRefused(format!(
             "log generation {} is missing from the backup chain (it holds {} to {})",

@@ -206,3 +206,67 @@ fn a_mounted_storage_group_is_not_overwritten_unless_allowed() {
     r.restore(&request(true), &Quiet).unwrap();
     assert!(n.store.storage_group("SG1").unwrap().is_mounted());
 }
+
+fn loaded(n: &common::Node, deliveries: u64, seed: u64) -> store::load::Ledger {
+    let mail = n.store.storage_group("SG1").unwrap().mail("DB1").unwrap();
+    let load = LoadGenerator::start(
+        mail,
+        LoadConfig {
+            mailboxes: 3,
+            body_min: 2000,
+            body_max: 20_000,
+            seed,
+            max_deliveries: Some(deliveries),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    while !load.finished() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    load.stop()
+}
+
+#[test]
+fn a_differential_after_an_incremental_restores_with_the_incrementals_logs() {
+    let n = common::node();
+    let a = loaded(&n, 60, 21);
+    n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    let b = loaded(&n, 60, 22);
+    n.requester.backup(&req(BackupType::Incremental), &Quiet).unwrap();
+    let c = loaded(&n, 60, 23);
+    let diff = n.requester.backup(&req(BackupType::Differential), &Quiet).unwrap();
+    let alt: FsRef = Arc::new(HostFs::new(n.dir.path().join("alt")).unwrap());
+    restorer(&n)
+        .restore(
+            &RestoreRequest {
+                set: diff.set.id.to_string(),
+                target: RestoreTarget::Alternate { fs: alt.clone(), dir: PathBuf::from("x") },
+                roll_forward: false,
+            },
+            &Quiet,
+        )
+        .unwrap();
+    let (_i, restored) = open_alternate(alt, Path::new("x"));
+    for ledger in [&a, &b, &c] {
+        ledger.verify(&restored, u64::MAX).unwrap();
+    }
+}
+
+#[test]
+fn a_differential_whose_missing_logs_are_in_no_set_is_refused() {
+    let n = common::node();
+    loaded(&n, 60, 24);
+    n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    loaded(&n, 60, 25);
+    let inc = n.requester.backup(&req(BackupType::Incremental), &Quiet).unwrap();
+    // The incremental's set is lost from the repository.
+    n.repo_fs.remove_file(&Path::new("sets").join(format!("{}.manifest", inc.set.id))).unwrap();
+    loaded(&n, 60, 26);
+    let before = n.store.storage_group("SG1").unwrap().log_state().unwrap().generations;
+    let err = n.requester.backup(&req(BackupType::Differential), &Quiet).unwrap_err();
+    assert!(matches!(err, RequesterError::Refused(_)), "{err}");
+    assert!(err.to_string().contains("take a full backup"), "{err}");
+    let after = n.store.storage_group("SG1").unwrap().log_state().unwrap().generations;
+    assert!(before.iter().all(|g| after.contains(g)), "nothing truncated");
+}
