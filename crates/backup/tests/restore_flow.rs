@@ -270,3 +270,51 @@ fn a_differential_whose_missing_logs_are_in_no_set_is_refused() {
     let after = n.store.storage_group("SG1").unwrap().log_state().unwrap().generations;
     assert!(before.iter().all(|g| after.contains(g)), "nothing truncated");
 }
+
+#[test]
+fn a_failed_restore_over_a_mounted_storage_group_mounts_it_again() {
+    let n = common::node();
+    loaded(&n, 40, 27);
+    let full = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    // Remove every pack: the restore must fail while reading the backup.
+    for e in n.repo_fs.read_dir(Path::new("packs")).unwrap() {
+        n.repo_fs.remove_file(&Path::new("packs").join(&e.name)).unwrap();
+    }
+    let err = restorer(&n)
+        .restore(
+            &RestoreRequest {
+                set: full.set.id.to_string(),
+                target: RestoreTarget::Original { allow_overwrite: true },
+                roll_forward: true,
+            },
+            &Quiet,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("pack"), "{err}");
+    let sg = n.store.storage_group("SG1").unwrap();
+    assert!(sg.is_mounted(), "the storage group is left as it was: mounted");
+    let names: Vec<String> =
+        n.logs.read_dir(Path::new("SG1/logs")).unwrap().into_iter().map(|e| e.name).collect();
+    assert!(names.iter().all(|n| !n.starts_with(".restore-")), "{names:?}");
+}
+
+#[test]
+fn an_alternate_restore_needs_an_empty_directory_and_no_roll_forward() {
+    let n = common::node();
+    loaded(&n, 20, 28);
+    let full = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    let alt: FsRef = Arc::new(HostFs::new(n.dir.path().join("alt")).unwrap());
+    alt.create_dir_all(Path::new("busy")).unwrap();
+    alt.open(Path::new("busy/keep.txt"), OpenMode::Create).unwrap().write_at(b"mine", 0).unwrap();
+    let request = |dir: &str, roll_forward| RestoreRequest {
+        set: full.set.id.to_string(),
+        target: RestoreTarget::Alternate { fs: alt.clone(), dir: PathBuf::from(dir) },
+        roll_forward,
+    };
+    let err = restorer(&n).restore(&request("busy", false), &Quiet).unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+    assert_eq!(volume::fs::read_all(alt.as_ref(), Path::new("busy/keep.txt")).unwrap(), b"mine");
+    let err = restorer(&n).restore(&request("fresh", true), &Quiet).unwrap_err();
+    assert!(err.to_string().contains("roll-forward"), "{err}");
+    restorer(&n).restore(&request("fresh", false), &Quiet).unwrap();
+}

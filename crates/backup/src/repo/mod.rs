@@ -109,7 +109,10 @@ impl Repository {
         if fs.exists(&cfg_path).ctx("checking", &cfg_path)? {
             return Err(RepoError::AlreadyExists { path: root });
         }
-        if !opts.chunk_size.is_power_of_two() || opts.chunk_size < 4096 {
+        if !opts.chunk_size.is_power_of_two()
+            || opts.chunk_size < 4096
+            || opts.chunk_size > pack::MAX_CHUNK
+        {
             return Err(RepoError::CorruptConfig {
                 path: cfg_path,
                 why: format!("chunk size {} must be a power of two ≥ 4096", opts.chunk_size),
