@@ -7,12 +7,12 @@
 //! 2. for an incremental or differential, find its base set in the repository (the last full,
 //!    or the last full or incremental) and hand its components document to the coordinator;
 //! 3. prepare, and let the coordinator freeze the writers, commit the snapshot set and thaw;
-//! 4. **verify** the files in the snapshot views — every database page checksum, every log
-//!    record checksum, log generations contiguous, the logs' signature equal to the databases'
-//!    — before anything is reported; the copy reads the same immutable views, and every
-//!    stored byte is hashed on the way in, so what was verified is what was stored;
-//! 5. copy the files into the repository and publish the set — *before* reporting success,
-//!    so that logs are never truncated for a backup that does not exist yet;
+//! 4. copy the files into the repository, then **verify what was stored**, read back through
+//!    the repository (every chunk decompressed and hash-checked): every database page
+//!    checksum, every log record checksum, log generations contiguous, the logs' signature
+//!    equal to the databases';
+//! 5. publish the set — *before* reporting success, so that logs are never truncated for a
+//!    backup that does not exist yet;
 //! 6. report success (or failure) per component; the writers then stamp headers and truncate
 //!    logs (or do neither), and the session shuts down.
 //!
@@ -36,7 +36,7 @@ use vss::{
 };
 
 use crate::error::{RequesterError, Result};
-use crate::repo::{BackupSet, LogRange, Repository, SetMeta};
+use crate::repo::{BackupSet, LogRange, Repository, SetMeta, StoredFiles};
 
 /// Reports progress of long work (a terminal bar, log lines, or nothing).
 pub trait Progress: Send + Sync {
@@ -301,13 +301,6 @@ impl Requester {
                     )));
                 }
             }
-            progress.step("verifying the snapshot's databases and logs");
-            let headers = self.verify(&views, &selected, &plan, &prefix, job)?;
-            let gens: Vec<u32> = plan.iter().filter_map(|p| p.generation).collect();
-            let log_range = match (gens.iter().min(), gens.iter().max()) {
-                (Some(&low), Some(&high)) => Some(LogRange { low, high }),
-                _ => None,
-            };
             progress.step("copying files into the repository");
             let total: u64 = plan.iter().map(|p| p.len).sum();
             let mut writer = self.repo.begin_set();
@@ -328,7 +321,25 @@ impl Requester {
                 })?;
                 done_before += p.len;
             }
-            let stored = writer.stored_bytes();
+            // Verify what was stored: read back through the repository (every chunk
+            // decompressed and hash-checked) with the engine's physical checks.
+            writer.seal()?;
+            progress.step("verifying the stored databases and logs");
+            let stored: BTreeMap<String, FsRef> = views
+                .keys()
+                .map(|v| {
+                    let fs: FsRef =
+                        Arc::new(StoredFiles::new(self.repo.clone(), v, writer.files()));
+                    (v.clone(), fs)
+                })
+                .collect();
+            let headers = self.verify(&views, &stored, &selected, &plan, &prefix, job)?;
+            let gens: Vec<u32> = plan.iter().filter_map(|p| p.generation).collect();
+            let log_range = match (gens.iter().min(), gens.iter().max()) {
+                (Some(&low), Some(&high)) => Some(LogRange { low, high }),
+                _ => None,
+            };
+            let stored_bytes = writer.stored_bytes();
             self.events.emit(
                 &cat::REQUESTER_COPY_DONE,
                 Some(job),
@@ -360,20 +371,27 @@ impl Requester {
                 Some(job),
                 json!({"set": published.id.to_string(), "backup_type": published.backup_type,
                        "storage_group": published.storage_group, "files": published.files.len(),
-                       "bytes": total, "stored": stored}),
+                       "bytes": total, "stored": stored_bytes}),
             );
-            Ok((published, total, stored))
+            Ok((published, total, stored_bytes))
         })();
 
+        // Report per component; the copy's own error, if any, is the one the caller sees.
         let ok = outcome.is_ok();
+        let mut reporting = Ok(());
         for k in &keys {
-            session.set_backup_succeeded(k, ok)?;
+            if let Err(e) = session.set_backup_succeeded(k, ok) {
+                reporting = Err(e);
+            }
         }
         progress.step("reporting backup complete to the writers");
         let complete = session.backup_complete();
         let document = session.shutdown();
         let (set, bytes, stored_bytes) = outcome?;
-        complete?;
+        reporting?;
+        if let Err(e) = complete {
+            return Err(RequesterError::CompleteFailed { set: set.id, source: e });
+        }
         Ok(BackupReport {
             set,
             job,
@@ -441,6 +459,7 @@ impl Requester {
     fn verify(
         &self,
         views: &BTreeMap<String, FsRef>,
+        stored: &BTreeMap<String, FsRef>,
         selected: &[&vss::Component],
         plan: &[Planned],
         prefix: &str,
@@ -461,14 +480,18 @@ impl Requester {
         let mut required: Vec<(String, u32, u32)> = Vec::new();
         for c in selected.iter().filter(|c| c.component_type == ComponentType::Database) {
             for fd in &c.files {
-                let view = views
-                    .get(&fd.volume)
-                    .ok_or_else(|| RequesterError::NoView(fd.volume.clone()))?;
                 let path = Path::new(&fd.path).join(&fd.filespec);
                 let name = format!("{}/{}", fd.volume, path.display());
+                let copied = plan.iter().any(|p| p.role == "database" && p.path == path);
+                // A copied database is checked as stored; one that was not copied (an
+                // incremental or differential) still lends its header's log signature.
+                let source = if copied { stored } else { views };
+                let view = source
+                    .get(&fd.volume)
+                    .ok_or_else(|| RequesterError::NoView(fd.volume.clone()))?;
                 let header = ese::inspect::dump_database_header(view.as_ref(), &path)
                     .map_err(|e| fail(name.clone(), e.to_string()))?;
-                if plan.iter().any(|p| p.role == "database" && p.path == path) {
+                if copied {
                     let v = ese::inspect::verify_database(view.as_ref(), &path)
                         .map_err(|e| fail(name.clone(), e.to_string()))?;
                     pages += v.verified;
@@ -510,7 +533,7 @@ impl Requester {
             }
         };
         let log_dir = logs[0].path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let view = views
+        let view = stored
             .get(&logs[0].volume)
             .ok_or_else(|| RequesterError::NoView(logs[0].volume.clone()))?;
         ese::inspect::verify_logs(view.as_ref(), &log_dir, prefix, Some((first, last)), signature)

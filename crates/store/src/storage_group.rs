@@ -408,12 +408,16 @@ impl StorageGroup {
             Some(b) if b.job == job => {}
             _ => return false,
         }
+        // Abort the engine session before giving up the claim, so that the next job never
+        // finds the engine still holding this one (the abort is short: thaw and clear).
         let mut b = st.backup.take().expect("checked above");
-        drop(st);
         if let Some(mut s) = b.session.take() {
             let _ = s.abort();
         }
-        *self.current_job.lock() = None;
+        let mut current = self.current_job.lock();
+        if *current == Some(job) {
+            *current = None;
+        }
         true
     }
 

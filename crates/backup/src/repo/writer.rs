@@ -238,6 +238,12 @@ impl<'r> SetWriter<'r> {
         Ok(())
     }
 
+    /// Makes every chunk written so far durable and readable (indexed), without publishing the
+    /// set: the requester verifies the stored files between this and [`SetWriter::publish`].
+    pub fn seal(&mut self) -> Result<()> {
+        self.seal_pack()
+    }
+
     fn seal_pack(&mut self) -> Result<()> {
         if let Some(p) = self.pack.take() {
             let entries = p.seal(self.repo.fs.as_ref(), &self.repo.root)?;
