@@ -130,7 +130,7 @@ fn notice_event(n: &EngineNotice) -> (&'static EventDef, serde_json::Value) {
         EngineNotice::FreezeStarted { prefix, snapshot_instance, rolled_generation } => (
             &cat::ENGINE_FREEZE_STARTED,
             json!({"instance": prefix, "snapshot_instance": snapshot_instance,
-                   "generation": rolled_generation}),
+                   "generation": ese::logfmt::generation_name(prefix, *rolled_generation)}),
         ),
         EngineNotice::FreezeEnded { prefix, snapshot_instance } => (
             &cat::ENGINE_FREEZE_ENDED,
