@@ -72,7 +72,9 @@ pub struct Restore {
     /// Into this directory on the node.
     #[arg(long)]
     to: Option<PathBuf>,
-    /// Stop at the end of the backup's logs instead of rolling forward.
+    /// Stop at the end of the backup's logs. A restore with --to always does; one over the
+    /// original location always rolls forward (mounting replays the logs on disk), so the
+    /// node refuses this flag there.
     #[arg(long)]
     no_roll_forward: bool,
 }
@@ -168,7 +170,7 @@ pub fn run_restore(node: &Endpoint, r: &Restore) -> Result<()> {
         "original": r.original,
         "allow_overwrite": r.allow_overwrite,
         "to": to,
-        "roll_forward": !r.no_roll_forward,
+        "roll_forward": if r.no_roll_forward { Some(false) } else { None },
     });
     let v = progress::follow(&format!("restoring set {}", r.set), |on_event| {
         node.post_streaming("/v1/restore", &body, on_event)

@@ -7,6 +7,7 @@
 mod admin;
 mod backup_cmd;
 mod client;
+mod demo;
 mod events_cmd;
 mod inspect;
 mod progress;
@@ -36,10 +37,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the guided demonstration in a throw-away directory (no configuration needed).
+    /// Runs the guided demonstration in a throw-away directory (no configuration needed):
+    /// a live mail store backed up (full, then incremental) under load, a disaster, a restore,
+    /// and the proof that no message was lost.
     ///
-    /// Example: shadowcopy demo
-    Demo(volume_demo::Args),
+    /// Example: shadowcopy demo --keep
+    Demo(demo::Args),
     /// Shows copy-on-write snapshots at work on two scratch volumes.
     ///
     /// Example: shadowcopy volume-demo --keep
@@ -82,7 +85,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let node = || Endpoint::parse(&cli.node, cli.token.clone());
     match &cli.command {
-        Command::Demo(args) => volume_demo::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::VolumeDemo(args) => volume_demo::run(args),
         Command::Serve { config } => {
             let cfg = node::Config::load(config)?;

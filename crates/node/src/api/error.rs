@@ -138,6 +138,8 @@ fn requester_kind(e: &backup::RequesterError) -> (StatusCode, &'static str) {
         E::List { .. } | E::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "io_error"),
         E::Verify(_) => (StatusCode::UNPROCESSABLE_ENTITY, "verification_failed"),
         E::NoBase { .. } => (StatusCode::CONFLICT, "no_base_backup"),
+        E::Refused(_) => (StatusCode::CONFLICT, "backup_refused"),
+        E::CompleteFailed { .. } => (StatusCode::BAD_GATEWAY, "backup_complete_failed"),
         E::RestoreRefused(_) => (StatusCode::CONFLICT, "restore_refused"),
         E::RestoreFailed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "restore_failed"),
     }

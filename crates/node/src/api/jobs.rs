@@ -280,12 +280,10 @@ pub struct RestoreBody {
     pub allow_overwrite: bool,
     /// Or into this directory (absolute, on the node).
     pub to: Option<String>,
-    #[serde(default = "yes")]
-    pub roll_forward: bool,
-}
-
-fn yes() -> bool {
-    true
+    /// Defaults to the target's only meaningful choice: rolling forward at the original
+    /// location (its mount replays the logs on disk), not at an alternate one (the live logs
+    /// belong to the original).
+    pub roll_forward: Option<bool>,
 }
 
 pub async fn restore(
@@ -339,7 +337,11 @@ fn restore_job(
     let repo = open_repo(&req.repo)?;
     let started = Instant::now();
     let report = node.restorer(repo).restore(
-        &RestoreRequest { set: req.set.clone(), target, roll_forward: req.roll_forward },
+        &RestoreRequest {
+            set: req.set.clone(),
+            roll_forward: req.roll_forward.unwrap_or(alternate_root.is_none()),
+            target,
+        },
         progress,
     )?;
     Ok(json!({
