@@ -9,12 +9,21 @@
 //!   flush-and-hold window) of a volume with 1 GiB vs 1 TiB of sparse data.
 //! - `cow-overhead [--size-mib N] [--dir D]`: 16 KiB overwrite throughput without a snapshot,
 //!   under a fresh snapshot, and once every block is preserved.
+//! - `backup-throughput [--db-mib N] [--dir D]`: full backup of a mail store vs `cp` and
+//!   `restic backup` of the same files.
+//! - `restore-throughput [--db-mib N] [--dir D]`: restore of that backup vs `cp -r` back.
+//! - `incremental-cost [--base-mib N] [--new-mib N] [--dir D]`: repository bytes written by an
+//!   incremental after N MiB of new mail.
 
 mod args;
+mod backup_throughput;
 mod cow_overhead;
 mod engine_commit;
 mod engine_replay;
+mod incremental_cost;
+mod restore_throughput;
 mod snapshot_scaling;
+mod store_setup;
 
 use anyhow::bail;
 
@@ -24,13 +33,19 @@ fn main() -> anyhow::Result<()> {
     let opts = args::Opts::parse(argv)?;
     match scenario.as_str() {
         "list" | "" => {
-            println!("scenarios: snapshot-scaling, cow-overhead, engine-commit, engine-replay");
+            println!(
+                "scenarios: snapshot-scaling, cow-overhead, engine-commit, engine-replay, \
+                 backup-throughput, restore-throughput, incremental-cost"
+            );
             Ok(())
         }
         "snapshot-scaling" => snapshot_scaling::run(&opts),
         "cow-overhead" => cow_overhead::run(&opts),
         "engine-commit" => engine_commit::run(),
         "engine-replay" => engine_replay::run(),
+        "backup-throughput" => backup_throughput::run(&opts),
+        "restore-throughput" => restore_throughput::run(&opts),
+        "incremental-cost" => incremental_cost::run(&opts),
         other => bail!("unknown scenario {other:?}; run with `list` to see the scenarios"),
     }
 }
