@@ -9,7 +9,8 @@
 //! fresh repository. Then the storage group is dismounted, so its files are stable, and `cp`
 //! and `restic backup` copy the same files (those of the backup set) from the volumes' host
 //! directories to the same disk. Each of the three starts with the page cache dropped and
-//! ends with `sync`.
+//! ends with `sync`. With `--phases 1`, the database file's cold read, cold verification and
+//! the single-thread hashing and compression rates follow (see `store_setup::phases`).
 
 use std::time::Instant;
 
@@ -81,6 +82,10 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     match restic {
         Some(v) => out["restic"] = json!(v),
         None => out["note"] = json!("restic is not installed (Debian package `restic`)"),
+    }
+    if opts.num("phases", 0)? != 0 {
+        let db = dir.join("db").join(setup::SG).join(format!("{}.edb", setup::DB));
+        out["phases"] = setup::phases(&db)?;
     }
     println!("{out}");
     Ok(())
