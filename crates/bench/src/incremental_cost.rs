@@ -6,6 +6,8 @@
 //! new message bodies are delivered and an incremental is taken: it copies the log
 //! generations written since. "Written" is the growth of the repository directory on disk
 //! (packs, their indexes and the manifest), not a figure the backup reports about itself.
+//! `--random-bodies 1` makes the new mail incompressible (attachments that are already
+//! compressed), which shows the log volume's own overhead without zstd hiding it.
 
 use serde_json::json;
 use vss::BackupType;
@@ -26,7 +28,12 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     setup::backup(&node, &repo, BackupType::Full)?;
     let before = setup::tree_bytes(&repo_dir)?;
 
-    let delivered = setup::fill(&node, new_mib, 2)?;
+    let bodies = if opts.num("random-bodies", 0)? != 0 {
+        setup::Bodies::Random
+    } else {
+        setup::Bodies::Text
+    };
+    let delivered = setup::fill_with(&node, new_mib, 2, bodies)?;
     let inc = setup::backup(&node, &repo, BackupType::Incremental)?;
     let written = setup::tree_bytes(&repo_dir)? - before;
     let new = delivered as f64 / MIB;
@@ -41,6 +48,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
             "logs_read_mib": inc.bytes as f64 / MIB,
             "stored_mib": inc.stored_bytes as f64 / MIB,
             "files": inc.set.files.len(),
+            "bodies": format!("{bodies:?}").to_lowercase(),
         })
     );
     Ok(())

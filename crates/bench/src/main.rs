@@ -9,11 +9,12 @@
 //!   flush-and-hold window) of a volume with 1 GiB vs 1 TiB of sparse data.
 //! - `cow-overhead [--size-mib N] [--dir D]`: 16 KiB overwrite throughput without a snapshot,
 //!   under a fresh snapshot, and once every block is preserved.
-//! - `backup-throughput [--db-mib N] [--dir D]`: full backup of a mail store vs `cp` and
-//!   `restic backup` of the same files.
-//! - `restore-throughput [--db-mib N] [--dir D]`: restore of that backup vs `cp -r` back.
-//! - `incremental-cost [--base-mib N] [--new-mib N] [--dir D]`: repository bytes written by an
-//!   incremental after N MiB of new mail.
+//! - `backup-throughput [--db-mib N] [--phases 1] [--dir D]`: full backup of a mail store vs
+//!   `cp` and `restic backup` of the same files.
+//! - `restore-throughput [--db-mib N] [--phases 1] [--dir D]`: restore of that backup vs
+//!   `cp -r` back.
+//! - `incremental-cost [--base-mib N] [--new-mib N] [--random-bodies 1] [--dir D]`: repository
+//!   bytes written by an incremental after N MiB of new mail.
 
 mod args;
 mod backup_throughput;

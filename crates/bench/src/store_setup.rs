@@ -86,6 +86,40 @@ pub fn repository(dir: &Path) -> anyhow::Result<Arc<Repository>> {
 /// when missing. Ends with the log flushed and a checkpoint, so the database file holds it
 /// all. Returns the body bytes delivered.
 pub fn fill(node: &Node, mib: u64, seed: u64) -> anyhow::Result<u64> {
+    fill_with(node, mib, seed, Bodies::Text)
+}
+
+/// What message bodies are made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bodies {
+    /// Text from `store::load::body`: compresses about 5:1 with zstd level 1.
+    Text,
+    /// Pseudo-random bytes, like already compressed attachments: does not compress.
+    Random,
+}
+
+impl Bodies {
+    fn make(self, len: usize, seed: u64) -> Vec<u8> {
+        match self {
+            Bodies::Text => store::load::body(len, seed),
+            Bodies::Random => {
+                let mut x = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
+                let mut out = Vec::with_capacity(len + 8);
+                while out.len() < len {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+                out.truncate(len);
+                out
+            }
+        }
+    }
+}
+
+/// [`fill`] with the given kind of bodies.
+pub fn fill_with(node: &Node, mib: u64, seed: u64, bodies: Bodies) -> anyhow::Result<u64> {
     let sg = node.store().storage_group(SG)?;
     let mail = sg.mail(DB)?;
     let boxes = store::load::mailbox_names(8);
@@ -105,7 +139,7 @@ pub fn fill(node: &Node, mib: u64, seed: u64) -> anyhow::Result<u64> {
         x ^= x >> 7;
         x ^= x << 17;
         let len = ((256 << 10) + x % (768 << 10)).min(target - written) as usize;
-        let body = store::load::body(len, seed.wrapping_mul(1 << 32) + n);
+        let body = bodies.make(len, seed.wrapping_mul(1 << 32) + n);
         let headers = Headers {
             from: format!("sender{}@example.org", n % 97),
             to: vec![format!("{}@example.org", boxes[(n % 8) as usize])],
