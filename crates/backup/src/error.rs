@@ -31,6 +31,16 @@ pub enum RequesterError {
     Verify(String),
     #[error("{backup_type} backup of {storage_group} needs a prior full backup in the repository")]
     NoBase { backup_type: String, storage_group: String },
+    #[error(
+        "backup set {set} was published and verified, but the writers could not complete the backup (no header stamp or log truncation may have happened): {source}"
+    )]
+    CompleteFailed {
+        set: uuid::Uuid,
+        #[source]
+        source: vss::VssError,
+    },
+    #[error("backup refused: {0}")]
+    Refused(String),
     #[error("restore refused: {0}")]
     RestoreRefused(String),
     #[error("restore failed, the target was left as it was: {0}")]

@@ -7,12 +7,12 @@
 //! 2. for an incremental or differential, find its base set in the repository (the last full,
 //!    or the last full or incremental) and hand its components document to the coordinator;
 //! 3. prepare, and let the coordinator freeze the writers, commit the snapshot set and thaw;
-//! 4. **verify** the files in the snapshot views — every database page checksum, every log
-//!    record checksum, log generations contiguous, the logs' signature equal to the databases'
-//!    — before anything is reported; the copy reads the same immutable views, and every
-//!    stored byte is hashed on the way in, so what was verified is what was stored;
-//! 5. copy the files into the repository and publish the set — *before* reporting success,
-//!    so that logs are never truncated for a backup that does not exist yet;
+//! 4. copy the files into the repository, then **verify what was stored**, read back through
+//!    the repository (every chunk decompressed and hash-checked): every database page
+//!    checksum, every log record checksum, log generations contiguous, the logs' signature
+//!    equal to the databases';
+//! 5. publish the set — *before* reporting success, so that logs are never truncated for a
+//!    backup that does not exist yet;
 //! 6. report success (or failure) per component; the writers then stamp headers and truncate
 //!    logs (or do neither), and the session shuts down.
 //!
@@ -36,7 +36,7 @@ use vss::{
 };
 
 use crate::error::{RequesterError, Result};
-use crate::repo::{BackupSet, LogRange, Repository, SetMeta};
+use crate::repo::{BackupSet, LogRange, Repository, SetMeta, StoredFiles};
 
 /// Reports progress of long work (a terminal bar, log lines, or nothing).
 pub trait Progress: Send + Sync {
@@ -161,6 +161,23 @@ impl Requester {
     pub fn backup(&self, req: &BackupRequest, progress: &dyn Progress) -> Result<BackupReport> {
         let started = Instant::now();
         let sg = self.store.storage_group(&req.storage_group)?;
+        if req.backup_type == BackupType::Log {
+            return Err(RequesterError::Refused(
+                "the store writer offers no log-only backup type; use an incremental".into(),
+            ));
+        }
+        let all_databases = sg
+            .def()
+            .databases
+            .iter()
+            .all(|d| req.databases.is_empty() || req.databases.contains(&d.name));
+        if !all_databases && req.backup_type != BackupType::Copy {
+            return Err(RequesterError::Refused(format!(
+                "a {} backup must include every database of storage group {} (they share one log stream, whose truncation and header stamps cover them all); back up a subset with --type copy",
+                type_name(req.backup_type),
+                req.storage_group
+            )));
+        }
         let lp = logical_path(self.store.node(), &req.storage_group);
         let base = match req.backup_type {
             BackupType::Incremental | BackupType::Differential => {
@@ -268,13 +285,22 @@ impl Requester {
             if logs_only {
                 plan.retain(|p| p.role == "log");
             }
-            progress.step("verifying the snapshot's databases and logs");
-            let headers = self.verify(&views, &selected, &plan, &prefix, job)?;
-            let gens: Vec<u32> = plan.iter().filter_map(|p| p.generation).collect();
-            let log_range = match (gens.iter().min(), gens.iter().max()) {
-                (Some(&low), Some(&high)) => Some(LogRange { low, high }),
-                _ => None,
-            };
+            // An incremental or differential must continue its base's log chain. A
+            // differential after an incremental finds the generations in between truncated;
+            // they are in the repository (in the incrementals), which restore draws on. If the
+            // repository does not hold them either, the chain could not be restored: refuse.
+            if let (Some(b), Some(first)) = (&base, plan.iter().filter_map(|p| p.generation).min())
+                && let Some(range) = b.log_range
+                && first > range.high + 1
+            {
+                let held = crate::restore::generations_held(&self.repo, b)?;
+                if let Some(missing) = (range.high + 1..first).find(|g| !held.contains(g)) {
+                    return Err(RequesterError::Refused(format!(
+                        "log generation {missing:#X}, needed after base set {}, was truncated and is in no backup set of this repository; take a full backup",
+                        b.id
+                    )));
+                }
+            }
             progress.step("copying files into the repository");
             let total: u64 = plan.iter().map(|p| p.len).sum();
             let mut writer = self.repo.begin_set();
@@ -295,7 +321,25 @@ impl Requester {
                 })?;
                 done_before += p.len;
             }
-            let stored = writer.stored_bytes();
+            // Verify what was stored: read back through the repository (every chunk
+            // decompressed and hash-checked) with the engine's physical checks.
+            writer.seal()?;
+            progress.step("verifying the stored databases and logs");
+            let stored: BTreeMap<String, FsRef> = views
+                .keys()
+                .map(|v| {
+                    let fs: FsRef =
+                        Arc::new(StoredFiles::new(self.repo.clone(), v, writer.files()));
+                    (v.clone(), fs)
+                })
+                .collect();
+            let headers = self.verify(&views, &stored, &selected, &plan, &prefix, job)?;
+            let gens: Vec<u32> = plan.iter().filter_map(|p| p.generation).collect();
+            let log_range = match (gens.iter().min(), gens.iter().max()) {
+                (Some(&low), Some(&high)) => Some(LogRange { low, high }),
+                _ => None,
+            };
+            let stored_bytes = writer.stored_bytes();
             self.events.emit(
                 &cat::REQUESTER_COPY_DONE,
                 Some(job),
@@ -327,20 +371,27 @@ impl Requester {
                 Some(job),
                 json!({"set": published.id.to_string(), "backup_type": published.backup_type,
                        "storage_group": published.storage_group, "files": published.files.len(),
-                       "bytes": total, "stored": stored}),
+                       "bytes": total, "stored": stored_bytes}),
             );
-            Ok((published, total, stored))
+            Ok((published, total, stored_bytes))
         })();
 
+        // Report per component; the copy's own error, if any, is the one the caller sees.
         let ok = outcome.is_ok();
+        let mut reporting = Ok(());
         for k in &keys {
-            session.set_backup_succeeded(k, ok)?;
+            if let Err(e) = session.set_backup_succeeded(k, ok) {
+                reporting = Err(e);
+            }
         }
         progress.step("reporting backup complete to the writers");
         let complete = session.backup_complete();
         let document = session.shutdown();
         let (set, bytes, stored_bytes) = outcome?;
-        complete?;
+        reporting?;
+        if let Err(e) = complete {
+            return Err(RequesterError::CompleteFailed { set: set.id, source: e });
+        }
         Ok(BackupReport {
             set,
             job,
@@ -408,6 +459,7 @@ impl Requester {
     fn verify(
         &self,
         views: &BTreeMap<String, FsRef>,
+        stored: &BTreeMap<String, FsRef>,
         selected: &[&vss::Component],
         plan: &[Planned],
         prefix: &str,
@@ -428,14 +480,18 @@ impl Requester {
         let mut required: Vec<(String, u32, u32)> = Vec::new();
         for c in selected.iter().filter(|c| c.component_type == ComponentType::Database) {
             for fd in &c.files {
-                let view = views
-                    .get(&fd.volume)
-                    .ok_or_else(|| RequesterError::NoView(fd.volume.clone()))?;
                 let path = Path::new(&fd.path).join(&fd.filespec);
                 let name = format!("{}/{}", fd.volume, path.display());
+                let copied = plan.iter().any(|p| p.role == "database" && p.path == path);
+                // A copied database is checked as stored; one that was not copied (an
+                // incremental or differential) still lends its header's log signature.
+                let source = if copied { stored } else { views };
+                let view = source
+                    .get(&fd.volume)
+                    .ok_or_else(|| RequesterError::NoView(fd.volume.clone()))?;
                 let header = ese::inspect::dump_database_header(view.as_ref(), &path)
                     .map_err(|e| fail(name.clone(), e.to_string()))?;
-                if plan.iter().any(|p| p.role == "database" && p.path == path) {
+                if copied {
                     let v = ese::inspect::verify_database(view.as_ref(), &path)
                         .map_err(|e| fail(name.clone(), e.to_string()))?;
                     pages += v.verified;
@@ -477,7 +533,7 @@ impl Requester {
             }
         };
         let log_dir = logs[0].path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let view = views
+        let view = stored
             .get(&logs[0].volume)
             .ok_or_else(|| RequesterError::NoView(logs[0].volume.clone()))?;
         ese::inspect::verify_logs(view.as_ref(), &log_dir, prefix, Some((first, last)), signature)

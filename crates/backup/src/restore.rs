@@ -137,26 +137,41 @@ impl Restorer {
 
     /// The sets to restore for `set`, oldest first.
     pub fn chain(&self, set: &BackupSet) -> Result<Vec<BackupSet>> {
+        let refuse = |why: String| RequesterError::RestoreRefused(why);
         let mut chain = vec![set.clone()];
+        let mut seen = std::collections::HashSet::from([set.id]);
         let mut cur = set.clone();
         while matches!(cur.backup_type.as_str(), "incremental" | "differential") {
-            let base = cur.base_set.ok_or_else(|| {
-                RequesterError::RestoreRefused(format!("set {} names no base set", cur.id))
-            })?;
-            let b = self.repo.load_set(&base.to_string()).map_err(|e| {
-                RequesterError::RestoreRefused(format!("base set {base} of {}: {e}", cur.id))
-            })?;
-            if cur.backup_type == "differential" && b.backup_type != "full" {
-                return Err(RequesterError::RestoreRefused(format!(
-                    "differential {} must build on a full, not a {}",
-                    cur.id, b.backup_type
+            let base =
+                cur.base_set.ok_or_else(|| refuse(format!("set {} names no base set", cur.id)))?;
+            if !seen.insert(base) {
+                return Err(refuse(format!("the base chain of {} loops through {base}", set.id)));
+            }
+            let b = self
+                .repo
+                .load_set(&base.to_string())
+                .map_err(|e| refuse(format!("base set {base} of {}: {e}", cur.id)))?;
+            if b.storage_group != set.storage_group || b.node != set.node {
+                return Err(refuse(format!(
+                    "base set {base} is of {}/{}, not {}/{}",
+                    b.node, b.storage_group, set.node, set.storage_group
+                )));
+            }
+            let allowed: &[&str] = match cur.backup_type.as_str() {
+                "differential" => &["full"],
+                _ => &["full", "incremental"],
+            };
+            if !allowed.contains(&b.backup_type.as_str()) {
+                return Err(refuse(format!(
+                    "{} {} cannot build on a {} backup",
+                    cur.backup_type, cur.id, b.backup_type
                 )));
             }
             chain.push(b.clone());
             cur = b;
         }
         if !matches!(cur.backup_type.as_str(), "full" | "copy") {
-            return Err(RequesterError::RestoreRefused(format!(
+            return Err(refuse(format!(
                 "the chain of {} starts with a {} backup",
                 set.id, cur.backup_type
             )));
@@ -172,7 +187,9 @@ impl Restorer {
         let chain = self.chain(&set)?;
         let prefix = sg.def().prefix.clone();
         progress.step("checking the backup chain");
-        let (databases, logs) = collect_files(&chain, &prefix)?;
+        let extra =
+            if chain.len() > 1 { later_logs(&self.repo, &chain[0])? } else { BTreeMap::new() };
+        let (databases, logs) = collect_files(&chain, &prefix, &extra)?;
         let sets: Vec<Uuid> = chain.iter().map(|s| s.id).collect();
         self.events.emit(
             &cat::REQUESTER_RESTORE_STARTED,
@@ -191,7 +208,12 @@ impl Restorer {
                 self.restore_original(&sg, &set, &databases, &logs, *allow_overwrite, progress)
             }
             RestoreTarget::Alternate { fs, dir } => {
-                self.restore_alternate(&sg, &databases, &logs, fs, dir, req.roll_forward, progress)
+                if req.roll_forward {
+                    return Err(RequesterError::RestoreRefused(
+                        "roll-forward reads the storage group's live logs, which belong to the original location; restore there to roll forward".into(),
+                    ));
+                }
+                self.restore_alternate(&sg, &databases, &logs, fs, dir, progress)
             }
         };
         match &result {
@@ -244,7 +266,25 @@ impl Restorer {
                 )));
             }
             sg.dismount(false)?;
+            // A restore that fails leaves the target as it was: mounted again.
+            let result = self.restore_in_place(sg, document, databases, logs, progress);
+            if result.is_err() && !sg.is_mounted() {
+                let _ = sg.mount();
+            }
+            return result;
         }
+        self.restore_in_place(sg, document, databases, logs, progress)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn restore_in_place(
+        &self,
+        sg: &StorageGroup,
+        document: BackupComponentsDocument,
+        databases: &[(String, FileEntry)],
+        logs: &BTreeMap<u32, FileEntry>,
+        progress: &dyn Progress,
+    ) -> Result<(ese::HardRecoveryReport, Vec<(String, PathBuf)>, usize, u64)> {
         let mut session = self.coordinator.restore_session(document);
         session.pre_restore()?;
         let def = sg.def().clone();
@@ -305,9 +345,10 @@ impl Restorer {
         })();
         let result = match outcome {
             Ok((report, files, bytes)) => {
-                // The point of no return: move the recovered databases into place.
+                // The point of no return: move the recovered databases into place. An error
+                // here still runs the cleanup and post-restore below.
                 let mut placed = Vec::new();
-                for (stage, db) in &db_stages {
+                let moved = db_stages.iter().try_for_each(|(stage, db)| {
                     let staged = stage.dir.join(db.path.file_name().unwrap_or_default());
                     db.volume
                         .fs
@@ -316,8 +357,9 @@ impl Restorer {
                     let parent = db.path.parent().map(Path::to_path_buf).unwrap_or_default();
                     db.volume.fs.sync_dir(&parent).map_err(io_err("syncing", &parent))?;
                     placed.push((db.name.clone(), db.path.clone()));
-                }
-                Ok((report, placed, files, bytes))
+                    Ok::<(), RequesterError>(())
+                });
+                moved.map(|()| (report, placed, files, bytes))
             }
             Err(e) => Err(e),
         };
@@ -345,7 +387,7 @@ impl Restorer {
         result
     }
 
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    #[allow(clippy::type_complexity)]
     fn restore_alternate(
         &self,
         sg: &StorageGroup,
@@ -353,7 +395,6 @@ impl Restorer {
         logs: &BTreeMap<u32, FileEntry>,
         fs: &FsRef,
         dir: &Path,
-        roll_forward: bool,
         progress: &dyn Progress,
     ) -> Result<(ese::HardRecoveryReport, Vec<(String, PathBuf)>, usize, u64)> {
         let def = sg.def().clone();
@@ -361,14 +402,16 @@ impl Restorer {
         let stage = Staged { fs: fs.clone(), dir: dir.join(format!(".restore-{tag}")) };
         let outcome =
             (|| -> Result<(ese::HardRecoveryReport, Vec<(String, PathBuf)>, usize, u64)> {
-                for (name, _) in databases {
-                    let final_path = dir.join(format!("{name}.edb"));
-                    if fs.exists(&final_path).map_err(io_err("checking", &final_path))? {
-                        return Err(RequesterError::RestoreRefused(format!(
-                            "{} exists; choose an empty directory",
-                            final_path.display()
-                        )));
-                    }
+                let occupied = match fs.read_dir(dir) {
+                    Ok(entries) => entries.iter().any(|e| !e.name.starts_with(".restore-")),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                    Err(e) => return Err(io_err("listing", dir)(e)),
+                };
+                if occupied {
+                    return Err(RequesterError::RestoreRefused(format!(
+                        "{} is not empty; restore to an empty or new directory",
+                        dir.display()
+                    )));
                 }
                 fs.create_dir_all(&stage.dir.join("logs"))
                     .map_err(io_err("creating", &stage.dir))?;
@@ -396,8 +439,7 @@ impl Restorer {
                     log_fs: fs.clone(),
                     log_dir: stage.dir.join("logs"),
                     prefix: def.prefix.clone(),
-                    roll_forward: roll_forward
-                        .then(|| (def.log_volume.fs.clone(), def.log_dir.clone())),
+                    roll_forward: None,
                     stop_after_generation: None,
                 })
                 .map_err(|e| RequesterError::RestoreFailed(e.to_string()))?;
@@ -467,12 +509,51 @@ fn write_recovered_checkpoint(
     ese::checkpoint::write_checkpoint(fs.as_ref(), &path, &chk).map_err(failed)
 }
 
+/// The generation of a closed log file name of any prefix (`E01` + 8 hex digits + `.log`).
+fn any_generation(name: &str) -> Option<u32> {
+    let stem = name.strip_suffix(".log")?;
+    let (prefix, hex) = stem.split_at(stem.len().checked_sub(8)?);
+    ese::logfmt::parse_generation_name(prefix, name)
+        .filter(|_| prefix.len() == 3 && !hex.is_empty())
+}
+
+/// Every log generation held by the sets of `full`'s storage group and node that were taken
+/// after it (incrementals and differentials), with the set holding each.
+fn later_logs(repo: &Repository, full: &BackupSet) -> Result<BTreeMap<u32, FileEntry>> {
+    let mut out = BTreeMap::new();
+    for s in repo.list_sets()? {
+        if s.storage_group != full.storage_group
+            || s.node != full.node
+            || s.created_unix_ms < full.created_unix_ms
+            || !matches!(s.backup_type.as_str(), "incremental" | "differential")
+        {
+            continue;
+        }
+        for f in s.files.iter().filter(|f| f.role == "log") {
+            let name = Path::new(&f.path).file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Some(g) = any_generation(name) {
+                out.entry(g).or_insert_with(|| f.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The log generations the repository holds after `base` (see [`later_logs`]).
+pub fn generations_held(
+    repo: &Repository,
+    base: &BackupSet,
+) -> Result<std::collections::BTreeSet<u32>> {
+    Ok(later_logs(repo, base)?.into_keys().collect())
+}
+
 /// The database files (from the chain's first set) and every log generation, checked for
 /// continuity and for agreement between sets that hold the same generation.
 #[allow(clippy::type_complexity)]
 fn collect_files(
     chain: &[BackupSet],
     prefix: &str,
+    extra: &BTreeMap<u32, FileEntry>,
 ) -> Result<(Vec<(String, FileEntry)>, BTreeMap<u32, FileEntry>)> {
     let first = &chain[0];
     // A database file's component is named after its database.
@@ -514,6 +595,13 @@ fn collect_files(
             "the backup chain holds no log generation".into(),
         ));
     };
+    // Generations a later incremental truncated before a differential was taken live in that
+    // incremental's set.
+    for g in lo..=hi {
+        if let (false, Some(f)) = (logs.contains_key(&g), extra.get(&g)) {
+            logs.insert(g, f.clone());
+        }
+    }
     if let Some(missing) = (lo..=hi).find(|g| !logs.contains_key(g)) {
         return Err(RequesterError::RestoreRefused(format!(
             "log generation {} is missing from the backup chain (it holds {} to {})",

@@ -148,22 +148,7 @@ fn a_verification_failure_truncates_nothing_and_stamps_nothing() {
 fn a_second_backup_of_the_same_storage_group_is_refused_naming_the_job() {
     let n = common::node();
     load_some(&n, 10, 6);
-    let mut first = n.coordinator.backup_session(SnapshotContext::Backup).unwrap();
-    let writers = first.gather_writer_metadata().unwrap();
-    let w = &writers[0];
-    let keys: Vec<vss::ComponentKey> = w
-        .metadata
-        .components
-        .iter()
-        .map(|c| vss::ComponentKey {
-            writer: w.key.clone(),
-            logical_path: c.logical_path.clone(),
-            name: c.name.clone(),
-        })
-        .collect();
-    first.set_backup_state(vss::BackupState { components: keys, ..Default::default() }).unwrap();
-    first.prepare_for_backup().unwrap();
-    first.do_snapshot_set().unwrap(); // the first job is now copying
+    let first = job_in_copy_phase(&n, BackupType::Full); // the first job is now copying
     let job = first.job();
     let err = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap_err();
     assert!(err.to_string().contains(&job.to_string()), "{err}");
@@ -171,4 +156,141 @@ fn a_second_backup_of_the_same_storage_group_is_refused_naming_the_job() {
     drop(first); // the requester vanished: its session's end clears backup in progress
     assert!(n.store.storage_group("SG1").unwrap().backup_in_progress().is_none());
     n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+}
+
+/// Every component a writer offers.
+fn component_keys(w: &vss::WriterDescription) -> Vec<vss::ComponentKey> {
+    w.metadata
+        .components
+        .iter()
+        .map(|c| vss::ComponentKey {
+            writer: w.key.clone(),
+            logical_path: c.logical_path.clone(),
+            name: c.name.clone(),
+        })
+        .collect()
+}
+
+/// Drives a job by hand through the coordinator up to the copy phase.
+fn job_in_copy_phase(n: &common::Node, t: BackupType) -> vss::BackupSession {
+    let mut s = n.coordinator.backup_session(SnapshotContext::Backup).unwrap();
+    let writers = s.gather_writer_metadata().unwrap();
+    let keys = component_keys(&writers[0]);
+    s.set_backup_state(vss::BackupState {
+        backup_type: vss::BackupTypeChoice(t),
+        components: keys,
+        ..Default::default()
+    })
+    .unwrap();
+    s.prepare_for_backup().unwrap();
+    s.do_snapshot_set().unwrap();
+    s
+}
+
+#[test]
+fn administrative_actions_wait_for_the_backup() {
+    let n = common::node();
+    load_some(&n, 10, 7);
+    let s = job_in_copy_phase(&n, BackupType::Full);
+    let sg = n.store.storage_group("SG1").unwrap();
+    let err = sg.dismount(false).unwrap_err().to_string();
+    assert!(err.contains("backup in progress") && err.contains(&s.job().to_string()), "{err}");
+    let err = n.store.remove_storage_group("SG1").unwrap_err().to_string();
+    assert!(err.contains(&s.job().to_string()), "{err}");
+    assert!(sg.is_mounted());
+    drop(s);
+    sg.dismount(false).unwrap();
+}
+
+#[test]
+fn a_dismount_during_a_full_backup_makes_it_a_copy() {
+    let n = common::node();
+    load_some(&n, 120, 8);
+    let before = generations(&n);
+    let mut s = job_in_copy_phase(&n, BackupType::Full);
+    let sg = n.store.storage_group("SG1").unwrap();
+    sg.dismount(true).unwrap();
+    let w = &s.writers()[0];
+    for k in &component_keys(w) {
+        s.set_backup_succeeded(k, true).unwrap();
+    }
+    s.backup_complete().unwrap();
+    s.shutdown();
+    assert!(n.events.events().iter().any(|e| e.id == 9622), "the degradation is reported");
+    sg.mount().unwrap();
+    let after = generations(&n);
+    assert!(before.iter().all(|g| after.contains(g)), "nothing truncated: {before:?} → {after:?}");
+    let h = sg.instance().unwrap().database_header("DB1").unwrap();
+    assert!(h.previous_full.is_none(), "no full stamped");
+}
+
+#[test]
+fn log_files_left_by_each_backup_type_are_exactly_those_the_rules_leave() {
+    let n = common::node();
+    let sg = n.store.storage_group("SG1").unwrap();
+    let state = || sg.log_state().unwrap();
+    load_some(&n, 80, 9);
+    // A copy deletes nothing.
+    let before = state().generations;
+    let copy = n.requester.backup(&req(BackupType::Copy), &Quiet).unwrap();
+    let after = state().generations;
+    assert!(before.iter().all(|g| after.contains(g)));
+    // A full deletes exactly the generations below min(last copied, checkpoint).
+    load_some(&n, 80, 10);
+    let before = state().generations;
+    let full = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    let st = state();
+    let high = full.set.log_range.unwrap().high;
+    let limit = high.min(st.checkpoint_generation);
+    let expected: Vec<u32> = before.iter().copied().filter(|g| *g >= limit).collect();
+    let kept: Vec<u32> = st.generations.iter().copied().filter(|g| before.contains(g)).collect();
+    assert_eq!(
+        kept, expected,
+        "checkpoint {:#X}, copied up to {high:#X}",
+        st.checkpoint_generation
+    );
+    assert!(copy.set.log_range.unwrap().low < limit, "the copy's old logs went with the full");
+    // An incremental does the same from its own range.
+    load_some(&n, 80, 11);
+    let before = state().generations;
+    let inc = n.requester.backup(&req(BackupType::Incremental), &Quiet).unwrap();
+    let st = state();
+    let limit = inc.set.log_range.unwrap().high.min(st.checkpoint_generation);
+    let expected: Vec<u32> = before.iter().copied().filter(|g| *g >= limit).collect();
+    let kept: Vec<u32> = st.generations.iter().copied().filter(|g| before.contains(g)).collect();
+    assert_eq!(kept, expected);
+    // A differential deletes nothing.
+    load_some(&n, 80, 12);
+    let before = state().generations;
+    n.requester.backup(&req(BackupType::Differential), &Quiet).unwrap();
+    let after = state().generations;
+    assert!(before.iter().all(|g| after.contains(g)));
+}
+
+#[test]
+fn circular_logging_refuses_incremental_and_differential() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs: volume::FsRef = Arc::new(volume::HostFs::new(dir.path().join("l")).unwrap());
+    let db: volume::FsRef = Arc::new(volume::HostFs::new(dir.path().join("d")).unwrap());
+    let events = Arc::new(events::MemorySink::new("n"));
+    let store = store::InformationStore::new("n", events.clone());
+    let mut def = common::sg_def(&logs, &db);
+    def.circular_logging = true;
+    let sg = store.add_storage_group(def).unwrap();
+    sg.mount().unwrap();
+    let coordinator = vss::Coordinator::new("n", vss::CoordinatorConfig::default(), events.clone());
+    let provider = vss::testing::TestProvider::new("t", dir.path().join("scratch"));
+    provider.add_volume("logs", logs);
+    provider.add_volume("db", db);
+    coordinator.register_provider(provider);
+    coordinator.register_writer(store::StoreWriter::new(store.clone())).unwrap();
+    let repo_fs: volume::FsRef = Arc::new(volume::HostFs::new(dir.path().join("r")).unwrap());
+    let repo = Arc::new(backup::repo::Repository::open_or_init(repo_fs, "").unwrap());
+    let requester = backup::Requester::new(coordinator, store.clone(), repo, events.clone());
+    requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    for t in [BackupType::Incremental, BackupType::Differential] {
+        let err = requester.backup(&req(t), &Quiet).unwrap_err().to_string();
+        assert!(err.to_lowercase().contains("circular"), "{err}");
+    }
+    assert!(sg.backup_in_progress().is_none());
 }

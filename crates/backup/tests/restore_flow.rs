@@ -206,3 +206,115 @@ fn a_mounted_storage_group_is_not_overwritten_unless_allowed() {
     r.restore(&request(true), &Quiet).unwrap();
     assert!(n.store.storage_group("SG1").unwrap().is_mounted());
 }
+
+fn loaded(n: &common::Node, deliveries: u64, seed: u64) -> store::load::Ledger {
+    let mail = n.store.storage_group("SG1").unwrap().mail("DB1").unwrap();
+    let load = LoadGenerator::start(
+        mail,
+        LoadConfig {
+            mailboxes: 3,
+            body_min: 2000,
+            body_max: 20_000,
+            seed,
+            max_deliveries: Some(deliveries),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    while !load.finished() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    load.stop()
+}
+
+#[test]
+fn a_differential_after_an_incremental_restores_with_the_incrementals_logs() {
+    let n = common::node();
+    let a = loaded(&n, 60, 21);
+    n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    let b = loaded(&n, 60, 22);
+    n.requester.backup(&req(BackupType::Incremental), &Quiet).unwrap();
+    let c = loaded(&n, 60, 23);
+    let diff = n.requester.backup(&req(BackupType::Differential), &Quiet).unwrap();
+    let alt: FsRef = Arc::new(HostFs::new(n.dir.path().join("alt")).unwrap());
+    restorer(&n)
+        .restore(
+            &RestoreRequest {
+                set: diff.set.id.to_string(),
+                target: RestoreTarget::Alternate { fs: alt.clone(), dir: PathBuf::from("x") },
+                roll_forward: false,
+            },
+            &Quiet,
+        )
+        .unwrap();
+    let (_i, restored) = open_alternate(alt, Path::new("x"));
+    for ledger in [&a, &b, &c] {
+        ledger.verify(&restored, u64::MAX).unwrap();
+    }
+}
+
+#[test]
+fn a_differential_whose_missing_logs_are_in_no_set_is_refused() {
+    let n = common::node();
+    loaded(&n, 60, 24);
+    n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    loaded(&n, 60, 25);
+    let inc = n.requester.backup(&req(BackupType::Incremental), &Quiet).unwrap();
+    // The incremental's set is lost from the repository.
+    n.repo_fs.remove_file(&Path::new("sets").join(format!("{}.manifest", inc.set.id))).unwrap();
+    loaded(&n, 60, 26);
+    let before = n.store.storage_group("SG1").unwrap().log_state().unwrap().generations;
+    let err = n.requester.backup(&req(BackupType::Differential), &Quiet).unwrap_err();
+    assert!(matches!(err, RequesterError::Refused(_)), "{err}");
+    assert!(err.to_string().contains("take a full backup"), "{err}");
+    let after = n.store.storage_group("SG1").unwrap().log_state().unwrap().generations;
+    assert!(before.iter().all(|g| after.contains(g)), "nothing truncated");
+}
+
+#[test]
+fn a_failed_restore_over_a_mounted_storage_group_mounts_it_again() {
+    let n = common::node();
+    loaded(&n, 40, 27);
+    let full = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    // Remove every pack: the restore must fail while reading the backup.
+    for e in n.repo_fs.read_dir(Path::new("packs")).unwrap() {
+        n.repo_fs.remove_file(&Path::new("packs").join(&e.name)).unwrap();
+    }
+    let err = restorer(&n)
+        .restore(
+            &RestoreRequest {
+                set: full.set.id.to_string(),
+                target: RestoreTarget::Original { allow_overwrite: true },
+                roll_forward: true,
+            },
+            &Quiet,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("pack"), "{err}");
+    let sg = n.store.storage_group("SG1").unwrap();
+    assert!(sg.is_mounted(), "the storage group is left as it was: mounted");
+    let names: Vec<String> =
+        n.logs.read_dir(Path::new("SG1/logs")).unwrap().into_iter().map(|e| e.name).collect();
+    assert!(names.iter().all(|n| !n.starts_with(".restore-")), "{names:?}");
+}
+
+#[test]
+fn an_alternate_restore_needs_an_empty_directory_and_no_roll_forward() {
+    let n = common::node();
+    loaded(&n, 20, 28);
+    let full = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    let alt: FsRef = Arc::new(HostFs::new(n.dir.path().join("alt")).unwrap());
+    alt.create_dir_all(Path::new("busy")).unwrap();
+    alt.open(Path::new("busy/keep.txt"), OpenMode::Create).unwrap().write_at(b"mine", 0).unwrap();
+    let request = |dir: &str, roll_forward| RestoreRequest {
+        set: full.set.id.to_string(),
+        target: RestoreTarget::Alternate { fs: alt.clone(), dir: PathBuf::from(dir) },
+        roll_forward,
+    };
+    let err = restorer(&n).restore(&request("busy", false), &Quiet).unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+    assert_eq!(volume::fs::read_all(alt.as_ref(), Path::new("busy/keep.txt")).unwrap(), b"mine");
+    let err = restorer(&n).restore(&request("fresh", true), &Quiet).unwrap_err();
+    assert!(err.to_string().contains("roll-forward"), "{err}");
+    restorer(&n).restore(&request("fresh", false), &Quiet).unwrap();
+}

@@ -2,6 +2,7 @@
 //!
 //! Every verb lives in its own module; this file only parses the command line and dispatches.
 
+mod demo;
 mod volume_demo;
 
 use clap::{Parser, Subcommand};
@@ -16,10 +17,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the guided demonstration in a throw-away directory (no configuration needed).
+    /// Runs the guided demonstration in a throw-away directory (no configuration needed):
+    /// a live mail store backed up (full, then incremental) under load, a disaster, a restore,
+    /// and the proof that no message was lost.
     ///
-    /// Example: shadowcopy demo
-    Demo(volume_demo::Args),
+    /// Example: shadowcopy demo --keep
+    Demo(demo::Args),
     /// Shows copy-on-write snapshots at work on two scratch volumes.
     ///
     /// Example: shadowcopy volume-demo --keep
@@ -36,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo(args) | Command::VolumeDemo(args) => volume_demo::run(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::VolumeDemo(args) => volume_demo::run(&args),
     }
 }

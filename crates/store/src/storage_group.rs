@@ -130,7 +130,7 @@ fn notice_event(n: &EngineNotice) -> (&'static EventDef, serde_json::Value) {
         EngineNotice::FreezeStarted { prefix, snapshot_instance, rolled_generation } => (
             &cat::ENGINE_FREEZE_STARTED,
             json!({"instance": prefix, "snapshot_instance": snapshot_instance,
-                   "generation": rolled_generation}),
+                   "generation": ese::logfmt::generation_name(prefix, *rolled_generation)}),
         ),
         EngineNotice::FreezeEnded { prefix, snapshot_instance } => (
             &cat::ENGINE_FREEZE_ENDED,
@@ -408,12 +408,16 @@ impl StorageGroup {
             Some(b) if b.job == job => {}
             _ => return false,
         }
+        // Abort the engine session before giving up the claim, so that the next job never
+        // finds the engine still holding this one (the abort is short: thaw and clear).
         let mut b = st.backup.take().expect("checked above");
-        drop(st);
         if let Some(mut s) = b.session.take() {
             let _ = s.abort();
         }
-        *self.current_job.lock() = None;
+        let mut current = self.current_job.lock();
+        if *current == Some(job) {
+            *current = None;
+        }
         true
     }
 

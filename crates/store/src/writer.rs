@@ -129,7 +129,8 @@ impl std::fmt::Debug for StoreWriter {
 
 fn fail(e: StoreError) -> WriterError {
     let failure = match &e {
-        StoreError::BackupInProgress { .. } => WriterFailure::Retryable,
+        StoreError::BackupInProgress { .. }
+        | StoreError::Engine(ese::EngineError::BackupInProgress(_)) => WriterFailure::Retryable,
         StoreError::Engine(ese::EngineError::StorageFull { .. }) => WriterFailure::OutOfResources,
         _ => WriterFailure::NonRetryable,
     };

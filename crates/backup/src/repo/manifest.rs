@@ -97,6 +97,12 @@ impl BackupSet {
         }
         let m: BackupSet =
             serde_json::from_str(json).map_err(|e| corrupt(&format!("invalid JSON: {e}")))?;
+        if m.id.to_string() != set {
+            return Err(corrupt(&format!(
+                "it describes set {}, not the set its file name says",
+                m.id
+            )));
+        }
         if m.format != MANIFEST_FORMAT {
             return Err(corrupt(&format!("manifest format {} is not supported", m.format)));
         }

@@ -23,6 +23,7 @@
 mod error;
 mod manifest;
 mod pack;
+mod stored;
 mod writer;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ use volume::fs::{FileKind, FsRef, read_all, write_atomic};
 pub use error::{RepoError, Result};
 pub use manifest::{BackupSet, ChunkRef, FileEntry, LogRange, MANIFEST_FORMAT};
 pub use pack::ChunkLoc;
+pub use stored::StoredFiles;
 pub use writer::{SetMeta, SetWriter};
 
 use error::IoContext;
@@ -109,7 +111,10 @@ impl Repository {
         if fs.exists(&cfg_path).ctx("checking", &cfg_path)? {
             return Err(RepoError::AlreadyExists { path: root });
         }
-        if !opts.chunk_size.is_power_of_two() || opts.chunk_size < 4096 {
+        if !opts.chunk_size.is_power_of_two()
+            || opts.chunk_size < 4096
+            || opts.chunk_size > pack::MAX_CHUNK
+        {
             return Err(RepoError::CorruptConfig {
                 path: cfg_path,
                 why: format!("chunk size {} must be a power of two ≥ 4096", opts.chunk_size),
@@ -258,10 +263,7 @@ impl Repository {
                 set: entry.path.clone(),
                 why: format!("chunk hash {:?} is not a BLAKE3 hash", c.hash),
             })?;
-            let loc = self.index.read().get(&hash).copied().ok_or_else(|| {
-                RepoError::MissingChunk { hash: c.hash.clone(), file: entry.path.clone() }
-            })?;
-            let data = pack::read_chunk(self.fs.as_ref(), &self.root, &hash, &loc, &entry.path)?;
+            let data = self.read_chunk(&hash, &entry.path)?;
             hasher.update(&data);
             sink(offset, &data)
                 .map_err(|source| RepoError::Sink { file: entry.path.clone(), source })?;
@@ -308,6 +310,16 @@ impl Repository {
             stored_bytes: index.values().map(|l| l.stored_len as u64).sum(),
             raw_bytes: index.values().map(|l| l.raw_len as u64).sum(),
         })
+    }
+
+    /// Reads one chunk (decompressed and checked against its hash); `file` names the
+    /// backed-up file it belongs to, for errors.
+    pub fn read_chunk(&self, hash: &blake3::Hash, file: &str) -> Result<Vec<u8>> {
+        let loc = self.index.read().get(hash).copied().ok_or_else(|| RepoError::MissingChunk {
+            hash: hash.to_hex().to_string(),
+            file: file.into(),
+        })?;
+        pack::read_chunk(self.fs.as_ref(), &self.root, hash, &loc, file)
     }
 
     pub(crate) fn lookup(&self, hash: &blake3::Hash) -> Option<ChunkLoc> {

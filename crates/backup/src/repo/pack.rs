@@ -16,6 +16,9 @@ use super::error::{IoContext, RepoError, Result};
 
 const IDX_MAGIC: &[u8; 8] = b"SCPKIDX1";
 const ENTRY_LEN: usize = 32 + 8 + 4 + 4 + 1;
+/// No chunk is larger than this (chunk sizes are at most a few MiB); a bigger length in an
+/// index is damage, not data, and is never allocated.
+pub const MAX_CHUNK: u32 = 64 << 20;
 
 /// Where a chunk is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +121,7 @@ pub fn decode_index(path: &Path, bytes: &[u8]) -> Result<(Uuid, Vec<(blake3::Has
     let pack = Uuid::from_slice(&body[8..24]).expect("16 bytes");
     let count = u64::from_le_bytes(body[24..32].try_into().expect("8 bytes")) as usize;
     let rest = &body[32..];
-    if rest.len() != count * ENTRY_LEN {
+    if count.checked_mul(ENTRY_LEN) != Some(rest.len()) {
         return Err(corrupt("entry count does not match the length"));
     }
     let entries = rest
@@ -154,6 +157,12 @@ pub fn read_chunk(
         pack: path.display().to_string(),
         why,
     };
+    if loc.raw_len > MAX_CHUNK || loc.stored_len > MAX_CHUNK {
+        return Err(corrupt(format!(
+            "implausible length ({} stored, {} raw) in the pack index",
+            loc.stored_len, loc.raw_len
+        )));
+    }
     let f = fs.open(&path, OpenMode::Read).ctx("opening pack", &path)?;
     let mut stored = vec![0u8; loc.stored_len as usize];
     f.read_exact_at(&mut stored, loc.offset).map_err(|e| corrupt(format!("read failed: {e}")))?;

@@ -222,3 +222,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_full_repository_disk_fails_the_copy_cleanly() {
+    let fs = MemFs::new();
+    let src = MemFs::new();
+    put(&src, "db", &noise(200 * CHUNK as usize, 13));
+    let repo = Repository::init(fs.as_ref(), "r", small()).unwrap();
+    fs.set_capacity(Some(fs.used_bytes() + 20 * CHUNK as u64));
+    let mut w = repo.begin_set();
+    let f = src.open(Path::new("db"), OpenMode::Read).unwrap();
+    // Before the fix this blocked forever: the reader waited on a channel nobody drained.
+    let err = w.add_file("vol/db", "database", "c", f.as_ref(), &|_| {}).unwrap_err();
+    assert!(
+        err.to_string().contains("storage full") || err.to_string().contains("No space"),
+        "{err}"
+    );
+    drop(w);
+    fs.set_capacity(None);
+    assert!(repo.list_sets().unwrap().is_empty());
+    let (set, _) = backup(&repo, &src, &["db"]);
+    repo.verify_set(&set, &|_| {}).unwrap();
+}

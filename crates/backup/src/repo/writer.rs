@@ -6,6 +6,7 @@
 //! computing the whole-file hash. Reading, compressing and writing overlap.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
@@ -110,6 +111,9 @@ impl<'r> SetWriter<'r> {
         let level = self.repo.config.zstd_level;
         let workers = thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
         let in_flight: Mutex<HashSet<blake3::Hash>> = Mutex::default();
+        // Set when the collector fails: the reader stops reading, and the collector keeps
+        // draining results so that no thread ever blocks on a full channel.
+        let cancel = AtomicBool::new(false);
         let repo = self.repo;
 
         let mut hasher = blake3::Hasher::new();
@@ -144,10 +148,11 @@ impl<'r> SetWriter<'r> {
             drop(done_tx);
             // The reader: this scope's own thread feeds the workers from a second thread so
             // that the collector below can run here.
+            let cancel = &cancel;
             let reader = s.spawn(move || -> std::io::Result<()> {
                 let mut off = 0u64;
                 let mut seq = 0u64;
-                while off < size {
+                while off < size && !cancel.load(Ordering::Relaxed) {
                     let n = chunk.min(size - off) as usize;
                     let mut data = vec![0u8; n];
                     src.read_exact_at(&mut data, off)?;
@@ -177,12 +182,10 @@ impl<'r> SetWriter<'r> {
                     });
                     if let Err(e) = self.store_chunk(d) {
                         failure = Some(e);
+                        cancel.store(true, Ordering::Relaxed);
                         continue;
                     }
                     progress(copied);
-                }
-                if failure.is_some() {
-                    break;
                 }
             }
             drop(done_rx);
@@ -233,6 +236,12 @@ impl<'r> SetWriter<'r> {
         self.stored_bytes += loc.stored_len as u64;
         self.pending.insert(d.hash, loc);
         Ok(())
+    }
+
+    /// Makes every chunk written so far durable and readable (indexed), without publishing the
+    /// set: the requester verifies the stored files between this and [`SetWriter::publish`].
+    pub fn seal(&mut self) -> Result<()> {
+        self.seal_pack()
     }
 
     fn seal_pack(&mut self) -> Result<()> {
