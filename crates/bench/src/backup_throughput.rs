@@ -1,0 +1,124 @@
+//! `backup-throughput`: a full backup of a mail store against `cp` and `restic backup` of the
+//! same files.
+//!
+//! The store is one storage group on real copy-on-write volumes, its database filled to
+//! `--db-mib` MiB (default 4096) of mail with large bodies, with circular logging so the log
+//! directory holds only the live generations (a full backup of a 4 GiB database then is a
+//! 4 GiB copy, not 8). Each of `--runs` rounds (default 1): the storage group is mounted and
+//! Shadowcopy backs it up through the whole path (writers frozen, snapshot committed, files
+//! verified and read from the snapshot, hashed, compressed and packed into a fresh
+//! repository); then the storage group is dismounted, so its files are stable, and `cp` and
+//! `restic backup` (into a fresh restic repository) copy the same files (those of the backup
+//! set) from the volumes' host directories to the same disk, in alternating order from round
+//! to round. Every run starts with the page cache dropped and ends with `sync`. Rates are the
+//! medians over the rounds. With `--phases 1`, the database file's cold read, cold
+//! verification and the single-thread hashing and compression rates follow (see
+//! `store_setup::phases`).
+
+use std::time::Instant;
+
+use serde_json::json;
+use vss::BackupType;
+
+use crate::args::{Opts, median};
+use crate::store_setup::{self as setup, MIB};
+
+/// Runs the scenario.
+pub fn run(opts: &Opts) -> anyhow::Result<()> {
+    let db_mib = opts.num("db-mib", 4096)?;
+    let runs = opts.num("runs", 1)?.max(1);
+    let scratch = opts.scratch()?;
+    let dir = &scratch.path;
+    let node = setup::start(dir, true)?;
+    let t = Instant::now();
+    setup::fill(&node, db_mib, 1)?;
+    let fill_s = t.elapsed().as_secs_f64();
+    let sg = node.store().storage_group(setup::SG)?;
+    let restic = setup::restic_version();
+
+    let (mut ours, mut cps, mut restics) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut data_mib, mut file_mib, mut stored_mib, mut hold_ms, mut files_n) =
+        (0.0, 0.0, 0.0, 0.0, 0);
+    let mut cache_dropped = true;
+    for round in 0..runs {
+        if !sg.is_mounted() {
+            sg.mount()?;
+        }
+        let repo_dir = dir.join("repo");
+        let repo = setup::repository(&repo_dir)?;
+        cache_dropped &= setup::drop_caches();
+        let report = setup::backup(&node, &repo, BackupType::Full)?;
+        data_mib = report.bytes as f64 / MIB;
+        stored_mib = report.stored_bytes as f64 / MIB;
+        hold_ms = report.hold.as_secs_f64() * 1e3;
+        files_n = report.set.files.len();
+        ours.push(data_mib / report.elapsed.as_secs_f64());
+        drop(repo);
+        sg.dismount(false)?;
+
+        let files: Vec<_> =
+            setup::host_files(dir, &report.set).into_iter().filter(|f| f.exists()).collect();
+        let mut bytes = 0;
+        for f in &files {
+            bytes += std::fs::metadata(f)?.len();
+        }
+        file_mib = bytes as f64 / MIB;
+        let mut baselines: Vec<&str> = vec!["cp", "restic"];
+        if round % 2 == 1 {
+            baselines.reverse();
+        }
+        for b in baselines {
+            match b {
+                "cp" => {
+                    setup::drop_caches();
+                    let secs = setup::cp_files(dir, &files, &dir.join("cp"))?;
+                    cps.push(file_mib / secs);
+                }
+                _ if restic.is_some() => {
+                    let rrepo = dir.join("restic-repo");
+                    setup::restic_init(&rrepo)?;
+                    setup::drop_caches();
+                    let secs = setup::restic_backup(&files, &rrepo)?;
+                    restics.push(file_mib / secs);
+                }
+                _ => {}
+            }
+        }
+        for d in ["repo", "cp", "restic-repo"] {
+            if dir.join(d).exists() {
+                std::fs::remove_dir_all(dir.join(d))?;
+            }
+        }
+    }
+
+    let backup_mib_s = median(ours.clone());
+    let cp_mib_s = median(cps.clone());
+    let restic_mib_s = (!restics.is_empty()).then(|| median(restics.clone()));
+    let mut out = json!({
+        "scenario": "backup-throughput",
+        "data_mib": data_mib,
+        "files": files_n,
+        "stored_mib": stored_mib,
+        "hold_ms": hold_ms,
+        "backup_mib_s": backup_mib_s,
+        "cp_mib_s": cp_mib_s,
+        "restic_mib_s": restic_mib_s,
+        "ratio_cp": backup_mib_s / cp_mib_s,
+        "ratio_restic": restic_mib_s.map(|r| backup_mib_s / r),
+        "runs": {"backup": ours, "cp": cps, "restic": restics},
+        "baseline_mib": file_mib,
+        "fill_s": fill_s,
+        "page_cache_dropped": cache_dropped,
+        "baselines_read": "the backup set's files on the volumes' host directories, storage group dismounted after the backup",
+    });
+    match restic {
+        Some(v) => out["restic"] = json!(v),
+        None => out["note"] = json!("restic is not installed (Debian package `restic`)"),
+    }
+    if opts.num("phases", 0)? != 0 {
+        let db = dir.join("db").join(setup::SG).join(format!("{}.edb", setup::DB));
+        out["phases"] = setup::phases(&db)?;
+    }
+    println!("{out}");
+    Ok(())
+}
