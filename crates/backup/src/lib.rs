@@ -9,7 +9,9 @@ pub mod error;
 pub mod repo;
 pub mod requester;
 pub mod restore;
+pub mod verify;
 
 pub use error::{RequesterError, Result};
 pub use requester::{BackupReport, BackupRequest, Progress, Quiet, Requester, ViewFilter};
 pub use restore::{RestoreReport, RestoreRequest, RestoreTarget, Restorer};
+pub use verify::{SetVerify, verify_set};

@@ -37,6 +37,7 @@ use vss::{
 
 use crate::error::{RequesterError, Result};
 use crate::repo::{BackupSet, LogRange, Repository, SetMeta, StoredFiles};
+use crate::verify::{DbFile, LogFiles};
 
 /// Reports progress of long work (a terminal bar, log lines, or nothing).
 pub trait Progress: Send + Sync {
@@ -354,9 +355,16 @@ impl Requester {
                     c.succeeded = Some(true);
                 }
             }
+            // A storage group dismounted during a full backup made it a copy: record it so,
+            // or an incremental would later take this set for its base.
+            let recorded_type = if sg.degraded_to_copy(job) && req.backup_type == BackupType::Full {
+                BackupType::Copy
+            } else {
+                req.backup_type
+            };
             let meta = SetMeta {
                 node: self.store.node().into(),
-                backup_type: type_name(req.backup_type).into(),
+                backup_type: type_name(recorded_type).into(),
                 storage_group: req.storage_group.clone(),
                 job_id: Some(job),
                 base_set: base.as_ref().map(|b| b.id),
@@ -387,7 +395,15 @@ impl Requester {
         progress.step("reporting backup complete to the writers");
         let complete = session.backup_complete();
         let document = session.shutdown();
-        let (set, bytes, stored_bytes) = outcome?;
+        let (mut set, bytes, stored_bytes) = outcome?;
+        // The dismount may also fall between publishing and backup complete.
+        if req.backup_type == BackupType::Full
+            && set.backup_type == type_name(BackupType::Full)
+            && sg.degraded_to_copy(job)
+        {
+            set.backup_type = type_name(BackupType::Copy).into();
+            self.repo.rewrite_manifest(&set)?;
+        }
         reporting?;
         if let Err(e) = complete {
             return Err(RequesterError::CompleteFailed { set: set.id, source: e });
@@ -455,7 +471,8 @@ impl Requester {
         Ok(out)
     }
 
-    /// The physical-consistency check. Returns the database headers (as JSON) by database.
+    /// The physical-consistency check ([`crate::verify::check`]) of the stored files.
+    /// Returns the database headers (as JSON) by database.
     fn verify(
         &self,
         views: &BTreeMap<String, FsRef>,
@@ -475,87 +492,49 @@ impl Requester {
         };
         let mut headers = serde_json::Map::new();
         let mut signature = None;
-        let mut pages = 0u64;
-        let mut databases = 0u64;
-        let mut required: Vec<(String, u32, u32)> = Vec::new();
+        let mut copied = Vec::new();
         for c in selected.iter().filter(|c| c.component_type == ComponentType::Database) {
             for fd in &c.files {
                 let path = Path::new(&fd.path).join(&fd.filespec);
+                if plan.iter().any(|p| p.role == "database" && p.path == path) {
+                    copied.push((c.name.clone(), DbFile { volume: fd.volume.clone(), path }));
+                    continue;
+                }
+                // A database not copied (an incremental or differential) still lends its
+                // header's log signature, read from the snapshot.
                 let name = format!("{}/{}", fd.volume, path.display());
-                let copied = plan.iter().any(|p| p.role == "database" && p.path == path);
-                // A copied database is checked as stored; one that was not copied (an
-                // incremental or differential) still lends its header's log signature.
-                let source = if copied { stored } else { views };
-                let view = source
+                let view = views
                     .get(&fd.volume)
                     .ok_or_else(|| RequesterError::NoView(fd.volume.clone()))?;
                 let header = ese::inspect::dump_database_header(view.as_ref(), &path)
-                    .map_err(|e| fail(name.clone(), e.to_string()))?;
-                if copied {
-                    let v = ese::inspect::verify_database(view.as_ref(), &path)
-                        .map_err(|e| fail(name.clone(), e.to_string()))?;
-                    pages += v.verified;
-                    databases += 1;
-                    required.push((
-                        name.clone(),
-                        v.min_required_generation,
-                        v.max_required_generation,
-                    ));
-                }
-                match signature {
-                    None => signature = Some(header.log_signature),
-                    Some(s) if s != header.log_signature => {
-                        return Err(fail(
-                            name,
-                            "log signature differs from the other databases of the storage group"
-                                .into(),
-                        ));
-                    }
-                    _ => {}
-                }
-                headers.insert(
-                    c.name.clone(),
-                    serde_json::to_value(&header).expect("header serialises"),
-                );
+                    .map_err(|e| fail(name, e.to_string()))?;
+                signature.get_or_insert(header.log_signature);
+                headers.insert(c.name.clone(), serde_json::to_value(&header).expect("serialises"));
             }
         }
         let logs: Vec<&Planned> = plan.iter().filter(|p| p.role == "log").collect();
-        let (first, last) = match (logs.first(), logs.last()) {
-            (Some(f), Some(l)) => (
-                f.generation.expect("logs have generations"),
-                l.generation.expect("logs have generations"),
-            ),
-            _ => {
-                return Err(fail(
-                    "logs".into(),
-                    "the snapshot holds no closed log generation".into(),
-                ));
-            }
+        let logs = match (logs.first(), logs.last()) {
+            (Some(f), Some(l)) => Some(LogFiles {
+                volume: f.volume.clone(),
+                dir: f.path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                prefix: prefix.to_string(),
+                first: f.generation.expect("logs have generations"),
+                last: l.generation.expect("logs have generations"),
+            }),
+            _ => None,
         };
-        let log_dir = logs[0].path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let view = stored
-            .get(&logs[0].volume)
-            .ok_or_else(|| RequesterError::NoView(logs[0].volume.clone()))?;
-        ese::inspect::verify_logs(view.as_ref(), &log_dir, prefix, Some((first, last)), signature)
-            .map_err(|e| {
-                fail(format!("{}/{}", logs[0].volume, log_dir.display()), e.to_string())
-            })?;
-        for (name, lo, hi) in required {
-            if lo != 0 && (lo < first || hi > last) {
-                return Err(fail(
-                    name,
-                    format!(
-                        "needs log generations {lo:#X} to {hi:#X}, the backup holds {first:#X} to {last:#X}"
-                    ),
-                ));
-            }
+        let files: Vec<DbFile> = copied.iter().map(|(_, f)| f.clone()).collect();
+        let checked = crate::verify::check(stored, &files, logs.as_ref(), signature)
+            .map_err(|f| fail(f.file, f.error))?;
+        for ((name, _), header) in copied.iter().zip(&checked.headers) {
+            headers.insert(name.clone(), serde_json::to_value(header).expect("serialises"));
         }
         self.events.emit(
             &cat::REQUESTER_VERIFY_PASSED,
             Some(job),
-            json!({"databases": databases, "pages": pages,
-                   "first": ese::logfmt::generation_name(prefix, first),
-                   "last": ese::logfmt::generation_name(prefix, last)}),
+            json!({"databases": checked.databases, "pages": checked.pages,
+                   "first": ese::logfmt::generation_name(prefix, checked.first),
+                   "last": ese::logfmt::generation_name(prefix, checked.last)}),
         );
         Ok(serde_json::Value::Object(headers))
     }

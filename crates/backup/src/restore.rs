@@ -509,14 +509,6 @@ fn write_recovered_checkpoint(
     ese::checkpoint::write_checkpoint(fs.as_ref(), &path, &chk).map_err(failed)
 }
 
-/// The generation of a closed log file name of any prefix (`E01` + 8 hex digits + `.log`).
-fn any_generation(name: &str) -> Option<u32> {
-    let stem = name.strip_suffix(".log")?;
-    let (prefix, hex) = stem.split_at(stem.len().checked_sub(8)?);
-    ese::logfmt::parse_generation_name(prefix, name)
-        .filter(|_| prefix.len() == 3 && !hex.is_empty())
-}
-
 /// Every log generation held by the sets of `full`'s storage group and node that were taken
 /// after it (incrementals and differentials), with the set holding each.
 fn later_logs(repo: &Repository, full: &BackupSet) -> Result<BTreeMap<u32, FileEntry>> {
@@ -531,7 +523,7 @@ fn later_logs(repo: &Repository, full: &BackupSet) -> Result<BTreeMap<u32, FileE
         }
         for f in s.files.iter().filter(|f| f.role == "log") {
             let name = Path::new(&f.path).file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if let Some(g) = any_generation(name) {
+            if let Some((_, g)) = crate::verify::log_generation(name) {
                 out.entry(g).or_insert_with(|| f.clone());
             }
         }

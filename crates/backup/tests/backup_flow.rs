@@ -57,7 +57,10 @@ fn full_backup_stamps_the_header_truncates_logs_and_leaves_a_trail() {
     let full = header.previous_full.expect("header stamped");
     assert_eq!((full.gen_low, full.gen_high), (range.low, range.high));
     assert!(sg.backup_in_progress().is_none());
-    n.requester.repo().verify_set(set, &|_| {}).unwrap();
+    let v = backup::verify_set(n.requester.repo(), set, &|_| {}).unwrap();
+    assert_eq!(v.physical.databases, 1);
+    assert!(v.physical.pages > 0 && v.physical.records > 0, "{v:?}");
+    assert_eq!((v.physical.first, v.physical.last), (range.low, range.high));
 
     // The job's trail, in the reference's order.
     let ids: Vec<u32> = n
@@ -74,6 +77,64 @@ fn full_backup_stamps_the_header_truncates_logs_and_leaves_a_trail() {
         assert!(it.any(|i| *i == w), "event {w} missing or out of order in {ids:?}");
     }
     assert!(!ids.contains(&2007), "not aborted: {ids:?}");
+}
+
+/// `verify` of a stored set does the physical checks too: a set whose hashes are all right
+/// but whose database holds a bad page (stored by hand here; the requester refuses to
+/// publish one) fails naming the file and page, and so does one missing a log generation.
+#[test]
+fn verifying_a_stored_set_checks_pages_and_log_generations() {
+    let n = common::node();
+    load_some(&n, 120, 12);
+    let good = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap().set;
+    let repo = n.requester.repo();
+    let stored = |f: &backup::repo::FileEntry| {
+        let mut out = Vec::new();
+        repo.read_file(f, &mut |_, d| {
+            out.extend_from_slice(d);
+            Ok(())
+        })
+        .unwrap();
+        out
+    };
+    let republish = |skip_log: Option<u32>, corrupt_page: Option<u64>| {
+        let scratch = tempfile::tempdir().unwrap();
+        let fs = volume::HostFs::new(scratch.path()).unwrap();
+        let mut w = repo.begin_set();
+        let logs: Vec<_> = good.files.iter().filter(|f| f.role == "log").collect();
+        for (i, f) in good.files.iter().enumerate() {
+            if f.role == "log" && skip_log.is_some_and(|k| logs[k as usize].path == f.path) {
+                continue;
+            }
+            let mut data = stored(f);
+            if let (Some(p), "database") = (corrupt_page, f.role.as_str()) {
+                let at = (p * common::tuning().page_size as u64 + 100) as usize;
+                data[at] ^= 0xff;
+            }
+            let name = std::path::PathBuf::from(format!("f{i}"));
+            volume::fs::write_atomic(&fs, &name, &data).unwrap();
+            let src = volume::FileSystem::open(&fs, &name, volume::OpenMode::Read).unwrap();
+            w.add_file(&f.path, &f.role, &f.component, src.as_ref(), &|_| {}).unwrap();
+        }
+        let meta = backup::repo::SetMeta {
+            backup_type: "copy".into(),
+            storage_group: "SG1".into(),
+            database_headers: good.database_headers.clone(),
+            ..Default::default()
+        };
+        w.publish(meta).unwrap()
+    };
+    let bad_page = republish(None, Some(3));
+    repo.verify_set(&bad_page, &|_| {}).unwrap(); // every hash is right…
+    let err = backup::verify_set(repo, &bad_page, &|_| {}).unwrap_err().to_string();
+    assert!(err.contains("DB1.edb") && err.contains("page 3"), "{err}");
+    let logs = good.files.iter().filter(|f| f.role == "log").count() as u32;
+    assert!(logs >= 3, "the load filled several generations");
+    let gap = republish(Some(1), None);
+    let err = backup::verify_set(repo, &gap, &|_| {}).unwrap_err().to_string();
+    let missing = ese::logfmt::generation_name("E00", good.log_range.unwrap().low + 1);
+    assert!(err.contains(&missing) || err.contains("generation"), "{err}");
+    backup::verify_set(repo, &good, &|_| {}).unwrap();
 }
 
 #[test]
@@ -110,9 +171,19 @@ fn incremental_needs_a_full_and_copies_only_logs() {
 #[test]
 fn a_verification_failure_truncates_nothing_and_stamps_nothing() {
     let n = common::node();
-    load_some(&n, 120, 5);
+    load_some(&n, 60, 5);
+    // A full first, so that the header has history the failed backup must leave alone.
+    n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    load_some(&n, 60, 55);
     n.store.storage_group("SG1").unwrap().instance().unwrap().checkpoint_now().unwrap();
     let before = generations(&n);
+    // The backup history (the engine's own log positions move on with the load).
+    let header = |n: &common::Node| {
+        let sg = n.store.storage_group("SG1").unwrap();
+        let h = sg.instance().unwrap().database_header("DB1").unwrap();
+        (h.previous_full, h.previous_incremental, h.previous_differential, h.previous_copy)
+    };
+    let header_before = header(&n);
     // Corrupt page 3 of the database, as read from the snapshot only.
     let page = common::tuning().page_size as u64;
     let requester = backup::Requester::new(
@@ -136,9 +207,10 @@ fn a_verification_failure_truncates_nothing_and_stamps_nothing() {
     let after = generations(&n);
     assert!(before.iter().all(|g| after.contains(g)), "no log deleted: {before:?} → {after:?}");
     let sg = n.store.storage_group("SG1").unwrap();
-    assert!(sg.instance().unwrap().database_header("DB1").unwrap().previous_full.is_none());
+    assert_eq!(header(&n), header_before, "the header's backup history is unchanged");
+    assert!(header_before.0.is_some(), "there was history to keep");
     assert!(sg.backup_in_progress().is_none(), "backup in progress cleared");
-    assert!(n.requester.repo().list_sets().unwrap().is_empty(), "no set published");
+    assert_eq!(n.requester.repo().list_sets().unwrap().len(), 1, "no second set published");
     assert!(n.events.events().iter().any(|e| e.id == 2007), "engine reports the abort");
     // And the next backup works.
     n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
@@ -222,6 +294,44 @@ fn a_dismount_during_a_full_backup_makes_it_a_copy() {
     assert!(before.iter().all(|g| after.contains(g)), "nothing truncated: {before:?} → {after:?}");
     let h = sg.instance().unwrap().database_header("DB1").unwrap();
     assert!(h.previous_full.is_none(), "no full stamped");
+}
+
+#[test]
+fn a_full_backup_whose_storage_group_was_dismounted_is_recorded_as_a_copy() {
+    let n = common::node();
+    load_some(&n, 60, 9);
+    let before = generations(&n);
+    // The storage group is dismounted while the requester copies from the snapshot.
+    let store = n.store.clone();
+    let requester = backup::Requester::new(
+        n.coordinator.clone(),
+        n.store.clone(),
+        n.requester.repo().clone(),
+        n.events.clone(),
+    )
+    .with_view_filter(Arc::new(move |_, view| {
+        let sg = store.storage_group("SG1").unwrap();
+        if sg.is_mounted() {
+            sg.dismount(true).unwrap();
+        }
+        view
+    }));
+    let report = requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    assert_eq!(report.set.backup_type, "copy", "the report says what the set is");
+    let stored = n.requester.repo().load_set(&report.set.id.to_string()).unwrap();
+    assert_eq!(stored.backup_type, "copy", "so does the manifest");
+    assert!(
+        n.requester.base_for("SG1", BackupType::Incremental).unwrap().is_none(),
+        "a copy is no base for an incremental"
+    );
+    let sg = n.store.storage_group("SG1").unwrap();
+    sg.mount().unwrap();
+    let after = generations(&n);
+    assert!(before.iter().all(|g| after.contains(g)), "nothing truncated: {before:?} → {after:?}");
+    let h = sg.instance().unwrap().database_header("DB1").unwrap();
+    assert!(h.previous_full.is_none() && h.previous_copy.is_none(), "nothing stamped");
+    let err = n.requester.backup(&req(BackupType::Incremental), &Quiet).unwrap_err();
+    assert!(matches!(err, RequesterError::NoBase { .. }), "{err}");
 }
 
 #[test]

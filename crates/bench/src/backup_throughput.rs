@@ -39,6 +39,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     let (mut ours, mut cps, mut restics) = (Vec::new(), Vec::new(), Vec::new());
     let (mut data_mib, mut file_mib, mut stored_mib, mut hold_ms, mut files_n) =
         (0.0, 0.0, 0.0, 0.0, 0);
+    let mut steps = serde_json::Value::Null;
     let mut cache_dropped = true;
     for round in 0..runs {
         if !sg.is_mounted() {
@@ -47,7 +48,8 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         let repo_dir = dir.join("repo");
         let repo = setup::repository(&repo_dir)?;
         cache_dropped &= setup::drop_caches();
-        let report = setup::backup(&node, &repo, BackupType::Full)?;
+        let (report, s) = setup::backup_timed(&node, &repo, BackupType::Full)?;
+        steps = s;
         data_mib = report.bytes as f64 / MIB;
         stored_mib = report.stored_bytes as f64 / MIB;
         hold_ms = report.hold.as_secs_f64() * 1e3;
@@ -100,6 +102,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         "files": files_n,
         "stored_mib": stored_mib,
         "hold_ms": hold_ms,
+        "steps_ms": steps,
         "backup_mib_s": backup_mib_s,
         "cp_mib_s": cp_mib_s,
         "restic_mib_s": restic_mib_s,

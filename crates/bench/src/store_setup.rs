@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use backup::repo::{BackupSet, InitOptions, Repository};
-use backup::{BackupReport, BackupRequest, Quiet};
+use backup::{BackupReport, BackupRequest, Progress};
 use ese::Durability;
 use node::{Config, Node};
 use store::message::Headers;
@@ -158,8 +158,45 @@ pub fn fill_with(node: &Node, mib: u64, seed: u64, bodies: Bodies) -> anyhow::Re
 
 /// Takes a backup of the storage group.
 pub fn backup(node: &Node, repo: &Arc<Repository>, t: BackupType) -> anyhow::Result<BackupReport> {
+    Ok(backup_timed(node, repo, t)?.0)
+}
+
+/// [`backup`], also returning how long each of the requester's steps took (ms, in order).
+pub fn backup_timed(
+    node: &Node,
+    repo: &Arc<Repository>,
+    t: BackupType,
+) -> anyhow::Result<(BackupReport, serde_json::Value)> {
     let req = BackupRequest { storage_group: SG.into(), backup_type: t, databases: vec![] };
-    Ok(node.requester(repo.clone()).backup(&req, &Quiet)?)
+    let steps = StepTimer::default();
+    let report = node.requester(repo.clone()).backup(&req, &steps)?;
+    Ok((report, steps.finish()))
+}
+
+/// A [`Progress`] that records when each step began, so a benchmark can say where the time
+/// of a backup or restore went.
+#[derive(Default)]
+pub struct StepTimer(std::sync::Mutex<Vec<(String, Instant)>>);
+
+impl StepTimer {
+    /// Each step's duration in ms, the last one ending now.
+    pub fn finish(&self) -> serde_json::Value {
+        let steps = self.0.lock().expect("not poisoned");
+        let now = Instant::now();
+        let mut out = serde_json::Map::new();
+        for (i, (name, began)) in steps.iter().enumerate() {
+            let end = steps.get(i + 1).map_or(now, |n| n.1);
+            out.insert(name.clone(), serde_json::json!((end - *began).as_secs_f64() * 1e3));
+        }
+        serde_json::Value::Object(out)
+    }
+}
+
+impl Progress for StepTimer {
+    fn step(&self, what: &str) {
+        self.0.lock().expect("not poisoned").push((what.to_string(), Instant::now()));
+    }
+    fn bytes(&self, _: u64, _: u64) {}
 }
 
 /// The host paths of a set's files: its paths are `<volume label>/<path on the volume>` and

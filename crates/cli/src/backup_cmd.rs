@@ -150,11 +150,18 @@ pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
             let v = progress::run(&format!("verifying set {set}"), || {
                 node.post("/v1/backup/verify", &json!({ "repo": repo, "set": set }))
             })?;
+            let r = &v["report"];
             println!(
-                "Set {} verified: {} files, {} ({:.1} s).",
+                "Set {} verified: {} files, {}: every hash; {} database(s), {} page checksums; \
+                 log generations {:#X} to {:#X}, {} record checksums ({:.1} s).",
                 v["set"]["id"].as_str().unwrap_or("?"),
                 v["set"]["files"],
                 bytes(v["set"]["bytes"].as_u64().unwrap_or(0)),
+                r["databases"],
+                r["pages"],
+                r["first"].as_u64().unwrap_or(0),
+                r["last"].as_u64().unwrap_or(0),
+                r["records"],
                 ms(&v["elapsed_ms"])
             );
         }

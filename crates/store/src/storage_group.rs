@@ -75,6 +75,9 @@ pub struct StorageGroupDef {
     pub tuning: EngineTuning,
 }
 
+/// How many degraded jobs a storage group remembers for their requesters.
+const DEGRADED_KEPT: usize = 16;
+
 /// The backup job holding a storage group.
 pub(crate) struct BackupJob {
     pub job: Uuid,
@@ -98,6 +101,10 @@ pub struct StorageGroup {
     /// The job holding the storage group, shared with the engine's notice sink.
     current_job: Arc<Mutex<Option<Uuid>>>,
     state: Mutex<SgState>,
+    /// The last jobs whose full backup became a copy, newest last, kept after the job
+    /// released the storage group so that its requester can still ask (it records the set it
+    /// published as a copy).
+    degraded: Mutex<std::collections::VecDeque<Uuid>>,
 }
 
 impl std::fmt::Debug for StorageGroup {
@@ -168,6 +175,7 @@ impl StorageGroup {
             events,
             current_job: Arc::default(),
             state: Mutex::new(SgState { instance: None, mail: Vec::new(), backup: None }),
+            degraded: Mutex::default(),
         }
     }
 
@@ -309,6 +317,12 @@ impl StorageGroup {
                 let _ = s.abort();
             }
             b.degraded_to_copy = true;
+            let mut degraded = self.degraded.lock();
+            if degraded.len() >= DEGRADED_KEPT {
+                degraded.pop_front();
+            }
+            degraded.push_back(b.job);
+            drop(degraded);
             self.events.emit(
                 &cat::STORE_BACKUP_DEGRADED_TO_COPY,
                 Some(b.job),
@@ -349,6 +363,12 @@ impl StorageGroup {
                 database: name.into(),
             }
         })
+    }
+
+    /// Whether `job`'s backup of this storage group counts as a copy because the storage
+    /// group was dismounted during it (known for the last few such jobs, after they ended).
+    pub fn degraded_to_copy(&self, job: Uuid) -> bool {
+        self.degraded.lock().contains(&job)
     }
 
     /// The job holding the storage group, if any.

@@ -204,6 +204,13 @@ impl Repository {
         SetWriter::new(self)
     }
 
+    /// Replaces a published set's manifest (atomically) with `set`, for a set whose meaning
+    /// changed after it was published: a full backup that became a copy.
+    pub fn rewrite_manifest(&self, set: &BackupSet) -> Result<()> {
+        let path = self.manifest_path(&set.id);
+        write_atomic(self.fs.as_ref(), &path, &set.encode()).ctx("rewriting", &path)
+    }
+
     fn manifest_path(&self, id: &Uuid) -> PathBuf {
         self.root.join("sets").join(format!("{id}.manifest"))
     }

@@ -5,10 +5,11 @@
 //! generation continuity). What is verified is therefore exactly what was stored, not a second
 //! read of the snapshot.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc;
 
 use parking_lot::Mutex;
 use volume::fs::{DirEntry, File, FileKind, FileRef, FileSystem, Metadata, OpenMode, normalize};
@@ -60,7 +61,17 @@ struct StoredFile {
     starts: Vec<u64>,
     /// The last chunk read (reads are mostly sequential).
     cache: Mutex<Option<(usize, Arc<Vec<u8>>)>>,
+    /// Chunks being read ahead, by index: a sequential reader (the verification pass) finds
+    /// the next chunks already decompressed and hash-checked by other threads, so that both
+    /// cores work while it checks pages.
+    ahead: Mutex<BTreeMap<usize, Pending>>,
 }
+
+/// A chunk being read on another thread.
+type Pending = mpsc::Receiver<io::Result<Arc<Vec<u8>>>>;
+
+/// How many chunks a sequential reader has read ahead.
+const READ_AHEAD: usize = 2;
 
 impl std::fmt::Debug for StoredFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,20 +81,57 @@ impl std::fmt::Debug for StoredFile {
 
 impl StoredFile {
     fn chunk(&self, i: usize) -> io::Result<Arc<Vec<u8>>> {
-        if let Some((j, data)) = &*self.cache.lock()
-            && *j == i
-        {
-            return Ok(data.clone());
-        }
-        let c = &self.entry.chunks[i];
-        let hash = parse_hash(&c.hash).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk hash {:?}", c.hash))
-        })?;
-        let data =
-            Arc::new(self.repo.read_chunk(&hash, &self.entry.path).map_err(io::Error::other)?);
+        let last = {
+            let cache = self.cache.lock();
+            match &*cache {
+                Some((j, data)) if *j == i => return Ok(data.clone()),
+                Some((j, _)) => Some(*j),
+                None => None,
+            }
+        };
+        let pending = self.ahead.lock().remove(&i);
+        let data = match pending {
+            Some(rx) => rx.recv().unwrap_or_else(|_| self.read(i))?,
+            None => self.read(i)?,
+        };
         *self.cache.lock() = Some((i, data.clone()));
+        if last.is_some_and(|j| j + 1 == i) || (i == 0 && last.is_none()) {
+            self.read_ahead(i);
+        }
         Ok(data)
     }
+
+    /// Reads chunk `i` (decompressed and checked against its hash).
+    fn read(&self, i: usize) -> io::Result<Arc<Vec<u8>>> {
+        read_chunk(&self.repo, &self.entry, i)
+    }
+
+    /// Starts reading the chunks after `i` on their own threads, and forgets read-aheads the
+    /// reader has passed.
+    fn read_ahead(&self, i: usize) {
+        let mut ahead = self.ahead.lock();
+        ahead.retain(|j, _| *j > i);
+        for j in i + 1..=(i + READ_AHEAD).min(self.entry.chunks.len().saturating_sub(1)) {
+            if ahead.contains_key(&j) {
+                continue;
+            }
+            let (tx, rx) = mpsc::sync_channel(1);
+            let (repo, entry) = (self.repo.clone(), self.entry.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send(read_chunk(&repo, &entry, j));
+            });
+            ahead.insert(j, rx);
+        }
+    }
+}
+
+/// Reads chunk `i` of `entry` (decompressed and checked against its hash).
+fn read_chunk(repo: &Repository, entry: &FileEntry, i: usize) -> io::Result<Arc<Vec<u8>>> {
+    let c = &entry.chunks[i];
+    let hash = parse_hash(&c.hash).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk hash {:?}", c.hash))
+    })?;
+    Ok(Arc::new(repo.read_chunk(&hash, &entry.path).map_err(io::Error::other)?))
 }
 
 impl File for StoredFile {
@@ -134,7 +182,13 @@ impl FileSystem for StoredFiles {
             starts.push(at);
             at += c.len as u64;
         }
-        Ok(Arc::new(StoredFile { repo: self.repo.clone(), entry, starts, cache: Mutex::new(None) }))
+        Ok(Arc::new(StoredFile {
+            repo: self.repo.clone(),
+            entry,
+            starts,
+            cache: Mutex::new(None),
+            ahead: Mutex::default(),
+        }))
     }
 
     fn create_dir_all(&self, _: &Path) -> io::Result<()> {

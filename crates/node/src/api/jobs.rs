@@ -259,10 +259,11 @@ pub async fn verify(State(s): State<AppState>, Json(req): Json<VerifyBody>) -> A
         let repo = open_repo(&req.repo)?;
         let set = repo.load_set(&req.set)?;
         let started = Instant::now();
-        repo.verify_set(&set, &|_| {})?;
+        let report = backup::verify_set(&repo, &set, &|_| {})?;
         Ok(Json(json!({
             "set": set_summary(&set),
             "verified": true,
+            "report": report,
             "elapsed_ms": started.elapsed().as_secs_f64() * 1e3,
         })))
     })

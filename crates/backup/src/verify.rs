@@ -1,0 +1,231 @@
+//! The physical-consistency check of a backup, shared by the requester (on a set it just
+//! stored, before it reports success to the writers) and by `verify` of a stored set later:
+//! every database page checksum, every log record checksum, log generations contiguous, and
+//! one log signature across the databases and the logs.
+//!
+//! The checks read the files as stored ([`StoredFiles`]): every byte comes back through the
+//! repository, decompressed and checked against its chunk hash, so what passes is exactly
+//! what a restore will read.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ese::DbHeader;
+use serde::Serialize;
+use volume::FsRef;
+
+use crate::error::{RequesterError, Result};
+use crate::repo::{BackupSet, Repository, StoredFiles};
+
+/// A database file of a backup: its volume label and path on the volume.
+#[derive(Debug, Clone)]
+pub struct DbFile {
+    pub volume: String,
+    pub path: PathBuf,
+}
+
+/// The closed log generations of a backup: `first..=last` of `prefix` in `dir` on `volume`.
+#[derive(Debug, Clone)]
+pub struct LogFiles {
+    pub volume: String,
+    pub dir: PathBuf,
+    pub prefix: String,
+    pub first: u32,
+    pub last: u32,
+}
+
+/// What the checks found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Physical {
+    /// The header of each database checked, in the order given.
+    pub headers: Vec<DbHeader>,
+    pub databases: u64,
+    /// Pages whose checksum was verified.
+    pub pages: u64,
+    /// First and last log generation checked.
+    pub first: u32,
+    pub last: u32,
+    /// Log records whose checksum was verified.
+    pub records: u64,
+}
+
+/// A failed check: the file (`<volume>/<path>`) and what is wrong with it.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub file: String,
+    pub error: String,
+}
+
+impl Failure {
+    fn new(file: String, error: impl ToString) -> Self {
+        Self { file, error: error.to_string() }
+    }
+}
+
+/// Runs the checks on `databases` and `logs` read through `views` (by volume label).
+/// `signature`, when known from elsewhere (an incremental's databases are not in the set),
+/// is the log signature every database and log must carry.
+pub fn check(
+    views: &BTreeMap<String, FsRef>,
+    databases: &[DbFile],
+    logs: Option<&LogFiles>,
+    mut signature: Option<[u8; 16]>,
+) -> Result<Physical, Failure> {
+    let view = |volume: &str, file: &str| {
+        views
+            .get(volume)
+            .ok_or_else(|| Failure::new(file.to_string(), format!("no volume {volume:?}")))
+    };
+    let mut out =
+        Physical { headers: Vec::new(), databases: 0, pages: 0, first: 0, last: 0, records: 0 };
+    let mut required = Vec::new();
+    for db in databases {
+        let name = format!("{}/{}", db.volume, db.path.display());
+        let fs = view(&db.volume, &name)?;
+        let header = ese::inspect::dump_database_header(fs.as_ref(), &db.path)
+            .map_err(|e| Failure::new(name.clone(), e))?;
+        let v = ese::inspect::verify_database(fs.as_ref(), &db.path)
+            .map_err(|e| Failure::new(name.clone(), e))?;
+        match signature {
+            None => signature = Some(v.log_signature),
+            Some(s) if s != v.log_signature => {
+                return Err(Failure::new(
+                    name,
+                    "log signature differs from the other files of the storage group",
+                ));
+            }
+            _ => {}
+        }
+        out.pages += v.verified;
+        out.databases += 1;
+        required.push((name, v.min_required_generation, v.max_required_generation));
+        out.headers.push(header);
+    }
+    let Some(logs) = logs else {
+        return Err(Failure::new("logs".into(), "the backup holds no closed log generation"));
+    };
+    let dir_name = format!("{}/{}", logs.volume, logs.dir.display());
+    let fs = view(&logs.volume, &dir_name)?;
+    let v = ese::inspect::verify_logs(
+        fs.as_ref(),
+        &logs.dir,
+        &logs.prefix,
+        Some((logs.first, logs.last)),
+        signature,
+    )
+    .map_err(|e| Failure::new(dir_name, e))?;
+    (out.first, out.last, out.records) = (logs.first, logs.last, v.records);
+    for (name, lo, hi) in required {
+        if lo != 0 && (lo < logs.first || hi > logs.last) {
+            return Err(Failure::new(
+                name,
+                format!(
+                    "needs log generations {lo:#X} to {hi:#X}, the backup holds {:#X} to {:#X}",
+                    logs.first, logs.last
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// The report of [`verify_set`].
+#[derive(Debug, Clone, Serialize)]
+pub struct SetVerify {
+    pub files: usize,
+    pub bytes: u64,
+    #[serde(flatten)]
+    pub physical: Physical,
+}
+
+/// Verifies a stored set: every chunk and file hash first, then the physical checks on the
+/// files as stored. `progress` receives the bytes hash-checked so far.
+pub fn verify_set(
+    repo: &Arc<Repository>,
+    set: &BackupSet,
+    progress: &dyn Fn(u64),
+) -> Result<SetVerify> {
+    repo.verify_set(set, progress)?;
+    let mut views: BTreeMap<String, FsRef> = BTreeMap::new();
+    let mut databases = Vec::new();
+    let mut logs: Option<LogFiles> = None;
+    for f in &set.files {
+        let Some((volume, path)) = f.path.split_once('/') else {
+            return Err(RequesterError::Verify(format!(
+                "set {}: file {:?} names no volume",
+                set.id, f.path
+            )));
+        };
+        views.entry(volume.to_string()).or_insert_with(|| {
+            Arc::new(StoredFiles::new(repo.clone(), volume, &set.files)) as FsRef
+        });
+        let path = Path::new(path);
+        match f.role.as_str() {
+            "database" => databases.push(DbFile { volume: volume.into(), path: path.into() }),
+            "log" => {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                let Some((prefix, g)) = log_generation(name) else {
+                    return Err(RequesterError::Verify(format!(
+                        "set {}: {} is not a log generation file",
+                        set.id, f.path
+                    )));
+                };
+                let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                match &mut logs {
+                    None => {
+                        logs = Some(LogFiles {
+                            volume: volume.into(),
+                            dir,
+                            prefix: prefix.into(),
+                            first: g,
+                            last: g,
+                        })
+                    }
+                    Some(l) => {
+                        if l.volume != volume || l.dir != dir || l.prefix != prefix {
+                            return Err(RequesterError::Verify(format!(
+                                "set {}: {} is not in the log directory of the other logs",
+                                set.id, f.path
+                            )));
+                        }
+                        (l.first, l.last) = (l.first.min(g), l.last.max(g));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let physical = check(&views, &databases, logs.as_ref(), recorded_signature(set))
+        .map_err(|f| RequesterError::Verify(format!("set {}: {}: {}", set.id, f.file, f.error)))?;
+    Ok(SetVerify {
+        files: set.files.len(),
+        bytes: set.files.iter().map(|f| f.size).sum(),
+        physical,
+    })
+}
+
+/// The log signature the set's manifest recorded from the database headers (an incremental
+/// holds no database file to read it from).
+fn recorded_signature(set: &BackupSet) -> Option<[u8; 16]> {
+    let headers = set.database_headers.as_object()?;
+    let hex = headers.values().find_map(|h| h.get("log_signature")?.as_str())?;
+    let mut out = [0u8; 16];
+    if hex.len() != 32 {
+        return None;
+    }
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The prefix and generation of a closed log file name (`E01` + 8 hex digits + `.log`).
+pub fn log_generation(name: &str) -> Option<(&str, u32)> {
+    let stem = name.strip_suffix(".log")?;
+    let prefix = stem.get(..stem.len().checked_sub(8)?)?;
+    if prefix.len() != 3 {
+        return None;
+    }
+    ese::logfmt::parse_generation_name(prefix, name).map(|g| (prefix, g))
+}
