@@ -219,6 +219,13 @@ impl Restorer {
         match &result {
             Ok((recovery, placed, files, bytes)) => {
                 self.events.emit(
+                    &cat::STORE_RESTORE_RECOVERED,
+                    set.job_id,
+                    json!({"storage_group": set.storage_group,
+                           "first": recovery.generations.first().copied().unwrap_or(0),
+                           "last": recovery.generations.last().copied().unwrap_or(0)}),
+                );
+                self.events.emit(
                     &cat::REQUESTER_RESTORE_DONE,
                     set.job_id,
                     json!({"storage_group": set.storage_group, "files": files, "bytes": bytes,
@@ -331,6 +338,7 @@ impl Restorer {
                 files += 1;
                 bytes += entry.size;
             }
+            check_logs(&log_stage.fs, &log_stage.dir, &def.prefix, logs, &specs)?;
             progress.step("hard recovery: replaying the backed-up logs and rolling forward");
             let report = ese::hard_recover(&HardRecovery {
                 databases: specs,
@@ -345,21 +353,11 @@ impl Restorer {
         })();
         let result = match outcome {
             Ok((report, files, bytes)) => {
-                // The point of no return: move the recovered databases into place. An error
-                // here still runs the cleanup and post-restore below.
-                let mut placed = Vec::new();
-                let moved = db_stages.iter().try_for_each(|(stage, db)| {
-                    let staged = stage.dir.join(db.path.file_name().unwrap_or_default());
-                    db.volume
-                        .fs
-                        .rename(&staged, &db.path)
-                        .map_err(io_err("moving into place", &db.path))?;
-                    let parent = db.path.parent().map(Path::to_path_buf).unwrap_or_default();
-                    db.volume.fs.sync_dir(&parent).map_err(io_err("syncing", &parent))?;
-                    placed.push((db.name.clone(), db.path.clone()));
-                    Ok::<(), RequesterError>(())
-                });
-                moved.map(|()| (report, placed, files, bytes))
+                // Move the recovered databases into place, all or none: each database file
+                // there is first set aside in its staging directory, so that a failure part
+                // way puts every one back (the cleanup and post-restore below still run).
+                let placed = place_all(&db_stages);
+                placed.map(|placed| (report, placed, files, bytes))
             }
             Err(e) => Err(e),
         };
@@ -433,6 +431,7 @@ impl Restorer {
                     files += 1;
                     bytes += entry.size;
                 }
+                check_logs(fs, &stage.dir.join("logs"), &def.prefix, logs, &specs)?;
                 progress.step("hard recovery");
                 let report = ese::hard_recover(&HardRecovery {
                     databases: specs,
@@ -468,6 +467,90 @@ impl Restorer {
         stage.remove();
         outcome
     }
+}
+
+/// Checks every restored log generation — records, continuity, and the log signature of the
+/// restored databases — before recovery replays any: a foreign or damaged log stops the
+/// restore naming its file, even one recovery would not have needed to read.
+fn check_logs(
+    fs: &FsRef,
+    dir: &Path,
+    prefix: &str,
+    logs: &BTreeMap<u32, FileEntry>,
+    databases: &[DatabaseSpec],
+) -> Result<()> {
+    let failed = |e: ese::EngineError| RequesterError::RestoreFailed(e.to_string());
+    let signature = match databases.first() {
+        Some(db) => {
+            Some(ese::inspect::dump_database_header(db.fs.as_ref(), &db.path).map_err(failed)?)
+        }
+        None => None,
+    }
+    .map(|h| h.log_signature);
+    if let (Some(lo), Some(hi)) = (logs.keys().next(), logs.keys().next_back()) {
+        ese::inspect::verify_logs(fs.as_ref(), dir, prefix, Some((*lo, *hi)), signature)
+            .map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// Moves each staged database over its original file, setting the original aside first (as
+/// `<name>.previous` in the staging directory, removed with it); on any failure every
+/// original set aside is put back, so the target is as it was.
+fn place_all(stages: &[(Staged, &store::DatabaseDef)]) -> Result<Vec<(String, PathBuf)>> {
+    let name = |db: &store::DatabaseDef| db.path.file_name().unwrap_or_default().to_owned();
+    let aside = |stage: &Staged, db: &store::DatabaseDef| {
+        let mut n = name(db);
+        n.push(".previous");
+        stage.dir.join(n)
+    };
+    let sync_parent = |db: &store::DatabaseDef| {
+        let parent = db.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        db.volume.fs.sync_dir(&parent).map_err(io_err("syncing", &parent))
+    };
+    let mut set_aside = Vec::new();
+    let mut placed = Vec::new();
+    let outcome = (|| -> Result<()> {
+        for (stage, db) in stages {
+            match db.volume.fs.metadata(&db.path) {
+                Ok(_) => {
+                    let to = aside(stage, db);
+                    db.volume
+                        .fs
+                        .rename(&db.path, &to)
+                        .map_err(io_err("setting aside", &db.path))?;
+                    set_aside.push((stage, *db));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("reading", &db.path)(e)),
+            }
+        }
+        for (stage, db) in stages {
+            let staged = stage.dir.join(name(db));
+            db.volume
+                .fs
+                .rename(&staged, &db.path)
+                .map_err(io_err("moving into place", &db.path))?;
+            sync_parent(db)?;
+            placed.push((db.name.clone(), db.path.clone()));
+        }
+        Ok(())
+    })();
+    if let Err(e) = outcome {
+        // A database placed where there was none before goes away again.
+        for (stage, db) in stages {
+            let had_one = set_aside.iter().any(|(_, d)| std::ptr::eq(*d, *db));
+            if !had_one && placed.iter().any(|(n, _)| *n == db.name) {
+                let _ = db.volume.fs.rename(&db.path, &stage.dir.join(name(db)));
+            }
+        }
+        for (stage, db) in set_aside {
+            let _ = db.volume.fs.rename(&aside(stage, db), &db.path);
+            let _ = sync_parent(db);
+        }
+        return Err(e);
+    }
+    Ok(placed)
 }
 
 /// Writes `E00.chk` beside databases recovered to an alternate location, pointing at the end

@@ -92,6 +92,11 @@ fn full_incremental_differential_under_load_then_disaster_and_restore() {
         .unwrap();
     assert_eq!(report.sets.len(), 2, "full + incremental");
     assert!(sg.is_mounted(), "post-restore mounted the storage group");
+    // The restore's trail: started (store writer's pre-restore), recovered, done.
+    let ids: Vec<u32> = n.events.events().iter().map(|e| e.id).collect();
+    let at =
+        |id: u32| ids.iter().rposition(|i| *i == id).unwrap_or_else(|| panic!("{id} in {ids:?}"));
+    assert!(at(9625) < at(9626), "{ids:?}");
     let mail = sg.mail("DB1").unwrap();
     let checked = ledger.verify(&mail, u64::MAX).unwrap();
     assert!(checked > 100, "every acknowledged message is back ({checked})");
@@ -165,8 +170,11 @@ fn a_damaged_backup_is_named_and_the_target_is_left_alone() {
     b.iter_mut().for_each(|x| *x ^= 0x5A);
     pack.write_at(&b, 100).unwrap();
 
-    let err = n.requester.repo().verify_set(&full.set, &|_| {}).unwrap_err();
-    assert!(err.to_string().contains("chunk"), "{err}");
+    // The first chunk of the first pack is the database file's first chunk.
+    let db = full.set.files.iter().find(|f| f.role == "database").unwrap();
+    let chunk = &db.chunks[0].hash;
+    let err = n.requester.repo().verify_set(&full.set, &|_| {}).unwrap_err().to_string();
+    assert!(err.contains(chunk.as_str()) && err.contains(&db.path), "{err}");
 
     let sg = n.store.storage_group("SG1").unwrap();
     sg.dismount(false).unwrap();
@@ -182,7 +190,7 @@ fn a_damaged_backup_is_named_and_the_target_is_left_alone() {
         )
         .unwrap_err();
     assert!(matches!(err, RequesterError::Repo(_)), "{err}");
-    assert!(err.to_string().contains("chunk"), "{err}");
+    assert!(err.to_string().contains(chunk.as_str()), "{err}");
     let after = volume::fs::read_all(n.db.as_ref(), Path::new("SG1/DB1.edb")).unwrap();
     assert!(before == after, "the database file was not touched");
     let names: Vec<String> =
@@ -317,4 +325,149 @@ fn an_alternate_restore_needs_an_empty_directory_and_no_roll_forward() {
     let err = restorer(&n).restore(&request("fresh", true), &Quiet).unwrap_err();
     assert!(err.to_string().contains("roll-forward"), "{err}");
     restorer(&n).restore(&request("fresh", false), &Quiet).unwrap();
+}
+
+/// The database file (and the log directory) of the original location, for comparisons.
+fn original_files(n: &common::Node) -> (Vec<u8>, Vec<String>) {
+    let db = volume::fs::read_all(n.db.as_ref(), Path::new("SG1/DB1.edb")).unwrap();
+    let mut logs: Vec<String> =
+        n.logs.read_dir(Path::new("SG1/logs")).unwrap().into_iter().map(|e| e.name).collect();
+    logs.sort();
+    (db, logs)
+}
+
+/// Restores `set` over the dismounted original location, expecting a refusal or failure.
+fn restore_fails(n: &common::Node, set: &backup::repo::BackupSet) -> String {
+    let sg = n.store.storage_group("SG1").unwrap();
+    if sg.is_mounted() {
+        sg.dismount(false).unwrap();
+    }
+    let before = original_files(n);
+    let err = restorer(n)
+        .restore(
+            &RestoreRequest {
+                set: set.id.to_string(),
+                target: RestoreTarget::Original { allow_overwrite: false },
+                roll_forward: true,
+            },
+            &Quiet,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(original_files(n) == before, "the target is as it was: {err}");
+    err
+}
+
+#[test]
+fn a_set_missing_a_log_generation_is_refused_naming_it() {
+    let n = common::node();
+    loaded(&n, 80, 31);
+    let mut set = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap().set;
+    let logs: Vec<_> = set.files.iter().filter(|f| f.role == "log").cloned().collect();
+    assert!(logs.len() >= 3, "the load filled several generations");
+    let gone = logs[1].path.clone();
+    set.files.retain(|f| f.path != gone);
+    n.requester.repo().rewrite_manifest(&set).unwrap();
+    let err = restore_fails(&n, &set);
+    let name = Path::new(&gone).file_name().unwrap().to_str().unwrap();
+    let generation = backup::verify::log_generation(name).unwrap().1;
+    assert!(
+        err.contains(&format!("{generation:#X}")) || err.contains(name),
+        "names the missing generation {name}: {err}"
+    );
+    n.store.storage_group("SG1").unwrap().mount().unwrap();
+}
+
+#[test]
+fn a_foreign_log_in_a_set_stops_the_restore_naming_it() {
+    let n = common::node();
+    loaded(&n, 80, 32);
+    let set = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap().set;
+    // Another storage group instance (its own log signature) with the same generations.
+    let other = common::node();
+    loaded(&other, 80, 33);
+    other.store.storage_group("SG1").unwrap().dismount(false).unwrap();
+    let logs: Vec<_> = set.files.iter().filter(|f| f.role == "log").collect();
+    let swapped = logs[logs.len() / 2];
+    let name = Path::new(&swapped.path).file_name().unwrap().to_str().unwrap().to_string();
+    let foreign = other.logs.open(&Path::new("SG1/logs").join(&name), OpenMode::Read).unwrap();
+    // The set again, with that one generation taken from the other instance.
+    let repo = n.requester.repo();
+    let mut w = repo.begin_set();
+    for f in &set.files {
+        if f.path == swapped.path {
+            w.add_file(&f.path, &f.role, &f.component, foreign.as_ref(), &|_| {}).unwrap();
+            continue;
+        }
+        let mut data = Vec::new();
+        repo.read_file(f, &mut |_, d| {
+            data.extend_from_slice(d);
+            Ok(())
+        })
+        .unwrap();
+        let scratch: FsRef = Arc::new(HostFs::new(n.dir.path().join("scratch-files")).unwrap());
+        let p = PathBuf::from(f.path.replace('/', "_"));
+        volume::fs::write_atomic(scratch.as_ref(), &p, &data).unwrap();
+        let src = scratch.open(&p, OpenMode::Read).unwrap();
+        w.add_file(&f.path, &f.role, &f.component, src.as_ref(), &|_| {}).unwrap();
+    }
+    let meta = backup::repo::SetMeta {
+        node: set.node.clone(),
+        backup_type: "full".into(),
+        storage_group: "SG1".into(),
+        log_range: set.log_range,
+        components: set.components.clone(),
+        database_headers: set.database_headers.clone(),
+        ..Default::default()
+    };
+    let forged = w.publish(meta).unwrap();
+    let err = restore_fails(&n, &forged);
+    assert!(err.contains("signature") && err.contains(&name), "names {name}: {err}");
+    n.store.storage_group("SG1").unwrap().mount().unwrap();
+}
+
+/// A restore over two databases whose second move into place fails puts the first one back:
+/// the target is exactly as it was.
+#[test]
+fn a_restore_that_fails_moving_the_second_database_puts_the_first_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = common::node_with(dir, &["DB1", "DB2"]);
+    for db in ["DB1", "DB2"] {
+        let mail = n.store.storage_group("SG1").unwrap().mail(db).unwrap();
+        mail.create_mailbox("a").unwrap();
+        for i in 0..20 {
+            let h = store::message::Headers {
+                from: "x@example.com".into(),
+                to: vec!["a@example.com".into()],
+                subject: format!("{db} {i}"),
+                received_unix_ms: 0,
+            };
+            mail.deliver("a", "Inbox", h, &vec![b'm'; 3000], ese::Durability::Durable).unwrap();
+        }
+    }
+    let full = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    let sg = n.store.storage_group("SG1").unwrap();
+    sg.dismount(false).unwrap();
+    let read = |p: &str| volume::fs::read_all(n.db.as_ref(), Path::new(p)).unwrap();
+    let before = (read("SG1/DB1.edb"), read("SG1/DB2.edb"));
+    n.db_faults.as_ref().unwrap().fail_rename_onto("SG1/DB2.edb", volume::fault::FaultKind::Eio);
+    let err = restorer(&n)
+        .restore(
+            &RestoreRequest {
+                set: full.set.id.to_string(),
+                target: RestoreTarget::Original { allow_overwrite: false },
+                roll_forward: true,
+            },
+            &Quiet,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("DB2.edb"), "{err}");
+    assert!((read("SG1/DB1.edb"), read("SG1/DB2.edb")) == before, "both databases as they were");
+    let mut names: Vec<String> =
+        n.db.read_dir(Path::new("SG1")).unwrap().into_iter().map(|e| e.name).collect();
+    names.sort();
+    assert_eq!(names, ["DB1.edb", "DB2.edb"], "no staging left behind");
+    sg.mount().unwrap();
+    assert_eq!(sg.mail("DB2").unwrap().list("a", "Inbox").unwrap().len(), 20);
 }

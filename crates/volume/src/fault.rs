@@ -49,6 +49,8 @@ struct Rules {
     ops: u64,
     fail_from: Option<(u64, FaultKind)>,
     corrupt: Vec<(PathBuf, Range<u64>)>,
+    /// Renames onto these paths fail.
+    rename_onto: Vec<(PathBuf, FaultKind)>,
 }
 
 impl Rules {
@@ -94,11 +96,20 @@ impl FaultInjector {
         r.fail_from = Some((r.ops + n.max(1), kind));
     }
 
+    /// The next rename whose destination is `path` fails with `kind` (once: the rule is
+    /// used up): the last step of an atomic replace failing after the steps before it
+    /// succeeded.
+    pub fn fail_rename_onto(&self, path: impl AsRef<Path>, kind: FaultKind) {
+        let path = normalize(path.as_ref()).expect("a valid relative path");
+        self.rules.lock().rename_onto.push((path, kind));
+    }
+
     /// Removes every rule.
     pub fn clear(&self) {
         let mut r = self.rules.lock();
         r.fail_from = None;
         r.corrupt.clear();
+        r.rename_onto.clear();
     }
 
     /// A shared handle usable wherever an [`FsRef`] is expected.
@@ -175,7 +186,14 @@ impl FileSystem for FaultInjector {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.rules.lock().op()?;
+        let mut rules = self.rules.lock();
+        rules.op()?;
+        let dest = normalize(to)?;
+        if let Some(i) = rules.rename_onto.iter().position(|(p, _)| *p == dest) {
+            let (_, kind) = rules.rename_onto.remove(i);
+            return Err(kind.to_error(rules.ops));
+        }
+        drop(rules);
         self.inner.rename(from, to)
     }
 

@@ -24,6 +24,8 @@ pub struct Node {
     pub store: Arc<InformationStore>,
     pub requester: Requester,
     pub repo_fs: FsRef,
+    /// The fault injector the database volume goes through, when asked for.
+    pub db_faults: Option<volume::fault::FaultInjector>,
 }
 
 pub fn tuning() -> EngineTuning {
@@ -49,8 +51,20 @@ pub fn sg_def(logs: &FsRef, db: &FsRef) -> StorageGroupDef {
 
 pub fn node() -> Node {
     let dir = tempfile::tempdir().unwrap();
+    build(dir, &["DB1"], false)
+}
+
+/// A node whose storage group has `databases` (all on the database volume, which goes
+/// through a fault injector).
+pub fn node_with(dir: tempfile::TempDir, databases: &[&str]) -> Node {
+    build(dir, databases, true)
+}
+
+fn build(dir: tempfile::TempDir, databases: &[&str], faults: bool) -> Node {
     let logs: FsRef = Arc::new(HostFs::new(dir.path().join("vol-logs")).unwrap());
-    let db: FsRef = Arc::new(HostFs::new(dir.path().join("vol-db")).unwrap());
+    let host_db: FsRef = Arc::new(HostFs::new(dir.path().join("vol-db")).unwrap());
+    let db_faults = faults.then(|| volume::fault::FaultInjector::new(host_db.clone()));
+    let db = db_faults.as_ref().map_or(host_db, |f| f.as_ref());
     let repo_fs: FsRef = Arc::new(HostFs::new(dir.path().join("repo")).unwrap());
     let events = Arc::new(MemorySink::new("node1"));
     let coordinator = Coordinator::new("node1", CoordinatorConfig::default(), events.clone());
@@ -59,12 +73,21 @@ pub fn node() -> Node {
     provider.add_volume("db", db.clone());
     coordinator.register_provider(provider);
     let store = InformationStore::new("node1", events.clone());
-    store.add_storage_group(sg_def(&logs, &db)).unwrap().mount().unwrap();
+    let mut def = sg_def(&logs, &db);
+    def.databases = databases
+        .iter()
+        .map(|name| DatabaseDef {
+            name: name.to_string(),
+            volume: VolumeRef { label: "db".into(), fs: db.clone() },
+            path: PathBuf::from(format!("SG1/{name}.edb")),
+        })
+        .collect();
+    store.add_storage_group(def).unwrap().mount().unwrap();
     coordinator.register_writer(StoreWriter::new(store.clone())).unwrap();
     let repo = Arc::new(
         Repository::init(repo_fs.clone(), "", InitOptions { chunk_size: 64 << 10, zstd_level: 1 })
             .unwrap(),
     );
     let requester = Requester::new(coordinator.clone(), store.clone(), repo, events.clone());
-    Node { dir, logs, db, events, coordinator, store, requester, repo_fs }
+    Node { dir, logs, db, events, coordinator, store, requester, repo_fs, db_faults }
 }
