@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use backup::{Quiet, RestoreRequest, RestoreTarget};
+use backup::{RestoreRequest, RestoreTarget};
 use serde_json::json;
 use volume::{FsRef, HostFs};
 use vss::BackupType;
@@ -42,6 +42,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     let (mut ours, mut cps) = (Vec::new(), Vec::new());
     let (mut restore_mib, mut restored_tree_mib, mut generations) = (0.0, 0.0, 0);
     let mut cache_dropped = true;
+    let mut steps = serde_json::Value::Null;
     for round in 0..runs {
         let mut order = ["restore", "cp"];
         if round % 2 == 1 {
@@ -57,15 +58,17 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
             std::fs::create_dir_all(&target)?;
             let target_fs: FsRef = Arc::new(HostFs::new(&target)?);
             let t = Instant::now();
+            let timer = setup::StepTimer::default();
             let report = node.restorer(repo.clone()).restore(
                 &RestoreRequest {
                     set: full.set.id.to_string(),
                     target: RestoreTarget::Alternate { fs: target_fs, dir: PathBuf::from("SG1") },
                     roll_forward: false,
                 },
-                &Quiet,
+                &timer,
             )?;
             let secs = t.elapsed().as_secs_f64();
+            steps = timer.finish();
             restore_mib = report.bytes as f64 / MIB;
             generations = report.recovery.generations.len();
             restored_tree_mib = setup::tree_bytes(&target)? as f64 / MIB;
@@ -92,6 +95,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         "{}",
         json!({
             "scenario": "restore-throughput",
+            "steps_ms": steps,
             "data_mib": restore_mib,
             "restored_tree_mib": restored_tree_mib,
             "restore_mib_s": restore_mib_s,

@@ -258,24 +258,41 @@ impl Repository {
     /// Streams a backed-up file's content to `sink` in order (offset, bytes), checking every
     /// chunk's hash and, at the end, the whole file's size and hash. On any mismatch the error
     /// names the file and the chunk; the caller must treat what it received as untrusted.
+    ///
+    /// Chunks are read, decompressed and hash-checked a few ahead on their own threads while
+    /// `sink` consumes the earlier ones in order, so that a restore keeps both cores busy
+    /// (decompressing is the expensive part; the sink mostly writes).
     pub fn read_file(
         &self,
         entry: &FileEntry,
         sink: &mut dyn FnMut(u64, &[u8]) -> io::Result<()>,
     ) -> Result<()> {
-        let mut hasher = blake3::Hasher::new();
-        let mut offset = 0u64;
+        let ahead = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8) + 1;
+        let mut hashes = Vec::with_capacity(entry.chunks.len());
         for c in &entry.chunks {
-            let hash = parse_hash(&c.hash).ok_or_else(|| RepoError::CorruptManifest {
+            hashes.push(parse_hash(&c.hash).ok_or_else(|| RepoError::CorruptManifest {
                 set: entry.path.clone(),
                 why: format!("chunk hash {:?} is not a BLAKE3 hash", c.hash),
-            })?;
-            let data = self.read_chunk(&hash, &entry.path)?;
-            hasher.update(&data);
-            sink(offset, &data)
-                .map_err(|source| RepoError::Sink { file: entry.path.clone(), source })?;
-            offset += data.len() as u64;
+            })?);
         }
+        let mut hasher = blake3::Hasher::new();
+        let mut offset = 0u64;
+        std::thread::scope(|s| -> Result<()> {
+            let mut pending = std::collections::VecDeque::new();
+            let mut next = hashes.iter();
+            loop {
+                while pending.len() < ahead {
+                    let Some(hash) = next.next() else { break };
+                    pending.push_back(s.spawn(move || self.read_chunk(hash, &entry.path)));
+                }
+                let Some(h) = pending.pop_front() else { return Ok(()) };
+                let data = h.join().expect("reading a chunk does not panic")?;
+                hasher.update(&data);
+                sink(offset, &data)
+                    .map_err(|source| RepoError::Sink { file: entry.path.clone(), source })?;
+                offset += data.len() as u64;
+            }
+        })?;
         if offset != entry.size {
             return Err(RepoError::FileSizeMismatch {
                 file: entry.path.clone(),
