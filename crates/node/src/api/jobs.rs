@@ -157,9 +157,9 @@ pub async fn backup(
         Err(e) => return e.into_response(),
     };
     run_job(&s, &headers, move |node, metrics, progress| {
-        std::fs::create_dir_all(&req.repo)
-            .map_err(|e| ApiError::internal(format!("creating repository {}: {e}", req.repo)))?;
-        let repo = Arc::new(Repository::open_or_init(repo_fs(&req.repo)?, "")?);
+        // The path is checked (absolute) before anything is created there.
+        let fs = repo_fs(&req.repo)?;
+        let repo = Arc::new(Repository::open_or_init(fs, "")?);
         let requester = node.requester(repo);
         let request = BackupRequest {
             storage_group: req.sg.clone(),
