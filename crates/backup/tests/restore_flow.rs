@@ -46,6 +46,32 @@ fn open_alternate(fs: FsRef, dir: &Path) -> (Arc<Instance>, MailDb) {
     (inst, mail)
 }
 
+/// Records the load's acknowledged count as the backup enters the freeze step and as it
+/// starts verifying (after the thaw and the copy).
+struct FreezeWindow<'a> {
+    load: &'a LoadGenerator,
+    seen: std::sync::Mutex<Vec<(String, u64)>>,
+}
+
+impl FreezeWindow<'_> {
+    fn bounds(&self) -> (u64, u64) {
+        let seen = self.seen.lock().unwrap();
+        let at = |prefix: &str| {
+            seen.iter().find(|(s, _)| s.starts_with(prefix)).map(|(_, n)| *n).unwrap()
+        };
+        // The upper bound leaves the copy's time for a commit flushed just before the freeze
+        // to be seen acknowledged by its thread.
+        (at("freezing"), at("verifying"))
+    }
+}
+
+impl backup::Progress for FreezeWindow<'_> {
+    fn step(&self, what: &str) {
+        self.seen.lock().unwrap().push((what.to_string(), self.load.acknowledged()));
+    }
+    fn bytes(&self, _: u64, _: u64) {}
+}
+
 #[test]
 fn full_incremental_differential_under_load_then_disaster_and_restore() {
     let n = common::node();
@@ -64,9 +90,12 @@ fn full_incremental_differential_under_load_then_disaster_and_restore() {
     wait_for(&load, 60);
     n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
     wait_for(&load, 60);
-    let inc_lo = load.acknowledged();
-    let inc = n.requester.backup(&req(BackupType::Incremental), &Quiet).unwrap();
-    let inc_hi = load.acknowledged();
+    // The acknowledgements counted when the freeze begins and once the snapshot is taken and
+    // copied: the incremental's cut lies between them.
+    let window = FreezeWindow { load: &load, seen: Default::default() };
+    let inc = n.requester.backup(&req(BackupType::Incremental), &window).unwrap();
+    let (inc_lo, inc_hi) = window.bounds();
+    assert!(inc_lo <= inc_hi);
     wait_for(&load, 60);
     n.requester.backup(&req(BackupType::Differential), &Quiet).unwrap();
     wait_for(&load, 60);
@@ -135,7 +164,9 @@ fn full_incremental_differential_under_load_then_disaster_and_restore() {
         .max()
         .unwrap_or(0);
     let cut = last_delivery.max(last_deletion);
-    assert!((inc_lo..=inc_hi).contains(&cut), "cut {cut} outside {inc_lo}..={inc_hi}");
+    // A delivery acknowledged before the freeze began is in; one acknowledged after the
+    // snapshot is out; the cut falls in between.
+    assert!((inc_lo..=inc_hi).contains(&cut), "cut {cut} outside the freeze {inc_lo}..={inc_hi}");
     ledger.verify(&restored, cut).unwrap();
     let later = ledger.delivered.iter().filter(|(_, d)| d.seq > cut).count();
     assert!(later > 50, "messages after the freeze exist in the live store only");
