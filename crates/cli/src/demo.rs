@@ -25,10 +25,10 @@ pub struct Args {
     #[arg(long)]
     pub keep: bool,
     /// Run in this directory (created if missing) instead of a temporary one.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// Messages to deliver before each backup.
-    #[arg(long, default_value_t = 400)]
+    /// Messages to deliver before each backup (more: bigger backups, a longer demo).
+    #[arg(long, value_name = "N", default_value_t = 400)]
     pub messages: u64,
 }
 
