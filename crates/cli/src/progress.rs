@@ -3,7 +3,7 @@
 //! On a terminal: a spinner with the elapsed time, turning into a bar with bytes, rate and ETA
 //! while the node reports byte counts. Otherwise (logs, pipes, CI), where a redrawn bar would
 //! be noise: plain lines — the start, each step, each tenth of the bytes with rate and ETA, a
-//! "still running" line now and then while nothing else is said, and the end.
+//! "still running" line every ten seconds, and the end.
 
 use std::io::IsTerminal;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
