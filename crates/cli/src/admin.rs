@@ -10,24 +10,27 @@ use crate::progress::bytes;
 
 #[derive(Debug, Subcommand)]
 pub enum Admin {
-    /// Lists writers, providers, shadows or shadow storage.
+    /// Lists writers (with state and last error), providers and volumes, shadow copies, or
+    /// shadow storage associations.
     #[command(
         after_help = "Examples:\n  shadowcopy admin list writers\n  shadowcopy admin list shadows --json"
     )]
     List {
+        /// What to list.
         #[arg(value_enum)]
         what: ListWhat,
-        /// Print the node's JSON answer.
+        /// Print the node's JSON answer instead of the table.
         #[arg(long)]
         json: bool,
     },
     /// Creates a persistent shadow copy of a volume (kept until deleted).
     #[command(after_help = "Example:\n  shadowcopy admin create shadow --for db")]
     Create {
+        /// What to create (only `shadow`).
         #[arg(value_enum)]
         what: CreateWhat,
-        /// The volume (label or GUID).
-        #[arg(long = "for")]
+        /// The volume to snapshot (label or GUID).
+        #[arg(long = "for", value_name = "VOLUME")]
         for_volume: String,
     },
     /// Deletes shadow copies: the oldest of a volume, one by id, or all.
@@ -35,70 +38,88 @@ pub enum Admin {
         after_help = "Examples:\n  shadowcopy admin delete shadows --for db --oldest\n  shadowcopy admin delete shadows --shadow 5f0c…\n  shadowcopy admin delete shadows --all"
     )]
     Delete(DeleteArgs),
-    /// Adds shadow storage for a volume on a volume.
+    /// Puts a volume's shadow storage (where its snapshots keep preserved blocks) on a volume,
+    /// with a limit. Refused while the volume has shadow copies.
     #[command(
         after_help = "Example:\n  shadowcopy admin add shadowstorage --for db --on logs --maxsize 2GiB"
     )]
     Add {
+        /// What to add (only `shadowstorage`).
         #[arg(value_enum)]
         what: StorageWhat,
-        #[arg(long = "for")]
+        /// The volume whose snapshots use this storage (label or GUID).
+        #[arg(long = "for", value_name = "VOLUME")]
         for_volume: String,
-        #[arg(long)]
+        /// The volume that holds the storage (may be the same volume).
+        #[arg(long, value_name = "VOLUME")]
         on: String,
-        /// A size (`500MB`, `2GiB`) or `UNBOUNDED`.
-        #[arg(long)]
+        /// The limit: a size (`500MB`, `2GiB`) or `UNBOUNDED`; beyond it the oldest shadow
+        /// copy is deleted.
+        #[arg(long, value_name = "SIZE")]
         maxsize: String,
     },
-    /// Changes the limit of a volume's shadow storage.
+    /// Changes the limit of a volume's shadow storage; shrinking below what is used deletes
+    /// the oldest shadow copies until it fits.
     #[command(
-        after_help = "Example:\n  shadowcopy admin resize shadowstorage --for db --maxsize UNBOUNDED"
+        after_help = "Examples:\n  shadowcopy admin resize shadowstorage --for db --maxsize 4GiB\n  shadowcopy admin resize shadowstorage --for db --maxsize UNBOUNDED"
     )]
     Resize {
+        /// What to resize (only `shadowstorage`).
         #[arg(value_enum)]
         what: StorageWhat,
-        #[arg(long = "for")]
+        /// The volume whose shadow storage to resize (label or GUID).
+        #[arg(long = "for", value_name = "VOLUME")]
         for_volume: String,
-        #[arg(long)]
+        /// The new limit: a size (`500MB`, `2GiB`) or `UNBOUNDED`.
+        #[arg(long, value_name = "SIZE")]
         maxsize: String,
     },
 }
 
+/// What `admin list` lists.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum ListWhat {
+    /// The registered writers, their state and last error.
     Writers,
+    /// The snapshot providers and the volumes they serve.
     Providers,
+    /// The shadow copies that exist.
     Shadows,
+    /// Each volume's shadow storage: where, used, limit.
     Shadowstorage,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum CreateWhat {
+    /// A persistent shadow copy.
     Shadow,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum StorageWhat {
+    /// A shadow storage association.
     Shadowstorage,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum DeleteWhat {
+    /// Shadow copies.
     Shadows,
 }
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
+    /// What to delete (only `shadows`).
     #[arg(value_enum)]
     what: DeleteWhat,
     /// The volume whose shadows to delete (with --oldest or --all).
-    #[arg(long = "for")]
+    #[arg(long = "for", value_name = "VOLUME")]
     for_volume: Option<String>,
     /// Delete the oldest shadow of the volume.
     #[arg(long, requires = "for_volume")]
     oldest: bool,
-    /// Delete this shadow.
-    #[arg(long, conflicts_with_all = ["for_volume", "oldest", "all"])]
+    /// Delete this shadow copy (its ID).
+    #[arg(long, value_name = "ID", conflicts_with_all = ["for_volume", "oldest", "all"])]
     shadow: Option<String>,
     /// Delete every shadow (of the volume, with --for).
     #[arg(long, conflicts_with = "oldest")]

@@ -1,6 +1,8 @@
 //! `shadowcopy backup` (run, list, verify) and `shadowcopy restore`.
 //!
-//! The node runs the job; the command waits with a spinner and prints a summary.
+//! The node runs the job; the command shows its progress (a bar for the copy, where the node
+//! streams it; a spinner with the elapsed time for `verify`, which the node answers only at
+//! the end) and prints a summary.
 
 use std::path::{Path, PathBuf};
 
@@ -13,42 +15,57 @@ use crate::progress::{self, bytes};
 
 #[derive(Debug, Subcommand)]
 pub enum Backup {
-    /// Backs up a storage group through a snapshot set into a repository.
+    /// Backs up a storage group through a snapshot set into a repository, showing progress
+    /// and a summary; the storage group stays mounted and in use throughout.
     #[command(
         after_help = "Examples:\n  shadowcopy backup run --type full --sg SG1 --repo /srv/backups\n  shadowcopy backup run --type incremental --sg SG1 --repo /srv/backups"
     )]
     Run {
-        #[arg(long = "type", value_enum, default_value = "full")]
+        /// The kind of backup; an incremental or differential needs an earlier full in the
+        /// same repository.
+        #[arg(long = "type", value_name = "TYPE", value_enum, default_value = "full")]
         backup_type: BackupType,
-        #[arg(long)]
+        /// The storage group to back up.
+        #[arg(long, value_name = "STORAGE_GROUP")]
         sg: String,
         /// Repository directory on the node (created if missing).
-        #[arg(long)]
+        #[arg(long, value_name = "DIR")]
         repo: PathBuf,
     },
-    /// Lists the backup sets of a repository.
-    #[command(after_help = "Example:\n  shadowcopy backup list --repo /srv/backups --json")]
+    /// Lists the backup sets of a repository, oldest first.
+    #[command(
+        after_help = "Examples:\n  shadowcopy backup list --repo /srv/backups\n  shadowcopy backup list --repo /srv/backups --json"
+    )]
     List {
-        #[arg(long)]
+        /// Repository directory on the node.
+        #[arg(long, value_name = "DIR")]
         repo: PathBuf,
+        /// Print the node's JSON answer instead of the table.
         #[arg(long)]
         json: bool,
     },
-    /// Re-reads every chunk of a set and checks it against the manifest.
+    /// Re-reads every chunk of a set and checks it against the manifest, then checks every
+    /// database page and log record in it.
     #[command(after_help = "Example:\n  shadowcopy backup verify --repo /srv/backups 3f2a9c")]
     Verify {
-        #[arg(long)]
+        /// Repository directory on the node.
+        #[arg(long, value_name = "DIR")]
         repo: PathBuf,
-        /// Set id or unambiguous prefix.
+        /// Set id or unambiguous prefix (see `backup list`).
         set: String,
     },
 }
 
+/// The kinds of backup, as the reference system names them.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum BackupType {
+    /// Databases and logs; truncates the logs it covers.
     Full,
+    /// Logs since the last full or incremental; truncates them.
     Incremental,
+    /// Logs since the last full; truncates nothing.
     Differential,
+    /// Like a full, but out of band: truncates nothing and is no base for later backups.
     Copy,
 }
 
@@ -58,10 +75,11 @@ pub enum BackupType {
     after_help = "Examples:\n  shadowcopy restore --repo /srv/backups --set 3f2a9c --to /srv/restored\n  shadowcopy restore --repo /srv/backups --set 3f2a9c --original --allow-overwrite"
 )]
 pub struct Restore {
-    #[arg(long)]
+    /// Repository directory on the node.
+    #[arg(long, value_name = "DIR")]
     repo: PathBuf,
     /// Set id or unambiguous prefix; its full and incrementals are found automatically.
-    #[arg(long)]
+    #[arg(long, value_name = "ID")]
     set: String,
     /// Over the storage group's own database files.
     #[arg(long, conflicts_with = "to", required_unless_present = "to")]
@@ -69,8 +87,8 @@ pub struct Restore {
     /// Dismount the storage group if it is mounted.
     #[arg(long, requires = "original")]
     allow_overwrite: bool,
-    /// Into this directory on the node.
-    #[arg(long)]
+    /// Into this directory on the node (created if missing).
+    #[arg(long, value_name = "DIR")]
     to: Option<PathBuf>,
     /// Stop at the end of the backup's logs. A restore with --to always does; one over the
     /// original location always rolls forward (mounting replays the logs on disk), so the

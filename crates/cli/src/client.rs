@@ -100,34 +100,49 @@ impl Endpoint {
         })
     }
 
-    /// Connects and sends one request.
-    fn send(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-        accept: &str,
-    ) -> Result<Box<dyn Stream>> {
+    /// Connects and sends one request, headers and body in one write.
+    ///
+    /// A node may answer before it has read the body (an error it can tell from the path and
+    /// headers alone) and close the connection; the rest of our write then fails with a broken
+    /// pipe or a reset although the answer is already waiting to be read. So such a write
+    /// error does not end the exchange: it is returned next to the stream, and the caller
+    /// reads the answer first and reports the write error only if there is none.
+    fn send(&self, method: &str, path: &str, body: Option<&Value>, accept: &str) -> Result<Sent> {
         let payload = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut head = format!(
+        let mut request = format!(
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: {accept}\r\n"
         );
         if body.is_some() {
-            head.push_str("Content-Type: application/json\r\n");
+            request.push_str("Content-Type: application/json\r\n");
         }
-        head.push_str(&format!("Content-Length: {}\r\n", payload.len()));
+        request.push_str(&format!("Content-Length: {}\r\n", payload.len()));
         if let Endpoint::Tcp { token: Some(t), .. } = self {
-            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+            request.push_str(&format!("Authorization: Bearer {t}\r\n"));
         }
-        head.push_str("\r\n");
-        let mut s = self.connect()?;
-        s.write_all(head.as_bytes())?;
-        s.write_all(payload.as_bytes())?;
-        Ok(s)
+        request.push_str("\r\n");
+        request.push_str(&payload);
+        let mut stream = self.connect()?;
+        let write_error = match stream.write_all(request.as_bytes()) {
+            Ok(()) => None,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                Some(e)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Sent { stream, write_error })
     }
 
     fn exchange(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Vec<u8>)> {
-        read_response(self.send(method, path, body, "application/json")?)
+        let sent = self.send(method, path, body, "application/json")?;
+        match read_response(sent.stream) {
+            Ok(answer) => Ok(answer),
+            Err(e) => Err(sent.write_error.map_or(e, closed_early)),
+        }
     }
 
     /// Posts a job and follows its progress stream: `on_event` sees every progress line;
@@ -141,10 +156,13 @@ impl Endpoint {
         let context = || {
             format!("talking to the node at {} (is `shadowcopy serve` running?)", self.describe())
         };
-        let s =
+        let sent =
             self.send("POST", path, Some(body), "application/x-ndjson").with_context(context)?;
-        let mut r = BufReader::new(s);
-        let head = read_head(&mut r).with_context(context)?;
+        let mut r = BufReader::new(sent.stream);
+        let head = match read_head(&mut r) {
+            Ok(head) => head,
+            Err(e) => return Err(sent.write_error.map_or(e, closed_early)).with_context(context),
+        };
         if head.status != 200 {
             let text = read_body(&mut r, &head)?;
             return self.request_outcome(head.status, text);
@@ -181,6 +199,21 @@ impl Endpoint {
 /// A connection to the node.
 pub trait Stream: Read + Write {}
 impl<T: Read + Write> Stream for T {}
+
+/// A request written (or cut short by the node closing early) and the connection to read the
+/// answer from.
+struct Sent {
+    stream: Box<dyn Stream>,
+    /// The broken pipe or reset that cut the write short, reported only if no answer came.
+    write_error: Option<std::io::Error>,
+}
+
+/// The error for a request the node stopped reading and left unanswered.
+fn closed_early(write_error: std::io::Error) -> anyhow::Error {
+    anyhow::Error::new(write_error).context(
+        "the node closed the connection before reading the whole request, without answering",
+    )
+}
 
 /// Decodes a chunked body as it arrives.
 struct Chunked<R> {
@@ -306,6 +339,61 @@ mod tests {
         let r = b"HTTP/1.1 401 Unauthorized\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
             .as_slice();
         assert_eq!(read_response(r).unwrap(), (401, b"abcde".to_vec()));
+    }
+
+    /// A node that answers an error from the request line alone and closes without reading
+    /// the body: the client must report that answer, not the broken pipe of its own write.
+    /// The body is far larger than a socket buffer, so the write is always cut short.
+    #[test]
+    fn an_answer_sent_before_the_body_was_read_is_reported() {
+        use std::os::unix::net::UnixListener;
+
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("api.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (mut conn, _) = listener.accept().unwrap();
+                let body = br#"{"error":{"code":"payload_too_large","message":"too big"}}"#;
+                write!(
+                    conn,
+                    "HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                )
+                .unwrap();
+                conn.write_all(body).unwrap();
+                // Dropped unread: the client's pending write fails with a broken pipe.
+            }
+        });
+        let node = Endpoint::Unix(socket);
+        let big = serde_json::json!({ "filler": "x".repeat(8 << 20) });
+        for outcome in
+            [node.post("/v1/anything", &big), node.post_streaming("/v1/anything", &big, |_| {})]
+        {
+            let e = outcome.unwrap_err();
+            let api = e.downcast_ref::<ApiError>().unwrap_or_else(|| panic!("{e:#}"));
+            assert_eq!(
+                (api.status, api.code.as_str(), api.message.as_str()),
+                (413, "payload_too_large", "too big")
+            );
+        }
+        server.join().unwrap();
+    }
+
+    /// Without any answer, the write error is what is reported.
+    #[test]
+    fn a_node_that_closes_without_answering_is_reported_as_such() {
+        use std::os::unix::net::UnixListener;
+
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("api.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let server = std::thread::spawn(move || drop(listener.accept().unwrap()));
+        let big = serde_json::json!({ "filler": "x".repeat(8 << 20) });
+        let e = Endpoint::Unix(socket).post("/v1/anything", &big).unwrap_err();
+        server.join().unwrap();
+        assert!(format!("{e:#}").contains("closed the connection"), "{e:#}");
     }
 
     #[test]

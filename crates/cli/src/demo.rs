@@ -2,7 +2,7 @@
 //!
 //! A node with two copy-on-write volumes (logs, databases), one storage group and one
 //! database, under a continuous mail load: a full backup and an incremental while mail keeps
-//! arriving, the event trail of the full backup, a disaster (the database file is lost), a
+//! arriving, the whole event trail of the full backup (every source, in order), a disaster (the database file is lost), a
 //! restore of full + incremental rolling forward through the logs still on disk, and the proof
 //! that every acknowledged message came back byte for byte. Exits non-zero if the proof fails.
 
@@ -25,10 +25,10 @@ pub struct Args {
     #[arg(long)]
     pub keep: bool,
     /// Run in this directory (created if missing) instead of a temporary one.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// Messages to deliver before each backup.
-    #[arg(long, default_value_t = 400)]
+    /// Messages to deliver before each backup (more: bigger backups, a longer demo).
+    #[arg(long, value_name = "N", default_value_t = 400)]
     pub messages: u64,
 }
 
@@ -123,6 +123,16 @@ fn summarize(r: &BackupReport) {
         r.hold.as_secs_f64() * 1000.0,
         r.elapsed.as_secs_f64()
     );
+}
+
+/// One event of a trail on one line: ID, source, level when it is not plain information, and
+/// the message.
+fn trail_line(e: &events::Event) -> String {
+    let level = match e.level {
+        events::Level::Info => String::new(),
+        other => format!("[{other}] "),
+    };
+    format!("   {:>5} {:<11} {level}{}", e.id, e.source.to_string(), e.message)
 }
 
 /// Runs the demo.
@@ -227,11 +237,10 @@ fn demo(dir: &Path, args: &Args, started: Instant) -> anyhow::Result<()> {
     );
     println!("   content digest {}\n", &before.digest.to_hex()[..16]);
 
-    println!("6. The event trail of the full backup (job {})", full.job);
+    println!("6. The event trail of the full backup (job {}), in order:", full.job);
+    println!("   every component logs its steps, with the reference system's event IDs");
     for e in node.events().query(&events::Filter::job(full.job))? {
-        if matches!(e.source, events::Source::Store | events::Source::Engine) {
-            println!("   {:>5} {:<7} {}", e.id, e.source.to_string(), e.message);
-        }
+        println!("{}", trail_line(&e));
     }
     println!();
 

@@ -14,27 +14,29 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 /// Shows logged events (newest last), optionally only one job's, source's or id's.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  shadowcopy events --job 8d1e…\n  shadowcopy events --source store --id 9811\n  shadowcopy events --follow"
+    after_help = "Examples:\n  shadowcopy events --job 8d1e…\n  shadowcopy events --source store --id 9811\n  shadowcopy events --follow --limit 20"
 )]
 pub struct Events {
-    /// Only this job's events.
-    #[arg(long)]
+    /// Only this job's events (its ID, as `backup run` prints it).
+    #[arg(long, value_name = "ID")]
     job: Option<String>,
-    /// coordinator, store, engine, replication, provider or requester.
-    #[arg(long)]
+    /// Only events of this source: coordinator, store, engine, replication, provider or
+    /// requester.
+    #[arg(long, value_name = "SOURCE")]
     source: Option<String>,
-    /// Only this event id.
-    #[arg(long)]
+    /// Only this event ID (the reference system's numbering, e.g. 9811).
+    #[arg(long, value_name = "N")]
     id: Option<u32>,
     /// Only events at or after this time (milliseconds since the Unix epoch).
-    #[arg(long)]
+    #[arg(long, value_name = "MS")]
     since: Option<u64>,
     /// At most this many (the newest).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     limit: Option<usize>,
-    /// Keep waiting for new events.
+    /// Keep waiting for new events and print them as they come (until interrupted).
     #[arg(long)]
     follow: bool,
+    /// Print each event as one JSON object per line.
     #[arg(long)]
     json: bool,
 }

@@ -15,21 +15,27 @@ pub enum Inspect {
     /// Dumps a database header: state, log signature, required logs, backup history.
     #[command(after_help = "Example:\n  shadowcopy inspect header /srv/sc/db/SG1/DB1.edb")]
     Header {
+        /// The database file (.edb).
         path: PathBuf,
+        /// Print the dump as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Dumps a log file: header and every record.
     #[command(after_help = "Example:\n  shadowcopy inspect log /srv/sc/logs/SG1/E00.log")]
     Log {
+        /// The log file (E00.log, E0000000001.log, …).
         path: PathBuf,
+        /// Print the dump as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Dumps a checkpoint file.
     #[command(after_help = "Example:\n  shadowcopy inspect checkpoint /srv/sc/logs/SG1/E00.chk")]
     Checkpoint {
+        /// The checkpoint file (E00.chk).
         path: PathBuf,
+        /// Print the dump as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -43,6 +49,7 @@ pub enum Inspect {
         /// Log prefix, when PATH is a directory.
         #[arg(long, default_value = "E00")]
         prefix: String,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },

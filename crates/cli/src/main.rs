@@ -1,7 +1,9 @@
 //! `shadowcopy`: the one binary of Shadowcopy.
 //!
 //! `serve` runs a node; every other verb but `inspect` and the demos talks to a running node
-//! through its API (`--node`). Every verb lives in its own module; this file only parses the
+//! through its API (`--node`). `--node` and `--token` stay global options rather than being
+//! repeated on each verb that uses them, so that they can come anywhere on the line (and from
+//! the environment); their help says which verbs ignore them. Every verb lives in its own module; this file only parses the
 //! command line and dispatches.
 
 mod admin;
@@ -22,14 +24,35 @@ use clap::{Parser, Subcommand};
 use client::{DEFAULT_SOCKET, Endpoint};
 
 /// Shadowcopy: application-consistent, point-in-time backups of live data on Linux.
+///
+/// `serve` runs a node; the other verbs but `inspect`, `demo` and `volume-demo` talk to a
+/// running node through its API (see `--node`).
 #[derive(Debug, Parser)]
-#[command(name = "shadowcopy", version, long_about = None)]
+#[command(
+    name = "shadowcopy",
+    version,
+    after_help = "Examples:\n  shadowcopy demo\n  shadowcopy serve --config /etc/shadowcopy/node.toml\n  shadowcopy --node /var/lib/shadowcopy/api.sock admin list writers\n  shadowcopy backup run --type full --sg SG1 --repo /srv/backups"
+)]
 struct Cli {
-    /// The node to talk to: its API socket path, or http://HOST:PORT.
-    #[arg(long, global = true, env = "SHADOWCOPY_NODE", default_value = DEFAULT_SOCKET)]
+    /// The node to talk to: its API socket path, or http://HOST:PORT (ignored by inspect,
+    /// demo, volume-demo and serve).
+    #[arg(
+        long,
+        global = true,
+        env = "SHADOWCOPY_NODE",
+        default_value = DEFAULT_SOCKET,
+        help_heading = "Connection to the node"
+    )]
     node: String,
-    /// API token, for a node reached over TCP.
-    #[arg(long, global = true, env = "SHADOWCOPY_TOKEN", hide_env_values = true)]
+    /// API token for a node reached over TCP; prefer the environment variable, as arguments
+    /// show in `ps` (ignored by inspect, demo, volume-demo and serve).
+    #[arg(
+        long,
+        global = true,
+        env = "SHADOWCOPY_TOKEN",
+        hide_env_values = true,
+        help_heading = "Connection to the node"
+    )]
     token: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -40,37 +63,54 @@ enum Command {
     /// Runs the guided demonstration in a throw-away directory (no configuration needed):
     /// a live mail store backed up (full, then incremental) under load, a disaster, a restore,
     /// and the proof that no message was lost.
-    ///
-    /// Example: shadowcopy demo --keep
+    #[command(
+        after_help = "Examples:\n  shadowcopy demo\n  shadowcopy demo --keep --messages 1000"
+    )]
     Demo(demo::Args),
-    /// Shows copy-on-write snapshots at work on two scratch volumes.
-    ///
-    /// Example: shadowcopy volume-demo --keep
+    /// Shows copy-on-write snapshots at work on two scratch volumes (no node needed).
+    #[command(after_help = "Examples:\n  shadowcopy volume-demo\n  shadowcopy volume-demo --keep")]
     VolumeDemo(volume_demo::Args),
     /// Runs a node from its configuration and serves its API until SIGTERM or SIGINT.
     #[command(after_help = "Example:\n  shadowcopy serve --config /etc/shadowcopy/node.toml")]
     Serve {
+        /// The node's TOML configuration (volumes, shadow storage, storage groups, API).
         #[arg(long)]
         config: PathBuf,
     },
-    /// Writers, providers, shadow copies and shadow storage.
-    #[command(subcommand)]
+    /// Writers, providers, shadow copies and shadow storage (the reference tool's verbs).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  shadowcopy admin list writers\n  shadowcopy admin create shadow --for db\n  shadowcopy admin add shadowstorage --for db --on logs --maxsize 2GiB"
+    )]
     Admin(admin::Admin),
     /// Storage groups: status, mount, dismount.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  shadowcopy store status\n  shadowcopy store dismount SG1"
+    )]
     Store(store_cmd::Store),
     /// Mail: generate load, count messages.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  shadowcopy mail load --sg SG1 --db DB1 --messages 500\n  shadowcopy mail count --sg SG1 --db DB1"
+    )]
     Mail(store_cmd::Mail),
     /// Backups: run, list, verify.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  shadowcopy backup run --type full --sg SG1 --repo /srv/backups\n  shadowcopy backup list --repo /srv/backups\n  shadowcopy backup verify --repo /srv/backups 3f2a9c"
+    )]
     Backup(backup_cmd::Backup),
-    /// Restores a backup set.
+    /// Restores a backup set (with the backups it builds on) over the storage group or into a
+    /// directory.
     Restore(backup_cmd::Restore),
-    /// The node's event trail.
+    /// The node's event trail, filtered by job, source, event id or time.
     Events(events_cmd::Events),
     /// Offline dumps and checks of database, log and checkpoint files (no node needed).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  shadowcopy inspect header /srv/sc/db/SG1/DB1.edb\n  shadowcopy inspect verify /srv/sc/logs/SG1"
+    )]
     Inspect(inspect::Inspect),
 }
 

@@ -15,43 +15,66 @@ pub enum Store {
         after_help = "Examples:\n  shadowcopy store status\n  shadowcopy store status --json"
     )]
     Status {
+        /// Print the node's JSON answer instead of the summary.
         #[arg(long)]
         json: bool,
     },
     /// Mounts a storage group (soft recovery runs first if it stopped uncleanly).
     #[command(after_help = "Example:\n  shadowcopy store mount SG1")]
-    Mount { storage_group: String },
-    /// Dismounts a storage group cleanly.
+    Mount {
+        /// The storage group's name, as in the node's configuration.
+        storage_group: String,
+    },
+    /// Dismounts a storage group cleanly (its databases are flushed and marked clean).
     #[command(after_help = "Example:\n  shadowcopy store dismount SG1")]
-    Dismount { storage_group: String },
+    Dismount {
+        /// The storage group's name, as in the node's configuration.
+        storage_group: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Mail {
-    /// Delivers generated mail to a database: N messages, or for N seconds.
+    /// Delivers generated mail to a database: N messages, or for N seconds. Every delivery is
+    /// durable (committed to the log) before it counts.
     #[command(
         after_help = "Examples:\n  shadowcopy mail load --sg SG1 --db DB1 --messages 500\n  shadowcopy mail load --sg SG1 --db DB1 --seconds 30"
     )]
     Load {
-        #[arg(long)]
+        /// The storage group that holds the database.
+        #[arg(long, value_name = "STORAGE_GROUP")]
         sg: String,
-        #[arg(long)]
+        /// The database to deliver to.
+        #[arg(long, value_name = "DATABASE")]
         db: String,
-        #[arg(long, conflicts_with = "seconds", required_unless_present = "seconds")]
+        /// Deliver this many messages, then stop.
+        #[arg(
+            long,
+            value_name = "N",
+            conflicts_with = "seconds",
+            required_unless_present = "seconds"
+        )]
         messages: Option<u64>,
-        #[arg(long)]
+        /// Deliver for this many seconds (at most 3600), then stop.
+        #[arg(long, value_name = "N")]
         seconds: Option<u64>,
         /// Mailboxes to spread deliveries over.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, value_name = "N", default_value_t = 8)]
         mailboxes: usize,
     },
-    /// Counts the messages of a database (with a digest of their content).
-    #[command(after_help = "Example:\n  shadowcopy mail count --sg SG1 --db DB1")]
+    /// Counts the messages of a mounted database, with a digest of their content (equal
+    /// digests: the same messages, byte for byte).
+    #[command(
+        after_help = "Examples:\n  shadowcopy mail count --sg SG1 --db DB1\n  shadowcopy mail count --sg SG1 --db DB1 --json"
+    )]
     Count {
-        #[arg(long)]
+        /// The storage group that holds the database.
+        #[arg(long, value_name = "STORAGE_GROUP")]
         sg: String,
-        #[arg(long)]
+        /// The database to count.
+        #[arg(long, value_name = "DATABASE")]
         db: String,
+        /// Print the node's JSON answer instead of the summary.
         #[arg(long)]
         json: bool,
     },

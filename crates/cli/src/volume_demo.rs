@@ -16,8 +16,8 @@ pub struct Args {
     /// Keep the scratch directory instead of removing it at the end.
     #[arg(long)]
     pub keep: bool,
-    /// Use this directory instead of a temporary one.
-    #[arg(long)]
+    /// Use this directory (created if missing) instead of a temporary one.
+    #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
 }
 

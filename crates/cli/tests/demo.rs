@@ -18,14 +18,53 @@ fn the_demo_proves_no_message_was_lost() {
     );
     assert!(stdout.contains("identical to before the disaster"), "{stdout}");
     assert!(stdout.contains("no message lost."), "{stdout}");
-    // The trail of the full backup is printed in the reference system's order.
-    let ids: Vec<&str> =
-        ["9606", "2005", "9811", "9608", "2001", "2003", "224", "2006"].into_iter().collect();
+    // The whole trail of the full backup is printed, one line per event: ID, source, message.
+    let start = stdout.find("\n6. ").expect("the trail's heading");
+    let end = start + stdout[start..].find("\n7. ").expect("the next step's heading");
+    let trail = &stdout[start..end];
+    let events: Vec<&str> = trail
+        .lines()
+        .filter(|l| l.starts_with(' ') && l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    for line in &events {
+        let mut words = line.split_whitespace();
+        let (id, source) = (words.next().unwrap(), words.next().unwrap_or(""));
+        assert!(id.parse::<u32>().is_ok(), "not an event line: {line:?}");
+        assert!(
+            ["coordinator", "store", "engine", "provider", "requester", "replication"]
+                .contains(&source),
+            "no source on {line:?}"
+        );
+        assert!(words.next().is_some(), "no message on {line:?}");
+    }
+    let has = |id: &str, source: &str| {
+        events.iter().any(|l| l.split_whitespace().take(2).eq([id, source]))
+    };
+    // Every component's part: the store writer and the engine in the reference system's
+    // order; the coordinator's session from start to shutdown; the requester's copy and set.
+    in_order(trail, &["9606", "2005", "9811", "9608", "2001", "2003", "224", "2006"]);
+    in_order(trail, &["8000", "8003", "8005", "8007", "8006", "8009", "8010", "8011"]);
+    in_order(trail, &["8000", "9606", "8203", "8010", "9621", "8011"]);
+    for (id, source) in [
+        ("8000", "coordinator"),
+        ("8007", "coordinator"),
+        ("8011", "coordinator"),
+        ("8200", "requester"),
+        ("8203", "requester"),
+        ("9606", "store"),
+        ("2001", "engine"),
+    ] {
+        assert!(has(id, source), "event {id} of the {source} missing:\n{trail}");
+    }
+}
+
+/// Asserts that the events `ids` appear in `trail` in this order.
+fn in_order(trail: &str, ids: &[&str]) {
     let mut pos = 0;
     for id in ids {
-        let found = stdout[pos..]
+        let found = trail[pos..]
             .find(&format!("{id:>5} "))
-            .unwrap_or_else(|| panic!("event {id} missing or out of order:\n{stdout}"));
+            .unwrap_or_else(|| panic!("event {id} missing or out of order in {ids:?}:\n{trail}"));
         pos += found;
     }
 }

@@ -17,7 +17,8 @@ fn socket_is_owner_only_and_tcp_needs_the_token() {
     // A stale socket file from a previous run is replaced.
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
     drop(std::os::unix::net::UnixListener::bind(dir.path().join("data/api.sock")).unwrap());
-    let node = Served::start(dir.path(), &config(dir.path(), &extra));
+    let log = dir.path().join("node.log");
+    let node = Served::start_logged(dir.path(), &config(dir.path(), &extra), &log);
 
     let mode = std::fs::metadata(&node.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "socket mode {mode:o}");
@@ -50,4 +51,11 @@ fn socket_is_owner_only_and_tcp_needs_the_token() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unauthorized"));
+
+    // Nothing the node wrote, at its most verbose, shows the token: not at start-up, not for
+    // the requests that carried it, not for those that were refused.
+    assert!(node.terminate().success());
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("API listening on TCP"), "the log was captured:\n{logged}");
+    assert!(!logged.contains(TOKEN), "the token is in the node's log:\n{logged}");
 }

@@ -1,5 +1,6 @@
 //! `kill -9` of a node in the middle of a backup: the next start reports the job failed
-//! (event 8015), no log was truncated for it, the store mounts, and the next full succeeds.
+//! (event 8015), leaves none of its snapshots, no log was truncated for it, the store mounts,
+//! and the next full succeeds.
 
 mod common;
 
@@ -75,6 +76,9 @@ fn kill_9_during_a_backup_then_restart() {
     let sg = &after["storage_groups"][0];
     assert_eq!(sg["mounted"], true, "{after}");
     assert!(sg["backup_in_progress"].is_null(), "{after}");
+    // The killed backup's snapshots were non-persistent: start-up removed them.
+    let shadows = node.json(&["admin", "list", "shadows"]);
+    assert_eq!(shadows["shadows"].as_array().map(Vec::len), Some(0), "{shadows}");
     if !published {
         assert_eq!(sg["log"]["lowest_generation"].as_u64(), Some(lowest), "{after}");
         assert!(sg["log"]["highest_generation"].as_u64().unwrap() >= highest);

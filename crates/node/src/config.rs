@@ -47,8 +47,12 @@ use serde::{Deserialize, Serialize};
 pub enum ConfigError {
     #[error("reading {path}: {reason}")]
     Read { path: PathBuf, reason: String },
+    /// Not TOML: no key can be named, only where the text stops making sense.
     #[error("{path}: {reason}")]
     Syntax { path: PathBuf, reason: String },
+    /// TOML, but a key is missing, unknown or of the wrong type.
+    #[error("{path}: configuration key `{key}`{at}: {reason}")]
+    Key { path: PathBuf, key: String, at: String, reason: String },
     #[error("configuration key `{key}`: {reason}")]
     Invalid { key: String, reason: String },
 }
@@ -223,9 +227,20 @@ impl Config {
     }
 
     /// Parses and checks configuration text; `origin` names it in errors.
+    ///
+    /// The deserializer's own errors are rebuilt rather than shown as they come: they name
+    /// only the innermost field (`missing field `path``, not which database lacks it), and
+    /// they quote the offending line of the file, which may hold the API token.
     pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        let cfg: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Syntax { path: origin.into(), reason: e.to_string() })?;
+        let doc = toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax {
+            path: origin.into(),
+            reason: format!("{}{}", position(text, e.span()), e.message()),
+        })?;
+        let cfg: Config = serde_path_to_error::deserialize(doc).map_err(|e| {
+            let key = e.path().to_string();
+            let e = e.into_inner();
+            key_error(origin, key, e.message(), position(text, e.span()))
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -386,6 +401,44 @@ impl Config {
     }
 }
 
+/// `"line L, column C: "` for a byte span of `text`, or nothing without one.
+fn position(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(start) = span.map(|s| s.start.min(text.len())) else { return String::new() };
+    let before = &text[..text.floor_char_boundary(start)];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}: ")
+}
+
+/// Keys whose values are never shown in an error.
+const SECRET_KEYS: &[&str] = &["api.token"];
+
+/// The error for a key the deserializer refused. `key` is where it was (`.` for the top); a
+/// missing field is named by the message only (the path stops at the table that lacks it),
+/// so it is appended to the key. An unknown field is already the path's last segment.
+fn key_error(origin: &Path, key: String, message: &str, at: String) -> ConfigError {
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(f, _)| f);
+    let key = match (key.as_str(), missing) {
+        (".", Some(f)) => f.to_string(),
+        (".", None) => "(top level)".to_string(),
+        (k, Some(f)) => format!("{k}.{f}"),
+        (_, None) => key,
+    };
+    let reason = if SECRET_KEYS.contains(&key.as_str()) {
+        // The deserializer quotes the value ("invalid type: integer `…`"); a token, even a
+        // mistyped one, is a secret.
+        "must be a string (the value is not shown: it is a secret)".to_string()
+    } else {
+        message.to_string()
+    };
+    let at = at.trim_end_matches(": ");
+    let at = if at.is_empty() { String::new() } else { format!(" ({at})") };
+    ConfigError::Key { path: origin.into(), key, at, reason }
+}
+
 fn sorted(set: &HashSet<&str>) -> String {
     let mut v: Vec<&str> = set.iter().copied().collect();
     v.sort();
@@ -453,6 +506,55 @@ path = "SG1/DB1.edb"
         assert!(e.contains("api.tcp") && e.contains("token"), "{e}");
         let e = err(&GOOD.replace("name = \"SG1\"", "name = \"SG1\"\nprefix = \"X00\""));
         assert!(e.contains("storage_group[0].prefix"), "{e}");
+    }
+
+    #[test]
+    fn deserializer_errors_name_the_full_key_path() {
+        let e = err(&GOOD.replace("path = \"SG1/DB1.edb\"", ""));
+        assert!(e.contains("`storage_group[0].database[0].path`"), "{e}");
+        assert!(e.contains("missing field"), "{e}");
+        let e = err(&GOOD.replace("max_size = \"2GiB\"", "max_size = 2"));
+        assert!(e.contains("`shadow_storage[0].max_size`") && e.contains("invalid type"), "{e}");
+        let e = err(&GOOD.replace("log_dir = \"SG1\"", "log_dir = \"SG1\"\nlogdir = \"x\""));
+        assert!(e.contains("`storage_group[0].logdir`") && e.contains("unknown field"), "{e}");
+        let e = err(&GOOD.replace("name = \"mbx1\"\n", ""));
+        assert!(e.contains("`node.name`"), "{e}");
+        let e = err("");
+        assert!(e.contains("`node`") && e.contains("missing field"), "{e}");
+        // Where: the line of the offending value.
+        let e = err(&GOOD.replace("max_size = \"2GiB\"", "max_size = 2"));
+        let line = GOOD.lines().position(|l| l.starts_with("max_size")).unwrap() + 1;
+        assert!(e.contains(&format!("line {line},")), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_say_where_without_quoting_the_file() {
+        let e = err(&GOOD.replace("name = \"SG1\"", "name = \"SG1"));
+        let line = GOOD.lines().position(|l| l.starts_with("name = \"SG1\"")).unwrap() + 1;
+        assert!(e.starts_with("test.toml: ") && e.contains(&format!("line {line},")), "{e}");
+        assert!(!e.contains('|') && !e.contains('^'), "no source excerpt: {e}");
+    }
+
+    #[test]
+    fn a_mistyped_or_malformed_token_is_never_echoed() {
+        const SECRET: &str = "9f8e7d6c5b4a39281706";
+        for bad in [
+            format!("token = {SECRET}"),
+            format!("token = [\"{SECRET}\"]"),
+            format!("token = {{ value = \"{SECRET}\" }}"),
+            format!("token = \"{SECRET}"),
+            format!("token = {SECRET}x"),
+            format!("token = \"{SECRET}\"\ntoken = \"{SECRET}\""),
+        ] {
+            let e = err(&format!("{GOOD}\n[api]\ntcp = \"127.0.0.1:7070\"\n{bad}\n"));
+            assert!(!e.contains(SECRET), "the token leaked for {bad:?}: {e}");
+            assert!(!e.contains("9f8e7d"), "part of the token leaked for {bad:?}: {e}");
+        }
+        // A token of digits only is valid TOML: an integer, which serde would quote.
+        const DIGITS: &str = "918273645546372819";
+        let e = err(&format!("{GOOD}\n[api]\ntcp = \"127.0.0.1:7070\"\ntoken = {DIGITS}\n"));
+        assert!(!e.contains(DIGITS), "{e}");
+        assert!(e.contains("`api.token`") && e.contains("must be a string"), "{e}");
     }
 
     #[test]

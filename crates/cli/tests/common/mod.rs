@@ -62,13 +62,25 @@ impl Served {
     }
 
     pub fn start_with(dir: &Path, config: &Path) -> Served {
+        Self::spawn(dir, config, Command::new(BIN).stderr(Stdio::inherit()))
+    }
+
+    /// Like [`Served::start`], logging everything (`SHADOWCOPY_LOG=trace`) to `log`, for
+    /// tests that check what the node writes.
+    pub fn start_logged(dir: &Path, text: &str, log: &Path) -> Served {
+        let config = dir.join("node.toml");
+        std::fs::write(&config, text).unwrap();
+        let file = std::fs::File::create(log).unwrap();
+        Self::spawn(dir, &config, Command::new(BIN).env("SHADOWCOPY_LOG", "trace").stderr(file))
+    }
+
+    fn spawn(dir: &Path, config: &Path, command: &mut Command) -> Served {
         let socket = dir.join("data/api.sock");
-        let child = Command::new(BIN)
+        let child = command
             .args(["serve", "--config"])
             .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
         let mut s = Served { child, socket, config: config.to_path_buf() };

@@ -145,12 +145,30 @@ fn requester_kind(e: &backup::RequesterError) -> (StatusCode, &'static str) {
     }
 }
 
+/// Status and code of a volume error. What a request can cause — naming something that is
+/// not there, asking for what the volume's state forbids, giving a bad value — is the
+/// client's to fix and gets a 4xx with its own code; only failures of the node itself (I/O,
+/// corrupt metadata, a volume locked by another process) are 500s.
 fn volume_kind(e: &volume::VolumeError) -> (StatusCode, &'static str) {
     use volume::VolumeError as E;
     match e {
         E::UnknownVolume(_) => (StatusCode::NOT_FOUND, "no_such_volume"),
-        E::SnapshotNotFound(_) => (StatusCode::NOT_FOUND, "no_such_shadow"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "volume_error"),
+        E::SnapshotNotFound(_) | E::SnapshotDeleted(_) => (StatusCode::NOT_FOUND, "no_such_shadow"),
+        E::UnknownSet(_) => (StatusCode::NOT_FOUND, "no_such_snapshot_set"),
+        E::VolumeAlreadyInSet { .. } => (StatusCode::CONFLICT, "volume_already_in_set"),
+        E::EmptySet(_) => (StatusCode::BAD_REQUEST, "empty_snapshot_set"),
+        E::BadBlockSize(_) => (StatusCode::BAD_REQUEST, "bad_block_size"),
+        E::TooManySnapshots { .. } => (StatusCode::CONFLICT, "too_many_shadows"),
+        E::HoldTimeout { .. } => (StatusCode::SERVICE_UNAVAILABLE, "retryable"),
+        // The volume crate has one variant for the two refusals of shadow storage; only its
+        // reason tells them apart (a unit test pins the wording).
+        E::ShadowStorage { why, .. } if why.contains("snapshots exist") => {
+            (StatusCode::CONFLICT, "shadow_storage_in_use")
+        }
+        E::ShadowStorage { .. } => (StatusCode::BAD_REQUEST, "bad_shadow_storage"),
+        E::Io { .. } | E::Locked { .. } | E::CorruptMetadata { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "volume_error")
+        }
     }
 }
 
@@ -174,3 +192,61 @@ from_error!(events::EventLogError, |_: &events::EventLogError| (
     StatusCode::INTERNAL_SERVER_ERROR,
     "event_log_error"
 ));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use volume::{CommitOptions, SoftwareProvider, Volume, VolumeOptions};
+
+    /// Two volumes, `logs` and `db`, with a snapshot of `db` kept.
+    fn provider(dir: &std::path::Path) -> SoftwareProvider {
+        let p = SoftwareProvider::new();
+        for label in ["logs", "db"] {
+            p.register(Volume::open_or_create(dir.join(label), VolumeOptions::new(label)).unwrap());
+        }
+        let set = p.begin_set(CommitOptions { persistent: true, ..Default::default() });
+        p.add_volume(set, "db").unwrap();
+        p.commit(set).unwrap().keep();
+        p
+    }
+
+    fn api(e: volume::VolumeError) -> (u16, &'static str) {
+        let a = ApiError::from(e);
+        (a.status.as_u16(), a.code)
+    }
+
+    #[test]
+    fn user_caused_volume_errors_are_4xx_with_their_own_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = provider(dir.path());
+        // The errors the admin verbs really produce, from a real provider.
+        let moving = p.add_shadow_storage("db", "logs", None).err().unwrap();
+        assert!(moving.to_string().contains("snapshots exist"), "{moving}");
+        assert_eq!(api(moving), (409, "shadow_storage_in_use"));
+        assert_eq!(
+            api(p.resize_shadow_storage("db", Some(1024)).err().unwrap()),
+            (400, "bad_shadow_storage")
+        );
+        assert_eq!(
+            api(p.resize_shadow_storage("nope", None).err().unwrap()),
+            (404, "no_such_volume")
+        );
+        assert_eq!(
+            api(p.delete_snapshot(uuid::Uuid::nil()).err().unwrap()),
+            (404, "no_such_shadow")
+        );
+        let set = p.begin_set(CommitOptions::default());
+        p.add_volume(set, "db").unwrap();
+        assert_eq!(api(p.add_volume(set, "db").err().unwrap()), (409, "volume_already_in_set"));
+        p.abort(set).unwrap();
+        assert_eq!(api(p.commit(set).err().unwrap()), (404, "no_such_snapshot_set"));
+        let empty = p.begin_set(CommitOptions::default());
+        assert_eq!(api(p.commit(empty).err().unwrap()), (400, "empty_snapshot_set"));
+    }
+
+    #[test]
+    fn failures_of_the_node_itself_stay_500() {
+        let e = volume::VolumeError::CorruptMetadata { path: "x".into(), why: "bad".into() };
+        assert_eq!(api(e), (500, "volume_error"));
+    }
+}
