@@ -98,9 +98,12 @@ fn a_backup_in_progress_refuses_dismount_and_removal_until_it_ends() {
     };
     refused(rig.sg.dismount(false), "dismount");
     refused(rig.store.remove_storage_group("SG1"), "remove the storage group");
+    refused(rig.sg.remove_database("DB2", true).map(|_| ()), "remove a database");
     // Refused means untouched: still mounted, still defined, mail still flowing.
     assert!(rig.sg.is_mounted());
     assert!(rig.store.storage_group("SG1").is_ok());
+    assert_eq!(rig.sg.def().databases.len(), 2);
+    assert!(d.db2.exists(Path::new("SG1/DB2.edb")).unwrap());
     rig.db("DB1")
         .deliver("alice", "Inbox", headers("alice", 1), b"during", Durability::Durable)
         .unwrap();
@@ -129,4 +132,85 @@ fn a_completed_backup_releases_the_storage_group() {
     }
     drop(inst);
     rig.sg.dismount(false).unwrap();
+}
+
+/// A dismount forced during a backup does not end the job (its requester may still be
+/// copying the files), so removing a database stays refused until the job ends.
+#[test]
+fn removing_a_database_stays_refused_after_a_forced_dismount_until_the_job_ends() {
+    let d = disks();
+    let rig = Rig::start(two_databases(&d));
+    let coord = coordinator(&rig, &[("logs", &d.logs), ("db1", &d.db1), ("db2", &d.db2)]);
+    let (mut session, _) = prepared(&coord, BackupType::Full);
+    let job = session.job();
+    rig.sg.dismount(true).unwrap();
+    let e = rig.sg.remove_database("DB2", false).unwrap_err();
+    assert!(matches!(&e, StoreError::BackupInProgress { job: j, .. } if *j == job), "{e}");
+    assert!(e.to_string().contains("removing database \"DB2\""), "{e}");
+    session.abort("the storage group went away").unwrap();
+    session.shutdown();
+    assert_eq!(rig.sg.backup_in_progress(), None);
+    rig.sg.remove_database("DB2", false).unwrap();
+}
+
+#[test]
+fn a_removed_database_leaves_the_storage_group_and_its_file_stays_unless_asked() {
+    let d = disks();
+    let rig = Rig::start(two_databases(&d));
+    let db1 = rig.db("DB1");
+    db1.create_mailbox("alice").unwrap();
+    let id =
+        db1.deliver("alice", "Inbox", headers("alice", 1), b"kept", Durability::Durable).unwrap();
+    rig.db("DB2").create_mailbox("bob").unwrap();
+    drop(db1);
+
+    // Only from a dismounted storage group.
+    let e = rig.sg.remove_database("DB2", false).unwrap_err();
+    assert!(matches!(e, StoreError::MustBeDismounted { .. }), "{e}");
+    assert!(e.to_string().contains("dismount"), "{e}");
+    assert!(rig.db("DB2").mailboxes().is_ok(), "refused means untouched");
+    rig.sg.dismount(false).unwrap();
+    assert!(matches!(rig.sg.remove_database("DB9", false), Err(StoreError::NoSuchDatabase { .. })));
+
+    let removed = rig.sg.remove_database("DB2", false).unwrap();
+    assert_eq!((removed.name.as_str(), removed.volume.label.as_str()), ("DB2", "db2"));
+    assert_eq!(rig.sg.def().databases.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["DB1"]);
+    // The file is kept, cleanly shut down, so it can be attached elsewhere.
+    let header = ese::inspect::dump_database_header(&d.db2, Path::new("SG1/DB2.edb")).unwrap();
+    assert_eq!(header.state, ese::DbState::CleanShutdown);
+
+    rig.sg.mount().unwrap();
+    assert_eq!(rig.sg.instance().unwrap().databases(), ["DB1"]);
+    assert!(matches!(rig.sg.mail("DB2"), Err(StoreError::NoSuchDatabase { .. })));
+    assert_eq!(rig.db("DB1").read("alice", id).unwrap().1.body, b"kept");
+
+    // Backups now cover the one database left: its components are DB1 and the logs, and
+    // a full backup of "every database" truncates.
+    let coord = coordinator(&rig, &[("logs", &d.logs), ("db1", &d.db1), ("db2", &d.db2)]);
+    let (session, components) = prepared(&coord, BackupType::Full);
+    let mut names: Vec<&str> = components.iter().map(|c| c.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["DB1", store::writer::LOG_COMPONENT]);
+    let job = session.job();
+    finish(session, &components, true);
+    let trail = common::trail(&rig, job);
+    assert!(trail.contains(&2006) && !trail.contains(&2007), "{trail:?}");
+
+    // Soft recovery after a crash needs nothing of the removed database.
+    rig.db("DB1")
+        .deliver("alice", "Inbox", headers("alice", 2), b"after", Durability::Durable)
+        .unwrap();
+    for fs in [&d.logs, &d.db1, &d.db2] {
+        fs.crash();
+    }
+    drop(rig);
+    let rig = Rig::start(sg_def("SG1", vol("logs", &d.logs), &["DB1"], &[vol("db1", &d.db1)]));
+    let mail = common::read_contents(&rig.db("DB1"));
+    assert_eq!(mail.messages.len(), 2);
+
+    // Asked to, removal deletes the file too.
+    rig.sg.dismount(false).unwrap();
+    rig.sg.remove_database("DB1", true).unwrap();
+    assert!(!d.db1.exists(Path::new("SG1/DB1.edb")).unwrap());
+    assert!(rig.sg.def().databases.is_empty());
 }
