@@ -163,6 +163,9 @@ fn notice_event(n: &EngineNotice) -> (&'static EventDef, serde_json::Value) {
                    "last": ese::logfmt::generation_name(prefix, *high)}),
         ),
         EngineNotice::NoTruncation { prefix, reason, .. } => {
+            // The event's template already says "no log files can be truncated"; the field
+            // holds only why, as for the 225s the writer emits itself.
+            let reason = reason.strip_prefix("no log files can be truncated: ").unwrap_or(reason);
             (&cat::ENGINE_NO_LOGS_TRUNCATED, json!({"instance": prefix, "reason": reason}))
         }
         EngineNotice::BackupCompleted { prefix, snapshot_instance, .. } => (
