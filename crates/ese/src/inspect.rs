@@ -215,8 +215,15 @@ pub struct LogVerify {
 }
 
 /// Checks every record of the generations `low..=high` (all found when `None`) of `prefix` in
-/// `dir`: headers, checksums, continuity, and the signature when given. Every generation but
-/// the last must be closed.
+/// `dir`: headers, checksums, continuity, and the signature when given.
+///
+/// Every generation stored under a closed name (`E00` + 8 hex digits + `.log`) must end with
+/// its end-of-generation record: the engine writes it when it rolls the generation, before
+/// the file gets that name, so a closed file without it lost its tail (cut off or zeroed),
+/// and records that were acknowledged may be missing. This is what a backup relies on, since
+/// every generation it copies was closed by the freeze. Only the current log (`E00.log`),
+/// which is still being written, may end in unwritten space, and only as the last
+/// generation checked.
 pub fn verify_logs(
     fs: &dyn FileSystem,
     dir: &Path,
@@ -241,6 +248,7 @@ pub fn verify_logs(
             after_path: logs.last().map_or(dir.to_path_buf(), |l| l.path.clone()),
         });
     }
+    let current = logfmt::current_name(prefix);
     let mut out = LogVerify { generations: Vec::new(), records: 0, end: Lsn(0) };
     for (i, l) in logs.iter().enumerate() {
         let g = l.header.generation;
@@ -258,14 +266,18 @@ pub fn verify_logs(
         let image = volume::fs::read_all(fs, &l.path).at(&l.path)?;
         let scan = logfmt::scan(g, &image, 0);
         let last = i + 1 == logs.len();
+        let is_current = l.path.file_name().is_some_and(|n| n == current.as_str());
         match scan.how {
             ScanEnd::Closed => {}
-            ScanEnd::Unwritten if last => {}
+            ScanEnd::Unwritten if last && is_current => {}
             ScanEnd::Unwritten => {
                 return Err(EngineError::LogCorrupt {
                     path: l.path.clone(),
                     generation: g,
-                    why: "closed generation has no end record".into(),
+                    why: format!(
+                        "closed generation has no end record: its tail after offset {} is missing or zeroed",
+                        scan.end
+                    ),
                 });
             }
             ScanEnd::Damaged(why) => {

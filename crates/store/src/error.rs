@@ -18,7 +18,11 @@ pub enum StoreError {
     #[error(
         "storage group {storage_group:?} has a backup in progress (job {job}); {action} is refused until it ends"
     )]
-    BackupInProgress { storage_group: String, job: Uuid, action: &'static str },
+    BackupInProgress { storage_group: String, job: Uuid, action: String },
+    #[error(
+        "storage group {storage_group:?} is mounted; dismount it before {action} (a database is detached from a storage group only while its engine instance is shut down)"
+    )]
+    MustBeDismounted { storage_group: String, action: String },
     #[error("mailbox {0:?} does not exist")]
     NoSuchMailbox(String),
     #[error("mailbox {0:?} already exists")]

@@ -57,7 +57,7 @@ impl InformationStore {
             return Err(StoreError::BackupInProgress {
                 storage_group: name.into(),
                 job,
-                action: "removing the storage group",
+                action: "removing the storage group".into(),
             });
         }
         if sg.is_mounted() {

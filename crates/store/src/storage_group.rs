@@ -9,6 +9,9 @@
 //!   any reason (success, failure, abort, or the coordinator's shutdown of a vanished
 //!   requester), so it is never left stale. A restart clears it too, since nothing persists it.
 //!
+//! Administrative actions that change what a backup copies — dismount, removing a database,
+//! removing the storage group — are refused while a backup holds it, with the job named.
+//!
 //! Engine notices are turned into events here, tagged with the job that holds the storage
 //! group, so that the engine's steps appear in the job's trail.
 
@@ -17,7 +20,7 @@ use std::sync::Arc;
 
 use ese::{BackupKind, BackupSession, DatabaseSpec, EngineNotice, Instance, InstanceConfig};
 use events::{EventDef, EventSink, catalog as cat};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde_json::json;
 use uuid::Uuid;
 use volume::FsRef;
@@ -96,8 +99,14 @@ struct SgState {
 
 /// A storage group of the information store.
 pub struct StorageGroup {
-    def: StorageGroupDef,
+    /// The layout. Behind a lock because removing a database changes it; handed out as an
+    /// `Arc` snapshot so that no caller holds the lock while it works with the layout.
+    /// Lock order: `state`, then `def`.
+    def: RwLock<Arc<StorageGroupDef>>,
     events: Arc<dyn EventSink>,
+    /// The name, fixed for the storage group's life (kept apart from `def` so that it can be
+    /// borrowed).
+    name: String,
     /// The job holding the storage group, shared with the engine's notice sink.
     current_job: Arc<Mutex<Option<Uuid>>>,
     state: Mutex<SgState>,
@@ -109,7 +118,7 @@ pub struct StorageGroup {
 
 impl std::fmt::Debug for StorageGroup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StorageGroup").field("name", &self.def.name).finish()
+        f.debug_struct("StorageGroup").field("name", &self.name).finish()
     }
 }
 
@@ -154,6 +163,9 @@ fn notice_event(n: &EngineNotice) -> (&'static EventDef, serde_json::Value) {
                    "last": ese::logfmt::generation_name(prefix, *high)}),
         ),
         EngineNotice::NoTruncation { prefix, reason, .. } => {
+            // The event's template already says "no log files can be truncated"; the field
+            // holds only why, as for the 225s the writer emits itself.
+            let reason = reason.strip_prefix("no log files can be truncated: ").unwrap_or(reason);
             (&cat::ENGINE_NO_LOGS_TRUNCATED, json!({"instance": prefix, "reason": reason}))
         }
         EngineNotice::BackupCompleted { prefix, snapshot_instance, .. } => (
@@ -171,7 +183,8 @@ impl StorageGroup {
     /// A storage group, not yet mounted.
     pub fn new(def: StorageGroupDef, events: Arc<dyn EventSink>) -> Self {
         Self {
-            def,
+            name: def.name.clone(),
+            def: RwLock::new(Arc::new(def)),
             events,
             current_job: Arc::default(),
             state: Mutex::new(SgState { instance: None, mail: Vec::new(), backup: None }),
@@ -179,22 +192,22 @@ impl StorageGroup {
         }
     }
 
-    /// The layout.
-    pub fn def(&self) -> &StorageGroupDef {
-        &self.def
+    /// The layout as it stands (removing a database changes it; a caller keeps the snapshot
+    /// it got).
+    pub fn def(&self) -> Arc<StorageGroupDef> {
+        self.def.read().clone()
     }
 
     /// The name.
     pub fn name(&self) -> &str {
-        &self.def.name
+        &self.name
     }
 
     pub(crate) fn events(&self) -> &Arc<dyn EventSink> {
         &self.events
     }
 
-    fn engine_config(&self) -> InstanceConfig {
-        let d = &self.def;
+    fn engine_config(&self, d: &StorageGroupDef) -> InstanceConfig {
         let mut cfg = InstanceConfig::new(
             d.log_volume.fs.clone(),
             d.log_dir.clone(),
@@ -216,8 +229,7 @@ impl StorageGroup {
     }
 
     /// Whether the storage group's logs exist already (so mounting opens rather than creates).
-    fn exists(&self) -> Result<bool> {
-        let d = &self.def;
+    fn exists(d: &StorageGroupDef) -> Result<bool> {
         let chk = d.system_dir.join(ese::logfmt::checkpoint_name(&d.prefix));
         let cur = d.log_dir.join(format!("{}.log", d.prefix));
         let fs = &d.log_volume.fs;
@@ -233,28 +245,28 @@ impl StorageGroup {
     pub fn mount(&self) -> Result<()> {
         let mut st = self.state.lock();
         if st.instance.is_some() {
-            return Err(StoreError::AlreadyMounted(self.def.name.clone()));
+            return Err(StoreError::AlreadyMounted(self.name.clone()));
         }
-        let cfg = self.engine_config();
-        let existed = self.exists()?;
+        let def = self.def();
+        let cfg = self.engine_config(&def);
+        let existed = Self::exists(&def)?;
         let instance = if existed {
-            let specs = self
-                .def
+            let specs = def
                 .databases
                 .iter()
                 .map(|db| DatabaseSpec::new(db.name.clone(), db.volume.fs.clone(), db.path.clone()))
                 .collect();
             Instance::open(cfg, specs)?
         } else {
-            for dir in [&self.def.log_dir, &self.def.system_dir] {
-                self.def.log_volume.fs.create_dir_all(dir).map_err(|source| StoreError::Io {
+            for dir in [&def.log_dir, &def.system_dir] {
+                def.log_volume.fs.create_dir_all(dir).map_err(|source| StoreError::Io {
                     op: "creating",
                     path: dir.clone(),
                     source,
                 })?;
             }
             let inst = Instance::create(cfg)?;
-            for db in &self.def.databases {
+            for db in &def.databases {
                 if let Some(parent) = db.path.parent() {
                     db.volume.fs.create_dir_all(parent).map_err(|source| StoreError::Io {
                         op: "creating",
@@ -267,8 +279,7 @@ impl StorageGroup {
             inst
         };
         let instance = Arc::new(instance);
-        let mail = self
-            .def
+        let mail = def
             .databases
             .iter()
             .map(|db| MailDb::open(instance.clone(), &db.name))
@@ -292,7 +303,7 @@ impl StorageGroup {
         self.events.emit(
             &cat::STORE_MOUNTED,
             None,
-            json!({"storage_group": self.def.name, "recovery": recovery}),
+            json!({"storage_group": self.name, "recovery": recovery}),
         );
         Ok(())
     }
@@ -303,14 +314,14 @@ impl StorageGroup {
     pub fn dismount(&self, force: bool) -> Result<()> {
         let mut st = self.state.lock();
         let Some(instance) = st.instance.clone() else {
-            return Err(StoreError::NotMounted(self.def.name.clone()));
+            return Err(StoreError::NotMounted(self.name.clone()));
         };
         if let Some(b) = st.backup.as_mut() {
             if !force {
                 return Err(StoreError::BackupInProgress {
-                    storage_group: self.def.name.clone(),
+                    storage_group: self.name.clone(),
                     job: b.job,
-                    action: "dismounting",
+                    action: "dismounting".into(),
                 });
             }
             if let Some(mut s) = b.session.take() {
@@ -326,14 +337,14 @@ impl StorageGroup {
             self.events.emit(
                 &cat::STORE_BACKUP_DEGRADED_TO_COPY,
                 Some(b.job),
-                json!({"storage_group": self.def.name}),
+                json!({"storage_group": self.name}),
             );
         }
         st.mail.clear();
         st.instance = None;
         drop(st);
         instance.shutdown()?;
-        self.events.emit(&cat::STORE_DISMOUNTED, None, json!({"storage_group": self.def.name}));
+        self.events.emit(&cat::STORE_DISMOUNTED, None, json!({"storage_group": self.name}));
         Ok(())
     }
 
@@ -344,24 +355,86 @@ impl StorageGroup {
 
     /// The engine instance, if mounted.
     pub fn instance(&self) -> Result<Arc<Instance>> {
-        self.state
-            .lock()
-            .instance
-            .clone()
-            .ok_or_else(|| StoreError::NotMounted(self.def.name.clone()))
+        self.state.lock().instance.clone().ok_or_else(|| StoreError::NotMounted(self.name.clone()))
+    }
+
+    /// Removes database `name` from the storage group: it is no longer mounted with the
+    /// storage group nor offered to backups. Returns its definition. The `.edb` file stays
+    /// where it is (it can be attached elsewhere or restored from) unless `delete_file`.
+    ///
+    /// Refused, naming the job, while a backup of the storage group is in progress (even one
+    /// whose storage group was dismounted by force: the job may still be copying the file).
+    /// Refused while the storage group is mounted: a clean dismount leaves the checkpoint at
+    /// the end of the log, so the next mount's recovery needs nothing of the removed
+    /// database, whereas detaching from a running instance would leave log records of it
+    /// between the checkpoint and the end that a later soft recovery could not replay.
+    pub fn remove_database(&self, name: &str, delete_file: bool) -> Result<DatabaseDef> {
+        let st = self.state.lock();
+        let action = || format!("removing database {name:?}");
+        if let Some(b) = &st.backup {
+            return Err(StoreError::BackupInProgress {
+                storage_group: self.name.clone(),
+                job: b.job,
+                action: action(),
+            });
+        }
+        if st.instance.is_some() {
+            return Err(StoreError::MustBeDismounted {
+                storage_group: self.name.clone(),
+                action: action(),
+            });
+        }
+        let def = self.def();
+        let Some(removed) = def.databases.iter().find(|d| d.name == name).cloned() else {
+            return Err(StoreError::NoSuchDatabase {
+                storage_group: self.name.clone(),
+                database: name.into(),
+            });
+        };
+        if delete_file {
+            // First, so that a failure leaves the storage group as it was.
+            match removed.volume.fs.remove_file(&removed.path) {
+                Ok(()) => {}
+                // Never mounted since it was defined: there is no file.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(StoreError::Io {
+                        op: "deleting",
+                        path: removed.path.clone(),
+                        source,
+                    });
+                }
+            }
+            if let Some(parent) = removed.path.parent() {
+                removed.volume.fs.sync_dir(parent).map_err(|source| StoreError::Io {
+                    op: "syncing",
+                    path: parent.into(),
+                    source,
+                })?;
+            }
+        }
+        let mut next = (*def).clone();
+        next.databases.retain(|d| d.name != name);
+        *self.def.write() = Arc::new(next);
+        drop(st);
+        tracing::info!(
+            storage_group = %self.name,
+            database = name,
+            path = %removed.path.display(),
+            file_deleted = delete_file,
+            "database removed from the storage group"
+        );
+        Ok(removed)
     }
 
     /// The mailbox database called `name`.
     pub fn mail(&self, name: &str) -> Result<MailDb> {
         let st = self.state.lock();
         if st.instance.is_none() {
-            return Err(StoreError::NotMounted(self.def.name.clone()));
+            return Err(StoreError::NotMounted(self.name.clone()));
         }
         st.mail.iter().find(|m| m.name() == name).cloned().ok_or_else(|| {
-            StoreError::NoSuchDatabase {
-                storage_group: self.def.name.clone(),
-                database: name.into(),
-            }
+            StoreError::NoSuchDatabase { storage_group: self.name.clone(), database: name.into() }
         })
     }
 
@@ -382,13 +455,13 @@ impl StorageGroup {
         let mut st = self.state.lock();
         if let Some(b) = &st.backup {
             return Err(StoreError::BackupInProgress {
-                storage_group: self.def.name.clone(),
+                storage_group: self.name.clone(),
                 job: b.job,
-                action: "another backup",
+                action: "another backup".into(),
             });
         }
         let instance =
-            st.instance.clone().ok_or_else(|| StoreError::NotMounted(self.def.name.clone()))?;
+            st.instance.clone().ok_or_else(|| StoreError::NotMounted(self.name.clone()))?;
         *self.current_job.lock() = Some(job);
         let mut session = match instance.backup_session(kind) {
             Ok(s) => s,

@@ -13,7 +13,9 @@
 //! - **backup complete**: only if the requester reported success for every selected component
 //!   of a storage group are logs truncated (full and incremental, and only when every
 //!   database of the storage group was in the backup) and the headers stamped; otherwise the
-//!   engine session is aborted, which stamps and truncates nothing;
+//!   engine session is aborted, which stamps and truncates nothing. A successful backup of
+//!   any type leaves its step-9 event: 224 (logs deleted) or 225 with the reason nothing was
+//!   (differential and copy backups never truncate);
 //! - **abort / backup shutdown**: releases whatever the job still holds. Shutdown reaches the
 //!   writer whenever the requester's session ends, so backup in progress never goes stale.
 
@@ -192,18 +194,32 @@ impl StoreWriter {
                 b.session = None;
                 return Ok(());
             }
-            if matches!(b.kind, BackupKind::Full | BackupKind::Incremental) {
-                if every_database {
+            // Step 9 of the trail: every successful backup says what became of the logs
+            // (224 or 225, with the reason) before the engine's 2006, whatever its type.
+            let no_truncation = |reason: &str| {
+                events.emit(
+                    &cat::ENGINE_NO_LOGS_TRUNCATED,
+                    Some(job),
+                    json!({"instance": sg.def().prefix, "reason": reason}),
+                );
+            };
+            match b.kind {
+                BackupKind::Full | BackupKind::Incremental if every_database => {
                     let gens = session.snapshot_generations().to_vec();
                     session.truncate(&gens)?;
-                } else {
-                    events.emit(
-                        &cat::ENGINE_NO_LOGS_TRUNCATED,
-                        Some(job),
-                        json!({"instance": sg.def().prefix,
-                               "reason": "not every database of the storage group was in the backup"}),
-                    );
                 }
+                BackupKind::Full | BackupKind::Incremental => {
+                    no_truncation("not every database of the storage group was in the backup")
+                }
+                // The engine's truncate step of a differential records the copied range and
+                // reports (225) that differentials keep the logs.
+                BackupKind::Differential => {
+                    let gens = session.snapshot_generations().to_vec();
+                    session.truncate(&gens)?;
+                }
+                // A copy has no truncate step in the engine (calling it is an invalid
+                // sequence, as in the reference), so the writer reports it on its behalf.
+                BackupKind::Copy => no_truncation("copy backups do not truncate logs"),
             }
             session.end()?;
             b.session = None;
