@@ -27,6 +27,7 @@ mod handlers;
 mod jobs;
 pub mod metrics;
 pub mod stream;
+pub mod tracker;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -44,8 +45,11 @@ use metrics::Metrics;
 pub struct AppState {
     pub node: Arc<Node>,
     pub metrics: Arc<Metrics>,
-    /// Set when the service is shutting down: open-ended jobs (a mail load) stop early.
+    /// Set when the service is shutting down: a mail load stops early, and backups and
+    /// restores are aborted at their next check ([`backup::Progress::cancelled`]).
     pub stopping: Arc<AtomicBool>,
+    /// Calls running on the blocking pool; the service waits for them before dismounting.
+    pub running: Arc<tracker::Tracker>,
 }
 
 impl AppState {
@@ -54,11 +58,13 @@ impl AppState {
             node,
             metrics: Arc::new(Metrics::default()),
             stopping: Arc::new(AtomicBool::new(false)),
+            running: Arc::new(tracker::Tracker::default()),
         }
     }
 }
 
-/// Runs a blocking node call on the blocking pool.
+/// Runs a blocking node call on the blocking pool, counted in [`AppState::running`] until it
+/// returns (even when its client has gone away).
 pub(crate) async fn blocking<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
 where
     F: FnOnce(&Node, &Metrics) -> Result<T, ApiError> + Send + 'static,
@@ -66,9 +72,13 @@ where
 {
     let node = state.node.clone();
     let metrics = state.metrics.clone();
-    tokio::task::spawn_blocking(move || f(&node, &metrics))
-        .await
-        .map_err(|e| ApiError::internal(format!("the job's thread failed: {e}")))?
+    let running = state.running.enter();
+    tokio::task::spawn_blocking(move || {
+        let _running = running;
+        f(&node, &metrics)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the job's thread failed: {e}")))?
 }
 
 /// The routes (without authentication; the TCP listener adds [`auth::require_token`]).
