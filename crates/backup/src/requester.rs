@@ -143,6 +143,9 @@ pub struct BackupReport {
     pub stored_bytes: u64,
     /// How long writes were held while the snapshot set was committed.
     pub hold: Duration,
+    /// How long making the snapshot set took (prepare, freeze, commit, thaw, post-snapshot):
+    /// the part of the job that involves the writers, of which `hold` is the frozen core.
+    pub snapshot: Duration,
     pub elapsed: Duration,
     /// The components document after backup complete.
     pub document: BackupComponentsDocument,
@@ -319,7 +322,9 @@ impl Requester {
         session.prepare_for_backup()?;
         stop_if_cancelled(&mut session, progress)?;
         progress.step("freezing, snapshotting, thawing");
+        let snapshot_started = Instant::now();
         let set = session.do_snapshot_set()?;
+        let snapshot = snapshot_started.elapsed();
         let hold = set.hold;
         let snapshot_set = set.id;
         let views: BTreeMap<String, FsRef> = set
@@ -506,6 +511,7 @@ impl Requester {
             bytes,
             stored_bytes,
             hold,
+            snapshot,
             elapsed: started.elapsed(),
             document,
         })

@@ -86,6 +86,12 @@ fn load_backup_list_verify_restore_and_count_through_the_command() {
         "shadowcopy_log_generation{storage_group=\"SG1\"}",
         "shadowcopy_checkpoint_generation{storage_group=\"SG1\"}",
         "shadowcopy_shadow_storage_used_bytes{volume=\"db\"}",
+        "shadowcopy_blocks_preserved_total{volume=\"db\"}",
+        "origin=\"backup\"",
+        "shadowcopy_backups_completed_total 2",
+        "shadowcopy_restores_completed_total 2",
+        "shadowcopy_backup_bytes_total ",
+        "shadowcopy_restore_bytes_total ",
     ] {
         assert!(metrics.contains(name), "{name} missing from\n{metrics}");
     }

@@ -247,3 +247,62 @@ fn shadows_are_created_listed_and_deleted() {
     );
     assert_eq!((s, code(&v)), (400, "bad_request"));
 }
+
+/// The values of the series whose line starts with `prefix` (name and, if given, labels).
+fn series(metrics: &str, prefix: &str) -> Vec<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.starts_with(prefix))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn metrics_count_backups_restores_commits_and_preserved_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(dir.path());
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    let (s, v) =
+        api.json("POST", "/v1/mail/load", Some(json!({"sg": "SG1", "db": "DB1", "messages": 60})));
+    assert_eq!(s, 200, "{v}");
+    let (s, backup) =
+        api.json("POST", "/v1/backup", Some(json!({"type": "full", "sg": "SG1", "repo": repo})));
+    assert_eq!(s, 200, "{backup}");
+    let set = backup["set"]["id"].as_str().unwrap();
+    let to = dir.path().join("restored");
+    let (s, restore) = api.json(
+        "POST",
+        "/v1/restore",
+        Some(json!({"repo": repo, "set": set, "to": to.to_str().unwrap()})),
+    );
+    assert_eq!(s, 200, "{restore}");
+    let (s, v) =
+        api.json("POST", "/v1/backup", Some(json!({"type": "full", "sg": "NOPE", "repo": repo})));
+    assert_eq!(s, 404, "{v}");
+
+    let (_, _, m) = api.call("GET", "/metrics", None, "text/plain");
+    let one = |name: &str| {
+        let v = series(&m, name);
+        assert_eq!(v.len(), 1, "{name} once in\n{m}");
+        v[0]
+    };
+    assert_eq!(one("shadowcopy_backups_completed_total "), 1.0);
+    assert_eq!(one("shadowcopy_backups_failed_total "), 1.0);
+    assert_eq!(one("shadowcopy_backup_bytes_total "), backup["bytes"].as_f64().unwrap());
+    assert!(one("shadowcopy_backup_stored_bytes_total ") > 0.0, "{m}");
+    assert_eq!(one("shadowcopy_restores_completed_total "), 1.0);
+    assert_eq!(one("shadowcopy_restores_failed_total "), 0.0);
+    assert_eq!(one("shadowcopy_restore_bytes_total "), restore["bytes"].as_f64().unwrap());
+    assert!(one("shadowcopy_restore_bytes_total ") > 0.0, "{m}");
+    // The backup's snapshot set: its commit took at least as long as it held writes.
+    let commit = series(&m, "shadowcopy_snapshot_commit_seconds{");
+    let hold = series(&m, "shadowcopy_snapshot_hold_seconds{");
+    assert_eq!((commit.len(), hold.len()), (1, 1), "{m}");
+    assert!(m.contains("origin=\"backup\""), "{m}");
+    assert!(commit[0] > 0.0 && commit[0] >= hold[0], "{m}");
+    // Both volumes are listed; the backup's header stamp (written while its snapshot still
+    // existed) preserved at least one block of the database volume.
+    assert_eq!(series(&m, "shadowcopy_blocks_preserved_total{volume=\"logs\"}").len(), 1, "{m}");
+    assert!(one("shadowcopy_blocks_preserved_total{volume=\"db\"}") > 0.0, "{m}");
+}

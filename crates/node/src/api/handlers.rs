@@ -84,6 +84,7 @@ pub async fn create_shadow(State(s): State<AppState>, Json(req): Json<ForVolume>
         let commit = started.elapsed();
         metrics.record_commit(CommitFigures {
             set: set.to_string(),
+            origin: "create_shadow",
             commit_seconds: commit.as_secs_f64(),
             hold_seconds: committed.hold.as_secs_f64(),
         });

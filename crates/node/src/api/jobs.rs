@@ -19,7 +19,7 @@ use volume::{FsRef, HostFs};
 use vss::BackupType;
 
 use super::error::ApiError;
-use super::metrics::{BackupFigures, Metrics};
+use super::metrics::{BackupFigures, CommitFigures, Metrics};
 use super::{AppState, blocking, stream};
 use crate::Node;
 
@@ -184,6 +184,14 @@ pub async fn backup(
             bytes: report.bytes,
             stored_bytes: report.stored_bytes,
         });
+        if let Some(set) = report.document.snapshot_set {
+            metrics.record_commit(CommitFigures {
+                set: set.to_string(),
+                origin: "backup",
+                commit_seconds: report.snapshot.as_secs_f64(),
+                hold_seconds: report.hold.as_secs_f64(),
+            });
+        }
         let secs = report.elapsed.as_secs_f64();
         Ok(json!({
             "set": set_summary(&report.set),
@@ -347,9 +355,14 @@ pub async fn restore(
     headers: HeaderMap,
     Json(req): Json<RestoreBody>,
 ) -> Response {
-    run_job(&s, &headers, move |node, _, progress| {
+    run_job(&s, &headers, move |node, metrics, progress| {
         let (target, alternate_root) = restore_target(&req)?;
-        restore_job(node, req, target, alternate_root, progress)
+        let outcome = restore_job(node, req, target, alternate_root, progress);
+        match &outcome {
+            Ok(report) => metrics.record_restore(report["bytes"].as_u64().unwrap_or(0)),
+            Err(_) => metrics.record_restore_failure(),
+        }
+        outcome
     })
     .await
 }
