@@ -11,6 +11,8 @@
 //! | POST | /v1/shadows/delete | `{for, oldest}` / `{shadow}` / `{for, all}` / `{all}` |
 //! | POST | /v1/shadowstorage, /v1/shadowstorage/resize | `{for, on, max_size}` / `{for, max_size}` |
 //! | GET | /v1/store | per storage group status |
+//! | POST | /v1/store | `{name, log_volume, log_dir?, system_dir?, prefix?, circular_logging?, database: {name, volume, path?}}` |
+//! | POST | /v1/store/{sg}/databases | `{name, volume, path?}` |
 //! | POST | /v1/store/{sg}/mount, /v1/store/{sg}/dismount | |
 //! | POST | /v1/mail/load | `{sg, db, messages?, seconds?}` |
 //! | GET | /v1/mail/count?sg=&db= | |
@@ -93,7 +95,8 @@ pub fn router(state: AppState) -> Router {
             get(handlers::shadow_storage).post(handlers::add_shadow_storage),
         )
         .route("/v1/shadowstorage/resize", post(handlers::resize_shadow_storage))
-        .route("/v1/store", get(handlers::store_status))
+        .route("/v1/store", get(handlers::store_status).post(handlers::create_storage_group))
+        .route("/v1/store/{sg}/databases", post(handlers::add_database))
         .route("/v1/store/{sg}/mount", post(handlers::mount))
         .route("/v1/store/{sg}/dismount", post(handlers::dismount))
         .route("/v1/mail/load", post(jobs::mail_load))
