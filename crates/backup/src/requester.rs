@@ -17,7 +17,9 @@
 //!    logs (or do neither), and the session shuts down.
 //!
 //! Any failure reports failure for every component, so nothing is truncated, and the session
-//! is shut down (aborting the job) when it is dropped.
+//! is shut down (aborting the job) when it is dropped. A job cancelled by its caller
+//! ([`Progress::cancelled`], checked between phases, files and chunks, up to publishing)
+//! aborts its session instead: the writers get abort, then backup shutdown.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,10 +31,10 @@ use serde_json::json;
 use store::InformationStore;
 use store::writer::{LOG_COMPONENT, STORE_INSTANCE, WRITER_ID, logical_path};
 use uuid::Uuid;
-use volume::{FileKind, FsRef, OpenMode};
+use volume::{File, FileKind, FsRef, OpenMode};
 use vss::{
-    BackupComponentsDocument, BackupState, BackupType, BackupTypeChoice, ComponentKey,
-    ComponentType, Coordinator, FileDescriptor, SnapshotContext, WriterMetadata,
+    BackupComponentsDocument, BackupSession, BackupState, BackupType, BackupTypeChoice,
+    ComponentKey, ComponentType, Coordinator, FileDescriptor, SnapshotContext, WriterMetadata,
 };
 
 use crate::error::{RequesterError, Result};
@@ -45,6 +47,68 @@ pub trait Progress: Send + Sync {
     fn step(&self, what: &str);
     /// Bytes done of the step's total.
     fn bytes(&self, done: u64, total: u64);
+    /// Why the job must stop now, if it must (the node is shutting down, say). Checked between
+    /// phases, files and chunks, so that a caller can end a long job cleanly instead of
+    /// abandoning it: a backup aborts its session (writers get abort and backup shutdown,
+    /// nothing is published or truncated), a restore leaves its target as it was.
+    fn cancelled(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The error of a job stopped because [`Progress::cancelled`] said so: the coordinator's own
+/// "aborted" error, as the session was aborted for that reason.
+pub(crate) fn aborted(reason: String) -> RequesterError {
+    RequesterError::Coordinator(vss::VssError::Aborted { reason })
+}
+
+/// A snapshot file whose reads fail once the job is cancelled, so that copying a large file
+/// stops within a chunk instead of running to its end.
+struct Cancellable<'a> {
+    file: &'a dyn File,
+    progress: &'a dyn Progress,
+}
+
+impl std::fmt::Debug for Cancellable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.file.fmt(f)
+    }
+}
+
+impl File for Cancellable<'_> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        if let Some(reason) = self.progress.cancelled() {
+            return Err(std::io::Error::other(reason));
+        }
+        self.file.read_at(buf, offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.file.write_at(buf, offset)
+    }
+
+    fn len(&self) -> std::io::Result<u64> {
+        self.file.len()
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        self.file.sync()
+    }
+}
+
+/// Aborts `session` and fails if the job was cancelled (before the copy starts).
+fn stop_if_cancelled(session: &mut BackupSession, progress: &dyn Progress) -> Result<()> {
+    match progress.cancelled() {
+        Some(reason) => {
+            let _ = session.abort(&reason);
+            Err(aborted(reason))
+        }
+        None => Ok(()),
+    }
 }
 
 /// Reports nothing.
@@ -79,6 +143,9 @@ pub struct BackupReport {
     pub stored_bytes: u64,
     /// How long writes were held while the snapshot set was committed.
     pub hold: Duration,
+    /// How long making the snapshot set took (prepare, freeze, commit, thaw, post-snapshot):
+    /// the part of the job that involves the writers, of which `hold` is the frozen core.
+    pub snapshot: Duration,
     pub elapsed: Duration,
     /// The components document after backup complete.
     pub document: BackupComponentsDocument,
@@ -204,6 +271,7 @@ impl Requester {
         let mut session = self.coordinator.backup_session(SnapshotContext::Backup)?;
         let job = session.job();
         let writers = session.gather_writer_metadata()?;
+        stop_if_cancelled(&mut session, progress)?;
         let desc = writers
             .iter()
             .find(|w| w.key.writer_id == WRITER_ID && w.key.instance_name == STORE_INSTANCE)
@@ -249,10 +317,14 @@ impl Requester {
             volumes: Vec::new(),
         })?;
 
+        stop_if_cancelled(&mut session, progress)?;
         progress.step("preparing the writers");
         session.prepare_for_backup()?;
+        stop_if_cancelled(&mut session, progress)?;
         progress.step("freezing, snapshotting, thawing");
+        let snapshot_started = Instant::now();
         let set = session.do_snapshot_set()?;
+        let snapshot = snapshot_started.elapsed();
         let hold = set.hold;
         let snapshot_set = set.id;
         let views: BTreeMap<String, FsRef> = set
@@ -307,6 +379,9 @@ impl Requester {
             let mut writer = self.repo.begin_set();
             let mut done_before = 0u64;
             for p in &plan {
+                if let Some(reason) = progress.cancelled() {
+                    return Err(aborted(reason));
+                }
                 let view =
                     views.get(&p.volume).ok_or_else(|| RequesterError::NoView(p.volume.clone()))?;
                 let f =
@@ -317,14 +392,21 @@ impl Requester {
                     })?;
                 let name = format!("{}/{}", p.volume, p.path.display());
                 let base_done = done_before;
-                writer.add_file(&name, p.role, &p.component, f.as_ref(), &|d| {
+                let src = Cancellable { file: f.as_ref(), progress };
+                let added = writer.add_file(&name, p.role, &p.component, &src, &|d| {
                     progress.bytes(base_done + d, total)
-                })?;
+                });
+                if let Err(e) = added {
+                    return Err(progress.cancelled().map_or(e.into(), aborted));
+                }
                 done_before += p.len;
             }
             // Verify what was stored: read back through the repository (every chunk
             // decompressed and hash-checked) with the engine's physical checks.
             writer.seal()?;
+            if let Some(reason) = progress.cancelled() {
+                return Err(aborted(reason));
+            }
             progress.step("verifying the stored databases and logs");
             let stored: BTreeMap<String, FsRef> = views
                 .keys()
@@ -340,6 +422,10 @@ impl Requester {
                 (Some(&low), Some(&high)) => Some(LogRange { low, high }),
                 _ => None,
             };
+            // The last chance to stop: once published, the set exists and the job completes.
+            if let Some(reason) = progress.cancelled() {
+                return Err(aborted(reason));
+            }
             let stored_bytes = writer.stored_bytes();
             self.events.emit(
                 &cat::REQUESTER_COPY_DONE,
@@ -384,6 +470,17 @@ impl Requester {
             Ok((published, total, stored_bytes))
         })();
 
+        // A cancelled job aborts its session: the writers get abort (then backup shutdown),
+        // which ends their backup without a header stamp or a truncation, as for any job that
+        // never reaches backup complete.
+        let outcome = match (outcome, progress.cancelled()) {
+            (Err(e), Some(reason)) => {
+                let _ = session.abort(&reason);
+                session.shutdown();
+                return Err(e);
+            }
+            (outcome, _) => outcome,
+        };
         // Report per component; the copy's own error, if any, is the one the caller sees.
         let ok = outcome.is_ok();
         let mut reporting = Ok(());
@@ -414,6 +511,7 @@ impl Requester {
             bytes,
             stored_bytes,
             hold,
+            snapshot,
             elapsed: started.elapsed(),
             document,
         })

@@ -11,8 +11,9 @@
 //!    later logs still in the storage group's log directory;
 //! 4. only then moves the recovered database files into place.
 //!
-//! A hash mismatch, a missing generation or a foreign log stops the restore before step 4;
-//! the staging directory is removed and the target is exactly as it was.
+//! A hash mismatch, a missing generation, a foreign log or a cancellation by the caller
+//! ([`Progress::cancelled`], checked between files and chunks) stops the restore before step
+//! 4; the staging directory is removed and the target is exactly as it was.
 //!
 //! To the original location the storage group must be dismounted (the store writer's
 //! pre-restore refuses otherwise) unless the caller allows the restore to dismount it; it is
@@ -34,7 +35,7 @@ use vss::{BackupComponentsDocument, ComponentKey, Coordinator};
 
 use crate::error::{RequesterError, Result};
 use crate::repo::{BackupSet, FileEntry, Repository};
-use crate::requester::Progress;
+use crate::requester::{Progress, aborted};
 
 /// Where to restore.
 #[derive(Clone)]
@@ -111,17 +112,33 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Reque
     move |source| RequesterError::Io { op, path, source }
 }
 
-/// Writes a backed-up file into `fs` at `path`, durably.
+/// Writes a backed-up file into `fs` at `path`, durably. Stops between chunks when the job
+/// is cancelled (the caller's cleanup removes the partial file with its staging directory).
 fn write_entry(
     repo: &Repository,
     entry: &FileEntry,
     fs: &dyn FileSystem,
     path: &Path,
+    progress: &dyn Progress,
 ) -> Result<()> {
+    if let Some(reason) = progress.cancelled() {
+        return Err(aborted(reason));
+    }
     let f = fs.open(path, OpenMode::CreateNew).map_err(io_err("creating", path))?;
-    repo.read_file(entry, &mut |off, data| f.write_at(data, off))?;
+    let written = repo.read_file(entry, &mut |off, data| match progress.cancelled() {
+        Some(reason) => Err(std::io::Error::other(reason)),
+        None => f.write_at(data, off),
+    });
+    if let Err(e) = written {
+        return Err(progress.cancelled().map_or(e.into(), aborted));
+    }
     f.sync().map_err(io_err("syncing", path))?;
     Ok(())
+}
+
+/// Fails if the job was cancelled.
+fn check_cancelled(progress: &dyn Progress) -> Result<()> {
+    progress.cancelled().map_or(Ok(()), |reason| Err(aborted(reason)))
 }
 
 impl Restorer {
@@ -182,6 +199,7 @@ impl Restorer {
 
     /// Restores `req.set` (and the sets it builds on).
     pub fn restore(&self, req: &RestoreRequest, progress: &dyn Progress) -> Result<RestoreReport> {
+        check_cancelled(progress)?;
         let set = self.repo.load_set(&req.set)?;
         let sg = self.store.storage_group(&set.storage_group)?;
         let chain = self.chain(&set)?;
@@ -326,7 +344,7 @@ impl Restorer {
                 let stage_fs = stage.fs.clone();
                 db_stages.push((stage, db));
                 progress.step(&format!("restoring database {name}"));
-                write_entry(&self.repo, entry, stage_fs.as_ref(), &staged)?;
+                write_entry(&self.repo, entry, stage_fs.as_ref(), &staged, progress)?;
                 files += 1;
                 bytes += entry.size;
                 specs.push(DatabaseSpec::new(name.clone(), stage_fs, staged));
@@ -334,11 +352,12 @@ impl Restorer {
             progress.step("restoring log generations");
             for (g, entry) in logs {
                 let p = log_stage.dir.join(ese::logfmt::generation_name(&def.prefix, *g));
-                write_entry(&self.repo, entry, log_stage.fs.as_ref(), &p)?;
+                write_entry(&self.repo, entry, log_stage.fs.as_ref(), &p, progress)?;
                 files += 1;
                 bytes += entry.size;
             }
             check_logs(&log_stage.fs, &log_stage.dir, &def.prefix, logs, &specs)?;
+            check_cancelled(progress)?;
             progress.step("hard recovery: replaying the backed-up logs and rolling forward");
             let report = ese::hard_recover(&HardRecovery {
                 databases: specs,
@@ -418,7 +437,7 @@ impl Restorer {
                 for (name, entry) in databases {
                     progress.step(&format!("restoring database {name}"));
                     let p = stage.dir.join(format!("{name}.edb"));
-                    write_entry(&self.repo, entry, fs.as_ref(), &p)?;
+                    write_entry(&self.repo, entry, fs.as_ref(), &p, progress)?;
                     files += 1;
                     bytes += entry.size;
                     specs.push(DatabaseSpec::new(name.clone(), fs.clone(), p));
@@ -427,11 +446,12 @@ impl Restorer {
                 for (g, entry) in logs {
                     let p =
                         stage.dir.join("logs").join(ese::logfmt::generation_name(&def.prefix, *g));
-                    write_entry(&self.repo, entry, fs.as_ref(), &p)?;
+                    write_entry(&self.repo, entry, fs.as_ref(), &p, progress)?;
                     files += 1;
                     bytes += entry.size;
                 }
                 check_logs(fs, &stage.dir.join("logs"), &def.prefix, logs, &specs)?;
+                check_cancelled(progress)?;
                 progress.step("hard recovery");
                 let report = ese::hard_recover(&HardRecovery {
                     databases: specs,

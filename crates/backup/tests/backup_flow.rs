@@ -404,3 +404,48 @@ fn circular_logging_refuses_incremental_and_differential() {
     }
     assert!(sg.backup_in_progress().is_none());
 }
+
+/// Cancels the job once it has copied some bytes (as a node does at shutdown).
+#[derive(Default)]
+struct CancelAfterBytes(std::sync::atomic::AtomicBool);
+
+impl backup::Progress for CancelAfterBytes {
+    fn step(&self, _: &str) {}
+    fn bytes(&self, _: u64, _: u64) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn cancelled(&self) -> Option<String> {
+        self.0
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| "the node is shutting down".into())
+    }
+}
+
+#[test]
+fn a_cancelled_backup_aborts_its_session_and_publishes_and_truncates_nothing() {
+    let n = common::node();
+    load_some(&n, 80, 8);
+    let before = generations(&n);
+    let err = n.requester.backup(&req(BackupType::Full), &CancelAfterBytes::default()).unwrap_err();
+    assert!(
+        matches!(&err, RequesterError::Coordinator(vss::VssError::Aborted { reason }) if reason.contains("shutting down")),
+        "{err}"
+    );
+    assert!(n.requester.repo().list_sets().unwrap().is_empty(), "no set published");
+    let after = generations(&n);
+    assert!(before.iter().all(|g| after.contains(g)), "no log deleted: {before:?} → {after:?}");
+    let sg = n.store.storage_group("SG1").unwrap();
+    assert!(sg.backup_in_progress().is_none(), "backup in progress cleared");
+    let h = sg.instance().unwrap().database_header("DB1").unwrap();
+    assert!(h.previous_full.is_none(), "no header stamp");
+    // The writers were told: abort (with the reason), the engine's abort, then shutdown; never
+    // backup complete.
+    let all = n.events.events();
+    let abort = all.iter().find(|e| e.id == 8012).expect("abort issued");
+    assert!(abort.message.contains("shutting down"), "{}", abort.message);
+    assert!(all.iter().any(|e| e.id == 2007), "the engine reports the abort");
+    assert!(all.iter().any(|e| e.id == 8011), "the session shut down");
+    assert!(!all.iter().any(|e| e.id == 8010 || e.id == 9621), "no backup complete");
+    // The next backup works.
+    n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+}

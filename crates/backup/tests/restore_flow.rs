@@ -502,3 +502,40 @@ fn a_restore_that_fails_moving_the_second_database_puts_the_first_back() {
     sg.mount().unwrap();
     assert_eq!(sg.mail("DB2").unwrap().list("a", "Inbox").unwrap().len(), 20);
 }
+
+/// Cancels the job once it has written some bytes.
+#[derive(Default)]
+struct CancelOnFirstStep(std::sync::atomic::AtomicBool);
+
+impl backup::Progress for CancelOnFirstStep {
+    fn step(&self, what: &str) {
+        if what.starts_with("restoring") {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    fn bytes(&self, _: u64, _: u64) {}
+    fn cancelled(&self) -> Option<String> {
+        self.0
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| "the node is shutting down".into())
+    }
+}
+
+#[test]
+fn a_cancelled_restore_leaves_the_target_as_it_was() {
+    let n = common::node();
+    loaded(&n, 20, 29);
+    let full = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    let alt: FsRef = Arc::new(HostFs::new(n.dir.path().join("alt")).unwrap());
+    let request = RestoreRequest {
+        set: full.set.id.to_string(),
+        target: RestoreTarget::Alternate { fs: alt.clone(), dir: PathBuf::from("fresh") },
+        roll_forward: false,
+    };
+    let err = restorer(&n).restore(&request, &CancelOnFirstStep::default()).unwrap_err();
+    assert!(err.to_string().contains("shutting down"), "{err}");
+    let left = alt.read_dir(Path::new("fresh")).map(|e| e.len()).unwrap_or(0);
+    assert_eq!(left, 0, "nothing left in the target");
+    assert!(n.events.events().iter().any(|e| e.id == 9627), "the restore is reported failed");
+    restorer(&n).restore(&request, &Quiet).unwrap();
+}

@@ -1,4 +1,4 @@
-//! `shadowcopy store` (status, mount, dismount) and `shadowcopy mail` (load, count).
+//! `shadowcopy store` (status, create, mount, dismount) and `shadowcopy mail` (load, count).
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
@@ -19,6 +19,10 @@ pub enum Store {
         #[arg(long)]
         json: bool,
     },
+    /// Creates a storage group (with its first database) or adds a database to one; the node
+    /// mounts it and keeps it across restarts.
+    #[command(subcommand)]
+    Create(Create),
     /// Mounts a storage group (soft recovery runs first if it stopped uncleanly).
     #[command(after_help = "Example:\n  shadowcopy store mount SG1")]
     Mount {
@@ -30,6 +34,76 @@ pub enum Store {
     Dismount {
         /// The storage group's name, as in the node's configuration.
         storage_group: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Create {
+    /// Creates a storage group with its first database, and mounts it.
+    ///
+    /// The storage group gets its log stream and checkpoint, and the database its file. The
+    /// node records both in its data directory, so they are mounted at every later start. A
+    /// name that is taken, a prefix already used in the same directory, a database file
+    /// another database uses, or files already on disk are refused.
+    #[command(
+        visible_alias = "sg",
+        after_help = "Examples:\n  shadowcopy store create storage-group SG2 --log-volume logs --database DB1 --database-volume db\n  shadowcopy store create storage-group SG3 --log-volume logs --log-dir logs/SG3 --system-dir SG3 --prefix E03 --circular-logging --database Mail --database-volume db --database-path SG3/Mail.edb"
+    )]
+    StorageGroup {
+        /// The storage group's name.
+        name: String,
+        /// Volume of the logs and the checkpoint.
+        #[arg(long)]
+        log_volume: String,
+        /// Log directory on the log volume [default: the storage group's name].
+        #[arg(long)]
+        log_dir: Option<String>,
+        /// Directory of the checkpoint on the log volume [default: the log directory].
+        #[arg(long)]
+        system_dir: Option<String>,
+        /// Log file prefix, E00 to EFF [default: the lowest one the node does not use].
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Reuse log files once checkpointed (no incremental or differential backups then).
+        #[arg(long)]
+        circular_logging: bool,
+        /// Name of the first database.
+        #[arg(long)]
+        database: String,
+        /// Volume of the first database.
+        #[arg(long)]
+        database_volume: String,
+        /// Path of the database file on its volume [default: SG/DATABASE.edb].
+        #[arg(long)]
+        database_path: Option<String>,
+        /// Print the node's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Adds a database to a mounted storage group.
+    ///
+    /// The storage group is dismounted and mounted again with it (a moment in which its
+    /// requests fail); a storage group with a backup in progress is refused. The node records
+    /// the database in its data directory, so it is mounted at every later start.
+    #[command(
+        visible_alias = "db",
+        after_help = "Example:\n  shadowcopy store create database DB2 --sg SG1 --volume db --path SG1/DB2.edb"
+    )]
+    Database {
+        /// The database's name.
+        name: String,
+        /// The storage group it belongs to.
+        #[arg(long)]
+        sg: String,
+        /// Volume of the database file.
+        #[arg(long)]
+        volume: String,
+        /// Path of the database file on its volume [default: SG/NAME.edb].
+        #[arg(long)]
+        path: Option<String>,
+        /// Print the node's answer as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -90,6 +164,7 @@ pub fn run_store(node: &Endpoint, cmd: &Store) -> Result<()> {
                 print_status(&v);
             }
         }
+        Store::Create(c) => create(node, c)?,
         Store::Mount { storage_group } => {
             progress::run(&format!("mounting {storage_group}"), || {
                 node.post(&format!("/v1/store/{}/mount", encode(storage_group)), &json!({}))
@@ -102,6 +177,79 @@ pub fn run_store(node: &Endpoint, cmd: &Store) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn create(node: &Endpoint, cmd: &Create) -> Result<()> {
+    match cmd {
+        Create::StorageGroup {
+            name,
+            log_volume,
+            log_dir,
+            system_dir,
+            prefix,
+            circular_logging,
+            database,
+            database_volume,
+            database_path,
+            json,
+        } => {
+            let body = json!({
+                "name": name,
+                "log_volume": log_volume,
+                "log_dir": log_dir,
+                "system_dir": system_dir,
+                "prefix": prefix,
+                "circular_logging": circular_logging,
+                "database": { "name": database, "volume": database_volume, "path": database_path },
+            });
+            let v = progress::run(&format!("creating storage group {name}"), || {
+                node.post("/v1/store", &body)
+            })?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            let sg = &v["storage_group"];
+            println!("Storage group {name} is created and mounted.");
+            println!(
+                "   Logs:       {}:{} (prefix {}{})",
+                sg["log_volume"].as_str().unwrap_or("?"),
+                sg["log_dir"].as_str().unwrap_or("?"),
+                sg["prefix"].as_str().unwrap_or("?"),
+                if sg["circular_logging"] == true { ", circular logging" } else { "" }
+            );
+            println!(
+                "   Checkpoint: {}:{}",
+                sg["log_volume"].as_str().unwrap_or("?"),
+                sg["system_dir"].as_str().unwrap_or("?")
+            );
+            for d in sg["database"].as_array().into_iter().flatten() {
+                print_database(d);
+            }
+        }
+        Create::Database { name, sg, volume, path, json } => {
+            let body = json!({ "name": name, "volume": volume, "path": path });
+            let v = progress::run(&format!("creating database {sg}/{name}"), || {
+                node.post(&format!("/v1/store/{}/databases", encode(sg)), &body)
+            })?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            println!("Database {name} is created in storage group {sg}, which is mounted.");
+            print_database(&v["database"]);
+        }
+    }
+    Ok(())
+}
+
+fn print_database(d: &Value) {
+    println!(
+        "   Database {}: {}:{}",
+        d["name"].as_str().unwrap_or("?"),
+        d["volume"].as_str().unwrap_or("?"),
+        d["path"].as_str().unwrap_or("?")
+    );
 }
 
 fn slot(v: &Value) -> String {

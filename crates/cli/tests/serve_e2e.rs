@@ -5,11 +5,33 @@ mod common;
 use common::{BIN, Served, config};
 
 #[test]
-fn load_backup_list_verify_restore_and_count_through_the_command() {
+fn create_load_backup_list_verify_restore_and_count_through_the_command() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Served::start(dir.path(), &config(dir.path(), ""));
+    // A node with volumes and shadow storage but no storage group: it is created below.
+    let text = config(dir.path(), "");
+    let volumes_only = text.split("[[storage_group]]").next().unwrap();
+    let node = Served::start(dir.path(), volumes_only);
     let repo = dir.path().join("repo");
     let repo = repo.to_str().unwrap();
+
+    let create = [
+        "store",
+        "create",
+        "storage-group",
+        "SG1",
+        "--log-volume",
+        "logs",
+        "--database",
+        "DB1",
+        "--database-volume",
+        "db",
+    ];
+    let out = node.cli(&create);
+    assert!(out.contains("Storage group SG1 is created and mounted"), "{out}");
+    assert!(out.contains("logs:SG1 (prefix E00)") && out.contains("db:SG1/DB1.edb"), "{out}");
+    let again = node.cli_output(&create);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && err.contains("already_exists"), "{err}");
 
     let writers = node.cli(&["admin", "list", "writers"]);
     assert!(
@@ -86,14 +108,29 @@ fn load_backup_list_verify_restore_and_count_through_the_command() {
         "shadowcopy_log_generation{storage_group=\"SG1\"}",
         "shadowcopy_checkpoint_generation{storage_group=\"SG1\"}",
         "shadowcopy_shadow_storage_used_bytes{volume=\"db\"}",
+        "shadowcopy_blocks_preserved_total{volume=\"db\"}",
+        "origin=\"backup\"",
+        "shadowcopy_backups_completed_total 2",
+        "shadowcopy_restores_completed_total 2",
+        "shadowcopy_backup_bytes_total ",
+        "shadowcopy_restore_bytes_total ",
     ] {
         assert!(metrics.contains(name), "{name} missing from\n{metrics}");
     }
 
     // SIGTERM: a clean stop that removes the socket.
     let socket = node.socket.clone();
+    let config_path = node.config.clone();
     assert!(node.terminate().success());
     assert!(!socket.exists());
+
+    // The storage group created through the command is the node's after a restart.
+    let node = Served::start_with(dir.path(), &config_path);
+    let status = node.json(&["store", "status"]);
+    assert_eq!(status["storage_groups"][0]["name"], "SG1", "{status}");
+    assert_eq!(status["storage_groups"][0]["mounted"], true, "{status}");
+    let count = node.json(&["mail", "count", "--sg", "SG1", "--db", "DB1"]);
+    assert_eq!(count["digest"], after["digest"]);
 }
 
 #[test]

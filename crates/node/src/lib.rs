@@ -1,11 +1,13 @@
 //! The Shadowcopy node (service process).
 //!
 //! Reads the TOML configuration ([`config`]) and wires volumes, the coordinator, the store, the
-//! event log and the requester together ([`node`]); [`service`] runs a node with its HTTP
-//! API ([`api`]) until it is told to stop.
+//! event log and the requester together ([`node`]), with the storage groups created at
+//! runtime ([`layout`]); [`service`] runs a node with its HTTP API ([`api`]) until it is told
+//! to stop.
 
 pub mod api;
 pub mod config;
+pub mod layout;
 pub mod node;
 pub mod service;
 

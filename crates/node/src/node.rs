@@ -8,7 +8,8 @@
 //! 3. the coordinator with its job journal and the software provider; a job that was running
 //!    when the node stopped is recovered: its writers are told to abort, its snapshots are
 //!    released, and an event records it as failed (nothing is truncated for it);
-//! 4. the information store: each storage group mounts after soft recovery, and the store
+//! 4. the information store: each storage group — of the configuration file, and those
+//!    created at runtime ([`crate::layout`]) — mounts after soft recovery, and the store
 //!    writer registers.
 //!
 //! [`Node::shutdown`] dismounts every storage group cleanly and syncs the event log.
@@ -25,7 +26,7 @@ use volume::{FsRef, HostFs, SoftwareProvider, Volume, VolumeOptions};
 use vss::software::SoftwareProviderAdapter;
 use vss::{Coordinator, CoordinatorConfig};
 
-use crate::config::{Config, MaxSize, parse_max_size, parse_size};
+use crate::config::{Config, MaxSize, StorageGroupConfig, parse_max_size, parse_size};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,8 @@ pub enum NodeError {
     },
     #[error("coordinator: {0}")]
     Coordinator(#[from] vss::VssError),
+    #[error(transparent)]
+    Layout(#[from] crate::layout::LayoutError),
     #[error("storage group {name}: {source}")]
     Store {
         name: String,
@@ -56,9 +59,20 @@ pub enum NodeError {
     },
 }
 
+/// The storage groups the node runs, and what of them was created at runtime.
+#[derive(Debug)]
+pub(crate) struct Runtime {
+    /// The configuration file's storage groups with the created ones merged in.
+    pub(crate) layout: Config,
+    /// What `<data_dir>/storage_groups.toml` holds.
+    pub(crate) created: crate::layout::Created,
+}
+
 /// A running node.
 pub struct Node {
     config: Config,
+    /// Serializes creating storage groups and databases (held while one is created).
+    pub(crate) runtime: parking_lot::Mutex<Runtime>,
     events: Arc<EventLog>,
     volumes: BTreeMap<String, Volume>,
     provider: Arc<SoftwareProvider>,
@@ -83,6 +97,32 @@ fn host_fs_size(path: &Path) -> Option<u64> {
     // statvfs fully initialises on success; on failure we do not read it.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
     (rc == 0).then(|| st.f_blocks as u64 * st.f_frsize as u64)
+}
+
+/// The store's definition of a configured storage group (its volumes are known: the
+/// configuration was checked).
+fn group_def(volumes: &BTreeMap<String, Volume>, sg: &StorageGroupConfig) -> StorageGroupDef {
+    let fs_of = |label: &str| -> VolumeRef {
+        VolumeRef { label: label.into(), fs: Arc::new(volumes[label].clone()) }
+    };
+    StorageGroupDef {
+        name: sg.name.clone(),
+        log_volume: fs_of(&sg.log_volume),
+        log_dir: sg.log_dir.clone(),
+        system_dir: sg.system_dir.clone().unwrap_or_else(|| sg.log_dir.clone()),
+        prefix: sg.prefix.clone(),
+        circular_logging: sg.circular_logging,
+        databases: sg
+            .databases
+            .iter()
+            .map(|d| DatabaseDef {
+                name: d.name.clone(),
+                volume: fs_of(&d.volume),
+                path: d.path.clone(),
+            })
+            .collect(),
+        tuning: EngineTuning::default(),
+    }
 }
 
 impl Node {
@@ -147,39 +187,44 @@ impl Node {
         coordinator.register_provider(Arc::new(SoftwareProviderAdapter::new(provider.clone())));
         let recovered_jobs = coordinator.recover_interrupted_jobs()?;
 
+        let created = crate::layout::Created::load(&data_dir)?;
+        let layout = created.merge(&config).map_err(|e| crate::layout::LayoutError {
+            path: data_dir.join(crate::layout::FILE),
+            reason: e.to_string(),
+        })?;
         let store = InformationStore::new(&config.node.name, sink.clone());
-        for sg in &config.storage_groups {
-            let fs_of = |label: &str| -> VolumeRef {
-                VolumeRef { label: label.into(), fs: Arc::new(volumes[label].clone()) }
-            };
-            let def = StorageGroupDef {
-                name: sg.name.clone(),
-                log_volume: fs_of(&sg.log_volume),
-                log_dir: sg.log_dir.clone(),
-                system_dir: sg.system_dir.clone().unwrap_or_else(|| sg.log_dir.clone()),
-                prefix: sg.prefix.clone(),
-                circular_logging: sg.circular_logging,
-                databases: sg
-                    .databases
-                    .iter()
-                    .map(|d| DatabaseDef {
-                        name: d.name.clone(),
-                        volume: fs_of(&d.volume),
-                        path: d.path.clone(),
-                    })
-                    .collect(),
-                tuning: EngineTuning::default(),
-            };
+        for sg in &layout.storage_groups {
             let group = store
-                .add_storage_group(def)
+                .add_storage_group(group_def(&volumes, sg))
                 .map_err(|source| NodeError::Store { name: sg.name.clone(), source })?;
             group.mount().map_err(|source| NodeError::Store { name: sg.name.clone(), source })?;
         }
         coordinator.register_writer(StoreWriter::new(store.clone()))?;
-        Ok(Node { config, events, volumes, provider, coordinator, store, recovered_jobs })
+        Ok(Node {
+            config,
+            runtime: parking_lot::Mutex::new(Runtime { layout, created }),
+            events,
+            volumes,
+            provider,
+            coordinator,
+            store,
+            recovered_jobs,
+        })
     }
 
-    /// The configuration the node runs with.
+    /// The store's definition of a configured storage group.
+    pub(crate) fn group_def(&self, sg: &StorageGroupConfig) -> StorageGroupDef {
+        group_def(&self.volumes, sg)
+    }
+
+    /// The storage groups the node runs: the configuration file's and those created at
+    /// runtime, as one configuration.
+    pub fn layout(&self) -> Config {
+        self.runtime.lock().layout.clone()
+    }
+
+    /// The configuration file the node started from (without the storage groups created at
+    /// runtime; see [`Node::layout`]).
     pub fn config(&self) -> &Config {
         &self.config
     }

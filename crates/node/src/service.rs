@@ -2,10 +2,22 @@
 //!
 //! The Unix socket is always served (owner-only, a stale file from a previous run is
 //! replaced); TCP only when `api.tcp` is set, and then every request needs the bearer token.
-//! On a signal both listeners stop accepting, requests in flight get [`SHUTDOWN_GRACE`] to
-//! finish, and the node dismounts its storage groups cleanly. A job still running after the
-//! grace period dies with the process; its journal entry makes the next start report it
-//! failed (event 8015) and nothing is truncated for it.
+//!
+//! On a signal, in this order:
+//!
+//! 1. both listeners stop accepting and new jobs are refused (`shutting_down`);
+//! 2. running jobs are told to stop ([`backup::Progress::cancelled`]): a backup aborts its
+//!    coordinator session — the writers get abort and backup shutdown, the engine is thawed,
+//!    nothing is published or truncated, and the coordinator's abort event gives the reason
+//!    ("the node is shutting down"); a restore leaves its target as it was; a mail load stops;
+//! 3. the service waits, at most [`SHUTDOWN_GRACE`], for requests in flight *and* for the
+//!    jobs themselves (a job whose client went away still runs) to finish aborting;
+//! 4. only then does the node dismount its storage groups cleanly, so that no dismount races
+//!    a job that still holds its storage group.
+//!
+//! A job still running after the grace period (a freeze or a hard recovery cannot be cut
+//! short) dies with the process; its journal entry makes the next start report it failed
+//! (event 8015) and nothing is truncated for it.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -19,8 +31,11 @@ use crate::api::{self, AppState, auth::Token};
 use crate::config::Config;
 use crate::node::{Node, NodeError};
 
-/// How long requests in flight may run after a shutdown signal.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How long requests and jobs in flight may take to finish (or abort) after a shutdown
+/// signal. Jobs check for the shutdown between chunks, so they normally end within moments;
+/// the bound is for work that cannot be interrupted, and stays well below the usual service
+/// manager stop time-out (90 s) so that the databases are still dismounted cleanly.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Why the service stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -149,8 +164,8 @@ pub fn run(config: Config) -> Result<(), ServiceError> {
 }
 
 /// Serves the API of `node` on `socket` (and on `tcp`, which needs `token`) until `shutdown`
-/// completes; then stops accepting and gives requests in flight [`SHUTDOWN_GRACE`]. The
-/// caller shuts the node down afterwards.
+/// completes; then stops accepting, tells running jobs to abort, and gives requests and jobs
+/// in flight [`SHUTDOWN_GRACE`] to end. The caller shuts the node down afterwards.
 pub async fn serve(
     node: Arc<Node>,
     socket: &Path,
@@ -160,6 +175,7 @@ pub async fn serve(
 ) -> Result<(), ServiceError> {
     let state = AppState::new(node);
     let stopping = state.stopping.clone();
+    let running = state.running.clone();
     let router = api::router(state);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -205,12 +221,22 @@ pub async fn serve(
         r = &mut servers => return r.map_err(|source| ServiceError::Socket { path: socket.into(), source }),
         _ = shutdown => {}
     }
+    let jobs = running.running();
+    if jobs > 0 {
+        tracing::info!(jobs, "aborting the running jobs");
+    }
     stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(SHUTDOWN_GRACE, &mut servers).await.is_err() {
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    let finished = async {
+        let _ = (&mut servers).await;
+        running.idle().await;
+    };
+    if tokio::time::timeout_at(deadline, finished).await.is_err() {
         tracing::warn!(
-            "requests still running after {SHUTDOWN_GRACE:?}; their jobs end with the process \
-             and are reported failed at the next start"
+            jobs = running.running(),
+            "requests or jobs still running after {SHUTDOWN_GRACE:?}; they end with the \
+             process and are reported failed at the next start"
         );
     }
     Ok(())

@@ -247,3 +247,196 @@ fn shadows_are_created_listed_and_deleted() {
     );
     assert_eq!((s, code(&v)), (400, "bad_request"));
 }
+
+/// The values of the series whose line starts with `prefix` (name and, if given, labels).
+fn series(metrics: &str, prefix: &str) -> Vec<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.starts_with(prefix))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn metrics_count_backups_restores_commits_and_preserved_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(dir.path());
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    let (s, v) =
+        api.json("POST", "/v1/mail/load", Some(json!({"sg": "SG1", "db": "DB1", "messages": 60})));
+    assert_eq!(s, 200, "{v}");
+    let (s, backup) =
+        api.json("POST", "/v1/backup", Some(json!({"type": "full", "sg": "SG1", "repo": repo})));
+    assert_eq!(s, 200, "{backup}");
+    let set = backup["set"]["id"].as_str().unwrap();
+    let to = dir.path().join("restored");
+    let (s, restore) = api.json(
+        "POST",
+        "/v1/restore",
+        Some(json!({"repo": repo, "set": set, "to": to.to_str().unwrap()})),
+    );
+    assert_eq!(s, 200, "{restore}");
+    let (s, v) =
+        api.json("POST", "/v1/backup", Some(json!({"type": "full", "sg": "NOPE", "repo": repo})));
+    assert_eq!(s, 404, "{v}");
+
+    let (_, _, m) = api.call("GET", "/metrics", None, "text/plain");
+    let one = |name: &str| {
+        let v = series(&m, name);
+        assert_eq!(v.len(), 1, "{name} once in\n{m}");
+        v[0]
+    };
+    assert_eq!(one("shadowcopy_backups_completed_total "), 1.0);
+    assert_eq!(one("shadowcopy_backups_failed_total "), 1.0);
+    assert_eq!(one("shadowcopy_backup_bytes_total "), backup["bytes"].as_f64().unwrap());
+    assert!(one("shadowcopy_backup_stored_bytes_total ") > 0.0, "{m}");
+    assert_eq!(one("shadowcopy_restores_completed_total "), 1.0);
+    assert_eq!(one("shadowcopy_restores_failed_total "), 0.0);
+    assert_eq!(one("shadowcopy_restore_bytes_total "), restore["bytes"].as_f64().unwrap());
+    assert!(one("shadowcopy_restore_bytes_total ") > 0.0, "{m}");
+    // The backup's snapshot set: its commit took at least as long as it held writes.
+    let commit = series(&m, "shadowcopy_snapshot_commit_seconds{");
+    let hold = series(&m, "shadowcopy_snapshot_hold_seconds{");
+    assert_eq!((commit.len(), hold.len()), (1, 1), "{m}");
+    assert!(m.contains("origin=\"backup\""), "{m}");
+    assert!(commit[0] > 0.0 && commit[0] >= hold[0], "{m}");
+    // Both volumes are listed; the backup's header stamp (written while its snapshot still
+    // existed) preserved at least one block of the database volume.
+    assert_eq!(series(&m, "shadowcopy_blocks_preserved_total{volume=\"logs\"}").len(), 1, "{m}");
+    assert!(one("shadowcopy_blocks_preserved_total{volume=\"db\"}") > 0.0, "{m}");
+}
+
+#[test]
+fn storage_groups_and_databases_are_created_at_runtime_and_kept_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    let sg = |name: &str, extra: Value| {
+        let mut body = json!({"name": name, "log_volume": "logs",
+                              "database": {"name": "DB1", "volume": "db"}});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    {
+        let api = Api::start(dir.path());
+        // The defaults: the name as directory, the lowest free prefix, <sg>/<db>.edb.
+        let (s, v) = api.json("POST", "/v1/store", Some(sg("SG2", json!({}))));
+        assert_eq!(s, 200, "{v}");
+        let created = &v["storage_group"];
+        assert_eq!(created["prefix"], "E01", "SG1 has E00: {v}");
+        assert_eq!((&created["log_dir"], &created["system_dir"]), (&json!("SG2"), &json!("SG2")));
+        assert_eq!(created["database"][0]["path"], "SG2/DB1.edb");
+        assert!(dir.path().join("db/SG2/DB1.edb").exists());
+
+        // Refused, each with a code and a message naming what collides or is wrong.
+        let refused = |body: Value, status: u16, code: &str, text: &str| {
+            let (s, v) = api.json("POST", "/v1/store", Some(body));
+            assert_eq!((s, self::code(&v)), (status, code), "{v}");
+            let message = v["error"]["message"].as_str().unwrap();
+            assert!(message.contains(text), "{text:?} not in {message:?}");
+        };
+        refused(sg("SG2", json!({})), 409, "already_exists", "SG2");
+        refused(sg("SG1", json!({})), 409, "already_exists", "SG1");
+        refused(sg("SG3", json!({"log_dir": "SG1", "prefix": "E00"})), 409, "collides", "SG1");
+        refused(sg("SG3", json!({"system_dir": "SG2", "prefix": "e01"})), 409, "collides", "SG2");
+        refused(
+            sg("SG3", json!({"database": {"name": "X", "volume": "db", "path": "SG1/DB1.edb"}})),
+            409,
+            "collides",
+            "database DB1 of storage group SG1",
+        );
+        refused(sg("SG3", json!({"log_volume": "nope"})), 400, "bad_request", "`log_volume`");
+        refused(sg("bad name", json!({})), 400, "bad_request", "`name`");
+        refused(sg("SG3", json!({"prefix": "X01"})), 400, "bad_request", "`prefix`");
+        refused(sg("SG3", json!({"log_dir": "../etc"})), 400, "bad_request", "`log_dir`");
+        refused(
+            sg("SG3", json!({"database": {"name": "DB1", "volume": "db", "path": "/abs.edb"}})),
+            400,
+            "bad_request",
+            "`database.path`",
+        );
+        std::fs::create_dir_all(dir.path().join("logs/old")).unwrap();
+        std::fs::write(dir.path().join("logs/old/E07.chk"), b"left over").unwrap();
+        refused(
+            sg("SG3", json!({"log_dir": "old", "prefix": "E07"})),
+            409,
+            "collides",
+            "E07.chk already exists",
+        );
+        let (_, v) = api.json("GET", "/v1/store", None);
+        assert_eq!(v["storage_groups"].as_array().unwrap().len(), 2, "nothing refused was kept");
+
+        // Databases, in a storage group of the configuration and in a created one.
+        let (s, v) = api.json(
+            "POST",
+            "/v1/store/SG1/databases",
+            Some(json!({"name": "DB2", "volume": "db"})),
+        );
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["database"]["path"], "SG1/DB2.edb");
+        let (s, v) = api.json(
+            "POST",
+            "/v1/store/SG1/databases",
+            Some(json!({"name": "DB2", "volume": "db", "path": "SG1/other.edb"})),
+        );
+        assert_eq!((s, code(&v)), (409, "already_exists"), "{v}");
+        let (s, v) = api.json(
+            "POST",
+            "/v1/store/NOPE/databases",
+            Some(json!({"name": "DB2", "volume": "db"})),
+        );
+        assert_eq!((s, code(&v)), (404, "no_such_storage_group"), "{v}");
+        api.json("POST", "/v1/store/SG2/dismount", None);
+        let (s, v) = api.json(
+            "POST",
+            "/v1/store/SG2/databases",
+            Some(json!({"name": "DB2", "volume": "db"})),
+        );
+        assert_eq!((s, code(&v)), (409, "not_mounted"), "{v}");
+        api.json("POST", "/v1/store/SG2/mount", None);
+        let (s, v) = api.json(
+            "POST",
+            "/v1/store/SG2/databases",
+            Some(json!({"name": "DB2", "volume": "db"})),
+        );
+        assert_eq!(s, 200, "{v}");
+
+        for (g, d) in [("SG1", "DB2"), ("SG2", "DB1"), ("SG2", "DB2")] {
+            let (s, v) =
+                api.json("POST", "/v1/mail/load", Some(json!({"sg": g, "db": d, "messages": 10})));
+            assert_eq!(s, 200, "{g}/{d}: {v}");
+        }
+        let (s, v) = api.json(
+            "POST",
+            "/v1/backup",
+            Some(json!({"type": "full", "sg": "SG2", "repo": repo})),
+        );
+        assert_eq!(s, 200, "a created storage group backs up: {v}");
+    }
+
+    // After a restart everything created is mounted again, with its mail.
+    let api = Api::start(dir.path());
+    let (_, v) = api.json("GET", "/v1/store", None);
+    let groups: Vec<(String, bool, Vec<String>)> = v["storage_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let dbs = g["databases"].as_array().unwrap();
+            (
+                g["name"].as_str().unwrap().to_string(),
+                g["mounted"] == true,
+                dbs.iter().map(|d| d["name"].as_str().unwrap().to_string()).collect(),
+            )
+        })
+        .collect();
+    let db12 = vec!["DB1".to_string(), "DB2".to_string()];
+    assert_eq!(groups, [("SG1".into(), true, db12.clone()), ("SG2".into(), true, db12)]);
+    for (g, d) in [("SG1", "DB2"), ("SG2", "DB1"), ("SG2", "DB2")] {
+        let (s, v) = api.json("GET", &format!("/v1/mail/count?sg={g}&db={d}"), None);
+        assert_eq!((s, v["messages"].as_u64()), (200, Some(10)), "{g}/{d}: {v}");
+    }
+    let (s, v) = api.json("POST", "/v1/store", Some(sg("SG2", json!({}))));
+    assert_eq!((s, code(&v)), (409, "already_exists"), "{v}");
+}

@@ -124,6 +124,7 @@ impl FileState {
                 match snap.diff.append(self.id, b, &buf) {
                     Ok(Appended::Grew(n)) => {
                         vol.account_growth(n);
+                        vol.count_preserved();
                         c.preserved.set(b);
                     }
                     Ok(Appended::Present) => c.preserved.set(b),

@@ -121,6 +121,8 @@ pub struct VolumeInner {
     /// Serializes overflow handling.
     room: Mutex<()>,
     used: AtomicU64,
+    /// Blocks copied on write into a diff area since the volume was opened (for metrics).
+    preserved_blocks: AtomicU64,
     near_full: AtomicBool,
     pub(crate) events: EventHub,
     _lock: fs::File,
@@ -221,6 +223,7 @@ impl Volume {
             storage: Mutex::new(cfg.storage),
             room: Mutex::new(()),
             used: AtomicU64::new(0),
+            preserved_blocks: AtomicU64::new(0),
             near_full: AtomicBool::new(false),
             events: EventHub::default(),
             _lock: lock,
@@ -298,6 +301,13 @@ impl Volume {
     /// Bytes the diff areas of this volume occupy.
     pub fn shadow_storage_used(&self) -> u64 {
         self.inner.used.load(Ordering::Acquire)
+    }
+
+    /// Blocks copied on write into a snapshot's diff area since the volume was opened: the
+    /// copy-on-write work live writes paid for the snapshots (blocks handed between diff
+    /// areas when a snapshot is deleted are not counted again).
+    pub fn blocks_preserved(&self) -> u64 {
+        self.inner.preserved_blocks.load(Ordering::Relaxed)
     }
 
     /// Shadow storage of this volume.
@@ -599,6 +609,11 @@ impl VolumeInner {
 
     pub(crate) fn account_growth(&self, n: u64) {
         self.used.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Counts one block copied on write (see [`Volume::blocks_preserved`]).
+    pub(crate) fn count_preserved(&self) {
+        self.preserved_blocks.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Deletes the oldest snapshots until `need` more bytes fit in shadow storage, and warns

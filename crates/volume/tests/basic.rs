@@ -224,3 +224,17 @@ fn shrinking_shadow_storage_deletes_oldest_snapshots() {
         .count();
     assert_eq!(deleted, 4 - left.len());
 }
+
+#[test]
+fn blocks_preserved_counts_each_block_copied_on_write_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vol(dir.path(), "db");
+    write(&v, "f", 0, &[1u8; 4 * 4096]);
+    write(&v, "f", 0, &[2u8; 4096]);
+    assert_eq!(v.blocks_preserved(), 0, "no snapshot, nothing to preserve");
+    v.snapshot(false).unwrap();
+    write(&v, "f", 4096, &[3u8; 10]);
+    write(&v, "f", 4096 + 100, &[3u8; 10]); // the same block again
+    write(&v, "f", 2 * 4096 - 5, &[4u8; 10]); // straddles blocks 1 and 2
+    assert_eq!(v.blocks_preserved(), 2);
+}

@@ -1,5 +1,5 @@
 //! Listing and administration endpoints: writers, providers, shadows, shadow storage, store
-//! status, mount and dismount, events, metrics.
+//! status, storage group and database creation, mount and dismount, events, metrics.
 
 use std::time::Instant;
 
@@ -16,6 +16,7 @@ use super::error::ApiError;
 use super::metrics::CommitFigures;
 use super::{AppState, blocking};
 use crate::config::{MaxSize, parse_max_size};
+use crate::layout::{CreateError, NewDatabase, NewStorageGroup};
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
@@ -84,6 +85,7 @@ pub async fn create_shadow(State(s): State<AppState>, Json(req): Json<ForVolume>
         let commit = started.elapsed();
         metrics.record_commit(CommitFigures {
             set: set.to_string(),
+            origin: "create_shadow",
             commit_seconds: commit.as_secs_f64(),
             hold_seconds: committed.hold.as_secs_f64(),
         });
@@ -250,6 +252,43 @@ pub async fn store_status(State(s): State<AppState>) -> ApiResult {
         Ok(Json(json!({ "storage_groups": groups })))
     })
     .await
+}
+
+/// The API's answer to a refused or failed creation.
+fn create_error(e: CreateError) -> ApiError {
+    let message = e.to_string();
+    match e {
+        CreateError::Exists { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "already_exists", message)
+        }
+        CreateError::Collides(_) => ApiError::new(StatusCode::CONFLICT, "collides", message),
+        CreateError::Invalid { .. } => ApiError::bad_request(message),
+        CreateError::Store(e) => e.into(),
+        CreateError::Persist { .. } | CreateError::Io { .. } => ApiError::internal(message),
+    }
+}
+
+/// Creates a storage group with its first database, mounts it, and records it so that it
+/// is mounted at every later start.
+pub async fn create_storage_group(
+    State(s): State<AppState>,
+    Json(req): Json<NewStorageGroup>,
+) -> ApiResult {
+    blocking(&s, move |node, _| {
+        let sg = node.create_storage_group(req).map_err(create_error)?;
+        Ok(Json(json!({ "storage_group": sg, "mounted": true })))
+    })
+    .await
+}
+
+/// Creates a database in a mounted storage group (which is dismounted and mounted again
+/// with it), and records it so that it is mounted at every later start.
+pub async fn add_database(
+    State(s): State<AppState>,
+    Path(sg): Path<String>,
+    Json(req): Json<NewDatabase>,
+) -> ApiResult {
+    blocking(&s, move |node, _| Ok(Json(node.add_database(&sg, req).map_err(create_error)?))).await
 }
 
 pub async fn mount(State(s): State<AppState>, Path(sg): Path<String>) -> ApiResult {

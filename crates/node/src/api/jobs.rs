@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use backup::repo::Repository;
 use backup::{BackupRequest, Progress, Quiet, RestoreRequest, RestoreTarget};
@@ -18,7 +19,7 @@ use volume::{FsRef, HostFs};
 use vss::BackupType;
 
 use super::error::ApiError;
-use super::metrics::{BackupFigures, Metrics};
+use super::metrics::{BackupFigures, CommitFigures, Metrics};
 use super::{AppState, blocking, stream};
 use crate::Node;
 
@@ -62,7 +63,7 @@ pub async fn mail_load(State(s): State<AppState>, Json(req): Json<LoadRequest>) 
         let deadline = req.seconds.map(|s| started + Duration::from_secs(s));
         while !load.finished()
             && deadline.is_none_or(|d| Instant::now() < d)
-            && !stopping.load(std::sync::atomic::Ordering::Relaxed)
+            && !stopping.load(Ordering::Relaxed)
         {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -183,6 +184,14 @@ pub async fn backup(
             bytes: report.bytes,
             stored_bytes: report.stored_bytes,
         });
+        if let Some(set) = report.document.snapshot_set {
+            metrics.record_commit(CommitFigures {
+                set: set.to_string(),
+                origin: "backup",
+                commit_seconds: report.snapshot.as_secs_f64(),
+                hold_seconds: report.hold.as_secs_f64(),
+            });
+        }
         let secs = report.elapsed.as_secs_f64();
         Ok(json!({
             "set": set_summary(&report.set),
@@ -197,24 +206,78 @@ pub async fn backup(
     .await
 }
 
+/// Why a job stops when the service does.
+const SHUTTING_DOWN: &str = "the node is shutting down";
+
+/// A job's progress sink that also tells the job to stop once the service is shutting down,
+/// so that a backup or restore is aborted cleanly (through the coordinator) rather than cut
+/// off when the process exits.
+struct UntilShutdown<'a> {
+    inner: &'a dyn Progress,
+    stopping: &'a AtomicBool,
+}
+
+impl Progress for UntilShutdown<'_> {
+    fn step(&self, what: &str) {
+        self.inner.step(what);
+    }
+
+    fn bytes(&self, done: u64, total: u64) {
+        self.inner.bytes(done, total);
+    }
+
+    fn cancelled(&self) -> Option<String> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Some(SHUTTING_DOWN.into());
+        }
+        self.inner.cancelled()
+    }
+}
+
+/// The error of a job that failed while the service was stopping: it was aborted by the
+/// shutdown (the job's own error, naming the reason, is the message).
+fn aborted_by_shutdown(stopping: &AtomicBool, e: ApiError) -> ApiError {
+    if stopping.load(Ordering::Relaxed) {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "aborted_by_shutdown", e.message)
+    } else {
+        e
+    }
+}
+
 /// Runs a job on the blocking pool: answering its report when it ends, or, when the client
-/// asked for it, streaming its progress and then the report ([`stream`]).
+/// asked for it, streaming its progress and then the report ([`stream`]). The job is counted
+/// in [`AppState::running`] and aborted when the service shuts down.
 async fn run_job<F>(s: &AppState, headers: &HeaderMap, job: F) -> Response
 where
     F: FnOnce(&Node, &Metrics, &dyn Progress) -> Result<Value, ApiError> + Send + 'static,
 {
+    if s.stopping.load(Ordering::Relaxed) {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", SHUTTING_DOWN)
+            .into_response();
+    }
+    let stopping = s.stopping.clone();
     if stream::wanted(headers) {
         let (lines, response) = stream::channel();
         let (node, metrics) = (s.node.clone(), s.metrics.clone());
+        let running = s.running.enter();
         tokio::task::spawn_blocking(move || {
-            let outcome = job(&node, &metrics, &lines);
-            lines.finish(outcome);
+            let _running = running;
+            let progress = UntilShutdown { inner: &lines, stopping: &stopping };
+            let outcome = job(&node, &metrics, &progress);
+            lines.finish(outcome.map_err(|e| aborted_by_shutdown(&stopping, e)));
         });
         response
     } else {
-        match blocking(s, move |node, metrics| job(node, metrics, &Quiet)).await {
+        let result = blocking(s, {
+            let stopping = stopping.clone();
+            move |node, metrics| {
+                job(node, metrics, &UntilShutdown { inner: &Quiet, stopping: &stopping })
+            }
+        })
+        .await;
+        match result {
             Ok(v) => Json(v).into_response(),
-            Err(e) => e.into_response(),
+            Err(e) => aborted_by_shutdown(&stopping, e).into_response(),
         }
     }
 }
@@ -292,9 +355,14 @@ pub async fn restore(
     headers: HeaderMap,
     Json(req): Json<RestoreBody>,
 ) -> Response {
-    run_job(&s, &headers, move |node, _, progress| {
+    run_job(&s, &headers, move |node, metrics, progress| {
         let (target, alternate_root) = restore_target(&req)?;
-        restore_job(node, req, target, alternate_root, progress)
+        let outcome = restore_job(node, req, target, alternate_root, progress);
+        match &outcome {
+            Ok(report) => metrics.record_restore(report["bytes"].as_u64().unwrap_or(0)),
+            Err(_) => metrics.record_restore_failure(),
+        }
+        outcome
     })
     .await
 }

@@ -1,10 +1,15 @@
 //! Figures the node keeps for `/metrics` (Prometheus text format).
 //!
-//! Job figures (hold, duration, bytes) are recorded by the API when its jobs end; gauges that
-//! describe the present (shadow storage, log generations) are read when scraped.
+//! Job figures (hold, duration, bytes) are recorded by the API when its jobs end, twice: as
+//! gauges of the last few jobs (labelled by job, to read one job's figures) and as `*_total`
+//! counters since the node started (what rates and alerts are computed from: a gauge of
+//! recent jobs forgets the oldest, a counter never does). Gauges that describe the present
+//! (shadow storage, log generations) and the volumes' copy-on-write counters are read when
+//! scraped.
 
 use std::collections::VecDeque;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -25,12 +30,26 @@ pub struct BackupFigures {
     pub stored_bytes: u64,
 }
 
-/// One snapshot set committed through `create shadow`.
+/// One snapshot set committed, by `create shadow` or for a backup job.
 #[derive(Debug, Clone)]
 pub struct CommitFigures {
     pub set: String,
+    /// `create_shadow` or `backup`.
+    pub origin: &'static str,
     pub commit_seconds: f64,
     pub hold_seconds: f64,
+}
+
+/// Counters since the node started.
+#[derive(Debug, Default)]
+struct Totals {
+    backups_completed: AtomicU64,
+    backups_failed: AtomicU64,
+    backup_bytes: AtomicU64,
+    backup_stored_bytes: AtomicU64,
+    restores_completed: AtomicU64,
+    restores_failed: AtomicU64,
+    restore_bytes: AtomicU64,
 }
 
 /// The recorded figures.
@@ -38,7 +57,7 @@ pub struct CommitFigures {
 pub struct Metrics {
     backups: Mutex<VecDeque<BackupFigures>>,
     commits: Mutex<VecDeque<CommitFigures>>,
-    failed_backups: std::sync::atomic::AtomicU64,
+    totals: Totals,
 }
 
 fn push<T>(q: &Mutex<VecDeque<T>>, v: T) {
@@ -53,13 +72,31 @@ fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
 impl Metrics {
+    /// A backup that published its set.
     pub fn record_backup(&self, f: BackupFigures) {
+        add(&self.totals.backups_completed, 1);
+        add(&self.totals.backup_bytes, f.bytes);
+        add(&self.totals.backup_stored_bytes, f.stored_bytes);
         push(&self.backups, f);
     }
 
     pub fn record_backup_failure(&self) {
-        self.failed_backups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        add(&self.totals.backups_failed, 1);
+    }
+
+    /// A restore that put its databases in place; `bytes` written from the repository.
+    pub fn record_restore(&self, bytes: u64) {
+        add(&self.totals.restores_completed, 1);
+        add(&self.totals.restore_bytes, bytes);
+    }
+
+    pub fn record_restore_failure(&self) {
+        add(&self.totals.restores_failed, 1);
     }
 
     pub fn record_commit(&self, f: CommitFigures) {
@@ -108,43 +145,92 @@ impl Metrics {
                 );
             }
         }
-        head(
-            &mut o,
-            "shadowcopy_backups_failed_total",
-            "counter",
-            "Backup jobs run through the API that failed.",
-        );
-        let _ = writeln!(
-            o,
-            "shadowcopy_backups_failed_total {}",
-            self.failed_backups.load(std::sync::atomic::Ordering::Relaxed)
-        );
+        let t = &self.totals;
+        let totals = [
+            (
+                "shadowcopy_backups_completed_total",
+                "Backup jobs run through the API that published their set.",
+                &t.backups_completed,
+            ),
+            (
+                "shadowcopy_backups_failed_total",
+                "Backup jobs run through the API that failed (or were aborted).",
+                &t.backups_failed,
+            ),
+            (
+                "shadowcopy_backup_bytes_total",
+                "Bytes read from the snapshots by completed backup jobs.",
+                &t.backup_bytes,
+            ),
+            (
+                "shadowcopy_backup_stored_bytes_total",
+                "Bytes new in the repositories after completed backup jobs.",
+                &t.backup_stored_bytes,
+            ),
+            (
+                "shadowcopy_restores_completed_total",
+                "Restore jobs run through the API that put their databases in place.",
+                &t.restores_completed,
+            ),
+            (
+                "shadowcopy_restores_failed_total",
+                "Restore jobs run through the API that failed (the target was left as it was).",
+                &t.restores_failed,
+            ),
+            (
+                "shadowcopy_restore_bytes_total",
+                "Bytes written from the repositories by completed restore jobs.",
+                &t.restore_bytes,
+            ),
+        ];
+        for (name, help, counter) in totals {
+            head(&mut o, name, "counter", help);
+            let _ = writeln!(o, "{name} {}", counter.load(Ordering::Relaxed));
+        }
         let commits: Vec<CommitFigures> = self.commits.lock().iter().cloned().collect();
         head(
             &mut o,
             "shadowcopy_snapshot_commit_seconds",
             "gauge",
-            "Duration of a recent snapshot-set commit made with `create shadow`.",
+            "Duration of a recent snapshot-set commit (origin create_shadow: the provider's \
+             commit; origin backup: prepare, freeze, commit, thaw and post-snapshot).",
         );
         for c in &commits {
             let _ = writeln!(
                 o,
-                "shadowcopy_snapshot_commit_seconds{{set=\"{}\"}} {}",
-                c.set, c.commit_seconds
+                "shadowcopy_snapshot_commit_seconds{{set=\"{}\",origin=\"{}\"}} {}",
+                c.set, c.origin, c.commit_seconds
             );
         }
         head(
             &mut o,
             "shadowcopy_snapshot_hold_seconds",
             "gauge",
-            "How long writes were held by a recent `create shadow` commit.",
+            "How long writes were held by a recent snapshot-set commit.",
         );
         for c in &commits {
             let _ = writeln!(
                 o,
-                "shadowcopy_snapshot_hold_seconds{{set=\"{}\"}} {}",
-                c.set, c.hold_seconds
+                "shadowcopy_snapshot_hold_seconds{{set=\"{}\",origin=\"{}\"}} {}",
+                c.set, c.origin, c.hold_seconds
             );
+        }
+        head(
+            &mut o,
+            "shadowcopy_blocks_preserved_total",
+            "counter",
+            "Blocks of a volume copied on write into a snapshot's diff area since the node \
+             started.",
+        );
+        for v in node.provider().volumes() {
+            if let Some(vol) = node.volume(&v.label) {
+                let _ = writeln!(
+                    o,
+                    "shadowcopy_blocks_preserved_total{{volume=\"{}\"}} {}",
+                    esc(&v.label),
+                    vol.blocks_preserved()
+                );
+            }
         }
         let storage = node.provider().list_shadow_storage();
         head(

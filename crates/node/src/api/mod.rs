@@ -11,6 +11,8 @@
 //! | POST | /v1/shadows/delete | `{for, oldest}` / `{shadow}` / `{for, all}` / `{all}` |
 //! | POST | /v1/shadowstorage, /v1/shadowstorage/resize | `{for, on, max_size}` / `{for, max_size}` |
 //! | GET | /v1/store | per storage group status |
+//! | POST | /v1/store | `{name, log_volume, log_dir?, system_dir?, prefix?, circular_logging?, database: {name, volume, path?}}` |
+//! | POST | /v1/store/{sg}/databases | `{name, volume, path?}` |
 //! | POST | /v1/store/{sg}/mount, /v1/store/{sg}/dismount | |
 //! | POST | /v1/mail/load | `{sg, db, messages?, seconds?}` |
 //! | GET | /v1/mail/count?sg=&db= | |
@@ -27,6 +29,7 @@ mod handlers;
 mod jobs;
 pub mod metrics;
 pub mod stream;
+pub mod tracker;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -44,8 +47,11 @@ use metrics::Metrics;
 pub struct AppState {
     pub node: Arc<Node>,
     pub metrics: Arc<Metrics>,
-    /// Set when the service is shutting down: open-ended jobs (a mail load) stop early.
+    /// Set when the service is shutting down: a mail load stops early, and backups and
+    /// restores are aborted at their next check ([`backup::Progress::cancelled`]).
     pub stopping: Arc<AtomicBool>,
+    /// Calls running on the blocking pool; the service waits for them before dismounting.
+    pub running: Arc<tracker::Tracker>,
 }
 
 impl AppState {
@@ -54,11 +60,13 @@ impl AppState {
             node,
             metrics: Arc::new(Metrics::default()),
             stopping: Arc::new(AtomicBool::new(false)),
+            running: Arc::new(tracker::Tracker::default()),
         }
     }
 }
 
-/// Runs a blocking node call on the blocking pool.
+/// Runs a blocking node call on the blocking pool, counted in [`AppState::running`] until it
+/// returns (even when its client has gone away).
 pub(crate) async fn blocking<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
 where
     F: FnOnce(&Node, &Metrics) -> Result<T, ApiError> + Send + 'static,
@@ -66,9 +74,13 @@ where
 {
     let node = state.node.clone();
     let metrics = state.metrics.clone();
-    tokio::task::spawn_blocking(move || f(&node, &metrics))
-        .await
-        .map_err(|e| ApiError::internal(format!("the job's thread failed: {e}")))?
+    let running = state.running.enter();
+    tokio::task::spawn_blocking(move || {
+        let _running = running;
+        f(&node, &metrics)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the job's thread failed: {e}")))?
 }
 
 /// The routes (without authentication; the TCP listener adds [`auth::require_token`]).
@@ -83,7 +95,8 @@ pub fn router(state: AppState) -> Router {
             get(handlers::shadow_storage).post(handlers::add_shadow_storage),
         )
         .route("/v1/shadowstorage/resize", post(handlers::resize_shadow_storage))
-        .route("/v1/store", get(handlers::store_status))
+        .route("/v1/store", get(handlers::store_status).post(handlers::create_storage_group))
+        .route("/v1/store/{sg}/databases", post(handlers::add_database))
         .route("/v1/store/{sg}/mount", post(handlers::mount))
         .route("/v1/store/{sg}/dismount", post(handlers::dismount))
         .route("/v1/mail/load", post(jobs::mail_load))
