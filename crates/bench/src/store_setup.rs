@@ -29,42 +29,16 @@ pub const SG: &str = "SG1";
 /// Its one database.
 pub const DB: &str = "DB1";
 
-/// The node configuration: a log volume and a database volume under `dir`, shadow storage of
-/// the database volume on the log volume (as in the node's own end-to-end test).
+/// The node configuration: the sample layout (a log volume and a database volume under `dir`,
+/// shadow storage of the database volume on the log volume).
 pub fn config(dir: &Path, circular_logging: bool) -> anyhow::Result<Config> {
-    let text = format!(
-        r#"
-[node]
-name = "bench"
-data_dir = "{d}/data"
-
-[[volume]]
-label = "logs"
-path = "{d}/logs"
-
-[[volume]]
-label = "db"
-path = "{d}/db"
-
-[[shadow_storage]]
-for = "db"
-on = "logs"
-max_size = "2GiB"
-
-[[storage_group]]
-name = "{SG}"
-log_volume = "logs"
-log_dir = "{SG}"
-circular_logging = {circular_logging}
-
-[[storage_group.database]]
-name = "{DB}"
-volume = "db"
-path = "{SG}/{DB}.edb"
-"#,
-        d = dir.display()
-    );
-    Ok(Config::parse(&text, Path::new("bench.toml"))?)
+    let sample = node::sample::Sample {
+        node: "bench",
+        shadow_max: Some("2GiB"),
+        circular_logging,
+        extra: "",
+    };
+    Ok(sample.config(dir)?)
 }
 
 /// Starts a node whose volumes live under `dir`.

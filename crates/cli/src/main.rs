@@ -83,10 +83,10 @@ enum Command {
         after_help = "Examples:\n  shadowcopy admin list writers\n  shadowcopy admin create shadow --for db\n  shadowcopy admin add shadowstorage --for db --on logs --maxsize 2GiB"
     )]
     Admin(admin::Admin),
-    /// Storage groups: status, mount, dismount.
+    /// Storage groups: create (a storage group or a database), status, mount, dismount.
     #[command(
         subcommand,
-        after_help = "Examples:\n  shadowcopy store status\n  shadowcopy store dismount SG1"
+        after_help = "Examples:\n  shadowcopy store create storage-group SG2 --log-volume logs --database DB1 --database-volume db\n  shadowcopy store status\n  shadowcopy store dismount SG1"
     )]
     Store(store_cmd::Store),
     /// Mail: generate load, count messages.

@@ -349,6 +349,7 @@ impl Config {
         }
         let mut groups = HashSet::new();
         let mut prefixes = HashSet::new();
+        let mut checkpoints = HashSet::new();
         let mut databases = HashSet::new();
         for (i, sg) in self.storage_groups.iter().enumerate() {
             let key = format!("storage_group[{i}]");
@@ -376,6 +377,18 @@ impl Config {
                 return Err(invalid(
                     format!("{key}.prefix"),
                     "another storage group writes the same logs (same volume, directory and prefix)",
+                ));
+            }
+            // The checkpoint file (`<prefix>.chk` in the system directory, which defaults
+            // to the log directory) must be the storage group's own too.
+            let system_dir = sg.system_dir.as_deref().unwrap_or(&sg.log_dir);
+            if !checkpoints.insert((sg.log_volume.as_str(), system_dir, sg.prefix.as_str())) {
+                return Err(invalid(
+                    format!("{key}.system_dir"),
+                    format!(
+                        "another storage group keeps its checkpoint {}.chk in the same directory",
+                        sg.prefix
+                    ),
                 ));
             }
             if sg.databases.is_empty() {
@@ -500,6 +513,12 @@ path = "SG1/DB1.edb"
         assert!(e.contains("volume[1].path") && e.contains("overlaps"), "{e}");
         let e = err(&GOOD.replace("log_dir = \"SG1\"", "log_dir = \"../etc\""));
         assert!(e.contains("storage_group[0].log_dir"), "{e}");
+        // A second storage group with its own logs but the first one's checkpoint file.
+        let second = "\n[[storage_group]]\nname = \"SG2\"\nlog_volume = \"logs\"\nlog_dir = \"SG2\"\nsystem_dir = \"SG1\"\n\n[[storage_group.database]]\nname = \"DB2\"\nvolume = \"db\"\npath = \"SG2/DB2.edb\"\n";
+        let e = err(&format!("{GOOD}{second}"));
+        assert!(e.contains("storage_group[1].system_dir") && e.contains("E00.chk"), "{e}");
+        let other_prefix = second.replace("name = \"SG2\"", "name = \"SG2\"\nprefix = \"E01\"");
+        Config::parse(&format!("{GOOD}{other_prefix}"), Path::new("t")).unwrap();
         let e = err(&GOOD.replace("[node]", "[node]\ncolour = \"blue\""));
         assert!(e.contains("colour"), "unknown keys are refused: {e}");
         let e = err(&format!("{GOOD}\n[api]\ntcp = \"127.0.0.1:7070\"\n"));

@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod layout;
 pub mod node;
+pub mod sample;
 pub mod service;
 
 pub use config::Config;

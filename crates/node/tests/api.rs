@@ -9,33 +9,7 @@ use node::{Config, Node};
 use serde_json::{Value, json};
 
 fn config(dir: &Path) -> Config {
-    let text = format!(
-        r#"
-[node]
-name = "mbx1"
-data_dir = "{d}/data"
-
-[[volume]]
-label = "logs"
-path = "{d}/logs"
-
-[[volume]]
-label = "db"
-path = "{d}/db"
-
-[[storage_group]]
-name = "SG1"
-log_volume = "logs"
-log_dir = "SG1"
-
-[[storage_group.database]]
-name = "DB1"
-volume = "db"
-path = "SG1/DB1.edb"
-"#,
-        d = dir.display()
-    );
-    Config::parse(&text, Path::new("test.toml")).unwrap()
+    node::sample::Sample { shadow_max: None, ..Default::default() }.config(dir).unwrap()
 }
 
 /// A node and its API, served on a thread until dropped.

@@ -12,38 +12,7 @@ use volume::{FsRef, HostFs};
 use vss::BackupType;
 
 pub fn config(dir: &Path) -> Config {
-    let text = format!(
-        r#"
-[node]
-name = "mbx1"
-data_dir = "{d}/data"
-
-[[volume]]
-label = "logs"
-path = "{d}/logs"
-
-[[volume]]
-label = "db"
-path = "{d}/db"
-
-[[shadow_storage]]
-for = "db"
-on = "logs"
-max_size = "1GiB"
-
-[[storage_group]]
-name = "SG1"
-log_volume = "logs"
-log_dir = "SG1"
-
-[[storage_group.database]]
-name = "DB1"
-volume = "db"
-path = "SG1/DB1.edb"
-"#,
-        d = dir.display()
-    );
-    Config::parse(&text, Path::new("test.toml")).unwrap()
+    node::sample::Sample::default().config(dir).unwrap()
 }
 
 #[test]

@@ -11,38 +11,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_shadowcopy");
 
 /// A configuration with two volumes and one storage group under `dir`; `extra` is appended.
 pub fn config(dir: &Path, extra: &str) -> String {
-    format!(
-        r#"
-[node]
-name = "mbx1"
-data_dir = "{d}/data"
-{extra}
-
-[[volume]]
-label = "logs"
-path = "{d}/logs"
-
-[[volume]]
-label = "db"
-path = "{d}/db"
-
-[[shadow_storage]]
-for = "db"
-on = "logs"
-max_size = "1GiB"
-
-[[storage_group]]
-name = "SG1"
-log_volume = "logs"
-log_dir = "SG1"
-
-[[storage_group.database]]
-name = "DB1"
-volume = "db"
-path = "SG1/DB1.edb"
-"#,
-        d = dir.display()
-    )
+    node::sample::Sample { extra, ..Default::default() }.toml(dir)
 }
 
 /// `shadowcopy serve` in a child process.
