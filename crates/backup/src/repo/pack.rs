@@ -167,7 +167,7 @@ pub fn read_chunk(
     let mut stored = vec![0u8; loc.stored_len as usize];
     f.read_exact_at(&mut stored, loc.offset).map_err(|e| corrupt(format!("read failed: {e}")))?;
     let raw = if loc.compressed {
-        zstd::bulk::decompress(&stored, loc.raw_len as usize)
+        decompress(&stored, loc.raw_len as usize)
             .map_err(|e| corrupt(format!("does not decompress: {e}")))?
     } else {
         stored
@@ -179,4 +179,19 @@ pub fn read_chunk(
         return Err(corrupt("content does not match its hash".into()));
     }
     Ok(raw)
+}
+
+/// Decompresses with this thread's reused context (making one per chunk is measurable).
+fn decompress(stored: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    thread_local! {
+        static CONTEXT: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    CONTEXT.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = Some(zstd::bulk::Decompressor::new()?);
+        }
+        c.as_mut().expect("just made").decompress(stored, capacity)
+    })
 }
