@@ -1,6 +1,8 @@
 //! `shadowcopy store` (status, create, mount, dismount) and `shadowcopy mail` (load, count).
 
-use anyhow::{Result, bail};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
@@ -139,7 +141,7 @@ pub enum Mail {
     /// Counts the messages of a mounted database, with a digest of their content (equal
     /// digests: the same messages, byte for byte).
     #[command(
-        after_help = "Examples:\n  shadowcopy mail count --sg SG1 --db DB1\n  shadowcopy mail count --sg SG1 --db DB1 --json"
+        after_help = "Examples:\n  shadowcopy mail count --sg SG1 --db DB1\n  shadowcopy mail count --sg SG1 --db DB1 --json\n  shadowcopy mail count --sg SG1 --db DB1 --path /srv/restored/SG1"
     )]
     Count {
         /// The storage group that holds the database.
@@ -148,6 +150,10 @@ pub enum Mail {
         /// The database to count.
         #[arg(long, value_name = "DATABASE")]
         db: String,
+        /// Count the copy a `restore --to DIR` left in DIR (on the node) instead of the mounted
+        /// database; the storage group gives the engine settings.
+        #[arg(long, value_name = "DIR")]
+        path: Option<PathBuf>,
         /// Print the node's JSON answer instead of the summary.
         #[arg(long)]
         json: bool,
@@ -327,8 +333,14 @@ pub fn run_mail(node: &Endpoint, cmd: &Mail) -> Result<()> {
                 println!("Last error: {e}");
             }
         }
-        Mail::Count { sg, db, json } => {
-            let v = node.get(&format!("/v1/mail/count?sg={}&db={}", encode(sg), encode(db)))?;
+        Mail::Count { sg, db, path, json } => {
+            let mut url = format!("/v1/mail/count?sg={}&db={}", encode(sg), encode(db));
+            if let Some(p) = path {
+                let abs =
+                    std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))?;
+                url.push_str(&format!("&path={}", encode(&abs.display().to_string())));
+            }
+            let v = node.get(&url)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {

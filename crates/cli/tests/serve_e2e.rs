@@ -73,6 +73,20 @@ fn create_load_backup_list_verify_restore_and_count_through_the_command() {
     assert_eq!(header["state"], "clean_shutdown", "{header}");
     let verify = node.cli(&["inspect", "verify", edb.to_str().unwrap()]);
     assert!(verify.contains("verified"), "{verify}");
+    // And it holds every message the incremental saw: the same count and content digest as
+    // the live database (no mail arrived since).
+    let restored = node.json(&[
+        "mail",
+        "count",
+        "--sg",
+        "SG1",
+        "--db",
+        "DB1",
+        "--path",
+        alt.to_str().unwrap(),
+    ]);
+    assert_eq!(restored["messages"], 200, "{restored}");
+    assert_eq!(restored["digest"], count["digest"], "{restored} vs {count}");
 
     // Disaster: the database file is lost. Restore over the original location, rolling
     // forward through the logs still on disk: every message is back.

@@ -92,15 +92,22 @@ pub async fn mail_load(State(s): State<AppState>, Json(req): Json<LoadRequest>) 
 pub struct CountQuery {
     pub sg: String,
     pub db: String,
+    /// A directory on the node that a restore with `--to` wrote (`<db>.edb`, `logs/`), to
+    /// count instead of the mounted database.
+    pub path: Option<String>,
 }
 
 pub async fn mail_count(State(s): State<AppState>, Query(q): Query<CountQuery>) -> ApiResult {
     blocking(&s, move |node, _| {
-        let db = node.store().storage_group(&q.sg)?.mail(&q.db)?;
-        let d = db.digest()?;
+        let sg = node.store().storage_group(&q.sg)?;
+        let d = match &q.path {
+            None => sg.mail(&q.db)?.digest()?,
+            Some(dir) => restored_digest(&sg.def(), &q.db, dir)?,
+        };
         Ok(Json(json!({
             "storage_group": q.sg,
             "database": q.db,
+            "path": q.path,
             "messages": d.messages,
             "mailboxes": d.mailboxes,
             "bytes": d.bytes,
@@ -108,6 +115,44 @@ pub async fn mail_count(State(s): State<AppState>, Query(q): Query<CountQuery>) 
         })))
     })
     .await
+}
+
+/// Opens the database a restore to `dir` left there (as its own instance: databases in `dir`,
+/// logs in `dir/logs`, with the storage group's engine settings), digests its mail and shuts
+/// it down cleanly.
+fn restored_digest(
+    def: &store::StorageGroupDef,
+    db: &str,
+    dir: &str,
+) -> Result<store::ContentDigest, ApiError> {
+    let path = PathBuf::from(dir);
+    if !path.is_absolute() {
+        return Err(ApiError::bad_request(format!("path {dir:?} must be absolute")));
+    }
+    if !path.join(format!("{db}.edb")).is_file() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_database",
+            format!("{dir} holds no {db}.edb (a directory a restore with --to wrote)"),
+        ));
+    }
+    let fs: FsRef = Arc::new(
+        HostFs::new(&path).map_err(|e| ApiError::internal(format!("opening {dir}: {e}")))?,
+    );
+    let mut cfg =
+        ese::InstanceConfig::new(fs.clone(), PathBuf::from("logs"), fs.clone(), PathBuf::new());
+    cfg.prefix = def.prefix.clone();
+    cfg.log_file_size = def.tuning.log_file_size;
+    cfg.page_size = def.tuning.page_size;
+    cfg.cache_pages = def.tuning.cache_pages;
+    let engine = |e: ese::EngineError| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "engine_error", format!("{dir}: {e}"))
+    };
+    let spec = ese::DatabaseSpec::new(db, fs, format!("{db}.edb"));
+    let instance = Arc::new(ese::Instance::open(cfg, vec![spec]).map_err(engine)?);
+    let digest = store::MailDb::open(instance.clone(), db).and_then(|m| m.digest());
+    instance.shutdown().map_err(engine)?;
+    Ok(digest?)
 }
 
 fn repo_fs(path: &str) -> Result<FsRef, ApiError> {
