@@ -225,6 +225,20 @@ impl Requester {
         Ok(sets.into_iter().rev().find(|s| wanted.contains(&s.backup_type.as_str())))
     }
 
+    /// The full (or copy) that `set`'s chain of bases starts from.
+    fn chain_start(&self, set: &BackupSet) -> Result<BackupSet> {
+        let mut cur = set.clone();
+        for _ in 0..10_000 {
+            match (cur.backup_type.as_str(), cur.base_set) {
+                ("incremental" | "differential", Some(b)) => {
+                    cur = self.repo.load_set(&b.to_string())?;
+                }
+                _ => return Ok(cur),
+            }
+        }
+        Err(RequesterError::Refused(format!("the base chain of set {} does not end", set.id)))
+    }
+
     /// Runs one backup.
     pub fn backup(&self, req: &BackupRequest, progress: &dyn Progress) -> Result<BackupReport> {
         let started = Instant::now();
@@ -233,18 +247,6 @@ impl Requester {
             return Err(RequesterError::Refused(
                 "the store writer offers no log-only backup type; use an incremental".into(),
             ));
-        }
-        let all_databases = sg
-            .def()
-            .databases
-            .iter()
-            .all(|d| req.databases.is_empty() || req.databases.contains(&d.name));
-        if !all_databases && req.backup_type != BackupType::Copy {
-            return Err(RequesterError::Refused(format!(
-                "a {} backup must include every database of storage group {} (they share one log stream, whose truncation and header stamps cover them all); back up a subset with --type copy",
-                type_name(req.backup_type),
-                req.storage_group
-            )));
         }
         let lp = logical_path(self.store.node(), &req.storage_group);
         let base = match req.backup_type {
@@ -261,6 +263,30 @@ impl Requester {
             }
             _ => None,
         };
+        // Every database this incremental or differential covers must be in the full its
+        // chain starts from, or a restore of the chain would lack the database's file.
+        if let Some(b) = &base {
+            let full = self.chain_start(b)?;
+            let wanted = sg
+                .def()
+                .databases
+                .iter()
+                .filter(|d| req.databases.is_empty() || req.databases.contains(&d.name))
+                .map(|d| d.name.clone())
+                .collect::<Vec<_>>();
+            if let Some(missing) = wanted.iter().find(|name| {
+                !full.files.iter().any(|f| f.role == "database" && &f.component == *name)
+            }) {
+                return Err(RequesterError::NoBase {
+                    backup_type: format!(
+                        "{} (the last full backup, set {}, does not hold database {missing})",
+                        type_name(req.backup_type),
+                        full.id
+                    ),
+                    storage_group: req.storage_group.clone(),
+                });
+            }
+        }
         let base_doc = base
             .as_ref()
             .map(|b| serde_json::from_value::<BackupComponentsDocument>(b.components.clone()))

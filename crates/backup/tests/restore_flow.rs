@@ -539,3 +539,85 @@ fn a_cancelled_restore_leaves_the_target_as_it_was() {
     assert!(n.events.events().iter().any(|e| e.id == 9627), "the restore is reported failed");
     restorer(&n).restore(&request, &Quiet).unwrap();
 }
+
+/// Delivers `n` messages of its own to database `db` of SG1.
+fn deliver(node: &common::Node, db: &str, n: usize, tag: &str) {
+    let mail = node.store.storage_group("SG1").unwrap().mail(db).unwrap();
+    if !mail.mailboxes().unwrap().contains(&"a".to_string()) {
+        mail.create_mailbox("a").unwrap();
+    }
+    for i in 0..n {
+        let h = store::message::Headers {
+            from: "x@example.com".into(),
+            to: vec!["a@example.com".into()],
+            subject: format!("{tag} {i}"),
+            received_unix_ms: 0,
+        };
+        mail.deliver("a", "Inbox", h, &vec![b'q'; 6000], ese::Durability::Durable).unwrap();
+    }
+}
+
+/// Backups of one database of a two-database storage group: only its header is stamped, no
+/// log is truncated (the other database still needs them), an incremental of both is
+/// refused while the full holds one, and the chain of the one restores it over the original
+/// location without touching the other.
+#[test]
+fn backups_of_chosen_databases_stamp_and_restore_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = common::node_with(dir, &["DB1", "DB2"]);
+    deliver(&n, "DB1", 40, "one");
+    deliver(&n, "DB2", 40, "two");
+    let only = |t: BackupType| BackupRequest {
+        storage_group: "SG1".into(),
+        backup_type: t,
+        databases: vec!["DB1".into()],
+    };
+    let sg = n.store.storage_group("SG1").unwrap();
+    let before = sg.log_state().unwrap().generations;
+    let full = n.requester.backup(&only(BackupType::Full), &Quiet).unwrap();
+    let dbs: Vec<&str> = full
+        .set
+        .files
+        .iter()
+        .filter(|f| f.role == "database")
+        .map(|f| f.component.as_str())
+        .collect();
+    assert_eq!(dbs, ["DB1"]);
+    let header = |db: &str| sg.instance().unwrap().database_header(db).unwrap();
+    assert!(header("DB1").previous_full.is_some(), "DB1 stamped");
+    assert!(header("DB2").previous_full.is_none(), "DB2 not stamped");
+    let after = sg.log_state().unwrap().generations;
+    assert!(before.iter().all(|g| after.contains(g)), "nothing truncated: {before:?} → {after:?}");
+    let no_truncation = n.events.events().into_iter().any(|e| {
+        e.id == 225
+            && e.job == Some(full.job)
+            && format!("{:?}", e.fields).contains("not every database")
+    });
+    assert!(no_truncation, "225 says why nothing was truncated");
+
+    deliver(&n, "DB1", 30, "one more");
+    let inc = n.requester.backup(&only(BackupType::Incremental), &Quiet).unwrap();
+    assert!(header("DB1").previous_incremental.is_some());
+    let err = n.requester.backup(&req(BackupType::Incremental), &Quiet).unwrap_err().to_string();
+    assert!(err.contains("does not hold database DB2"), "{err}");
+    deliver(&n, "DB1", 30, "last");
+
+    // Lose DB1; restore its chain over the original location, rolling forward.
+    let db2_before = sg.mail("DB2").unwrap().digest().unwrap();
+    sg.dismount(false).unwrap();
+    n.db.remove_file(Path::new("SG1/DB1.edb")).unwrap();
+    restorer(&n)
+        .restore(
+            &RestoreRequest {
+                set: inc.set.id.to_string(),
+                target: RestoreTarget::Original { allow_overwrite: false },
+                roll_forward: true,
+            },
+            &Quiet,
+        )
+        .unwrap();
+    assert!(sg.is_mounted());
+    assert_eq!(sg.mail("DB1").unwrap().list("a", "Inbox").unwrap().len(), 100, "all of DB1");
+    assert_eq!(sg.mail("DB2").unwrap().list("a", "Inbox").unwrap().len(), 40);
+    assert!(sg.mail("DB2").unwrap().digest().unwrap() == db2_before, "DB2 as it was");
+}

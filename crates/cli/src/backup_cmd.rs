@@ -18,7 +18,7 @@ pub enum Backup {
     /// Backs up a storage group through a snapshot set into a repository, showing progress
     /// and a summary; the storage group stays mounted and in use throughout.
     #[command(
-        after_help = "Examples:\n  shadowcopy backup run --type full --sg SG1 --repo /srv/backups\n  shadowcopy backup run --type incremental --sg SG1 --repo /srv/backups"
+        after_help = "Examples:\n  shadowcopy backup run --type full --sg SG1 --repo /srv/backups\n  shadowcopy backup run --type incremental --sg SG1 --repo /srv/backups\n  shadowcopy backup run --type full --sg SG1 --db DB2 --repo /srv/backups"
     )]
     Run {
         /// The kind of backup; an incremental or differential needs an earlier full in the
@@ -31,6 +31,10 @@ pub enum Backup {
         /// Repository directory on the node (created if missing).
         #[arg(long, value_name = "DIR")]
         repo: PathBuf,
+        /// Back up only this database of the storage group (repeatable; default: all). Only
+        /// the chosen databases are stamped, and no log is truncated unless all are chosen.
+        #[arg(long = "db", value_name = "DATABASE")]
+        databases: Vec<String>,
     },
     /// Lists the backup sets of a repository, oldest first.
     #[command(
@@ -113,10 +117,10 @@ fn ms(v: &Value) -> f64 {
 
 pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
     match cmd {
-        Backup::Run { backup_type, sg, repo } => {
+        Backup::Run { backup_type, sg, repo, databases } => {
             let t = format!("{backup_type:?}").to_ascii_lowercase();
             let repo = absolute(repo)?;
-            let body = json!({ "type": t, "sg": sg, "repo": repo });
+            let body = json!({ "type": t, "sg": sg, "repo": repo, "databases": databases });
             let v = progress::follow(&format!("{t} backup of {sg}"), |on_event| {
                 node.post_streaming("/v1/backup", &body, on_event)
             })?;

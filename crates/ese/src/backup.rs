@@ -106,6 +106,9 @@ pub struct BackupSession {
     snapshot_generations: Vec<u32>,
     copied: Option<(u32, u32)>,
     frozen_at: Option<Instant>,
+    /// The databases the backup covers (`None`: all of them). Only these need a prior full
+    /// for an incremental or differential, and only these get the header stamp.
+    databases: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for BackupSession {
@@ -132,6 +135,7 @@ impl Instance {
             snapshot_generations: Vec::new(),
             copied: None,
             frozen_at: None,
+            databases: None,
         })
     }
 
@@ -165,6 +169,26 @@ impl BackupSession {
     /// The backup type.
     pub fn kind(&self) -> BackupKind {
         self.kind
+    }
+
+    /// Limits the backup to `names` (before prepare): a backup of some of the instance's
+    /// databases checks and stamps only those. (Whether logs may be truncated is the
+    /// caller's to decide: only when every database was backed up.)
+    pub fn limit_to(&mut self, names: Vec<String>) -> Result<()> {
+        if self.state != SessionState::Start {
+            return Err(self.bad("limit_to"));
+        }
+        let dbs = self.inner.dbs.read();
+        if let Some(missing) = names.iter().find(|n| !dbs.iter().any(|d| &d.name == *n)) {
+            return Err(EngineError::DatabaseMissing { name: missing.clone(), dbid: 0 });
+        }
+        drop(dbs);
+        self.databases = Some(names);
+        Ok(())
+    }
+
+    fn covers(&self, name: &str) -> bool {
+        self.databases.as_ref().is_none_or(|d| d.iter().any(|n| n == name))
     }
 
     /// Records the backup as taken on a passive copy on this database's behalf.
@@ -204,7 +228,7 @@ impl BackupSession {
                         .into(),
                 });
             }
-            for db in inner.dbs.read().iter() {
+            for db in inner.dbs.read().iter().filter(|d| self.covers(&d.name)) {
                 if db.header.lock().previous_full.is_none() {
                     return Err(EngineError::MissingFullBackup(db.name.clone()));
                 }
@@ -386,7 +410,7 @@ impl BackupSession {
             let slot =
                 BackupSlot { time: now_secs(), gen_low: low, gen_high: high, kind: self.slot_kind };
             let _w = inner.writer.lock();
-            for db in inner.dbs.read().iter() {
+            for db in inner.dbs.read().iter().filter(|d| self.covers(&d.name)) {
                 let mut h = db.header.lock();
                 match self.kind {
                     BackupKind::Full => {

@@ -451,7 +451,16 @@ impl StorageGroup {
 
     /// Claims the storage group for `job` and prepares the engine's backup session. Returns
     /// the engine snapshot instance number.
-    pub(crate) fn begin_backup(&self, job: Uuid, kind: BackupKind) -> Result<u64> {
+    ///
+    /// `databases` limits the backup to some of the storage group's databases (`None`: all):
+    /// only those need a prior full for an incremental or differential, and only those are
+    /// stamped at the end.
+    pub(crate) fn begin_backup(
+        &self,
+        job: Uuid,
+        kind: BackupKind,
+        databases: Option<Vec<String>>,
+    ) -> Result<u64> {
         let mut st = self.state.lock();
         if let Some(b) = &st.backup {
             return Err(StoreError::BackupInProgress {
@@ -470,7 +479,11 @@ impl StorageGroup {
                 return Err(e.into());
             }
         };
-        if let Err(e) = session.prepare() {
+        let prepared = match databases {
+            Some(names) => session.limit_to(names).and_then(|()| session.prepare()),
+            None => session.prepare(),
+        };
+        if let Err(e) = prepared {
             *self.current_job.lock() = None;
             return Err(e.into());
         }

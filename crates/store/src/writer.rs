@@ -289,9 +289,18 @@ impl Writer for StoreWriter {
         let selected = self.selection(ctx);
         self.jobs.lock().insert(ctx.job, JobState { selected: selected.clone(), claimed: vec![] });
         let kind = engine_kind(ctx.backup_type);
-        for name in selected.keys() {
+        for (name, components) in &selected {
             let claim = self.store.storage_group(name).and_then(|sg| {
-                let n = sg.begin_backup(ctx.job, kind)?;
+                // A backup of some of the databases checks and stamps only those.
+                let databases: Vec<String> = sg
+                    .def()
+                    .databases
+                    .iter()
+                    .filter(|d| components.contains(&d.name))
+                    .map(|d| d.name.clone())
+                    .collect();
+                let limit = (databases.len() < sg.def().databases.len()).then_some(databases);
+                let n = sg.begin_backup(ctx.job, kind, limit)?;
                 Ok((sg, n))
             });
             match claim {
