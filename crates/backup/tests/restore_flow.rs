@@ -26,6 +26,20 @@ fn restorer(n: &common::Node) -> Restorer {
     )
 }
 
+/// Restores `set` (and its chain) over the original location, rolling forward.
+fn restore_original(
+    n: &common::Node,
+    set: impl ToString,
+    allow_overwrite: bool,
+) -> backup::Result<backup::RestoreReport> {
+    let request = RestoreRequest {
+        set: set.to_string(),
+        target: RestoreTarget::Original { allow_overwrite },
+        roll_forward: true,
+    };
+    restorer(n).restore(&request, &Quiet)
+}
+
 fn wait_for(load: &LoadGenerator, more: u64) {
     let target = load.acknowledged() + more;
     while load.acknowledged() < target {
@@ -109,16 +123,7 @@ fn full_incremental_differential_under_load_then_disaster_and_restore() {
     assert!(sg.mount().is_err(), "the store cannot mount without its database");
 
     // Restore full + incremental to the original location, rolling forward.
-    let report = restorer(&n)
-        .restore(
-            &RestoreRequest {
-                set: inc.set.id.to_string(),
-                target: RestoreTarget::Original { allow_overwrite: false },
-                roll_forward: true,
-            },
-            &Quiet,
-        )
-        .unwrap();
+    let report = restore_original(&n, inc.set.id, false).unwrap();
     assert_eq!(report.sets.len(), 2, "full + incremental");
     assert!(sg.is_mounted(), "post-restore mounted the storage group");
     // The restore's trail: started (store writer's pre-restore), recovered, done.
@@ -210,16 +215,7 @@ fn a_damaged_backup_is_named_and_the_target_is_left_alone() {
     let sg = n.store.storage_group("SG1").unwrap();
     sg.dismount(false).unwrap();
     let before = volume::fs::read_all(n.db.as_ref(), Path::new("SG1/DB1.edb")).unwrap();
-    let err = restorer(&n)
-        .restore(
-            &RestoreRequest {
-                set: full.set.id.to_string()[..8].into(),
-                target: RestoreTarget::Original { allow_overwrite: false },
-                roll_forward: true,
-            },
-            &Quiet,
-        )
-        .unwrap_err();
+    let err = restore_original(&n, &full.set.id.to_string()[..8], false).unwrap_err();
     assert!(matches!(err, RequesterError::Repo(_)), "{err}");
     assert!(err.to_string().contains(chunk.as_str()), "{err}");
     let after = volume::fs::read_all(n.db.as_ref(), Path::new("SG1/DB1.edb")).unwrap();
@@ -319,16 +315,7 @@ fn a_failed_restore_over_a_mounted_storage_group_mounts_it_again() {
     for e in n.repo_fs.read_dir(Path::new("packs")).unwrap() {
         n.repo_fs.remove_file(&Path::new("packs").join(&e.name)).unwrap();
     }
-    let err = restorer(&n)
-        .restore(
-            &RestoreRequest {
-                set: full.set.id.to_string(),
-                target: RestoreTarget::Original { allow_overwrite: true },
-                roll_forward: true,
-            },
-            &Quiet,
-        )
-        .unwrap_err();
+    let err = restore_original(&n, full.set.id, true).unwrap_err();
     assert!(err.to_string().contains("pack"), "{err}");
     let sg = n.store.storage_group("SG1").unwrap();
     assert!(sg.is_mounted(), "the storage group is left as it was: mounted");
@@ -374,17 +361,7 @@ fn restore_fails(n: &common::Node, set: &backup::repo::BackupSet) -> String {
         sg.dismount(false).unwrap();
     }
     let before = original_files(n);
-    let err = restorer(n)
-        .restore(
-            &RestoreRequest {
-                set: set.id.to_string(),
-                target: RestoreTarget::Original { allow_overwrite: false },
-                roll_forward: true,
-            },
-            &Quiet,
-        )
-        .unwrap_err()
-        .to_string();
+    let err = restore_original(&n, set.id, false).unwrap_err().to_string();
     assert!(original_files(n) == before, "the target is as it was: {err}");
     err
 }
@@ -482,17 +459,7 @@ fn a_restore_that_fails_moving_the_second_database_puts_the_first_back() {
     let read = |p: &str| volume::fs::read_all(n.db.as_ref(), Path::new(p)).unwrap();
     let before = (read("SG1/DB1.edb"), read("SG1/DB2.edb"));
     n.db_faults.as_ref().unwrap().fail_rename_onto("SG1/DB2.edb", volume::fault::FaultKind::Eio);
-    let err = restorer(&n)
-        .restore(
-            &RestoreRequest {
-                set: full.set.id.to_string(),
-                target: RestoreTarget::Original { allow_overwrite: false },
-                roll_forward: true,
-            },
-            &Quiet,
-        )
-        .unwrap_err()
-        .to_string();
+    let err = restore_original(&n, full.set.id, false).unwrap_err().to_string();
     assert!(err.contains("DB2.edb"), "{err}");
     assert!((read("SG1/DB1.edb"), read("SG1/DB2.edb")) == before, "both databases as they were");
     let mut names: Vec<String> =
@@ -606,16 +573,7 @@ fn backups_of_chosen_databases_stamp_and_restore_only_those() {
     let db2_before = sg.mail("DB2").unwrap().digest().unwrap();
     sg.dismount(false).unwrap();
     n.db.remove_file(Path::new("SG1/DB1.edb")).unwrap();
-    restorer(&n)
-        .restore(
-            &RestoreRequest {
-                set: inc.set.id.to_string(),
-                target: RestoreTarget::Original { allow_overwrite: false },
-                roll_forward: true,
-            },
-            &Quiet,
-        )
-        .unwrap();
+    restore_original(&n, inc.set.id, false).unwrap();
     assert!(sg.is_mounted());
     assert_eq!(sg.mail("DB1").unwrap().list("a", "Inbox").unwrap().len(), 100, "all of DB1");
     assert_eq!(sg.mail("DB2").unwrap().list("a", "Inbox").unwrap().len(), 40);

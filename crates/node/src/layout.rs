@@ -440,32 +440,9 @@ mod tests {
         assert_eq!(Created::load(dir.path()).unwrap(), created);
         assert_eq!(Created::load(&dir.path().join("none")).unwrap(), Created::default());
 
-        let config = Config::parse(
-            &format!(
-                r#"
-[node]
-name = "n"
-data_dir = "{d}"
-[[volume]]
-label = "logs"
-path = "{d}/logs"
-[[volume]]
-label = "db"
-path = "{d}/db"
-[[storage_group]]
-name = "SG1"
-log_volume = "logs"
-log_dir = "SG1"
-[[storage_group.database]]
-name = "DB1"
-volume = "db"
-path = "SG1/DB1.edb"
-"#,
-                d = dir.path().display()
-            ),
-            Path::new("t"),
-        )
-        .unwrap();
+        let config = crate::sample::Sample { node: "n", shadow_max: None, ..Default::default() }
+            .config(dir.path())
+            .unwrap();
         let merged = created.merge(&config).unwrap();
         let names: Vec<_> = merged.storage_groups.iter().map(|g| g.name.as_str()).collect();
         assert_eq!(names, ["SG1", "SG2"]);
