@@ -361,7 +361,7 @@ fn restore_fails(n: &common::Node, set: &backup::repo::BackupSet) -> String {
         sg.dismount(false).unwrap();
     }
     let before = original_files(n);
-    let err = restore_original(&n, set.id, false).unwrap_err().to_string();
+    let err = restore_original(n, set.id, false).unwrap_err().to_string();
     assert!(original_files(n) == before, "the target is as it was: {err}");
     err
 }
