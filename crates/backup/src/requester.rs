@@ -47,6 +47,8 @@ pub trait Progress: Send + Sync {
     fn step(&self, what: &str);
     /// Bytes done of the step's total.
     fn bytes(&self, done: u64, total: u64);
+    /// Files done of the step's total (copied into the repository, or restored).
+    fn files(&self, _done: usize, _total: usize) {}
     /// Why the job must stop now, if it must (the node is shutting down, say). Checked between
     /// phases, files and chunks, so that a caller can end a long job cleanly instead of
     /// abandoning it: a backup aborts its session (writers get abort and backup shutdown,
@@ -404,7 +406,8 @@ impl Requester {
             let total: u64 = plan.iter().map(|p| p.len).sum();
             let mut writer = self.repo.begin_set();
             let mut done_before = 0u64;
-            for p in &plan {
+            progress.files(0, plan.len());
+            for (i, p) in plan.iter().enumerate() {
                 if let Some(reason) = progress.cancelled() {
                     return Err(aborted(reason));
                 }
@@ -426,6 +429,7 @@ impl Requester {
                     return Err(progress.cancelled().map_or(e.into(), aborted));
                 }
                 done_before += p.len;
+                progress.files(i + 1, plan.len());
             }
             // Verify what was stored: read back through the repository (every chunk
             // decompressed and hash-checked) with the engine's physical checks.

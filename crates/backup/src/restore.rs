@@ -346,6 +346,7 @@ impl Restorer {
                 progress.step(&format!("restoring database {name}"));
                 write_entry(&self.repo, entry, stage_fs.as_ref(), &staged, progress)?;
                 files += 1;
+                progress.files(files, databases.len() + logs.len());
                 bytes += entry.size;
                 specs.push(DatabaseSpec::new(name.clone(), stage_fs, staged));
             }
@@ -354,6 +355,7 @@ impl Restorer {
                 let p = log_stage.dir.join(ese::logfmt::generation_name(&def.prefix, *g));
                 write_entry(&self.repo, entry, log_stage.fs.as_ref(), &p, progress)?;
                 files += 1;
+                progress.files(files, databases.len() + logs.len());
                 bytes += entry.size;
             }
             check_logs(&log_stage.fs, &log_stage.dir, &def.prefix, logs, &specs)?;
@@ -439,6 +441,8 @@ impl Restorer {
                     let p = stage.dir.join(format!("{name}.edb"));
                     write_entry(&self.repo, entry, fs.as_ref(), &p, progress)?;
                     files += 1;
+                    progress.files(files, databases.len() + logs.len());
+                    progress.files(files, databases.len() + logs.len());
                     bytes += entry.size;
                     specs.push(DatabaseSpec::new(name.clone(), fs.clone(), p));
                 }
@@ -448,6 +452,8 @@ impl Restorer {
                         stage.dir.join("logs").join(ese::logfmt::generation_name(&def.prefix, *g));
                     write_entry(&self.repo, entry, fs.as_ref(), &p, progress)?;
                     files += 1;
+                    progress.files(files, databases.len() + logs.len());
+                    progress.files(files, databases.len() + logs.len());
                     bytes += entry.size;
                 }
                 check_logs(fs, &stage.dir.join("logs"), &def.prefix, logs, &specs)?;

@@ -77,8 +77,9 @@ fn bar_style() -> ProgressStyle {
 }
 
 /// Runs a job whose progress the node streams: `f` gets a callback for each progress line.
-/// On a terminal the steps show as a spinner's message and byte counts as a bar with ETA;
-/// otherwise each step is one plain line and the bytes one line per tenth done.
+/// On a terminal the steps (with files done of the total) show as a spinner's message and
+/// byte counts as a bar with ETA; otherwise each step is one plain line and the bytes one line
+/// per tenth done, with the file count.
 pub fn follow<T>(
     what: &str,
     f: impl FnOnce(&mut dyn FnMut(&Value)) -> anyhow::Result<T>,
@@ -86,17 +87,33 @@ pub fn follow<T>(
     let w = Waiting::start(what);
     let mut in_bar = false;
     let mut plain = PlainBytes::default();
+    let mut step = String::new();
+    let mut files: Option<(u64, u64)> = None;
     let mut on_event = |v: &Value| match (v["event"].as_str(), &w.bar) {
         (Some("step"), Some(b)) => {
             if in_bar {
                 b.set_style(spinner_style());
                 in_bar = false;
             }
-            b.set_message(format!("{what}: {}", v["what"].as_str().unwrap_or("")));
+            step = v["what"].as_str().unwrap_or("").to_string();
+            files = None;
+            b.set_message(format!("{what}: {step}"));
         }
         (Some("step"), None) => {
             plain = PlainBytes::default();
+            files = None;
             eprintln!("{what}: {}", v["what"].as_str().unwrap_or(""));
+        }
+        (Some("files"), bar) => {
+            let (done, total) = (v["done"].as_u64().unwrap_or(0), v["total"].as_u64().unwrap_or(0));
+            files = Some((done, total));
+            match bar {
+                Some(b) => b.set_message(format!("{what}: {step} (files {done}/{total})")),
+                // Off a terminal the count rides on the byte lines, and the last file gets
+                // its own line.
+                None if done == total && total > 0 => eprintln!("{what}: {done}/{total} files"),
+                None => {}
+            }
         }
         (Some("bytes"), Some(b)) => {
             if !in_bar {
@@ -111,7 +128,10 @@ pub fn follow<T>(
         (Some("bytes"), None) => {
             let (done, total) = (v["done"].as_u64().unwrap_or(0), v["total"].as_u64().unwrap_or(0));
             if let Some(line) = plain.update(done, total, Instant::now()) {
-                eprintln!("{what}: {line}");
+                match files {
+                    Some((d, t)) => eprintln!("{what}: {line}, files {d}/{t}"),
+                    None => eprintln!("{what}: {line}"),
+                }
             }
         }
         _ => {}

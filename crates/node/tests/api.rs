@@ -171,7 +171,17 @@ fn a_backup_streams_its_progress_then_its_report() {
     assert_eq!((s, ctype.as_str()), (200, "application/x-ndjson"));
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert!(lines.iter().any(|l| l["event"] == "step"), "{text}");
+    // File counts run from 0 to every file of the set.
+    let files: Vec<(u64, u64)> = lines
+        .iter()
+        .filter(|l| l["event"] == "files")
+        .map(|l| (l["done"].as_u64().unwrap(), l["total"].as_u64().unwrap()))
+        .collect();
     let last = lines.last().unwrap();
+    let set_files = last["report"]["set"]["files"].as_u64().unwrap();
+    assert_eq!(files.first(), Some(&(0, set_files)), "{text}");
+    assert_eq!(files.last(), Some(&(set_files, set_files)), "{text}");
+    assert!(files.windows(2).all(|w| w[1].0 == w[0].0 + 1), "{files:?}");
     assert_eq!(last["event"], "done", "{text}");
     assert_eq!(last["report"]["set"]["type"], "full");
     assert!(lines[..lines.len() - 1].iter().all(|l| l["event"] != "done" && l["event"] != "error"));

@@ -271,6 +271,10 @@ impl Progress for UntilShutdown<'_> {
         self.inner.bytes(done, total);
     }
 
+    fn files(&self, done: usize, total: usize) {
+        self.inner.files(done, total);
+    }
+
     fn cancelled(&self) -> Option<String> {
         if self.stopping.load(Ordering::Relaxed) {
             return Some(SHUTTING_DOWN.into());

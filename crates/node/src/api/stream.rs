@@ -63,6 +63,10 @@ impl backup::Progress for Lines {
         self.send(json!({ "event": "step", "what": what }));
     }
 
+    fn files(&self, done: usize, total: usize) {
+        self.send(json!({ "event": "files", "done": done, "total": total }));
+    }
+
     fn bytes(&self, done: u64, total: u64) {
         let mut last = self.last_bytes.lock();
         let due = last.is_none_or(|t| t.elapsed() >= BYTES_EVERY) || done >= total;
