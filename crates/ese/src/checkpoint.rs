@@ -188,10 +188,7 @@ impl std::fmt::Display for Checkpoint {
         writeln!(f, "log file size:     {}", self.log_file_size)?;
         writeln!(f, "page size:         {}", self.page_size)?;
         writeln!(f, "circular logging:  {}", self.circular_logging)?;
-        for a in &self.attached {
-            writeln!(f, "attached db {}:     {} ({})", a.dbid, a.name, a.path)?;
-        }
-        Ok(())
+        crate::logfmt::write_attached(f, &self.attached)
     }
 }
 

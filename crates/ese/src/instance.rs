@@ -710,16 +710,24 @@ impl Instance {
         &self.inner.cfg
     }
 
-    /// Creates a new database file and attaches it.
-    pub fn create_database(&self, name: &str, fs: FsRef, path: impl AsRef<Path>) -> Result<()> {
+    /// Takes the writer lock for attaching database `name`: the instance must be writable,
+    /// no backup running, and no database of that name attached.
+    fn lock_for_attach(&self, name: &str) -> Result<parking_lot::MutexGuard<'_, ()>> {
         let inner = &self.inner;
         inner.check_writable()?;
         self.check_no_backup()?;
-        let path = path.as_ref();
-        let _w = inner.writer.lock();
+        let guard = inner.writer.lock();
         if inner.db(name).is_ok() {
             return Err(EngineError::DatabaseExists(name.into()));
         }
+        Ok(guard)
+    }
+
+    /// Creates a new database file and attaches it.
+    pub fn create_database(&self, name: &str, fs: FsRef, path: impl AsRef<Path>) -> Result<()> {
+        let inner = &self.inner;
+        let path = path.as_ref();
+        let _w = self.lock_for_attach(name)?;
         let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
         create_dir_durable(&fs, &parent)?;
         let file = fs.open(path, OpenMode::CreateNew).at(path)?;
@@ -763,13 +771,8 @@ impl Instance {
     /// Attaches an existing database file (clean, or dirty from this instance's log stream).
     pub fn attach(&self, name: &str, fs: FsRef, path: impl AsRef<Path>) -> Result<()> {
         let inner = &self.inner;
-        inner.check_writable()?;
-        self.check_no_backup()?;
         let path = path.as_ref();
-        let _w = inner.writer.lock();
-        if inner.db(name).is_ok() {
-            return Err(EngineError::DatabaseExists(name.into()));
-        }
+        let _w = self.lock_for_attach(name)?;
         let file = fs.open(path, OpenMode::ReadWrite).at(path)?;
         let mut h = dbheader::read_header(file.as_ref(), path)?;
         if h.log_signature != inner.signature && h.state == DbState::DirtyShutdown {

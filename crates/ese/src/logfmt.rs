@@ -70,6 +70,17 @@ pub struct AttachedDb {
     pub path: String,
 }
 
+/// One line per attached database, as log and checkpoint dumps show them.
+pub(crate) fn write_attached(
+    f: &mut std::fmt::Formatter<'_>,
+    attached: &[AttachedDb],
+) -> std::fmt::Result {
+    for a in attached {
+        writeln!(f, "attached db {}:     {} ({})", a.dbid, a.name, a.path)?;
+    }
+    Ok(())
+}
+
 /// The header of a log generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogHeader {
@@ -402,10 +413,7 @@ impl std::fmt::Display for LogHeader {
         writeln!(f, "created:           {}", self.created)?;
         writeln!(f, "previous created:  {}", self.previous_created)?;
         writeln!(f, "file size:         {}", self.file_size)?;
-        for a in &self.attached {
-            writeln!(f, "attached db {}:     {} ({})", a.dbid, a.name, a.path)?;
-        }
-        Ok(())
+        write_attached(f, &self.attached)
     }
 }
 

@@ -208,6 +208,12 @@ pub fn write_atomic(fs: &dyn FileSystem, path: &Path, data: &[u8]) -> io::Result
     fs.sync_dir(&parent)
 }
 
+/// The error every mutating call of a read-only file system returns (snapshot views, files
+/// stored in a backup); `what` says what is read-only.
+pub fn read_only(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, format!("{what} are read-only"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

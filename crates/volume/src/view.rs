@@ -29,7 +29,7 @@ pub struct SnapshotView {
 }
 
 fn read_only() -> io::Error {
-    io::Error::new(io::ErrorKind::PermissionDenied, "snapshot views are read-only")
+    crate::fs::read_only("snapshot views")
 }
 
 fn key(path: &Path) -> io::Result<String> {

@@ -180,15 +180,7 @@ impl RestoreSession {
             &self.participants,
             Some(WriterState::Stable),
             move |w, ctx| {
-                let per: Vec<ComponentResult> = ctx
-                    .components
-                    .iter()
-                    .map(|c| ComponentResult {
-                        component: c.clone(),
-                        succeeded: results.get(c) == Some(&true),
-                    })
-                    .collect();
-                w.post_restore(ctx, &doc, &per)
+                w.post_restore(ctx, &doc, &ComponentResult::of(&ctx.components, &results))
             },
         );
         match r.into_iter().find_map(|(_, r)| r.err()) {

@@ -222,6 +222,23 @@ pub struct ComponentResult {
     pub succeeded: bool,
 }
 
+impl ComponentResult {
+    /// The outcome of each of `components` by the requester's report (`true` = succeeded;
+    /// a component it did not report failed).
+    pub fn of(
+        components: &[ComponentKey],
+        reported: &std::collections::BTreeMap<ComponentKey, bool>,
+    ) -> Vec<ComponentResult> {
+        components
+            .iter()
+            .map(|c| ComponentResult {
+                component: c.clone(),
+                succeeded: reported.get(c) == Some(&true),
+            })
+            .collect()
+    }
+}
+
 /// Static identity of a writer (no I/O; available without a deadline).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriterIdentity {

@@ -30,7 +30,7 @@ impl std::fmt::Debug for StoredFiles {
 }
 
 fn read_only() -> io::Error {
-    io::Error::new(io::ErrorKind::PermissionDenied, "stored backup files are read-only")
+    volume::fs::read_only("stored backup files")
 }
 
 impl StoredFiles {

@@ -501,15 +501,7 @@ impl BackupSession {
                 &self.participants,
                 Some(WriterState::Stable),
                 move |w, ctx| {
-                    let per: Vec<ComponentResult> = ctx
-                        .components
-                        .iter()
-                        .map(|c| ComponentResult {
-                            component: c.clone(),
-                            succeeded: results.get(c) == Some(&true),
-                        })
-                        .collect();
-                    w.backup_complete(ctx, &per)
+                    w.backup_complete(ctx, &ComponentResult::of(&ctx.components, &results))
                 },
             );
             first = first_error(r);
