@@ -7,10 +7,11 @@
 //! 2. for an incremental or differential, find its base set in the repository (the last full,
 //!    or the last full or incremental) and hand its components document to the coordinator;
 //! 3. prepare, and let the coordinator freeze the writers, commit the snapshot set and thaw;
-//! 4. copy the files into the repository, then **verify what was stored**, read back through
-//!    the repository (every chunk decompressed and hash-checked): every database page
-//!    checksum, every log record checksum, log generations contiguous, the logs' signature
-//!    equal to the databases';
+//! 4. copy the files into the repository and **verify what was copied**: every database page
+//!    checksum as the page passes through the copy (in the buffer that is hashed and
+//!    compressed, [`crate::verify::CopyPageCheck`]), then, read back through the repository
+//!    (decompressed and hash-checked), the database headers, every log record checksum, log
+//!    generations contiguous, the logs' signature equal to the databases';
 //! 5. publish the set — *before* reporting success, so that logs are never truncated for a
 //!    backup that does not exist yet;
 //! 6. report success (or failure) per component; the writers then stamp headers and truncate
@@ -38,8 +39,8 @@ use vss::{
 };
 
 use crate::error::{RequesterError, Result};
-use crate::repo::{BackupSet, LogRange, Repository, SetMeta, StoredFiles};
-use crate::verify::{DbFile, LogFiles};
+use crate::repo::{BackupSet, LogRange, RepoError, Repository, SetMeta, StoredFiles};
+use crate::verify::{CopyPageCheck, DbFile, LogFiles};
 
 /// Reports progress of long work (a terminal bar, log lines, or nothing).
 pub trait Progress: Send + Sync {
@@ -406,6 +407,7 @@ impl Requester {
             let total: u64 = plan.iter().map(|p| p.len).sum();
             let mut writer = self.repo.begin_set();
             let mut done_before = 0u64;
+            let mut pages_verified = BTreeMap::new();
             progress.files(0, plan.len());
             for (i, p) in plan.iter().enumerate() {
                 if let Some(reason) = progress.cancelled() {
@@ -420,19 +422,39 @@ impl Requester {
                         source,
                     })?;
                 let name = format!("{}/{}", p.volume, p.path.display());
+                let pages = match p.role {
+                    "database" => {
+                        CopyPageCheck::new(view.as_ref(), &p.path, self.repo.config().chunk_size)
+                            .map_err(|e| self.verify_failed(job, name.clone(), e))?
+                    }
+                    _ => None,
+                };
+                let check = pages.as_ref().map(|c| move |off: u64, data: &[u8]| c.check(off, data));
                 let base_done = done_before;
                 let src = Cancellable { file: f.as_ref(), progress };
-                let added = writer.add_file(&name, p.role, &p.component, &src, &|d| {
-                    progress.bytes(base_done + d, total)
-                });
-                if let Err(e) = added {
-                    return Err(progress.cancelled().map_or(e.into(), aborted));
+                let added = writer.add_file_checked(
+                    &name,
+                    p.role,
+                    &p.component,
+                    &src,
+                    check.as_ref().map(|c| c as &crate::repo::ChunkCheck),
+                    &|d| progress.bytes(base_done + d, total),
+                );
+                match added {
+                    Err(RepoError::Rejected { file, why }) => {
+                        return Err(self.verify_failed(job, file, why));
+                    }
+                    Err(e) => return Err(progress.cancelled().map_or(e.into(), aborted)),
+                    Ok(_) => {}
+                }
+                if let Some(c) = pages {
+                    pages_verified.insert(p.path.clone(), c.verified());
                 }
                 done_before += p.len;
                 progress.files(i + 1, plan.len());
             }
-            // Verify what was stored: read back through the repository (every chunk
-            // decompressed and hash-checked) with the engine's physical checks.
+            // The rest of the physical checks read back through the repository (every chunk
+            // decompressed and hash-checked): database headers and lengths, and the logs.
             writer.seal()?;
             if let Some(reason) = progress.cancelled() {
                 return Err(aborted(reason));
@@ -446,7 +468,8 @@ impl Requester {
                     (v.clone(), fs)
                 })
                 .collect();
-            let headers = self.verify(&views, &stored, &selected, &plan, &prefix, job)?;
+            let headers =
+                self.verify(&views, &stored, &selected, &plan, &pages_verified, &prefix, job)?;
             let gens: Vec<u32> = plan.iter().filter_map(|p| p.generation).collect();
             let log_range = match (gens.iter().min(), gens.iter().max()) {
                 (Some(&low), Some(&high)) => Some(LogRange { low, high }),
@@ -599,25 +622,31 @@ impl Requester {
         Ok(out)
     }
 
-    /// The physical-consistency check ([`crate::verify::check`]) of the stored files.
+    /// A verification failure of `file`: the event, and the error that fails the job.
+    fn verify_failed(&self, job: Uuid, file: String, error: String) -> RequesterError {
+        self.events.emit(
+            &cat::REQUESTER_VERIFY_FAILED,
+            Some(job),
+            json!({"file": file, "error": error}),
+        );
+        RequesterError::Verify(error)
+    }
+
+    /// The physical-consistency check ([`crate::verify::check`]) of the stored files, for
+    /// databases whose pages `pages_verified` does not already count.
     /// Returns the database headers (as JSON) by database.
+    #[allow(clippy::too_many_arguments)]
     fn verify(
         &self,
         views: &BTreeMap<String, FsRef>,
         stored: &BTreeMap<String, FsRef>,
         selected: &[&vss::Component],
         plan: &[Planned],
+        pages_verified: &BTreeMap<PathBuf, u64>,
         prefix: &str,
         job: Uuid,
     ) -> Result<serde_json::Value> {
-        let fail = |file: String, e: String| {
-            self.events.emit(
-                &cat::REQUESTER_VERIFY_FAILED,
-                Some(job),
-                json!({"file": file, "error": e}),
-            );
-            RequesterError::Verify(e)
-        };
+        let fail = |file: String, e: String| self.verify_failed(job, file, e);
         let mut headers = serde_json::Map::new();
         let mut signature = None;
         let mut copied = Vec::new();
@@ -625,7 +654,9 @@ impl Requester {
             for fd in &c.files {
                 let path = Path::new(&fd.path).join(&fd.filespec);
                 if plan.iter().any(|p| p.role == "database" && p.path == path) {
-                    copied.push((c.name.clone(), DbFile { volume: fd.volume.clone(), path }));
+                    let pages_verified = pages_verified.get(&path).copied();
+                    let file = DbFile { volume: fd.volume.clone(), path, pages_verified };
+                    copied.push((c.name.clone(), file));
                     continue;
                 }
                 // A database not copied (an incremental or differential) still lends its

@@ -3,13 +3,17 @@
 //! every database page checksum, every log record checksum, log generations contiguous, and
 //! one log signature across the databases and the logs.
 //!
-//! The checks read the files as stored ([`StoredFiles`]): every byte comes back through the
-//! repository, decompressed and checked against its chunk hash, so what passes is exactly
-//! what a restore will read.
+//! `verify` of a stored set reads every file back through the repository ([`StoredFiles`]):
+//! every byte decompressed and checked against its chunk hash, so what passes is exactly what
+//! a restore will read. A backup checks its database pages as it copies them instead
+//! ([`CopyPageCheck`], in the very buffers it hashes and compresses, so the pages checked are
+//! the bytes stored under those hashes), and reads back only the headers and the logs: a
+//! second pass over every database byte would cost more than the copy's compression.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ese::DbHeader;
 use serde::Serialize;
@@ -23,6 +27,57 @@ use crate::repo::{BackupSet, Repository, StoredFiles};
 pub struct DbFile {
     pub volume: String,
     pub path: PathBuf,
+    /// Pages already verified while the file was copied ([`CopyPageCheck`]): only its header
+    /// and length are read then. `None`: every page is read and checked.
+    pub pages_verified: Option<u64>,
+}
+
+/// The page checks of one database file, made on the copy's worker threads as its chunks
+/// pass ([`crate::repo::ChunkCheck`]).
+#[derive(Debug)]
+pub struct CopyPageCheck {
+    path: PathBuf,
+    page_size: usize,
+    verified: AtomicU64,
+}
+
+impl CopyPageCheck {
+    /// Reads the header of `path` on `fs` for its page size. `None` when chunks of
+    /// `chunk_size` bytes do not hold whole pages (the file is then checked after the copy).
+    pub fn new(
+        fs: &dyn volume::FileSystem,
+        path: &Path,
+        chunk_size: u32,
+    ) -> Result<Option<Self>, String> {
+        let header = ese::inspect::dump_database_header(fs, path).map_err(|e| e.to_string())?;
+        let page_size = header.page_size as usize;
+        if page_size == 0 || !(chunk_size as usize).is_multiple_of(page_size) {
+            return Ok(None);
+        }
+        Ok(Some(Self { path: path.into(), page_size, verified: AtomicU64::new(0) }))
+    }
+
+    /// Checks the whole pages of the chunk at `off` (a partial page at the end of the file is
+    /// reported by [`check`], which compares the length with the page size).
+    pub fn check(&self, off: u64, data: &[u8]) -> Result<(), String> {
+        let whole = data.len() - data.len() % self.page_size;
+        let mut tally = ese::inspect::PageTally::default();
+        ese::inspect::verify_pages(
+            &self.path,
+            off / self.page_size as u64,
+            &data[..whole],
+            self.page_size,
+            &mut tally,
+        )
+        .map_err(|e| e.to_string())?;
+        self.verified.fetch_add(tally.verified, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Pages verified so far.
+    pub fn verified(&self) -> u64 {
+        self.verified.load(Ordering::Relaxed)
+    }
 }
 
 /// The closed log generations of a backup: `first..=last` of `prefix` in `dir` on `volume`.
@@ -85,8 +140,12 @@ pub fn check(
         let fs = view(&db.volume, &name)?;
         let header = ese::inspect::dump_database_header(fs.as_ref(), &db.path)
             .map_err(|e| Failure::new(name.clone(), e))?;
-        let v = ese::inspect::verify_database(fs.as_ref(), &db.path)
-            .map_err(|e| Failure::new(name.clone(), e))?;
+        let v = match db.pages_verified {
+            None => ese::inspect::verify_database(fs.as_ref(), &db.path)
+                .map_err(|e| Failure::new(name.clone(), e))?,
+            Some(verified) => verified_copy(fs.as_ref(), db, &header, verified)
+                .map_err(|e| Failure::new(name.clone(), e))?,
+        };
         match signature {
             None => signature = Some(v.log_signature),
             Some(s) if s != v.log_signature => {
@@ -130,6 +189,37 @@ pub fn check(
     Ok(out)
 }
 
+/// What [`ese::inspect::verify_database`] would report of a database whose pages were
+/// verified as they were copied: the header's fields, and a length of whole pages.
+fn verified_copy(
+    fs: &dyn volume::FileSystem,
+    db: &DbFile,
+    header: &DbHeader,
+    verified: u64,
+) -> ese::Result<ese::inspect::DatabaseVerify> {
+    let len = fs
+        .open(&db.path, volume::OpenMode::Read)
+        .and_then(|f| f.len())
+        .map_err(|e| ese::EngineError::io(&db.path, e))?;
+    let ps = u64::from(header.page_size.max(1));
+    if len % ps != 0 {
+        return Err(ese::EngineError::PageCorrupt {
+            path: db.path.clone(),
+            pgno: len / ps,
+            why: format!("file length {len} is not a multiple of the page size {ps}"),
+        });
+    }
+    Ok(ese::inspect::DatabaseVerify {
+        path: db.path.clone(),
+        pages: len / ps,
+        verified,
+        uninitialized: (len / ps).saturating_sub(verified),
+        log_signature: header.log_signature,
+        min_required_generation: header.min_required_generation(),
+        max_required_generation: header.max_required_generation(),
+    })
+}
+
 /// The report of [`verify_set`].
 #[derive(Debug, Clone, Serialize)]
 pub struct SetVerify {
@@ -162,7 +252,11 @@ pub fn verify_set(
         });
         let path = Path::new(path);
         match f.role.as_str() {
-            "database" => databases.push(DbFile { volume: volume.into(), path: path.into() }),
+            "database" => databases.push(DbFile {
+                volume: volume.into(),
+                path: path.into(),
+                pages_verified: None,
+            }),
             "log" => {
                 let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
                 let Some((prefix, g)) = log_generation(name) else {

@@ -39,7 +39,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     let (mut ours, mut cps, mut restics) = (Vec::new(), Vec::new(), Vec::new());
     let (mut data_mib, mut file_mib, mut stored_mib, mut hold_ms, mut files_n) =
         (0.0, 0.0, 0.0, 0.0, 0);
-    let mut steps = serde_json::Value::Null;
+    let (mut steps, mut steps_cpu) = (serde_json::Value::Null, serde_json::Value::Null);
     let mut cache_dropped = true;
     for round in 0..runs {
         if !sg.is_mounted() {
@@ -49,7 +49,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         let repo = setup::repository(&repo_dir)?;
         cache_dropped &= setup::drop_caches();
         let (report, s) = setup::backup_timed(&node, &repo, BackupType::Full)?;
-        steps = s;
+        (steps, steps_cpu) = (s.finish(), s.cpu());
         data_mib = report.bytes as f64 / MIB;
         stored_mib = report.stored_bytes as f64 / MIB;
         hold_ms = report.hold.as_secs_f64() * 1e3;
@@ -103,6 +103,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         "stored_mib": stored_mib,
         "hold_ms": hold_ms,
         "steps_ms": steps,
+        "steps_cpu_ms": steps_cpu,
         "backup_mib_s": backup_mib_s,
         "cp_mib_s": cp_mib_s,
         "restic_mib_s": restic_mib_s,

@@ -42,7 +42,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     let (mut ours, mut cps) = (Vec::new(), Vec::new());
     let (mut restore_mib, mut restored_tree_mib, mut generations) = (0.0, 0.0, 0);
     let mut cache_dropped = true;
-    let mut steps = serde_json::Value::Null;
+    let (mut steps, mut steps_cpu) = (serde_json::Value::Null, serde_json::Value::Null);
     for round in 0..runs {
         let mut order = ["restore", "cp"];
         if round % 2 == 1 {
@@ -68,7 +68,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
                 &timer,
             )?;
             let secs = t.elapsed().as_secs_f64();
-            steps = timer.finish();
+            (steps, steps_cpu) = (timer.finish(), timer.cpu());
             restore_mib = report.bytes as f64 / MIB;
             generations = report.recovery.generations.len();
             restored_tree_mib = setup::tree_bytes(&target)? as f64 / MIB;
@@ -96,6 +96,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         json!({
             "scenario": "restore-throughput",
             "steps_ms": steps,
+            "steps_cpu_ms": steps_cpu,
             "data_mib": restore_mib,
             "restored_tree_mib": restored_tree_mib,
             "restore_mib_s": restore_mib_s,

@@ -135,40 +135,66 @@ pub fn backup(node: &Node, repo: &Arc<Repository>, t: BackupType) -> anyhow::Res
     Ok(backup_timed(node, repo, t)?.0)
 }
 
-/// [`backup`], also returning how long each of the requester's steps took (ms, in order).
+/// [`backup`], also returning the requester's steps as timed (see [`StepTimer`]).
 pub fn backup_timed(
     node: &Node,
     repo: &Arc<Repository>,
     t: BackupType,
-) -> anyhow::Result<(BackupReport, serde_json::Value)> {
+) -> anyhow::Result<(BackupReport, StepTimer)> {
     let req = BackupRequest { storage_group: SG.into(), backup_type: t, databases: vec![] };
     let steps = StepTimer::default();
     let report = node.requester(repo.clone()).backup(&req, &steps)?;
-    Ok((report, steps.finish()))
+    Ok((report, steps))
 }
 
-/// A [`Progress`] that records when each step began, so a benchmark can say where the time
-/// of a backup or restore went.
+/// A [`Progress`] that records when each step began, and the process's CPU time then, so a
+/// benchmark can say where the time of a backup or restore went and whether the cores were
+/// busy during it (CPU ms near twice the wall ms on two cores: compute-bound).
 #[derive(Default)]
-pub struct StepTimer(std::sync::Mutex<Vec<(String, Instant)>>);
+pub struct StepTimer(std::sync::Mutex<Vec<(String, Instant, f64)>>);
 
 impl StepTimer {
     /// Each step's duration in ms, the last one ending now.
     pub fn finish(&self) -> serde_json::Value {
+        self.per_step(|(_, began, _), end| (end.1 - *began).as_secs_f64() * 1e3)
+    }
+
+    /// The CPU time (user + system, all threads of the process) of each step, in ms.
+    pub fn cpu(&self) -> serde_json::Value {
+        self.per_step(|(_, _, cpu), end| end.2 - cpu)
+    }
+
+    fn per_step(
+        &self,
+        f: impl Fn(&(String, Instant, f64), &(String, Instant, f64)) -> f64,
+    ) -> serde_json::Value {
         let steps = self.0.lock().expect("not poisoned");
-        let now = Instant::now();
+        let now = (String::new(), Instant::now(), process_cpu_ms());
         let mut out = serde_json::Map::new();
-        for (i, (name, began)) in steps.iter().enumerate() {
-            let end = steps.get(i + 1).map_or(now, |n| n.1);
-            out.insert(name.clone(), serde_json::json!((end - *began).as_secs_f64() * 1e3));
+        for (i, step) in steps.iter().enumerate() {
+            let end = steps.get(i + 1).unwrap_or(&now);
+            out.insert(step.0.clone(), serde_json::json!(f(step, end)));
         }
         serde_json::Value::Object(out)
     }
 }
 
+/// User plus system CPU time of this process so far, in ms (from `/proc/self/stat`, in
+/// clock ticks of 10 ms; 0 where it cannot be read).
+fn process_cpu_ms() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name, which is in parentheses and may hold spaces: state is
+    // the first, utime the 12th and stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) * 10.0
+}
+
 impl Progress for StepTimer {
     fn step(&self, what: &str) {
-        self.0.lock().expect("not poisoned").push((what.to_string(), Instant::now()));
+        let at = (what.to_string(), Instant::now(), process_cpu_ms());
+        self.0.lock().expect("not poisoned").push(at);
     }
     fn bytes(&self, _: u64, _: u64) {}
 }

@@ -166,36 +166,16 @@ pub fn verify_database(fs: &dyn FileSystem, path: &Path) -> Result<DatabaseVerif
         min_required_generation: h.min_required_generation(),
         max_required_generation: h.max_required_generation(),
     };
+    let mut tally = PageTally::default();
     let mut buf = vec![0u8; ps * 32];
     let mut pgno = 0u64;
     while pgno < pages {
         let n = ((pages - pgno) as usize).min(32);
         f.read_exact_at(&mut buf[..n * ps], pgno * ps as u64).at(path)?;
-        for i in 0..n {
-            let p = pgno + i as u64;
-            match page::verify(p, &buf[i * ps..(i + 1) * ps]) {
-                Ok(()) => out.verified += 1,
-                Err(PageProblem::NotInitialized) if p > page::SHADOW_HEADER_PGNO => {
-                    out.uninitialized += 1
-                }
-                Err(PageProblem::NotInitialized) => {
-                    return Err(EngineError::PageCorrupt {
-                        path: path.to_path_buf(),
-                        pgno: p,
-                        why: "header copy not initialized".into(),
-                    });
-                }
-                Err(PageProblem::Corrupt(why)) => {
-                    return Err(EngineError::PageCorrupt {
-                        path: path.to_path_buf(),
-                        pgno: p,
-                        why,
-                    });
-                }
-            }
-        }
+        verify_pages(path, pgno, &buf[..n * ps], ps, &mut tally)?;
         pgno += n as u64;
     }
+    (out.verified, out.uninitialized) = (tally.verified, tally.uninitialized);
     if len % ps as u64 != 0 {
         return Err(EngineError::PageCorrupt {
             path: path.to_path_buf(),
@@ -204,6 +184,50 @@ pub fn verify_database(fs: &dyn FileSystem, path: &Path) -> Result<DatabaseVerif
         });
     }
     Ok(out)
+}
+
+/// Pages counted by [`verify_pages`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PageTally {
+    /// Pages whose checksum and page number matched.
+    pub verified: u64,
+    /// Pages never written (all zeros) past the header pages.
+    pub uninitialized: u64,
+}
+
+/// Checks a run of whole pages of the database file `path`, the first being page
+/// `first_pgno`: the check [`verify_database`] makes of every page, offered on its own so
+/// that a copy can check pages in the buffers it already holds instead of reading the file
+/// again. The first bad page is an error naming the file and page.
+pub fn verify_pages(
+    path: &Path,
+    first_pgno: u64,
+    buf: &[u8],
+    page_size: usize,
+    tally: &mut PageTally,
+) -> Result<()> {
+    let corrupt =
+        |pgno: u64, why: String| EngineError::PageCorrupt { path: path.to_path_buf(), pgno, why };
+    if page_size == 0 || !buf.len().is_multiple_of(page_size) {
+        return Err(corrupt(
+            first_pgno,
+            format!("{} bytes are not whole pages of {page_size}", buf.len()),
+        ));
+    }
+    for (i, img) in buf.chunks_exact(page_size).enumerate() {
+        let p = first_pgno + i as u64;
+        match page::verify(p, img) {
+            Ok(()) => tally.verified += 1,
+            Err(PageProblem::NotInitialized) if p > page::SHADOW_HEADER_PGNO => {
+                tally.uninitialized += 1
+            }
+            Err(PageProblem::NotInitialized) => {
+                return Err(corrupt(p, "header copy not initialized".into()));
+            }
+            Err(PageProblem::Corrupt(why)) => return Err(corrupt(p, why)),
+        }
+    }
+    Ok(())
 }
 
 /// Result of verifying log generations.

@@ -38,6 +38,8 @@ pub enum RepoError {
     FileHashMismatch { file: String, expected: String, actual: String },
     #[error("{file}: {actual} bytes read, the manifest says {expected}")]
     FileSizeMismatch { file: String, expected: u64, actual: u64 },
+    #[error("{file}: {why}")]
+    Rejected { file: String, why: String },
     #[error("copying {file}: {source}")]
     Source {
         file: String,

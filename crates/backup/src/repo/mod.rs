@@ -40,7 +40,7 @@ pub use error::{RepoError, Result};
 pub use manifest::{BackupSet, ChunkRef, FileEntry, LogRange, MANIFEST_FORMAT};
 pub use pack::ChunkLoc;
 pub use stored::StoredFiles;
-pub use writer::{SetMeta, SetWriter};
+pub use writer::{ChunkCheck, SetMeta, SetWriter};
 
 use error::IoContext;
 

@@ -244,3 +244,53 @@ fn a_full_repository_disk_fails_the_copy_cleanly() {
     let (set, _) = backup(&repo, &src, &["db"]);
     repo.verify_set(&set, &|_| {}).unwrap();
 }
+
+#[test]
+fn a_chunk_check_sees_every_chunk_once_and_its_rejection_stops_the_copy() {
+    let fs = MemFs::new();
+    let src = MemFs::new();
+    let len = 37 * CHUNK as usize + 100;
+    let data = noise(len, 21);
+    put(&src, "db", &data);
+    let repo = Repository::init(fs.as_ref(), "r", small()).unwrap();
+    let f = src.open(Path::new("db"), OpenMode::Read).unwrap();
+
+    // Accepting: every chunk arrives once, at its offset, with the file's bytes there.
+    let seen = parking_lot::Mutex::new(Vec::new());
+    let record = |off: u64, chunk: &[u8]| {
+        assert_eq!(chunk, &data[off as usize..off as usize + chunk.len()]);
+        seen.lock().push((off, chunk.len()));
+        Ok(())
+    };
+    let mut w = repo.begin_set();
+    w.add_file_checked("vol/db", "database", "c", f.as_ref(), Some(&record), &|_| {}).unwrap();
+    let mut seen = seen.into_inner();
+    seen.sort();
+    let expected: Vec<(u64, usize)> = (0..len)
+        .step_by(CHUNK as usize)
+        .map(|o| (o as u64, (len - o).min(CHUNK as usize)))
+        .collect();
+    assert_eq!(seen, expected);
+    drop(w);
+
+    // Rejecting one chunk: the copy fails naming the file and the check's words, and the
+    // writer publishes nothing.
+    let bad = 9 * CHUNK as u64;
+    let reject = |off: u64, _: &[u8]| {
+        if off == bad { Err(format!("page {} is damaged", off / 512)) } else { Ok(()) }
+    };
+    let mut w = repo.begin_set();
+    let err = w
+        .add_file_checked("vol/db", "database", "c", f.as_ref(), Some(&reject), &|_| {})
+        .unwrap_err();
+    match &err {
+        RepoError::Rejected { file, why } => {
+            assert_eq!(file, "vol/db");
+            assert_eq!(why, &format!("page {} is damaged", bad / 512));
+        }
+        other => panic!("expected a rejection, got {other}"),
+    }
+    assert!(w.files().is_empty());
+    drop(w);
+    assert!(repo.list_sets().unwrap().is_empty());
+}

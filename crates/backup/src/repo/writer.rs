@@ -4,6 +4,10 @@
 //! reads chunks from the source in order, worker threads hash them and compress the ones the
 //! repository does not hold yet, and a collector appends results to the pack in order while
 //! computing the whole-file hash. Reading, compressing and writing overlap.
+//!
+//! A caller may pass a [`ChunkCheck`] run by the workers on every chunk as it passes: the
+//! requester checks database pages there, in the buffers the copy already holds, rather than
+//! reading the file a second time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +25,11 @@ use super::{Repository, now_unix_ms};
 
 /// A pack is sealed and a new one started past this size.
 const PACK_TARGET: u64 = 512 << 20;
+
+/// A check of a file's content made while it is copied, on the copy's worker threads: given
+/// a chunk's offset in the file and its bytes, an error (what is wrong, naming the place)
+/// stops the copy with [`RepoError::Rejected`]. Chunks of one file reach it in any order.
+pub type ChunkCheck<'a> = dyn Fn(u64, &[u8]) -> std::result::Result<(), String> + Sync + 'a;
 
 /// Everything in a manifest except the files, which the writer collects.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +59,7 @@ pub struct SetWriter<'r> {
 
 struct Work {
     seq: u64,
+    off: u64,
     data: Vec<u8>,
 }
 
@@ -61,6 +71,8 @@ struct Done {
     compressed: Option<Vec<u8>>,
     /// Whether the repository already held the chunk when it was hashed.
     known: bool,
+    /// What the caller's check found wrong with the chunk.
+    rejected: Option<String>,
 }
 
 impl<'r> SetWriter<'r> {
@@ -106,6 +118,19 @@ impl<'r> SetWriter<'r> {
         src: &dyn File,
         progress: &dyn Fn(u64),
     ) -> Result<&FileEntry> {
+        self.add_file_checked(path, role, component, src, None, progress)
+    }
+
+    /// [`SetWriter::add_file`], running `check` (when given) on every chunk as it passes.
+    pub fn add_file_checked(
+        &mut self,
+        path: &str,
+        role: &str,
+        component: &str,
+        src: &dyn File,
+        check: Option<&ChunkCheck>,
+        progress: &dyn Fn(u64),
+    ) -> Result<&FileEntry> {
         let size = src.len().map_err(|source| RepoError::Source { file: path.into(), source })?;
         let chunk = self.repo.config.chunk_size as u64;
         let level = self.repo.config.zstd_level;
@@ -123,43 +148,58 @@ impl<'r> SetWriter<'r> {
         let work_rx = Mutex::new(work_rx);
         let (done_tx, done_rx) = mpsc::sync_channel::<Done>(workers * 2);
         let result: Result<()> = thread::scope(|s| {
-            for _ in 0..workers {
+            for i in 0..workers {
                 let done_tx = done_tx.clone();
                 let (work_rx, in_flight) = (&work_rx, &in_flight);
-                s.spawn(move || {
-                    // One compression context per worker, reused for every chunk: making a
-                    // fresh one per 1 MiB chunk costs a measurable share of the work.
-                    let mut zstd = zstd::bulk::Compressor::new(level).ok();
-                    loop {
-                        let Ok(w) = work_rx.lock().recv() else { return };
-                        let hash = blake3::hash(&w.data);
-                        let known = repo.lookup(&hash).is_some() || !in_flight.lock().insert(hash);
-                        let compressed = if known {
-                            None
-                        } else {
-                            zstd.as_mut()
-                                .and_then(|z| z.compress(&w.data).ok())
-                                .filter(|c| c.len() + c.len() / 32 < w.data.len())
-                        };
-                        let done = Done { seq: w.seq, hash, data: w.data, compressed, known };
-                        if done_tx.send(done).is_err() {
-                            return;
+                // Named so that `top -H` and profilers tell the copy's threads apart.
+                let worker = thread::Builder::new().name(format!("backup-pack-{i}"));
+                worker
+                    .spawn_scoped(s, move || {
+                        // One compression context per worker, reused for every chunk: making a
+                        // fresh one per 1 MiB chunk costs a measurable share of the work.
+                        let mut zstd = zstd::bulk::Compressor::new(level).ok();
+                        loop {
+                            let Ok(w) = work_rx.lock().recv() else { return };
+                            let rejected = check.and_then(|c| c(w.off, &w.data).err());
+                            let hash = blake3::hash(&w.data);
+                            let known = rejected.is_some()
+                                || repo.lookup(&hash).is_some()
+                                || !in_flight.lock().insert(hash);
+                            let compressed = if known {
+                                None
+                            } else {
+                                zstd.as_mut()
+                                    .and_then(|z| z.compress(&w.data).ok())
+                                    .filter(|c| c.len() + c.len() / 32 < w.data.len())
+                            };
+                            let done = Done {
+                                seq: w.seq,
+                                hash,
+                                data: w.data,
+                                compressed,
+                                known,
+                                rejected,
+                            };
+                            if done_tx.send(done).is_err() {
+                                return;
+                            }
                         }
-                    }
-                });
+                    })
+                    .map_err(|e| RepoError::Source { file: path.into(), source: e })?;
             }
             drop(done_tx);
             // The reader: this scope's own thread feeds the workers from a second thread so
             // that the collector below can run here.
             let cancel = &cancel;
-            let reader = s.spawn(move || -> std::io::Result<()> {
+            let reader = thread::Builder::new().name("backup-read".into());
+            let reader = reader.spawn_scoped(s, move || -> std::io::Result<()> {
                 let mut off = 0u64;
                 let mut seq = 0u64;
                 while off < size && !cancel.load(Ordering::Relaxed) {
                     let n = chunk.min(size - off) as usize;
                     let mut data = vec![0u8; n];
                     src.read_exact_at(&mut data, off)?;
-                    if work_tx.send(Work { seq, data }).is_err() {
+                    if work_tx.send(Work { seq, off, data }).is_err() {
                         break;
                     }
                     off += n as u64;
@@ -167,6 +207,7 @@ impl<'r> SetWriter<'r> {
                 }
                 Ok(())
             });
+            let reader = reader.map_err(|e| RepoError::Source { file: path.into(), source: e })?;
             let mut next = 0u64;
             let mut waiting: BTreeMap<u64, Done> = BTreeMap::new();
             let mut failure = None;
@@ -175,6 +216,11 @@ impl<'r> SetWriter<'r> {
                 while let Some(d) = waiting.remove(&next) {
                     next += 1;
                     if failure.is_some() {
+                        continue;
+                    }
+                    if let Some(why) = d.rejected {
+                        failure = Some(RepoError::Rejected { file: path.into(), why });
+                        cancel.store(true, Ordering::Relaxed);
                         continue;
                     }
                     hasher.update(&d.data);
