@@ -582,11 +582,12 @@ impl Restorer {
         let fs = &stage.fs;
         refuse_occupied(fs, dir)?;
         let (lo, hi) = plan.log_range();
-        let live = if plan.roll_forward {
-            progress.step("rolling the storage group's log and listing its later generations");
-            live::later_live_logs(sg, hi)?
-        } else {
-            Vec::new()
+        let live = match plan.logs.last_key_value() {
+            Some((g, last)) if plan.roll_forward => {
+                progress.step("rolling the storage group's log and listing its later generations");
+                live::later_live_logs(sg, *g, last)?
+            }
+            _ => Vec::new(),
         };
         fs.create_dir_all(&logs_stage.dir).map_err(io_err("creating", &logs_stage.dir))?;
         let total = plan.total_files() + live.len();

@@ -18,6 +18,7 @@ use volume::{FileSystem, FsRef, OpenMode};
 use super::io_err;
 use super::place::header_generation;
 use crate::error::{RequesterError, Result};
+use crate::repo::FileEntry;
 use crate::requester::Progress;
 
 /// A live log file to copy into the staging directory.
@@ -30,11 +31,17 @@ pub(super) struct LiveLog {
     pub generation: u32,
 }
 
-/// The storage group's log files after generation `after`, oldest first, contiguous from
-/// `after + 1`. Rolls the log first if the storage group is mounted.
-pub(super) fn later_live_logs(sg: &StorageGroup, after: u32) -> Result<Vec<LiveLog>> {
+/// The storage group's log files after generation `after` (the backup's last, backed up as
+/// `last`), oldest first, contiguous from `after + 1`. Rolls the log first if the storage
+/// group is mounted.
+pub(super) fn later_live_logs(
+    sg: &StorageGroup,
+    after: u32,
+    last: &FileEntry,
+) -> Result<Vec<LiveLog>> {
     let def = sg.def();
     let (fs, dir, prefix) = (&def.log_volume.fs, &def.log_dir, def.prefix.as_str());
+    check_same_history(fs, dir, prefix, after, last)?;
     let rolled = match sg.roll_log() {
         Ok(g) => Some(g),
         Err(StoreError::NotMounted(_)) => None,
@@ -77,6 +84,33 @@ pub(super) fn later_live_logs(sg: &StorageGroup, after: u32) -> Result<Vec<LiveL
     }
     check_continuous(&found, after, prefix, dir)?;
     Ok(found)
+}
+
+/// Fails if the live directory holds the backup's last generation with other content: the
+/// storage group's stream was rewound since the backup (a point-in-time restore over it), so
+/// its later generations continue another history, under the same numbers and signature.
+/// (Closed generations never change, so the same stream holds the very same file.)
+fn check_same_history(
+    fs: &FsRef,
+    dir: &Path,
+    prefix: &str,
+    after: u32,
+    last: &FileEntry,
+) -> Result<()> {
+    let name = generation_name(prefix, after);
+    let path = dir.join(&name);
+    let live = match volume::fs::read_all(fs.as_ref(), &path) {
+        Ok(data) => data,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("reading", &path)(e)),
+    };
+    if blake3::hash(&live).to_hex().as_str() == last.blake3 {
+        return Ok(());
+    }
+    Err(RequesterError::RestoreFailed(format!(
+        "log generation {name} in {} differs from the backup's copy: the storage group's log stream was rewound since the backup (a point-in-time restore over it), so its later logs do not continue this backup; restore without roll-forward",
+        dir.display()
+    )))
 }
 
 /// Fails naming the first generation missing between the backup's last and the live ones.
