@@ -104,6 +104,8 @@ pub struct SupersededLogs {
     pub volume: String,
     /// The directory on the log volume (inside the log directory).
     pub dir: PathBuf,
+    /// The storage group's log prefix (`E00`): generation `g` is `<prefix><g as 8 hex>.log`.
+    pub prefix: String,
     /// The lowest and highest generation moved, if any generation file was there.
     pub generations: Option<(u32, u32)>,
     /// The names of the files moved, the checkpoint among them.
@@ -265,7 +267,13 @@ fn set_aside_live_logs(j: &mut Journal, r: &Rewind) -> Result<SupersededLogs> {
     for d in [&dir, &def.log_dir, &def.system_dir] {
         sync_dir(fs, d)?;
     }
-    Ok(SupersededLogs { volume: def.log_volume.label.clone(), dir, generations, files })
+    Ok(SupersededLogs {
+        volume: def.log_volume.label.clone(),
+        dir,
+        prefix: def.prefix.clone(),
+        generations,
+        files,
+    })
 }
 
 /// Moves the recovered generations into the log directory and writes the checkpoint at the
