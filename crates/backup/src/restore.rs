@@ -449,13 +449,13 @@ impl Restorer {
             });
             // All or none: a failure part way puts every database, log and checkpoint back
             // (the cleanup and post-restore below still run).
-            let (placed, superseded_logs) = place::place_all(&db_stages, rewind.as_ref())?;
+            let placed = place::place_all(&db_stages, rewind.as_ref())?;
             Ok(Restored {
                 recovery: r.recovery,
-                databases: placed,
+                databases: placed.databases,
                 files: r.files,
                 bytes: r.bytes,
-                superseded_logs,
+                superseded_logs: placed.superseded,
             })
         });
         for (stage, _) in &db_stages {

@@ -603,8 +603,11 @@ fn restore_to(
 
 const IN_PLACE: RestoreTarget = RestoreTarget::Original { allow_overwrite: false };
 
+/// Files (with their bytes) and directories (`None`) by path.
+type Tree = BTreeMap<PathBuf, Option<Vec<u8>>>;
+
 /// Everything under `dir` on `fs`: each file with its bytes, each directory as `None`.
-fn tree(fs: &FsRef, dir: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
+fn tree(fs: &FsRef, dir: &Path) -> Tree {
     let mut out = BTreeMap::new();
     for e in fs.read_dir(dir).unwrap() {
         let p = dir.join(&e.name);
@@ -620,9 +623,7 @@ fn tree(fs: &FsRef, dir: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
 
 /// The original location byte for byte: databases, logs, checkpoint, and no other file or
 /// directory (no staging, no superseded logs).
-fn original_tree(
-    n: &common::Node,
-) -> (BTreeMap<PathBuf, Option<Vec<u8>>>, BTreeMap<PathBuf, Option<Vec<u8>>>) {
+fn original_tree(n: &common::Node) -> (Tree, Tree) {
     (tree(&n.db, Path::new("SG1")), tree(&n.logs, Path::new("SG1")))
 }
 

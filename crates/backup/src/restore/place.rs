@@ -127,6 +127,14 @@ pub(super) struct Rewind<'a> {
     pub log_file_size: u32,
 }
 
+/// What a placement over the original location did.
+pub(super) struct Placed {
+    /// Each database and where it is now.
+    pub databases: Vec<(String, PathBuf)>,
+    /// Where the live logs went, at a point in time.
+    pub superseded: Option<SupersededLogs>,
+}
+
 /// Moves each staged database over its original file and, for a point-in-time restore, swaps
 /// the log stream, all or none: each database file there is first set aside (as
 /// `<name>.previous` in its staging directory, removed with it), the live logs are moved
@@ -134,16 +142,16 @@ pub(super) struct Rewind<'a> {
 pub(super) fn place_all(
     stages: &[(Staged, &DatabaseDef)],
     rewind: Option<&Rewind>,
-) -> Result<(Vec<(String, PathBuf)>, Option<SupersededLogs>)> {
+) -> Result<Placed> {
     let mut journal = Journal::default();
     let outcome = (|| -> Result<_> {
         set_aside_databases(&mut journal, stages)?;
         let superseded = rewind.map(|r| set_aside_live_logs(&mut journal, r)).transpose()?;
-        let placed = place_databases(&mut journal, stages)?;
+        let databases = place_databases(&mut journal, stages)?;
         if let Some(r) = rewind {
             place_recovered_logs(&mut journal, r, stages)?;
         }
-        Ok((placed, superseded))
+        Ok(Placed { databases, superseded })
     })();
     if outcome.is_err() {
         journal.undo();
