@@ -397,8 +397,14 @@ impl Restorer {
                     plan.set.id
                 ))
             })?;
-        if !plan.roll_forward {
-            check_replaces_every_database(&sg.def(), plan)?;
+        let def = sg.def();
+        match plan.logs.last_key_value() {
+            // Recovery will read the live logs after the backup's: they must continue it.
+            Some((g, last)) if plan.roll_forward => {
+                live::check_same_history(&def.log_volume.fs, &def.log_dir, &def.prefix, *g, last)?
+            }
+            _ if !plan.roll_forward => check_replaces_every_database(&def, plan)?,
+            _ => {}
         }
         if sg.is_mounted() {
             if !allow_overwrite {
@@ -696,7 +702,10 @@ fn check_logs(
 /// Checks that each generation continues the one before it: its header records when the
 /// previous generation was created. Generation numbers and the signature alone do not tell
 /// two streams apart after a point-in-time restore rewound one (the new stream reuses the
-/// numbers), and replaying a mix of them would corrupt the databases.
+/// numbers), and replaying a mix of them would corrupt the databases. Creation times are in
+/// seconds, so streams rolled within the same second pass; what catches a rewound stream for
+/// sure, when rolling forward, is comparing the backup's last generation with the live one
+/// (see `live::check_same_history`).
 fn check_chained(fs: &FsRef, dir: &Path, prefix: &str) -> Result<()> {
     let logs = ese::logfmt::list_logs(fs.as_ref(), dir, prefix).map_err(recovery_failed)?;
     for w in logs.windows(2) {

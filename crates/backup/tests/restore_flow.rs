@@ -950,4 +950,13 @@ fn an_alternate_roll_forward_refuses_a_log_stream_rewound_since_the_backup() {
     assert!(err.to_string().contains(&name) && err.to_string().contains("rewound"), "{err}");
     let left = alt.read_dir(Path::new("mixed")).map(|e| e.len()).unwrap_or(0);
     assert_eq!(left, 0, "nothing left in the target");
+
+    // Over the original location too: recovery would roll through the new stream.
+    let sg = n.store.storage_group("SG1").unwrap();
+    sg.dismount(false).unwrap();
+    let before = original_tree(&n);
+    let err = restore_to(&n, second.set.id, IN_PLACE, true).unwrap_err().to_string();
+    assert!(err.contains(&name) && err.contains("rewound"), "{err}");
+    assert!(original_tree(&n) == before, "the target is as it was");
+    sg.mount().unwrap();
 }

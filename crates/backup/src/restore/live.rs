@@ -90,7 +90,7 @@ pub(super) fn later_live_logs(
 /// storage group's stream was rewound since the backup (a point-in-time restore over it), so
 /// its later generations continue another history, under the same numbers and signature.
 /// (Closed generations never change, so the same stream holds the very same file.)
-fn check_same_history(
+pub(super) fn check_same_history(
     fs: &FsRef,
     dir: &Path,
     prefix: &str,
