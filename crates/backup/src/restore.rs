@@ -21,11 +21,11 @@
 //! - **Original location.** The storage group must be dismounted (the store writer's
 //!   pre-restore refuses otherwise) unless the caller allows the restore to dismount it; it
 //!   is mounted again at the end. Rolling forward, recovery continues through the logs still
-//!   in the log directory. At a point in time, mounting would replay those logs, so they are
-//!   set aside — moved with the checkpoint into a `superseded-…` directory inside the log
-//!   directory, never deleted — and the restored generations take their place with a
-//!   checkpoint at the end of what recovery replayed: the stream continues after the
-//!   backup's last generation. Rewinding the stream is safe only if every database of the
+//!   in the log directory (refused if they no longer continue the backup: see below). At a
+//!   point in time, mounting would replay those logs, so they are set aside — moved with the
+//!   checkpoint into a `superseded-…` directory inside the log directory, never deleted —
+//!   and the restored generations take their place with a checkpoint at the end of what
+//!   recovery replayed: the stream continues after the backup's last generation. Rewinding the stream is safe only if every database of the
 //!   storage group is replaced (a database left in place holds pages stamped with positions
 //!   of the superseded logs, and redo skips a change older than its page), so such a restore
 //!   must hold every database. The restored databases also forget their backup history: the
@@ -38,6 +38,12 @@
 //!   commit is in a closed generation) and recovers through them there: the live store is
 //!   neither replayed into nor disturbed, and the directory is self-contained. A generation
 //!   missing between the backup's last and the live ones stops the restore naming it.
+//!
+//! After a point-in-time restore in place, the new stream reuses the generation numbers and
+//! signature of the superseded one. Rolling a later backup forward through it would mix two
+//! histories, so either target's roll-forward first compares the backup's last generation
+//! with the live directory's file of that generation (closed generations never change) and
+//! stops, naming it, if they differ.
 
 mod live;
 mod place;
@@ -237,6 +243,17 @@ fn check_replaces_every_database(def: &StorageGroupDef, plan: &Plan) -> Result<(
     )))
 }
 
+/// Recovery rolling forward in place reads the live logs after the backup's: they must
+/// continue the backup's history, not a stream rewound since by a point-in-time restore.
+fn check_live_logs_continue(def: &StorageGroupDef, plan: &Plan) -> Result<()> {
+    match plan.logs.last_key_value() {
+        Some((g, last)) => {
+            live::check_same_history(&def.log_volume.fs, &def.log_dir, &def.prefix, *g, last)
+        }
+        None => Ok(()),
+    }
+}
+
 /// Clears the backup history of databases restored at a point in time over the original
 /// location: the repository's sets belong to the log stream the restore set aside, and an
 /// incremental or differential on top of them would mix two streams under the same
@@ -398,13 +415,10 @@ impl Restorer {
                 ))
             })?;
         let def = sg.def();
-        match plan.logs.last_key_value() {
-            // Recovery will read the live logs after the backup's: they must continue it.
-            Some((g, last)) if plan.roll_forward => {
-                live::check_same_history(&def.log_volume.fs, &def.log_dir, &def.prefix, *g, last)?
-            }
-            _ if !plan.roll_forward => check_replaces_every_database(&def, plan)?,
-            _ => {}
+        if plan.roll_forward {
+            check_live_logs_continue(&def, plan)?;
+        } else {
+            check_replaces_every_database(&def, plan)?;
         }
         if sg.is_mounted() {
             if !allow_overwrite {
