@@ -7,19 +7,46 @@
 //!    generation held by several sets has the same content in each;
 //! 2. writes the database files and the logs into a *staging* directory beside the target,
 //!    checking every chunk's and file's hash on the way;
-//! 3. runs hard recovery on the staged files: the backed-up logs, then (roll-forward) the
-//!    later logs still in the storage group's log directory;
-//! 4. only then moves the recovered database files into place.
+//! 3. runs hard recovery on the staged files: the backed-up logs and, when rolling forward,
+//!    the storage group's later logs;
+//! 4. only then moves the recovered files into place, all or none.
 //!
 //! A hash mismatch, a missing generation, a foreign log or a cancellation by the caller
 //! ([`Progress::cancelled`], checked between files and chunks) stops the restore before step
-//! 4; the staging directory is removed and the target is exactly as it was.
+//! 4, and a failure during step 4 puts back every file it moved; the staging directory is
+//! removed and the target is exactly as it was.
 //!
-//! To the original location the storage group must be dismounted (the store writer's
-//! pre-restore refuses otherwise) unless the caller allows the restore to dismount it; it is
-//! mounted again at the end. Mounting replays the logs still on disk, so a restore to the
-//! original location always rolls forward; a point-in-time restore goes to an alternate
-//! location, where the recovered database is left clean beside the logs it was recovered with.
+//! Either target may roll forward or stop at the end of the backup (a point in time):
+//!
+//! - **Original location.** The storage group must be dismounted (the store writer's
+//!   pre-restore refuses otherwise) unless the caller allows the restore to dismount it; it
+//!   is mounted again at the end. Rolling forward, recovery continues through the logs still
+//!   in the log directory (refused if they no longer continue the backup: see below). At a
+//!   point in time, mounting would replay those logs, so they are set aside — moved with the
+//!   checkpoint into a `superseded-…` directory inside the log directory, never deleted —
+//!   and the restored generations take their place with a checkpoint at the end of what
+//!   recovery replayed: the stream continues after the backup's last generation. Rewinding the stream is safe only if every database of the
+//!   storage group is replaced (a database left in place holds pages stamped with positions
+//!   of the superseded logs, and redo skips a change older than its page), so such a restore
+//!   must hold every database. The restored databases also forget their backup history: the
+//!   repository's sets belong to the superseded stream, so the next incremental or
+//!   differential is refused until a new full backup.
+//! - **Alternate location.** `<db name>.edb` files and `logs/`, recovered and clean, with a
+//!   checkpoint, so that the directory opens as an instance of its own. Rolling forward
+//!   copies — reading only — the storage group's later generations into the staging
+//!   directory (a mounted storage group first rolls its log, so that every acknowledged
+//!   commit is in a closed generation) and recovers through them there: the live store is
+//!   neither replayed into nor disturbed, and the directory is self-contained. A generation
+//!   missing between the backup's last and the live ones stops the restore naming it.
+//!
+//! After a point-in-time restore in place, the new stream reuses the generation numbers and
+//! signature of the superseded one. Rolling a later backup forward through it would mix two
+//! histories, so either target's roll-forward first compares the backup's last generation
+//! with the live directory's file of that generation (closed generations never change) and
+//! stops, naming it, if they differ.
+
+mod live;
+mod place;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,10 +55,12 @@ use std::sync::Arc;
 use ese::{DatabaseSpec, HardRecovery};
 use events::{EventSink, catalog as cat};
 use serde_json::json;
-use store::{InformationStore, StorageGroup};
+use store::{InformationStore, StorageGroup, StorageGroupDef};
 use uuid::Uuid;
 use volume::{FileSystem, FsRef, OpenMode};
 use vss::{BackupComponentsDocument, ComponentKey, Coordinator};
+
+pub use place::SupersededLogs;
 
 use crate::error::{RequesterError, Result};
 use crate::repo::{BackupSet, FileEntry, Repository};
@@ -40,7 +69,8 @@ use crate::requester::{Progress, aborted};
 /// Where to restore.
 #[derive(Clone)]
 pub enum RestoreTarget {
-    /// Over the storage group's own database files, rolling forward through its logs.
+    /// Over the storage group's own database files (and, at a point in time, its log
+    /// stream).
     Original {
         /// Dismount the storage group if it is mounted (the reference's "this database can be
         /// overwritten by a restore").
@@ -67,7 +97,8 @@ pub struct RestoreRequest {
     /// The set to restore to (id or unambiguous prefix); its chain is found automatically.
     pub set: String,
     pub target: RestoreTarget,
-    /// Continue through the later logs still in the storage group's log directory.
+    /// Continue through the later logs in the storage group's log directory after the
+    /// backed-up ones; otherwise stop at the end of the backup (a point in time).
     pub roll_forward: bool,
 }
 
@@ -81,6 +112,8 @@ pub struct RestoreReport {
     pub recovery: ese::HardRecoveryReport,
     /// Where the databases are now (volume-relative paths, or in the alternate directory).
     pub databases: Vec<(String, PathBuf)>,
+    /// Where a point-in-time restore over the original location moved the live logs.
+    pub superseded_logs: Option<SupersededLogs>,
 }
 
 /// Restores backup sets.
@@ -89,6 +122,47 @@ pub struct Restorer {
     store: Arc<InformationStore>,
     repo: Arc<Repository>,
     events: Arc<dyn EventSink>,
+}
+
+/// What one restore works from: the chosen set and the files its chain holds.
+struct Plan<'a> {
+    set: &'a BackupSet,
+    databases: &'a [(String, FileEntry)],
+    logs: &'a BTreeMap<u32, FileEntry>,
+    roll_forward: bool,
+}
+
+impl Plan<'_> {
+    /// The lowest and highest backed-up generation (the chain holds at least one).
+    fn log_range(&self) -> (u32, u32) {
+        let lo = self.logs.keys().next().copied().unwrap_or(0);
+        (lo, self.logs.keys().next_back().copied().unwrap_or(lo))
+    }
+
+    /// The size of the storage group's log files, as backed up.
+    fn log_file_size(&self) -> u32 {
+        self.logs.values().next().map_or(0, |e| e.size as u32)
+    }
+
+    fn total_files(&self) -> usize {
+        self.databases.len() + self.logs.len()
+    }
+}
+
+/// What a restore to either target did.
+struct Restored {
+    recovery: ese::HardRecoveryReport,
+    databases: Vec<(String, PathBuf)>,
+    files: usize,
+    bytes: u64,
+    superseded_logs: Option<SupersededLogs>,
+}
+
+/// Staged files, recovered.
+struct Recovered {
+    recovery: ese::HardRecoveryReport,
+    files: usize,
+    bytes: u64,
 }
 
 struct Staged {
@@ -110,6 +184,10 @@ impl Staged {
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RequesterError {
     let path = path.display().to_string();
     move |source| RequesterError::Io { op, path, source }
+}
+
+fn recovery_failed(e: ese::EngineError) -> RequesterError {
+    RequesterError::RestoreFailed(e.to_string())
 }
 
 /// Writes a backed-up file into `fs` at `path`, durably. Stops between chunks when the job
@@ -139,6 +217,58 @@ fn write_entry(
 /// Fails if the job was cancelled.
 fn check_cancelled(progress: &dyn Progress) -> Result<()> {
     progress.cancelled().map_or(Ok(()), |reason| Err(aborted(reason)))
+}
+
+/// A point-in-time restore over the original location rewinds the storage group's log
+/// stream; a database the set does not hold would stay in place with pages stamped with
+/// positions of the superseded logs, beyond the new stream's, and a later recovery would
+/// skip changes to it. Refuses such a restore, naming those databases.
+fn check_replaces_every_database(def: &StorageGroupDef, plan: &Plan) -> Result<()> {
+    let missing: Vec<&str> = def
+        .databases
+        .iter()
+        .filter(|d| !plan.databases.iter().any(|(name, _)| *name == d.name))
+        .map(|d| d.name.as_str())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(RequesterError::RestoreRefused(format!(
+        "a point-in-time restore over the original location rewinds the log stream of storage group {}, so it must replace every database of it, and set {} does not hold {} (left in place, {} would keep page positions of the logs the restore sets aside, and a later recovery would skip changes to {}); roll forward, restore to an alternate location, or restore a set of every database",
+        def.name,
+        plan.set.id,
+        missing.join(", "),
+        if missing.len() == 1 { "it" } else { "they" },
+        if missing.len() == 1 { "it" } else { "them" },
+    )))
+}
+
+/// Recovery rolling forward in place reads the live logs after the backup's: they must
+/// continue the backup's history, not a stream rewound since by a point-in-time restore.
+fn check_live_logs_continue(def: &StorageGroupDef, plan: &Plan) -> Result<()> {
+    match plan.logs.last_key_value() {
+        Some((g, last)) => {
+            live::check_same_history(&def.log_volume.fs, &def.log_dir, &def.prefix, *g, last)
+        }
+        None => Ok(()),
+    }
+}
+
+/// Clears the backup history of databases restored at a point in time over the original
+/// location: the repository's sets belong to the log stream the restore set aside, and an
+/// incremental or differential on top of them would mix two streams under the same
+/// generation numbers. With no previous full backup recorded, the engine refuses the next
+/// incremental or differential until a new full backup.
+fn forget_backups(databases: &[DatabaseSpec]) -> Result<()> {
+    for db in databases {
+        let f = db.fs.open(&db.path, OpenMode::ReadWrite).map_err(io_err("opening", &db.path))?;
+        let mut h = ese::dbheader::read_header(f.as_ref(), &db.path).map_err(recovery_failed)?;
+        h.previous_full = None;
+        h.previous_incremental = None;
+        h.previous_differential = None;
+        ese::dbheader::write_header(f.as_ref(), &db.path, &mut h).map_err(recovery_failed)?;
+    }
+    Ok(())
 }
 
 impl Restorer {
@@ -209,80 +339,87 @@ impl Restorer {
             if chain.len() > 1 { later_logs(&self.repo, &chain[0])? } else { BTreeMap::new() };
         let (databases, logs) = collect_files(&chain, &prefix, &extra)?;
         let sets: Vec<Uuid> = chain.iter().map(|s| s.id).collect();
+        let how =
+            if req.roll_forward { "rolling forward" } else { "to the backup's point in time" };
         self.events.emit(
             &cat::REQUESTER_RESTORE_STARTED,
             set.job_id,
             json!({"storage_group": set.storage_group,
                    "sets": sets.iter().map(Uuid::to_string).collect::<Vec<_>>().join(", "),
-                   "target": format!("{:?}", req.target)}),
+                   "target": format!("{:?}, {how}", req.target),
+                   "roll_forward": req.roll_forward}),
         );
+        let plan =
+            Plan { set: &set, databases: &databases, logs: &logs, roll_forward: req.roll_forward };
         let result = match &req.target {
             RestoreTarget::Original { allow_overwrite } => {
-                if !req.roll_forward {
-                    return Err(RequesterError::RestoreRefused(
-                        "a restore to the original location replays the logs still on disk when it mounts; restore to an alternate location for a point-in-time copy".into(),
-                    ));
-                }
-                self.restore_original(&sg, &set, &databases, &logs, *allow_overwrite, progress)
+                self.restore_original(&sg, &plan, *allow_overwrite, progress)
             }
             RestoreTarget::Alternate { fs, dir } => {
-                if req.roll_forward {
-                    return Err(RequesterError::RestoreRefused(
-                        "roll-forward reads the storage group's live logs, which belong to the original location; restore there to roll forward".into(),
-                    ));
-                }
-                self.restore_alternate(&sg, &databases, &logs, fs, dir, progress)
+                self.restore_alternate(&sg, &plan, fs, dir, progress)
             }
         };
-        match &result {
-            Ok((recovery, placed, files, bytes)) => {
-                self.events.emit(
-                    &cat::STORE_RESTORE_RECOVERED,
-                    set.job_id,
-                    json!({"storage_group": set.storage_group,
-                           "first": recovery.generations.first().copied().unwrap_or(0),
-                           "last": recovery.generations.last().copied().unwrap_or(0)}),
-                );
-                self.events.emit(
-                    &cat::REQUESTER_RESTORE_DONE,
-                    set.job_id,
-                    json!({"storage_group": set.storage_group, "files": files, "bytes": bytes,
-                           "first": recovery.generations.first().copied().unwrap_or(0),
-                           "last": recovery.generations.last().copied().unwrap_or(0)}),
-                );
-                let _ = placed;
-            }
-            Err(e) => self.events.emit(
-                &cat::STORE_RESTORE_FAILED,
-                set.job_id,
-                json!({"storage_group": set.storage_group, "error": e.to_string()}),
-            ),
-        }
-        let (recovery, databases, files, bytes) = result?;
+        self.report_outcome(&set, &result);
+        let done = result?;
         Ok(RestoreReport {
             storage_group: set.storage_group.clone(),
             sets,
-            files,
-            bytes,
-            recovery,
-            databases,
+            files: done.files,
+            bytes: done.bytes,
+            recovery: done.recovery,
+            databases: done.databases,
+            superseded_logs: done.superseded_logs,
         })
     }
 
-    #[allow(clippy::type_complexity)]
+    /// The restore's closing events: recovered and done, or failed.
+    fn report_outcome(&self, set: &BackupSet, result: &Result<Restored>) {
+        let done = match result {
+            Ok(done) => done,
+            Err(e) => {
+                return self.events.emit(
+                    &cat::STORE_RESTORE_FAILED,
+                    set.job_id,
+                    json!({"storage_group": set.storage_group, "error": e.to_string()}),
+                );
+            }
+        };
+        let first = done.recovery.generations.first().copied().unwrap_or(0);
+        let last = done.recovery.generations.last().copied().unwrap_or(0);
+        self.events.emit(
+            &cat::STORE_RESTORE_RECOVERED,
+            set.job_id,
+            json!({"storage_group": set.storage_group, "first": first, "last": last}),
+        );
+        self.events.emit(
+            &cat::REQUESTER_RESTORE_DONE,
+            set.job_id,
+            json!({"storage_group": set.storage_group, "files": done.files, "bytes": done.bytes,
+                   "first": first, "last": last,
+                   "superseded_logs": done.superseded_logs.as_ref().map(|s| s.dir.display().to_string())}),
+        );
+    }
+
     fn restore_original(
         &self,
         sg: &StorageGroup,
-        set: &BackupSet,
-        databases: &[(String, FileEntry)],
-        logs: &BTreeMap<u32, FileEntry>,
+        plan: &Plan,
         allow_overwrite: bool,
         progress: &dyn Progress,
-    ) -> Result<(ese::HardRecoveryReport, Vec<(String, PathBuf)>, usize, u64)> {
-        let document: BackupComponentsDocument = serde_json::from_value(set.components.clone())
-            .map_err(|e| {
-                RequesterError::RestoreRefused(format!("components document of {}: {e}", set.id))
+    ) -> Result<Restored> {
+        let document: BackupComponentsDocument =
+            serde_json::from_value(plan.set.components.clone()).map_err(|e| {
+                RequesterError::RestoreRefused(format!(
+                    "components document of {}: {e}",
+                    plan.set.id
+                ))
             })?;
+        let def = sg.def();
+        if plan.roll_forward {
+            check_live_logs_continue(&def, plan)?;
+        } else {
+            check_replaces_every_database(&def, plan)?;
+        }
         if sg.is_mounted() {
             if !allow_overwrite {
                 return Err(RequesterError::RestoreRefused(format!(
@@ -292,24 +429,22 @@ impl Restorer {
             }
             sg.dismount(false)?;
             // A restore that fails leaves the target as it was: mounted again.
-            let result = self.restore_in_place(sg, document, databases, logs, progress);
+            let result = self.restore_in_place(sg, document, plan, progress);
             if result.is_err() && !sg.is_mounted() {
                 let _ = sg.mount();
             }
             return result;
         }
-        self.restore_in_place(sg, document, databases, logs, progress)
+        self.restore_in_place(sg, document, plan, progress)
     }
 
-    #[allow(clippy::type_complexity)]
     fn restore_in_place(
         &self,
         sg: &StorageGroup,
         document: BackupComponentsDocument,
-        databases: &[(String, FileEntry)],
-        logs: &BTreeMap<u32, FileEntry>,
+        plan: &Plan,
         progress: &dyn Progress,
-    ) -> Result<(ese::HardRecoveryReport, Vec<(String, PathBuf)>, usize, u64)> {
+    ) -> Result<Restored> {
         let mut session = self.coordinator.restore_session(document);
         session.pre_restore()?;
         let def = sg.def().clone();
@@ -319,69 +454,30 @@ impl Restorer {
             dir: def.log_dir.join(format!(".restore-{tag}")),
         };
         let mut db_stages: Vec<(Staged, &store::DatabaseDef)> = Vec::new();
-        let outcome = (|| -> Result<(ese::HardRecoveryReport, usize, u64)> {
-            let mut files = 0;
-            let mut bytes = 0;
-            log_stage
-                .fs
-                .create_dir_all(&log_stage.dir)
-                .map_err(io_err("creating", &log_stage.dir))?;
-            let mut specs = Vec::new();
-            for (name, entry) in databases {
-                let db = def.databases.iter().find(|d| &d.name == name).ok_or_else(|| {
-                    RequesterError::RestoreRefused(format!(
-                        "database {name} of the backup is not in storage group {}",
-                        def.name
-                    ))
-                })?;
-                let parent = db.path.parent().map(Path::to_path_buf).unwrap_or_default();
-                let stage = Staged {
-                    fs: db.volume.fs.clone(),
-                    dir: parent.join(format!(".restore-{tag}")),
-                };
-                stage.fs.create_dir_all(&stage.dir).map_err(io_err("creating", &stage.dir))?;
-                let staged = stage.dir.join(db.path.file_name().unwrap_or_default());
-                let stage_fs = stage.fs.clone();
-                db_stages.push((stage, db));
-                progress.step(&format!("restoring database {name}"));
-                write_entry(&self.repo, entry, stage_fs.as_ref(), &staged, progress)?;
-                files += 1;
-                progress.files(files, databases.len() + logs.len());
-                bytes += entry.size;
-                specs.push(DatabaseSpec::new(name.clone(), stage_fs, staged));
-            }
-            progress.step("restoring log generations");
-            for (g, entry) in logs {
-                let p = log_stage.dir.join(ese::logfmt::generation_name(&def.prefix, *g));
-                write_entry(&self.repo, entry, log_stage.fs.as_ref(), &p, progress)?;
-                files += 1;
-                progress.files(files, databases.len() + logs.len());
-                bytes += entry.size;
-            }
-            check_logs(&log_stage.fs, &log_stage.dir, &def.prefix, logs, &specs)?;
-            check_cancelled(progress)?;
-            progress.step("hard recovery: replaying the backed-up logs and rolling forward");
-            let report = ese::hard_recover(&HardRecovery {
-                databases: specs,
-                log_fs: log_stage.fs.clone(),
-                log_dir: log_stage.dir.clone(),
-                prefix: def.prefix.clone(),
-                roll_forward: Some((def.log_volume.fs.clone(), def.log_dir.clone())),
-                stop_after_generation: None,
+        let recovered =
+            self.recover_in_place(&def, &tag, &log_stage, &mut db_stages, plan, progress);
+        let result = recovered.and_then(|r| {
+            // At a point in time the log stream is swapped too: the live logs set aside, the
+            // recovered generations in their place.
+            let rewind = (!plan.roll_forward).then(|| place::Rewind {
+                def: &def,
+                set: plan.set.id,
+                staged: &log_stage.dir,
+                generations: plan.logs.keys().copied().collect(),
+                end: r.recovery.end,
+                log_file_size: plan.log_file_size(),
+            });
+            // All or none: a failure part way puts every database, log and checkpoint back
+            // (the cleanup and post-restore below still run).
+            let placed = place::place_all(&db_stages, rewind.as_ref())?;
+            Ok(Restored {
+                recovery: r.recovery,
+                databases: placed.databases,
+                files: r.files,
+                bytes: r.bytes,
+                superseded_logs: placed.superseded,
             })
-            .map_err(|e| RequesterError::RestoreFailed(e.to_string()))?;
-            Ok((report, files, bytes))
-        })();
-        let result = match outcome {
-            Ok((report, files, bytes)) => {
-                // Move the recovered databases into place, all or none: each database file
-                // there is first set aside in its staging directory, so that a failure part
-                // way puts every one back (the cleanup and post-restore below still run).
-                let placed = place_all(&db_stages);
-                placed.map(|placed| (report, placed, files, bytes))
-            }
-            Err(e) => Err(e),
-        };
+        });
         for (stage, _) in &db_stages {
             stage.remove();
         }
@@ -406,216 +502,239 @@ impl Restorer {
         result
     }
 
-    #[allow(clippy::type_complexity)]
+    /// Stages the chain's databases (each in a staging directory beside its file, noted in
+    /// `db_stages` for the caller's placement and cleanup) and logs (in `log_stage`), checks
+    /// them and runs hard recovery, rolling forward through the live logs if asked.
+    fn recover_in_place<'d>(
+        &self,
+        def: &'d StorageGroupDef,
+        tag: &str,
+        log_stage: &Staged,
+        db_stages: &mut Vec<(Staged, &'d store::DatabaseDef)>,
+        plan: &Plan,
+        progress: &dyn Progress,
+    ) -> Result<Recovered> {
+        let (mut files, mut bytes) = (0, 0);
+        log_stage.fs.create_dir_all(&log_stage.dir).map_err(io_err("creating", &log_stage.dir))?;
+        let mut specs = Vec::new();
+        for (name, entry) in plan.databases {
+            let db = def.databases.iter().find(|d| &d.name == name).ok_or_else(|| {
+                RequesterError::RestoreRefused(format!(
+                    "database {name} of the backup is not in storage group {}",
+                    def.name
+                ))
+            })?;
+            let parent = db.path.parent().map(Path::to_path_buf).unwrap_or_default();
+            let stage =
+                Staged { fs: db.volume.fs.clone(), dir: parent.join(format!(".restore-{tag}")) };
+            stage.fs.create_dir_all(&stage.dir).map_err(io_err("creating", &stage.dir))?;
+            let staged = stage.dir.join(db.path.file_name().unwrap_or_default());
+            let stage_fs = stage.fs.clone();
+            db_stages.push((stage, db));
+            progress.step(&format!("restoring database {name}"));
+            write_entry(&self.repo, entry, stage_fs.as_ref(), &staged, progress)?;
+            files += 1;
+            progress.files(files, plan.total_files());
+            bytes += entry.size;
+            specs.push(DatabaseSpec::new(name.clone(), stage_fs, staged));
+        }
+        progress.step("restoring log generations");
+        for (g, entry) in plan.logs {
+            let p = log_stage.dir.join(ese::logfmt::generation_name(&def.prefix, *g));
+            write_entry(&self.repo, entry, log_stage.fs.as_ref(), &p, progress)?;
+            files += 1;
+            progress.files(files, plan.total_files());
+            bytes += entry.size;
+        }
+        check_logs(&log_stage.fs, &log_stage.dir, &def.prefix, plan.log_range(), &specs)?;
+        check_cancelled(progress)?;
+        progress.step(if plan.roll_forward {
+            "hard recovery: replaying the backed-up logs and rolling forward"
+        } else {
+            "hard recovery: replaying the backed-up logs (point in time)"
+        });
+        let recovery = ese::hard_recover(&HardRecovery {
+            databases: specs.clone(),
+            log_fs: log_stage.fs.clone(),
+            log_dir: log_stage.dir.clone(),
+            prefix: def.prefix.clone(),
+            roll_forward: plan
+                .roll_forward
+                .then(|| (def.log_volume.fs.clone(), def.log_dir.clone())),
+            stop_after_generation: None,
+        })
+        .map_err(recovery_failed)?;
+        if !plan.roll_forward {
+            forget_backups(&specs)?;
+        }
+        Ok(Recovered { recovery, files, bytes })
+    }
+
     fn restore_alternate(
         &self,
         sg: &StorageGroup,
-        databases: &[(String, FileEntry)],
-        logs: &BTreeMap<u32, FileEntry>,
+        plan: &Plan,
         fs: &FsRef,
         dir: &Path,
         progress: &dyn Progress,
-    ) -> Result<(ese::HardRecoveryReport, Vec<(String, PathBuf)>, usize, u64)> {
-        let def = sg.def().clone();
+    ) -> Result<Restored> {
         let tag = Uuid::new_v4().simple().to_string();
         let stage = Staged { fs: fs.clone(), dir: dir.join(format!(".restore-{tag}")) };
-        let outcome =
-            (|| -> Result<(ese::HardRecoveryReport, Vec<(String, PathBuf)>, usize, u64)> {
-                let occupied = match fs.read_dir(dir) {
-                    Ok(entries) => entries.iter().any(|e| !e.name.starts_with(".restore-")),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-                    Err(e) => return Err(io_err("listing", dir)(e)),
-                };
-                if occupied {
-                    return Err(RequesterError::RestoreRefused(format!(
-                        "{} is not empty; restore to an empty or new directory",
-                        dir.display()
-                    )));
-                }
-                fs.create_dir_all(&stage.dir.join("logs"))
-                    .map_err(io_err("creating", &stage.dir))?;
-                let (mut files, mut bytes) = (0, 0);
-                let mut specs = Vec::new();
-                for (name, entry) in databases {
-                    progress.step(&format!("restoring database {name}"));
-                    let p = stage.dir.join(format!("{name}.edb"));
-                    write_entry(&self.repo, entry, fs.as_ref(), &p, progress)?;
-                    files += 1;
-                    progress.files(files, databases.len() + logs.len());
-                    progress.files(files, databases.len() + logs.len());
-                    bytes += entry.size;
-                    specs.push(DatabaseSpec::new(name.clone(), fs.clone(), p));
-                }
-                progress.step("restoring log generations");
-                for (g, entry) in logs {
-                    let p =
-                        stage.dir.join("logs").join(ese::logfmt::generation_name(&def.prefix, *g));
-                    write_entry(&self.repo, entry, fs.as_ref(), &p, progress)?;
-                    files += 1;
-                    progress.files(files, databases.len() + logs.len());
-                    progress.files(files, databases.len() + logs.len());
-                    bytes += entry.size;
-                }
-                check_logs(fs, &stage.dir.join("logs"), &def.prefix, logs, &specs)?;
-                check_cancelled(progress)?;
-                progress.step("hard recovery");
-                let report = ese::hard_recover(&HardRecovery {
-                    databases: specs,
-                    log_fs: fs.clone(),
-                    log_dir: stage.dir.join("logs"),
-                    prefix: def.prefix.clone(),
-                    roll_forward: None,
-                    stop_after_generation: None,
-                })
-                .map_err(|e| RequesterError::RestoreFailed(e.to_string()))?;
-                // Move the recovered files out of staging.
-                fs.create_dir_all(&dir.join("logs")).map_err(io_err("creating", dir))?;
-                let mut placed = Vec::new();
-                for (name, _) in databases {
-                    let from = stage.dir.join(format!("{name}.edb"));
-                    let to = dir.join(format!("{name}.edb"));
-                    fs.rename(&from, &to).map_err(io_err("moving into place", &to))?;
-                    placed.push((name.clone(), to));
-                }
-                for g in logs.keys() {
-                    let n = ese::logfmt::generation_name(&def.prefix, *g);
-                    let to = dir.join("logs").join(&n);
-                    fs.rename(&stage.dir.join("logs").join(&n), &to)
-                        .map_err(io_err("moving into place", &to))?;
-                }
-                write_recovered_checkpoint(fs, dir, &def.prefix, &placed, logs, &report)?;
-                fs.sync_dir(&dir.join("logs")).map_err(io_err("syncing", dir))?;
-                fs.sync_dir(dir).map_err(io_err("syncing", dir))?;
-                Ok((report, placed, files, bytes))
-            })();
         let logs_stage = Staged { fs: fs.clone(), dir: stage.dir.join("logs") };
+        let outcome = self.recover_alternate(sg, plan, &stage, &logs_stage, dir, progress);
         logs_stage.remove();
         stage.remove();
         outcome
     }
+
+    /// Stages, checks and recovers into `stage` (logs in `logs_stage`), then moves the result
+    /// into `dir`.
+    fn recover_alternate(
+        &self,
+        sg: &StorageGroup,
+        plan: &Plan,
+        stage: &Staged,
+        logs_stage: &Staged,
+        dir: &Path,
+        progress: &dyn Progress,
+    ) -> Result<Restored> {
+        let def = sg.def();
+        let fs = &stage.fs;
+        refuse_occupied(fs, dir)?;
+        let (lo, hi) = plan.log_range();
+        let live = match plan.logs.last_key_value() {
+            Some((g, last)) if plan.roll_forward => {
+                progress.step("rolling the storage group's log and listing its later generations");
+                live::later_live_logs(sg, *g, last)?
+            }
+            _ => Vec::new(),
+        };
+        fs.create_dir_all(&logs_stage.dir).map_err(io_err("creating", &logs_stage.dir))?;
+        let total = plan.total_files() + live.len();
+        let (mut files, mut bytes) = (0, 0);
+        let mut specs = Vec::new();
+        for (name, entry) in plan.databases {
+            progress.step(&format!("restoring database {name}"));
+            let p = stage.dir.join(format!("{name}.edb"));
+            write_entry(&self.repo, entry, fs.as_ref(), &p, progress)?;
+            files += 1;
+            progress.files(files, total);
+            bytes += entry.size;
+            specs.push(DatabaseSpec::new(name.clone(), fs.clone(), p));
+        }
+        progress.step("restoring log generations");
+        let mut names = Vec::new();
+        for (g, entry) in plan.logs {
+            let name = ese::logfmt::generation_name(&def.prefix, *g);
+            write_entry(&self.repo, entry, fs.as_ref(), &logs_stage.dir.join(&name), progress)?;
+            files += 1;
+            progress.files(files, total);
+            bytes += entry.size;
+            names.push(name);
+        }
+        if !live.is_empty() {
+            progress.step("copying the storage group's later log generations");
+        }
+        for l in &live {
+            let to = logs_stage.dir.join(&l.name);
+            bytes += live::copy_live_log(&def.log_volume.fs, l, fs.as_ref(), &to, progress)?;
+            files += 1;
+            progress.files(files, total);
+            names.push(l.name.clone());
+        }
+        let last = live.last().map_or(hi, |l| l.generation);
+        check_logs(fs, &logs_stage.dir, &def.prefix, (lo, last), &specs)?;
+        check_cancelled(progress)?;
+        progress.step(if live.is_empty() {
+            "hard recovery"
+        } else {
+            "hard recovery: replaying the backed-up and the later logs"
+        });
+        let recovery = ese::hard_recover(&HardRecovery {
+            databases: specs,
+            log_fs: fs.clone(),
+            log_dir: logs_stage.dir.clone(),
+            prefix: def.prefix.clone(),
+            roll_forward: None,
+            stop_after_generation: None,
+        })
+        .map_err(recovery_failed)?;
+        let stream =
+            place::RecoveredStream { end: recovery.end, last, log_file_size: plan.log_file_size() };
+        let databases: Vec<String> = plan.databases.iter().map(|(n, _)| n.clone()).collect();
+        let placed = place::place_alternate(
+            fs,
+            &stage.dir,
+            dir,
+            &def.prefix,
+            place::Files { databases: &databases, logs: &names },
+            stream,
+        )?;
+        Ok(Restored { recovery, databases: placed, files, bytes, superseded_logs: None })
+    }
 }
 
-/// Checks every restored log generation — records, continuity, and the log signature of the
-/// restored databases — before recovery replays any: a foreign or damaged log stops the
-/// restore naming its file, even one recovery would not have needed to read.
-fn check_logs(
-    fs: &FsRef,
-    dir: &Path,
-    prefix: &str,
-    logs: &BTreeMap<u32, FileEntry>,
-    databases: &[DatabaseSpec],
-) -> Result<()> {
-    let failed = |e: ese::EngineError| RequesterError::RestoreFailed(e.to_string());
-    let signature = match databases.first() {
-        Some(db) => {
-            Some(ese::inspect::dump_database_header(db.fs.as_ref(), &db.path).map_err(failed)?)
-        }
-        None => None,
-    }
-    .map(|h| h.log_signature);
-    if let (Some(lo), Some(hi)) = (logs.keys().next(), logs.keys().next_back()) {
-        ese::inspect::verify_logs(fs.as_ref(), dir, prefix, Some((*lo, *hi)), signature)
-            .map_err(failed)?;
+/// Refuses a restore into a directory that holds anything but a restore's staging.
+fn refuse_occupied(fs: &FsRef, dir: &Path) -> Result<()> {
+    let occupied = match fs.read_dir(dir) {
+        Ok(entries) => entries.iter().any(|e| !e.name.starts_with(".restore-")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(io_err("listing", dir)(e)),
+    };
+    if occupied {
+        return Err(RequesterError::RestoreRefused(format!(
+            "{} is not empty; restore to an empty or new directory",
+            dir.display()
+        )));
     }
     Ok(())
 }
 
-/// Moves each staged database over its original file, setting the original aside first (as
-/// `<name>.previous` in the staging directory, removed with it); on any failure every
-/// original set aside is put back, so the target is as it was.
-fn place_all(stages: &[(Staged, &store::DatabaseDef)]) -> Result<Vec<(String, PathBuf)>> {
-    let name = |db: &store::DatabaseDef| db.path.file_name().unwrap_or_default().to_owned();
-    let aside = |stage: &Staged, db: &store::DatabaseDef| {
-        let mut n = name(db);
-        n.push(".previous");
-        stage.dir.join(n)
-    };
-    let sync_parent = |db: &store::DatabaseDef| {
-        let parent = db.path.parent().map(Path::to_path_buf).unwrap_or_default();
-        db.volume.fs.sync_dir(&parent).map_err(io_err("syncing", &parent))
-    };
-    let mut set_aside = Vec::new();
-    let mut placed = Vec::new();
-    let outcome = (|| -> Result<()> {
-        for (stage, db) in stages {
-            match db.volume.fs.metadata(&db.path) {
-                Ok(_) => {
-                    let to = aside(stage, db);
-                    db.volume
-                        .fs
-                        .rename(&db.path, &to)
-                        .map_err(io_err("setting aside", &db.path))?;
-                    set_aside.push((stage, *db));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("reading", &db.path)(e)),
-            }
-        }
-        for (stage, db) in stages {
-            let staged = stage.dir.join(name(db));
-            db.volume
-                .fs
-                .rename(&staged, &db.path)
-                .map_err(io_err("moving into place", &db.path))?;
-            sync_parent(db)?;
-            placed.push((db.name.clone(), db.path.clone()));
-        }
-        Ok(())
-    })();
-    if let Err(e) = outcome {
-        // A database placed where there was none before goes away again.
-        for (stage, db) in stages {
-            let had_one = set_aside.iter().any(|(_, d)| std::ptr::eq(*d, *db));
-            if !had_one && placed.iter().any(|(n, _)| *n == db.name) {
-                let _ = db.volume.fs.rename(&db.path, &stage.dir.join(name(db)));
-            }
-        }
-        for (stage, db) in set_aside {
-            let _ = db.volume.fs.rename(&aside(stage, db), &db.path);
-            let _ = sync_parent(db);
-        }
-        return Err(e);
-    }
-    Ok(placed)
-}
-
-/// Writes `E00.chk` beside databases recovered to an alternate location, pointing at the end
-/// of what hard recovery replayed, so that the directory opens as an instance of its own
-/// (databases in `dir`, logs in `dir/logs`) with nothing left to redo.
-fn write_recovered_checkpoint(
+/// Checks every staged log generation of `range` — records, continuity, and the log
+/// signature of the restored databases — before recovery replays any: a foreign or damaged
+/// log stops the restore naming its file, even one recovery would not have needed to read.
+fn check_logs(
     fs: &FsRef,
     dir: &Path,
     prefix: &str,
-    placed: &[(String, PathBuf)],
-    logs: &BTreeMap<u32, FileEntry>,
-    report: &ese::HardRecoveryReport,
+    range: (u32, u32),
+    databases: &[DatabaseSpec],
 ) -> Result<()> {
-    let failed = |e: ese::EngineError| RequesterError::RestoreFailed(e.to_string());
-    let mut attached = Vec::new();
-    let mut signature = None;
-    let mut page_size = 0;
-    for (name, path) in placed {
-        let h = ese::inspect::dump_database_header(fs.as_ref(), path).map_err(failed)?;
-        signature.get_or_insert(h.log_signature);
-        page_size = h.page_size;
-        attached.push(ese::logfmt::AttachedDb {
-            dbid: h.dbid,
-            name: name.clone(),
-            path: path.display().to_string(),
-        });
+    let signature = match databases.first() {
+        Some(db) => Some(
+            ese::inspect::dump_database_header(db.fs.as_ref(), &db.path)
+                .map_err(recovery_failed)?,
+        ),
+        None => None,
     }
-    let log_file_size = logs.values().next().map_or(0, |e| e.size as u32);
-    let chk = ese::checkpoint::Checkpoint {
-        signature: signature.unwrap_or_default(),
-        checkpoint: report.end,
-        next_dbid: attached.iter().map(|a| a.dbid).max().unwrap_or(0) + 1,
-        attached,
-        log_file_size,
-        page_size,
-        circular_logging: false,
-    };
-    let path = dir.join(ese::logfmt::checkpoint_name(prefix));
-    ese::checkpoint::write_checkpoint(fs.as_ref(), &path, &chk).map_err(failed)
+    .map(|h| h.log_signature);
+    ese::inspect::verify_logs(fs.as_ref(), dir, prefix, Some(range), signature)
+        .map_err(recovery_failed)?;
+    check_chained(fs, dir, prefix)
+}
+
+/// Checks that each generation continues the one before it: its header records when the
+/// previous generation was created. Generation numbers and the signature alone do not tell
+/// two streams apart after a point-in-time restore rewound one (the new stream reuses the
+/// numbers), and replaying a mix of them would corrupt the databases. Creation times are in
+/// seconds, so streams rolled within the same second pass; what catches a rewound stream for
+/// sure, when rolling forward, is comparing the backup's last generation with the live one
+/// (see `live::check_same_history`).
+fn check_chained(fs: &FsRef, dir: &Path, prefix: &str) -> Result<()> {
+    let logs = ese::logfmt::list_logs(fs.as_ref(), dir, prefix).map_err(recovery_failed)?;
+    for w in logs.windows(2) {
+        let (prev, next) = (&w[0], &w[1]);
+        if next.header.previous_created != prev.header.created {
+            return Err(RequesterError::RestoreFailed(format!(
+                "log generation {} does not continue {}: it follows a generation created at {} (Unix time), and this one was created at {}; the logs come from two different log streams (was a backup restored over the storage group in between?)",
+                ese::logfmt::generation_name(prefix, next.header.generation),
+                ese::logfmt::generation_name(prefix, prev.header.generation),
+                next.header.previous_created,
+                prev.header.created
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Every log generation held by the sets of `full`'s storage group and node that were taken

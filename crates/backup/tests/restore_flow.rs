@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,6 +87,33 @@ impl backup::Progress for FreezeWindow<'_> {
     fn bytes(&self, _: u64, _: u64) {}
 }
 
+/// The acknowledged operation a restored store was cut at: the last acknowledged delivery it
+/// holds, or a later deletion it holds too. Checks that the store holds exactly the
+/// operations acknowledged up to the cut (every message delivered and not yet deleted then,
+/// none deleted by then).
+fn cut_of(ledger: &store::load::Ledger, restored: &MailDb) -> u64 {
+    let last_delivery = ledger
+        .delivered
+        .iter()
+        .filter(|((mb, id), _)| restored.read(mb, *id).is_ok())
+        .map(|(_, d)| d.seq)
+        .max()
+        .unwrap();
+    // Deletions acknowledged after that delivery but before the cut are in the store too.
+    let last_deletion = ledger
+        .deleted
+        .iter()
+        .filter(|(k, _)| {
+            ledger.delivered[*k].seq <= last_delivery && restored.read(&k.0, k.1).is_err()
+        })
+        .map(|(_, s)| *s)
+        .max()
+        .unwrap_or(0);
+    let cut = last_delivery.max(last_deletion);
+    ledger.verify(restored, cut).unwrap();
+    cut
+}
+
 #[test]
 fn full_incremental_differential_under_load_then_disaster_and_restore() {
     let n = common::node();
@@ -151,28 +179,10 @@ fn full_incremental_differential_under_load_then_disaster_and_restore() {
     let (_inst, restored) = open_alternate(alt, Path::new("sg1"));
     // The restored store holds exactly a prefix of the acknowledged operations, cut at the
     // incremental's freeze, which happened between inc_lo and inc_hi.
-    let last_delivery = ledger
-        .delivered
-        .iter()
-        .filter(|((mb, id), _)| restored.read(mb, *id).is_ok())
-        .map(|(_, d)| d.seq)
-        .max()
-        .unwrap();
-    // Deletions acknowledged after that delivery but before the freeze are in the backup too.
-    let last_deletion = ledger
-        .deleted
-        .iter()
-        .filter(|(k, _)| {
-            ledger.delivered[*k].seq <= last_delivery && restored.read(&k.0, k.1).is_err()
-        })
-        .map(|(_, s)| *s)
-        .max()
-        .unwrap_or(0);
-    let cut = last_delivery.max(last_deletion);
+    let cut = cut_of(&ledger, &restored);
     // A delivery acknowledged before the freeze began is in; one acknowledged after the
     // snapshot is out; the cut falls in between.
     assert!((inc_lo..=inc_hi).contains(&cut), "cut {cut} outside the freeze {inc_lo}..={inc_hi}");
-    ledger.verify(&restored, cut).unwrap();
     let later = ledger.delivered.iter().filter(|(_, d)| d.seq > cut).count();
     assert!(later > 50, "messages after the freeze exist in the live store only");
 }
@@ -325,7 +335,7 @@ fn a_failed_restore_over_a_mounted_storage_group_mounts_it_again() {
 }
 
 #[test]
-fn an_alternate_restore_needs_an_empty_directory_and_no_roll_forward() {
+fn an_alternate_restore_needs_an_empty_directory() {
     let n = common::node();
     loaded(&n, 20, 28);
     let full = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
@@ -340,9 +350,9 @@ fn an_alternate_restore_needs_an_empty_directory_and_no_roll_forward() {
     let err = restorer(&n).restore(&request("busy", false), &Quiet).unwrap_err();
     assert!(err.to_string().contains("not empty"), "{err}");
     assert_eq!(volume::fs::read_all(alt.as_ref(), Path::new("busy/keep.txt")).unwrap(), b"mine");
-    let err = restorer(&n).restore(&request("fresh", true), &Quiet).unwrap_err();
-    assert!(err.to_string().contains("roll-forward"), "{err}");
     restorer(&n).restore(&request("fresh", false), &Quiet).unwrap();
+    let err = restorer(&n).restore(&request("fresh", true), &Quiet).unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
 }
 
 /// The database file (and the log directory) of the original location, for comparisons.
@@ -578,4 +588,375 @@ fn backups_of_chosen_databases_stamp_and_restore_only_those() {
     assert_eq!(sg.mail("DB1").unwrap().list("a", "Inbox").unwrap().len(), 100, "all of DB1");
     assert_eq!(sg.mail("DB2").unwrap().list("a", "Inbox").unwrap().len(), 40);
     assert!(sg.mail("DB2").unwrap().digest().unwrap() == db2_before, "DB2 as it was");
+}
+
+/// Restores `set` (and its chain) to `target`, rolling forward or not.
+fn restore_to(
+    n: &common::Node,
+    set: impl ToString,
+    target: RestoreTarget,
+    roll_forward: bool,
+) -> backup::Result<backup::RestoreReport> {
+    let request = RestoreRequest { set: set.to_string(), target, roll_forward };
+    restorer(n).restore(&request, &Quiet)
+}
+
+const IN_PLACE: RestoreTarget = RestoreTarget::Original { allow_overwrite: false };
+
+/// Files (with their bytes) and directories (`None`) by path.
+type Tree = BTreeMap<PathBuf, Option<Vec<u8>>>;
+
+/// Everything under `dir` on `fs`: each file with its bytes, each directory as `None`.
+fn tree(fs: &FsRef, dir: &Path) -> Tree {
+    let mut out = BTreeMap::new();
+    for e in fs.read_dir(dir).unwrap() {
+        let p = dir.join(&e.name);
+        if e.kind == volume::FileKind::Dir {
+            out.insert(p.clone(), None);
+            out.extend(tree(fs, &p));
+        } else {
+            out.insert(p.clone(), Some(volume::fs::read_all(fs.as_ref(), &p).unwrap()));
+        }
+    }
+    out
+}
+
+/// The original location byte for byte: databases, logs, checkpoint, and no other file or
+/// directory (no staging, no superseded logs).
+fn original_tree(n: &common::Node) -> (Tree, Tree) {
+    (tree(&n.db, Path::new("SG1")), tree(&n.logs, Path::new("SG1")))
+}
+
+/// The generations a set holds.
+fn generations(set: &backup::repo::BackupSet) -> Vec<u32> {
+    let mut g: Vec<u32> = set
+        .files
+        .iter()
+        .filter(|f| f.role == "log")
+        .filter_map(|f| {
+            let name = Path::new(&f.path).file_name()?.to_str()?;
+            backup::verify::log_generation(name).map(|(_, g)| g)
+        })
+        .collect();
+    g.sort_unstable();
+    g
+}
+
+/// The closed generation files of the live log directory, with their bytes.
+fn closed_logs(n: &common::Node) -> BTreeMap<u32, Vec<u8>> {
+    let dir = Path::new("SG1/logs");
+    ese::logfmt::read_dir_stable(n.logs.as_ref(), dir)
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| ese::logfmt::parse_generation_name("E00", &e.name))
+        .map(|g| {
+            let p = dir.join(ese::logfmt::generation_name("E00", g));
+            (g, volume::fs::read_all(n.logs.as_ref(), &p).unwrap())
+        })
+        .collect()
+}
+
+/// A point-in-time restore over the original location: the live logs and checkpoint are
+/// moved, unchanged, into a superseded directory; the store mounts holding exactly what was
+/// acknowledged before the backup's freeze, continues the stream after the backup's last
+/// generation, refuses an incremental until a new full backup, and keeps new mail across a
+/// dismount and mount.
+#[test]
+fn a_point_in_time_restore_in_place_sets_the_live_logs_aside_and_continues_from_the_backup() {
+    let n = common::node();
+    // An earlier full: the restored database header records it (the later full's stamp is
+    // written after its snapshot).
+    n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    let sg = n.store.storage_group("SG1").unwrap();
+    let load = LoadGenerator::start(
+        sg.mail("DB1").unwrap(),
+        LoadConfig {
+            mailboxes: 4,
+            body_min: 500,
+            body_max: 20_000,
+            seed: 41,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    wait_for(&load, 60);
+    let window = FreezeWindow { load: &load, seen: Default::default() };
+    let full = n.requester.backup(&req(BackupType::Full), &window).unwrap();
+    let (lo, hi) = window.bounds();
+    wait_for(&load, 80);
+    let ledger = load.stop();
+    assert_eq!(ledger.errors, 0, "{:?}", ledger.last_error);
+    sg.dismount(false).unwrap();
+
+    let backed_up = generations(&full.set);
+    let last = *backed_up.last().unwrap();
+    let logs_dir = Path::new("SG1/logs");
+    let live: BTreeMap<String, Vec<u8>> = n
+        .logs
+        .read_dir(logs_dir)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.name.ends_with(".log"))
+        .map(|e| {
+            (
+                e.name.clone(),
+                volume::fs::read_all(n.logs.as_ref(), &logs_dir.join(&e.name)).unwrap(),
+            )
+        })
+        .collect();
+    let live_generations: Vec<u32> =
+        live.keys().filter_map(|name| ese::logfmt::parse_generation_name("E00", name)).collect();
+    assert!(live_generations.iter().any(|g| *g > last), "the stream went on after the backup");
+    let checkpoint =
+        volume::fs::read_all(n.logs.as_ref(), Path::new("SG1/system/E00.chk")).unwrap();
+
+    let report = restore_to(&n, full.set.id, IN_PLACE, false).unwrap();
+    assert!(sg.is_mounted(), "post-restore mounted the storage group");
+
+    // The live stream, set aside unchanged.
+    let superseded = report.superseded_logs.clone().expect("the live logs were set aside");
+    assert_eq!(superseded.volume, "logs");
+    assert_eq!(superseded.dir.parent(), Some(logs_dir));
+    let short = &full.set.id.simple().to_string()[..8];
+    let dir_name = superseded.dir.file_name().unwrap().to_str().unwrap();
+    assert!(dir_name.starts_with(&format!("superseded-{short}-")), "{dir_name}");
+    let mut expected = live.clone();
+    expected.insert("E00.chk".into(), checkpoint);
+    let moved: BTreeMap<String, Vec<u8>> = tree(&n.logs, &superseded.dir)
+        .into_iter()
+        .map(|(p, b)| (p.file_name().unwrap().to_str().unwrap().to_string(), b.unwrap()))
+        .collect();
+    assert_eq!(moved.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    assert!(moved == expected, "every live log and the checkpoint, byte for byte");
+    let mut reported = superseded.files.clone();
+    reported.sort();
+    assert_eq!(reported, expected.keys().cloned().collect::<Vec<_>>());
+    let current = *live_generations.last().unwrap() + 1; // E00.log, after a clean dismount
+    assert_eq!(superseded.generations, Some((live_generations[0], current)));
+    let done = n.events.events().into_iter().rev().find(|e| e.id == 8205).unwrap();
+    assert_eq!(done.fields["superseded_logs"], superseded.dir.display().to_string());
+
+    // The stream continues after the backup's last generation, from the restored logs.
+    let state = sg.log_state().unwrap();
+    assert_eq!(state.current_generation, last + 1);
+    assert_eq!(closed_logs(&n).into_keys().collect::<Vec<_>>(), backed_up);
+
+    // Exactly what was acknowledged before the backup's freeze.
+    let mail = sg.mail("DB1").unwrap();
+    let cut = cut_of(&ledger, &mail);
+    assert!((lo..=hi).contains(&cut), "cut {cut} outside the freeze {lo}..={hi}");
+    let later = ledger.delivered.values().filter(|d| d.seq > cut).count();
+    assert!(later > 20, "messages acknowledged after the freeze are gone ({later})");
+
+    // The repository's sets belong to the superseded stream: an incremental on them is
+    // refused until a new full backup.
+    let err = n.requester.backup(&req(BackupType::Incremental), &Quiet).unwrap_err().to_string();
+    assert!(err.contains("full backup") && err.contains("DB1"), "{err}");
+    deliver(&n, "DB1", 20, "after the restore");
+    n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    deliver(&n, "DB1", 10, "after the new full");
+    n.requester.backup(&req(BackupType::Incremental), &Quiet).unwrap();
+
+    // A clean dismount and mount keeps everything.
+    sg.dismount(false).unwrap();
+    sg.mount().unwrap();
+    let mail = sg.mail("DB1").unwrap();
+    assert_eq!(cut_of(&ledger, &mail), cut);
+    assert_eq!(mail.list("a", "Inbox").unwrap().len(), 30);
+}
+
+/// Rewinding the log stream under a database the set does not hold would leave it with page
+/// positions beyond the new stream: refused, naming it, and nothing is touched (the storage
+/// group stays mounted if it was).
+#[test]
+fn a_point_in_time_restore_in_place_needs_every_database_of_the_storage_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = common::node_with(dir, &["DB1", "DB2"]);
+    deliver(&n, "DB1", 30, "one");
+    deliver(&n, "DB2", 30, "two");
+    let only_db1 = BackupRequest {
+        storage_group: "SG1".into(),
+        backup_type: BackupType::Full,
+        databases: vec!["DB1".into()],
+    };
+    let full = n.requester.backup(&only_db1, &Quiet).unwrap();
+    deliver(&n, "DB1", 10, "one more");
+    let sg = n.store.storage_group("SG1").unwrap();
+
+    let overwrite = RestoreTarget::Original { allow_overwrite: true };
+    let err = restore_to(&n, full.set.id, overwrite, false).unwrap_err();
+    assert!(matches!(err, RequesterError::RestoreRefused(_)), "{err}");
+    assert!(err.to_string().contains("does not hold DB2"), "{err}");
+    assert!(sg.is_mounted(), "refused before dismounting");
+
+    sg.dismount(false).unwrap();
+    let before = original_tree(&n);
+    let err = restore_to(&n, full.set.id, IN_PLACE, false).unwrap_err().to_string();
+    assert!(err.contains("DB2") && err.contains("point-in-time"), "{err}");
+    assert!(original_tree(&n) == before, "the target is as it was");
+    sg.mount().unwrap();
+    assert_eq!(sg.mail("DB1").unwrap().list("a", "Inbox").unwrap().len(), 40);
+}
+
+/// The log swap is part of the all-or-none placement: a failure moving the database into
+/// place (after the live logs were set aside) or moving a restored generation into the log
+/// directory (after the database was placed) puts every database, log and checkpoint back.
+#[test]
+fn a_failure_during_the_log_swap_puts_databases_logs_and_checkpoint_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = common::node_with(dir, &["DB1"]);
+    deliver(&n, "DB1", 40, "before");
+    let full = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    deliver(&n, "DB1", 40, "after");
+    let sg = n.store.storage_group("SG1").unwrap();
+    sg.dismount(false).unwrap();
+    let before = original_tree(&n);
+    let eio = volume::fault::FaultKind::Eio;
+
+    n.db_faults.as_ref().unwrap().fail_rename_onto("SG1/DB1.edb", eio);
+    let err = restore_to(&n, full.set.id, IN_PLACE, false).unwrap_err().to_string();
+    assert!(err.contains("DB1.edb") && err.contains("injected"), "{err}");
+    assert!(original_tree(&n) == before, "databases, logs and checkpoint as they were: {err}");
+
+    let last = ese::logfmt::generation_name("E00", *generations(&full.set).last().unwrap());
+    n.logs_faults.as_ref().unwrap().fail_rename_onto(format!("SG1/logs/{last}"), eio);
+    let err = restore_to(&n, full.set.id, IN_PLACE, false).unwrap_err().to_string();
+    assert!(err.contains(&last) && err.contains("injected"), "{err}");
+    assert!(original_tree(&n) == before, "databases, logs and checkpoint as they were: {err}");
+
+    sg.mount().unwrap();
+    assert_eq!(sg.mail("DB1").unwrap().list("a", "Inbox").unwrap().len(), 80, "nothing lost");
+    sg.dismount(false).unwrap();
+    restore_to(&n, full.set.id, IN_PLACE, false).unwrap();
+    assert_eq!(sg.mail("DB1").unwrap().list("a", "Inbox").unwrap().len(), 40, "point in time");
+}
+
+/// Rolling forward into an alternate directory while the store is mounted and under load:
+/// every operation acknowledged before the restore started is there, the store keeps taking
+/// mail, and its log directory loses and changes no closed generation.
+#[test]
+fn an_alternate_restore_rolls_forward_through_a_mounted_storage_groups_logs_under_load() {
+    let n = common::node();
+    let sg = n.store.storage_group("SG1").unwrap();
+    let load = LoadGenerator::start(
+        sg.mail("DB1").unwrap(),
+        LoadConfig {
+            mailboxes: 4,
+            body_min: 500,
+            body_max: 20_000,
+            seed: 43,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    wait_for(&load, 60);
+    let full = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    wait_for(&load, 80);
+    let live_before = closed_logs(&n);
+    let alt: FsRef = Arc::new(HostFs::new(n.dir.path().join("alt")).unwrap());
+    let started = load.acknowledged();
+    let target = RestoreTarget::Alternate { fs: alt.clone(), dir: PathBuf::from("rf") };
+    let report = restore_to(&n, full.set.id, target, true).unwrap();
+    let returned = load.acknowledged();
+    wait_for(&load, 10);
+    let ledger = load.stop();
+    assert_eq!(ledger.errors, 0, "the store kept taking mail: {:?}", ledger.last_error);
+
+    let live_after = closed_logs(&n);
+    for (g, bytes) in &live_before {
+        assert!(live_after.get(g) == Some(bytes), "generation {g:#X} kept, unchanged");
+    }
+    let names: Vec<String> =
+        n.logs.read_dir(Path::new("SG1/logs")).unwrap().into_iter().map(|e| e.name).collect();
+    assert!(names.iter().all(|n| !n.starts_with(".restore-")), "{names:?}");
+    let last = *generations(&full.set).last().unwrap();
+    assert!(report.recovery.generations.last().unwrap() > &(last + 1), "rolled forward");
+    assert!(report.superseded_logs.is_none());
+
+    let (_inst, restored) = open_alternate(alt, Path::new("rf"));
+    let cut = cut_of(&ledger, &restored);
+    assert!(
+        (started..=returned).contains(&cut),
+        "everything acknowledged before the restore started ({started}) is there, cut {cut}"
+    );
+}
+
+/// A dismounted storage group holds its tail in the current log file: rolling forward into
+/// an alternate directory takes it too, and the live files are not touched at all.
+#[test]
+fn an_alternate_restore_rolls_forward_through_a_dismounted_storage_groups_logs() {
+    let n = common::node();
+    let a = loaded(&n, 40, 44);
+    let full = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    let b = loaded(&n, 60, 45);
+    let sg = n.store.storage_group("SG1").unwrap();
+    sg.dismount(false).unwrap();
+    let before = original_tree(&n);
+    let alt: FsRef = Arc::new(HostFs::new(n.dir.path().join("alt")).unwrap());
+    let target = RestoreTarget::Alternate { fs: alt.clone(), dir: PathBuf::from("rf") };
+    let report = restore_to(&n, full.set.id, target, true).unwrap();
+    assert!(original_tree(&n) == before, "the live files are untouched");
+    let tail = *closed_logs(&n).keys().last().unwrap() + 1;
+    assert_eq!(report.recovery.generations.last(), Some(&tail), "through the current log");
+    assert!(alt.exists(Path::new("rf/logs/E00.log")).unwrap());
+    let (_inst, restored) = open_alternate(alt, Path::new("rf"));
+    for ledger in [&a, &b] {
+        ledger.verify(&restored, u64::MAX).unwrap();
+    }
+}
+
+/// A later full backup truncated the generations after the chosen set's: roll-forward cannot
+/// cross the gap, and says which generation is missing; the alternate directory stays empty.
+#[test]
+fn an_alternate_roll_forward_across_a_gap_names_the_missing_generation() {
+    let n = common::node();
+    loaded(&n, 40, 46);
+    let first = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    loaded(&n, 60, 47);
+    n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    let missing = *generations(&first.set).last().unwrap() + 1;
+    assert!(!closed_logs(&n).contains_key(&missing), "the second full truncated it");
+    let alt: FsRef = Arc::new(HostFs::new(n.dir.path().join("alt")).unwrap());
+    let target = RestoreTarget::Alternate { fs: alt.clone(), dir: PathBuf::from("gap") };
+    let err = restore_to(&n, first.set.id, target, true).unwrap_err();
+    assert!(matches!(err, RequesterError::RestoreFailed(_)), "{err}");
+    let name = ese::logfmt::generation_name("E00", missing);
+    assert!(err.to_string().contains(&name), "names {name}: {err}");
+    let left = alt.read_dir(Path::new("gap")).map(|e| e.len()).unwrap_or(0);
+    assert_eq!(left, 0, "nothing left in the target");
+}
+
+/// After a point-in-time restore over the original location, the new log stream reuses the
+/// generation numbers (and signature) of the superseded one: rolling a later backup forward
+/// through it would mix two histories, so it is refused, naming the generation that differs.
+#[test]
+fn an_alternate_roll_forward_refuses_a_log_stream_rewound_since_the_backup() {
+    let n = common::node();
+    loaded(&n, 40, 48);
+    let first = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    loaded(&n, 40, 49);
+    let second = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    n.store.storage_group("SG1").unwrap().dismount(false).unwrap();
+    restore_to(&n, first.set.id, IN_PLACE, false).unwrap();
+    // The new stream runs past the second full's last generation.
+    let last = *generations(&second.set).last().unwrap();
+    while !closed_logs(&n).contains_key(&(last + 1)) {
+        deliver(&n, "DB1", 10, "new stream");
+    }
+    let alt: FsRef = Arc::new(HostFs::new(n.dir.path().join("alt")).unwrap());
+    let target = RestoreTarget::Alternate { fs: alt.clone(), dir: PathBuf::from("mixed") };
+    let err = restore_to(&n, second.set.id, target, true).unwrap_err();
+    let name = ese::logfmt::generation_name("E00", last);
+    assert!(err.to_string().contains(&name) && err.to_string().contains("rewound"), "{err}");
+    let left = alt.read_dir(Path::new("mixed")).map(|e| e.len()).unwrap_or(0);
+    assert_eq!(left, 0, "nothing left in the target");
+
+    // Over the original location too: recovery would roll through the new stream.
+    let sg = n.store.storage_group("SG1").unwrap();
+    sg.dismount(false).unwrap();
+    let before = original_tree(&n);
+    let err = restore_to(&n, second.set.id, IN_PLACE, true).unwrap_err().to_string();
+    assert!(err.contains(&name) && err.contains("rewound"), "{err}");
+    assert!(original_tree(&n) == before, "the target is as it was");
+    sg.mount().unwrap();
 }

@@ -76,7 +76,7 @@ pub enum BackupType {
 /// Restores a backup set (with its chain) over the storage group or into a directory.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  shadowcopy restore --repo /srv/backups --set 3f2a9c --to /srv/restored\n  shadowcopy restore --repo /srv/backups --set 3f2a9c --original --allow-overwrite"
+    after_help = "By default a restore over the original location rolls forward through the logs still in the storage group's log directory, and one with --to stops at the backup's point in time; --roll-forward and --no-roll-forward choose for either target. A point-in-time restore over the original location moves the live logs and checkpoint into a superseded-… directory inside the log directory (never deleted), needs a set holding every database of the storage group, and makes the next incremental or differential wait for a new full backup.\n\nExamples:\n  shadowcopy restore --repo /srv/backups --set 3f2a9c --to /srv/restored\n  shadowcopy restore --repo /srv/backups --set 3f2a9c --to /srv/restored --roll-forward\n  shadowcopy restore --repo /srv/backups --set 3f2a9c --original --allow-overwrite\n  shadowcopy restore --repo /srv/backups --set 3f2a9c --original --no-roll-forward"
 )]
 pub struct Restore {
     /// Repository directory on the node.
@@ -94,9 +94,13 @@ pub struct Restore {
     /// Into this directory on the node (created if missing).
     #[arg(long, value_name = "DIR")]
     to: Option<PathBuf>,
-    /// Stop at the end of the backup's logs. A restore with --to always does; one over the
-    /// original location always rolls forward (mounting replays the logs on disk), so the
-    /// node refuses this flag there.
+    /// Continue through the later logs in the storage group's log directory after the
+    /// backed-up ones (the default over the original location). With --to they are copied,
+    /// read only, from the live store, which may stay mounted.
+    #[arg(long, conflicts_with = "no_roll_forward")]
+    roll_forward: bool,
+    /// Stop at the end of the backup's logs, its point in time (the default with --to). Over
+    /// the original location the live logs are moved aside, not replayed.
     #[arg(long)]
     no_roll_forward: bool,
 }
@@ -199,7 +203,7 @@ pub fn run_restore(node: &Endpoint, r: &Restore) -> Result<()> {
         "original": r.original,
         "allow_overwrite": r.allow_overwrite,
         "to": to,
-        "roll_forward": if r.no_roll_forward { Some(false) } else { None },
+        "roll_forward": roll_forward_choice(r),
     });
     let v = progress::follow(&format!("restoring set {}", r.set), |on_event| {
         node.post_streaming("/v1/restore", &body, on_event)
@@ -230,6 +234,31 @@ pub fn run_restore(node: &Endpoint, r: &Restore) -> Result<()> {
             d["path"].as_str().unwrap_or("?")
         );
     }
+    if v["superseded_logs"].is_object() {
+        println!("   {}", superseded_line(&v["superseded_logs"]));
+    }
     println!("   Took {:.1} s", ms(&v["elapsed_ms"]));
     Ok(())
+}
+
+/// The node's default (`None`) unless a flag chose.
+fn roll_forward_choice(r: &Restore) -> Option<bool> {
+    match (r.roll_forward, r.no_roll_forward) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    }
+}
+
+/// Tells the administrator where a point-in-time restore over the original location moved
+/// the live logs (nothing was deleted).
+fn superseded_line(s: &Value) -> String {
+    let dir = s["path"].as_str().or(s["dir"].as_str()).unwrap_or("?");
+    let files = s["files"].as_array().map_or(0, Vec::len);
+    match (s["first"].as_u64(), s["last"].as_u64()) {
+        (Some(first), Some(last)) => format!(
+            "Superseded logs: the live logs from generation {first:#X} to {last:#X} and the checkpoint ({files} files) were moved to {dir}"
+        ),
+        _ => format!("Superseded logs: {files} files were moved to {dir}"),
+    }
 }

@@ -88,6 +88,17 @@ fn create_load_backup_list_verify_restore_and_count_through_the_command() {
     assert_eq!(restored["messages"], 200, "{restored}");
     assert_eq!(restored["digest"], count["digest"], "{restored} vs {count}");
 
+    // The full alone elsewhere, rolling forward through the live logs while the store stays
+    // mounted: every message is there too.
+    let rolled = dir.path().join("rolled");
+    let full_id = sets[0]["id"].as_str().unwrap();
+    let to = rolled.to_str().unwrap();
+    let out =
+        node.cli(&["restore", "--repo", repo, "--set", full_id, "--to", to, "--roll-forward"]);
+    assert!(out.contains("Restored SG1 from 1 set(s)"), "{out}");
+    let rolled = node.json(&["mail", "count", "--sg", "SG1", "--db", "DB1", "--path", to]);
+    assert_eq!(rolled["digest"], count["digest"], "{rolled} vs {count}");
+
     // Disaster: the database file is lost. Restore over the original location, rolling
     // forward through the logs still on disk: every message is back.
     node.cli(&["store", "dismount", "SG1"]);
@@ -99,6 +110,27 @@ fn create_load_backup_list_verify_restore_and_count_through_the_command() {
     }
     let after = node.json(&["mail", "count", "--sg", "SG1", "--db", "DB1"]);
     assert_eq!(after["digest"], count["digest"], "the restored store holds the same messages");
+
+    // Back to the full's point in time, in place: the live logs are moved aside, not lost,
+    // and the command says where.
+    let out = node.cli(&[
+        "restore",
+        "--repo",
+        repo,
+        "--set",
+        full_id,
+        "--original",
+        "--allow-overwrite",
+        "--no-roll-forward",
+    ]);
+    let moved = out
+        .lines()
+        .find_map(|l| l.split_once("Superseded logs: ").map(|(_, rest)| rest))
+        .unwrap_or_else(|| panic!("no superseded logs in {out}"));
+    let superseded = std::path::Path::new(moved.rsplit_once(" were moved to ").unwrap().1);
+    assert!(superseded.join("E00.chk").exists(), "{out}");
+    let pit = node.json(&["mail", "count", "--sg", "SG1", "--db", "DB1"]);
+    assert_eq!(pit["messages"], 150, "{pit}");
 
     // The trail of the full backup is in the event log.
     let job = node.json(&["backup", "list", "--repo", repo])["sets"][0]["job"]
@@ -125,7 +157,7 @@ fn create_load_backup_list_verify_restore_and_count_through_the_command() {
         "shadowcopy_blocks_preserved_total{volume=\"db\"}",
         "origin=\"backup\"",
         "shadowcopy_backups_completed_total 2",
-        "shadowcopy_restores_completed_total 2",
+        "shadowcopy_restores_completed_total 4",
         "shadowcopy_backup_bytes_total ",
         "shadowcopy_restore_bytes_total ",
     ] {
@@ -144,7 +176,7 @@ fn create_load_backup_list_verify_restore_and_count_through_the_command() {
     assert_eq!(status["storage_groups"][0]["name"], "SG1", "{status}");
     assert_eq!(status["storage_groups"][0]["mounted"], true, "{status}");
     let count = node.json(&["mail", "count", "--sg", "SG1", "--db", "DB1"]);
-    assert_eq!(count["digest"], after["digest"]);
+    assert_eq!(count["digest"], pit["digest"], "the point-in-time restore's content");
 }
 
 #[test]

@@ -886,6 +886,17 @@ impl Instance {
         self.inner.flush_pages().map(|_| ())
     }
 
+    /// Closes the current log generation now and makes the next one current, as a freeze
+    /// does, so that every commit made before the call sits in a closed generation file: a
+    /// reader (a restore rolling forward into another directory) can then copy closed
+    /// generations only, which the log writer never changes again. Returns the generation
+    /// closed.
+    pub fn roll_log(&self) -> Result<u32> {
+        self.inner.check_writable()?;
+        let _w = self.inner.writer.lock();
+        self.inner.log.roll()
+    }
+
     /// Makes every commit so far durable.
     pub fn flush_log(&self) -> Result<()> {
         self.inner.log.flush_to(self.inner.log.end())

@@ -527,6 +527,13 @@ impl StorageGroup {
         true
     }
 
+    /// Closes the current log generation of the mounted storage group (see
+    /// [`Instance::roll_log`]): a restore rolling forward into another directory copies
+    /// closed generations only, never the one being written. Returns the generation closed.
+    pub fn roll_log(&self) -> Result<u32> {
+        Ok(self.instance()?.roll_log()?)
+    }
+
     /// Every log generation on disk and the checkpoint generation.
     pub fn log_state(&self) -> Result<ese::LogState> {
         Ok(self.instance()?.log_state()?)

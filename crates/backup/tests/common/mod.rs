@@ -26,6 +26,8 @@ pub struct Node {
     pub repo_fs: FsRef,
     /// The fault injector the database volume goes through, when asked for.
     pub db_faults: Option<volume::fault::FaultInjector>,
+    /// The fault injector the log volume goes through, when asked for.
+    pub logs_faults: Option<volume::fault::FaultInjector>,
 }
 
 pub fn tuning() -> EngineTuning {
@@ -54,14 +56,16 @@ pub fn node() -> Node {
     build(dir, &["DB1"], false)
 }
 
-/// A node whose storage group has `databases` (all on the database volume, which goes
-/// through a fault injector).
+/// A node whose storage group has `databases` (all on the database volume; both volumes go
+/// through fault injectors).
 pub fn node_with(dir: tempfile::TempDir, databases: &[&str]) -> Node {
     build(dir, databases, true)
 }
 
 fn build(dir: tempfile::TempDir, databases: &[&str], faults: bool) -> Node {
-    let logs: FsRef = Arc::new(HostFs::new(dir.path().join("vol-logs")).unwrap());
+    let host_logs: FsRef = Arc::new(HostFs::new(dir.path().join("vol-logs")).unwrap());
+    let logs_faults = faults.then(|| volume::fault::FaultInjector::new(host_logs.clone()));
+    let logs = logs_faults.as_ref().map_or(host_logs, |f| f.as_ref());
     let host_db: FsRef = Arc::new(HostFs::new(dir.path().join("vol-db")).unwrap());
     let db_faults = faults.then(|| volume::fault::FaultInjector::new(host_db.clone()));
     let db = db_faults.as_ref().map_or(host_db, |f| f.as_ref());
@@ -89,5 +93,5 @@ fn build(dir: tempfile::TempDir, databases: &[&str], faults: bool) -> Node {
             .unwrap(),
     );
     let requester = Requester::new(coordinator.clone(), store.clone(), repo, events.clone());
-    Node { dir, logs, db, events, coordinator, store, requester, repo_fs, db_faults }
+    Node { dir, logs, db, events, coordinator, store, requester, repo_fs, db_faults, logs_faults }
 }

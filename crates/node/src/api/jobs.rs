@@ -393,9 +393,11 @@ pub struct RestoreBody {
     pub allow_overwrite: bool,
     /// Or into this directory (absolute, on the node).
     pub to: Option<String>,
-    /// Defaults to the target's only meaningful choice: rolling forward at the original
-    /// location (its mount replays the logs on disk), not at an alternate one (the live logs
-    /// belong to the original).
+    /// Continue through the storage group's later logs after the backed-up ones, or stop at
+    /// the backup's point in time. Either target takes either; the default is to roll
+    /// forward at the original location (the usual recovery from a lost database) and not
+    /// at an alternate one (the usual point-in-time copy). A point-in-time restore over the
+    /// original location moves the live logs aside (reported as `superseded_logs`).
     pub roll_forward: Option<bool>,
 }
 
@@ -478,6 +480,23 @@ fn restore_job(
                 json!({ "name": n, "path": path })
             })
             .collect::<Vec<_>>(),
+        "superseded_logs": report.superseded_logs.as_ref().map(|s| superseded_json(node, s)),
         "elapsed_ms": started.elapsed().as_secs_f64() * 1e3,
     }))
+}
+
+/// Where a point-in-time restore over the original location moved the live logs: the
+/// directory on its volume and, the volume being a host directory, on the host, so that an
+/// administrator can find them.
+fn superseded_json(node: &Node, s: &backup::restore::SupersededLogs) -> Value {
+    let host = node.volume(&s.volume).map(|v| v.root().join(&s.dir));
+    json!({
+        "volume": s.volume,
+        "dir": s.dir,
+        "path": host,
+        "prefix": s.prefix,
+        "first": s.generations.map(|(lo, _)| lo),
+        "last": s.generations.map(|(_, hi)| hi),
+        "files": s.files,
+    })
 }
