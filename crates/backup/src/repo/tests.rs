@@ -294,3 +294,38 @@ fn a_chunk_check_sees_every_chunk_once_and_its_rejection_stops_the_copy() {
     drop(w);
     assert!(repo.list_sets().unwrap().is_empty());
 }
+
+#[test]
+fn packs_sealed_while_the_copy_goes_on_are_all_indexed_and_durable() {
+    let fs = MemFs::new();
+    let src = MemFs::new();
+    let files: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| (format!("f{i}"), noise(40 * CHUNK as usize + i * 7, 30 + i as u64)))
+        .collect();
+    for (n, d) in &files {
+        put(&src, n, d);
+    }
+    let repo = Repository::init(fs.as_ref(), "r", small()).unwrap();
+    let mut w = repo.begin_set().with_pack_target(6 * CHUNK as u64);
+    for (n, _) in &files {
+        let f = src.open(Path::new(n), OpenMode::Read).unwrap();
+        w.add_file(&format!("vol/{n}"), "database", "c", f.as_ref(), &|_| {}).unwrap();
+    }
+    let meta = SetMeta { node: "n1".into(), backup_type: "full".into(), ..Default::default() };
+    let set = w.publish(meta).unwrap();
+
+    let names: Vec<String> =
+        fs.read_dir(Path::new("r/packs")).unwrap().into_iter().map(|e| e.name).collect();
+    let packs = names.iter().filter(|n| n.ends_with(".pack")).count();
+    let indexes = names.iter().filter(|n| n.ends_with(".idx")).count();
+    assert!(packs >= 20, "about one pack per six chunks of 120: {packs}");
+    assert_eq!(packs, indexes, "every pack has its index: {names:?}");
+
+    // Only what was synced survives a power loss; every file comes back whole.
+    fs.crash();
+    let repo = Repository::open(fs.as_ref(), "r").unwrap();
+    let set = repo.load_set(&set.id.to_string()).unwrap();
+    for ((_, data), entry) in files.iter().zip(&set.files) {
+        assert_eq!(&restore(&repo, entry).unwrap(), data);
+    }
+}

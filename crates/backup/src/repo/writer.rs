@@ -23,8 +23,13 @@ use super::manifest::{BackupSet, ChunkRef, FileEntry, LogRange, MANIFEST_FORMAT}
 use super::pack::{ChunkLoc, PackWriter};
 use super::{Repository, now_unix_ms};
 
-/// A pack is sealed and a new one started past this size.
-const PACK_TARGET: u64 = 512 << 20;
+/// A pack is sealed and a new one started past this size. Full packs are synced on a thread
+/// of their own while the copy goes on, so only the last one's sync is waited for: smaller
+/// packs make that wait short, at the cost of more files.
+const PACK_TARGET: u64 = 128 << 20;
+
+/// A full pack being synced and indexed on its own thread.
+type Sealing = thread::JoinHandle<Result<Vec<(blake3::Hash, ChunkLoc)>>>;
 
 /// A check of a file's content made while it is copied, on the copy's worker threads: given
 /// a chunk's offset in the file and its bytes, an error (what is wrong, naming the place)
@@ -52,6 +57,10 @@ pub struct SetWriter<'r> {
     pack: Option<PackWriter>,
     /// Chunks stored by this writer, not yet in the shared index.
     pending: HashMap<blake3::Hash, ChunkLoc>,
+    /// Full packs being sealed in the background.
+    sealing: Vec<Sealing>,
+    /// A pack is sealed past this many bytes ([`PACK_TARGET`]; tests make it small).
+    pack_target: u64,
     files: Vec<FileEntry>,
     stored_bytes: u64,
     read_bytes: u64,
@@ -82,10 +91,19 @@ impl<'r> SetWriter<'r> {
             id: Uuid::new_v4(),
             pack: None,
             pending: HashMap::new(),
+            sealing: Vec::new(),
+            pack_target: PACK_TARGET,
             files: Vec::new(),
             stored_bytes: 0,
             read_bytes: 0,
         }
+    }
+
+    /// Seals packs past `bytes` instead of [`PACK_TARGET`].
+    #[cfg(test)]
+    pub(crate) fn with_pack_target(mut self, bytes: u64) -> Self {
+        self.pack_target = bytes;
+        self
     }
 
     /// The id the set will have.
@@ -275,8 +293,8 @@ impl<'r> SetWriter<'r> {
         if d.known || self.pending.contains_key(&d.hash) || self.repo.lookup(&d.hash).is_some() {
             return Ok(());
         }
-        if self.pack.as_ref().is_some_and(|p| p.len >= PACK_TARGET) {
-            self.seal_pack()?;
+        if self.pack.as_ref().is_some_and(|p| p.len >= self.pack_target) {
+            self.seal_in_background()?;
         }
         if self.pack.is_none() {
             self.pack = Some(PackWriter::create(self.repo.fs.as_ref(), &self.repo.root)?);
@@ -298,13 +316,57 @@ impl<'r> SetWriter<'r> {
         self.seal_pack()
     }
 
-    fn seal_pack(&mut self) -> Result<()> {
+    /// Hands the current pack to a thread that syncs and indexes it, so that the copy does not
+    /// wait for the disk. The first failure of a finished one is reported here.
+    fn seal_in_background(&mut self) -> Result<()> {
+        self.finish_sealed(false)?;
         if let Some(p) = self.pack.take() {
-            let entries = p.seal(self.repo.fs.as_ref(), &self.repo.root)?;
-            for (h, _) in &entries {
-                self.pending.remove(h);
+            let (fs, root) = (self.repo.fs.clone(), self.repo.root.clone());
+            let sealing = thread::Builder::new()
+                .name("backup-seal".into())
+                .spawn(move || p.seal(fs.as_ref(), &root))
+                .map_err(|source| RepoError::Io {
+                    op: "starting a thread to seal a pack",
+                    path: self.repo.root.clone(),
+                    source,
+                })?;
+            self.sealing.push(sealing);
+        }
+        Ok(())
+    }
+
+    /// Indexes the packs sealed in the background: the finished ones, or (`wait`) all.
+    fn finish_sealed(&mut self, wait: bool) -> Result<()> {
+        let mut first_error = None;
+        for h in std::mem::take(&mut self.sealing) {
+            if !wait && !h.is_finished() {
+                self.sealing.push(h);
+                continue;
             }
-            self.repo.add_to_index(entries);
+            match h.join().expect("sealing a pack does not panic") {
+                Ok(entries) => self.index(entries),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Moves sealed chunks from this writer's pending ones to the shared index.
+    fn index(&mut self, entries: Vec<(blake3::Hash, ChunkLoc)>) {
+        for (h, _) in &entries {
+            self.pending.remove(h);
+        }
+        self.repo.add_to_index(entries);
+    }
+
+    /// Seals the current pack and waits for every pack sealing in the background.
+    fn seal_pack(&mut self) -> Result<()> {
+        let last = self.pack.take().map(|p| p.seal(self.repo.fs.as_ref(), &self.repo.root));
+        self.finish_sealed(true)?;
+        if let Some(entries) = last {
+            self.index(entries?);
         }
         Ok(())
     }
@@ -335,9 +397,12 @@ impl<'r> SetWriter<'r> {
 }
 
 impl Drop for SetWriter<'_> {
+    /// An unpublished set leaves no set. Its unsealed pack is removed; packs already sealed
+    /// are indexed like any sealed pack (a later backup may reuse their chunks).
     fn drop(&mut self) {
         if let Some(p) = self.pack.take() {
             p.discard(self.repo.fs.as_ref());
         }
+        let _ = self.finish_sealed(true);
     }
 }
