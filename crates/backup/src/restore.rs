@@ -25,10 +25,10 @@
 //!   point in time, mounting would replay those logs, so they are set aside — moved with the
 //!   checkpoint into a `superseded-…` directory inside the log directory, never deleted —
 //!   and the restored generations take their place with a checkpoint at the end of what
-//!   recovery replayed: the stream continues after the backup's last generation. Rewinding the stream is safe only if every database of the
-//!   storage group is replaced (a database left in place holds pages stamped with positions
-//!   of the superseded logs, and redo skips a change older than its page), so such a restore
-//!   must hold every database. The restored databases also forget their backup history: the
+//!   recovery replayed: the stream continues after the backup's last generation. Rewinding
+//!   the stream is safe only if every database of the storage group is replaced (a database
+//!   left in place holds pages stamped with positions of the superseded logs, and redo skips
+//!   a change older than its page), so such a restore must hold every database. The restored databases also forget their backup history: the
 //!   repository's sets belong to the superseded stream, so the next incremental or
 //!   differential is refused until a new full backup.
 //! - **Alternate location.** `<db name>.edb` files and `logs/`, recovered and clean, with a

@@ -21,6 +21,7 @@ use volume::FsRef;
 
 use crate::error::{RequesterError, Result};
 use crate::repo::{BackupSet, Repository, StoredFiles};
+use crate::requester::Progress;
 
 /// A database file of a backup: its volume label and path on the volume.
 #[derive(Debug, Clone)]
@@ -230,13 +231,16 @@ pub struct SetVerify {
 }
 
 /// Verifies a stored set: every chunk and file hash first, then the physical checks on the
-/// files as stored. `progress` receives the bytes hash-checked so far.
+/// files as stored. `progress` hears of both steps and of the bytes hash-checked.
 pub fn verify_set(
     repo: &Arc<Repository>,
     set: &BackupSet,
-    progress: &dyn Fn(u64),
+    progress: &dyn Progress,
 ) -> Result<SetVerify> {
-    repo.verify_set(set, progress)?;
+    let total = set.files.iter().map(|f| f.size).sum();
+    progress.step("checking every chunk and file hash");
+    repo.verify_set(set, &|done| progress.bytes(done, total))?;
+    progress.step("checking database pages and log records");
     let mut views: BTreeMap<String, FsRef> = BTreeMap::new();
     let mut databases = Vec::new();
     let mut logs: Option<LogFiles> = None;

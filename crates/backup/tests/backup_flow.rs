@@ -57,7 +57,7 @@ fn full_backup_stamps_the_header_truncates_logs_and_leaves_a_trail() {
     let full = header.previous_full.expect("header stamped");
     assert_eq!((full.gen_low, full.gen_high), (range.low, range.high));
     assert!(sg.backup_in_progress().is_none());
-    let v = backup::verify_set(n.requester.repo(), set, &|_| {}).unwrap();
+    let v = backup::verify_set(n.requester.repo(), set, &Quiet).unwrap();
     assert_eq!(v.physical.databases, 1);
     assert!(v.physical.pages > 0 && v.physical.records > 0, "{v:?}");
     assert_eq!((v.physical.first, v.physical.last), (range.low, range.high));
@@ -126,15 +126,15 @@ fn verifying_a_stored_set_checks_pages_and_log_generations() {
     };
     let bad_page = republish(None, Some(3));
     repo.verify_set(&bad_page, &|_| {}).unwrap(); // every hash is right…
-    let err = backup::verify_set(repo, &bad_page, &|_| {}).unwrap_err().to_string();
+    let err = backup::verify_set(repo, &bad_page, &Quiet).unwrap_err().to_string();
     assert!(err.contains("DB1.edb") && err.contains("page 3"), "{err}");
     let logs = good.files.iter().filter(|f| f.role == "log").count() as u32;
     assert!(logs >= 3, "the load filled several generations");
     let gap = republish(Some(1), None);
-    let err = backup::verify_set(repo, &gap, &|_| {}).unwrap_err().to_string();
+    let err = backup::verify_set(repo, &gap, &Quiet).unwrap_err().to_string();
     let missing = ese::logfmt::generation_name("E00", good.log_range.unwrap().low + 1);
     assert!(err.contains(&missing) || err.contains("generation"), "{err}");
-    backup::verify_set(repo, &good, &|_| {}).unwrap();
+    backup::verify_set(repo, &good, &Quiet).unwrap();
 }
 
 #[test]

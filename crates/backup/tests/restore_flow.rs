@@ -656,6 +656,14 @@ fn closed_logs(n: &common::Node) -> BTreeMap<u32, Vec<u8>> {
         .collect()
 }
 
+/// Mail delivered to DB1 of `sg` by four mailboxes, bodies up to 20 kB: the load of the
+/// roll-forward tests.
+fn mail_load(sg: &store::StorageGroup, seed: u64) -> LoadGenerator {
+    let config =
+        LoadConfig { mailboxes: 4, body_min: 500, body_max: 20_000, seed, ..Default::default() };
+    LoadGenerator::start(sg.mail("DB1").unwrap(), config).unwrap()
+}
+
 /// A point-in-time restore over the original location: the live logs and checkpoint are
 /// moved, unchanged, into a superseded directory; the store mounts holding exactly what was
 /// acknowledged before the backup's freeze, continues the stream after the backup's last
@@ -668,17 +676,7 @@ fn a_point_in_time_restore_in_place_sets_the_live_logs_aside_and_continues_from_
     // written after its snapshot).
     n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
     let sg = n.store.storage_group("SG1").unwrap();
-    let load = LoadGenerator::start(
-        sg.mail("DB1").unwrap(),
-        LoadConfig {
-            mailboxes: 4,
-            body_min: 500,
-            body_max: 20_000,
-            seed: 41,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let load = mail_load(&sg, 41);
     wait_for(&load, 60);
     let window = FreezeWindow { load: &load, seen: Default::default() };
     let full = n.requester.backup(&req(BackupType::Full), &window).unwrap();
@@ -838,17 +836,7 @@ fn a_failure_during_the_log_swap_puts_databases_logs_and_checkpoint_back() {
 fn an_alternate_restore_rolls_forward_through_a_mounted_storage_groups_logs_under_load() {
     let n = common::node();
     let sg = n.store.storage_group("SG1").unwrap();
-    let load = LoadGenerator::start(
-        sg.mail("DB1").unwrap(),
-        LoadConfig {
-            mailboxes: 4,
-            body_min: 500,
-            body_max: 20_000,
-            seed: 43,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let load = mail_load(&sg, 43);
     wait_for(&load, 60);
     let full = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
     wait_for(&load, 80);

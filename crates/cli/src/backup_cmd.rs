@@ -1,8 +1,7 @@
 //! `shadowcopy backup` (run, list, verify) and `shadowcopy restore`.
 //!
-//! The node runs the job; the command shows its progress (a bar for the copy, where the node
-//! streams it; a spinner with the elapsed time for `verify`, which the node answers only at
-//! the end) and prints a summary.
+//! The node runs the job and streams its progress; the command shows it (a bar for the bytes
+//! copied, restored or hash-checked, the step on the way) and prints a summary.
 
 use std::path::{Path, PathBuf};
 
@@ -173,8 +172,9 @@ pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
         }
         Backup::Verify { repo, set } => {
             let repo = absolute(repo)?;
-            let v = progress::run(&format!("verifying set {set}"), || {
-                node.post("/v1/backup/verify", &json!({ "repo": repo, "set": set }))
+            let body = json!({ "repo": repo, "set": set });
+            let v = progress::follow(&format!("verifying set {set}"), |on_event| {
+                node.post_streaming("/v1/backup/verify", &body, on_event)
             })?;
             let r = &v["report"];
             println!(

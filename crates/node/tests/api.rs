@@ -186,6 +186,34 @@ fn a_backup_streams_its_progress_then_its_report() {
     assert_eq!(last["report"]["set"]["type"], "full");
     assert!(lines[..lines.len() - 1].iter().all(|l| l["event"] != "done" && l["event"] != "error"));
 
+    // Verifying the set streams its two steps, then hash-checked bytes up to the set's.
+    let set_id = last["report"]["set"]["id"].as_str().unwrap();
+    let set_bytes = last["report"]["set"]["bytes"].as_u64().unwrap();
+    let body = json!({"repo": repo, "set": set_id}).to_string();
+    let (s, _, text) = api.call("POST", "/v1/backup/verify", Some(&body), "application/x-ndjson");
+    assert_eq!(s, 200);
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let steps: Vec<&str> =
+        lines.iter().filter(|l| l["event"] == "step").filter_map(|l| l["what"].as_str()).collect();
+    assert_eq!(
+        steps,
+        ["checking every chunk and file hash", "checking database pages and log records"],
+        "{text}"
+    );
+    let done: Vec<u64> = lines
+        .iter()
+        .filter(|l| l["event"] == "bytes")
+        .map(|l| l["done"].as_u64().unwrap())
+        .collect();
+    assert_eq!(done.last(), Some(&set_bytes), "{text}");
+    assert!(done.windows(2).all(|w| w[0] <= w[1]), "{done:?}");
+    let end = lines.last().unwrap();
+    assert_eq!(
+        (&end["event"], &end["report"]["verified"]),
+        (&json!("done"), &json!(true)),
+        "{text}"
+    );
+
     // A failing job streams its error as the last line.
     let body = json!({"type": "differential", "sg": "SG2", "repo": repo}).to_string();
     let (s, _, text) = api.call("POST", "/v1/backup", Some(&body), "application/x-ndjson");

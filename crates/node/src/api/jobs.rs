@@ -366,18 +366,22 @@ pub struct VerifyBody {
     pub set: String,
 }
 
-pub async fn verify(State(s): State<AppState>, Json(req): Json<VerifyBody>) -> ApiResult {
-    blocking(&s, move |_, _| {
+pub async fn verify(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<VerifyBody>,
+) -> Response {
+    run_job(&s, &headers, move |_, _, progress| {
         let repo = open_repo(&req.repo)?;
         let set = repo.load_set(&req.set)?;
         let started = Instant::now();
-        let report = backup::verify_set(&repo, &set, &|_| {})?;
-        Ok(Json(json!({
+        let report = backup::verify_set(&repo, &set, progress)?;
+        Ok(json!({
             "set": set_summary(&set),
             "verified": true,
             "report": report,
             "elapsed_ms": started.elapsed().as_secs_f64() * 1e3,
-        })))
+        }))
     })
     .await
 }

@@ -18,7 +18,7 @@
 //! | GET | /v1/mail/count?sg=&db= | |
 //! | POST | /v1/backup | `{type, sg, repo, databases?}` → report (progress with `Accept: application/x-ndjson`) |
 //! | GET | /v1/backup/sets?repo= | |
-//! | POST | /v1/backup/verify | `{repo, set}` |
+//! | POST | /v1/backup/verify | `{repo, set}` → report (streams too) |
 //! | POST | /v1/restore | `{repo, set, original?, allow_overwrite?, to?, roll_forward}` (streams too) |
 //! | GET | /v1/events?job=&source=&id=&since_ms=&limit= | |
 //! | GET | /metrics | Prometheus text |
