@@ -8,7 +8,8 @@
 //! 2. writes the database files and the logs into a *staging* directory beside the target,
 //!    checking every chunk's and file's hash on the way;
 //! 3. runs hard recovery on the staged files: the backed-up logs and, when rolling forward,
-//!    the storage group's later logs;
+//!    the later generations that sets building on the chain's full hold (a later backup
+//!    truncated them from the log directory), then the storage group's later logs;
 //! 4. only then moves the recovered files into place, all or none.
 //!
 //! A hash mismatch, a missing generation, a foreign log or a cancellation by the caller
@@ -335,9 +336,11 @@ impl Restorer {
         let chain = self.chain(&set)?;
         let prefix = sg.def().prefix.clone();
         progress.step("checking the backup chain");
-        let extra =
-            if chain.len() > 1 { later_logs(&self.repo, &chain[0])? } else { BTreeMap::new() };
-        let (databases, logs) = collect_files(&chain, &prefix, &extra)?;
+        let later = later_logs(&self.repo, &chain[0])?;
+        let (databases, mut logs) = collect_files(&chain, &prefix, &later)?;
+        if req.roll_forward {
+            roll_forward_from_repository(&mut logs, &later);
+        }
         let sets: Vec<Uuid> = chain.iter().map(|s| s.id).collect();
         let how =
             if req.roll_forward { "rolling forward" } else { "to the backup's point in time" };
@@ -737,16 +740,29 @@ fn check_chained(fs: &FsRef, dir: &Path, prefix: &str) -> Result<()> {
     Ok(())
 }
 
-/// Every log generation held by the sets of `full`'s storage group and node that were taken
-/// after it (incrementals and differentials), with the set holding each.
+/// Every log generation held by the sets that build on `full` (incrementals and
+/// differentials whose chain of bases leads to it), with the set holding each. Only those
+/// continue `full`'s log stream: a set of another chain may hold the same generation numbers
+/// of a stream rewound since by a point-in-time restore.
 fn later_logs(repo: &Repository, full: &BackupSet) -> Result<BTreeMap<u32, FileEntry>> {
+    let sets = repo.list_sets()?;
+    let by_id: std::collections::HashMap<Uuid, &BackupSet> =
+        sets.iter().map(|s| (s.id, s)).collect();
+    let builds_on_full = |s: &BackupSet| {
+        let mut cur = s.base_set;
+        // Bounded by the number of sets, in case a damaged repository holds a loop.
+        for _ in 0..sets.len() {
+            match cur {
+                Some(id) if id == full.id => return true,
+                Some(id) => cur = by_id.get(&id).and_then(|b| b.base_set),
+                None => return false,
+            }
+        }
+        false
+    };
     let mut out = BTreeMap::new();
-    for s in repo.list_sets()? {
-        if s.storage_group != full.storage_group
-            || s.node != full.node
-            || s.created_unix_ms < full.created_unix_ms
-            || !matches!(s.backup_type.as_str(), "incremental" | "differential")
-        {
+    for s in &sets {
+        if !matches!(s.backup_type.as_str(), "incremental" | "differential") || !builds_on_full(s) {
             continue;
         }
         for f in s.files.iter().filter(|f| f.role == "log") {
@@ -757,6 +773,20 @@ fn later_logs(repo: &Repository, full: &BackupSet) -> Result<BTreeMap<u32, FileE
         }
     }
     Ok(out)
+}
+
+/// Rolling forward starts with the generations after the chain's last that later sets of the
+/// same full hold: a later full or incremental truncated them from the log directory, and
+/// the live logs continue only after them.
+fn roll_forward_from_repository(
+    logs: &mut BTreeMap<u32, FileEntry>,
+    later: &BTreeMap<u32, FileEntry>,
+) {
+    let Some(mut next) = logs.keys().next_back().map(|g| g + 1) else { return };
+    while let Some(f) = later.get(&next) {
+        logs.insert(next, f.clone());
+        next += 1;
+    }
 }
 
 /// The log generations the repository holds after `base` (see [`later_logs`]).

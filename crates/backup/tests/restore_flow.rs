@@ -914,6 +914,42 @@ fn an_alternate_roll_forward_across_a_gap_names_the_missing_generation() {
     assert_eq!(left, 0, "nothing left in the target");
 }
 
+/// An incremental after the chosen full truncated the generations that follow it from the log
+/// directory: rolling the full forward takes them from the incremental's set, then continues
+/// through the live logs, at either target.
+#[test]
+fn a_roll_forward_takes_the_generations_a_later_incremental_truncated_from_the_repository() {
+    let n = common::node();
+    let a = loaded(&n, 40, 50);
+    let full = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    let b = loaded(&n, 60, 51);
+    let sg = n.store.storage_group("SG1").unwrap();
+    // Everything delivered so far is in the database file: the incremental may truncate every
+    // generation it backs up.
+    sg.instance().unwrap().checkpoint_now().unwrap();
+    let inc = n.requester.backup(&req(BackupType::Incremental), &Quiet).unwrap();
+    let c = loaded(&n, 30, 52);
+    let after = *generations(&full.set).last().unwrap() + 1;
+    assert!(!closed_logs(&n).contains_key(&after), "the incremental truncated {after:#X}");
+    assert!(generations(&inc.set).contains(&after), "the incremental holds {after:#X}");
+
+    let alt: FsRef = Arc::new(HostFs::new(n.dir.path().join("alt")).unwrap());
+    let target = RestoreTarget::Alternate { fs: alt.clone(), dir: PathBuf::from("rf") };
+    let report = restore_to(&n, full.set.id, target, true).unwrap();
+    assert!(report.recovery.generations.contains(&after), "{:?}", report.recovery);
+    let (_inst, restored) = open_alternate(alt, Path::new("rf"));
+    for ledger in [&a, &b, &c] {
+        ledger.verify(&restored, u64::MAX).unwrap();
+    }
+
+    sg.dismount(false).unwrap();
+    restore_to(&n, full.set.id, IN_PLACE, true).unwrap();
+    let live = sg.mail("DB1").unwrap();
+    for ledger in [&a, &b, &c] {
+        ledger.verify(&live, u64::MAX).unwrap();
+    }
+}
+
 /// After a point-in-time restore over the original location, the new log stream reuses the
 /// generation numbers (and signature) of the superseded one: rolling a later backup forward
 /// through it would mix two histories, so it is refused, naming the generation that differs.

@@ -118,7 +118,7 @@ fn check_continuous(found: &[LiveLog], after: u32, prefix: &str, dir: &Path) -> 
     for (expected, l) in (after + 1..).zip(found) {
         if l.generation != expected {
             return Err(RequesterError::RestoreFailed(format!(
-                "log generation {} is missing: the backup ends at {} and the log directory {} continues only from {}, so roll-forward cannot reach the later logs (were they truncated by a later backup?)",
+                "log generation {} is missing: the backup ends at {} and the log directory {} continues only from {}, and no set building on this backup holds it, so roll-forward cannot reach the later logs (a later full backup truncated them?)",
                 generation_name(prefix, expected),
                 generation_name(prefix, after),
                 dir.display(),
