@@ -51,6 +51,8 @@ struct Rules {
     corrupt: Vec<(PathBuf, Range<u64>)>,
     /// Renames onto these paths fail.
     rename_onto: Vec<(PathBuf, FaultKind)>,
+    /// The next sync of each of these files fails.
+    sync_of: Vec<(PathBuf, FaultKind)>,
 }
 
 impl Rules {
@@ -104,12 +106,20 @@ impl FaultInjector {
         self.rules.lock().rename_onto.push((path, kind));
     }
 
+    /// The next sync of the file at `path` fails with `kind` (once: the rule is used up), as
+    /// a write-back error reported to one sync would; later syncs succeed.
+    pub fn fail_sync_of(&self, path: impl AsRef<Path>, kind: FaultKind) {
+        let path = normalize(path.as_ref()).expect("a valid relative path");
+        self.rules.lock().sync_of.push((path, kind));
+    }
+
     /// Removes every rule.
     pub fn clear(&self) {
         let mut r = self.rules.lock();
         r.fail_from = None;
         r.corrupt.clear();
         r.rename_onto.clear();
+        r.sync_of.clear();
     }
 
     /// A shared handle usable wherever an [`FsRef`] is expected.
@@ -158,7 +168,14 @@ impl File for FaultFile {
     }
 
     fn sync(&self) -> io::Result<()> {
-        self.rules.lock().op()?;
+        {
+            let mut rules = self.rules.lock();
+            rules.op()?;
+            if let Some(i) = rules.sync_of.iter().position(|(p, _)| *p == self.path) {
+                let (_, kind) = rules.sync_of.remove(i);
+                return Err(kind.to_error(rules.ops));
+            }
+        }
         self.inner.sync()
     }
 }
