@@ -230,17 +230,14 @@ pub struct SetVerify {
     pub physical: Physical,
 }
 
-/// Verifies a stored set: every chunk and file hash first, then the physical checks on the
-/// files as stored. `progress` hears of both steps and of the bytes hash-checked.
+/// Verifies a stored set: every chunk and file hash, with every database page checked in the
+/// same pass, then database headers and the logs as stored. `progress` hears of both steps
+/// and of the bytes checked.
 pub fn verify_set(
     repo: &Arc<Repository>,
     set: &BackupSet,
     progress: &dyn Progress,
 ) -> Result<SetVerify> {
-    let total = set.files.iter().map(|f| f.size).sum();
-    progress.step("checking every chunk and file hash");
-    repo.verify_set(set, &|done| progress.bytes(done, total))?;
-    progress.step("checking database pages and log records");
     let mut views: BTreeMap<String, FsRef> = BTreeMap::new();
     let mut databases = Vec::new();
     let mut logs: Option<LogFiles> = None;
@@ -294,8 +291,46 @@ pub fn verify_set(
             _ => {}
         }
     }
+    let failed =
+        |file: &str, why: String| RequesterError::Verify(format!("set {}: {file}: {why}", set.id));
+    // One pass over every byte: chunk and file hashes, and the pages of each database in the
+    // same buffers (as a backup checks them while it copies).
+    let total = set.files.iter().map(|f| f.size).sum();
+    progress.step("checking every chunk and file hash and every database page");
+    let mut done = 0u64;
+    for f in &set.files {
+        let db =
+            databases.iter_mut().find(|d| f.path == format!("{}/{}", d.volume, d.path.display()));
+        let pages = match &db {
+            Some(d) => {
+                CopyPageCheck::new(views[&d.volume].as_ref(), &d.path, repo.config().chunk_size)
+                    .map_err(|why| failed(&f.path, why))?
+            }
+            None => None,
+        };
+        let mut rejected = None;
+        let read = repo.read_file(f, &mut |off, data| {
+            if let Some(c) = &pages
+                && let Err(why) = c.check(off, data)
+            {
+                rejected = Some(why);
+                return Err(std::io::Error::other("a page check failed"));
+            }
+            done += data.len() as u64;
+            progress.bytes(done, total);
+            Ok(())
+        });
+        if let Some(why) = rejected {
+            return Err(failed(&f.path, why));
+        }
+        read?;
+        if let (Some(d), Some(c)) = (db, pages) {
+            d.pages_verified = Some(c.verified());
+        }
+    }
+    progress.step("checking database headers and log records");
     let physical = check(&views, &databases, logs.as_ref(), recorded_signature(set))
-        .map_err(|f| RequesterError::Verify(format!("set {}: {}: {}", set.id, f.file, f.error)))?;
+        .map_err(|f| failed(&f.file, f.error))?;
     Ok(SetVerify {
         files: set.files.len(),
         bytes: set.files.iter().map(|f| f.size).sum(),

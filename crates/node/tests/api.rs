@@ -197,7 +197,10 @@ fn a_backup_streams_its_progress_then_its_report() {
         lines.iter().filter(|l| l["event"] == "step").filter_map(|l| l["what"].as_str()).collect();
     assert_eq!(
         steps,
-        ["checking every chunk and file hash", "checking database pages and log records"],
+        [
+            "checking every chunk and file hash and every database page",
+            "checking database headers and log records"
+        ],
         "{text}"
     );
     let done: Vec<u64> = lines
