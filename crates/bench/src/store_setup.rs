@@ -76,18 +76,7 @@ impl Bodies {
     fn make(self, len: usize, seed: u64) -> Vec<u8> {
         match self {
             Bodies::Text => store::load::body(len, seed),
-            Bodies::Random => {
-                let mut x = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1;
-                let mut out = Vec::with_capacity(len + 8);
-                while out.len() < len {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    out.extend_from_slice(&x.to_le_bytes());
-                }
-                out.truncate(len);
-                out
-            }
+            Bodies::Random => store::load::random_body(len, seed),
         }
     }
 }

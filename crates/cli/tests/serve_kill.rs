@@ -4,20 +4,9 @@
 
 mod common;
 
-use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Served, config, raw_http};
-
-/// The job holding SG1, if a backup is in progress.
-fn backup_in_progress(node: &Served) -> Option<String> {
-    let s = UnixStream::connect(&node.socket).ok()?;
-    let (code, body) = raw_http(s, "GET", "/v1/store", "");
-    assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["storage_groups"][0]["backup_in_progress"].as_str().map(str::to_string)
-}
+use common::{Served, config};
 
 #[test]
 fn kill_9_during_a_backup_then_restart() {
@@ -35,16 +24,10 @@ fn kill_9_during_a_backup_then_restart() {
     // backup that finished before it was seen is simply tried again.
     let mut killed_job = None;
     for _ in 0..20 {
-        let mut backup = Command::new(BIN)
-            .args(["backup", "run", "--type", "full", "--sg", "SG1", "--repo", &repo])
-            .env("SHADOWCOPY_NODE", &node.socket)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut backup = node.spawn_full_backup(&repo, false);
         let until = Instant::now() + Duration::from_secs(60);
         while backup.try_wait().unwrap().is_none() && Instant::now() < until {
-            if let Some(job) = backup_in_progress(&node) {
+            if let Some(job) = node.backup_in_progress() {
                 killed_job = Some(job);
                 break;
             }

@@ -5,21 +5,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Served, config, raw_http};
-
-/// The job holding SG1, if a backup is in progress.
-fn backup_in_progress(node: &Served) -> Option<String> {
-    let s = UnixStream::connect(&node.socket).ok()?;
-    let (code, body) = raw_http(s, "GET", "/v1/store", "");
-    assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    v["storage_groups"][0]["backup_in_progress"].as_str().map(str::to_string)
-}
+use common::{BIN, Served, config};
 
 /// The log files of SG1 on disk.
 fn log_files(dir: &Path) -> BTreeSet<String> {
@@ -66,16 +56,10 @@ fn sigterm_during_a_backup_aborts_it_and_stops_cleanly() {
     let mut aborted = None;
     for attempt in 0..5 {
         let logs_before = log_files(dir.path());
-        let backup = Command::new(BIN)
-            .args(["backup", "run", "--type", "full", "--sg", "SG1", "--repo", &repo])
-            .env("SHADOWCOPY_NODE", &node.socket)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let backup = node.spawn_full_backup(&repo, true);
         let until = Instant::now() + Duration::from_secs(120);
         let job = loop {
-            if let Some(job) = backup_in_progress(&node) {
+            if let Some(job) = node.backup_in_progress() {
                 break job;
             }
             assert!(Instant::now() < until, "the backup never started");

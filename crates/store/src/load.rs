@@ -136,6 +136,21 @@ pub fn body(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// A deterministic body of `len` pseudo-random bytes, different per seed: content that does
+/// not compress, like an already compressed attachment. Cheap enough for multi-MiB bodies.
+pub fn random_body(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 /// The names of the load's mailboxes.
 pub fn mailbox_names(n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("user{i:04}")).collect()

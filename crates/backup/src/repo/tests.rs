@@ -29,15 +29,7 @@ fn restore(repo: &Repository, e: &FileEntry) -> Result<Vec<u8>> {
 }
 
 fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    store::load::random_body(len, seed)
 }
 
 fn backup(repo: &Repository, src: &dyn FileSystem, names: &[&str]) -> (BackupSet, u64) {

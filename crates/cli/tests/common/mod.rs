@@ -88,6 +88,29 @@ impl Served {
             .unwrap()
     }
 
+    /// Starts `shadowcopy backup run --type full --sg SG1 --repo REPO` against this node
+    /// without waiting for it; its output is captured when `capture`, discarded otherwise.
+    pub fn spawn_full_backup(&self, repo: &str, capture: bool) -> Child {
+        let out = || if capture { Stdio::piped() } else { Stdio::null() };
+        Command::new(BIN)
+            .args(["backup", "run", "--type", "full", "--sg", "SG1", "--repo", repo])
+            .env("SHADOWCOPY_NODE", &self.socket)
+            .stdout(out())
+            .stderr(out())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The job holding SG1, if a backup is in progress (`None` too while the node does not
+    /// answer).
+    pub fn backup_in_progress(&self) -> Option<String> {
+        let s = std::os::unix::net::UnixStream::connect(&self.socket).ok()?;
+        let (code, body) = raw_http(s, "GET", "/v1/store", "");
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["storage_groups"][0]["backup_in_progress"].as_str().map(str::to_string)
+    }
+
     /// `shadowcopy ARGS --json`, parsed.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = args.to_vec();

@@ -85,16 +85,7 @@ pub fn single(fs: &MemFs) -> StorageGroupDef {
 
 /// A body of `len` bytes determined by `seed`; cheap enough for multi-MiB bodies.
 pub fn body(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    store::load::random_body(len, seed)
 }
 
 pub fn headers(mailbox: &str, seed: u64) -> Headers {
