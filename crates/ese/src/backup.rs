@@ -96,7 +96,7 @@ pub enum Truncation {
 }
 
 /// One backup job's conversation with the engine.
-pub struct BackupSession {
+pub struct EngineBackup {
     inner: Arc<Inner>,
     kind: BackupKind,
     slot_kind: SlotKind,
@@ -111,9 +111,9 @@ pub struct BackupSession {
     databases: Option<Vec<String>>,
 }
 
-impl std::fmt::Debug for BackupSession {
+impl std::fmt::Debug for EngineBackup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackupSession")
+        f.debug_struct("EngineBackup")
             .field("kind", &self.kind)
             .field("id", &self.id)
             .field("state", &self.state)
@@ -123,9 +123,9 @@ impl std::fmt::Debug for BackupSession {
 
 impl Instance {
     /// A new backup session (state start).
-    pub fn backup_session(&self, kind: BackupKind) -> Result<BackupSession> {
+    pub fn backup_session(&self, kind: BackupKind) -> Result<EngineBackup> {
         self.inner.check_open()?;
-        Ok(BackupSession {
+        Ok(EngineBackup {
             inner: self.inner.clone(),
             kind,
             slot_kind: SlotKind::Snapshot,
@@ -145,7 +145,7 @@ impl Instance {
     }
 }
 
-impl BackupSession {
+impl EngineBackup {
     fn bad(&self, call: &'static str) -> EngineError {
         EngineError::InvalidSequence { call, state: format!("{:?}", self.current_state()) }
     }
@@ -465,7 +465,7 @@ impl BackupSession {
     }
 }
 
-impl Drop for BackupSession {
+impl Drop for EngineBackup {
     fn drop(&mut self) {
         if !matches!(self.state, SessionState::Ended | SessionState::Aborted) {
             let _ = self.abort();

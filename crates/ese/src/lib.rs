@@ -36,7 +36,7 @@
 //!   [`Instance::create_database`], [`Instance::attach`], [`Instance::detach`].
 //! - [`Instance::begin_write`] → [`WriteTxn`] (`create_table`, `put`, `get`, `delete`,
 //!   `cursor`, `commit(Durability)`, `rollback`); [`Instance::begin_read`] → [`ReadTxn`].
-//! - [`Instance::backup_session`] → [`BackupSession`]; notices ([`EngineNotice`]) go to
+//! - [`Instance::backup_session`] → [`EngineBackup`]; notices ([`EngineNotice`]) go to
 //!   [`InstanceConfig::notice`].
 //! - [`Instance::log_state`]; [`inspect`] (dumps and `verify`); [`recovery::hard_recover`].
 //!
@@ -84,7 +84,7 @@ pub mod recovery;
 pub(crate) mod redo;
 pub mod txn;
 
-pub use backup::{BackupKind, BackupSession, EngineNotice, SessionState, Truncation};
+pub use backup::{BackupKind, EngineBackup, EngineNotice, SessionState, Truncation};
 pub use dbheader::{BackupSlot, DbHeader, DbState, SlotKind};
 pub use error::{EngineError, Result};
 pub use instance::{DatabaseSpec, Instance, InstanceConfig, LogState, NoticeSink, RecoveryInfo};

@@ -249,7 +249,7 @@ fn circular_logging_deletes_old_logs_and_allows_only_full_and_copy() {
 
 /// Takes a "snapshot" during the freeze: copies the database, the closed logs and the
 /// checkpoint into a restore file system.
-fn snapshot_copy(fs: &MemFs, b: &ese::BackupSession, restore: &MemFs) {
+fn snapshot_copy(fs: &MemFs, b: &ese::EngineBackup, restore: &MemFs) {
     copy_file(fs, restore, Path::new("db/mb1.edb"), Path::new("restore/mb1.edb"));
     for g in b.snapshot_generations() {
         let name = format!("E00{g:08X}.log");

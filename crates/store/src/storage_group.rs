@@ -18,7 +18,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ese::{BackupKind, BackupSession, DatabaseSpec, EngineNotice, Instance, InstanceConfig};
+use ese::{BackupKind, DatabaseSpec, EngineBackup, EngineNotice, Instance, InstanceConfig};
 use events::{EventDef, EventSink, catalog as cat};
 use parking_lot::{Mutex, RwLock};
 use serde_json::json;
@@ -86,7 +86,7 @@ pub(crate) struct BackupJob {
     pub job: Uuid,
     pub kind: BackupKind,
     /// `None` once the engine session ended or was aborted.
-    pub session: Option<BackupSession>,
+    pub session: Option<EngineBackup>,
     /// A database was dismounted during a full backup: it now counts as a copy.
     pub degraded_to_copy: bool,
 }

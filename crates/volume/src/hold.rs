@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::error::{Result, VolumeError};
 use crate::events::VolumeEvent;
-use crate::snapshot::SnapshotInfo;
+use crate::snapshot::ShadowCopyInfo;
 use crate::volume::Volume;
 
 /// The reference system's bound on how long writes may be held.
@@ -45,7 +45,7 @@ impl Default for CommitOptions {
 pub struct CommitReport {
     pub set_id: Uuid,
     /// One per volume, in the order the volumes were given.
-    pub snapshots: Vec<SnapshotInfo>,
+    pub snapshots: Vec<ShadowCopyInfo>,
     /// How long writes were held (from the first barrier request to the release).
     pub hold: Duration,
     /// Time spent scanning file tables ahead of the hold (writes not held).

@@ -36,7 +36,7 @@ pub use fs::{DirEntry, File, FileKind, FileRef, FileSystem, FsRef, Metadata, Ope
 pub use hold::{CommitOptions, CommitReport, commit_set};
 pub use host::HostFs;
 pub use mem::MemFs;
-pub use provider::{CommittedSet, CommittedSnapshot, SoftwareProvider, VolumeInfo};
-pub use snapshot::SnapshotInfo;
+pub use provider::{CommittedSet, ShadowCopy, SoftwareProvider, VolumeInfo};
+pub use snapshot::ShadowCopyInfo;
 pub use view::SnapshotView;
 pub use volume::{ShadowStorageInfo, StorageConfig, Volume, VolumeOptions};

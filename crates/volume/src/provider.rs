@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::error::{Result, VolumeError};
 use crate::events::DeleteReason;
 use crate::hold::{CommitOptions, commit_set};
-use crate::snapshot::SnapshotInfo;
+use crate::snapshot::ShadowCopyInfo;
 use crate::view::SnapshotView;
 use crate::volume::{ShadowStorageInfo, Volume};
 
@@ -41,8 +41,8 @@ pub struct VolumeInfo {
 
 /// One snapshot of a committed set, with its view.
 #[derive(Debug, Clone)]
-pub struct CommittedSnapshot {
-    pub info: SnapshotInfo,
+pub struct ShadowCopy {
+    pub info: ShadowCopyInfo,
     pub view: Arc<SnapshotView>,
 }
 
@@ -50,7 +50,7 @@ pub struct CommittedSnapshot {
 #[derive(Debug)]
 pub struct CommittedSet {
     pub set_id: Uuid,
-    pub snapshots: Vec<CommittedSnapshot>,
+    pub snapshots: Vec<ShadowCopy>,
     /// How long writes were held.
     pub hold: Duration,
     release_on_drop: Vec<(Volume, Uuid)>,
@@ -189,7 +189,7 @@ impl SoftwareProvider {
             if !info.persistent {
                 release_on_drop.push((v.clone(), info.id));
             }
-            snapshots.push(CommittedSnapshot { info, view });
+            snapshots.push(ShadowCopy { info, view });
         }
         Ok(CommittedSet { set_id: set, snapshots, hold: report.hold, release_on_drop })
     }
@@ -215,7 +215,7 @@ impl SoftwareProvider {
 
     /// Deletes every snapshot of set `set_id`; returns how many.
     pub fn delete_set(&self, set_id: Uuid) -> Result<usize> {
-        let victims: Vec<SnapshotInfo> =
+        let victims: Vec<ShadowCopyInfo> =
             self.query().into_iter().filter(|s| s.set_id == set_id).collect();
         for s in &victims {
             self.delete_snapshot(s.id)?;
@@ -242,7 +242,7 @@ impl SoftwareProvider {
     }
 
     /// Every snapshot of every registered volume, by volume then age.
-    pub fn query(&self) -> Vec<SnapshotInfo> {
+    pub fn query(&self) -> Vec<ShadowCopyInfo> {
         self.volumes.read().values().flat_map(|v| v.snapshots()).collect()
     }
 

@@ -20,7 +20,7 @@ use crate::table::{FileTable, Row};
 
 /// What the provider reports about a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotInfo {
+pub struct ShadowCopyInfo {
     pub id: Uuid,
     pub set_id: Uuid,
     pub volume: Uuid,

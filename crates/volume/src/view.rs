@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::cow::read_full;
 use crate::error::VolumeError;
 use crate::fs::{DirEntry, File, FileKind, FileRef, FileSystem, Metadata, OpenMode, normalize};
-use crate::snapshot::{Snapshot, SnapshotInfo};
+use crate::snapshot::{ShadowCopyInfo, Snapshot};
 use crate::table::{FileEntry, Node};
 use crate::volume::VolumeInner;
 
@@ -47,7 +47,7 @@ impl SnapshotView {
     }
 
     /// What the provider reports about the snapshot.
-    pub fn info(&self) -> SnapshotInfo {
+    pub fn info(&self) -> ShadowCopyInfo {
         self.vol.info(&self.snap)
     }
 

@@ -32,7 +32,7 @@ use crate::events::{DeleteReason, EventHub, VolumeEvent};
 use crate::file_id::FileId;
 use crate::fs::{DirEntry, File, FileRef, FileSystem, Metadata, OpenMode, normalize};
 use crate::host::{host_metadata, list_host_dir, open_host, sync_host_dir};
-use crate::snapshot::{self, Snapshot, SnapshotInfo};
+use crate::snapshot::{self, ShadowCopyInfo, Snapshot};
 use crate::table::FileTable;
 use crate::view::SnapshotView;
 
@@ -259,7 +259,7 @@ impl Volume {
     }
 
     /// Live snapshots, oldest first.
-    pub fn snapshots(&self) -> Vec<SnapshotInfo> {
+    pub fn snapshots(&self) -> Vec<ShadowCopyInfo> {
         self.inner.snaps.read().iter().map(|s| self.inner.info(s)).collect()
     }
 
@@ -270,7 +270,7 @@ impl Volume {
     }
 
     /// Takes a snapshot of this volume alone (a one-volume set) with the default hold timeout.
-    pub fn snapshot(&self, persistent: bool) -> Result<SnapshotInfo> {
+    pub fn snapshot(&self, persistent: bool) -> Result<ShadowCopyInfo> {
         let opts = crate::hold::CommitOptions { persistent, ..Default::default() };
         let r = crate::hold::commit_set(std::slice::from_ref(self), Uuid::new_v4(), &opts)?;
         Ok(r.snapshots.into_iter().next().expect("one volume, one snapshot"))
@@ -580,8 +580,8 @@ impl VolumeInner {
         self.snaps.read().iter().filter(|s| s.seq >= seq).cloned().collect()
     }
 
-    pub(crate) fn info(&self, s: &Snapshot) -> SnapshotInfo {
-        SnapshotInfo {
+    pub(crate) fn info(&self, s: &Snapshot) -> ShadowCopyInfo {
+        ShadowCopyInfo {
             id: s.id,
             set_id: s.set_id,
             volume: self.guid,

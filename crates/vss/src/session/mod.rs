@@ -192,7 +192,7 @@ impl BackupSession {
         JobRef { job: self.job, context: self.context, set: self.set.as_ref().map(|s| s.id) }
     }
 
-    fn expect(&self, op: &'static str, phase: SessionPhase) -> Result<(), VssError> {
+    fn require_phase(&self, op: &'static str, phase: SessionPhase) -> Result<(), VssError> {
         if self.phase == phase {
             return Ok(());
         }
@@ -205,7 +205,7 @@ impl BackupSession {
     /// Asks every registered writer for its metadata (identify, under its deadline). Writers
     /// that fail are left out of the job and shown as failed_at_identify.
     pub fn gather_writer_metadata(&mut self) -> Result<Vec<WriterDescription>, VssError> {
-        self.expect("gather_writer_metadata", SessionPhase::Created)?;
+        self.require_phase("gather_writer_metadata", SessionPhase::Created)?;
         if self.context.writers() {
             let registered = self.inner.writers.read().clone();
             let job = self.job_ref();
@@ -289,7 +289,7 @@ impl BackupSession {
 
     /// Sets the backup type, the selected components and the excluded writers.
     pub fn set_backup_state(&mut self, state: BackupState) -> Result<(), VssError> {
-        self.expect("set_backup_state", SessionPhase::MetadataGathered)?;
+        self.require_phase("set_backup_state", SessionPhase::MetadataGathered)?;
         let kind = state.backup_type.0;
         let excluded: BTreeSet<WriterKey> = state.excluded_writers.iter().cloned().collect();
         let mut selected: BTreeMap<WriterKey, Vec<ComponentKey>> = BTreeMap::new();
@@ -379,7 +379,7 @@ impl BackupSession {
     /// most [`crate::CoordinatorConfig::snapshot_set_wait`]) and sends prepare_backup to every
     /// writer of the job. Writers with no selected component get no further event.
     pub fn prepare_for_backup(&mut self) -> Result<(), VssError> {
-        self.expect("prepare_for_backup", SessionPhase::BackupStateSet)?;
+        self.require_phase("prepare_for_backup", SessionPhase::BackupStateSet)?;
         let wait = self.inner.config.snapshot_set_wait;
         let started = Instant::now();
         if let Err(holder) = self.inner.gate.acquire(self.job, wait) {
@@ -463,7 +463,7 @@ impl BackupSession {
         component: &ComponentKey,
         succeeded: bool,
     ) -> Result<(), VssError> {
-        self.expect("set_backup_succeeded", SessionPhase::SnapshotSetDone)?;
+        self.require_phase("set_backup_succeeded", SessionPhase::SnapshotSetDone)?;
         let known = self.participants.iter().any(|p| p.components.contains(component));
         if !known {
             return Err(VssError::UnknownComponent { component: component.clone() });
@@ -477,7 +477,7 @@ impl BackupSession {
     /// as the error (the job is not aborted: its copy exists) and shown as
     /// failed_at_backup_complete; [`BackupSession::document`] still has the document.
     pub fn backup_complete(&mut self) -> Result<BackupComponentsDocument, VssError> {
-        self.expect("backup_complete", SessionPhase::SnapshotSetDone)?;
+        self.require_phase("backup_complete", SessionPhase::SnapshotSetDone)?;
         let results = Arc::new(self.results.clone());
         let summary: Vec<String> = self
             .participants

@@ -25,7 +25,7 @@ impl BackupSession {
     /// The events logged between freeze and thaw are emitted *relaxed* (in order, durable with
     /// the next event) so that the freeze window never waits on an fsync of the event log.
     pub fn do_snapshot_set(&mut self) -> Result<&SnapshotSet, VssError> {
-        self.expect("do_snapshot_set", SessionPhase::PreparedForBackup)?;
+        self.require_phase("do_snapshot_set", SessionPhase::PreparedForBackup)?;
         match self.make_snapshot_set() {
             Ok(()) => Ok(self.snapshot_set.as_ref().expect("set just made")),
             Err(e) => Err(self.fail(e)),
