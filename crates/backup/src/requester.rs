@@ -39,7 +39,7 @@ use vss::{
 };
 
 use crate::error::{RequesterError, Result};
-use crate::repo::{BackupSet, LogRange, RepoError, Repository, SetMeta, StoredFiles};
+use crate::repo::{BackupSet, FileRole, LogRange, RepoError, Repository, SetMeta, StoredFiles};
 use crate::verify::{CopyPageCheck, DbFile, LogFiles};
 
 /// Reports progress of long work (a terminal bar, log lines, or nothing).
@@ -159,7 +159,7 @@ pub struct BackupReport {
 struct Planned {
     volume: String,
     path: PathBuf,
-    role: &'static str,
+    role: FileRole,
     component: String,
     len: u64,
     generation: Option<u32>,
@@ -220,20 +220,20 @@ impl Requester {
             .into_iter()
             .filter(|s| s.storage_group == storage_group && s.node == self.store.node())
             .collect();
-        let wanted: &[&str] = match t {
-            BackupType::Differential => &["full"],
-            BackupType::Incremental => &["full", "incremental"],
+        let wanted: &[BackupType] = match t {
+            BackupType::Differential => &[BackupType::Full],
+            BackupType::Incremental => &[BackupType::Full, BackupType::Incremental],
             _ => return Ok(None),
         };
-        Ok(sets.into_iter().rev().find(|s| wanted.contains(&s.backup_type.as_str())))
+        Ok(sets.into_iter().rev().find(|s| wanted.contains(&s.backup_type)))
     }
 
     /// The full (or copy) that `set`'s chain of bases starts from.
     fn chain_start(&self, set: &BackupSet) -> Result<BackupSet> {
         let mut cur = set.clone();
         for _ in 0..10_000 {
-            match (cur.backup_type.as_str(), cur.base_set) {
-                ("incremental" | "differential", Some(b)) => {
+            match (cur.backup_type, cur.base_set) {
+                (BackupType::Incremental | BackupType::Differential, Some(b)) => {
                     cur = self.repo.load_set(&b.to_string())?;
                 }
                 _ => return Ok(cur),
@@ -258,7 +258,7 @@ impl Requester {
                     Some(b) => Some(b),
                     None => {
                         return Err(RequesterError::NoBase {
-                            backup_type: type_name(req.backup_type).into(),
+                            backup_type: req.backup_type.to_string(),
                             storage_group: req.storage_group.clone(),
                         });
                     }
@@ -278,13 +278,12 @@ impl Requester {
                 .map(|d| d.name.clone())
                 .collect::<Vec<_>>();
             if let Some(missing) = wanted.iter().find(|name| {
-                !full.files.iter().any(|f| f.role == "database" && &f.component == *name)
+                !full.files.iter().any(|f| f.role == FileRole::Database && &f.component == *name)
             }) {
                 return Err(RequesterError::NoBase {
                     backup_type: format!(
                         "{} (the last full backup, set {}, does not hold database {missing})",
-                        type_name(req.backup_type),
-                        full.id
+                        req.backup_type, full.id
                     ),
                     storage_group: req.storage_group.clone(),
                 });
@@ -385,7 +384,7 @@ impl Requester {
                 }
             }
             if logs_only {
-                plan.retain(|p| p.role == "log");
+                plan.retain(|p| p.role == FileRole::Log);
             }
             // An incremental or differential must continue its base's log chain. A
             // differential after an incremental finds the generations in between truncated;
@@ -423,7 +422,7 @@ impl Requester {
                     })?;
                 let name = format!("{}/{}", p.volume, p.path.display());
                 let pages = match p.role {
-                    "database" => {
+                    FileRole::Database => {
                         CopyPageCheck::new(view.as_ref(), &p.path, self.repo.config().chunk_size)
                             .map_err(|e| self.verify_failed(job, name.clone(), e))?
                     }
@@ -503,7 +502,7 @@ impl Requester {
             };
             let meta = SetMeta {
                 node: self.store.node().into(),
-                backup_type: type_name(recorded_type).into(),
+                backup_type: recorded_type,
                 storage_group: req.storage_group.clone(),
                 job_id: Some(job),
                 base_set: base.as_ref().map(|b| b.id),
@@ -548,10 +547,10 @@ impl Requester {
         let (mut set, bytes, stored_bytes) = outcome?;
         // The dismount may also fall between publishing and backup complete.
         if req.backup_type == BackupType::Full
-            && set.backup_type == type_name(BackupType::Full)
+            && set.backup_type == BackupType::Full
             && sg.degraded_to_copy(job)
         {
-            set.backup_type = type_name(BackupType::Copy).into();
+            set.backup_type = BackupType::Copy;
             self.repo.rewrite_manifest(&set)?;
         }
         reporting?;
@@ -601,11 +600,11 @@ impl Requester {
                 }
                 let generation = ese::logfmt::parse_generation_name(prefix, &e.name);
                 let role = match ctype {
-                    ComponentType::Database => "database",
-                    ComponentType::Filegroup if e.name.ends_with(".chk") => "checkpoint",
+                    ComponentType::Database => FileRole::Database,
+                    ComponentType::Filegroup if e.name.ends_with(".chk") => FileRole::Checkpoint,
                     // Only closed generations: the snapshot's current log holds nothing the
                     // closed ones do not (the freeze rolled it), and a restore starts a new one.
-                    ComponentType::Filegroup if generation.is_some() => "log",
+                    ComponentType::Filegroup if generation.is_some() => FileRole::Log,
                     ComponentType::Filegroup => continue,
                 };
                 out.push(Planned {
@@ -653,7 +652,7 @@ impl Requester {
         for c in selected.iter().filter(|c| c.component_type == ComponentType::Database) {
             for fd in &c.files {
                 let path = Path::new(&fd.path).join(&fd.filespec);
-                if plan.iter().any(|p| p.role == "database" && p.path == path) {
+                if plan.iter().any(|p| p.role == FileRole::Database && p.path == path) {
                     let pages_verified = pages_verified.get(&path).copied();
                     let file = DbFile { volume: fd.volume.clone(), path, pages_verified };
                     copied.push((c.name.clone(), file));
@@ -671,7 +670,7 @@ impl Requester {
                 headers.insert(c.name.clone(), serde_json::to_value(&header).expect("serialises"));
             }
         }
-        let logs: Vec<&Planned> = plan.iter().filter(|p| p.role == "log").collect();
+        let logs: Vec<&Planned> = plan.iter().filter(|p| p.role == FileRole::Log).collect();
         let logs = match (logs.first(), logs.last()) {
             (Some(f), Some(l)) => Some(LogFiles {
                 volume: f.volume.clone(),
@@ -696,17 +695,6 @@ impl Requester {
                    "last": ese::logfmt::generation_name(prefix, checked.last)}),
         );
         Ok(serde_json::Value::Object(headers))
-    }
-}
-
-/// The name of a backup type as stored in manifests.
-pub fn type_name(t: BackupType) -> &'static str {
-    match t {
-        BackupType::Full => "full",
-        BackupType::Incremental => "incremental",
-        BackupType::Differential => "differential",
-        BackupType::Copy => "copy",
-        BackupType::Log => "log",
     }
 }
 

@@ -59,12 +59,12 @@ use serde_json::json;
 use store::{InformationStore, StorageGroup, StorageGroupDef};
 use uuid::Uuid;
 use volume::{FileSystem, FsRef, OpenMode};
-use vss::{BackupComponentsDocument, ComponentKey, Coordinator};
+use vss::{BackupComponentsDocument, BackupType, ComponentKey, Coordinator};
 
 pub use place::SupersededLogs;
 
 use crate::error::{RequesterError, Result};
-use crate::repo::{BackupSet, FileEntry, Repository};
+use crate::repo::{BackupSet, FileEntry, FileRole, Repository};
 use crate::requester::{Progress, aborted};
 
 /// Where to restore.
@@ -341,7 +341,7 @@ impl Restorer {
         let mut chain = vec![set.clone()];
         let mut seen = std::collections::HashSet::from([set.id]);
         let mut cur = set.clone();
-        while matches!(cur.backup_type.as_str(), "incremental" | "differential") {
+        while matches!(cur.backup_type, BackupType::Incremental | BackupType::Differential) {
             let base =
                 cur.base_set.ok_or_else(|| refuse(format!("set {} names no base set", cur.id)))?;
             if !seen.insert(base) {
@@ -357,11 +357,11 @@ impl Restorer {
                     b.node, b.storage_group, set.node, set.storage_group
                 )));
             }
-            let allowed: &[&str] = match cur.backup_type.as_str() {
-                "differential" => &["full"],
-                _ => &["full", "incremental"],
+            let allowed: &[BackupType] = match cur.backup_type {
+                BackupType::Differential => &[BackupType::Full],
+                _ => &[BackupType::Full, BackupType::Incremental],
             };
-            if !allowed.contains(&b.backup_type.as_str()) {
+            if !allowed.contains(&b.backup_type) {
                 return Err(refuse(format!(
                     "{} {} cannot build on a {} backup",
                     cur.backup_type, cur.id, b.backup_type
@@ -370,7 +370,7 @@ impl Restorer {
             chain.push(b.clone());
             cur = b;
         }
-        if !matches!(cur.backup_type.as_str(), "full" | "copy") {
+        if !matches!(cur.backup_type, BackupType::Full | BackupType::Copy) {
             return Err(refuse(format!(
                 "the chain of {} starts with a {} backup",
                 set.id, cur.backup_type
@@ -814,10 +814,12 @@ fn later_logs(repo: &Repository, full: &BackupSet) -> Result<BTreeMap<u32, FileE
     };
     let mut out = BTreeMap::new();
     for s in &sets {
-        if !matches!(s.backup_type.as_str(), "incremental" | "differential") || !builds_on_full(s) {
+        if !matches!(s.backup_type, BackupType::Incremental | BackupType::Differential)
+            || !builds_on_full(s)
+        {
             continue;
         }
-        for f in s.files.iter().filter(|f| f.role == "log") {
+        for f in s.files.iter().filter(|f| f.role == FileRole::Log) {
             let name = Path::new(&f.path).file_name().and_then(|n| n.to_str()).unwrap_or("");
             if let Some((_, g)) = crate::verify::log_generation(name) {
                 out.entry(g).or_insert_with(|| f.clone());
@@ -862,7 +864,7 @@ fn collect_files(
     let databases: Vec<(String, FileEntry)> = first
         .files
         .iter()
-        .filter(|f| f.role == "database")
+        .filter(|f| f.role == FileRole::Database)
         .map(|f| (f.component.clone(), f.clone()))
         .collect();
     if databases.is_empty() {
@@ -873,7 +875,7 @@ fn collect_files(
     }
     let mut logs: BTreeMap<u32, FileEntry> = BTreeMap::new();
     for s in chain {
-        for f in s.files.iter().filter(|f| f.role == "log") {
+        for f in s.files.iter().filter(|f| f.role == FileRole::Log) {
             let name = Path::new(&f.path).file_name().and_then(|n| n.to_str()).unwrap_or("");
             let g = ese::logfmt::parse_generation_name(prefix, name).ok_or_else(|| {
                 RequesterError::RestoreRefused(format!(
@@ -939,7 +941,7 @@ mod tests {
         let f = src.open(Path::new("db"), volume::OpenMode::Create).unwrap();
         f.write_at(&data, 0).unwrap();
         let mut w = repo.begin_set();
-        w.add_file("vol/db", "database", "c", f.as_ref(), &|_| {}).unwrap();
+        w.add_file("vol/db", crate::repo::FileRole::Database, "c", f.as_ref(), &|_| {}).unwrap();
         let set = w.publish(SetMeta::default()).unwrap();
         let entry = &set.files[0];
 

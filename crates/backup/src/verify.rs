@@ -20,7 +20,7 @@ use serde::Serialize;
 use volume::FsRef;
 
 use crate::error::{RequesterError, Result};
-use crate::repo::{BackupSet, Repository, StoredFiles};
+use crate::repo::{BackupSet, FileRole, Repository, StoredFiles};
 use crate::requester::Progress;
 
 /// A database file of a backup: its volume label and path on the volume.
@@ -252,13 +252,13 @@ pub fn verify_set(
             Arc::new(StoredFiles::new(repo.clone(), volume, &set.files)) as FsRef
         });
         let path = Path::new(path);
-        match f.role.as_str() {
-            "database" => databases.push(DbFile {
+        match f.role {
+            FileRole::Database => databases.push(DbFile {
                 volume: volume.into(),
                 path: path.into(),
                 pages_verified: None,
             }),
-            "log" => {
+            FileRole::Log => {
                 let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
                 let Some((prefix, g)) = log_generation(name) else {
                     return Err(RequesterError::Verify(format!(
@@ -288,7 +288,7 @@ pub fn verify_set(
                     }
                 }
             }
-            _ => {}
+            FileRole::Checkpoint => {}
         }
     }
     let failed =

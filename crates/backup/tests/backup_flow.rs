@@ -5,6 +5,7 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
+use backup::repo::FileRole;
 use backup::{BackupRequest, Quiet, RequesterError};
 use store::load::{LoadConfig, LoadGenerator};
 use volume::fault::FaultInjector;
@@ -43,9 +44,9 @@ fn full_backup_stamps_the_header_truncates_logs_and_leaves_a_trail() {
     assert!(before.len() > 3, "the load filled several generations: {before:?}");
     let report = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
     let set = &report.set;
-    assert_eq!(set.backup_type, "full");
-    assert!(set.files.iter().any(|f| f.role == "database"));
-    assert!(set.files.iter().any(|f| f.role == "checkpoint"));
+    assert_eq!(set.backup_type, BackupType::Full);
+    assert!(set.files.iter().any(|f| f.role == FileRole::Database));
+    assert!(set.files.iter().any(|f| f.role == FileRole::Checkpoint));
     let range = set.log_range.unwrap();
     // Logs below min(last copied, checkpoint) are gone; nothing above the copied range was touched.
     let sg = n.store.storage_group("SG1").unwrap();
@@ -101,23 +102,24 @@ fn verifying_a_stored_set_checks_pages_and_log_generations() {
         let scratch = tempfile::tempdir().unwrap();
         let fs = volume::HostFs::new(scratch.path()).unwrap();
         let mut w = repo.begin_set();
-        let logs: Vec<_> = good.files.iter().filter(|f| f.role == "log").collect();
+        let logs: Vec<_> = good.files.iter().filter(|f| f.role == FileRole::Log).collect();
         for (i, f) in good.files.iter().enumerate() {
-            if f.role == "log" && skip_log.is_some_and(|k| logs[k as usize].path == f.path) {
+            if f.role == FileRole::Log && skip_log.is_some_and(|k| logs[k as usize].path == f.path)
+            {
                 continue;
             }
             let mut data = stored(f);
-            if let (Some(p), "database") = (corrupt_page, f.role.as_str()) {
+            if let (Some(p), FileRole::Database) = (corrupt_page, f.role) {
                 let at = (p * common::tuning().page_size as u64 + 100) as usize;
                 data[at] ^= 0xff;
             }
             let name = std::path::PathBuf::from(format!("f{i}"));
             volume::fs::write_atomic(&fs, &name, &data).unwrap();
             let src = volume::FileSystem::open(&fs, &name, volume::OpenMode::Read).unwrap();
-            w.add_file(&f.path, &f.role, &f.component, src.as_ref(), &|_| {}).unwrap();
+            w.add_file(&f.path, f.role, &f.component, src.as_ref(), &|_| {}).unwrap();
         }
         let meta = backup::repo::SetMeta {
-            backup_type: "copy".into(),
+            backup_type: BackupType::Copy,
             storage_group: "SG1".into(),
             database_headers: good.database_headers.clone(),
             ..Default::default()
@@ -128,7 +130,7 @@ fn verifying_a_stored_set_checks_pages_and_log_generations() {
     repo.verify_set(&bad_page, &|_| {}).unwrap(); // every hash is right…
     let err = backup::verify_set(repo, &bad_page, &Quiet).unwrap_err().to_string();
     assert!(err.contains("DB1.edb") && err.contains("page 3"), "{err}");
-    let logs = good.files.iter().filter(|f| f.role == "log").count() as u32;
+    let logs = good.files.iter().filter(|f| f.role == FileRole::Log).count() as u32;
     assert!(logs >= 3, "the load filled several generations");
     let gap = republish(Some(1), None);
     let err = backup::verify_set(repo, &gap, &Quiet).unwrap_err().to_string();
@@ -154,7 +156,7 @@ fn incremental_needs_a_full_and_copies_only_logs() {
     let full = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
     load_some(&n, 60, 3);
     let inc = n.requester.backup(&req(BackupType::Incremental), &Quiet).unwrap();
-    assert!(inc.set.files.iter().all(|f| f.role == "log"), "{:?}", inc.set.files);
+    assert!(inc.set.files.iter().all(|f| f.role == FileRole::Log), "{:?}", inc.set.files);
     assert_eq!(inc.set.base_set, Some(full.set.id));
     assert!(inc.set.log_range.unwrap().high > full.set.log_range.unwrap().high);
     let header =
@@ -317,9 +319,9 @@ fn a_full_backup_whose_storage_group_was_dismounted_is_recorded_as_a_copy() {
         view
     }));
     let report = requester.backup(&req(BackupType::Full), &Quiet).unwrap();
-    assert_eq!(report.set.backup_type, "copy", "the report says what the set is");
+    assert_eq!(report.set.backup_type, BackupType::Copy, "the report says what the set is");
     let stored = n.requester.repo().load_set(&report.set.id.to_string()).unwrap();
-    assert_eq!(stored.backup_type, "copy", "so does the manifest");
+    assert_eq!(stored.backup_type, BackupType::Copy, "so does the manifest");
     assert!(
         n.requester.base_for("SG1", BackupType::Incremental).unwrap().is_none(),
         "a copy is no base for an incremental"

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use backup::repo::FileRole;
 use backup::{BackupRequest, Quiet, RequesterError, RestoreRequest, RestoreTarget, Restorer};
 use ese::{DatabaseSpec, Instance, InstanceConfig};
 use store::MailDb;
@@ -217,7 +218,7 @@ fn a_damaged_backup_is_named_and_the_target_is_left_alone() {
     pack.write_at(&b, 100).unwrap();
 
     // The first chunk of the first pack is the database file's first chunk.
-    let db = full.set.files.iter().find(|f| f.role == "database").unwrap();
+    let db = full.set.files.iter().find(|f| f.role == FileRole::Database).unwrap();
     let chunk = &db.chunks[0].hash;
     let err = n.requester.repo().verify_set(&full.set, &|_| {}).unwrap_err().to_string();
     assert!(err.contains(chunk.as_str()) && err.contains(&db.path), "{err}");
@@ -381,7 +382,7 @@ fn a_set_missing_a_log_generation_is_refused_naming_it() {
     let n = common::node();
     loaded(&n, 80, 31);
     let mut set = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap().set;
-    let logs: Vec<_> = set.files.iter().filter(|f| f.role == "log").cloned().collect();
+    let logs: Vec<_> = set.files.iter().filter(|f| f.role == FileRole::Log).cloned().collect();
     assert!(logs.len() >= 3, "the load filled several generations");
     let gone = logs[1].path.clone();
     set.files.retain(|f| f.path != gone);
@@ -405,7 +406,7 @@ fn a_foreign_log_in_a_set_stops_the_restore_naming_it() {
     let other = common::node();
     loaded(&other, 80, 33);
     other.store.storage_group("SG1").unwrap().dismount(false).unwrap();
-    let logs: Vec<_> = set.files.iter().filter(|f| f.role == "log").collect();
+    let logs: Vec<_> = set.files.iter().filter(|f| f.role == FileRole::Log).collect();
     let swapped = logs[logs.len() / 2];
     let name = Path::new(&swapped.path).file_name().unwrap().to_str().unwrap().to_string();
     let foreign = other.logs.open(&Path::new("SG1/logs").join(&name), OpenMode::Read).unwrap();
@@ -414,7 +415,7 @@ fn a_foreign_log_in_a_set_stops_the_restore_naming_it() {
     let mut w = repo.begin_set();
     for f in &set.files {
         if f.path == swapped.path {
-            w.add_file(&f.path, &f.role, &f.component, foreign.as_ref(), &|_| {}).unwrap();
+            w.add_file(&f.path, f.role, &f.component, foreign.as_ref(), &|_| {}).unwrap();
             continue;
         }
         let mut data = Vec::new();
@@ -427,11 +428,11 @@ fn a_foreign_log_in_a_set_stops_the_restore_naming_it() {
         let p = PathBuf::from(f.path.replace('/', "_"));
         volume::fs::write_atomic(scratch.as_ref(), &p, &data).unwrap();
         let src = scratch.open(&p, OpenMode::Read).unwrap();
-        w.add_file(&f.path, &f.role, &f.component, src.as_ref(), &|_| {}).unwrap();
+        w.add_file(&f.path, f.role, &f.component, src.as_ref(), &|_| {}).unwrap();
     }
     let meta = backup::repo::SetMeta {
         node: set.node.clone(),
-        backup_type: "full".into(),
+        backup_type: BackupType::Full,
         storage_group: "SG1".into(),
         log_range: set.log_range,
         components: set.components.clone(),
@@ -556,7 +557,7 @@ fn backups_of_chosen_databases_stamp_and_restore_only_those() {
         .set
         .files
         .iter()
-        .filter(|f| f.role == "database")
+        .filter(|f| f.role == FileRole::Database)
         .map(|f| f.component.as_str())
         .collect();
     assert_eq!(dbs, ["DB1"]);
@@ -632,7 +633,7 @@ fn generations(set: &backup::repo::BackupSet) -> Vec<u32> {
     let mut g: Vec<u32> = set
         .files
         .iter()
-        .filter(|f| f.role == "log")
+        .filter(|f| f.role == FileRole::Log)
         .filter_map(|f| {
             let name = Path::new(&f.path).file_name()?.to_str()?;
             backup::verify::log_generation(name).map(|(_, g)| g)

@@ -110,7 +110,7 @@ fn generations(node: &Node) -> anyhow::Result<String> {
 
 fn summarize(r: &BackupReport) {
     let files = r.set.files.len();
-    let logs = r.set.files.iter().filter(|f| f.role == "log").count();
+    let logs = r.set.files.iter().filter(|f| f.role == backup::repo::FileRole::Log).count();
     let range = r.set.log_range.map(|l| format!("{:#X}..{:#X}", l.low, l.high)).unwrap_or_default();
     println!(
         "   set {} — {files} files ({logs} log generations {range}), {} read, {} new in the repository",

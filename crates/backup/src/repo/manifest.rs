@@ -3,21 +3,54 @@
 //! A manifest is stored as two lines: the manifest as compact JSON, then the BLAKE3 hash of
 //! that line in hex. The hash lets `verify` tell a damaged manifest from a damaged chunk.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+use vss::BackupType;
 
 use super::error::{RepoError, Result};
 
 /// The manifest format this build writes and reads.
 pub const MANIFEST_FORMAT: u32 = 1;
 
+/// What a backed-up file is to its writer. Stored under the same names the manifests have
+/// always used (`database`, `log`, `checkpoint`), so repositories written before the enum read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileRole {
+    /// A database file: restored into place, its pages checked.
+    Database,
+    /// A closed log generation: replayed by recovery.
+    Log,
+    /// The checkpoint file: kept with the logs, never restored over a live one.
+    Checkpoint,
+}
+
+impl FileRole {
+    /// The name the manifest stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileRole::Database => "database",
+            FileRole::Log => "log",
+            FileRole::Checkpoint => "checkpoint",
+        }
+    }
+}
+
+impl fmt::Display for FileRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One backed-up file: its logical path, size, hash and the chunks that hold its content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {
     /// Where the file came from: `<volume label>/<path on the volume>`.
     pub path: String,
-    /// What the file is to its writer (for the store: `database`, `log`, `checkpoint`).
-    pub role: String,
+    /// What the file is to its writer.
+    pub role: FileRole,
     /// The component (logical path) the file belongs to.
     pub component: String,
     pub size: u64,
@@ -50,8 +83,9 @@ pub struct BackupSet {
     /// Creation time, milliseconds since the Unix epoch.
     pub created_unix_ms: u64,
     pub node: String,
-    /// `full`, `incremental`, `differential` or `copy`.
-    pub backup_type: String,
+    /// Stored as `full`, `incremental`, `differential` or `copy` (a full that lost its
+    /// storage group mid-job is recorded as a copy: it must never be a base).
+    pub backup_type: BackupType,
     pub storage_group: String,
     /// The job's writer instance id: the key of its event trail.
     pub job_id: Option<Uuid>,

@@ -37,7 +37,7 @@ use uuid::Uuid;
 use volume::fs::{FileKind, FsRef, read_all, write_atomic};
 
 pub use error::{RepoError, Result};
-pub use manifest::{BackupSet, ChunkRef, FileEntry, LogRange, MANIFEST_FORMAT};
+pub use manifest::{BackupSet, ChunkRef, FileEntry, FileRole, LogRange, MANIFEST_FORMAT};
 pub use pack::ChunkLoc;
 pub use stored::StoredFiles;
 pub use writer::{ChunkCheck, SetMeta, SetWriter};

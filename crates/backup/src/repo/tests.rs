@@ -36,10 +36,18 @@ fn backup(repo: &Repository, src: &dyn FileSystem, names: &[&str]) -> (BackupSet
     let mut w = repo.begin_set();
     for n in names {
         let f = src.open(Path::new(n), OpenMode::Read).unwrap();
-        w.add_file(&format!("vol/{n}"), "database", "sg1/db1", f.as_ref(), &|_| {}).unwrap();
+        w.add_file(
+            &format!("vol/{n}"),
+            crate::repo::FileRole::Database,
+            "sg1/db1",
+            f.as_ref(),
+            &|_| {},
+        )
+        .unwrap();
     }
     let stored = w.stored_bytes();
-    let meta = SetMeta { node: "n1".into(), backup_type: "full".into(), ..Default::default() };
+    let meta =
+        SetMeta { node: "n1".into(), backup_type: vss::BackupType::Full, ..Default::default() };
     (w.publish(meta).unwrap(), stored)
 }
 
@@ -95,7 +103,7 @@ fn an_abandoned_set_leaves_nothing() {
     {
         let mut w = repo.begin_set();
         let f = src.open(Path::new("db"), OpenMode::Read).unwrap();
-        w.add_file("vol/db", "database", "c", f.as_ref(), &|_| {}).unwrap();
+        w.add_file("vol/db", crate::repo::FileRole::Database, "c", f.as_ref(), &|_| {}).unwrap();
     }
     assert!(repo.list_sets().unwrap().is_empty());
     assert!(fs.read_dir(Path::new("r/packs")).unwrap().is_empty(), "the unsealed pack is gone");
@@ -225,7 +233,9 @@ fn a_full_repository_disk_fails_the_copy_cleanly() {
     let mut w = repo.begin_set();
     let f = src.open(Path::new("db"), OpenMode::Read).unwrap();
     // Before the fix this blocked forever: the reader waited on a channel nobody drained.
-    let err = w.add_file("vol/db", "database", "c", f.as_ref(), &|_| {}).unwrap_err();
+    let err = w
+        .add_file("vol/db", crate::repo::FileRole::Database, "c", f.as_ref(), &|_| {})
+        .unwrap_err();
     assert!(
         err.to_string().contains("storage full") || err.to_string().contains("No space"),
         "{err}"
@@ -255,7 +265,15 @@ fn a_chunk_check_sees_every_chunk_once_and_its_rejection_stops_the_copy() {
         Ok(())
     };
     let mut w = repo.begin_set();
-    w.add_file_checked("vol/db", "database", "c", f.as_ref(), Some(&record), &|_| {}).unwrap();
+    w.add_file_checked(
+        "vol/db",
+        crate::repo::FileRole::Database,
+        "c",
+        f.as_ref(),
+        Some(&record),
+        &|_| {},
+    )
+    .unwrap();
     let mut seen = seen.into_inner();
     seen.sort();
     let expected: Vec<(u64, usize)> = (0..len)
@@ -273,7 +291,14 @@ fn a_chunk_check_sees_every_chunk_once_and_its_rejection_stops_the_copy() {
     };
     let mut w = repo.begin_set();
     let err = w
-        .add_file_checked("vol/db", "database", "c", f.as_ref(), Some(&reject), &|_| {})
+        .add_file_checked(
+            "vol/db",
+            crate::repo::FileRole::Database,
+            "c",
+            f.as_ref(),
+            Some(&reject),
+            &|_| {},
+        )
         .unwrap_err();
     match &err {
         RepoError::Rejected { file, why } => {
@@ -301,9 +326,11 @@ fn packs_sealed_while_the_copy_goes_on_are_all_indexed_and_durable() {
     let mut w = repo.begin_set().with_pack_target(6 * CHUNK as u64);
     for (n, _) in &files {
         let f = src.open(Path::new(n), OpenMode::Read).unwrap();
-        w.add_file(&format!("vol/{n}"), "database", "c", f.as_ref(), &|_| {}).unwrap();
+        w.add_file(&format!("vol/{n}"), crate::repo::FileRole::Database, "c", f.as_ref(), &|_| {})
+            .unwrap();
     }
-    let meta = SetMeta { node: "n1".into(), backup_type: "full".into(), ..Default::default() };
+    let meta =
+        SetMeta { node: "n1".into(), backup_type: vss::BackupType::Full, ..Default::default() };
     let set = w.publish(meta).unwrap();
 
     let names: Vec<String> =

@@ -17,9 +17,10 @@ use std::thread;
 use parking_lot::Mutex;
 use uuid::Uuid;
 use volume::fs::{File, write_atomic};
+use vss::BackupType;
 
 use super::error::{IoContext, RepoError, Result};
-use super::manifest::{BackupSet, ChunkRef, FileEntry, LogRange, MANIFEST_FORMAT};
+use super::manifest::{BackupSet, ChunkRef, FileEntry, FileRole, LogRange, MANIFEST_FORMAT};
 use super::pack::{ChunkLoc, PackWriter};
 use super::{Repository, now_unix_ms};
 
@@ -37,10 +38,10 @@ type Sealing = thread::JoinHandle<Result<Vec<(blake3::Hash, ChunkLoc)>>>;
 pub type ChunkCheck<'a> = dyn Fn(u64, &[u8]) -> std::result::Result<(), String> + Sync + 'a;
 
 /// Everything in a manifest except the files, which the writer collects.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SetMeta {
     pub node: String,
-    pub backup_type: String,
+    pub backup_type: BackupType,
     pub storage_group: String,
     pub job_id: Option<Uuid>,
     pub base_set: Option<Uuid>,
@@ -48,6 +49,24 @@ pub struct SetMeta {
     pub writer_metadata: serde_json::Value,
     pub components: serde_json::Value,
     pub database_headers: serde_json::Value,
+}
+
+/// A full backup of no named node or storage group with nothing but its files: what tests
+/// that write sets by hand start from.
+impl Default for SetMeta {
+    fn default() -> Self {
+        Self {
+            node: String::new(),
+            backup_type: BackupType::Full,
+            storage_group: String::new(),
+            job_id: None,
+            base_set: None,
+            log_range: None,
+            writer_metadata: serde_json::Value::Null,
+            components: serde_json::Value::Null,
+            database_headers: serde_json::Value::Null,
+        }
+    }
 }
 
 /// A backup set being written. Dropped without [`SetWriter::publish`], it leaves no set.
@@ -131,7 +150,7 @@ impl<'r> SetWriter<'r> {
     pub fn add_file(
         &mut self,
         path: &str,
-        role: &str,
+        role: FileRole,
         component: &str,
         src: &dyn File,
         progress: &dyn Fn(u64),
@@ -143,7 +162,7 @@ impl<'r> SetWriter<'r> {
     pub fn add_file_checked(
         &mut self,
         path: &str,
-        role: &str,
+        role: FileRole,
         component: &str,
         src: &dyn File,
         check: Option<&ChunkCheck>,
@@ -280,7 +299,7 @@ impl<'r> SetWriter<'r> {
         self.read_bytes += size;
         self.files.push(FileEntry {
             path: path.into(),
-            role: role.into(),
+            role,
             component: component.into(),
             size,
             blake3: hasher.finalize().to_hex().to_string(),

@@ -223,7 +223,7 @@ pub async fn backup(
         metrics.record_backup(BackupFigures {
             job: report.job.to_string(),
             storage_group: req.sg.clone(),
-            backup_type: report.set.backup_type.clone(),
+            backup_type: report.set.backup_type.to_string(),
             hold_seconds: report.hold.as_secs_f64(),
             elapsed_seconds: report.elapsed.as_secs_f64(),
             bytes: report.bytes,
