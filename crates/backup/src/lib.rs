@@ -12,6 +12,8 @@ pub mod restore;
 pub mod verify;
 
 pub use error::{RequesterError, Result};
-pub use requester::{BackupReport, BackupRequest, Progress, Quiet, Requester, ViewFilter};
+pub use requester::{
+    BackupReport, BackupRequest, Progress, Quiet, Requester, ViewFilter, repository_for_backup,
+};
 pub use restore::{RestoreReport, RestoreRequest, RestoreTarget, Restorer};
 pub use verify::{SetVerify, verify_set};

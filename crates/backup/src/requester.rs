@@ -29,17 +29,19 @@ use std::time::{Duration, Instant};
 
 use events::{EventSink, catalog as cat};
 use serde_json::json;
-use store::InformationStore;
-use store::writer::{LOG_COMPONENT, STORE_INSTANCE, WRITER_ID, logical_path};
+use store::{InformationStore, StorageGroup, StorageGroupDef};
 use uuid::Uuid;
 use volume::{File, FileKind, FsRef, OpenMode};
 use vss::{
-    BackupComponentsDocument, BackupSession, BackupState, BackupType, BackupTypeChoice,
-    ComponentKey, ComponentType, Coordinator, FileDescriptor, SnapshotContext, WriterMetadata,
+    BackupComponentsDocument, BackupSession, BackupState, BackupType, BackupTypeChoice, Component,
+    ComponentKey, ComponentType, Coordinator, FileDescriptor, SnapshotContext, WriterDescription,
+    WriterMetadata,
 };
 
 use crate::error::{RequesterError, Result};
-use crate::repo::{BackupSet, FileRole, LogRange, RepoError, Repository, SetMeta, StoredFiles};
+use crate::repo::{
+    BackupSet, FileRole, LogRange, RepoError, Repository, SetMeta, SetWriter, StoredFiles,
+};
 use crate::verify::{CopyPageCheck, DbFile, LogFiles};
 
 /// Reports progress of long work (a terminal bar, log lines, or nothing).
@@ -107,7 +109,7 @@ impl File for Cancellable<'_> {
 fn stop_if_cancelled(session: &mut BackupSession, progress: &dyn Progress) -> Result<()> {
     match progress.cancelled() {
         Some(reason) => {
-            let _ = session.abort(&reason);
+            abort_logged(session, &reason);
             Err(aborted(reason))
         }
         None => Ok(()),
@@ -133,6 +135,40 @@ pub struct BackupRequest {
     pub backup_type: BackupType,
     /// Databases to include; all of the storage group's when empty.
     pub databases: Vec<String>,
+}
+
+impl BackupRequest {
+    /// Refuses a request that cannot run on `store` — an unknown storage group or database,
+    /// a log-only backup — before anything is created for it (a repository, say).
+    pub fn check(&self, store: &InformationStore) -> Result<()> {
+        let sg = store.storage_group(&self.storage_group)?;
+        if self.backup_type == BackupType::Log {
+            return Err(RequesterError::Refused(
+                "the store writer offers no log-only backup type; use an incremental".into(),
+            ));
+        }
+        if let Some(d) =
+            self.databases.iter().find(|d| !sg.def().databases.iter().any(|x| &x.name == *d))
+        {
+            return Err(RequesterError::NoSuchDatabase {
+                storage_group: self.storage_group.clone(),
+                database: d.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The repository in host directory `path` for backup `req` of `store`: opened, or created
+/// if there is none — but only once the request is known valid, so that a refused backup
+/// leaves no empty repository behind.
+pub fn repository_for_backup(
+    store: &InformationStore,
+    req: &BackupRequest,
+    path: &Path,
+) -> Result<Repository> {
+    req.check(store)?;
+    Ok(Repository::open_or_init_host(path)?)
 }
 
 /// What a backup did.
@@ -163,6 +199,105 @@ struct Planned {
     component: String,
     len: u64,
     generation: Option<u32>,
+}
+
+/// One job as its phases share it.
+struct Job<'a> {
+    req: &'a BackupRequest,
+    sg: &'a StorageGroup,
+    /// The job id (the writer instance id the coordinator gave the session).
+    id: Uuid,
+    base: Option<&'a BackupSet>,
+    progress: &'a dyn Progress,
+}
+
+/// What [`Requester::select`] chose: the writer's metadata as handed out for this job, and
+/// the storage group's components in it.
+struct Selection {
+    metadata: WriterMetadata,
+    components: Vec<Component>,
+    keys: Vec<ComponentKey>,
+}
+
+/// The snapshot set a job copies from.
+struct Snapshot {
+    views: BTreeMap<String, FsRef>,
+    /// How long writes were held.
+    hold: Duration,
+    /// How long making the set took.
+    elapsed: Duration,
+    id: Uuid,
+}
+
+/// A copied and verified set, not yet published.
+struct Copied<'r> {
+    writer: SetWriter<'r>,
+    files: usize,
+    bytes: u64,
+    headers: serde_json::Value,
+    log_range: Option<LogRange>,
+}
+
+/// Where a storage group's components are in the writers' metadata (see [`find_components`]).
+#[derive(Debug)]
+pub struct FoundComponents<'w> {
+    /// Index of the writer in the gathered list.
+    pub writer: usize,
+    /// The file-group component holding the group's logs and checkpoint.
+    pub logs: &'w Component,
+    /// The database components, by the database name of the storage group's definition.
+    pub databases: Vec<(String, &'w Component)>,
+}
+
+/// Finds storage group `def`'s components in the writers' metadata documents by the files
+/// they describe: the file-group component whose descriptors cover the group's log stream,
+/// and the database components of the same writer whose descriptors cover the group's
+/// database files. Neither a writer id, an instance name nor a logical path is assumed, so a
+/// second writer (the replication writer, describing its copies under its own logical path)
+/// is never taken for the store's and needs no change here.
+pub fn find_components<'w>(
+    writers: &'w [WriterDescription],
+    def: &StorageGroupDef,
+) -> Option<FoundComponents<'w>> {
+    let on = |fd: &FileDescriptor, volume: &str, file: &Path| {
+        fd.volume == volume && fd.matches(&file.to_string_lossy())
+    };
+    let first_log = def.log_dir.join(ese::logfmt::generation_name(&def.prefix, 1));
+    writers.iter().enumerate().find_map(|(i, w)| {
+        let components = &w.metadata.components;
+        let logs = components.iter().find(|c| {
+            c.component_type == ComponentType::Filegroup
+                && c.files.iter().any(|fd| on(fd, &def.log_volume.label, &first_log))
+        })?;
+        let databases = def
+            .databases
+            .iter()
+            .filter_map(|d| {
+                components
+                    .iter()
+                    .find(|c| {
+                        c.component_type == ComponentType::Database
+                            && c.files.iter().any(|fd| on(fd, &d.volume.label, &d.path))
+                    })
+                    .map(|c| (d.name.clone(), c))
+            })
+            .collect();
+        Some(FoundComponents { writer: i, logs, databases })
+    })
+}
+
+/// A value as JSON for the manifest.
+fn to_json<T: serde::Serialize>(value: &T, what: &str) -> Result<serde_json::Value> {
+    serde_json::to_value(value)
+        .map_err(|e| RequesterError::Verify(format!("{what} does not serialise: {e}")))
+}
+
+/// Aborts `session` for `reason`; a failure to abort is logged, as the job fails anyway (the
+/// session's drop shuts it down).
+fn abort_logged(session: &mut BackupSession, reason: &str) {
+    if let Err(e) = session.abort(reason) {
+        tracing::warn!(job = %session.job(), error = %e, "aborting the cancelled backup session failed");
+    }
 }
 
 /// The backup application.
@@ -242,97 +377,117 @@ impl Requester {
         Err(RequesterError::Refused(format!("the base chain of set {} does not end", set.id)))
     }
 
-    /// Runs one backup.
+    /// Runs one backup: each phase below is one method, in the order the module doc explains.
     pub fn backup(&self, req: &BackupRequest, progress: &dyn Progress) -> Result<BackupReport> {
         let started = Instant::now();
+        req.check(&self.store)?;
         let sg = self.store.storage_group(&req.storage_group)?;
-        if req.backup_type == BackupType::Log {
-            return Err(RequesterError::Refused(
-                "the store writer offers no log-only backup type; use an incremental".into(),
-            ));
+        let base = self.base(req, &sg)?;
+        progress.step("gathering writer metadata");
+        let mut session = self.coordinator.backup_session(SnapshotContext::Backup)?;
+        let job = Job { req, sg: &sg, id: session.job(), base: base.as_ref(), progress };
+        let selection = self.select(&mut session, &job)?;
+        let snap = self.snapshot(&mut session, &job)?;
+        let outcome = self
+            .copy_and_verify(&job, &selection, &snap)
+            .and_then(|copied| self.publish(&job, &selection, &snap, &session, copied));
+        let (set, bytes, stored_bytes, document) =
+            self.report(session, &job, &selection, outcome)?;
+        Ok(BackupReport {
+            set,
+            job: job.id,
+            bytes,
+            stored_bytes,
+            hold: snap.hold,
+            snapshot: snap.elapsed,
+            elapsed: started.elapsed(),
+            document,
+        })
+    }
+
+    /// The set an incremental or differential builds on (none for a full or copy), after
+    /// checking that the chain it continues can hold what the request covers.
+    fn base(&self, req: &BackupRequest, sg: &StorageGroup) -> Result<Option<BackupSet>> {
+        if !matches!(req.backup_type, BackupType::Incremental | BackupType::Differential) {
+            return Ok(None);
         }
-        let lp = logical_path(self.store.node(), &req.storage_group);
-        let base = match req.backup_type {
-            BackupType::Incremental | BackupType::Differential => {
-                match self.base_for(&req.storage_group, req.backup_type)? {
-                    Some(b) => Some(b),
-                    None => {
-                        return Err(RequesterError::NoBase {
-                            backup_type: req.backup_type.to_string(),
-                            storage_group: req.storage_group.clone(),
-                        });
-                    }
-                }
-            }
-            _ => None,
+        let Some(base) = self.base_for(&req.storage_group, req.backup_type)? else {
+            return Err(RequesterError::NoBase {
+                backup_type: req.backup_type.to_string(),
+                storage_group: req.storage_group.clone(),
+            });
         };
         // Every database this incremental or differential covers must be in the full its
         // chain starts from, or a restore of the chain would lack the database's file.
-        if let Some(b) = &base {
-            let full = self.chain_start(b)?;
-            let wanted = sg
-                .def()
-                .databases
-                .iter()
-                .filter(|d| req.databases.is_empty() || req.databases.contains(&d.name))
-                .map(|d| d.name.clone())
-                .collect::<Vec<_>>();
-            if let Some(missing) = wanted.iter().find(|name| {
-                !full.files.iter().any(|f| f.role == FileRole::Database && &f.component == *name)
-            }) {
-                return Err(RequesterError::NoBase {
-                    backup_type: format!(
-                        "{} (the last full backup, set {}, does not hold database {missing})",
-                        req.backup_type, full.id
-                    ),
-                    storage_group: req.storage_group.clone(),
-                });
-            }
+        let full = self.chain_start(&base)?;
+        let wanted = sg
+            .def()
+            .databases
+            .iter()
+            .filter(|d| req.databases.is_empty() || req.databases.contains(&d.name))
+            .map(|d| d.name.clone())
+            .collect::<Vec<_>>();
+        if let Some(missing) = wanted.iter().find(|name| {
+            !full.files.iter().any(|f| f.role == FileRole::Database && &f.component == *name)
+        }) {
+            return Err(RequesterError::NoBase {
+                backup_type: format!(
+                    "{} (the last full backup, set {}, does not hold database {missing})",
+                    req.backup_type, full.id
+                ),
+                storage_group: req.storage_group.clone(),
+            });
         }
-        let base_doc = base
-            .as_ref()
+        Ok(Some(base))
+    }
+
+    /// Phase 1: gathers the writers' metadata, finds the storage group's components in it
+    /// ([`find_components`]) and hands the coordinator the selection (with the base set's
+    /// components document for an incremental or differential).
+    fn select(&self, session: &mut BackupSession, job: &Job<'_>) -> Result<Selection> {
+        let req = job.req;
+        let base_doc = job
+            .base
             .map(|b| serde_json::from_value::<BackupComponentsDocument>(b.components.clone()))
             .transpose()
             .map_err(|e| RequesterError::Verify(format!("base set's components document: {e}")))?;
-
-        progress.step("gathering writer metadata");
-        let mut session = self.coordinator.backup_session(SnapshotContext::Backup)?;
-        let job = session.job();
         let writers = session.gather_writer_metadata()?;
-        stop_if_cancelled(&mut session, progress)?;
-        let desc = writers
-            .iter()
-            .find(|w| w.key.writer_id == WRITER_ID && w.key.instance_name == STORE_INSTANCE)
-            .ok_or(RequesterError::NoStoreWriter)?;
-        let metadata: WriterMetadata = desc.metadata.clone();
-        let mine: Vec<_> = metadata.components.iter().filter(|c| c.logical_path == lp).collect();
-        if mine.is_empty() {
-            return Err(RequesterError::NoSuchStorageGroup(req.storage_group.clone()));
-        }
+        stop_if_cancelled(session, job.progress)?;
+        let def = job.sg.def();
+        let Some(found) = find_components(&writers, &def) else {
+            return Err(if writers.iter().all(|w| w.metadata.components.is_empty()) {
+                RequesterError::NoStoreWriter
+            } else {
+                RequesterError::NoSuchStorageGroup(req.storage_group.clone())
+            });
+        };
         for d in &req.databases {
-            if !mine.iter().any(|c| c.component_type == ComponentType::Database && &c.name == d) {
+            if !found.databases.iter().any(|(name, _)| name == d) {
                 return Err(RequesterError::NoSuchDatabase {
                     storage_group: req.storage_group.clone(),
                     database: d.clone(),
                 });
             }
         }
-        let selected: Vec<_> = mine
-            .into_iter()
-            .filter(|c| {
-                c.name == LOG_COMPONENT
-                    || req.databases.is_empty()
-                    || req.databases.contains(&c.name)
-            })
+        let desc = &writers[found.writer];
+        let wanted: Vec<&Component> = std::iter::once(found.logs)
+            .chain(
+                found
+                    .databases
+                    .iter()
+                    .filter(|(name, _)| req.databases.is_empty() || req.databases.contains(name))
+                    .map(|(_, c)| *c),
+            )
             .collect();
-        let keys: Vec<ComponentKey> = selected
+        // In the writer's order (the order files are copied in).
+        let components: Vec<Component> = desc
+            .metadata
+            .components
             .iter()
-            .map(|c| ComponentKey {
-                writer: desc.key.clone(),
-                logical_path: c.logical_path.clone(),
-                name: c.name.clone(),
-            })
+            .filter(|c| wanted.iter().any(|w| std::ptr::eq(*w, *c)))
+            .cloned()
             .collect();
+        let keys: Vec<ComponentKey> = components.iter().map(|c| c.key(&desc.key)).collect();
         session.set_backup_state(BackupState {
             backup_type: BackupTypeChoice(req.backup_type),
             components: keys.clone(),
@@ -344,18 +499,21 @@ impl Requester {
             base: base_doc,
             volumes: Vec::new(),
         })?;
+        Ok(Selection { metadata: desc.metadata.clone(), components, keys })
+    }
 
-        stop_if_cancelled(&mut session, progress)?;
-        progress.step("preparing the writers");
+    /// Phase 2: prepares the writers and lets the coordinator freeze them, commit the
+    /// snapshot set and thaw. Returns the snapshot views to copy from.
+    fn snapshot(&self, session: &mut BackupSession, job: &Job<'_>) -> Result<Snapshot> {
+        stop_if_cancelled(session, job.progress)?;
+        job.progress.step("preparing the writers");
         session.prepare_for_backup()?;
-        stop_if_cancelled(&mut session, progress)?;
-        progress.step("freezing, snapshotting, thawing");
-        let snapshot_started = Instant::now();
+        stop_if_cancelled(session, job.progress)?;
+        job.progress.step("freezing, snapshotting, thawing");
+        let started = Instant::now();
         let set = session.do_snapshot_set()?;
-        let snapshot = snapshot_started.elapsed();
-        let hold = set.hold;
-        let snapshot_set = set.id;
-        let views: BTreeMap<String, FsRef> = set
+        let elapsed = started.elapsed();
+        let views = set
             .snapshots
             .iter()
             .map(|s| {
@@ -366,189 +524,227 @@ impl Requester {
                 (s.volume.clone(), v)
             })
             .collect();
+        Ok(Snapshot { views, hold: set.hold, elapsed, id: set.id })
+    }
 
-        let logs_only =
-            matches!(req.backup_type, BackupType::Incremental | BackupType::Differential);
-        let prefix = sg.def().prefix.clone();
-        let outcome = (|| -> Result<(BackupSet, u64, u64)> {
-            let mut plan = Vec::new();
-            for c in &selected {
-                for fd in &c.files {
-                    plan.extend(self.plan_files(
-                        &views,
-                        c.name.as_str(),
-                        c.component_type,
-                        fd,
-                        &prefix,
-                    )?);
-                }
+    /// Phase 3: copies the selected files out of the snapshot views into a new set of the
+    /// repository, checking every database page as it passes, then the rest of the physical
+    /// checks read back through the repository.
+    fn copy_and_verify<'r>(
+        &'r self,
+        job: &Job<'_>,
+        selection: &Selection,
+        snap: &Snapshot,
+    ) -> Result<Copied<'r>> {
+        let (req, progress, views) = (job.req, job.progress, &snap.views);
+        let prefix = job.sg.def().prefix.clone();
+        let mut plan = Vec::new();
+        for c in &selection.components {
+            for fd in &c.files {
+                plan.extend(self.plan_files(
+                    views,
+                    c.name.as_str(),
+                    c.component_type,
+                    fd,
+                    &prefix,
+                )?);
             }
-            if logs_only {
-                plan.retain(|p| p.role == FileRole::Log);
+        }
+        if matches!(req.backup_type, BackupType::Incremental | BackupType::Differential) {
+            plan.retain(|p| p.role == FileRole::Log);
+        }
+        // An incremental or differential must continue its base's log chain. A differential
+        // after an incremental finds the generations in between truncated; they are in the
+        // repository (in the incrementals), which restore draws on. If the repository does
+        // not hold them either, the chain could not be restored: refuse.
+        if let (Some(b), Some(first)) = (job.base, plan.iter().filter_map(|p| p.generation).min())
+            && let Some(range) = b.log_range
+            && first > range.high + 1
+        {
+            let held = crate::restore::generations_held(&self.repo, b)?;
+            if let Some(missing) = (range.high + 1..first).find(|g| !held.contains(g)) {
+                return Err(RequesterError::Refused(format!(
+                    "log generation {missing:#X}, needed after base set {}, was truncated and is in no backup set of this repository; take a full backup",
+                    b.id
+                )));
             }
-            // An incremental or differential must continue its base's log chain. A
-            // differential after an incremental finds the generations in between truncated;
-            // they are in the repository (in the incrementals), which restore draws on. If the
-            // repository does not hold them either, the chain could not be restored: refuse.
-            if let (Some(b), Some(first)) = (&base, plan.iter().filter_map(|p| p.generation).min())
-                && let Some(range) = b.log_range
-                && first > range.high + 1
-            {
-                let held = crate::restore::generations_held(&self.repo, b)?;
-                if let Some(missing) = (range.high + 1..first).find(|g| !held.contains(g)) {
-                    return Err(RequesterError::Refused(format!(
-                        "log generation {missing:#X}, needed after base set {}, was truncated and is in no backup set of this repository; take a full backup",
-                        b.id
-                    )));
-                }
-            }
-            progress.step("copying files into the repository");
-            let total: u64 = plan.iter().map(|p| p.len).sum();
-            let mut writer = self.repo.begin_set();
-            let mut done_before = 0u64;
-            let mut pages_verified = BTreeMap::new();
-            progress.files(0, plan.len());
-            for (i, p) in plan.iter().enumerate() {
-                if let Some(reason) = progress.cancelled() {
-                    return Err(aborted(reason));
-                }
-                let view =
-                    views.get(&p.volume).ok_or_else(|| RequesterError::NoView(p.volume.clone()))?;
-                let f =
-                    view.open(&p.path, OpenMode::Read).map_err(|source| RequesterError::Io {
-                        op: "opening in the snapshot",
-                        path: format!("{}/{}", p.volume, p.path.display()),
-                        source,
-                    })?;
-                let name = format!("{}/{}", p.volume, p.path.display());
-                let pages = match p.role {
-                    FileRole::Database => {
-                        CopyPageCheck::new(view.as_ref(), &p.path, self.repo.config().chunk_size)
-                            .map_err(|e| self.verify_failed(job, name.clone(), e))?
-                    }
-                    _ => None,
-                };
-                let check = pages.as_ref().map(|c| move |off: u64, data: &[u8]| c.check(off, data));
-                let base_done = done_before;
-                let src = Cancellable { file: f.as_ref(), progress };
-                let added = writer.add_file_checked(
-                    &name,
-                    p.role,
-                    &p.component,
-                    &src,
-                    check.as_ref().map(|c| c as &crate::repo::ChunkCheck),
-                    &|d| progress.bytes(base_done + d, total),
-                );
-                match added {
-                    Err(RepoError::Rejected { file, why }) => {
-                        return Err(self.verify_failed(job, file, why));
-                    }
-                    Err(e) => return Err(progress.cancelled().map_or(e.into(), aborted)),
-                    Ok(_) => {}
-                }
-                if let Some(c) = pages {
-                    pages_verified.insert(p.path.clone(), c.verified());
-                }
-                done_before += p.len;
-                progress.files(i + 1, plan.len());
-            }
-            // The rest of the physical checks read back through the repository (every chunk
-            // decompressed and hash-checked): database headers and lengths, and the logs.
-            writer.seal()?;
+        }
+        progress.step("copying files into the repository");
+        let total: u64 = plan.iter().map(|p| p.len).sum();
+        let mut writer = self.repo.begin_set();
+        let mut done_before = 0u64;
+        let mut pages_verified = BTreeMap::new();
+        progress.files(0, plan.len());
+        for (i, p) in plan.iter().enumerate() {
             if let Some(reason) = progress.cancelled() {
                 return Err(aborted(reason));
             }
-            progress.step("verifying the stored databases and logs");
-            let stored: BTreeMap<String, FsRef> = views
-                .keys()
-                .map(|v| {
-                    let fs: FsRef =
-                        Arc::new(StoredFiles::new(self.repo.clone(), v, writer.files()));
-                    (v.clone(), fs)
-                })
-                .collect();
-            let headers =
-                self.verify(&views, &stored, &selected, &plan, &pages_verified, &prefix, job)?;
-            let gens: Vec<u32> = plan.iter().filter_map(|p| p.generation).collect();
-            let log_range = match (gens.iter().min(), gens.iter().max()) {
-                (Some(&low), Some(&high)) => Some(LogRange { low, high }),
+            let view =
+                views.get(&p.volume).ok_or_else(|| RequesterError::NoView(p.volume.clone()))?;
+            let f = view.open(&p.path, OpenMode::Read).map_err(|source| RequesterError::Io {
+                op: "opening in the snapshot",
+                path: format!("{}/{}", p.volume, p.path.display()),
+                source,
+            })?;
+            let name = format!("{}/{}", p.volume, p.path.display());
+            let pages = match p.role {
+                FileRole::Database => {
+                    CopyPageCheck::new(view.as_ref(), &p.path, self.repo.config().chunk_size)
+                        .map_err(|e| self.verify_failed(job.id, name.clone(), e))?
+                }
                 _ => None,
             };
-            // The last chance to stop: once published, the set exists and the job completes.
-            if let Some(reason) = progress.cancelled() {
-                return Err(aborted(reason));
-            }
-            let stored_bytes = writer.stored_bytes();
-            self.events.emit(
-                &cat::REQUESTER_COPY_DONE,
-                Some(job),
-                json!({"files": plan.len(), "bytes": total, "snapshot_set": snapshot_set.to_string()}),
+            let check = pages.as_ref().map(|c| move |off: u64, data: &[u8]| c.check(off, data));
+            let base_done = done_before;
+            let src = Cancellable { file: f.as_ref(), progress };
+            let added = writer.add_file_checked(
+                &name,
+                p.role,
+                &p.component,
+                &src,
+                check.as_ref().map(|c| c as &crate::repo::ChunkCheck),
+                &|d| progress.bytes(base_done + d, total),
             );
-            // The set's document records what the set is: a completed backup whose selected
-            // components all succeeded (it is published only after verification passed).
-            let mut document = session.document();
-            document.completed = true;
-            for w in &mut document.writers {
-                for c in &mut w.components {
-                    c.succeeded = Some(true);
+            match added {
+                Err(RepoError::Rejected { file, why }) => {
+                    return Err(self.verify_failed(job.id, file, why));
                 }
+                Err(e) => return Err(progress.cancelled().map_or(e.into(), aborted)),
+                Ok(_) => {}
             }
-            // A storage group dismounted during a full backup made it a copy: record it so,
-            // or an incremental would later take this set for its base.
-            let recorded_type = if sg.degraded_to_copy(job) && req.backup_type == BackupType::Full {
+            if let Some(c) = pages {
+                pages_verified.insert(p.path.clone(), c.verified());
+            }
+            done_before += p.len;
+            progress.files(i + 1, plan.len());
+        }
+        // The rest of the physical checks read back through the repository (every chunk
+        // decompressed and hash-checked): database headers and lengths, and the logs.
+        writer.seal()?;
+        if let Some(reason) = progress.cancelled() {
+            return Err(aborted(reason));
+        }
+        progress.step("verifying the stored databases and logs");
+        let stored: BTreeMap<String, FsRef> = views
+            .keys()
+            .map(|v| {
+                let fs: FsRef = Arc::new(StoredFiles::new(self.repo.clone(), v, writer.files()));
+                (v.clone(), fs)
+            })
+            .collect();
+        let headers = self.verify(
+            views,
+            &stored,
+            &selection.components,
+            &plan,
+            &pages_verified,
+            &prefix,
+            job.id,
+        )?;
+        let gens: Vec<u32> = plan.iter().filter_map(|p| p.generation).collect();
+        let log_range = match (gens.iter().min(), gens.iter().max()) {
+            (Some(&low), Some(&high)) => Some(LogRange { low, high }),
+            _ => None,
+        };
+        Ok(Copied { writer, files: plan.len(), bytes: total, headers, log_range })
+    }
+
+    /// Phase 4: publishes the verified set — before any writer hears of success, so that
+    /// logs are never truncated for a set that does not exist.
+    fn publish(
+        &self,
+        job: &Job<'_>,
+        selection: &Selection,
+        snap: &Snapshot,
+        session: &BackupSession,
+        copied: Copied<'_>,
+    ) -> Result<(BackupSet, u64, u64)> {
+        let (req, total) = (job.req, copied.bytes);
+        // The last chance to stop: once published, the set exists and the job completes.
+        if let Some(reason) = job.progress.cancelled() {
+            return Err(aborted(reason));
+        }
+        let stored_bytes = copied.writer.stored_bytes();
+        self.events.emit(
+            &cat::REQUESTER_COPY_DONE,
+            Some(job.id),
+            json!({"files": copied.files, "bytes": total, "snapshot_set": snap.id.to_string()}),
+        );
+        // The set's document records what the set is: a completed backup whose selected
+        // components all succeeded (it is published only after verification passed).
+        let mut document = session.document();
+        document.completed = true;
+        for w in &mut document.writers {
+            for c in &mut w.components {
+                c.succeeded = Some(true);
+            }
+        }
+        // A storage group dismounted during a full backup made it a copy: record it so, or
+        // an incremental would later take this set for its base.
+        let recorded_type =
+            if job.sg.degraded_to_copy(job.id) && req.backup_type == BackupType::Full {
                 BackupType::Copy
             } else {
                 req.backup_type
             };
-            let meta = SetMeta {
-                node: self.store.node().into(),
-                backup_type: recorded_type,
-                storage_group: req.storage_group.clone(),
-                job_id: Some(job),
-                base_set: base.as_ref().map(|b| b.id),
-                log_range,
-                writer_metadata: serde_json::to_value(&metadata).expect("metadata serialises"),
-                components: serde_json::to_value(&document).expect("document serialises"),
-                database_headers: headers,
-            };
-            let published = writer.publish(meta)?;
-            self.events.emit(
-                &cat::REQUESTER_SET_PUBLISHED,
-                Some(job),
-                json!({"set": published.id.to_string(), "backup_type": published.backup_type,
-                       "storage_group": published.storage_group, "files": published.files.len(),
-                       "bytes": total, "stored": stored_bytes}),
-            );
-            Ok((published, total, stored_bytes))
-        })();
+        let meta = SetMeta {
+            node: self.store.node().into(),
+            backup_type: recorded_type,
+            storage_group: req.storage_group.clone(),
+            job_id: Some(job.id),
+            base_set: job.base.map(|b| b.id),
+            log_range: copied.log_range,
+            writer_metadata: to_json(&selection.metadata, "the writer metadata")?,
+            components: to_json(&document, "the components document")?,
+            database_headers: copied.headers,
+        };
+        let published = copied.writer.publish(meta)?;
+        self.events.emit(
+            &cat::REQUESTER_SET_PUBLISHED,
+            Some(job.id),
+            json!({"set": published.id.to_string(), "backup_type": published.backup_type,
+                   "storage_group": published.storage_group, "files": published.files.len(),
+                   "bytes": total, "stored": stored_bytes}),
+        );
+        Ok((published, total, stored_bytes))
+    }
 
-        // A cancelled job aborts its session: the writers get abort (then backup shutdown),
-        // which ends their backup without a header stamp or a truncation, as for any job that
-        // never reaches backup complete.
-        let outcome = match (outcome, progress.cancelled()) {
+    /// Phase 5: reports success or failure per component and backup complete to the
+    /// writers (they stamp headers and truncate logs, or do neither), and shuts the session
+    /// down. A cancelled job aborts its session instead: the writers get abort (then backup
+    /// shutdown), which ends their backup without a header stamp or a truncation, as for any
+    /// job that never reaches backup complete.
+    fn report(
+        &self,
+        mut session: BackupSession,
+        job: &Job<'_>,
+        selection: &Selection,
+        outcome: Result<(BackupSet, u64, u64)>,
+    ) -> Result<(BackupSet, u64, u64, BackupComponentsDocument)> {
+        let outcome = match (outcome, job.progress.cancelled()) {
             (Err(e), Some(reason)) => {
-                let _ = session.abort(&reason);
+                abort_logged(&mut session, &reason);
                 session.shutdown();
                 return Err(e);
             }
             (outcome, _) => outcome,
         };
-        // Report per component; the copy's own error, if any, is the one the caller sees.
+        // The copy's own error, if any, is the one the caller sees.
         let ok = outcome.is_ok();
         let mut reporting = Ok(());
-        for k in &keys {
+        for k in &selection.keys {
             if let Err(e) = session.set_backup_succeeded(k, ok) {
                 reporting = Err(e);
             }
         }
-        progress.step("reporting backup complete to the writers");
+        job.progress.step("reporting backup complete to the writers");
         let complete = session.backup_complete();
         let document = session.shutdown();
         let (mut set, bytes, stored_bytes) = outcome?;
         // The dismount may also fall between publishing and backup complete.
-        if req.backup_type == BackupType::Full
+        if job.req.backup_type == BackupType::Full
             && set.backup_type == BackupType::Full
-            && sg.degraded_to_copy(job)
+            && job.sg.degraded_to_copy(job.id)
         {
             set.backup_type = BackupType::Copy;
             self.repo.rewrite_manifest(&set)?;
@@ -557,16 +753,7 @@ impl Requester {
         if let Err(e) = complete {
             return Err(RequesterError::CompleteFailed { set: set.id, source: e });
         }
-        Ok(BackupReport {
-            set,
-            job,
-            bytes,
-            stored_bytes,
-            hold,
-            snapshot,
-            elapsed: started.elapsed(),
-            document,
-        })
+        Ok((set, bytes, stored_bytes, document))
     }
 
     fn plan_files(
@@ -639,7 +826,7 @@ impl Requester {
         &self,
         views: &BTreeMap<String, FsRef>,
         stored: &BTreeMap<String, FsRef>,
-        selected: &[&vss::Component],
+        selected: &[Component],
         plan: &[Planned],
         pages_verified: &BTreeMap<PathBuf, u64>,
         prefix: &str,
@@ -667,17 +854,22 @@ impl Requester {
                 let header = ese::inspect::dump_database_header(view.as_ref(), &path)
                     .map_err(|e| fail(name, e.to_string()))?;
                 signature.get_or_insert(header.log_signature);
-                headers.insert(c.name.clone(), serde_json::to_value(&header).expect("serialises"));
+                headers.insert(c.name.clone(), to_json(&header, "a database header")?);
             }
         }
-        let logs: Vec<&Planned> = plan.iter().filter(|p| p.role == FileRole::Log).collect();
+        // Planned logs always have a generation (that is how they were told from the rest).
+        let logs: Vec<(&Planned, u32)> = plan
+            .iter()
+            .filter(|p| p.role == FileRole::Log)
+            .filter_map(|p| Some((p, p.generation?)))
+            .collect();
         let logs = match (logs.first(), logs.last()) {
-            (Some(f), Some(l)) => Some(LogFiles {
+            (Some((f, first)), Some((_, last))) => Some(LogFiles {
                 volume: f.volume.clone(),
                 dir: f.path.parent().map(Path::to_path_buf).unwrap_or_default(),
                 prefix: prefix.to_string(),
-                first: f.generation.expect("logs have generations"),
-                last: l.generation.expect("logs have generations"),
+                first: *first,
+                last: *last,
             }),
             _ => None,
         };
@@ -685,7 +877,7 @@ impl Requester {
         let checked = crate::verify::check(stored, &files, logs.as_ref(), signature)
             .map_err(|f| fail(f.file, f.error))?;
         for ((name, _), header) in copied.iter().zip(&checked.headers) {
-            headers.insert(name.clone(), serde_json::to_value(header).expect("serialises"));
+            headers.insert(name.clone(), to_json(header, "a database header")?);
         }
         self.events.emit(
             &cat::REQUESTER_VERIFY_PASSED,

@@ -81,6 +81,32 @@ pub enum RestoreTarget {
     Alternate { fs: FsRef, dir: PathBuf },
 }
 
+impl RestoreTarget {
+    /// An alternate location in host directory `path` (absolute), creating nothing now: the
+    /// restore creates the directory once the request is known valid, so that a refused
+    /// restore (an unknown set, say) leaves no empty directory behind. The file system is
+    /// rooted at `path`'s nearest existing ancestor, returned with the target (the host path
+    /// of what the restore reports is that root joined with the reported path).
+    pub fn host_dir(path: &Path) -> Result<(Self, PathBuf)> {
+        let refused =
+            |why: &str| RequesterError::RestoreRefused(format!("target {}: {why}", path.display()));
+        if !path.is_absolute() {
+            return Err(refused("must be an absolute path"));
+        }
+        if path.file_name().is_none() {
+            return Err(refused("names no directory"));
+        }
+        let root = path
+            .ancestors()
+            .skip(1)
+            .find(|a| a.is_dir())
+            .ok_or_else(|| refused("no ancestor of it is a directory"))?;
+        let dir = path.strip_prefix(root).map_err(|_| refused("not under its ancestor"))?;
+        let fs: FsRef = Arc::new(volume::HostFs::new(root).map_err(io_err("opening", root))?);
+        Ok((RestoreTarget::Alternate { fs, dir: dir.to_path_buf() }, root.to_path_buf()))
+    }
+}
+
 impl std::fmt::Debug for RestoreTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -172,13 +198,26 @@ struct Staged {
 }
 
 impl Staged {
+    /// Removes the staging directory and what it holds. A failure is logged, not returned:
+    /// this is cleanup after the restore's own outcome, which is the one the caller sees.
     fn remove(&self) {
-        if let Ok(entries) = self.fs.read_dir(&self.dir) {
-            for e in entries {
-                let _ = self.fs.remove_file(&self.dir.join(&e.name));
+        let entries = match self.fs.read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "listing a restore's staging directory failed");
+                Vec::new()
+            }
+        };
+        for e in entries {
+            let path = self.dir.join(&e.name);
+            if let Err(e) = self.fs.remove_file(&path) {
+                tracing::warn!(file = %path.display(), error = %e, "removing a restore's staged file failed");
             }
         }
-        let _ = self.fs.remove_dir(&self.dir);
+        if let Err(e) = self.fs.remove_dir(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "removing a restore's staging directory failed");
+        }
     }
 }
 
@@ -636,9 +675,18 @@ impl Restorer {
         let tag = Uuid::new_v4().simple().to_string();
         let stage = Staged { fs: fs.clone(), dir: dir.join(format!(".restore-{tag}")) };
         let logs_stage = Staged { fs: fs.clone(), dir: stage.dir.join("logs") };
+        let existed = fs.exists(dir).map_err(io_err("checking", dir))?;
         let outcome = self.recover_alternate(sg, plan, &stage, &logs_stage, dir, progress);
         logs_stage.remove();
         stage.remove();
+        // A failed restore into a directory it created leaves no empty directory behind.
+        if outcome.is_err()
+            && !existed
+            && let Err(e) = fs.remove_dir(dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "removing the failed restore's target directory failed");
+        }
         outcome
     }
 

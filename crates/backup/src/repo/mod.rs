@@ -29,11 +29,13 @@ mod writer;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+use volume::HostFs;
 use volume::fs::{FileKind, FsRef, read_all, write_atomic};
 
 pub use error::{RepoError, Result};
@@ -169,6 +171,35 @@ impl Repository {
         let root = root.into();
         match Self::open(fs.clone(), root.clone()) {
             Err(RepoError::NotARepository { .. }) => Self::init(fs, root, InitOptions::default()),
+            other => other,
+        }
+    }
+
+    /// Opens the repository in host directory `path`, creating nothing: a path that does not
+    /// exist, or holds no repository, is [`RepoError::NotARepository`] naming `path` itself
+    /// (a read-only command must not leave a directory behind, and its error must say which
+    /// path it looked at).
+    pub fn open_host(path: &Path) -> Result<Self> {
+        if !path.is_dir() {
+            return Err(RepoError::NotARepository { path: path.to_path_buf() });
+        }
+        let fs: FsRef = Arc::new(HostFs::new(path).ctx("opening", path)?);
+        Self::open(fs, "").map_err(|e| match e {
+            RepoError::NotARepository { .. } => {
+                RepoError::NotARepository { path: path.to_path_buf() }
+            }
+            e => e,
+        })
+    }
+
+    /// Opens the repository in host directory `path`, or creates one there (and the
+    /// directory) with default options. Callers check their request first: this creates.
+    pub fn open_or_init_host(path: &Path) -> Result<Self> {
+        match Self::open_host(path) {
+            Err(RepoError::NotARepository { .. }) => {
+                let fs: FsRef = Arc::new(HostFs::new(path).ctx("creating", path)?);
+                Self::init(fs, "", InitOptions::default())
+            }
             other => other,
         }
     }

@@ -155,20 +155,18 @@ fn restored_digest(
     Ok(digest?)
 }
 
-fn repo_fs(path: &str) -> Result<FsRef, ApiError> {
+fn repo_path(path: &str) -> Result<PathBuf, ApiError> {
     let p = PathBuf::from(path);
     if !p.is_absolute() {
         return Err(ApiError::bad_request(format!(
             "repository path {path:?} must be absolute (the node resolves it, not the client)"
         )));
     }
-    HostFs::new(&p)
-        .map(|fs| Arc::new(fs) as FsRef)
-        .map_err(|e| ApiError::internal(format!("repository {path}: {e}")))
+    Ok(p)
 }
 
 fn open_repo(path: &str) -> Result<Arc<Repository>, ApiError> {
-    Ok(Arc::new(Repository::open(repo_fs(path)?, "")?))
+    Ok(Arc::new(Repository::open_host(&repo_path(path)?)?))
 }
 
 fn parse_type(t: &str) -> Result<BackupType, ApiError> {
@@ -203,15 +201,15 @@ pub async fn backup(
         Err(e) => return e.into_response(),
     };
     run_job(&s, &headers, move |node, metrics, progress| {
-        // The path is checked (absolute) before anything is created there.
-        let fs = repo_fs(&req.repo)?;
-        let repo = Arc::new(Repository::open_or_init(fs, "")?);
-        let requester = node.requester(repo);
         let request = BackupRequest {
             storage_group: req.sg.clone(),
             backup_type,
             databases: req.databases.clone(),
         };
+        // The path and the request are checked before anything is created there.
+        let path = repo_path(&req.repo)?;
+        let repo = Arc::new(backup::repository_for_backup(node.store(), &request, &path)?);
+        let requester = node.requester(repo);
         let report = match requester.backup(&request, progress) {
             Ok(r) => r,
             Err(e) => {
@@ -430,20 +428,10 @@ fn restore_target(req: &RestoreBody) -> Result<(RestoreTarget, Option<PathBuf>),
             if !p.is_absolute() {
                 return Err(ApiError::bad_request(format!("`to` {dir:?} must be absolute")));
             }
-            std::fs::create_dir_all(&p)
-                .map_err(|e| ApiError::internal(format!("creating {dir}: {e}")))?;
-            // Rooted at the target's parent so that the target keeps a name in the restore's
-            // events and report (staging happens inside the target).
-            let (parent, name) = match (p.parent(), p.file_name()) {
-                (Some(parent), Some(name)) => (parent.to_path_buf(), PathBuf::from(name)),
-                _ => return Err(ApiError::bad_request(format!("`to` {dir:?} names no directory"))),
-            };
-            let fs: FsRef =
-                Arc::new(HostFs::new(&parent).map_err(|e| {
-                    ApiError::internal(format!("opening {}: {e}", parent.display()))
-                })?);
-            alternate_root = Some(parent);
-            RestoreTarget::Alternate { fs, dir: name }
+            // Nothing is created until the restore knows the request is valid.
+            let (target, root) = RestoreTarget::host_dir(&p)?;
+            alternate_root = Some(root);
+            target
         }
         (None, true) => RestoreTarget::Original { allow_overwrite: req.allow_overwrite },
         _ => return Err(ApiError::bad_request("give exactly one of `original` or `to`")),
