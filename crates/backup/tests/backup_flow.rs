@@ -26,9 +26,7 @@ fn load_some(n: &common::Node, deliveries: u64, seed: u64) -> store::load::Ledge
         ..Default::default()
     };
     let load = LoadGenerator::start(mail, cfg).unwrap();
-    while !load.finished() {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    common::wait_until(&format!("the load to deliver {deliveries} messages"), || load.finished());
     load.stop()
 }
 

@@ -5,7 +5,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use backup::repo::FileRole;
 use backup::{BackupRequest, Quiet, RequesterError, RestoreRequest, RestoreTarget, Restorer};
@@ -44,9 +43,9 @@ fn restore_original(
 
 fn wait_for(load: &LoadGenerator, more: u64) {
     let target = load.acknowledged() + more;
-    while load.acknowledged() < target {
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    common::wait_until(&format!("the load to acknowledge {target} deliveries"), || {
+        load.acknowledged() >= target
+    });
 }
 
 /// Opens a database restored to an alternate directory, read-only use.
@@ -197,9 +196,7 @@ fn a_damaged_backup_is_named_and_the_target_is_left_alone() {
         LoadConfig { mailboxes: 2, max_deliveries: Some(80), seed: 12, ..Default::default() },
     )
     .unwrap();
-    while !load.finished() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::wait_until("the load to deliver 80 messages", || load.finished());
     load.stop();
     let full = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
     // Damage one chunk of the database file inside its pack.
@@ -267,9 +264,7 @@ fn loaded(n: &common::Node, deliveries: u64, seed: u64) -> store::load::Ledger {
         },
     )
     .unwrap();
-    while !load.finished() {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    common::wait_until(&format!("the load to deliver {deliveries} messages"), || load.finished());
     load.stop()
 }
 
@@ -965,9 +960,12 @@ fn an_alternate_roll_forward_refuses_a_log_stream_rewound_since_the_backup() {
     restore_to(&n, first.set.id, IN_PLACE, false).unwrap();
     // The new stream runs past the second full's last generation.
     let last = *generations(&second.set).last().unwrap();
-    while !closed_logs(&n).contains_key(&(last + 1)) {
-        deliver(&n, "DB1", 10, "new stream");
-    }
+    common::wait_until(&format!("the new stream to close generation {:#X}", last + 1), || {
+        closed_logs(&n).contains_key(&(last + 1)) || {
+            deliver(&n, "DB1", 10, "new stream");
+            false
+        }
+    });
     let alt: FsRef = Arc::new(HostFs::new(n.dir.path().join("alt")).unwrap());
     let target = RestoreTarget::Alternate { fs: alt.clone(), dir: PathBuf::from("mixed") };
     let err = restore_to(&n, second.set.id, target, true).unwrap_err();

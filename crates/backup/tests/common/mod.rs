@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use backup::Requester;
 use backup::repo::{InitOptions, Repository};
@@ -94,4 +95,18 @@ fn build(dir: tempfile::TempDir, databases: &[&str], faults: bool) -> Node {
     );
     let requester = Requester::new(coordinator.clone(), store.clone(), repo, events.clone());
     Node { dir, logs, db, events, coordinator, store, requester, repo_fs, db_faults, logs_faults }
+}
+
+/// How long any wait in these tests may take before it fails: generous, as CI runs them on
+/// two busy cores, and only a hang should reach it.
+pub const WAIT: Duration = Duration::from_secs(180);
+
+/// Polls `done` until it holds; fails the test naming `what` it waited for if it does not
+/// within [`WAIT`].
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out after {WAIT:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
