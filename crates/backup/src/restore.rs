@@ -292,7 +292,8 @@ fn write_entry_flushing(
         });
         drop(kick);
         let flushed = match flusher {
-            Ok(h) => h.join().expect("syncing does not panic"),
+            // A panic on the syncing thread is a bug: carry it on here.
+            Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
             // No thread: the final sync below does all of it.
             Err(_) => Ok(()),
         };
@@ -524,8 +525,11 @@ impl Restorer {
             sg.dismount(false)?;
             // A restore that fails leaves the target as it was: mounted again.
             let result = self.restore_in_place(sg, document, plan, progress);
-            if result.is_err() && !sg.is_mounted() {
-                let _ = sg.mount();
+            if result.is_err()
+                && !sg.is_mounted()
+                && let Err(e) = sg.mount()
+            {
+                tracing::warn!(storage_group = %sg.name(), error = %e, "mounting the storage group again after a failed restore failed");
             }
             return result;
         }

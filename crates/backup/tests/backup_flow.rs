@@ -1,5 +1,8 @@
 //! Backups of a live store through the real coordinator, store writer and engine.
 
+// Test helpers: a failed unwrap is a failed test, with its line (as clippy.toml allows in tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;

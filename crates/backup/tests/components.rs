@@ -3,6 +3,9 @@
 //! replication writer, describing its copies under a `Replica` logical path) is not taken for
 //! the store's, whichever order the coordinator lists them in.
 
+// Test helpers: a failed unwrap is a failed test, with its line (as clippy.toml allows in tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;

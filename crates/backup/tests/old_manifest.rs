@@ -2,6 +2,9 @@
 //! read: `tests/fixtures/repo-format1` is a full backup of a one-database storage group
 //! written by the code of that time (strings in the manifest), kept byte for byte.
 
+// Test helpers: a failed unwrap is a failed test, with its line (as clippy.toml allows in tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::sync::Arc;
 

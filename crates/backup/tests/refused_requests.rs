@@ -2,6 +2,9 @@
 //! restore targets through these calls, so what they leave behind is what a refused command
 //! leaves behind.
 
+// Test helpers: a failed unwrap is a failed test, with its line (as clippy.toml allows in tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

@@ -109,6 +109,7 @@ impl BackupSet {
     }
 
     /// Encodes the manifest as stored: JSON line + hash line.
+    #[allow(clippy::expect_used)] // Plain fields and JSON values with string keys: cannot fail.
     pub fn encode(&self) -> Vec<u8> {
         let json = serde_json::to_vec(self).expect("a manifest always serialises");
         let hash = blake3::hash(&json).to_hex();

@@ -137,6 +137,7 @@ impl Repository {
             zstd_level: opts.zstd_level,
             created_unix_ms: now_unix_ms(),
         };
+        #[allow(clippy::expect_used)] // Plain fields: serialising cannot fail.
         let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
         write_atomic(fs.as_ref(), &cfg_path, &bytes).ctx("writing", &cfg_path)?;
         Ok(Self { fs, root, config, index: RwLock::default() })
@@ -314,10 +315,19 @@ impl Repository {
             loop {
                 while pending.len() < ahead {
                     let Some(hash) = next.next() else { break };
-                    pending.push_back(s.spawn(move || self.read_chunk(hash, &entry.path)));
+                    let reader = std::thread::Builder::new().name("repo-read-chunk".into());
+                    let h = reader
+                        .spawn_scoped(s, move || self.read_chunk(hash, &entry.path))
+                        .map_err(|source| RepoError::Io {
+                            op: "starting a thread to read a chunk of",
+                            path: PathBuf::from(&entry.path),
+                            source,
+                        })?;
+                    pending.push_back(h);
                 }
                 let Some(h) = pending.pop_front() else { return Ok(()) };
-                let data = h.join().expect("reading a chunk does not panic")?;
+                // A panic on the reading thread is a bug: carry it on here.
+                let data = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
                 hasher.update(&data);
                 sink(offset, &data)
                     .map_err(|source| RepoError::Sink { file: entry.path.clone(), source })?;

@@ -86,7 +86,10 @@ impl PackWriter {
     /// Removes an unsealed pack (a backup that failed before publishing).
     pub fn discard(self, fs: &dyn FileSystem) {
         drop(self.file);
-        let _ = fs.remove_file(&self.path);
+        // Left behind, it is never read (it has no index) and only takes space: log it.
+        if let Err(e) = fs.remove_file(&self.path) {
+            tracing::warn!(pack = %self.path.display(), error = %e, "removing an unsealed pack failed");
+        }
     }
 }
 
@@ -118,8 +121,8 @@ pub fn decode_index(path: &Path, bytes: &[u8]) -> Result<(Uuid, Vec<(blake3::Has
     if blake3::hash(body).as_bytes() != sum {
         return Err(corrupt("checksum mismatch"));
     }
-    let pack = Uuid::from_slice(&body[8..24]).expect("16 bytes");
-    let count = u64::from_le_bytes(body[24..32].try_into().expect("8 bytes")) as usize;
+    let pack = Uuid::from_bytes(array(&body[8..24]));
+    let count = u64::from_le_bytes(array(&body[24..32])) as usize;
     let rest = &body[32..];
     if count.checked_mul(ENTRY_LEN) != Some(rest.len()) {
         return Err(corrupt("entry count does not match the length"));
@@ -127,12 +130,12 @@ pub fn decode_index(path: &Path, bytes: &[u8]) -> Result<(Uuid, Vec<(blake3::Has
     let entries = rest
         .chunks_exact(ENTRY_LEN)
         .map(|e| {
-            let hash = blake3::Hash::from_bytes(e[..32].try_into().expect("32 bytes"));
+            let hash = blake3::Hash::from_bytes(array(&e[..32]));
             let loc = ChunkLoc {
                 pack,
-                offset: u64::from_le_bytes(e[32..40].try_into().expect("8 bytes")),
-                stored_len: u32::from_le_bytes(e[40..44].try_into().expect("4 bytes")),
-                raw_len: u32::from_le_bytes(e[44..48].try_into().expect("4 bytes")),
+                offset: u64::from_le_bytes(array(&e[32..40])),
+                stored_len: u32::from_le_bytes(array(&e[40..44])),
+                raw_len: u32::from_le_bytes(array(&e[44..48])),
                 compressed: e[48] != 0,
             };
             (hash, loc)
@@ -189,9 +192,19 @@ fn decompress(stored: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
     }
     CONTEXT.with(|c| {
         let mut c = c.borrow_mut();
-        if c.is_none() {
-            *c = Some(zstd::bulk::Decompressor::new()?);
-        }
-        c.as_mut().expect("just made").decompress(stored, capacity)
+        let mut d = match c.take() {
+            Some(d) => d,
+            None => zstd::bulk::Decompressor::new()?,
+        };
+        let out = d.decompress(stored, capacity);
+        *c = Some(d);
+        out
     })
+}
+
+/// The first `N` bytes of `b` (which the caller has cut to at least that length).
+fn array<const N: usize>(b: &[u8]) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&b[..N]);
+    a
 }

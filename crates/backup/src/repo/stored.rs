@@ -117,10 +117,21 @@ impl StoredFile {
             }
             let (tx, rx) = mpsc::sync_channel(1);
             let (repo, entry) = (self.repo.clone(), self.entry.clone());
-            std::thread::spawn(move || {
-                let _ = tx.send(read_chunk(&repo, &entry, j));
-            });
-            ahead.insert(j, rx);
+            // The receiver may be gone (the reader moved on): nothing to deliver then.
+            let spawned = std::thread::Builder::new()
+                .name("repo-read-ahead".into())
+                .spawn(move || drop(tx.send(read_chunk(&repo, &entry, j))));
+            match spawned {
+                Ok(_) => {
+                    ahead.insert(j, rx);
+                }
+                // Reading ahead only saves time: without a thread, the chunk is read when
+                // it is asked for.
+                Err(e) => {
+                    tracing::warn!(error = %e, "starting a read-ahead thread failed");
+                    break;
+                }
+            }
         }
     }
 }

@@ -280,7 +280,8 @@ impl<'r> SetWriter<'r> {
                 }
             }
             drop(done_rx);
-            let read = reader.join().expect("reader thread does not panic");
+            // A panic on the reading thread is a bug: carry it on here.
+            let read = reader.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
             if let Some(e) = failure {
                 return Err(e);
             }
@@ -297,6 +298,7 @@ impl<'r> SetWriter<'r> {
             });
         }
         self.read_bytes += size;
+        let added = self.files.len();
         self.files.push(FileEntry {
             path: path.into(),
             role,
@@ -305,7 +307,7 @@ impl<'r> SetWriter<'r> {
             blake3: hasher.finalize().to_hex().to_string(),
             chunks,
         });
-        Ok(self.files.last().expect("just pushed"))
+        Ok(&self.files[added])
     }
 
     fn store_chunk(&mut self, d: &Done) -> Result<()> {
@@ -315,10 +317,10 @@ impl<'r> SetWriter<'r> {
         if self.pack.as_ref().is_some_and(|p| p.len >= self.pack_target) {
             self.seal_in_background()?;
         }
-        if self.pack.is_none() {
-            self.pack = Some(PackWriter::create(self.repo.fs.as_ref(), &self.repo.root)?);
-        }
-        let pack = self.pack.as_mut().expect("just created");
+        let pack = match self.pack {
+            Some(ref mut p) => p,
+            None => self.pack.insert(PackWriter::create(self.repo.fs.as_ref(), &self.repo.root)?),
+        };
         let raw_len = d.data.len() as u32;
         let loc = match &d.compressed {
             Some(c) => pack.append(d.hash, c, raw_len, true)?,
@@ -362,7 +364,8 @@ impl<'r> SetWriter<'r> {
                 self.sealing.push(h);
                 continue;
             }
-            match h.join().expect("sealing a pack does not panic") {
+            // A panic on the sealing thread is a bug: carry it on here.
+            match h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)) {
                 Ok(entries) => self.index(entries),
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -422,6 +425,8 @@ impl Drop for SetWriter<'_> {
         if let Some(p) = self.pack.take() {
             p.discard(self.repo.fs.as_ref());
         }
-        let _ = self.finish_sealed(true);
+        if let Err(e) = self.finish_sealed(true) {
+            tracing::warn!(set = %self.id, error = %e, "sealing a pack of an unpublished set failed");
+        }
     }
 }

@@ -76,17 +76,23 @@ impl Journal {
                     touched.push((fs, parent(&to)));
                 }
                 Done::Created { fs, path } => {
-                    let _ = fs.remove_file(&path);
+                    if let Err(e) = fs.remove_file(&path) {
+                        tracing::warn!(file = %path.display(), error = %e, "removing a file a failed restore created");
+                    }
                     touched.push((fs, parent(&path)));
                 }
                 Done::MadeDir { fs, path } => {
-                    let _ = fs.remove_dir(&path);
+                    if let Err(e) = fs.remove_dir(&path) {
+                        tracing::warn!(dir = %path.display(), error = %e, "removing a directory a failed restore made");
+                    }
                     touched.push((fs, parent(&path)));
                 }
             }
         }
         for (fs, dir) in touched {
-            let _ = fs.sync_dir(&dir);
+            if let Err(e) = fs.sync_dir(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "syncing a directory a failed restore put back");
+            }
         }
     }
 }

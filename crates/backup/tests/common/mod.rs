@@ -3,6 +3,8 @@
 //! repository.
 
 #![allow(dead_code)]
+// Test helpers: a failed unwrap is a failed test, with its line (as clippy.toml allows in tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
