@@ -22,6 +22,13 @@
 //! ([`Progress::cancelled`], checked between phases, files and chunks, up to publishing)
 //! aborts its session instead: the writers get abort, then backup shutdown.
 
+mod components;
+mod plan;
+
+pub use components::{FoundComponents, find_components};
+use plan::Planned;
+pub use plan::glob_match;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,13 +36,12 @@ use std::time::{Duration, Instant};
 
 use events::{EventSink, catalog as cat};
 use serde_json::json;
-use store::{InformationStore, StorageGroup, StorageGroupDef};
+use store::{InformationStore, StorageGroup};
 use uuid::Uuid;
-use volume::{File, FileKind, FsRef, OpenMode};
+use volume::{File, FsRef, OpenMode};
 use vss::{
     BackupComponentsDocument, BackupSession, BackupState, BackupType, BackupTypeChoice, Component,
-    ComponentKey, ComponentType, Coordinator, FileDescriptor, SnapshotContext, WriterDescription,
-    WriterMetadata,
+    ComponentKey, ComponentType, Coordinator, SnapshotContext, WriterMetadata,
 };
 
 use crate::error::{RequesterError, Result};
@@ -190,17 +196,6 @@ pub struct BackupReport {
     pub document: BackupComponentsDocument,
 }
 
-/// One file to copy out of a snapshot.
-#[derive(Debug, Clone)]
-struct Planned {
-    volume: String,
-    path: PathBuf,
-    role: FileRole,
-    component: String,
-    len: u64,
-    generation: Option<u32>,
-}
-
 /// One job as its phases share it.
 struct Job<'a> {
     req: &'a BackupRequest,
@@ -238,54 +233,6 @@ struct Copied<'r> {
     log_range: Option<LogRange>,
 }
 
-/// Where a storage group's components are in the writers' metadata (see [`find_components`]).
-#[derive(Debug)]
-pub struct FoundComponents<'w> {
-    /// Index of the writer in the gathered list.
-    pub writer: usize,
-    /// The file-group component holding the group's logs and checkpoint.
-    pub logs: &'w Component,
-    /// The database components, by the database name of the storage group's definition.
-    pub databases: Vec<(String, &'w Component)>,
-}
-
-/// Finds storage group `def`'s components in the writers' metadata documents by the files
-/// they describe: the file-group component whose descriptors cover the group's log stream,
-/// and the database components of the same writer whose descriptors cover the group's
-/// database files. Neither a writer id, an instance name nor a logical path is assumed, so a
-/// second writer (the replication writer, describing its copies under its own logical path)
-/// is never taken for the store's and needs no change here.
-pub fn find_components<'w>(
-    writers: &'w [WriterDescription],
-    def: &StorageGroupDef,
-) -> Option<FoundComponents<'w>> {
-    let on = |fd: &FileDescriptor, volume: &str, file: &Path| {
-        fd.volume == volume && fd.matches(&file.to_string_lossy())
-    };
-    let first_log = def.log_dir.join(ese::logfmt::generation_name(&def.prefix, 1));
-    writers.iter().enumerate().find_map(|(i, w)| {
-        let components = &w.metadata.components;
-        let logs = components.iter().find(|c| {
-            c.component_type == ComponentType::Filegroup
-                && c.files.iter().any(|fd| on(fd, &def.log_volume.label, &first_log))
-        })?;
-        let databases = def
-            .databases
-            .iter()
-            .filter_map(|d| {
-                components
-                    .iter()
-                    .find(|c| {
-                        c.component_type == ComponentType::Database
-                            && c.files.iter().any(|fd| on(fd, &d.volume.label, &d.path))
-                    })
-                    .map(|c| (d.name.clone(), c))
-            })
-            .collect();
-        Some(FoundComponents { writer: i, logs, databases })
-    })
-}
-
 /// A value as JSON for the manifest.
 fn to_json<T: serde::Serialize>(value: &T, what: &str) -> Result<serde_json::Value> {
     serde_json::to_value(value)
@@ -307,20 +254,6 @@ pub struct Requester {
     repo: Arc<Repository>,
     events: Arc<dyn EventSink>,
     view_filter: Option<ViewFilter>,
-}
-
-/// `*` matches any run of characters, `?` any one character.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    fn go(p: &[u8], n: &[u8]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
-            _ => false,
-        }
-    }
-    go(pattern.as_bytes(), name.as_bytes())
 }
 
 impl Requester {
@@ -756,58 +689,6 @@ impl Requester {
         Ok((set, bytes, stored_bytes, document))
     }
 
-    fn plan_files(
-        &self,
-        views: &BTreeMap<String, FsRef>,
-        component: &str,
-        ctype: ComponentType,
-        fd: &FileDescriptor,
-        prefix: &str,
-    ) -> Result<Vec<Planned>> {
-        let view =
-            views.get(&fd.volume).ok_or_else(|| RequesterError::NoView(fd.volume.clone()))?;
-        let mut out = Vec::new();
-        let mut dirs = vec![PathBuf::from(&fd.path)];
-        while let Some(dir) = dirs.pop() {
-            let entries = view.read_dir(&dir).map_err(|source| RequesterError::List {
-                volume: fd.volume.clone(),
-                path: dir.display().to_string(),
-                source,
-            })?;
-            for e in entries {
-                let path = dir.join(&e.name);
-                if e.kind == FileKind::Dir {
-                    if fd.recursive {
-                        dirs.push(path);
-                    }
-                    continue;
-                }
-                if !glob_match(&fd.filespec, &e.name) {
-                    continue;
-                }
-                let generation = ese::logfmt::parse_generation_name(prefix, &e.name);
-                let role = match ctype {
-                    ComponentType::Database => FileRole::Database,
-                    ComponentType::Filegroup if e.name.ends_with(".chk") => FileRole::Checkpoint,
-                    // Only closed generations: the snapshot's current log holds nothing the
-                    // closed ones do not (the freeze rolled it), and a restore starts a new one.
-                    ComponentType::Filegroup if generation.is_some() => FileRole::Log,
-                    ComponentType::Filegroup => continue,
-                };
-                out.push(Planned {
-                    volume: fd.volume.clone(),
-                    path,
-                    role,
-                    component: component.into(),
-                    len: e.len,
-                    generation,
-                });
-            }
-        }
-        out.sort_by(|a, b| (a.generation, &a.path).cmp(&(b.generation, &b.path)));
-        Ok(out)
-    }
-
     /// A verification failure of `file`: the event, and the error that fails the job.
     fn verify_failed(&self, job: Uuid, file: String, error: String) -> RequesterError {
         self.events.emit(
@@ -887,20 +768,5 @@ impl Requester {
                    "last": ese::logfmt::generation_name(prefix, checked.last)}),
         );
         Ok(serde_json::Value::Object(headers))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_match;
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("E00*.log", "E000000000A.log"));
-        assert!(glob_match("E00*.log", "E00.log"));
-        assert!(!glob_match("E00*.log", "E01.log"));
-        assert!(glob_match("E00.chk", "E00.chk"));
-        assert!(glob_match("?00.chk", "E00.chk"));
-        assert!(!glob_match("E00.chk", "E00.chkx"));
     }
 }

@@ -1,0 +1,54 @@
+//! Finding a storage group's components in the writers' metadata documents.
+
+use std::path::Path;
+
+use store::StorageGroupDef;
+use vss::{Component, ComponentType, FileDescriptor, WriterDescription};
+
+/// Where a storage group's components are in the writers' metadata (see [`find_components`]).
+#[derive(Debug)]
+pub struct FoundComponents<'w> {
+    /// Index of the writer in the gathered list.
+    pub writer: usize,
+    /// The file-group component holding the group's logs and checkpoint.
+    pub logs: &'w Component,
+    /// The database components, by the database name of the storage group's definition.
+    pub databases: Vec<(String, &'w Component)>,
+}
+
+/// Finds storage group `def`'s components in the writers' metadata documents by the files
+/// they describe: the file-group component whose descriptors cover the group's log stream,
+/// and the database components of the same writer whose descriptors cover the group's
+/// database files. Neither a writer id, an instance name nor a logical path is assumed, so a
+/// second writer (the replication writer, describing its copies under its own logical path)
+/// is never taken for the store's and needs no change here.
+pub fn find_components<'w>(
+    writers: &'w [WriterDescription],
+    def: &StorageGroupDef,
+) -> Option<FoundComponents<'w>> {
+    let on = |fd: &FileDescriptor, volume: &str, file: &Path| {
+        fd.volume == volume && fd.matches(&file.to_string_lossy())
+    };
+    let first_log = def.log_dir.join(ese::logfmt::generation_name(&def.prefix, 1));
+    writers.iter().enumerate().find_map(|(i, w)| {
+        let components = &w.metadata.components;
+        let logs = components.iter().find(|c| {
+            c.component_type == ComponentType::Filegroup
+                && c.files.iter().any(|fd| on(fd, &def.log_volume.label, &first_log))
+        })?;
+        let databases = def
+            .databases
+            .iter()
+            .filter_map(|d| {
+                components
+                    .iter()
+                    .find(|c| {
+                        c.component_type == ComponentType::Database
+                            && c.files.iter().any(|fd| on(fd, &d.volume.label, &d.path))
+                    })
+                    .map(|c| (d.name.clone(), c))
+            })
+            .collect();
+        Some(FoundComponents { writer: i, logs, databases })
+    })
+}
