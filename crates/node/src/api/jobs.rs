@@ -208,9 +208,9 @@ pub async fn backup(
         };
         // The path and the request are checked before anything is created there.
         let path = repo_path(&req.repo)?;
-        let repo = Arc::new(backup::repository_for_backup(node.store(), &request, &path)?);
-        let requester = node.requester(repo);
-        let report = match requester.backup(&request, progress) {
+        let outcome = backup::repository_for_backup(node.store(), &request, &path)
+            .and_then(|repo| node.requester(Arc::new(repo)).backup(&request, progress));
+        let report = match outcome {
             Ok(r) => r,
             Err(e) => {
                 metrics.record_backup_failure();
