@@ -232,6 +232,12 @@ impl Volume {
     pub fn hold_in_flight_write(&self) -> InFlightWrite<'_> {
         InFlightWrite { _g: self.inner.barrier.read() }
     }
+
+    /// Whether a commit holds this volume's writes right now (its write barrier exclusively):
+    /// lets a test or a diagnostic see a flush-and-hold in progress without timing it.
+    pub fn writes_held(&self) -> bool {
+        self.inner.barrier.is_locked_exclusive()
+    }
 }
 
 /// A mutation in progress: holds the write barrier shared and, when dropped, counts the
