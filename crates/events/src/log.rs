@@ -30,7 +30,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
@@ -39,6 +38,7 @@ use volume::{FileRef, FsRef, OpenMode};
 
 use crate::catalog::{self, EventDef};
 use crate::event::{Event, Filter};
+use crate::now_ms;
 use crate::record::{self, Damage, MAX_PAYLOAD, SEGMENT_HEADER_LEN};
 
 /// Tuning of an [`EventLog`].
@@ -152,10 +152,6 @@ fn parse_segment_name(name: &str) -> Option<u64> {
         return None;
     }
     stem.parse().ok()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Reads `len` bytes (or the whole file) of a segment.

@@ -321,10 +321,6 @@ impl MailDb {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// Milliseconds since the Unix epoch (the workspace's one clock stamp, [`events::now_ms`];
+/// re-exported here for the callers that took it from the store).
+pub use events::now_ms;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use events::{EventDef, EventSink, catalog};
 use parking_lot::{Mutex, RwLock};
@@ -79,10 +79,6 @@ pub struct WriterListing {
     pub key: WriterKey,
     pub writer_name: String,
     pub status: WriterStatus,
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// State shared by the coordinator, its sessions and their watchdogs.

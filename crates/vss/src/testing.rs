@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use events::now_ms;
 use parking_lot::{Condvar, Mutex};
 use uuid::Uuid;
 use volume::{FileKind, FileSystem, FsRef, HostFs, OpenMode};
 
-use crate::coordinator::now_ms;
 use crate::document::BackupComponentsDocument;
 use crate::metadata::{
     BackupSchema, Component, ComponentKey, ComponentType, FileDescriptor, RestoreMethod,

@@ -5,13 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use events::catalog;
+use events::{catalog, now_ms};
 use serde_json::json;
 use uuid::Uuid;
 
 use super::{BackupSession, SetInProgress, SetSnapshot, SnapshotSet, first_error};
 use crate::call::{self, CallError};
-use crate::coordinator::now_ms;
 use crate::error::{SessionPhase, VssError};
 use crate::freeze::FreezeControl;
 use crate::journal::JobRecord;
