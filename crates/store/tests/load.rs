@@ -2,6 +2,10 @@
 //! must hold exactly what the store acknowledged: every acknowledged delivery and deletion,
 //! nothing that failed, each with its own place in the order of acknowledgement.
 
+// Test code: a failed unwrap is a failed test, with its line (clippy.toml allows them in
+// #[test] functions; this covers the helpers as well).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

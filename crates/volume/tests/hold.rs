@@ -1,6 +1,10 @@
 //! Flush-and-hold: a commit that cannot get its barrier in time fails cleanly and writes
 //! resume; a commit under concurrent writers yields a point-in-time view that never changes.
 
+// Test code: a failed unwrap is a failed test, with its line (clippy.toml allows them in
+// #[test] functions; this covers the helpers as well).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};

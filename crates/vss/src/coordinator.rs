@@ -385,7 +385,10 @@ impl Coordinator {
             if let (Some(set), false) = (r.snapshot_set, keep) {
                 let providers = self.inner.providers.read().clone();
                 for p in providers {
-                    let _ = p.abort_set(set);
+                    if let Err(e) = p.abort_set(set) {
+                        tracing::warn!(job = %r.job, set = %set, error = %e,
+                            "could not abort the snapshot set of an interrupted job");
+                    }
                     for s in p.query().into_iter().filter(|s| s.set_id == set) {
                         match p.delete(s.snapshot_id) {
                             Ok(()) => self.inner.emit(

@@ -1,6 +1,10 @@
 //! Property test: whatever each writer does at whichever event, a job either succeeds
 //! completely or ends aborted with every invariant of the reference intact.
 
+// Test code: a failed unwrap is a failed test, with its line (clippy.toml allows them in
+// #[test] functions; this covers the helpers as well).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -74,7 +74,7 @@ impl Instance {
             Vec::new(),
             1,
             RecoveryInfo { was_clean: true, ..Default::default() },
-        );
+        )?;
         let start = inst.inner.log.end();
         inst.inner.write_checkpoint(start)?;
         tracing::info!(prefix = %inst.inner.cfg.prefix, "instance created");
@@ -88,7 +88,7 @@ impl Instance {
         dbs: Vec<Arc<Db>>,
         next_dbid: u32,
         recovery: RecoveryInfo,
-    ) -> Instance {
+    ) -> Result<Instance> {
         let start = log.end();
         let inner = Arc::new(Inner {
             cache: Mutex::new(Cache::new(cfg.cache_pages)),
@@ -128,8 +128,8 @@ impl Instance {
                     inner.lazy_tick();
                 }
             })
-            .expect("spawn the lazy writer thread");
-        Instance { inner, lazy: Mutex::new(Some(handle)), recovery }
+            .map_err(|source| EngineError::ThreadSpawn { what: "lazy writer", source })?;
+        Ok(Instance { inner, lazy: Mutex::new(Some(handle)), recovery })
     }
 
     /// Opens an existing instance, running soft recovery: replays the logs from the checkpoint
@@ -204,6 +204,7 @@ impl Instance {
         let mut next_dbid = chk.next_dbid.max(1);
         let mut newly = Vec::new();
         for spec in databases {
+            #[allow(clippy::expect_used)] // every spec's header was read above
             let mut h = headers.remove(&spec.name).expect("read above");
             let known = chk.attached.iter().find(|a| a.name == spec.name);
             if h.log_signature != chk.signature && h.state != DbState::CleanShutdown {
@@ -248,11 +249,13 @@ impl Instance {
             torn_tail,
         };
         tracing::info!(prefix = %cfg.prefix, ?recovery, "soft recovery done");
-        let inst = Self::assemble(cfg, chk.signature, log, dbs, next_dbid, recovery);
+        let inst = Self::assemble(cfg, chk.signature, log, dbs, next_dbid, recovery)?;
         let inner = &inst.inner;
         inner.log.set_attached(inner.attached_list());
         for dbid in newly {
-            let db = inner.db_by_id(dbid).expect("attached");
+            let db = inner.db_by_id(dbid).ok_or_else(|| {
+                EngineError::NoSuchDatabase(format!("(database id {dbid}, attached at open)"))
+            })?;
             let (_, end) = inner.log.append(vec![Record::Attach(db.attached())])?;
             inner.log.flush_to(end)?;
         }

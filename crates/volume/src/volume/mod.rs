@@ -211,7 +211,9 @@ impl Volume {
     pub fn snapshot(&self, persistent: bool) -> Result<ShadowCopyInfo> {
         let opts = crate::hold::CommitOptions { persistent, ..Default::default() };
         let r = crate::hold::commit_set(std::slice::from_ref(self), Uuid::new_v4(), &opts)?;
-        Ok(r.snapshots.into_iter().next().expect("one volume, one snapshot"))
+        #[allow(clippy::expect_used)] // commit_set reports one snapshot per volume given
+        let one = r.snapshots.into_iter().next().expect("one volume, one snapshot");
+        Ok(one)
     }
 
     /// Deletes snapshot `id`. Its preserved blocks that an older snapshot reads through are
@@ -411,7 +413,10 @@ impl VolumeInner {
 
     /// Removes a prepared snapshot that never went live.
     pub(crate) fn discard_prepared(&self, s: &Snapshot) {
-        let _ = remove_if_exists(s.diff.path());
+        if let Err(e) = remove_if_exists(s.diff.path()) {
+            tracing::warn!(volume = %self.label, path = %s.diff.path().display(), error = %e,
+                "could not remove the diff area of a snapshot that never went live");
+        }
     }
 
     /// After the hold: persistent snapshots' tables are made durable.

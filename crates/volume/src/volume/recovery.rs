@@ -4,7 +4,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,8 +44,8 @@ impl Volume {
             .write(true)
             .open(&lock_path)
             .map_err(&err)?;
-        // SAFETY: flock on a valid descriptor owned by `lock`; released when it is closed.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        // Released when `lock` is closed, with the volume.
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
             return Err(VolumeError::Locked { root, lock: lock_path });
         }
         let diff_dir = diff_dir_of(&cfg.storage, cfg.guid);
@@ -151,7 +150,12 @@ impl VolumeInner {
                 merge_into(diff, target, table).map_err(&err)?;
             }
             let stem = snapshot::stem(*seq, *id);
-            let _ = fs::remove_dir_all(snap_root.join(&stem));
+            if let Err(e) = fs::remove_dir_all(snap_root.join(&stem))
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(volume = %self.label, snapshot = %id, error = %e,
+                    "could not remove the metadata of a discarded snapshot");
+            }
             remove_if_exists(diff.path()).map_err(&err)?;
             self.events.emit(VolumeEvent::SnapshotDeleted {
                 volume: self.guid,
