@@ -275,7 +275,14 @@ impl EngineBackup {
             snapshot_instance: self.id,
             rolled_generation: rolled,
         });
-        spawn_watchdog(&inner, self.id, inner.cfg.freeze_timeout);
+        if let Err(e) = spawn_watchdog(&inner, self.id, inner.cfg.freeze_timeout) {
+            // No freeze without the watchdog that bounds it: release the writes at once.
+            if let Err(t) = self.thaw() {
+                tracing::warn!(prefix = %inner.cfg.prefix, snapshot_instance = self.id,
+                    error = %t, "thaw after a failed watchdog start failed");
+            }
+            return Err(e);
+        }
         Ok(rolled)
     }
 
@@ -467,8 +474,11 @@ impl EngineBackup {
 
 impl Drop for EngineBackup {
     fn drop(&mut self) {
-        if !matches!(self.state, SessionState::Ended | SessionState::Aborted) {
-            let _ = self.abort();
+        if !matches!(self.state, SessionState::Ended | SessionState::Aborted)
+            && let Err(e) = self.abort()
+        {
+            tracing::warn!(prefix = %self.inner.cfg.prefix, snapshot_instance = self.id,
+                error = %e, "aborting a dropped backup failed");
         }
     }
 }
@@ -484,7 +494,7 @@ fn inner_generations(inner: &Inner) -> Result<Vec<u32>> {
     Ok(v)
 }
 
-fn spawn_watchdog(inner: &Arc<Inner>, id: u64, timeout: Duration) {
+fn spawn_watchdog(inner: &Arc<Inner>, id: u64, timeout: Duration) -> Result<()> {
     let weak = Arc::downgrade(inner);
     std::thread::Builder::new()
         .name(format!("ese-freeze-watchdog-{id}"))
@@ -516,7 +526,8 @@ fn spawn_watchdog(inner: &Arc<Inner>, id: u64, timeout: Duration) {
                 inner.backup_cond.wait_until(&mut reg, deadline);
             }
         })
-        .expect("spawn the freeze watchdog");
+        .map(drop)
+        .map_err(|source| EngineError::ThreadSpawn { what: "freeze watchdog", source })
 }
 
 /// Aborts the running backup at shutdown or drop: thaws and clears backup in progress.

@@ -434,6 +434,7 @@ fn insert<P: PagesMut + ?Sized>(
             let sizes: Vec<usize> = keys.iter().map(|k| 10 + k.len()).collect();
             let mid = split_point(&sizes);
             let right_keys = keys.split_off(mid + 1);
+            #[allow(clippy::expect_used)] // a split page holds at least two keys
             let up = keys.pop().expect("split keeps a middle key");
             let right_children = children.split_off(mid + 1);
             let right = alloc(p)?;

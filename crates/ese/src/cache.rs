@@ -92,7 +92,9 @@ impl Cache {
 
     /// The newest committed version, if cached.
     pub fn newest(&self, key: PageKey) -> Option<Arc<Vec<u8>>> {
-        self.map.get(&key).map(|e| e.versions.last().expect("entry has a version").img.clone())
+        // An entry is created with a version and removed with its last, so `None` here means
+        // "not cached" either way.
+        self.map.get(&key).and_then(|e| e.versions.last()).map(|v| v.img.clone())
     }
 
     /// Whether the page is cached and dirty.

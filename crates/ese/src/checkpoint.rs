@@ -76,6 +76,7 @@ impl Checkpoint {
         if r.u32().map_err(f)? != MAGIC {
             return Err("not a checkpoint file".into());
         }
+        #[allow(clippy::unwrap_used)] // take(16) returned 16 bytes
         let signature: [u8; 16] = r.take(16).map_err(f)?.try_into().unwrap();
         let checkpoint = Lsn(r.u64().map_err(f)?);
         let next_dbid = r.u32().map_err(f)?;
@@ -151,6 +152,7 @@ fn read_slots(f: &dyn volume::File, path: &Path) -> Result<(u64, Checkpoint)> {
             problems.push(format!("slot {i}: {e}"));
             continue;
         }
+        #[allow(clippy::unwrap_used)] // an 8-byte slice
         let seq = u64::from_le_bytes(slot[0..8].try_into().unwrap());
         let n = get_u32(&slot, 8) as usize;
         let body = &slot[8..(8 + 8 + n).min(SLOT_SIZE)];

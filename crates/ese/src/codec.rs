@@ -68,13 +68,13 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     pub fn u16(&mut self) -> Result<u16, Truncated> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().unwrap()))
+        Ok(u16::from_le_bytes(array(self.take(2)?)))
     }
     pub fn u32(&mut self) -> Result<u32, Truncated> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+        Ok(u32::from_le_bytes(array(self.take(4)?)))
     }
     pub fn u64(&mut self) -> Result<u64, Truncated> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+        Ok(u64::from_le_bytes(array(self.take(8)?)))
     }
     pub fn lbytes(&mut self) -> Result<&'a [u8], Truncated> {
         let n = self.u32()? as usize;
@@ -85,11 +85,19 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The first `N` bytes of `b` as an array (callers slice exactly `N`; fewer is a bug, which
+/// panics here as the slice indexing around it would).
+pub(crate) fn array<const N: usize>(b: &[u8]) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&b[..N]);
+    a
+}
+
 pub(crate) fn get_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+    u32::from_le_bytes(array(&b[at..at + 4]))
 }
 pub(crate) fn get_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+    u64::from_le_bytes(array(&b[at..at + 8]))
 }
 pub(crate) fn put_u32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_le_bytes());

@@ -94,6 +94,9 @@ pub enum EngineError {
     /// A recovery stopped.
     #[error("recovery failed: {0}")]
     Recovery(String),
+    /// A thread the engine needs (lazy writer, freeze watchdog) could not be started.
+    #[error("cannot start the {what} thread: {source}")]
+    ThreadSpawn { what: &'static str, source: io::Error },
 }
 
 impl EngineError {

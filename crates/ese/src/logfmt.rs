@@ -138,6 +138,7 @@ impl LogHeader {
             return Err("not a log file (bad magic)".into());
         }
         let generation = r.u32().map_err(f)?;
+        #[allow(clippy::unwrap_used)] // take(16) returned 16 bytes
         let signature: [u8; 16] = r.take(16).map_err(f)?.try_into().unwrap();
         let created = r.u64().map_err(f)?;
         let previous_created = r.u64().map_err(f)?;
@@ -310,6 +311,7 @@ pub fn scan(generation: u32, image: &[u8], from: u32) -> Scan {
         if crc32c::crc32c(&frame[8..]) != get_u32(frame, 4) {
             break ScanEnd::Damaged(format!("record at offset {off} fails its checksum"));
         }
+        #[allow(clippy::unwrap_used)] // an 8-byte slice
         let lsn = Lsn(u64::from_le_bytes(frame[8..16].try_into().unwrap()));
         if lsn != Lsn::new(generation, off as u32) {
             break ScanEnd::Damaged(format!("record at offset {off} carries position {lsn}"));

@@ -108,11 +108,13 @@ pub fn hard_recover(req: &HardRecovery) -> Result<HardRecoveryReport> {
         // generation: stopping short of it would leave them inconsistent.
         let max_required =
             dirty.iter().map(|(_, _, h)| h.max_required_generation()).max().unwrap_or(0);
-        let last = logs.last().expect("non-empty").1.header.generation;
+        #[allow(clippy::expect_used)] // checked non-empty above
+        let last_log = &logs.last().expect("non-empty").1;
+        let last = last_log.header.generation;
         if last < max_required && req.stop_after_generation.is_none_or(|s| s >= max_required) {
             return Err(EngineError::LogGap {
                 missing: last + 1,
-                after_path: logs.last().expect("non-empty").1.path.clone(),
+                after_path: last_log.path.clone(),
             });
         }
         let fs_by_path: HashMap<PathBuf, FsRef> =

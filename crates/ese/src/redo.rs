@@ -178,6 +178,7 @@ fn apply(
     if !pages.contains_key(&key) {
         pages.insert(key.clone(), read_slot(db, d.pgno)?);
     }
+    #[allow(clippy::expect_used)] // inserted just above
     let slot = pages.get_mut(&key).expect("inserted");
     let ps = db.page_size;
     match slot {

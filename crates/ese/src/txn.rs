@@ -150,9 +150,14 @@ pub(crate) fn diff_ranges(old: &[u8], new: &[u8]) -> Vec<(u32, Vec<u8>)> {
     while i < new.len() {
         let end = (i + BLOCK).min(new.len());
         if old[i..end] != new[i..end] {
-            let first = i + old[i..end].iter().zip(&new[i..end]).position(|(a, b)| a != b).unwrap();
-            let last =
-                i + old[i..end].iter().zip(&new[i..end]).rposition(|(a, b)| a != b).unwrap() + 1;
+            let differ = |(a, b): (&u8, &u8)| a != b;
+            let (Some(first), Some(last)) = (
+                old[i..end].iter().zip(&new[i..end]).position(differ),
+                old[i..end].iter().zip(&new[i..end]).rposition(differ),
+            ) else {
+                unreachable!("the ranges differ, so a first and a last differing byte exist")
+            };
+            let (first, last) = (i + first, i + last + 1);
             run = Some(match run {
                 Some((s, e)) if first - e <= 16 => (s, last),
                 Some((s, e)) => {
@@ -308,6 +313,7 @@ impl<'a> WriteTxn<'a> {
         {
             let mut cache = inner.cache.lock();
             for key in installed {
+                #[allow(clippy::expect_used)] // `installed` lists pages of this transaction
                 let p = self.pages.remove(&key).expect("page of the transaction");
                 let mut img = Arc::try_unwrap(p.cur).unwrap_or_else(|a| a.as_ref().clone());
                 page::set_page_lsn(&mut img, begin.0);

@@ -1,6 +1,10 @@
 //! The snapshot-backup session: states, freeze holding writes, watchdog, truncation rules,
 //! header slots, notices; hard recovery of a restored copy; disk full.
 
+// Test code: a failed unwrap is a failed test, with its line (clippy.toml allows them in
+// #[test] functions; this covers the helpers as well).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;

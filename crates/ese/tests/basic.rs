@@ -1,5 +1,9 @@
 //! Transactions, cursors, large values, readers' snapshots, clean and dirty reopen.
 
+// Test code: a failed unwrap is a failed test, with its line (clippy.toml allows them in
+// #[test] functions; this covers the helpers as well).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

@@ -1,6 +1,10 @@
 //! Power-loss tests: random crash points (clean and torn), crash during recovery, and the
 //! promise that every acknowledged durable commit survives and nothing uncommitted appears.
 
+// Test code: a failed unwrap is a failed test, with its line (clippy.toml allows them in
+// #[test] functions; this covers the helpers as well).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -1,5 +1,9 @@
 //! Model-based test: random transactions, cursors and reopens against a `BTreeMap`.
 
+// Test code: a failed unwrap is a failed test, with its line (clippy.toml allows them in
+// #[test] functions; this covers the helpers as well).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -3,6 +3,10 @@
 //! was cut off fails naming the file and generation, even as the last of the range. The
 //! current log, still being written, may end in unwritten space.
 
+// Test code: a failed unwrap is a failed test, with its line (clippy.toml allows them in
+// #[test] functions; this covers the helpers as well).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -17,3 +17,13 @@ pub use event::{Event, Filter};
 pub use log::{
     EventLog, EventLogError, EventSink, LogOptions, MemorySink, RecoveryReport, SegmentDamage,
 };
+
+/// Milliseconds since the Unix epoch: the one wall-clock stamp of the workspace (events,
+/// snapshots, messages), here because this crate sits at the bottom of the dependency graph
+/// (with `volume`), so every crate stamps alike. A clock set before 1970 reads as 0.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -30,7 +30,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
@@ -39,6 +38,7 @@ use volume::{FileRef, FsRef, OpenMode};
 
 use crate::catalog::{self, EventDef};
 use crate::event::{Event, Filter};
+use crate::now_ms;
 use crate::record::{self, Damage, MAX_PAYLOAD, SEGMENT_HEADER_LEN};
 
 /// Tuning of an [`EventLog`].
@@ -116,6 +116,15 @@ struct Writer {
     last_time_ms: u64,
 }
 
+impl Writer {
+    /// The active segment's number.
+    fn active(&self) -> u64 {
+        #[allow(clippy::expect_used)] // created at open, replaced (never emptied) by rotate
+        let n = *self.segments.back().expect("an active segment");
+        n
+    }
+}
+
 struct Subscriber {
     filter: Filter,
     tx: Sender<Event>,
@@ -154,10 +163,6 @@ fn parse_segment_name(name: &str) -> Option<u64> {
     stem.parse().ok()
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 /// Reads `len` bytes (or the whole file) of a segment.
 fn read_segment(fs: &FsRef, path: &Path, len: Option<u64>) -> io::Result<Vec<u8>> {
     let f = fs.open(path, OpenMode::Read)?;
@@ -178,7 +183,7 @@ fn check_header(data: &[u8], number: u64) -> Result<(), String> {
     if &data[..8] != record::SEGMENT_MAGIC {
         return Err("not an event log segment (bad magic)".into());
     }
-    let n = u64::from_le_bytes(data[8..16].try_into().expect("8 bytes"));
+    let n = u64::from_le_bytes(record::bytes(&data[8..16]));
     if n != number {
         return Err(format!("segment header names segment {n}"));
     }
@@ -403,7 +408,10 @@ impl EventLog {
         if let Err(e) = w.file.write_at(&rec, w.offset) {
             // Do not leave a partial record behind the valid end (best effort: the scanner would
             // also cut it off at the next open).
-            let _ = w.file.set_len(w.offset);
+            if let Err(cut) = w.file.set_len(w.offset) {
+                tracing::warn!(path = %path.display(), error = %cut,
+                    "could not cut a partial event record; the next open drops it");
+            }
             return Err(io_err(&path, "append record")(e));
         }
         w.offset += rec.len() as u64;
@@ -456,7 +464,7 @@ impl EventLog {
     pub fn query(&self, filter: &Filter) -> Result<Vec<Event>, EventLogError> {
         let (segments, active, active_len) = {
             let w = self.writer.lock();
-            (w.segments.clone(), *w.segments.back().expect("an active segment"), w.offset)
+            (w.segments.clone(), w.active(), w.offset)
         };
         let mut out = Vec::new();
         for n in segments {
@@ -496,7 +504,7 @@ impl EventLog {
     }
 
     fn active_path(&self, w: &Writer) -> PathBuf {
-        self.dir.join(segment_name(*w.segments.back().expect("an active segment")))
+        self.dir.join(segment_name(w.active()))
     }
 
     /// Seals the active segment and starts the next one.
@@ -504,7 +512,7 @@ impl EventLog {
         let path = self.active_path(w);
         w.file.sync().map_err(io_err(&path, "seal segment"))?;
         w.unsynced = 0;
-        let n = w.segments.back().expect("an active segment") + 1;
+        let n = w.active() + 1;
         w.file = create_segment(&self.fs, &self.dir, n)?;
         w.segments.push_back(n);
         w.offset = SEGMENT_HEADER_LEN;
@@ -514,7 +522,7 @@ impl EventLog {
     fn enforce_retention(&self, w: &mut Writer) -> Result<(), EventLogError> {
         let mut removed = false;
         while w.segments.len() > self.opts.max_segments {
-            let n = w.segments.pop_front().expect("more than one segment");
+            let Some(n) = w.segments.pop_front() else { break };
             let path = self.dir.join(segment_name(n));
             match self.fs.remove_file(&path) {
                 Ok(()) => removed = true,

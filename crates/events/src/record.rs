@@ -68,14 +68,21 @@ pub struct Scan {
     pub valid_end: u64,
 }
 
+/// The first `N` bytes of `b` as an array (callers slice exactly `N` bytes).
+pub(crate) fn bytes<const N: usize>(b: &[u8]) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&b[..N]);
+    a
+}
+
 /// Tries to decode one record at `pos` of `data`; `Err` says why it is not one.
 fn decode_at(data: &[u8], pos: usize) -> Result<(Event, usize), String> {
     let rest = &data[pos..];
     if rest.len() < RECORD_HEADER_LEN {
         return Err(format!("record header cut short ({} bytes)", rest.len()));
     }
-    let len_bytes: [u8; 4] = rest[0..4].try_into().expect("4 bytes");
-    let len_crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+    let len_bytes: [u8; 4] = bytes(&rest[0..4]);
+    let len_crc = u32::from_le_bytes(bytes(&rest[4..8]));
     if crc32c::crc32c(&len_bytes) != len_crc {
         return Err("record length checksum mismatch".into());
     }
@@ -90,7 +97,7 @@ fn decode_at(data: &[u8], pos: usize) -> Result<(Event, usize), String> {
         ));
     }
     let payload = &rest[RECORD_HEADER_LEN..RECORD_HEADER_LEN + len];
-    let crc = u32::from_le_bytes(rest[8..12].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(bytes(&rest[8..12]));
     if crc32c::crc32c(payload) != crc {
         return Err("record payload checksum mismatch".into());
     }

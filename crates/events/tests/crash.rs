@@ -1,6 +1,10 @@
 //! The event log on the in-memory power-loss file system: what was synced survives a crash,
 //! nothing is ever misread, and recovery is repeatable.
 
+// Test code: a failed unwrap is a failed test, with its line (clippy.toml allows them in
+// #[test] functions; this covers the helpers as well).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use events::catalog::COORD_ABORT;

@@ -176,7 +176,11 @@ impl LoadGenerator {
         let thread = std::thread::Builder::new()
             .name("mail-load".into())
             .spawn(move || run(db, cfg, names, s, q, l))
-            .expect("spawning the load thread");
+            .map_err(|source| StoreError::Io {
+                op: "start the load thread",
+                path: "mail-load".into(),
+                source,
+            })?;
         Ok(Self { stop, seq, ledger, thread: Some(thread) })
     }
 

@@ -141,6 +141,7 @@ impl MailDb {
             created_unix_ms: now_ms(),
             folders: DEFAULT_FOLDERS.iter().map(|s| s.to_string()).collect(),
         };
+        #[allow(clippy::expect_used)] // plain data with string keys: serializing cannot fail
         let json = serde_json::to_vec(&rec).expect("record serialises");
         t.put(&self.db, MAILBOXES, mailbox.as_bytes(), &json)?;
         t.commit(Durability::Durable)?;
@@ -179,7 +180,7 @@ impl MailDb {
             });
         }
         let id = match t.get(&self.db, META, b"next_id")? {
-            Some(v) if v.len() == 8 => u64::from_le_bytes(v.try_into().expect("8 bytes")),
+            Some(v) if v.len() == 8 => u64::from_le_bytes(bytes8(&v)),
             Some(_) => {
                 return Err(StoreError::Corrupt {
                     what: "meta next_id".into(),
@@ -212,7 +213,13 @@ impl MailDb {
             if !k.starts_with(prefix) {
                 break;
             }
-            let id = u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8 bytes"));
+            let Some(tail) = k.len().checked_sub(8).map(|at| &k[at..]) else {
+                return Err(StoreError::Corrupt {
+                    what: format!("folder index of {mailbox}"),
+                    why: "key shorter than a message id".into(),
+                });
+            };
+            let id = u64::from_be_bytes(bytes8(tail));
             let (_, m) = self.read_in(&r, mailbox, id)?;
             out.push(MessageSummary {
                 id,
@@ -321,10 +328,13 @@ impl MailDb {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// The first 8 bytes of `b` (callers pass at least 8).
+fn bytes8(b: &[u8]) -> [u8; 8] {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    a
 }
+
+/// Milliseconds since the Unix epoch (the workspace's one clock stamp, [`events::now_ms`];
+/// re-exported here for the callers that took it from the store).
+pub use events::now_ms;

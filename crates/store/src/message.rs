@@ -29,6 +29,7 @@ pub struct Message {
 impl Message {
     /// Encodes for storage.
     pub fn encode(&self) -> Vec<u8> {
+        #[allow(clippy::expect_used)] // plain data with string keys: serializing cannot fail
         let h = serde_json::to_vec(&self.headers).expect("headers serialise");
         let mut out = Vec::with_capacity(5 + h.len() + self.body.len());
         out.push(FORMAT);
@@ -44,7 +45,7 @@ impl Message {
         if bytes.len() < 5 || bytes[0] != FORMAT {
             return Err(corrupt("unknown message format"));
         }
-        let hl = u32::from_le_bytes(bytes[1..5].try_into().expect("4 bytes")) as usize;
+        let hl = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
         let h = bytes.get(5..5 + hl).ok_or_else(|| corrupt("header length past the end"))?;
         let headers = serde_json::from_slice(h).map_err(|e| corrupt(&format!("headers: {e}")))?;
         Ok(Message { headers, body: bytes[5 + hl..].to_vec() })

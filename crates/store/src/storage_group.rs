@@ -510,15 +510,16 @@ impl StorageGroup {
     /// hold it. Returns whether it did.
     pub(crate) fn release(&self, job: Uuid) -> bool {
         let mut st = self.state.lock();
-        match st.backup.as_ref() {
-            Some(b) if b.job == job => {}
-            _ => return false,
+        if st.backup.as_ref().is_none_or(|b| b.job != job) {
+            return false;
         }
         // Abort the engine session before giving up the claim, so that the next job never
         // finds the engine still holding this one (the abort is short: thaw and clear).
-        let mut b = st.backup.take().expect("checked above");
-        if let Some(mut s) = b.session.take() {
-            let _ = s.abort();
+        let Some(mut b) = st.backup.take() else { return false };
+        if let Some(mut s) = b.session.take()
+            && let Err(e) = s.abort()
+        {
+            tracing::warn!(job = %job, error = %e, "aborting the engine backup at release failed");
         }
         let mut current = self.current_job.lock();
         if *current == Some(job) {

@@ -2,18 +2,25 @@
 //! must hold exactly what the store acknowledged: every acknowledged delivery and deletion,
 //! nothing that failed, each with its own place in the order of acknowledgement.
 
+// Test code: a failed unwrap is a failed test, with its line (clippy.toml allows them in
+// #[test] functions; this covers the helpers as well).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Rig, read_contents, single};
 use store::load::{LoadConfig, LoadGenerator};
 use volume::mem::MemFs;
 
-/// Waits (without asserting anything about time) until `done` holds.
-fn wait_until(mut done: impl FnMut() -> bool) {
+/// Polls until `done` holds; fails naming `what` if it does not within a minute (a deadline,
+/// not a timing assertion: the load normally gets there in well under a second).
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !done() {
+        assert!(Instant::now() < deadline, "timed out after 60 s waiting for {what}");
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -38,7 +45,7 @@ fn the_ledger_holds_exactly_the_acknowledged_operations() {
         ..LoadConfig::default()
     };
     let load = LoadGenerator::start(rig.db("DB1"), cfg).unwrap();
-    wait_until(|| load.finished());
+    wait_until("the load to finish its deliveries", || load.finished());
     let ledger = load.stop();
     assert_eq!(ledger.errors, 0, "{:?}", ledger.last_error);
     assert_eq!(ledger.delivered.len(), 150);
@@ -94,10 +101,10 @@ fn acknowledged_deliveries_survive_a_crash_under_load() {
         ..LoadConfig::default()
     };
     let load = LoadGenerator::start(rig.db("DB1"), cfg).unwrap();
-    wait_until(|| load.acknowledged() >= 40);
+    wait_until("40 acknowledged deliveries", || load.acknowledged() >= 40);
     // The crash fires at the next write of the store (the load's or the lazy writer's).
     fs.crash_after(1);
-    wait_until(|| load.ledger().errors > 0);
+    wait_until("the load to see an error after the crash", || load.ledger().errors > 0);
     let ledger = load.stop();
     assert!(!fs.crash_pending(), "the crash happened");
     drop(rig);

@@ -8,6 +8,10 @@
 //! durable commit flushes everything before it, the states a crash may leave are: the state
 //! at the last durable acknowledgement, followed by each lazily acknowledged state after it.
 
+// Test code: a failed unwrap is a failed test, with its line (clippy.toml allows them in
+// #[test] functions; this covers the helpers as well).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

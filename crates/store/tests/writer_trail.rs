@@ -2,6 +2,10 @@
 //! succeeds leaves its step-9 event (224 logs deleted, or 225 and why not) before the
 //! engine's 2006, and only full and incremental backups delete logs.
 
+// Test code: a failed unwrap is a failed test, with its line (clippy.toml allows them in
+// #[test] functions; this covers the helpers as well).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{Rig, coordinator, finish, headers, prepared, single};

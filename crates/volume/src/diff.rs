@@ -78,12 +78,12 @@ impl DiffArea {
         let mut data = Vec::new();
         while pos + HEADER <= file_len {
             file.read_exact_at(&mut header, pos)?;
-            let magic = u32::from_le_bytes(header[0..4].try_into().unwrap());
-            let crc = u32::from_le_bytes(header[4..8].try_into().unwrap());
-            let dev = u64::from_le_bytes(header[8..16].try_into().unwrap());
-            let ino = u64::from_le_bytes(header[16..24].try_into().unwrap());
-            let block = u64::from_le_bytes(header[24..32].try_into().unwrap());
-            let len = u32::from_le_bytes(header[32..36].try_into().unwrap());
+            let magic = le_u32(&header, 0);
+            let crc = le_u32(&header, 4);
+            let dev = le_u64(&header, 8);
+            let ino = le_u64(&header, 16);
+            let block = le_u64(&header, 24);
+            let len = le_u32(&header, 32);
             if magic != MAGIC || pos + HEADER + len as u64 > file_len {
                 break;
             }
@@ -167,7 +167,10 @@ impl DiffArea {
         st.rec = rec;
         if let Err(e) = written {
             // Leave no half record behind the recorded length.
-            let _ = self.file.set_len(at);
+            if let Err(cut) = self.file.set_len(at) {
+                tracing::warn!(path = %self.path.display(), error = %cut,
+                    "could not cut a half-written diff-area record; the next open drops it");
+            }
             return Err(e);
         }
         if self.durable {
@@ -227,6 +230,20 @@ impl DiffArea {
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
     }
+}
+
+/// The little-endian `u32` at `at` of a record header.
+fn le_u32(header: &[u8; HEADER as usize], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&header[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+/// The little-endian `u64` at `at` of a record header.
+fn le_u64(header: &[u8; HEADER as usize], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&header[at..at + 8]);
+    u64::from_le_bytes(b)
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::io::AsRawFd;
 
 use serde::{Deserialize, Serialize};
 
@@ -76,33 +75,22 @@ pub fn scan(path: &std::path::Path, meta: &fs::Metadata) -> io::Result<Extents> 
 
 /// [`scan`] on an open file.
 pub fn scan_open(f: &fs::File, len: u64) -> io::Result<Extents> {
-    let fd = f.as_raw_fd();
+    use rustix::fs::{SeekFrom, seek};
+    use rustix::io::Errno;
     let mut out = Vec::new();
     let mut pos: u64 = 0;
     while pos < len {
-        // SAFETY: lseek on a valid, open descriptor owned by `f`; no memory is passed.
-        let data = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
-        if data < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                break; // no data past pos
-            }
-            if e.raw_os_error() == Some(libc::EINVAL) {
-                // File system without SEEK_DATA: treat everything as data.
-                return Ok(Extents::full(len));
-            }
-            return Err(e);
-        }
-        let data = data as u64;
+        let data = match seek(f, SeekFrom::Data(pos)) {
+            Ok(data) => data,
+            Err(Errno::NXIO) => break, // no data past pos
+            // File system without SEEK_DATA: treat everything as data.
+            Err(Errno::INVAL) => return Ok(Extents::full(len)),
+            Err(e) => return Err(e.into()),
+        };
         if data >= len {
             break;
         }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(fd, data as libc::off_t, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let hole = (hole as u64).min(len);
+        let hole = seek(f, SeekFrom::Hole(data)).map_err(io::Error::from)?.min(len);
         out.push((data, hole));
         pos = hole;
     }

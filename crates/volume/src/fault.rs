@@ -87,6 +87,7 @@ impl FaultInjector {
     /// Reads of `range` (byte offsets) of the file at `path` come back with every byte's bits
     /// flipped, as a media error that slipped past the disk's own checks would.
     pub fn corrupt_reads(&self, path: impl AsRef<Path>, range: Range<u64>) {
+        #[allow(clippy::expect_used)] // test support: a bad path is a bug of the test arming it
         let path = normalize(path.as_ref()).expect("a valid relative path");
         self.rules.lock().corrupt.push((path, range));
     }
@@ -102,6 +103,7 @@ impl FaultInjector {
     /// used up): the last step of an atomic replace failing after the steps before it
     /// succeeded.
     pub fn fail_rename_onto(&self, path: impl AsRef<Path>, kind: FaultKind) {
+        #[allow(clippy::expect_used)] // test support: a bad path is a bug of the test arming it
         let path = normalize(path.as_ref()).expect("a valid relative path");
         self.rules.lock().rename_onto.push((path, kind));
     }
@@ -109,6 +111,7 @@ impl FaultInjector {
     /// The next sync of the file at `path` fails with `kind` (once: the rule is used up), as
     /// a write-back error reported to one sync would; later syncs succeed.
     pub fn fail_sync_of(&self, path: impl AsRef<Path>, kind: FaultKind) {
+        #[allow(clippy::expect_used)] // test support: a bad path is a bug of the test arming it
         let path = normalize(path.as_ref()).expect("a valid relative path");
         self.rules.lock().sync_of.push((path, kind));
     }

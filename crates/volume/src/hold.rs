@@ -115,7 +115,12 @@ pub fn commit_set(volumes: &[Volume], set_id: Uuid, opts: &CommitOptions) -> Res
     for (v, s) in order.iter().zip(&prepared) {
         if let Err(e) = v.inner.persist(s) {
             for (v2, s2) in order.iter().zip(&prepared) {
-                let _ = v2.inner.delete(s2.id, crate::events::DeleteReason::PreservationFailed);
+                if let Err(e2) =
+                    v2.inner.delete(s2.id, crate::events::DeleteReason::PreservationFailed)
+                {
+                    tracing::warn!(volume = v2.label(), snapshot = %s2.id, error = %e2,
+                        "could not delete a snapshot of a set whose persisting failed");
+                }
             }
             return Err(e);
         }
@@ -131,6 +136,7 @@ pub fn commit_set(volumes: &[Volume], set_id: Uuid, opts: &CommitOptions) -> Res
     let snapshots = volumes
         .iter()
         .map(|v| {
+            #[allow(clippy::expect_used)] // every volume of the set was prepared above
             let s = prepared.iter().find(|s| s.volume == v.guid()).expect("prepared per volume");
             v.inner.info(s)
         })

@@ -35,6 +35,12 @@ use rand::{Rng, SeedableRng};
 use crate::fault::FaultKind;
 use crate::fs::{DirEntry, File, FileKind, FileRef, FileSystem, Metadata, OpenMode, normalize};
 
+/// An open file's inode is missing: cannot happen (an open handle keeps its inode alive), so
+/// it is reported as an I/O error rather than a panic.
+fn gone(ino: u64) -> io::Error {
+    io::Error::other(format!("in-memory file system: inode {ino} of an open file is missing"))
+}
+
 /// Sector size at which [`MemFs::crash_torn`] tears writes.
 pub const SECTOR: usize = 512;
 
@@ -367,7 +373,7 @@ impl File for MemFile {
             s.mutating_op()?;
             let end = offset + buf.len() as u64;
             s.check_growth(self.ino, end)?;
-            let inode = s.inodes.get_mut(&self.ino).expect("open inode exists");
+            let inode = s.inodes.get_mut(&self.ino).ok_or_else(|| gone(self.ino))?;
             if inode.live.len() < end as usize {
                 inode.live.resize(end as usize, 0);
             }
@@ -385,7 +391,7 @@ impl File for MemFile {
         self.with(true, |s| {
             s.mutating_op()?;
             s.check_growth(self.ino, len)?;
-            let inode = s.inodes.get_mut(&self.ino).expect("open inode exists");
+            let inode = s.inodes.get_mut(&self.ino).ok_or_else(|| gone(self.ino))?;
             inode.live.resize(len as usize, 0);
             inode.pending.push(Pending::SetLen(len));
             Ok(())
@@ -395,7 +401,7 @@ impl File for MemFile {
     fn sync(&self) -> io::Result<()> {
         self.with(false, |s| {
             s.mutating_op()?;
-            let inode = s.inodes.get_mut(&self.ino).expect("open inode exists");
+            let inode = s.inodes.get_mut(&self.ino).ok_or_else(|| gone(self.ino))?;
             inode.durable = inode.live.clone();
             inode.pending.clear();
             Ok(())

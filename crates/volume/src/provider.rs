@@ -115,7 +115,7 @@ impl SoftwareProvider {
     /// Forgets a volume; returns it.
     pub fn unregister(&self, key: &str) -> Result<Volume> {
         let guid = self.volume(key)?.guid();
-        Ok(self.volumes.write().remove(&guid).expect("just found"))
+        self.volumes.write().remove(&guid).ok_or_else(|| VolumeError::UnknownVolume(key.into()))
     }
 
     /// The registered volume whose label or GUID is `key`.

@@ -183,7 +183,9 @@ impl File for SnapshotFile {
             if !self.entry.extents.overlaps(block_start, block_end) {
                 out.fill(0);
             } else if !self.read_chain(&chain, b, skip, out)? {
-                let live = self.live.as_ref().expect("a non-empty file has a live handle");
+                let live = self.live.as_ref().ok_or_else(|| {
+                    io::Error::other("snapshot view: a non-empty file has no live handle")
+                })?;
                 read_full(live, out, pos)?;
                 // Second look: a writer that overwrote the block meanwhile preserved it first.
                 self.read_chain(&chain, b, skip, out)?;

@@ -1,5 +1,9 @@
 //! Behaviour of the shadow volume on small, explicit scenarios.
 
+// Test code: a failed unwrap is a failed test, with its line (clippy.toml allows them in
+// #[test] functions; this covers the helpers as well).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 
 use volume::fs::read_all;

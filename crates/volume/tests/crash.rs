@@ -7,6 +7,10 @@
 //! Not covered: a SIGKILL leaves the kernel's page cache intact, so this proves ordering and
 //! recovery of everything the process issued, not the loss of unsynced data at a power cut.
 
+// Test code: a failed unwrap is a failed test, with its line (clippy.toml allows them in
+// #[test] functions; this covers the helpers as well).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -1,10 +1,14 @@
 //! Flush-and-hold: a commit that cannot get its barrier in time fails cleanly and writes
 //! resume; a commit under concurrent writers yields a point-in-time view that never changes.
 
+// Test code: a failed unwrap is a failed test, with its line (clippy.toml allows them in
+// #[test] functions; this covers the helpers as well).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 use volume::fs::read_all;
@@ -15,6 +19,15 @@ fn vol(dir: &Path, label: &str) -> Volume {
         .unwrap()
 }
 
+/// Polls `cond` until it holds; fails naming `what` if it does not within 30 s.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after 30 s waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn commit_times_out_cleanly_and_writes_resume() {
     let dir = tempfile::tempdir().unwrap();
@@ -23,44 +36,60 @@ fn commit_times_out_cleanly_and_writes_resume() {
     for v in [&a, &b] {
         v.open(Path::new("f"), OpenMode::Create).unwrap().write_at(b"before", 0).unwrap();
     }
-    let b2 = b.clone();
+    // The commit takes the barriers in GUID order: the volume whose write is stuck is the
+    // second, so the commit holds the first one while it waits.
+    let (first, stuck_vol) =
+        if a.guid() < b.guid() { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
+    let b2 = stuck_vol.clone();
     let held = Arc::new(Barrier::new(2));
     let release = Arc::new(Barrier::new(2));
     let (h2, r2) = (held.clone(), release.clone());
-    // A write in flight on volume b that does not drain until told.
+    // A write in flight on the second volume that does not drain until told.
     let stuck = std::thread::spawn(move || {
         let _w = b2.hold_in_flight_write();
         h2.wait();
         r2.wait();
     });
     held.wait();
-    // Another writer on volume a, arriving while the commit waits: it must complete once the
-    // commit gives up.
-    let a2 = a.clone();
-    let late = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        a2.open(Path::new("f"), OpenMode::ReadWrite).unwrap().write_at(b"after!", 0).unwrap();
+    let opts = CommitOptions { persistent: true, timeout: Duration::from_secs(1) };
+    let commit = {
+        let (vols, opts) = (vec![a.clone(), b.clone()], opts.clone());
+        std::thread::spawn(move || commit_set(&vols, Uuid::new_v4(), &opts))
+    };
+    // Another writer on the first volume, arriving while the commit holds it and waits for
+    // the second: it must complete once the commit gives up. (Should the commit give up before
+    // it is seen holding, the writer simply arrives afterwards: the assertions still hold.)
+    wait_until("the commit to hold the first volume (or to give up)", || {
+        first.writes_held() || commit.is_finished()
     });
-    let opts = CommitOptions { persistent: true, timeout: Duration::from_millis(300) };
-    let err = commit_set(&[a.clone(), b.clone()], Uuid::new_v4(), &opts).unwrap_err();
-    assert!(matches!(err, VolumeError::HoldTimeout { ref volume, .. } if volume == "b"), "{err}");
+    let first2 = first.clone();
+    let late = std::thread::spawn(move || {
+        first2.open(Path::new("f"), OpenMode::ReadWrite).unwrap().write_at(b"after!", 0).unwrap();
+    });
+    let err = commit.join().unwrap().unwrap_err();
+    let stuck_label = stuck_vol.label().to_string();
+    assert!(
+        matches!(err, VolumeError::HoldTimeout { ref volume, .. } if *volume == stuck_label),
+        "{err}"
+    );
     late.join().unwrap();
     assert!(a.snapshots().is_empty() && b.snapshots().is_empty(), "no half-made set");
-    assert_eq!(read_all(&a, Path::new("f")).unwrap(), b"after!");
-    assert_eq!(std::fs::read_dir(dir.path().join("a/.shadowcopy/diff")).unwrap().count(), 1);
-    assert_eq!(
-        std::fs::read_dir(dir.path().join(format!("a/.shadowcopy/diff/{}", a.guid())))
-            .unwrap()
-            .count(),
-        0,
-        "no diff area left behind"
-    );
+    assert_eq!(read_all(&first, Path::new("f")).unwrap(), b"after!");
+    for v in [&a, &b] {
+        let diff = dir.path().join(format!("{}/.shadowcopy/diff", v.label()));
+        assert_eq!(std::fs::read_dir(&diff).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(diff.join(v.guid().to_string())).unwrap().count(),
+            0,
+            "no diff area left behind on {}",
+            v.label()
+        );
+    }
     release.wait();
     stuck.join().unwrap();
     // With the writer drained, the same commit succeeds.
     let r = commit_set(&[a.clone(), b.clone()], Uuid::new_v4(), &opts).unwrap();
     assert_eq!(r.snapshots.len(), 2);
-    assert!(r.hold < Duration::from_secs(10));
 }
 
 /// Writers rewrite every block of their file with an increasing generation, block by block.
@@ -77,9 +106,11 @@ fn views_are_point_in_time_under_concurrent_writers() {
         h.write_at(&vec![0u8; (BLOCKS * 4096) as usize], 0).unwrap();
     }
     let stop = Arc::new(AtomicBool::new(false));
+    // Generations each writer has completed: the second read of a view waits for more.
+    let done: Arc<Vec<AtomicU64>> = Arc::new((0..FILES).map(|_| AtomicU64::new(0)).collect());
     let writers: Vec<_> = (0..FILES)
         .map(|f| {
-            let (v, stop) = (v.clone(), stop.clone());
+            let (v, stop, done) = (v.clone(), stop.clone(), done.clone());
             std::thread::spawn(move || {
                 let h = v.open(Path::new(&format!("f{f}")), OpenMode::ReadWrite).unwrap();
                 let mut g = 1u8;
@@ -88,6 +119,7 @@ fn views_are_point_in_time_under_concurrent_writers() {
                         h.write_at(&[g; 4096], b * 4096).unwrap();
                     }
                     g = g.wrapping_add(1).max(1);
+                    done[f].fetch_add(1, Ordering::Release);
                 }
             })
         })
@@ -107,7 +139,11 @@ fn views_are_point_in_time_under_concurrent_writers() {
             let switch = gens.windows(2).filter(|w| w[0] != w[1]).count();
             assert!(switch <= 1, "not a single point in time: {gens:?}");
         }
-        std::thread::sleep(Duration::from_millis(5));
+        // Every writer rewrites its whole file at least once more before the view is read again.
+        let seen: Vec<u64> = done.iter().map(|d| d.load(Ordering::Acquire)).collect();
+        wait_until("every writer to complete another generation", || {
+            done.iter().zip(&seen).all(|(d, s)| d.load(Ordering::Acquire) > *s)
+        });
         for (f, data) in first.iter().enumerate() {
             assert_eq!(&read_all(&view, Path::new(&format!("f{f}"))).unwrap(), data);
         }

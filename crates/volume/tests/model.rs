@@ -4,6 +4,10 @@
 //! equals (names, sizes, bytes) the model's copy frozen at its commit, and each live volume
 //! equals the model's live state.
 
+// Test code: a failed unwrap is a failed test, with its line (clippy.toml allows them in
+// #[test] functions; this covers the helpers as well).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 

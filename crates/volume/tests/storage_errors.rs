@@ -3,6 +3,10 @@
 //! EFBIG), the snapshot is deleted, the failure and the deletion are reported, and the write
 //! succeeds. Runs in a child process so the resource limit touches nothing else.
 
+// Test code: a failed unwrap is a failed test, with its line (clippy.toml allows them in
+// #[test] functions; this covers the helpers as well).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -23,6 +27,7 @@ fn storage_error_child() {
     f.sync().unwrap();
     let s = v.snapshot(false).unwrap();
     // SAFETY: plain libc calls with valid arguments; this process is a dedicated child.
+    #[allow(unsafe_code)]
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
         let lim = libc::rlimit { rlim_cur: 164_000, rlim_max: libc::RLIM_INFINITY };

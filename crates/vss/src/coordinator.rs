@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use events::{EventDef, EventSink, catalog};
 use parking_lot::{Mutex, RwLock};
@@ -79,10 +79,6 @@ pub struct WriterListing {
     pub key: WriterKey,
     pub writer_name: String,
     pub status: WriterStatus,
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// State shared by the coordinator, its sessions and their watchdogs.
@@ -389,7 +385,10 @@ impl Coordinator {
             if let (Some(set), false) = (r.snapshot_set, keep) {
                 let providers = self.inner.providers.read().clone();
                 for p in providers {
-                    let _ = p.abort_set(set);
+                    if let Err(e) = p.abort_set(set) {
+                        tracing::warn!(job = %r.job, set = %set, error = %e,
+                            "could not abort the snapshot set of an interrupted job");
+                    }
                     for s in p.query().into_iter().filter(|s| s.set_id == set) {
                         match p.delete(s.snapshot_id) {
                             Ok(()) => self.inner.emit(

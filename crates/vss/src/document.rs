@@ -104,7 +104,9 @@ impl BackupComponentsDocument {
     pub fn to_json(&self) -> String {
         let mut d = self.clone();
         d.normalize();
-        serde_json::to_string_pretty(&d).expect("document serializes")
+        #[allow(clippy::expect_used)] // plain data with string keys: serializing cannot fail
+        let json = serde_json::to_string_pretty(&d).expect("document serializes");
+        json
     }
 
     pub fn from_json(s: &str) -> Result<Self, DocumentError> {

@@ -6,6 +6,7 @@
 //! then simply queue — and only when the deadline passes does it fail with "snapshot set in
 //! progress", naming the job that holds the gate.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -16,6 +17,9 @@ use uuid::Uuid;
 pub(crate) struct SnapshotSetGate {
     holder: Mutex<Option<Uuid>>,
     freed: Condvar,
+    /// Jobs waiting for the gate (changed under `holder`'s lock), so a test can see a job
+    /// waiting without timing it.
+    waiting: AtomicUsize,
 }
 
 impl SnapshotSetGate {
@@ -31,8 +35,10 @@ impl SnapshotSetGate {
                 }
                 Some(h) if h == job => return Ok(()),
                 Some(h) => {
-                    if self.freed.wait_until(&mut holder, deadline).timed_out() && holder.is_some()
-                    {
+                    self.waiting.fetch_add(1, Ordering::SeqCst);
+                    let timed_out = self.freed.wait_until(&mut holder, deadline).timed_out();
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    if timed_out && holder.is_some() {
                         return Err(holder.unwrap_or(h));
                     }
                 }
@@ -53,6 +59,12 @@ impl SnapshotSetGate {
     pub(crate) fn holder(&self) -> Option<Uuid> {
         *self.holder.lock()
     }
+
+    /// Jobs waiting for the gate.
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
 }
 
 #[cfg(test)]
@@ -67,8 +79,14 @@ mod tests {
         gate.acquire(a, Duration::ZERO).unwrap();
         assert_eq!(gate.acquire(b, Duration::from_millis(10)), Err(a));
         let g = gate.clone();
-        let t = std::thread::spawn(move || g.acquire(b, Duration::from_secs(10)));
-        std::thread::sleep(Duration::from_millis(20));
+        let t = std::thread::spawn(move || g.acquire(b, Duration::from_secs(60)));
+        // The job counts itself as waiting under the gate's lock and waits on the condition
+        // variable in the same critical section, so the release below wakes a waiting job.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while gate.waiting() == 0 {
+            assert!(Instant::now() < deadline, "timed out waiting for the second job to wait");
+            std::thread::yield_now();
+        }
         gate.release(a);
         assert_eq!(t.join().unwrap(), Ok(()));
         assert_eq!(gate.holder(), Some(b));

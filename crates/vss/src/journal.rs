@@ -65,7 +65,11 @@ impl JobJournal {
     /// Durably records (or replaces) a job's record.
     pub fn write(&self, record: &JobRecord) -> Result<(), VssError> {
         let path = self.path(record.job);
-        let data = serde_json::to_vec_pretty(record).expect("job record serializes");
+        let data = serde_json::to_vec_pretty(record).map_err(|e| VssError::Journal {
+            path: path.clone(),
+            op: "serialize",
+            source: e.into(),
+        })?;
         volume::fs::write_atomic(self.fs.as_ref(), &path, &data)
             .map_err(|source| VssError::Journal { path, op: "write", source })
     }

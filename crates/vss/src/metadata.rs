@@ -262,7 +262,9 @@ impl WriterMetadata {
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("metadata serializes")
+        #[allow(clippy::expect_used)] // plain data with string keys: serializing cannot fail
+        let json = serde_json::to_string_pretty(self).expect("metadata serializes");
+        json
     }
 
     pub fn from_json(s: &str) -> Result<Self, serde_json::Error> {

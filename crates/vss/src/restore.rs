@@ -192,8 +192,10 @@ impl RestoreSession {
 
 impl Drop for RestoreSession {
     fn drop(&mut self) {
-        if self.phase == RestorePhase::PreRestoreDone {
-            let _ = self.post_restore(&BTreeMap::new());
+        if self.phase == RestorePhase::PreRestoreDone
+            && let Err(e) = self.post_restore(&BTreeMap::new())
+        {
+            tracing::warn!(error = %e, "post_restore of a dropped restore session failed");
         }
         self.inner.emit(
             &catalog::COORD_SESSION_SHUTDOWN,

@@ -116,7 +116,10 @@ impl Provider for SoftwareProviderAdapter {
                 Ok(view) => view,
                 Err(e) => {
                     // Do not leave a half-reported set behind.
-                    let _ = self.inner.delete_set(set);
+                    if let Err(e2) = self.inner.delete_set(set) {
+                        tracing::warn!(set = %set, error = %e2,
+                            "cannot delete a half-reported snapshot set");
+                    }
                     return Err(map_err(v.label(), e));
                 }
             };

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use events::now_ms;
 use parking_lot::{Condvar, Mutex};
 use uuid::Uuid;
 use volume::{FileKind, FileSystem, FsRef, HostFs, OpenMode};
 
-use crate::coordinator::now_ms;
 use crate::document::BackupComponentsDocument;
 use crate::metadata::{
     BackupSchema, Component, ComponentKey, ComponentType, FileDescriptor, RestoreMethod,
@@ -270,8 +270,9 @@ impl Writer for ScriptedWriter {
 pub enum CommitBehavior {
     Normal,
     Fail,
-    /// Holds writes this long; with `honour_timeout` it gives up at the hold timeout like a
-    /// real provider, without it it just hangs (a stuck provider).
+    /// With `honour_timeout` it reports at once that its flush-and-hold timed out, as a real
+    /// provider does at the hold timeout (the tests need the error, not the wait). Without it
+    /// it hangs (a stuck provider) for `hold`, or until [`TestProvider::release_stalled_commits`].
     Stall {
         hold: Duration,
         honour_timeout: bool,
@@ -295,6 +296,22 @@ pub struct TestProvider {
     sets: Mutex<HashMap<Uuid, (Vec<String>, SnapshotContext)>>,
     snapshots: Mutex<BTreeMap<Uuid, Snap>>,
     behavior: Mutex<CommitBehavior>,
+    /// Stuck commits were released ([`TestProvider::release_stalled_commits`]).
+    released: Mutex<bool>,
+    released_cond: Condvar,
+    /// Commits returned so far, whatever their outcome.
+    finished: Mutex<usize>,
+    finished_cond: Condvar,
+}
+
+/// Counts a commit as finished when it returns, on every path.
+struct CountFinished<'a>(&'a TestProvider);
+
+impl Drop for CountFinished<'_> {
+    fn drop(&mut self) {
+        *self.0.finished.lock() += 1;
+        self.0.finished_cond.notify_all();
+    }
 }
 
 impl TestProvider {
@@ -307,6 +324,10 @@ impl TestProvider {
             sets: Mutex::new(HashMap::new()),
             snapshots: Mutex::new(BTreeMap::new()),
             behavior: Mutex::new(CommitBehavior::Normal),
+            released: Mutex::new(false),
+            released_cond: Condvar::new(),
+            finished: Mutex::new(0),
+            finished_cond: Condvar::new(),
         })
     }
 
@@ -322,6 +343,25 @@ impl TestProvider {
     /// Sets begun and neither committed nor aborted.
     pub fn open_sets(&self) -> usize {
         self.sets.lock().len()
+    }
+
+    /// Lets every stuck commit (and every later one) return now.
+    pub fn release_stalled_commits(&self) {
+        *self.released.lock() = true;
+        self.released_cond.notify_all();
+    }
+
+    /// Waits until `n` commits have returned (whatever their outcome), at most `wait`;
+    /// returns whether they did.
+    pub fn wait_for_finished_commits(&self, n: usize, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        let mut finished = self.finished.lock();
+        while *finished < n {
+            if self.finished_cond.wait_until(&mut finished, deadline).timed_out() {
+                break;
+            }
+        }
+        *finished >= n
     }
 }
 
@@ -368,6 +408,7 @@ impl Provider for TestProvider {
         set: Uuid,
         hold_timeout: Duration,
     ) -> Result<Vec<CommittedSnapshot>, ProviderError> {
+        let _count = CountFinished(self);
         let behavior = *self.behavior.lock();
         match behavior {
             CommitBehavior::Normal | CommitBehavior::DropLastVolume => {}
@@ -376,10 +417,15 @@ impl Provider for TestProvider {
             }
             CommitBehavior::Stall { hold, honour_timeout } => {
                 if honour_timeout && hold > hold_timeout {
-                    std::thread::sleep(hold_timeout);
                     return Err(ProviderError::FlushHoldTimeout { set, timeout: hold_timeout });
                 }
-                std::thread::sleep(hold);
+                let until = Instant::now() + hold;
+                let mut released = self.released.lock();
+                while !*released {
+                    if self.released_cond.wait_until(&mut released, until).timed_out() {
+                        break;
+                    }
+                }
             }
         }
         let Some((mut volumes, context)) = self.sets.lock().remove(&set) else {

@@ -1,6 +1,10 @@
 //! Jobs interrupted by a node crash are found and cleaned up at the next start; a provider
 //! that loses a volume makes the writers fail with inconsistent_snapshot.
 
+// Test code: a failed unwrap is a failed test, with its line (clippy.toml allows them in
+// #[test] functions; this covers the helpers as well).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

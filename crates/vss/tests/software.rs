@@ -1,5 +1,9 @@
 //! The coordinator over the real software provider (copy-on-write shadow volumes).
 
+// Test code: a failed unwrap is a failed test, with its line (clippy.toml allows them in
+// #[test] functions; this covers the helpers as well).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,8 +69,9 @@ fn node(config: CoordinatorConfig) -> Node {
 
 fn config() -> CoordinatorConfig {
     CoordinatorConfig {
-        event_timeout: Duration::from_millis(300),
-        flush_hold_timeout: Duration::from_millis(300),
+        // Generous: a healthy writer or flush-and-hold on two busy CI cores never misses them.
+        event_timeout: Duration::from_secs(10),
+        flush_hold_timeout: Duration::from_secs(10),
         ..CoordinatorConfig::default()
     }
 }
@@ -117,7 +122,7 @@ fn a_backup_through_copy_on_write_snapshots() {
 
 #[test]
 fn a_write_that_does_not_drain_times_out_the_flush_and_hold_and_the_job_aborts_clean() {
-    let n = node(config());
+    let n = node(CoordinatorConfig { flush_hold_timeout: Duration::from_secs(1), ..config() });
     let mut s = n.coord.backup_session(SnapshotContext::Backup).unwrap();
     let job = s.job();
     s.gather_writer_metadata().unwrap();
@@ -131,10 +136,13 @@ fn a_write_that_does_not_drain_times_out_the_flush_and_hold_and_the_job_aborts_c
         let _stuck = n.logs.hold_in_flight_write();
         s.do_snapshot_set().unwrap_err()
     };
+    // The provider gives up at the hold timeout; should a busy machine delay its answer past
+    // the coordinator's own deadline (a quarter later), the coordinator reports the timeout.
     assert!(
         matches!(
             err,
             VssError::Provider { source: vss::ProviderError::FlushHoldTimeout { .. }, .. }
+                | VssError::ProviderTimeout { .. }
         ),
         "{err}"
     );

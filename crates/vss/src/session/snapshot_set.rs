@@ -5,13 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use events::catalog;
+use events::{catalog, now_ms};
 use serde_json::json;
 use uuid::Uuid;
 
 use super::{BackupSession, SetInProgress, SetSnapshot, SnapshotSet, first_error};
 use crate::call::{self, CallError};
-use crate::coordinator::now_ms;
 use crate::error::{SessionPhase, VssError};
 use crate::freeze::FreezeControl;
 use crate::journal::JobRecord;
@@ -19,6 +18,18 @@ use crate::provider::{Provider, ProviderError};
 use crate::writer::{Phase, WriterFailure, WriterState};
 
 impl BackupSession {
+    /// The snapshot set being made (from `begin_set` until the session ends); asking without
+    /// one is an internal sequencing error, reported rather than a panic.
+    fn set_ref(&self) -> Result<&SetInProgress, VssError> {
+        self.set.as_ref().ok_or(VssError::OutOfOrder { op: "snapshot set", phase: self.phase })
+    }
+
+    /// See [`BackupSession::set_ref`].
+    fn set_mut(&mut self) -> Result<&mut SetInProgress, VssError> {
+        let phase = self.phase;
+        self.set.as_mut().ok_or(VssError::OutOfOrder { op: "snapshot set", phase })
+    }
+
     /// Creates the snapshot set: prepare_snapshot → freeze → provider commit (flush-and-hold)
     /// → thaw → post_snapshot, then frees the gate. On success the snapshot views are ready.
     ///
@@ -27,7 +38,10 @@ impl BackupSession {
     pub fn do_snapshot_set(&mut self) -> Result<&SnapshotSet, VssError> {
         self.require_phase("do_snapshot_set", SessionPhase::PreparedForBackup)?;
         match self.make_snapshot_set() {
-            Ok(()) => Ok(self.snapshot_set.as_ref().expect("set just made")),
+            Ok(()) => self
+                .snapshot_set
+                .as_ref()
+                .ok_or(VssError::OutOfOrder { op: "do_snapshot_set", phase: self.phase }),
             Err(e) => Err(self.fail(e)),
         }
     }
@@ -54,7 +68,7 @@ impl BackupSession {
         }
         self.inner.gate.release(self.job);
         self.holds_gate = false;
-        let set = self.set.as_ref().expect("set in progress");
+        let set = self.set_ref()?;
         self.snapshot_set = Some(SnapshotSet {
             id: set_id,
             snapshots: set
@@ -108,7 +122,7 @@ impl BackupSession {
         for (p, vs) in by_provider {
             p.begin_set(set_id, &vs, self.context)
                 .map_err(|source| VssError::Provider { provider: p.name(), source })?;
-            self.set.as_mut().expect("set in progress").providers.push((p, vs));
+            self.set_mut()?.providers.push((p, vs));
         }
         self.inner.emit(
             &catalog::COORD_SNAPSHOT_SET_STARTED,
@@ -137,7 +151,7 @@ impl BackupSession {
             json!({"writers": self.participants.len(), "snapshot_set": set_id.to_string()}),
         );
         let fc = FreezeControl::start(self.inner.clone(), job, self.participants.clone());
-        self.set.as_mut().expect("set in progress").freeze = Some(fc);
+        self.set_mut()?.freeze = Some(fc);
         let r = self.inner.call_all(
             &job,
             Phase::Freeze,
@@ -158,7 +172,7 @@ impl BackupSession {
         if let Some(fc) = self.set.as_ref().and_then(|s| s.freeze.as_ref()) {
             deadline = deadline.min(started + fc.window());
         }
-        let providers = self.set.as_ref().expect("set in progress").providers.clone();
+        let providers = self.set_ref()?.providers.clone();
         let pending: Vec<_> = providers
             .iter()
             .map(|(p, _)| {
@@ -171,7 +185,7 @@ impl BackupSession {
         for ((p, _), pending) in providers.iter().zip(pending) {
             match pending.wait_until(deadline) {
                 Ok(snaps) => {
-                    let set = self.set.as_mut().expect("set in progress");
+                    let set = self.set_mut()?;
                     set.committed.extend(snaps.into_iter().map(|s| (p.name(), s)));
                 }
                 Err(CallError::Failed(source)) => {
@@ -211,7 +225,11 @@ impl BackupSession {
     /// Thaws the writers — unless the watchdog already did because the window expired.
     fn thaw(&mut self, set_id: Uuid) -> Result<(), VssError> {
         let job = self.job_ref();
-        let fc = self.set.as_ref().and_then(|s| s.freeze.clone()).expect("freeze control");
+        let fc = self
+            .set_ref()?
+            .freeze
+            .clone()
+            .ok_or(VssError::OutOfOrder { op: "thaw", phase: self.phase })?;
         let window = fc.window();
         if fc.expired() {
             return Err(VssError::FreezeWindowExpired { set: set_id, window });
@@ -270,7 +288,7 @@ impl BackupSession {
     /// whose component lost one fails with `inconsistent_snapshot` (its data would be copied
     /// from two different points in time).
     fn check_consistency(&self, volumes: &[String]) -> Result<(), VssError> {
-        let set = self.set.as_ref().expect("set in progress");
+        let set = self.set_ref()?;
         let missing: Vec<&String> = volumes
             .iter()
             .filter(|v| !set.committed.iter().any(|(_, s)| &s.volume == *v))

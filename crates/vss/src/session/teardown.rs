@@ -49,6 +49,7 @@ impl BackupSession {
         // 2. Release the snapshot set.
         if self.set.is_some() && !self.released {
             self.release_snapshots();
+            #[allow(clippy::expect_used)] // checked just above; releasing keeps the set
             let set = self.set.as_ref().expect("set");
             self.inner.emit(
                 &catalog::COORD_SNAPSHOT_SET_ABORTED,
@@ -105,7 +106,10 @@ impl BackupSession {
                 tracing::error!(set = %set.id, error = %e, "cannot abort snapshot set");
             }
             for leftover in p.query().into_iter().filter(|s| s.set_id == set.id) {
-                let _ = p.delete(leftover.snapshot_id);
+                if let Err(e) = p.delete(leftover.snapshot_id) {
+                    tracing::warn!(set = %set.id, snapshot = %leftover.snapshot_id, error = %e,
+                        "cannot delete a leftover snapshot of an aborted set");
+                }
             }
         }
     }

@@ -22,12 +22,14 @@ pub struct Rig {
     pub journal: Journal,
 }
 
-/// Short deadlines so failure tests end fast.
+/// Deadlines short enough that failure tests (a writer stalling until aborted) end in a few
+/// seconds, and generous enough that a healthy writer or provider on two busy CI cores never
+/// misses one.
 pub fn quick_config() -> CoordinatorConfig {
     CoordinatorConfig {
-        event_timeout: Duration::from_millis(200),
-        freeze_window: Duration::from_secs(5),
-        flush_hold_timeout: Duration::from_millis(500),
+        event_timeout: Duration::from_secs(2),
+        freeze_window: Duration::from_secs(30),
+        flush_hold_timeout: Duration::from_secs(10),
         snapshot_set_wait: Duration::from_secs(20),
         ..CoordinatorConfig::default()
     }
