@@ -114,6 +114,19 @@ enum Command {
     Inspect(inspect::Inspect),
 }
 
+/// Restores the default action of SIGPIPE, so that a verb writing into a closed pipe
+/// (`shadowcopy events | head -1`) ends quietly as Unix tools do, instead of `println!`
+/// panicking on the EPIPE the ignored signal turns into (the Rust runtime ignores SIGPIPE).
+/// `serve` keeps it ignored: a client closing its connection must not kill the node.
+fn default_sigpipe() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler and touches no memory; called once at
+    // the start of main, before any thread is spawned.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -123,6 +136,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        default_sigpipe();
+    }
     let node = || Endpoint::parse(&cli.node, cli.token.clone());
     match &cli.command {
         Command::Demo(args) => demo::run(args),

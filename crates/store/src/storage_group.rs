@@ -114,6 +114,9 @@ pub struct StorageGroup {
     /// released the storage group so that its requester can still ask (it records the set it
     /// published as a copy).
     degraded: Mutex<std::collections::VecDeque<Uuid>>,
+    /// Why the last mount failed, until a mount succeeds: a storage group that cannot mount
+    /// stays in the store, dismounted, so that it can be restored, and says why.
+    mount_error: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for StorageGroup {
@@ -189,6 +192,7 @@ impl StorageGroup {
             current_job: Arc::default(),
             state: Mutex::new(SgState { instance: None, mail: Vec::new(), backup: None }),
             degraded: Mutex::default(),
+            mount_error: Mutex::default(),
         }
     }
 
@@ -241,8 +245,31 @@ impl StorageGroup {
     }
 
     /// Mounts: opens the engine instance (soft recovery after a crash) or creates it with its
-    /// databases on first mount.
+    /// databases on first mount. A failure is kept ([`StorageGroup::mount_error`]) and
+    /// reported as an event, until a mount succeeds.
     pub fn mount(&self) -> Result<()> {
+        let result = self.mount_instance();
+        match &result {
+            Ok(()) => *self.mount_error.lock() = None,
+            Err(StoreError::AlreadyMounted(_)) => {}
+            Err(e) => {
+                *self.mount_error.lock() = Some(e.to_string());
+                self.events.emit(
+                    &cat::STORE_MOUNT_FAILED,
+                    None,
+                    json!({"storage_group": self.name, "error": e.to_string()}),
+                );
+            }
+        }
+        result
+    }
+
+    /// Why the last mount failed, while the storage group is dismounted since.
+    pub fn mount_error(&self) -> Option<String> {
+        if self.is_mounted() { None } else { self.mount_error.lock().clone() }
+    }
+
+    fn mount_instance(&self) -> Result<()> {
         let mut st = self.state.lock();
         if st.instance.is_some() {
             return Err(StoreError::AlreadyMounted(self.name.clone()));
