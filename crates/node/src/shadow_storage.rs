@@ -186,10 +186,10 @@ pub(crate) fn apply_at_start(
             report(volume, what.clone(), format!("{e}; the shadow storage on disk is kept"));
         }
     }
-    if standing != recorded {
-        if let Err(e) = standing.save(data_dir) {
-            tracing::warn!("forgetting superseded shadow-storage changes in {FILE}: {e}");
-        }
+    if standing != recorded
+        && let Err(e) = standing.save(data_dir)
+    {
+        tracing::warn!("forgetting superseded shadow-storage changes in {FILE}: {e}");
     }
     standing
 }

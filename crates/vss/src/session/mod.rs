@@ -571,6 +571,6 @@ fn first_error<T>(results: Vec<(Arc<Participant>, Result<T, VssError>)>) -> Opti
 /// The writers a job excludes, for event 8002: "none" rather than an empty field, so that
 /// the message does not end with `writers excluded: .`.
 fn excluded_names(excluded: &BTreeSet<WriterKey>) -> String {
-    let names: Vec<String> = excluded.into_iter().map(|k| k.instance_name.clone()).collect();
+    let names: Vec<String> = excluded.iter().map(|k| k.instance_name.clone()).collect();
     if names.is_empty() { "none".into() } else { names.join(", ") }
 }
