@@ -123,6 +123,24 @@ fn a_storage_group_that_cannot_mount_stays_dismounted_and_can_be_restored() {
     assert!(status["storage_groups"][0]["mount_error"].is_null(), "{status}");
     let after = node.json(&["mail", "count", "--sg", "SG1", "--db", "DB1"]);
     assert_eq!(after["digest"], count["digest"], "the restored store holds the same messages");
+    // Issue 12, item 11: everything the node created — databases (the restored one too),
+    // logs, checkpoint, packs, its own state — is owner-only.
+    for sub in ["db", "logs", "repo", "data"] {
+        assert_owner_only(&dir.path().join(sub));
+    }
+}
+
+/// Asserts that `path` and everything under it give no permission to group or others.
+fn assert_owner_only(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    let mode = meta.permissions().mode() & 0o777;
+    assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            assert_owner_only(&entry.unwrap().path());
+        }
+    }
 }
 
 /// Issue 12, item 10: the full backup's trail says "Copied" (8200) before "Verified" (8202),

@@ -137,6 +137,7 @@ async fn signalled() {
 
 /// Runs a node from `config` and serves its API until SIGTERM or SIGINT.
 pub fn run(config: Config) -> Result<(), ServiceError> {
+    set_umask(config.node.umask_bits().unwrap_or(0o077));
     let token = load_token(&config)?;
     let socket = config.socket_path();
     let tcp = config.api.tcp;
@@ -160,6 +161,19 @@ pub fn run(config: Config) -> Result<(), ServiceError> {
         Ok(())
     } else {
         Err(ServiceError::Shutdown(problems.join("; ")))
+    }
+}
+
+/// Sets the process's file-mode creation mask before the node creates anything, so that
+/// every file it creates — databases, logs, checkpoints, packs, restored files — gets the
+/// configured permissions ([`crate::config::NodeSection::umask`]) without each creator
+/// having to say so.
+fn set_umask(mask: u32) {
+    // SAFETY: umask(2) only replaces the process's creation mask; it cannot fail and touches
+    // no memory.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::umask(mask as libc::mode_t);
     }
 }
 
