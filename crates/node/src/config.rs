@@ -14,6 +14,7 @@
 //! [[volume]]
 //! label = "logs"
 //! path = "/srv/shadowcopy/logs"
+//! create = true                         # create the directory if missing (default: error)
 //!
 //! [[shadow_storage]]
 //! for = "logs"
@@ -115,6 +116,11 @@ pub struct ApiSection {
 pub struct VolumeConfig {
     pub label: String,
     pub path: PathBuf,
+    /// Whether the node may create the volume's directory. A directory that does not exist is
+    /// an error otherwise: a typo in `path` must not silently make an empty volume (and a new
+    /// log stream beside an existing database).
+    #[serde(default)]
+    pub create: bool,
     /// Copy-on-write block size; a power of two (default 16 KiB).
     pub block_size: Option<String>,
 }

@@ -48,6 +48,11 @@ pub enum NodeError {
         #[source]
         source: volume::VolumeError,
     },
+    #[error(
+        "volume {label}: {path} does not exist; create it, or set `create = true` in its \
+         [[volume]] for the node to create it"
+    )]
+    MissingVolume { label: String, path: std::path::PathBuf },
     #[error("coordinator: {0}")]
     Coordinator(#[from] vss::VssError),
     #[error(transparent)]
@@ -141,6 +146,12 @@ impl Node {
             let mut opts = VolumeOptions::new(v.label.clone());
             if let Some(bs) = v.block_size.as_deref().and_then(parse_size) {
                 opts.block_size = bs;
+            }
+            if !v.create && !v.path.exists() {
+                return Err(NodeError::MissingVolume {
+                    label: v.label.clone(),
+                    path: v.path.clone(),
+                });
             }
             let vol = Volume::open_or_create(&v.path, opts)
                 .map_err(|source| NodeError::Volume { label: v.label.clone(), source })?;
