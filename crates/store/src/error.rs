@@ -45,27 +45,13 @@ pub enum StoreError {
     /// A database exists but the log stream it belongs to does not (a log volume pointed at
     /// the wrong or an empty directory, logs deleted): creating a new stream beside it would
     /// detach it from its history, so the mount is refused and says what is missing.
-    #[error(
-        "database {database} ({path}) exists but its logs are missing: no {prefix}.chk or \
-         {prefix}.log in {log_dir}; it needs {needed}. Point the log volume at its logs, or \
-         restore the storage group"
-    )]
-    LogsMissing { database: String, path: String, prefix: String, log_dir: String, needed: String },
+    #[error("database {database} exists but its logs are missing: {why}")]
+    LogsMissing { database: String, why: String },
     /// A database belongs to another log stream than the storage group's (its log signature
     /// differs from the checkpoint's): attaching it would graft it onto a history it is not
     /// part of.
-    #[error(
-        "database {database} ({path}) has log signature {database_signature}, but the log \
-         stream of {checkpoint} has {stream_signature}: it belongs to another log stream. Point \
-         the log volume at its own logs, or restore the storage group"
-    )]
-    SignatureMismatch {
-        database: String,
-        path: String,
-        database_signature: String,
-        checkpoint: String,
-        stream_signature: String,
-    },
+    #[error("database {database} belongs to another log stream: {why}")]
+    SignatureMismatch { database: String, why: String },
     #[error(transparent)]
     Engine(#[from] ese::EngineError),
 }

@@ -281,11 +281,14 @@ impl StorageGroup {
                 Err(e) => format!("the logs of its stream (its header cannot be read: {e})"),
             };
             return Err(StoreError::LogsMissing {
-                database: db.name.clone(),
-                path: format!("{}:{}", db.volume.label, db.path.display()),
-                prefix: d.prefix.clone(),
-                log_dir: format!("{}:{}", d.log_volume.label, d.log_dir.display()),
-                needed,
+                database: format!("{} ({}:{})", db.name, db.volume.label, db.path.display()),
+                why: format!(
+                    "no {prefix}.chk or {prefix}.log in {}:{}; it needs {needed}. Point the log \
+                     volume at its logs, or restore the storage group",
+                    d.log_volume.label,
+                    d.log_dir.display(),
+                    prefix = d.prefix,
+                ),
             });
         }
         Ok(())
@@ -310,11 +313,15 @@ impl StorageGroup {
             let h = ese::dbheader::read_header(f.as_ref(), &db.path)?;
             if h.log_signature != chk.signature {
                 return Err(StoreError::SignatureMismatch {
-                    database: db.name.clone(),
-                    path: format!("{}:{}", db.volume.label, db.path.display()),
-                    database_signature: ese::lsn::hex(&h.log_signature),
-                    checkpoint: format!("{}:{}", d.log_volume.label, chk_path.display()),
-                    stream_signature: ese::lsn::hex(&chk.signature),
+                    database: format!("{} ({}:{})", db.name, db.volume.label, db.path.display()),
+                    why: format!(
+                        "its log signature is {}, the log stream's ({}:{}) is {}. Point the log \
+                         volume at its own logs, or restore the storage group",
+                        ese::lsn::hex(&h.log_signature),
+                        d.log_volume.label,
+                        chk_path.display(),
+                        ese::lsn::hex(&chk.signature)
+                    ),
                 });
             }
         }
