@@ -127,18 +127,36 @@ fn default_sigpipe() {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the command. Errors are printed as one line, `Error: what: why: …`, whatever
+/// RUST_BACKTRACE says: a user's mistake is not a crash, and a 25-frame trace hides the
+/// sentence that names it.
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let serve = matches!(cli.command, Command::Serve { .. });
+    // `serve` says when it is ready and when it stops (node::service at info level); the
+    // other verbs only warn.
+    let default_filter = if serve { "warn,node::service=info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SHADOWCOPY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
-    if !matches!(cli.command, Command::Serve { .. }) {
+    if !serve {
         default_sigpipe();
     }
+    match run(&cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
     let node = || Endpoint::parse(&cli.node, cli.token.clone());
     match &cli.command {
         Command::Demo(args) => demo::run(args),

@@ -217,3 +217,57 @@ fn runtime_shadow_storage_changes_survive_restarts_and_never_stop_the_node() {
     let shadows = node.json(&["admin", "list", "shadows"]);
     assert_eq!(shadows["shadows"].as_array().map(Vec::len), Some(1), "{shadows}");
 }
+
+/// Issue 12, friction: `serve` logs one line when it is ready, without ANSI colours when its
+/// stderr is not a terminal; a user error is one line even with RUST_BACKTRACE=1.
+#[test]
+fn serve_says_when_it_is_ready_and_errors_stay_one_line() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("node.toml");
+    std::fs::write(&config_path, config(dir.path(), "")).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env_remove("SHADOWCOPY_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut seen = Vec::new();
+    let ready = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("listening on") => break line,
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("no 'listening on' line from serve ({e}); it wrote: {seen:?}"),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!ready.contains('\u{1b}'), "ANSI colours into a pipe: {ready:?}");
+    assert!(ready.contains("api.sock") && ready.contains("storage groups mounted: SG1"), "{ready}");
+    assert!(seen.iter().all(|l| !l.contains('\u{1b}')), "{seen:?}");
+
+    let out = Command::new(BIN)
+        .args(["inspect", "header"])
+        .arg(dir.path().join("no-such.edb"))
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.lines().count(), 1, "one line, no trace: {err}");
+    assert!(err.starts_with("Error: ") && err.contains("no-such.edb"), "{err}");
+}

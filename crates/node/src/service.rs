@@ -177,6 +177,26 @@ fn set_umask(mask: u32) {
     }
 }
 
+/// The storage groups mounted, and those that failed with why, for the ready line.
+fn mount_summary(node: &Node) -> String {
+    let (mut up, mut down) = (Vec::new(), Vec::new());
+    for g in node.store().storage_groups() {
+        match (g.is_mounted(), g.mount_error()) {
+            (true, _) => up.push(g.name().to_string()),
+            (false, Some(e)) => down.push(format!("{} ({e})", g.name())),
+            (false, None) => down.push(format!("{} (dismounted)", g.name())),
+        }
+    }
+    let mut text = match up.len() {
+        0 => "no storage group mounted".to_string(),
+        _ => format!("storage groups mounted: {}", up.join(", ")),
+    };
+    if !down.is_empty() {
+        text.push_str(&format!("; not mounted: {}", down.join("; ")));
+    }
+    text
+}
+
 /// Serves the API of `node` on `socket` (and on `tcp`, which needs `token`) until `shutdown`
 /// completes; then stops accepting, tells running jobs to abort, and gives requests and jobs
 /// in flight [`SHUTDOWN_GRACE`] to end. The caller shuts the node down afterwards.
@@ -187,6 +207,7 @@ pub async fn serve(
     token: Option<Token>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServiceError> {
+    let mounted = mount_summary(&node);
     let state = AppState::new(node);
     let stopping = state.stopping.clone();
     let running = state.running.clone();
@@ -197,7 +218,7 @@ pub async fn serve(
     };
 
     let unix = bind_socket(socket)?;
-    tracing::info!(socket = %socket.display(), "API listening on the Unix socket");
+    let mut listening = socket.display().to_string();
     let unix_server = axum::serve(unix, router.clone())
         .with_graceful_shutdown(stopped(stop_rx.clone()))
         .into_future();
@@ -207,7 +228,7 @@ pub async fn serve(
                 .await
                 .map_err(|source| ServiceError::Tcp { addr, source })?;
             let addr = l.local_addr().unwrap_or(addr);
-            tracing::info!(%addr, "API listening on TCP (bearer token required)");
+            listening.push_str(&format!(" and {addr} (bearer token required)"));
             let guarded =
                 router.layer(axum::middleware::from_fn_with_state(token, api::auth::require_token));
             Some(axum::serve(l, guarded).with_graceful_shutdown(stopped(stop_rx.clone())))
@@ -220,6 +241,8 @@ pub async fn serve(
         }
         _ => None,
     };
+    // The one line that says the node is ready, and in what state.
+    tracing::info!("listening on {listening}; {mounted}");
     let servers = async {
         let tcp = async {
             match tcp_server {
