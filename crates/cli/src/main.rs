@@ -106,6 +106,9 @@ enum Command {
     Restore(backup_cmd::Restore),
     /// The node's event trail, filtered by job, source, event id or time.
     Events(events_cmd::Events),
+    /// The node's configuration file (no node needed).
+    #[command(subcommand, after_help = "Example:\n  shadowcopy config sample > node.toml")]
+    Config(ConfigCmd),
     /// Offline dumps and checks of database, log and checkpoint files (no node needed).
     #[command(
         subcommand,
@@ -125,6 +128,12 @@ fn default_sigpipe() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Prints a commented configuration with every key: a starting point for node.toml.
+    Sample,
 }
 
 /// Runs the command. Errors are printed as one line, `Error: what: why: …`, whatever
@@ -172,5 +181,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Restore(r) => backup_cmd::run_restore(&node(), r),
         Command::Events(e) => events_cmd::run(&node(), e),
         Command::Inspect(i) => inspect::run(i),
+        Command::Config(ConfigCmd::Sample) => {
+            print!("{}", node::config::SAMPLE);
+            Ok(())
+        }
     }
 }

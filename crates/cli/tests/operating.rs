@@ -271,3 +271,13 @@ fn serve_says_when_it_is_ready_and_errors_stay_one_line() {
     assert_eq!(err.lines().count(), 1, "one line, no trace: {err}");
     assert!(err.starts_with("Error: ") && err.contains("no-such.edb"), "{err}");
 }
+
+/// Issue 12, friction: `config sample` prints a configuration the node accepts.
+#[test]
+fn config_sample_prints_a_valid_configuration() {
+    let out = Command::new(BIN).args(["config", "sample"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    node::Config::parse(&text, Path::new("(config sample)")).unwrap();
+    assert!(text.contains("[[storage_group.database]]") && text.contains("umask"), "{text}");
+}

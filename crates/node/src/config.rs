@@ -1,5 +1,8 @@
 //! The node's configuration file (TOML).
 //!
+//! `shadowcopy config sample` prints a commented configuration with every key
+//! ([`SAMPLE`], `sample.toml` beside this file). In short:
+//!
 //! ```toml
 //! [node]
 //! name = "mbx1"
@@ -37,6 +40,10 @@
 //!
 //! A configuration is checked as a whole before the node starts; the first problem found is
 //! reported with the key it is about (`storage_group[0].database[1].volume`) and the reason.
+
+/// A commented configuration with every key (`shadowcopy config sample`), checked by a test to
+/// be a valid configuration.
+pub const SAMPLE: &str = include_str!("sample.toml");
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -551,6 +558,15 @@ path = "SG1/DB1.edb"
         assert!(e.contains("storage_group[0].prefix"), "{e}");
         let e = err(&GOOD.replace("[node]", "[node]\numask = \"0999\""));
         assert!(e.contains("node.umask"), "{e}");
+    }
+
+    #[test]
+    fn the_sample_is_a_valid_configuration_with_every_key() {
+        let c = Config::parse(SAMPLE, Path::new("sample.toml")).unwrap();
+        assert!(c.volumes.iter().all(|v| v.create));
+        for key in ["umask", "socket", "tcp", "token_file", "block_size", "system_dir", "prefix"] {
+            assert!(SAMPLE.contains(&format!("{key} =")), "the sample lacks {key}");
+        }
     }
 
     #[test]
