@@ -112,19 +112,20 @@ fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServiceError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(err(e)),
     }
-    // SAFETY: umask only changes the process's file-creation mask; it cannot fail. Setting it
-    // around bind makes the socket owner-only from its creation, with no window in which
-    // another user could connect. No other thread of ours creates files at this point (the
-    // node has started and is idle until the API answers).
-    let old = unsafe { libc::umask(0o177) };
+    // Setting the mask around bind makes the socket owner-only from its creation, with no
+    // window in which another user could connect. No other thread of ours creates files at
+    // this point (the node has started and is idle until the API answers).
+    let old = set_umask(0o177);
     let bound = tokio::net::UnixListener::bind(path);
-    // SAFETY: as above; restores the previous mask.
-    unsafe { libc::umask(old) };
+    set_umask(old);
     let listener = bound.map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     Ok(listener)
 }
 
+// Installing a handler fails only when the runtime has no signal driver; `run` builds it
+// with `enable_all`.
+#[allow(clippy::expect_used)]
 async fn signalled() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
@@ -164,17 +165,16 @@ pub fn run(config: Config) -> Result<(), ServiceError> {
     }
 }
 
-/// Sets the process's file-mode creation mask before the node creates anything, so that
-/// every file it creates — databases, logs, checkpoints, packs, restored files — gets the
-/// configured permissions ([`crate::config::NodeSection::umask`]) without each creator
-/// having to say so.
-fn set_umask(mask: u32) {
+/// Sets the process's file-mode creation mask, returning the previous one. `run` sets it
+/// before the node creates anything, so that every file it creates — databases, logs,
+/// checkpoints, packs, restored files — gets the configured permissions
+/// ([`crate::config::NodeSection::umask`]) without each creator having to say so.
+fn set_umask(mask: u32) -> u32 {
     // SAFETY: umask(2) only replaces the process's creation mask; it cannot fail and touches
     // no memory.
     #[allow(unsafe_code)]
-    unsafe {
-        libc::umask(mask as libc::mode_t);
-    }
+    let old = unsafe { libc::umask(mask as libc::mode_t) };
+    old as u32
 }
 
 /// The storage groups mounted, and those that failed with why, for the ready line.

@@ -1,6 +1,9 @@
 //! Operating a node (issue 12, item 8): a log volume pointed at the wrong directory, and a
 //! volume path that does not exist.
 
+// Test helpers unwrap as the tests do: clippy.toml allows it only inside #[test] functions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 
 use node::{Config, Node, NodeError};
