@@ -557,6 +557,12 @@ impl Requester {
         if let Some(reason) = progress.cancelled() {
             return Err(aborted(reason));
         }
+        // Copied (8200) before verified (8202): the trail follows what happened.
+        self.events.emit(
+            &cat::REQUESTER_COPY_DONE,
+            Some(job.id),
+            json!({"files": plan.len(), "bytes": total, "snapshot_set": snap.id.to_string()}),
+        );
         progress.step("verifying the stored databases and logs");
         let stored: BTreeMap<String, FsRef> = views
             .keys()
@@ -598,11 +604,6 @@ impl Requester {
             return Err(aborted(reason));
         }
         let stored_bytes = copied.writer.stored_bytes();
-        self.events.emit(
-            &cat::REQUESTER_COPY_DONE,
-            Some(job.id),
-            json!({"files": copied.files, "bytes": total, "snapshot_set": snap.id.to_string()}),
-        );
         // The set's document records what the set is: a completed backup whose selected
         // components all succeeded (it is published only after verification passed).
         let mut document = session.document();

@@ -55,10 +55,12 @@ data_dir = "{d}/node"
 [[volume]]
 label = "logs"
 path = "{d}/volumes/logs"
+create = true
 
 [[volume]]
 label = "db"
 path = "{d}/volumes/db"
+create = true
 
 [[shadow_storage]]
 for = "db"

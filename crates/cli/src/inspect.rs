@@ -81,7 +81,13 @@ pub fn run(cmd: &Inspect) -> Result<()> {
         }
         Inspect::Log { path, json } => {
             let (fs, name) = at_parent(path)?;
-            show(&ese::inspect::dump_log(fs.as_ref(), &name)?, *json)
+            let dump = ese::inspect::dump_log(fs.as_ref(), &name)?;
+            show(&dump, *json)?;
+            // The good records are shown; the damage is the command's failure.
+            match dump.damage() {
+                Some(why) => anyhow::bail!("{why}"),
+                None => Ok(()),
+            }
         }
         Inspect::Checkpoint { path, json } => {
             let (fs, name) = at_parent(path)?;

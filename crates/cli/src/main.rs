@@ -106,6 +106,9 @@ enum Command {
     Restore(backup_cmd::Restore),
     /// The node's event trail, filtered by job, source, event id or time.
     Events(events_cmd::Events),
+    /// The node's configuration file (no node needed).
+    #[command(subcommand, after_help = "Example:\n  shadowcopy config sample > node.toml")]
+    Config(ConfigCmd),
     /// Offline dumps and checks of database, log and checkpoint files (no node needed).
     #[command(
         subcommand,
@@ -114,15 +117,55 @@ enum Command {
     Inspect(inspect::Inspect),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Restores the default action of SIGPIPE, so that a verb writing into a closed pipe
+/// (`shadowcopy events | head -1`) ends quietly as Unix tools do, instead of `println!`
+/// panicking on the EPIPE the ignored signal turns into (the Rust runtime ignores SIGPIPE).
+/// `serve` keeps it ignored: a client closing its connection must not kill the node.
+fn default_sigpipe() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler and touches no memory; called once at
+    // the start of main, before any thread is spawned.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Prints a commented configuration with every key: a starting point for node.toml.
+    Sample,
+}
+
+/// Runs the command. Errors are printed as one line, `Error: what: why: …`, whatever
+/// RUST_BACKTRACE says: a user's mistake is not a crash, and a 25-frame trace hides the
+/// sentence that names it.
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let serve = matches!(cli.command, Command::Serve { .. });
+    // `serve` says when it is ready and when it stops (node::service at info level); the
+    // other verbs only warn.
+    let default_filter = if serve { "warn,node::service=info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SHADOWCOPY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
+    if !serve {
+        default_sigpipe();
+    }
+    match run(&cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
     let node = || Endpoint::parse(&cli.node, cli.token.clone());
     match &cli.command {
         Command::Demo(args) => demo::run(args),
@@ -138,5 +181,9 @@ fn main() -> anyhow::Result<()> {
         Command::Restore(r) => backup_cmd::run_restore(&node(), r),
         Command::Events(e) => events_cmd::run(&node(), e),
         Command::Inspect(i) => inspect::run(i),
+        Command::Config(ConfigCmd::Sample) => {
+            print!("{}", node::config::SAMPLE);
+            Ok(())
+        }
     }
 }

@@ -279,6 +279,9 @@ fn print_status(v: &Value) {
             g["name"].as_str().unwrap_or("?"),
             if mounted { "mounted" } else { "dismounted" }
         );
+        if let Some(e) = g["mount_error"].as_str() {
+            println!("   Mount failed:          {e}");
+        }
         if let Some(l) = g.get("log").filter(|l| !l.is_null()) {
             println!("   Log generation:        {}", l["current_generation"]);
             println!("   Checkpoint generation: {}", l["checkpoint_generation"]);

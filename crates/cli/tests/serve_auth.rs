@@ -56,6 +56,6 @@ fn socket_is_owner_only_and_tcp_needs_the_token() {
     // the requests that carried it, not for those that were refused.
     assert!(node.terminate().success());
     let logged = std::fs::read_to_string(&log).unwrap();
-    assert!(logged.contains("API listening on TCP"), "the log was captured:\n{logged}");
+    assert!(logged.contains("(bearer token required)"), "the log was captured:\n{logged}");
     assert!(!logged.contains(TOKEN), "the token is in the node's log:\n{logged}");
 }

@@ -14,10 +14,21 @@ use crate::logfmt::{self, LogHeader, Record, ScanEnd};
 use crate::lsn::{Lsn, hex};
 use crate::page::{self, PageProblem};
 
-/// Reads a database header (the newer valid copy).
+/// Reads a database header (the newer valid copy). A file in which neither copy is a valid
+/// header page is reported as not being a database header in one sentence: the per-copy,
+/// per-page-size problems a mount names to diagnose a torn header say nothing to someone who
+/// pointed `inspect` at the wrong file.
 pub fn dump_database_header(fs: &dyn FileSystem, path: &Path) -> Result<DbHeader> {
     let f = fs.open(path, OpenMode::Read).at(path)?;
-    dbheader::read_header(f.as_ref(), path)
+    dbheader::read_header(f.as_ref(), path).map_err(|e| match e {
+        EngineError::HeaderCorrupt { path, .. } => EngineError::HeaderCorrupt {
+            path,
+            why: "not a database header (neither header copy, page 0 or 1, is valid at any \
+                  page size)"
+                .into(),
+        },
+        other => other,
+    })
 }
 
 /// Reads a checkpoint file.
@@ -130,7 +141,32 @@ impl fmt::Display for LogDump {
         for r in &self.records {
             writeln!(f, "  {} {:<8} {}", r.lsn, r.kind, r.detail)?;
         }
-        writeln!(f, "scan ended:        {:?}", self.end)
+        writeln!(f, "scan ended:        {}", scan_end(&self.end))
+    }
+}
+
+/// How a scan ended, in words.
+pub fn scan_end(end: &ScanEnd) -> String {
+    match end {
+        ScanEnd::Closed => "closed (end-of-generation record)".into(),
+        ScanEnd::Unwritten => "unwritten space (the generation is still open)".into(),
+        ScanEnd::Damaged(why) => format!("damaged: {why}"),
+    }
+}
+
+impl LogDump {
+    /// The one sentence naming what is wrong with the file, when its records end in damage
+    /// (a truncated or corrupt log), so that a caller can fail after showing the good records.
+    pub fn damage(&self) -> Option<String> {
+        match &self.end {
+            ScanEnd::Damaged(why) => Some(format!(
+                "log {} (generation {:#X}) is damaged: {why}; the {} records before it are good",
+                self.path.display(),
+                self.header.generation,
+                self.records.len()
+            )),
+            _ => None,
+        }
     }
 }
 

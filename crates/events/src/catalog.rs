@@ -208,6 +208,10 @@ catalog! {
     /// Project-picked: a restore failed; the target was left as it was.
     STORE_RESTORE_FAILED = (Store, 9627, Error,
         "Restore of storage group {storage_group} failed: {error}. The target was left as it was.");
+    /// Project-picked: a storage group could not be mounted; it stays dismounted (the node
+    /// runs on, so that it can be restored).
+    STORE_MOUNT_FAILED = (Store, 9628, Error,
+        "Storage group {storage_group} could not be mounted and stays dismounted: {error}");
 
     // ---- engine ----
     /// Shadow copy full backup starting.
@@ -381,6 +385,10 @@ catalog! {
     /// Preserving a block failed; the snapshot is deleted.
     PROVIDER_PRESERVATION_FAILED = (Provider, 8105, Error,
         "Volume {volume}: preserving a block for snapshot {snapshot} failed ({error}); the snapshot is deleted.");
+    /// Project-picked: shadow storage from the configuration or a runtime change could not be
+    /// applied at start; the node starts with the shadow storage on disk.
+    PROVIDER_SHADOW_STORAGE_CONFLICT = (Provider, 8106, Warning,
+        "Shadow storage for volume {volume} {wanted} was not applied: {error}.");
 
     // ---- requester (project-picked) ----
     /// The requester finished copying.

@@ -1,9 +1,13 @@
 //! The node's configuration file (TOML).
 //!
+//! `shadowcopy config sample` prints a commented configuration with every key
+//! ([`SAMPLE`], `sample.toml` beside this file). In short:
+//!
 //! ```toml
 //! [node]
 //! name = "mbx1"
 //! data_dir = "/var/lib/shadowcopy"      # event log and node state
+//! umask = "077"                         # default: databases, logs, packs owner-only
 //!
 //! [api]
 //! socket = "/run/shadowcopy/api.sock"   # default: <data_dir>/api.sock, created owner-only
@@ -13,6 +17,7 @@
 //! [[volume]]
 //! label = "logs"
 //! path = "/srv/shadowcopy/logs"
+//! create = true                         # create the directory if missing (default: error)
 //!
 //! [[shadow_storage]]
 //! for = "logs"
@@ -35,6 +40,10 @@
 //!
 //! A configuration is checked as a whole before the node starts; the first problem found is
 //! reported with the key it is about (`storage_group[0].database[1].volume`) and the reason.
+
+/// A commented configuration with every key (`shadowcopy config sample`), checked by a test to
+/// be a valid configuration.
+pub const SAMPLE: &str = include_str!("sample.toml");
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -82,6 +91,20 @@ pub struct Config {
 pub struct NodeSection {
     pub name: String,
     pub data_dir: PathBuf,
+    /// The file-mode creation mask `serve` runs with, in octal; `"077"` when absent, so that
+    /// databases, logs, checkpoints, packs and restored files are created 0600 (directories
+    /// 0700): they hold the mail, and other local users must not read it.
+    pub umask: Option<String>,
+}
+
+impl NodeSection {
+    /// The creation mask to run with ([`NodeSection::umask`]); `None` when it is not octal.
+    pub fn umask_bits(&self) -> Option<u32> {
+        match &self.umask {
+            None => Some(0o077),
+            Some(text) => u32::from_str_radix(text.trim(), 8).ok().filter(|m| *m <= 0o777),
+        }
+    }
 }
 
 /// `[api]`.
@@ -100,6 +123,11 @@ pub struct ApiSection {
 pub struct VolumeConfig {
     pub label: String,
     pub path: PathBuf,
+    /// Whether the node may create the volume's directory. A directory that does not exist is
+    /// an error otherwise: a typo in `path` must not silently make an empty volume (and a new
+    /// log stream beside an existing database).
+    #[serde(default)]
+    pub create: bool,
     /// Copy-on-write block size; a power of two (default 16 KiB).
     pub block_size: Option<String>,
 }
@@ -260,6 +288,9 @@ impl Config {
         check_name("node.name", &self.node.name)?;
         if !self.node.data_dir.is_absolute() {
             return Err(invalid("node.data_dir", "must be an absolute path"));
+        }
+        if self.node.umask_bits().is_none() {
+            return Err(invalid("node.umask", "must be an octal mask such as \"077\" or \"027\""));
         }
         if self.api.tcp.is_some() && self.api.token.is_none() && self.api.token_file.is_none() {
             return Err(invalid(
@@ -525,6 +556,26 @@ path = "SG1/DB1.edb"
         assert!(e.contains("api.tcp") && e.contains("token"), "{e}");
         let e = err(&GOOD.replace("name = \"SG1\"", "name = \"SG1\"\nprefix = \"X00\""));
         assert!(e.contains("storage_group[0].prefix"), "{e}");
+        let e = err(&GOOD.replace("[node]", "[node]\numask = \"0999\""));
+        assert!(e.contains("node.umask"), "{e}");
+    }
+
+    #[test]
+    fn the_sample_is_a_valid_configuration_with_every_key() {
+        let c = Config::parse(SAMPLE, Path::new("sample.toml")).unwrap();
+        assert!(c.volumes.iter().all(|v| v.create));
+        for key in ["umask", "socket", "tcp", "token_file", "block_size", "system_dir", "prefix"] {
+            assert!(SAMPLE.contains(&format!("{key} =")), "the sample lacks {key}");
+        }
+    }
+
+    #[test]
+    fn data_files_are_owner_only_unless_the_configuration_says_otherwise() {
+        let c = Config::parse(GOOD, Path::new("t")).unwrap();
+        assert_eq!(c.node.umask_bits(), Some(0o077));
+        let c = Config::parse(&GOOD.replace("[node]", "[node]\numask = \"027\""), Path::new("t"))
+            .unwrap();
+        assert_eq!(c.node.umask_bits(), Some(0o027));
     }
 
     #[test]

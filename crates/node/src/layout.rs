@@ -245,6 +245,7 @@ impl Node {
             return Err(CreateError::Exists { what: "storage group", name: req.name });
         }
         let log_dir = req.log_dir.unwrap_or_else(|| PathBuf::from(&req.name));
+        let system_dir = req.system_dir.unwrap_or_else(|| log_dir.clone());
         let prefix = match req.prefix {
             Some(p) => p.to_ascii_uppercase(),
             None => free_prefix(&rt.layout).ok_or_else(|| CreateError::Invalid {
@@ -257,7 +258,7 @@ impl Node {
         let sg = StorageGroupConfig {
             name: req.name.clone(),
             log_volume: req.log_volume,
-            system_dir: req.system_dir.or_else(|| Some(log_dir.clone())),
+            system_dir: Some(system_dir.clone()),
             log_dir,
             prefix,
             circular_logging: req.circular_logging,
@@ -269,7 +270,6 @@ impl Node {
         };
         // What would collide with the storage groups there are, then the syntax (names,
         // relative paths, prefix form, known volumes), then what is on disk.
-        let system_dir = sg.system_dir.clone().expect("set above");
         for g in &rt.layout.storage_groups {
             let g_system = g.system_dir.as_ref().unwrap_or(&g.log_dir);
             let same_dir = g.log_dir == sg.log_dir || *g_system == system_dir;
@@ -365,7 +365,13 @@ impl Node {
             }
             .into());
         }
-        let fs = self.volume(&db.volume).expect("validated").clone();
+        let fs = self
+            .volume(&db.volume)
+            .ok_or_else(|| CreateError::Invalid {
+                field: "volume".into(),
+                reason: format!("no volume {:?}", db.volume),
+            })?
+            .clone();
         group
             .instance()?
             .create_database(&db.name, std::sync::Arc::new(fs), &db.path)

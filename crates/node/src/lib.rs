@@ -11,6 +11,7 @@ pub mod layout;
 pub mod node;
 pub mod sample;
 pub mod service;
+pub mod shadow_storage;
 
 pub use config::Config;
 pub use node::{Node, NodeError};

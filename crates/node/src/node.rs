@@ -4,18 +4,19 @@
 //!
 //! 1. the event log (so that everything after it can report);
 //! 2. the volumes, through the copy-on-write filter — opening a volume drops the
-//!    non-persistent snapshots a previous run left behind — and their shadow storage;
+//!    non-persistent snapshots a previous run left behind — and their shadow storage, from
+//!    the configuration and the changes made at runtime ([`crate::shadow_storage`]);
 //! 3. the coordinator with its job journal and the software provider; a job that was running
 //!    when the node stopped is recovered: its writers are told to abort, its snapshots are
 //!    released, and an event records it as failed (nothing is truncated for it);
 //! 4. the information store: each storage group — of the configuration file, and those
 //!    created at runtime ([`crate::layout`]) — mounts after soft recovery, and the store
-//!    writer registers.
+//!    writer registers. A storage group that fails to mount stays dismounted with its error
+//!    (store status, an event) and the node starts anyway: restore needs a running node.
 //!
 //! [`Node::shutdown`] dismounts every storage group cleanly and syncs the event log.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use backup::repo::Repository;
@@ -26,7 +27,7 @@ use volume::{FsRef, HostFs, SoftwareProvider, Volume, VolumeOptions};
 use vss::software::SoftwareProviderAdapter;
 use vss::{Coordinator, CoordinatorConfig};
 
-use crate::config::{Config, MaxSize, StorageGroupConfig, parse_max_size, parse_size};
+use crate::config::{Config, StorageGroupConfig, parse_size};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,11 @@ pub enum NodeError {
         #[source]
         source: volume::VolumeError,
     },
+    #[error(
+        "volume {label}: {path} does not exist; create it, or set `create = true` in its \
+         [[volume]] for the node to create it"
+    )]
+    MissingVolume { label: String, path: std::path::PathBuf },
     #[error("coordinator: {0}")]
     Coordinator(#[from] vss::VssError),
     #[error(transparent)]
@@ -80,23 +86,15 @@ pub struct Node {
     store: Arc<InformationStore>,
     /// Jobs found interrupted at start-up.
     recovered_jobs: Vec<vss::journal::JobRecord>,
+    /// Shadow storage changed at runtime ([`crate::shadow_storage`]); held while one is
+    /// changed and recorded.
+    pub(crate) shadow_state: parking_lot::Mutex<crate::shadow_storage::RuntimeShadowStorage>,
 }
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node").field("name", &self.config.node.name).finish()
     }
-}
-
-/// Bytes of the host file system holding `path` (for percentage shadow-storage limits).
-fn host_fs_size(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter that
-    // statvfs fully initialises on success; on failure we do not read it.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (rc == 0).then(|| st.f_blocks as u64 * st.f_frsize as u64)
 }
 
 /// The store's definition of a configured storage group (its volumes are known: the
@@ -149,6 +147,12 @@ impl Node {
             if let Some(bs) = v.block_size.as_deref().and_then(parse_size) {
                 opts.block_size = bs;
             }
+            if !v.create && !v.path.exists() {
+                return Err(NodeError::MissingVolume {
+                    label: v.label.clone(),
+                    path: v.path.clone(),
+                });
+            }
             let vol = Volume::open_or_create(&v.path, opts)
                 .map_err(|source| NodeError::Volume { label: v.label.clone(), source })?;
             vss::software::forward_volume_events(&vol, sink.clone())
@@ -156,26 +160,7 @@ impl Node {
             provider.register(vol.clone());
             volumes.insert(v.label.clone(), vol);
         }
-        for s in &config.shadow_storage {
-            let max = match parse_max_size(&s.max_size) {
-                Some(MaxSize::Bytes(b)) => Some(b),
-                Some(MaxSize::Percent(p)) => {
-                    let root = &config.volume(&s.on).expect("validated").path;
-                    host_fs_size(root).map(|total| total / 100 * p as u64)
-                }
-                _ => None,
-            };
-            let apply = || -> Result<(), volume::VolumeError> {
-                let vol = provider.volume(&s.for_volume)?;
-                let on = provider.volume(&s.on)?;
-                if vol.shadow_storage().on_volume != on.guid() {
-                    provider.add_shadow_storage(&s.for_volume, &s.on, max)
-                } else {
-                    provider.resize_shadow_storage(&s.for_volume, max)
-                }
-            };
-            apply().map_err(|source| NodeError::Volume { label: s.for_volume.clone(), source })?;
-        }
+        let shadow_state = crate::shadow_storage::apply_at_start(&config, &provider, &sink);
 
         let journal = vss::journal::JobJournal::open(data.clone(), "jobs")?;
         let coordinator = Coordinator::with_journal(
@@ -197,7 +182,11 @@ impl Node {
             let group = store
                 .add_storage_group(group_def(&volumes, sg))
                 .map_err(|source| NodeError::Store { name: sg.name.clone(), source })?;
-            group.mount().map_err(|source| NodeError::Store { name: sg.name.clone(), source })?;
+            // A storage group that cannot mount must not stop the node: it stays dismounted
+            // with its error (store status, event 9628), so that it can be restored.
+            if let Err(e) = group.mount() {
+                tracing::error!(storage_group = %sg.name, "not mounted: {e}");
+            }
         }
         coordinator.register_writer(StoreWriter::new(store.clone()))?;
         Ok(Node {
@@ -209,6 +198,7 @@ impl Node {
             coordinator,
             store,
             recovered_jobs,
+            shadow_state: parking_lot::Mutex::new(shadow_state),
         })
     }
 
@@ -252,6 +242,11 @@ impl Node {
     /// The software provider (volumes, snapshots, shadow storage).
     pub fn provider(&self) -> &Arc<SoftwareProvider> {
         &self.provider
+    }
+
+    /// The registered volumes, by label.
+    pub(crate) fn volume_map(&self) -> &BTreeMap<String, Volume> {
+        &self.volumes
     }
 
     /// A registered volume.

@@ -44,10 +44,12 @@ data_dir = "{d}/data"
 [[volume]]
 label = "logs"
 path = "{d}/logs"
+create = true
 
 [[volume]]
 label = "db"
 path = "{d}/db"
+create = true
 
 {shadow}
 [[storage_group]]

@@ -112,19 +112,20 @@ fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServiceError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(err(e)),
     }
-    // SAFETY: umask only changes the process's file-creation mask; it cannot fail. Setting it
-    // around bind makes the socket owner-only from its creation, with no window in which
-    // another user could connect. No other thread of ours creates files at this point (the
-    // node has started and is idle until the API answers).
-    let old = unsafe { libc::umask(0o177) };
+    // Setting the mask around bind makes the socket owner-only from its creation, with no
+    // window in which another user could connect. No other thread of ours creates files at
+    // this point (the node has started and is idle until the API answers).
+    let old = set_umask(0o177);
     let bound = tokio::net::UnixListener::bind(path);
-    // SAFETY: as above; restores the previous mask.
-    unsafe { libc::umask(old) };
+    set_umask(old);
     let listener = bound.map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     Ok(listener)
 }
 
+// Installing a handler fails only when the runtime has no signal driver; `run` builds it
+// with `enable_all`.
+#[allow(clippy::expect_used)]
 async fn signalled() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
@@ -137,6 +138,7 @@ async fn signalled() {
 
 /// Runs a node from `config` and serves its API until SIGTERM or SIGINT.
 pub fn run(config: Config) -> Result<(), ServiceError> {
+    set_umask(config.node.umask_bits().unwrap_or(0o077));
     let token = load_token(&config)?;
     let socket = config.socket_path();
     let tcp = config.api.tcp;
@@ -163,6 +165,38 @@ pub fn run(config: Config) -> Result<(), ServiceError> {
     }
 }
 
+/// Sets the process's file-mode creation mask, returning the previous one. `run` sets it
+/// before the node creates anything, so that every file it creates — databases, logs,
+/// checkpoints, packs, restored files — gets the configured permissions
+/// ([`crate::config::NodeSection::umask`]) without each creator having to say so.
+fn set_umask(mask: u32) -> u32 {
+    // SAFETY: umask(2) only replaces the process's creation mask; it cannot fail and touches
+    // no memory.
+    #[allow(unsafe_code)]
+    let old = unsafe { libc::umask(mask as libc::mode_t) };
+    old as u32
+}
+
+/// The storage groups mounted, and those that failed with why, for the ready line.
+fn mount_summary(node: &Node) -> String {
+    let (mut up, mut down) = (Vec::new(), Vec::new());
+    for g in node.store().storage_groups() {
+        match (g.is_mounted(), g.mount_error()) {
+            (true, _) => up.push(g.name().to_string()),
+            (false, Some(e)) => down.push(format!("{} ({e})", g.name())),
+            (false, None) => down.push(format!("{} (dismounted)", g.name())),
+        }
+    }
+    let mut text = match up.len() {
+        0 => "no storage group mounted".to_string(),
+        _ => format!("storage groups mounted: {}", up.join(", ")),
+    };
+    if !down.is_empty() {
+        text.push_str(&format!("; not mounted: {}", down.join("; ")));
+    }
+    text
+}
+
 /// Serves the API of `node` on `socket` (and on `tcp`, which needs `token`) until `shutdown`
 /// completes; then stops accepting, tells running jobs to abort, and gives requests and jobs
 /// in flight [`SHUTDOWN_GRACE`] to end. The caller shuts the node down afterwards.
@@ -173,6 +207,7 @@ pub async fn serve(
     token: Option<Token>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServiceError> {
+    let mounted = mount_summary(&node);
     let state = AppState::new(node);
     let stopping = state.stopping.clone();
     let running = state.running.clone();
@@ -183,7 +218,7 @@ pub async fn serve(
     };
 
     let unix = bind_socket(socket)?;
-    tracing::info!(socket = %socket.display(), "API listening on the Unix socket");
+    let mut listening = socket.display().to_string();
     let unix_server = axum::serve(unix, router.clone())
         .with_graceful_shutdown(stopped(stop_rx.clone()))
         .into_future();
@@ -193,7 +228,7 @@ pub async fn serve(
                 .await
                 .map_err(|source| ServiceError::Tcp { addr, source })?;
             let addr = l.local_addr().unwrap_or(addr);
-            tracing::info!(%addr, "API listening on TCP (bearer token required)");
+            listening.push_str(&format!(" and {addr} (bearer token required)"));
             let guarded =
                 router.layer(axum::middleware::from_fn_with_state(token, api::auth::require_token));
             Some(axum::serve(l, guarded).with_graceful_shutdown(stopped(stop_rx.clone())))
@@ -206,6 +241,8 @@ pub async fn serve(
         }
         _ => None,
     };
+    // The one line that says the node is ready, and in what state.
+    tracing::info!("listening on {listening}; {mounted}");
     let servers = async {
         let tcp = async {
             match tcp_server {

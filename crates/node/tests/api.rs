@@ -1,5 +1,8 @@
 //! The API in process: a node served on a temporary socket, spoken to in raw HTTP/1.1.
 
+// Test helpers unwrap as the tests do: clippy.toml allows it only inside #[test] functions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

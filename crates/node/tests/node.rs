@@ -1,5 +1,8 @@
 //! A node on real copy-on-write volumes: backups through the software provider, restart.
 
+// Test helpers unwrap as the tests do: clippy.toml allows it only inside #[test] functions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

@@ -42,6 +42,16 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A database exists but the log stream it belongs to does not (a log volume pointed at
+    /// the wrong or an empty directory, logs deleted): creating a new stream beside it would
+    /// detach it from its history, so the mount is refused and says what is missing.
+    #[error("database {database} exists but its logs are missing: {why}")]
+    LogsMissing { database: String, why: String },
+    /// A database belongs to another log stream than the storage group's (its log signature
+    /// differs from the checkpoint's): attaching it would graft it onto a history it is not
+    /// part of.
+    #[error("database {database} belongs to another log stream: {why}")]
+    SignatureMismatch { database: String, why: String },
     #[error(transparent)]
     Engine(#[from] ese::EngineError),
 }

@@ -114,6 +114,9 @@ pub struct StorageGroup {
     /// released the storage group so that its requester can still ask (it records the set it
     /// published as a copy).
     degraded: Mutex<std::collections::VecDeque<Uuid>>,
+    /// Why the last mount failed, until a mount succeeds: a storage group that cannot mount
+    /// stays in the store, dismounted, so that it can be restored, and says why.
+    mount_error: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for StorageGroup {
@@ -189,6 +192,7 @@ impl StorageGroup {
             current_job: Arc::default(),
             state: Mutex::new(SgState { instance: None, mail: Vec::new(), backup: None }),
             degraded: Mutex::default(),
+            mount_error: Mutex::default(),
         }
     }
 
@@ -240,9 +244,116 @@ impl StorageGroup {
         Ok(fs.exists(&chk).map_err(io(&chk))? || fs.exists(&cur).map_err(io(&cur))?)
     }
 
+    /// Refuses to create a log stream beside a database that exists already: its own logs are
+    /// missing, and the error names which generations it needs and where they were looked for.
+    fn refuse_orphaned_databases(d: &StorageGroupDef) -> Result<()> {
+        for db in &d.databases {
+            let present = db.volume.fs.exists(&db.path).map_err(|source| StoreError::Io {
+                op: "checking",
+                path: db.path.clone(),
+                source,
+            })?;
+            if !present {
+                continue;
+            }
+            let header = db
+                .volume
+                .fs
+                .open(&db.path, volume::OpenMode::Read)
+                .map_err(|e| e.to_string())
+                .and_then(|f| {
+                    ese::dbheader::read_header(f.as_ref(), &db.path).map_err(|e| e.to_string())
+                });
+            let name = |g: u32| ese::logfmt::generation_name(&d.prefix, g);
+            let needed = match header {
+                Ok(h) if h.state == ese::DbState::CleanShutdown => format!(
+                    "the stream it was shut down cleanly in (last generation {:#X}, {})",
+                    h.max_required_generation(),
+                    name(h.max_required_generation())
+                ),
+                Ok(h) => format!(
+                    "log generations {:#X} to {:#X} ({} to {})",
+                    h.min_required_generation(),
+                    h.max_required_generation(),
+                    name(h.min_required_generation()),
+                    name(h.max_required_generation())
+                ),
+                Err(e) => format!("the logs of its stream (its header cannot be read: {e})"),
+            };
+            return Err(StoreError::LogsMissing {
+                database: format!("{} ({}:{})", db.name, db.volume.label, db.path.display()),
+                why: format!(
+                    "no {prefix}.chk or {prefix}.log in {}:{}; it needs {needed}. Point the log \
+                     volume at its logs, or restore the storage group",
+                    d.log_volume.label,
+                    d.log_dir.display(),
+                    prefix = d.prefix,
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses a database whose log signature is not the log stream's (the checkpoint's),
+    /// naming both. Without a checkpoint the engine's own checks apply.
+    fn refuse_foreign_databases(d: &StorageGroupDef) -> Result<()> {
+        let chk_path = d.system_dir.join(ese::logfmt::checkpoint_name(&d.prefix));
+        let fs = &d.log_volume.fs;
+        if !fs.exists(&chk_path).unwrap_or(false) {
+            return Ok(());
+        }
+        let chk = ese::checkpoint::read_checkpoint(fs.as_ref(), &chk_path)?;
+        for db in &d.databases {
+            if !db.volume.fs.exists(&db.path).unwrap_or(false) {
+                continue;
+            }
+            let f = db.volume.fs.open(&db.path, volume::OpenMode::Read).map_err(|source| {
+                StoreError::Io { op: "opening", path: db.path.clone(), source }
+            })?;
+            let h = ese::dbheader::read_header(f.as_ref(), &db.path)?;
+            if h.log_signature != chk.signature {
+                return Err(StoreError::SignatureMismatch {
+                    database: format!("{} ({}:{})", db.name, db.volume.label, db.path.display()),
+                    why: format!(
+                        "its log signature is {}, the log stream's ({}:{}) is {}. Point the log \
+                         volume at its own logs, or restore the storage group",
+                        ese::lsn::hex(&h.log_signature),
+                        d.log_volume.label,
+                        chk_path.display(),
+                        ese::lsn::hex(&chk.signature)
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Mounts: opens the engine instance (soft recovery after a crash) or creates it with its
-    /// databases on first mount.
+    /// databases on first mount. A failure is kept ([`StorageGroup::mount_error`]) and
+    /// reported as an event, until a mount succeeds.
     pub fn mount(&self) -> Result<()> {
+        let result = self.mount_instance();
+        match &result {
+            Ok(()) => *self.mount_error.lock() = None,
+            Err(StoreError::AlreadyMounted(_)) => {}
+            Err(e) => {
+                *self.mount_error.lock() = Some(e.to_string());
+                self.events.emit(
+                    &cat::STORE_MOUNT_FAILED,
+                    None,
+                    json!({"storage_group": self.name, "error": e.to_string()}),
+                );
+            }
+        }
+        result
+    }
+
+    /// Why the last mount failed, while the storage group is dismounted since.
+    pub fn mount_error(&self) -> Option<String> {
+        if self.is_mounted() { None } else { self.mount_error.lock().clone() }
+    }
+
+    fn mount_instance(&self) -> Result<()> {
         let mut st = self.state.lock();
         if st.instance.is_some() {
             return Err(StoreError::AlreadyMounted(self.name.clone()));
@@ -251,6 +362,7 @@ impl StorageGroup {
         let cfg = self.engine_config(&def);
         let existed = Self::exists(&def)?;
         let instance = if existed {
+            Self::refuse_foreign_databases(&def)?;
             let specs = def
                 .databases
                 .iter()
@@ -258,6 +370,7 @@ impl StorageGroup {
                 .collect();
             Instance::open(cfg, specs)?
         } else {
+            Self::refuse_orphaned_databases(&def)?;
             for dir in [&def.log_dir, &def.system_dir] {
                 def.log_volume.fs.create_dir_all(dir).map_err(|source| StoreError::Io {
                     op: "creating",

@@ -179,13 +179,23 @@ fn max_bytes(text: &str) -> Result<Option<u64>, ApiError> {
     }
 }
 
+/// A refused change is the volume's answer; a change that could not be recorded is the
+/// node's failure.
+fn shadow_storage_error(e: crate::shadow_storage::ShadowStorageError) -> ApiError {
+    match e {
+        crate::shadow_storage::ShadowStorageError::Volume(v) => v.into(),
+        persist => ApiError::internal(persist.to_string()),
+    }
+}
+
 pub async fn add_shadow_storage(
     State(s): State<AppState>,
     Json(req): Json<StorageRequest>,
 ) -> ApiResult {
     blocking(&s, move |node, _| {
         let on = req.on.clone().ok_or_else(|| ApiError::bad_request("`on` is required"))?;
-        node.provider().add_shadow_storage(&req.for_volume, &on, max_bytes(&req.max_size)?)?;
+        node.add_shadow_storage(&req.for_volume, &on, max_bytes(&req.max_size)?)
+            .map_err(shadow_storage_error)?;
         Ok(Json(json!({ "shadow_storage": node.provider().list_shadow_storage() })))
     })
     .await
@@ -196,7 +206,8 @@ pub async fn resize_shadow_storage(
     Json(req): Json<StorageRequest>,
 ) -> ApiResult {
     blocking(&s, move |node, _| {
-        node.provider().resize_shadow_storage(&req.for_volume, max_bytes(&req.max_size)?)?;
+        node.resize_shadow_storage(&req.for_volume, max_bytes(&req.max_size)?)
+            .map_err(shadow_storage_error)?;
         Ok(Json(json!({ "shadow_storage": node.provider().list_shadow_storage() })))
     })
     .await
@@ -244,6 +255,7 @@ pub async fn store_status(State(s): State<AppState>) -> ApiResult {
             groups.push(json!({
                 "name": g.name(),
                 "mounted": mounted,
+                "mount_error": g.mount_error(),
                 "log": log,
                 "databases": databases,
                 "backup_in_progress": g.backup_in_progress(),

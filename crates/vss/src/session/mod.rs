@@ -369,7 +369,7 @@ impl BackupSession {
             &catalog::COORD_BACKUP_STATE_SET,
             Some(self.job),
             json!({"backup_type": kind.as_str(), "components": state.components.len(),
-                   "excluded": excluded.iter().map(|k| k.instance_name.clone()).collect::<Vec<_>>().join(", ")}),
+                   "excluded": excluded_names(&excluded)}),
         );
         self.phase = SessionPhase::BackupStateSet;
         Ok(())
@@ -566,4 +566,11 @@ impl BackupSession {
 
 fn first_error<T>(results: Vec<(Arc<Participant>, Result<T, VssError>)>) -> Option<VssError> {
     results.into_iter().find_map(|(_, r)| r.err())
+}
+
+/// The writers a job excludes, for event 8002: "none" rather than an empty field, so that
+/// the message does not end with `writers excluded: .`.
+fn excluded_names(excluded: &BTreeSet<WriterKey>) -> String {
+    let names: Vec<String> = excluded.iter().map(|k| k.instance_name.clone()).collect();
+    if names.is_empty() { "none".into() } else { names.join(", ") }
 }
