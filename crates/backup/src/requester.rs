@@ -227,7 +227,6 @@ struct Snapshot {
 /// A copied and verified set, not yet published.
 struct Copied<'r> {
     writer: SetWriter<'r>,
-    files: usize,
     bytes: u64,
     headers: serde_json::Value,
     log_range: Option<LogRange>,
@@ -323,7 +322,7 @@ impl Requester {
         let snap = self.snapshot(&mut session, &job)?;
         let outcome = self
             .copy_and_verify(&job, &selection, &snap)
-            .and_then(|copied| self.publish(&job, &selection, &snap, &session, copied));
+            .and_then(|copied| self.publish(&job, &selection, &session, copied));
         let (set, bytes, stored_bytes, document) =
             self.report(session, &job, &selection, outcome)?;
         Ok(BackupReport {
@@ -585,7 +584,7 @@ impl Requester {
             (Some(&low), Some(&high)) => Some(LogRange { low, high }),
             _ => None,
         };
-        Ok(Copied { writer, files: plan.len(), bytes: total, headers, log_range })
+        Ok(Copied { writer, bytes: total, headers, log_range })
     }
 
     /// Phase 4: publishes the verified set — before any writer hears of success, so that
@@ -594,7 +593,6 @@ impl Requester {
         &self,
         job: &Job<'_>,
         selection: &Selection,
-        snap: &Snapshot,
         session: &BackupSession,
         copied: Copied<'_>,
     ) -> Result<(BackupSet, u64, u64)> {
