@@ -38,7 +38,15 @@ fn fixture() -> &'static BTreeMap<PathBuf, Vec<u8>> {
     static F: OnceLock<BTreeMap<PathBuf, Vec<u8>>> = OnceLock::new();
     F.get_or_init(|| {
         let fs = MemFs::new();
-        let inst = common::create(&fs);
+        // No lazy writer during the workload: the checkpoint stays at the start, so recovery
+        // replays every record (and mutated records are reached).
+        let mut cfg = common::config(&fs);
+        cfg.lazy_interval = std::time::Duration::from_secs(3600);
+        let inst = ese::Instance::create(cfg).unwrap();
+        inst.create_database(common::DB, fs.as_ref(), "db/mb1.edb").unwrap();
+        let mut t = inst.begin_write().unwrap();
+        t.create_table(common::DB, common::T).unwrap();
+        t.commit(ese::Durability::Durable).unwrap();
         for i in 0..120u64 {
             let mut t = inst.begin_write().unwrap();
             t.put(common::DB, common::T, &i.to_be_bytes(), &common::value(i, 1500)).unwrap();
@@ -270,4 +278,88 @@ fn scan_of_garbage_returns() {
             logfmt::scan(1, &i, 0).records.len()
         });
     }
+}
+
+/// The first transaction record of the oldest generation, and the log file holding it.
+fn first_txn() -> (PathBuf, usize) {
+    for path in logs() {
+        let img = &fixture()[&path];
+        let h = logfmt::LogHeader::decode(img).unwrap();
+        for (lsn, rec) in logfmt::scan(h.generation, img, 0).records {
+            if matches!(rec, logfmt::Record::Txn { ref pages, .. } if !pages.is_empty()) {
+                return (path, lsn.offset() as usize);
+            }
+        }
+    }
+    panic!("the fixture holds no transaction record");
+}
+
+/// Found by `log_records_resealed`: a record (checksum intact) that changes page 2^40 made
+/// redo write there, growing the database file to petabytes (MemFs: an allocation of that
+/// size). Recovery now refuses it, naming the log file.
+#[test]
+fn redo_refuses_a_page_number_past_reach() {
+    let (path, off) = first_txn();
+    let mut img = fixture()[&path].clone();
+    // Frame (17 bytes), commit (1), begin (8), page count (4), dbid (4), then the page number.
+    let at = off + logfmt::FRAME + 1 + 8 + 4 + 4;
+    img[at..at + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    reseal_record(&mut img, off);
+    let p = path.clone();
+    let err = guarded("recovery over a far page number", MAX_ALLOC, move || {
+        common::open(&fs_with(&p, &img)).err().map(|e| e.to_string())
+    })
+    .expect("recovery refuses the record");
+    assert!(err.contains(&path.display().to_string()) && err.contains("1099511627776"), "{err}");
+}
+
+/// Found by `checkpoint_file`: a checkpoint position past the end of the log file made
+/// recovery seal the log there (growing it by gigabytes). The checkpoint is refused.
+#[test]
+fn checkpoint_past_the_log_end_is_refused() {
+    let path = PathBuf::from("sys/E00.chk");
+    let mut img = fixture()[&path].clone();
+    for base in [0, checkpoint::SLOT_SIZE] {
+        let n = u32::from_le_bytes(img[base + 8..base + 12].try_into().unwrap()) as usize;
+        if n == 0 {
+            continue;
+        }
+        // Body: magic (4), signature (16), then the checkpoint position; offset in the low half.
+        let at = base + 16 + 4 + 16;
+        img[at..at + 4].copy_from_slice(&0x7000_0000u32.to_le_bytes());
+        let crc = crc32c::crc32c(&img[base + 16..base + 16 + n]);
+        img[base + 12..base + 16].copy_from_slice(&crc.to_le_bytes());
+    }
+    let err = inspect::dump_checkpoint(&fs_with(&path, &img), &path).unwrap_err().to_string();
+    assert!(err.contains("E00.chk") && err.contains("past the end"), "{err}");
+}
+
+/// Found by `checkpoint_file` and `log_headers_resealed`: the largest generation number and
+/// database id overflowed when recovery counted on from them. Both are refused when read.
+#[test]
+fn last_generation_and_database_id_are_refused() {
+    let path = logs()[0].clone();
+    let mut img = fixture()[&path].clone();
+    img[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+    let n = u32::from_le_bytes(img[0..4].try_into().unwrap()) as usize;
+    let crc = crc32c::crc32c(&img[8..8 + n]);
+    img[4..8].copy_from_slice(&crc.to_le_bytes());
+    let err = logfmt::LogHeader::decode(&img).unwrap_err();
+    assert!(err.contains("past the last usable"), "{err}");
+
+    let path = PathBuf::from("sys/E00.chk");
+    let mut img = fixture()[&path].clone();
+    for base in [0, checkpoint::SLOT_SIZE] {
+        let n = u32::from_le_bytes(img[base + 8..base + 12].try_into().unwrap()) as usize;
+        if n == 0 {
+            continue;
+        }
+        // Body: magic (4), signature (16), position (8), then the next database id.
+        let at = base + 16 + 4 + 16 + 8;
+        img[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let crc = crc32c::crc32c(&img[base + 16..base + 16 + n]);
+        img[base + 12..base + 16].copy_from_slice(&crc.to_le_bytes());
+    }
+    let err = inspect::dump_checkpoint(&fs_with(&path, &img), &path).unwrap_err().to_string();
+    assert!(err.contains("next database id"), "{err}");
 }
