@@ -20,14 +20,14 @@ use std::time::Instant;
 use serde_json::json;
 use vss::BackupType;
 
-use crate::args::{Opts, median};
+use crate::args::{ThroughputArgs, median};
 use crate::store_setup::{self as setup, MIB};
 
 /// Runs the scenario.
-pub fn run(opts: &Opts) -> anyhow::Result<()> {
-    let db_mib = opts.num("db-mib", 4096)?;
-    let runs = opts.num("runs", 1)?.max(1);
-    let scratch = opts.scratch()?;
+pub fn run(opts: &ThroughputArgs) -> anyhow::Result<()> {
+    let db_mib = opts.db_mib;
+    let runs = opts.runs.max(1);
+    let scratch = opts.scratch.scratch()?;
     let dir = &scratch.path;
     let node = setup::start(dir, true)?;
     let t = Instant::now();
@@ -119,7 +119,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
         Some(v) => out["restic"] = json!(v),
         None => out["note"] = json!("restic is not installed (Debian package `restic`)"),
     }
-    if opts.num("phases", 0)? != 0 {
+    if opts.phases {
         let db = dir.join("db").join(setup::SG).join(format!("{}.edb", setup::DB));
         out["phases"] = setup::phases(&db)?;
     }

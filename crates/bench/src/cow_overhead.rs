@@ -11,7 +11,7 @@ use std::time::Instant;
 use serde_json::json;
 use volume::{FileRef, FileSystem, OpenMode, Volume, VolumeOptions};
 
-use crate::args::Opts;
+use crate::args::CowOverheadArgs;
 
 const BLOCK: usize = 16 * 1024;
 
@@ -47,10 +47,10 @@ fn pass(f: &FileRef, order: &[u64], fill: u8) -> anyhow::Result<f64> {
 }
 
 /// Runs the scenario.
-pub fn run(opts: &Opts) -> anyhow::Result<()> {
-    let size_mib = opts.num("size-mib", 2048)?;
+pub fn run(opts: &CowOverheadArgs) -> anyhow::Result<()> {
+    let size_mib = opts.size_mib;
     let blocks = size_mib * 1024 * 1024 / BLOCK as u64;
-    let scratch = opts.scratch()?;
+    let scratch = opts.scratch.scratch()?;
     let v = Volume::create(scratch.path.join("vol"), VolumeOptions::new("cow"))?;
     let f = v.open(Path::new("data.edb"), OpenMode::CreateNew)?;
     pass(&f, &order(blocks, false), 1)?;

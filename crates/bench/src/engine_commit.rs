@@ -54,7 +54,7 @@ fn run_threads(
     std::thread::sleep(window());
     stop.store(true, Ordering::Relaxed);
     for h in handles {
-        h.join().expect("committer thread")?;
+        h.join().map_err(|_| anyhow::anyhow!("a committer thread panicked"))??;
     }
     Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
 }
@@ -99,7 +99,8 @@ fn sqlite(dir: &Path, committers: usize) -> Result<f64> {
     run_threads(
         committers,
         Arc::new(move |th, i| {
-            let c = conns[th].lock().expect("connection");
+            // A poisoned lock means another committer panicked; its join reports that.
+            let c = conns[th].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             c.execute(
                 "INSERT INTO rows (k, v) VALUES (?1, ?2)",
                 rusqlite::params![((th as i64) << 40) | i as i64, row(i)],

@@ -12,14 +12,14 @@
 use serde_json::json;
 use vss::BackupType;
 
-use crate::args::Opts;
+use crate::args::IncrementalCostArgs;
 use crate::store_setup::{self as setup, MIB};
 
 /// Runs the scenario.
-pub fn run(opts: &Opts) -> anyhow::Result<()> {
-    let base_mib = opts.num("base-mib", 256)?;
-    let new_mib = opts.num("new-mib", 256)?;
-    let scratch = opts.scratch()?;
+pub fn run(opts: &IncrementalCostArgs) -> anyhow::Result<()> {
+    let base_mib = opts.base_mib;
+    let new_mib = opts.new_mib;
+    let scratch = opts.scratch.scratch()?;
     let dir = &scratch.path;
     let node = setup::start(dir, false)?;
     setup::fill(&node, base_mib, 1)?;
@@ -28,11 +28,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     setup::backup(&node, &repo, BackupType::Full)?;
     let before = setup::tree_bytes(&repo_dir)?;
 
-    let bodies = if opts.num("random-bodies", 0)? != 0 {
-        setup::Bodies::Random
-    } else {
-        setup::Bodies::Text
-    };
+    let bodies = if opts.random_bodies { setup::Bodies::Random } else { setup::Bodies::Text };
     let delivered = setup::fill_with(&node, new_mib, 2, bodies)?;
     let inc = setup::backup(&node, &repo, BackupType::Incremental)?;
     let written = setup::tree_bytes(&repo_dir)? - before;

@@ -3,66 +3,39 @@
 //! `cargo run --release -p bench -- <scenario> [options]` prints one JSON object per line.
 //! Every scenario measures the thing and its baseline side by side in the same run and reports
 //! the ratio, because these machines are noisy: absolute figures move, ratios much less.
-//!
-//! Scenarios:
-//! - `snapshot-scaling [--runs N] [--files N] [--dir D]`: snapshot commit time (the
-//!   flush-and-hold window) of a volume with 1 GiB vs 1 TiB of sparse data.
-//! - `cow-overhead [--size-mib N] [--dir D]`: 16 KiB overwrite throughput without a snapshot,
-//!   under a fresh snapshot, and once every block is preserved.
-//! - `backup-throughput [--db-mib N] [--phases 1] [--dir D]`: full backup of a mail store vs
-//!   `cp` and `restic backup` of the same files.
-//! - `restore-throughput [--db-mib N] [--phases 1] [--dir D]`: restore of that backup vs
-//!   `cp -r` back.
-//! - `incremental-cost [--base-mib N] [--new-mib N] [--random-bodies 1] [--dir D]`: repository
-//!   bytes written by an incremental after N MiB of new mail.
+//! `bench help` lists the scenarios and `bench <scenario> --help` their options; an unknown
+//! option is refused (see `args`).
 
 mod args;
 mod backup_throughput;
 mod cow_overhead;
 mod engine_commit;
 mod engine_replay;
+mod event_emit;
 mod incremental_cost;
 mod restore_throughput;
 mod snapshot_scaling;
+mod snapshot_set;
 mod store_setup;
 
-use anyhow::bail;
+use clap::{CommandFactory, Parser};
 
-/// What `bench help` prints: the scenarios and their options.
-const USAGE: &str = "\
-usage: bench <scenario> [--name value ...]   (one JSON object per line on stdout)
-
-scenarios:
-  snapshot-scaling   [--runs N] [--files N] [--dir D]   snapshot commit, 1 GiB vs 1 TiB sparse volume
-  cow-overhead       [--size-mib N] [--dir D]           overwrites: no snapshot / first write / preserved
-  engine-commit                                         durable commits/s vs SQLite WAL at 1, 4, 16 threads
-  engine-replay                                         soft-recovery replay speed in MiB/s
-  backup-throughput  [--db-mib N] [--runs N] [--phases 1] [--dir D]
-                                                        full backup vs cp -r and restic backup
-  restore-throughput [--db-mib N] [--runs N] [--phases 1] [--dir D]
-                                                        restore vs cp -r back
-  incremental-cost   [--base-mib N] [--new-mib N] [--random-bodies 1] [--dir D]
-                                                        repository bytes written by an incremental
-
-example: cargo run --release -p bench -- backup-throughput --db-mib 4096 --dir /var/tmp
-";
+use crate::args::{Cli, Scenario};
 
 fn main() -> anyhow::Result<()> {
-    let mut argv = std::env::args().skip(1);
-    let scenario = argv.next().unwrap_or_default();
-    let opts = args::Opts::parse(argv)?;
-    match scenario.as_str() {
-        "list" | "" | "help" | "--help" | "-h" => {
-            print!("{USAGE}");
+    match Cli::parse().scenario {
+        Scenario::List => {
+            Cli::command().print_help()?;
             Ok(())
         }
-        "snapshot-scaling" => snapshot_scaling::run(&opts),
-        "cow-overhead" => cow_overhead::run(&opts),
-        "engine-commit" => engine_commit::run(),
-        "engine-replay" => engine_replay::run(),
-        "backup-throughput" => backup_throughput::run(&opts),
-        "restore-throughput" => restore_throughput::run(&opts),
-        "incremental-cost" => incremental_cost::run(&opts),
-        other => bail!("unknown scenario {other:?}; run with `list` to see the scenarios"),
+        Scenario::SnapshotScaling(o) => snapshot_scaling::run(&o),
+        Scenario::CowOverhead(o) => cow_overhead::run(&o),
+        Scenario::EngineCommit => engine_commit::run(),
+        Scenario::EngineReplay => engine_replay::run(),
+        Scenario::BackupThroughput(o) => backup_throughput::run(&o),
+        Scenario::RestoreThroughput(o) => restore_throughput::run(&o),
+        Scenario::IncrementalCost(o) => incremental_cost::run(&o),
+        Scenario::EventEmit(o) => event_emit::run(&o),
+        Scenario::SnapshotSet(o) => snapshot_set::run(&o),
     }
 }

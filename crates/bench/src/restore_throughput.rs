@@ -19,13 +19,13 @@ use serde_json::json;
 use volume::{FsRef, HostFs};
 use vss::BackupType;
 
-use crate::args::{Opts, median};
+use crate::args::{ThroughputArgs, median};
 use crate::store_setup::{self as setup, MIB};
 
 /// Runs the scenario.
-pub fn run(opts: &Opts) -> anyhow::Result<()> {
-    let db_mib = opts.num("db-mib", 4096)?;
-    let scratch = opts.scratch()?;
+pub fn run(opts: &ThroughputArgs) -> anyhow::Result<()> {
+    let db_mib = opts.db_mib;
+    let scratch = opts.scratch.scratch()?;
     let dir = &scratch.path;
     let node = setup::start(dir, true)?;
     setup::fill(&node, db_mib, 1)?;
@@ -37,7 +37,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
     setup::cp_files(dir, &files, &dir.join("copy"))?;
     let copy_mib = setup::tree_bytes(&dir.join("copy"))? as f64 / MIB;
 
-    let runs = opts.num("runs", 1)?.max(1);
+    let runs = opts.runs.max(1);
     let target = dir.join("restored");
     let (mut ours, mut cps) = (Vec::new(), Vec::new());
     let (mut restore_mib, mut restored_tree_mib, mut generations) = (0.0, 0.0, 0);
@@ -80,7 +80,7 @@ pub fn run(opts: &Opts) -> anyhow::Result<()> {
 
     // The restore's read side alone, on one thread as the restore does it: packs read cold,
     // chunks decompressed and hashed, nothing written.
-    let read_side_mib_s = if opts.num("phases", 0)? != 0 {
+    let read_side_mib_s = if opts.phases {
         setup::drop_caches();
         let t = Instant::now();
         repo.verify_set(&full.set, &|_| {})?;

@@ -13,7 +13,7 @@ use std::path::Path;
 use serde_json::json;
 use volume::{CommitOptions, FileSystem, OpenMode, Volume, VolumeOptions, commit_set};
 
-use crate::args::{Opts, median};
+use crate::args::{SnapshotScalingArgs, median};
 
 fn populate(v: &Volume, files: u64, sparse_len: u64) -> anyhow::Result<()> {
     let small = vec![0x5Au8; 2048];
@@ -44,10 +44,10 @@ fn commit_ms(v: &Volume) -> anyhow::Result<(f64, f64)> {
 }
 
 /// Runs the scenario.
-pub fn run(opts: &Opts) -> anyhow::Result<()> {
-    let runs = opts.num("runs", 7)?.max(5);
-    let files = opts.num("files", 10_000)?;
-    let scratch = opts.scratch()?;
+pub fn run(opts: &SnapshotScalingArgs) -> anyhow::Result<()> {
+    let runs = opts.runs.max(5);
+    let files = opts.files;
+    let scratch = opts.scratch.scratch()?;
     let small = Volume::create(scratch.path.join("small"), VolumeOptions::new("small"))?;
     let large = Volume::create(scratch.path.join("large"), VolumeOptions::new("large"))?;
     populate(&small, files, 1 << 30)?;

@@ -157,7 +157,7 @@ impl StepTimer {
         &self,
         f: impl Fn(&(String, Instant, f64), &(String, Instant, f64)) -> f64,
     ) -> serde_json::Value {
-        let steps = self.0.lock().expect("not poisoned");
+        let steps = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = (String::new(), Instant::now(), process_cpu_ms());
         let mut out = serde_json::Map::new();
         for (i, step) in steps.iter().enumerate() {
@@ -183,7 +183,7 @@ fn process_cpu_ms() -> f64 {
 impl Progress for StepTimer {
     fn step(&self, what: &str) {
         let at = (what.to_string(), Instant::now(), process_cpu_ms());
-        self.0.lock().expect("not poisoned").push(at);
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(at);
     }
     fn bytes(&self, _: u64, _: u64) {}
 }

@@ -80,8 +80,18 @@ impl Checkpoint {
         let signature: [u8; 16] = r.take(16).map_err(f)?.try_into().unwrap();
         let checkpoint = Lsn(r.u64().map_err(f)?);
         let next_dbid = r.u32().map_err(f)?;
+        if next_dbid == u32::MAX {
+            // Attaching a database hands out `next_dbid` and counts on: no id would follow.
+            return Err(format!("next database id {next_dbid} is past the last usable one"));
+        }
         let log_file_size = r.u32().map_err(f)?;
         let page_size = r.u32().map_err(f)?;
+        if checkpoint.offset() > log_file_size {
+            // Recovery would start reading (and seal the log) past the end of the file.
+            return Err(format!(
+                "checkpoint {checkpoint} lies past the end of a log file of {log_file_size} bytes"
+            ));
+        }
         let circular_logging = r.u8().map_err(f)? != 0;
         let count = r.u32().map_err(f)?;
         let mut attached = Vec::new();

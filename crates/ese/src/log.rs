@@ -410,6 +410,9 @@ pub(crate) fn seal(fs: &FsRef, path: &Path, generation: u32, end: u32) -> Result
     bytes.resize(bytes.len() + FRAME, 0);
     let len = f.len().at(path)?;
     let n = bytes.len().min((len.saturating_sub(end as u64)) as usize);
-    f.write_at(&bytes[..n], end as u64).at(path)?;
+    if n > 0 {
+        // Never written past the end: that would only grow the file.
+        f.write_at(&bytes[..n], end as u64).at(path)?;
+    }
     f.sync().at(path)
 }

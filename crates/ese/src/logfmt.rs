@@ -138,6 +138,10 @@ impl LogHeader {
             return Err("not a log file (bad magic)".into());
         }
         let generation = r.u32().map_err(f)?;
+        if generation == u32::MAX {
+            // The engine would roll to the next generation from here; there is none.
+            return Err(format!("generation {generation:#X} is past the last usable one"));
+        }
         #[allow(clippy::unwrap_used)] // take(16) returned 16 bytes
         let signature: [u8; 16] = r.take(16).map_err(f)?.try_into().unwrap();
         let created = r.u64().map_err(f)?;

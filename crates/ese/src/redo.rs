@@ -71,6 +71,10 @@ pub(crate) fn replay(
     let mut pages: HashMap<(String, u64), Slot> = HashMap::new();
     let mut pending: Vec<PageDelta> = Vec::new();
     let mut pending_begin = Lsn(0);
+    // Page changes read so far, and each database's length in pages before replay: a page
+    // number past both sums is damage (see `within_reach`).
+    let mut deltas_seen = 0u64;
+    let mut start_pages: HashMap<String, u64> = HashMap::new();
     let mut prev: Option<&LogFile> = None;
     for (i, lf) in logs.iter().enumerate() {
         let g = lf.header.generation;
@@ -84,9 +88,9 @@ pub(crate) fn replay(
                     after_path: lf.path.clone(),
                 });
             }
-            Some(p) if p.header.generation + 1 != g => {
+            Some(p) if p.header.generation.checked_add(1) != Some(g) => {
                 return Err(EngineError::LogGap {
-                    missing: p.header.generation + 1,
+                    missing: p.header.generation.wrapping_add(1),
                     after_path: p.path.clone(),
                 });
             }
@@ -131,9 +135,17 @@ pub(crate) fn replay(
                         continue;
                     }
                     pending_begin = begin;
+                    deltas_seen += deltas.len() as u64;
                     pending.extend(deltas);
                     if commit {
                         for d in pending.drain(..) {
+                            within_reach(&d, dbs, &names, deltas_seen, &mut start_pages).map_err(
+                                |why| EngineError::LogCorrupt {
+                                    path: lf.path.clone(),
+                                    generation: g,
+                                    why: format!("transaction at {begin}: {why}"),
+                                },
+                            )?;
                             apply(&d, begin, dbs, &names, unknown, &mut pages)?;
                         }
                         out.transactions += 1;
@@ -153,6 +165,47 @@ pub(crate) fn replay(
         db.file.sync().at(&db.path)?;
     }
     Ok(out)
+}
+
+/// Refuses a page change that no valid log can hold, before redo reads or writes the page
+/// (a damaged record's page number would otherwise grow the database to any size).
+///
+/// Pages are allocated in order past the end (`btree::alloc`), and every page allocated
+/// since the replay's start position is changed by a logged transaction (pages allocated
+/// before it were flushed before the checkpoint advanced). So each page a replay can touch
+/// lies below the database's length at the start plus the number of page changes read so far.
+fn within_reach(
+    d: &PageDelta,
+    dbs: &HashMap<String, RedoDb>,
+    names: &HashMap<u32, String>,
+    deltas_seen: u64,
+    start_pages: &mut HashMap<String, u64>,
+) -> std::result::Result<(), String> {
+    if d.pgno < deltas_seen {
+        return Ok(());
+    }
+    let Some(db) = names.get(&d.dbid).and_then(|n| dbs.get(n).map(|db| (n, db))) else {
+        return Ok(()); // `apply` reports or skips an unknown database.
+    };
+    let (name, db) = db;
+    let pages = match start_pages.get(name) {
+        Some(&p) => p,
+        None => {
+            let p = db.file.len().map_err(|e| format!("{}: {e}", db.path.display()))?
+                / db.page_size.max(1) as u64;
+            start_pages.insert(name.clone(), p);
+            p
+        }
+    };
+    if d.pgno >= pages.saturating_add(deltas_seen) {
+        return Err(format!(
+            "it changes page {} of {}, which has {pages} pages, and only {deltas_seen} page \
+             changes were read: the record is damaged",
+            d.pgno,
+            db.path.display()
+        ));
+    }
+    Ok(())
 }
 
 fn apply(

@@ -222,39 +222,3 @@ fn shadow_storage_overflow_deletions_reach_the_event_log() {
     assert_eq!(ev.fields["volume"], "db");
     assert!(n.coord.list_snapshots().is_empty());
 }
-
-/// Prints the flush-and-hold and whole-snapshot-set durations of full jobs over the software
-/// provider (run with SHADOWCOPY_STRESS=1).
-#[test]
-fn snapshot_set_timing_figures() {
-    if std::env::var_os("SHADOWCOPY_STRESS").is_none() {
-        return;
-    }
-    let n = node(config());
-    write(&n.db, "sg0/mail.edb", &vec![7u8; 64 << 20]);
-    let (mut holds, mut sets) = (Vec::new(), Vec::new());
-    for _ in 0..20 {
-        let mut s = n.coord.backup_session(SnapshotContext::Backup).unwrap();
-        s.gather_writer_metadata().unwrap();
-        s.set_backup_state(BackupState {
-            components: n.writer.component_keys(),
-            ..BackupState::default()
-        })
-        .unwrap();
-        s.prepare_for_backup().unwrap();
-        let t = std::time::Instant::now();
-        let hold = s.do_snapshot_set().unwrap().hold;
-        sets.push(t.elapsed().as_secs_f64() * 1e3);
-        holds.push(hold.as_secs_f64() * 1e3);
-        s.backup_complete().unwrap();
-        s.shutdown();
-    }
-    holds.sort_by(f64::total_cmp);
-    sets.sort_by(f64::total_cmp);
-    println!(
-        "{{\"bench\":\"snapshot_set\",\"jobs\":20,\"volumes\":2,\"db_bytes\":{},\"hold_ms_median\":{:.2},\"do_snapshot_set_ms_median\":{:.2}}}",
-        64 << 20,
-        holds[10],
-        sets[10]
-    );
-}
