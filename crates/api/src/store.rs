@@ -90,6 +90,16 @@ pub enum SlotKind {
     Surrogate,
 }
 
+impl SlotKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotKind::Normal => "normal",
+            SlotKind::Snapshot => "snapshot",
+            SlotKind::Surrogate => "surrogate",
+        }
+    }
+}
+
 /// `POST /v1/store`: a storage group with its first database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

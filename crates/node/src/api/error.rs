@@ -5,7 +5,6 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// An error answered as `{"error": {"code": ..., "message": ...}}`.
 #[derive(Debug, Clone)]
@@ -74,7 +73,13 @@ pub async fn json_rejections(response: Response) -> Response {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let body = api::ErrorBody {
+            error: api::ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+                status: None,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }
