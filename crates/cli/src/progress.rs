@@ -66,10 +66,13 @@ impl Waiting {
     }
 }
 
+// The templates are constants, checked by every run that shows progress.
+#[allow(clippy::expect_used)]
 fn spinner_style() -> ProgressStyle {
     ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]").expect("a valid template")
 }
 
+#[allow(clippy::expect_used)]
 fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template(
         "{msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta})",

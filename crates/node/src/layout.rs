@@ -269,6 +269,7 @@ impl Node {
         };
         // What would collide with the storage groups there are, then the syntax (names,
         // relative paths, prefix form, known volumes), then what is on disk.
+        #[allow(clippy::expect_used)] // `system_dir` was filled in above.
         let system_dir = sg.system_dir.clone().expect("set above");
         for g in &rt.layout.storage_groups {
             let g_system = g.system_dir.as_ref().unwrap_or(&g.log_dir);
@@ -365,6 +366,7 @@ impl Node {
             }
             .into());
         }
+        #[allow(clippy::expect_used)] // the database's volume was validated above.
         let fs = self.volume(&db.volume).expect("validated").clone();
         group
             .instance()?

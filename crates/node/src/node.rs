@@ -90,13 +90,7 @@ impl std::fmt::Debug for Node {
 
 /// Bytes of the host file system holding `path` (for percentage shadow-storage limits).
 fn host_fs_size(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter that
-    // statvfs fully initialises on success; on failure we do not read it.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (rc == 0).then(|| st.f_blocks as u64 * st.f_frsize as u64)
+    crate::api::host_fs_size(path).ok()
 }
 
 /// The store's definition of a configured storage group (its volumes are known: the
@@ -160,6 +154,7 @@ impl Node {
             let max = match parse_max_size(&s.max_size) {
                 Some(MaxSize::Bytes(b)) => Some(b),
                 Some(MaxSize::Percent(p)) => {
+                    #[allow(clippy::expect_used)] // Config::validate checked every `on`.
                     let root = &config.volume(&s.on).expect("validated").path;
                     host_fs_size(root).map(|total| total / 100 * p as u64)
                 }

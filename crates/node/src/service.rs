@@ -112,19 +112,20 @@ fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServiceError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(err(e)),
     }
-    // SAFETY: umask only changes the process's file-creation mask; it cannot fail. Setting it
-    // around bind makes the socket owner-only from its creation, with no window in which
-    // another user could connect. No other thread of ours creates files at this point (the
-    // node has started and is idle until the API answers).
-    let old = unsafe { libc::umask(0o177) };
+    // The file-creation mask around bind makes the socket owner-only from its creation, with
+    // no window in which another user could connect. No other thread of ours creates files
+    // at this point (the node has started and is idle until the API answers).
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
     let bound = tokio::net::UnixListener::bind(path);
-    // SAFETY: as above; restores the previous mask.
-    unsafe { libc::umask(old) };
+    rustix::process::umask(old);
     let listener = bound.map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     Ok(listener)
 }
 
+// tokio's signal handlers fail to install only without its signal driver, which every runtime
+// serving the API has (`enable_all`).
+#[allow(clippy::expect_used)]
 async fn signalled() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");

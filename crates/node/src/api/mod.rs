@@ -23,6 +23,7 @@ use std::sync::atomic::AtomicBool;
 use axum::Router;
 use axum::routing::{MethodRouter, get, post};
 
+pub(crate) use convert::host_fs_size;
 pub use error::ApiError;
 
 use crate::Node;
