@@ -8,6 +8,9 @@
 //!
 //! `PROPTEST_CASES=100000 cargo test -p backup --test parsers_mutation` runs a longer campaign.
 
+// Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../../ese/tests/mutation/mod.rs"]
 mod mutation;
 
@@ -49,7 +52,14 @@ fn fixture() -> &'static (BTreeMap<PathBuf, Vec<u8>>, BackupSet) {
         let mut w = repo.begin_set();
         for name in ["text", "noise", "empty"] {
             let f = src.open(Path::new(name), OpenMode::Read).unwrap();
-            w.add_file(&format!("vol/{name}"), "database", "sg1/db1", f.as_ref(), &|_| {}).unwrap();
+            w.add_file(
+                &format!("vol/{name}"),
+                backup::repo::FileRole::Database,
+                "sg1/db1",
+                f.as_ref(),
+                &|_| {},
+            )
+            .unwrap();
         }
         let set = w.publish(SetMeta { node: "n1".into(), ..Default::default() }).unwrap();
         drop(repo);

@@ -1,9 +1,9 @@
 //! `shadowcopy admin`: the reference tool's vocabulary — list writers, providers, shadows and
 //! shadow storage; create shadow; delete shadows; add and resize shadow storage.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::client::Endpoint;
 use crate::progress::bytes;
@@ -53,15 +53,15 @@ pub enum Admin {
         /// The volume that holds the storage (may be the same volume).
         #[arg(long, value_name = "VOLUME")]
         on: String,
-        /// The limit: a size (`500MB`, `2GiB`) or `UNBOUNDED`; beyond it the oldest shadow
-        /// copy is deleted.
+        /// The limit: a size (`500MB`, `2GiB`), a percentage of the volume that holds the
+        /// storage (`20%`), or `UNBOUNDED`; beyond it the oldest shadow copy is deleted.
         #[arg(long, value_name = "SIZE")]
-        maxsize: String,
+        maxsize: api::MaxSize,
     },
     /// Changes the limit of a volume's shadow storage; shrinking below what is used deletes
     /// the oldest shadow copies until it fits.
     #[command(
-        after_help = "Examples:\n  shadowcopy admin resize shadowstorage --for db --maxsize 4GiB\n  shadowcopy admin resize shadowstorage --for db --maxsize UNBOUNDED"
+        after_help = "Examples:\n  shadowcopy admin resize shadowstorage --for db --maxsize 4GiB\n  shadowcopy admin resize shadowstorage --for db --maxsize 10%\n  shadowcopy admin resize shadowstorage --for db --maxsize UNBOUNDED"
     )]
     Resize {
         /// What to resize (only `shadowstorage`).
@@ -70,9 +70,10 @@ pub enum Admin {
         /// The volume whose shadow storage to resize (label or GUID).
         #[arg(long = "for", value_name = "VOLUME")]
         for_volume: String,
-        /// The new limit: a size (`500MB`, `2GiB`) or `UNBOUNDED`.
+        /// The new limit: a size (`500MB`, `2GiB`), a percentage of the volume that holds the
+        /// storage (`10%`), or `UNBOUNDED`.
         #[arg(long, value_name = "SIZE")]
-        maxsize: String,
+        maxsize: api::MaxSize,
     },
 }
 
@@ -126,159 +127,167 @@ pub struct DeleteArgs {
     all: bool,
 }
 
-fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Lists, as a table or as the node's JSON.
+fn list<T: serde::de::DeserializeOwned + Serialize>(
+    node: &Endpoint,
+    path: &str,
+    json: bool,
+    table: impl FnOnce(&T),
+) -> Result<()> {
+    let v: T = node.get(path)?;
+    if json {
+        print_json(&v)
+    } else {
+        table(&v);
+        Ok(())
+    }
 }
 
 pub fn run(node: &Endpoint, cmd: &Admin) -> Result<()> {
     match cmd {
-        Admin::List { what, json } => {
-            let path = match what {
-                ListWhat::Writers => "/v1/writers",
-                ListWhat::Providers => "/v1/providers",
-                ListWhat::Shadows => "/v1/shadows",
-                ListWhat::Shadowstorage => "/v1/shadowstorage",
-            };
-            let v = node.get(path)?;
-            if *json {
-                print_json(&v);
-                return Ok(());
-            }
-            match what {
-                ListWhat::Writers => print_writers(&v),
-                ListWhat::Providers => print_providers(&v),
-                ListWhat::Shadows => print_shadows(&v),
-                ListWhat::Shadowstorage => print_storage(&v),
-            }
-        }
+        Admin::List { what, json } => match what {
+            ListWhat::Writers => list(node, "/v1/writers", *json, print_writers)?,
+            ListWhat::Providers => list(node, "/v1/providers", *json, print_providers)?,
+            ListWhat::Shadows => list(node, "/v1/shadows", *json, print_shadows)?,
+            ListWhat::Shadowstorage => list(node, "/v1/shadowstorage", *json, print_storage)?,
+        },
         Admin::Create { for_volume, .. } => {
-            let v = node.post("/v1/shadows", &json!({ "for": for_volume }))?;
+            let v: api::CreatedShadow =
+                node.post("/v1/shadows", &api::CreateShadow { for_volume: for_volume.clone() })?;
             println!("Successfully created shadow copy for '{for_volume}'");
-            println!("   Shadow Copy Set ID: {{{}}}", s(&v["set_id"]));
-            for sh in v["shadows"].as_array().into_iter().flatten() {
-                println!("   Shadow Copy ID: {{{}}}", s(&sh["id"]));
+            println!("   Shadow Copy Set ID: {{{}}}", v.set_id);
+            for sh in &v.shadows {
+                println!("   Shadow Copy ID: {{{}}}", sh.id);
             }
-            println!(
-                "   Writes held: {:.1} ms (commit {:.1} ms)",
-                v["hold_ms"].as_f64().unwrap_or(0.0),
-                v["commit_ms"].as_f64().unwrap_or(0.0)
-            );
+            println!("   Writes held: {:.1} ms (commit {:.1} ms)", v.hold_ms, v.commit_ms);
         }
         Admin::Delete(d) => {
             if !(d.oldest || d.all || d.shadow.is_some()) {
                 bail!("give --for VOLUME --oldest, --shadow ID, or --all");
             }
-            let v = node.post(
-                "/v1/shadows/delete",
-                &json!({ "for": d.for_volume, "oldest": d.oldest, "shadow": d.shadow, "all": d.all }),
-            )?;
-            let gone = v["deleted"].as_array().map_or(0, Vec::len);
-            println!("Deleted {gone} shadow copies.");
-            for id in v["deleted"].as_array().into_iter().flatten() {
-                println!("   {{{}}}", s(id));
+            let shadow = d
+                .shadow
+                .as_deref()
+                .map(|s| {
+                    s.trim_matches(|c| c == '{' || c == '}')
+                        .parse::<uuid::Uuid>()
+                        .with_context(|| format!("--shadow {s:?} is not a shadow copy ID"))
+                })
+                .transpose()?;
+            let req = api::DeleteShadows {
+                for_volume: d.for_volume.clone(),
+                oldest: d.oldest,
+                shadow,
+                all: d.all,
+            };
+            let v: api::DeletedShadows = node.post("/v1/shadows/delete", &req)?;
+            println!("Deleted {} shadow copies.", v.deleted.len());
+            for id in &v.deleted {
+                println!("   {{{id}}}");
             }
         }
         Admin::Add { for_volume, on, maxsize, .. } => {
-            node.post(
-                "/v1/shadowstorage",
-                &json!({ "for": for_volume, "on": on, "max_size": maxsize }),
-            )?;
+            let req = api::AddShadowStorage {
+                for_volume: for_volume.clone(),
+                on: Some(on.clone()),
+                max_size: *maxsize,
+            };
+            let _: api::ShadowStorageList = node.post("/v1/shadowstorage", &req)?;
             println!(
                 "Successfully added the shadow copy storage association for '{for_volume}' on '{on}'."
             );
         }
         Admin::Resize { for_volume, maxsize, .. } => {
-            node.post(
-                "/v1/shadowstorage/resize",
-                &json!({ "for": for_volume, "max_size": maxsize }),
-            )?;
+            let req =
+                api::ResizeShadowStorage { for_volume: for_volume.clone(), max_size: *maxsize };
+            let _: api::ShadowStorageList = node.post("/v1/shadowstorage/resize", &req)?;
             println!(
-                "Successfully resized the shadow copy storage association for '{for_volume}' to {maxsize}."
+                "Successfully resized the shadow copy storage association for '{for_volume}' to {}.",
+                described(*maxsize)
             );
         }
     }
     Ok(())
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
+/// A limit as the administrator wrote it, near enough.
+fn described(m: api::MaxSize) -> String {
+    match m {
+        api::MaxSize::Bytes(b) => bytes(b),
         other => other.to_string(),
     }
 }
 
-fn print_writers(v: &Value) {
-    for w in v["writers"].as_array().into_iter().flatten() {
-        println!("Writer name: '{}'", s(&w["writer_name"]));
-        println!("   Writer Id: {{{}}}", s(&w["writer_id"]));
-        println!("   Writer Instance: {}", s(&w["instance_name"]));
-        println!("   State: [{}] {}", s(&w["state"]), s(&w["state_name"]));
-        let last = match (&w["failure"], &w["message"]) {
-            (Value::Null, _) => "No error".to_string(),
-            (f, Value::Null) => s(f),
-            (f, m) => format!("{} ({})", s(f), s(m)),
+fn print_writers(v: &api::WriterList) {
+    for w in &v.writers {
+        println!("Writer name: '{}'", w.writer_name);
+        println!("   Writer Id: {{{}}}", w.writer_id);
+        println!("   Writer Instance: {}", w.instance_name);
+        println!("   State: [{}] {}", w.state, w.state_name);
+        let last = match (&w.failure, &w.message) {
+            (None, _) => "No error".to_string(),
+            (Some(f), None) => f.clone(),
+            (Some(f), Some(m)) => format!("{f} ({m})"),
         };
         println!("   Last error: {last}");
         println!();
     }
 }
 
-fn print_providers(v: &Value) {
-    for p in v["providers"].as_array().into_iter().flatten() {
-        println!("Provider name: '{}'", s(&p["name"]));
+fn print_providers(v: &api::ProviderList) {
+    for p in &v.providers {
+        println!("Provider name: '{}'", p.name);
         println!("   Provider type: Software");
-        println!("   Provider Id: {{{}}}", s(&p["provider_id"]));
+        println!("   Provider Id: {{{}}}", p.provider_id);
         println!();
     }
-    for vol in v["volumes"].as_array().into_iter().flatten() {
+    for vol in &v.volumes {
         println!(
             "Volume '{}' {{{}}} at {}: block size {}, {} shadow copies",
-            s(&vol["label"]),
-            s(&vol["guid"]),
-            s(&vol["root"]),
-            bytes(vol["block_size"].as_u64().unwrap_or(0)),
-            s(&vol["snapshots"])
+            vol.label,
+            vol.guid,
+            vol.root,
+            bytes(vol.block_size),
+            vol.snapshots
         );
     }
 }
 
-fn print_shadows(v: &Value) {
-    let list = v["shadows"].as_array().cloned().unwrap_or_default();
-    if list.is_empty() {
+fn print_shadows(v: &api::ShadowList) {
+    if v.shadows.is_empty() {
         println!("No shadow copies.");
         return;
     }
-    for sh in &list {
-        println!("Contents of shadow copy set ID: {{{}}}", s(&sh["set_id"]));
-        println!("   Shadow Copy ID: {{{}}}", s(&sh["id"]));
-        println!("      Original Volume: {} {{{}}}", s(&sh["volume_label"]), s(&sh["volume"]));
-        println!("      Creation time (ms since epoch): {}", s(&sh["created_unix_ms"]));
-        let persistent = sh["persistent"].as_bool() == Some(true);
+    for sh in &v.shadows {
+        println!("Contents of shadow copy set ID: {{{}}}", sh.set_id);
+        println!("   Shadow Copy ID: {{{}}}", sh.id);
+        println!("      Original Volume: {} {{{}}}", sh.volume_label, sh.volume);
+        println!("      Creation time (ms since epoch): {}", sh.created_unix_ms);
         println!(
             "      Attributes: {}",
-            if persistent { "Persistent, Client-accessible" } else { "Non-persistent (backup)" }
+            if sh.persistent { "Persistent, Client-accessible" } else { "Non-persistent (backup)" }
         );
-        println!("      Diff area: {}", bytes(sh["diff_area_bytes"].as_u64().unwrap_or(0)));
-        println!("      Files: {}", s(&sh["files"]));
+        println!("      Diff area: {}", bytes(sh.diff_area_bytes));
+        println!("      Files: {}", sh.files);
         println!();
     }
 }
 
-fn print_storage(v: &Value) {
-    let list = v["shadow_storage"].as_array().cloned().unwrap_or_default();
-    if list.is_empty() {
+fn print_storage(v: &api::ShadowStorageList) {
+    if v.shadow_storage.is_empty() {
         println!("No shadow copy storage associations.");
     }
-    for a in &list {
+    for a in &v.shadow_storage {
         println!("Shadow Copy Storage association");
-        println!("   For volume: {} {{{}}}", s(&a["for_label"]), s(&a["for_volume"]));
-        println!("   Shadow Copy Storage volume: {} {{{}}}", s(&a["on_root"]), s(&a["on_volume"]));
-        println!(
-            "   Used Shadow Copy Storage space: {}",
-            bytes(a["used_bytes"].as_u64().unwrap_or(0))
-        );
-        let max = a["max_bytes"].as_u64().map_or("UNBOUNDED".to_string(), bytes);
+        println!("   For volume: {} {{{}}}", a.for_label, a.for_volume);
+        println!("   Shadow Copy Storage volume: {} {{{}}}", a.on_root, a.on_volume);
+        println!("   Used Shadow Copy Storage space: {}", bytes(a.used_bytes));
+        let max = a.max_bytes.map_or("UNBOUNDED".to_string(), bytes);
         println!("   Maximum Shadow Copy Storage space: {max}");
         println!();
     }

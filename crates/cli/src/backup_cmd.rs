@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
 
-use crate::client::{Endpoint, encode};
+use crate::client::{ClosedMidJob, Endpoint, with_query};
 use crate::progress::{self, bytes};
 
 #[derive(Debug, Subcommand)]
@@ -114,40 +113,66 @@ fn absolute(p: &Path) -> Result<String> {
     Ok(abs.to_string_lossy().into_owned())
 }
 
-fn ms(v: &Value) -> f64 {
-    v.as_f64().unwrap_or(0.0) / 1e3
+/// Adds to a "closed mid-job" error where this job's outcome can be seen.
+fn where_to_look(e: anyhow::Error, hint: impl FnOnce() -> String) -> anyhow::Error {
+    if e.downcast_ref::<ClosedMidJob>().is_some() { e.context(hint()) } else { e }
+}
+
+fn backup_type(t: BackupType) -> api::BackupType {
+    match t {
+        BackupType::Full => api::BackupType::Full,
+        BackupType::Incremental => api::BackupType::Incremental,
+        BackupType::Differential => api::BackupType::Differential,
+        BackupType::Copy => api::BackupType::Copy,
+    }
+}
+
+/// `low-high`, or `-` without logs.
+fn logs(r: Option<api::LogRange>) -> String {
+    r.map_or("-".to_string(), |r| format!("{}-{}", r.low, r.high))
 }
 
 pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
     match cmd {
-        Backup::Run { backup_type, sg, repo, databases } => {
-            let t = format!("{backup_type:?}").to_ascii_lowercase();
+        Backup::Run { backup_type: kind, sg, repo, databases } => {
+            let kind = backup_type(*kind);
+            let t = kind.name();
             let repo = absolute(repo)?;
-            let body = json!({ "type": t, "sg": sg, "repo": repo, "databases": databases });
-            let v = progress::follow(&format!("{t} backup of {sg}"), |on_event| {
+            let body = api::BackupRequest {
+                backup_type: kind,
+                sg: sg.clone(),
+                repo: repo.clone(),
+                databases: databases.clone(),
+            };
+            let v: api::BackupReport = progress::follow(&format!("{t} backup of {sg}"), |on_event| {
                 node.post_streaming("/v1/backup", &body, on_event)
+            })
+            .map_err(|e| {
+                where_to_look(e, || {
+                    format!(
+                        "the {t} backup of {sg}: `shadowcopy backup list --repo {repo}` shows                          whether its set was published"
+                    )
+                })
             })?;
-            let set = &v["set"];
-            println!(
-                "Backup set {} ({t} of {sg}) published in {repo}",
-                set["id"].as_str().unwrap_or("?")
-            );
-            println!("   Job:          {}", v["job"].as_str().unwrap_or("?"));
-            println!("   Files:        {}", set["files"]);
-            if let Some(r) = set["log_range"].as_object() {
-                println!("   Logs:         generations {}-{}", r["low"], r["high"]);
+            let set = &v.set;
+            println!("Backup set {} ({t} of {sg}) published in {repo}", set.id);
+            println!("   Job:          {}", v.job);
+            println!("   Files:        {}", set.files);
+            if let Some(r) = set.log_range {
+                println!("   Logs:         generations {}-{}", r.low, r.high);
             }
-            println!("   Read:         {}", bytes(v["bytes"].as_u64().unwrap_or(0)));
-            println!("   Stored (new): {}", bytes(v["stored_bytes"].as_u64().unwrap_or(0)));
-            println!("   Writes held:  {:.1} ms", v["hold_ms"].as_f64().unwrap_or(0.0));
+            println!("   Read:         {}", bytes(v.bytes));
+            println!("   Stored (new): {}", bytes(v.stored_bytes));
+            println!("   Writes held:  {:.1} ms", v.hold_ms);
             println!(
                 "   Took:         {:.1} s ({}/s)",
-                ms(&v["elapsed_ms"]),
-                bytes(v["throughput_bytes_per_second"].as_f64().unwrap_or(0.0) as u64)
+                v.elapsed_ms / 1e3,
+                bytes(v.throughput_bytes_per_second as u64)
             );
         }
         Backup::List { repo, json } => {
-            let v = node.get(&format!("/v1/backup/sets?repo={}", encode(&absolute(repo)?)))?;
+            let q = api::RepoQuery { repo: absolute(repo)? };
+            let v: api::SetList = node.get(&with_query("/v1/backup/sets", &q)?)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
@@ -156,39 +181,37 @@ pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
                 "{:<36}  {:<12}  {:<8}  {:>6}  {:>10}  logs",
                 "set", "type", "sg", "files", "bytes"
             );
-            for s in v["sets"].as_array().into_iter().flatten() {
-                let logs = s["log_range"]
-                    .as_object()
-                    .map_or("-".to_string(), |r| format!("{}-{}", r["low"], r["high"]));
+            for s in &v.sets {
                 println!(
-                    "{:<36}  {:<12}  {:<8}  {:>6}  {:>10}  {logs}",
-                    s["id"].as_str().unwrap_or("?"),
-                    s["type"].as_str().unwrap_or("?"),
-                    s["storage_group"].as_str().unwrap_or("?"),
-                    s["files"].to_string(),
-                    bytes(s["bytes"].as_u64().unwrap_or(0)),
+                    "{:<36}  {:<12}  {:<8}  {:>6}  {:>10}  {}",
+                    s.id.to_string(),
+                    s.backup_type,
+                    s.storage_group,
+                    s.files.to_string(),
+                    bytes(s.bytes),
+                    logs(s.log_range),
                 );
             }
         }
         Backup::Verify { repo, set } => {
-            let repo = absolute(repo)?;
-            let body = json!({ "repo": repo, "set": set });
-            let v = progress::follow(&format!("verifying set {set}"), |on_event| {
-                node.post_streaming("/v1/backup/verify", &body, on_event)
-            })?;
-            let r = &v["report"];
+            let body = api::VerifyRequest { repo: absolute(repo)?, set: set.clone() };
+            let v: api::VerifyReport =
+                progress::follow(&format!("verifying set {set}"), |on_event| {
+                    node.post_streaming("/v1/backup/verify", &body, on_event)
+                })?;
+            let r = &v.report;
             println!(
                 "Set {} verified: {} files, {}: every hash; {} database(s), {} page checksums; \
                  log generations {:#X} to {:#X}, {} record checksums ({:.1} s).",
-                v["set"]["id"].as_str().unwrap_or("?"),
-                v["set"]["files"],
-                bytes(v["set"]["bytes"].as_u64().unwrap_or(0)),
-                r["databases"],
-                r["pages"],
-                r["first"].as_u64().unwrap_or(0),
-                r["last"].as_u64().unwrap_or(0),
-                r["records"],
-                ms(&v["elapsed_ms"])
+                v.set.id,
+                v.set.files,
+                bytes(v.set.bytes),
+                r.databases,
+                r.pages,
+                r.first,
+                r.last,
+                r.records,
+                v.elapsed_ms / 1e3
             );
         }
     }
@@ -197,47 +220,43 @@ pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
 
 pub fn run_restore(node: &Endpoint, r: &Restore) -> Result<()> {
     let to = r.to.as_deref().map(absolute).transpose()?;
-    let body = json!({
-        "repo": absolute(&r.repo)?,
-        "set": r.set,
-        "original": r.original,
-        "allow_overwrite": r.allow_overwrite,
-        "to": to,
-        "roll_forward": roll_forward_choice(r),
-    });
-    let v = progress::follow(&format!("restoring set {}", r.set), |on_event| {
+    let body = api::RestoreRequest {
+        repo: absolute(&r.repo)?,
+        set: r.set.clone(),
+        original: r.original,
+        allow_overwrite: r.allow_overwrite,
+        to,
+        roll_forward: roll_forward_choice(r),
+    };
+    let v: api::RestoreReport = progress::follow(&format!("restoring set {}", r.set), |on_event| {
         node.post_streaming("/v1/restore", &body, on_event)
+    })
+    .map_err(|e| {
+        where_to_look(e, || {
+            format!(
+                "the restore of set {}: the node's events (`shadowcopy events --source requester`) \
+                 say whether it ended; a restore that did not end left the target as it was or \
+                 in its staging directory",
+                r.set
+            )
+        })
     })?;
-    let sets: Vec<String> = v["sets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.as_str().map(str::to_string))
-        .collect();
-    println!(
-        "Restored {} from {} set(s): {}",
-        v["storage_group"].as_str().unwrap_or("?"),
-        sets.len(),
-        sets.join(", ")
-    );
-    println!("   Files: {}, {}", v["files"], bytes(v["bytes"].as_u64().unwrap_or(0)));
+    let sets: Vec<String> = v.sets.iter().map(ToString::to_string).collect();
+    println!("Restored {} from {} set(s): {}", v.storage_group, sets.len(), sets.join(", "));
+    println!("   Files: {}, {}", v.files, bytes(v.bytes));
     println!(
         "   Recovery: {} log generations, {} transactions, {} pages written",
-        v["generations_replayed"].as_array().map_or(0, Vec::len),
-        v["transactions"],
-        v["pages_written"]
+        v.generations_replayed.len(),
+        v.transactions,
+        v.pages_written
     );
-    for d in v["databases"].as_array().into_iter().flatten() {
-        println!(
-            "   Database {} at {}",
-            d["name"].as_str().unwrap_or("?"),
-            d["path"].as_str().unwrap_or("?")
-        );
+    for d in &v.databases {
+        println!("   Database {} at {}", d.name, d.path);
     }
-    if v["superseded_logs"].is_object() {
-        println!("   {}", superseded_line(&v["superseded_logs"]));
+    if let Some(s) = &v.superseded_logs {
+        println!("   {}", superseded_line(s));
     }
-    println!("   Took {:.1} s", ms(&v["elapsed_ms"]));
+    println!("   Took {:.1} s", v.elapsed_ms / 1e3);
     Ok(())
 }
 
@@ -252,10 +271,10 @@ fn roll_forward_choice(r: &Restore) -> Option<bool> {
 
 /// Tells the administrator where a point-in-time restore over the original location moved
 /// the live logs (nothing was deleted).
-fn superseded_line(s: &Value) -> String {
-    let dir = s["path"].as_str().or(s["dir"].as_str()).unwrap_or("?");
-    let files = s["files"].as_array().map_or(0, Vec::len);
-    match (s["first"].as_u64(), s["last"].as_u64()) {
+fn superseded_line(s: &api::SupersededLogs) -> String {
+    let dir = s.path.as_deref().unwrap_or(&s.dir);
+    let files = s.files.len();
+    match (s.first, s.last) {
         (Some(first), Some(last)) => format!(
             "Superseded logs: the live logs from generation {first:#X} to {last:#X} and the checkpoint ({files} files) were moved to {dir}"
         ),

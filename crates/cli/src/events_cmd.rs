@@ -2,11 +2,10 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
-use serde_json::Value;
 
-use crate::client::{Endpoint, encode};
+use crate::client::{Endpoint, with_query};
 
 /// How often `--follow` asks the node for new events.
 const FOLLOW_EVERY: Duration = Duration::from_millis(500);
@@ -41,51 +40,41 @@ pub struct Events {
     json: bool,
 }
 
-fn query(e: &Events, since: Option<u64>) -> String {
-    let mut q = Vec::new();
-    if let Some(j) = &e.job {
-        q.push(format!("job={}", encode(j)));
-    }
-    if let Some(s) = &e.source {
-        q.push(format!("source={}", encode(s)));
-    }
-    if let Some(i) = e.id {
-        q.push(format!("id={i}"));
-    }
-    if let Some(s) = since {
-        q.push(format!("since_ms={s}"));
-    }
-    if let Some(l) = e.limit.filter(|_| since == e.since) {
-        q.push(format!("limit={l}"));
-    }
-    format!("/v1/events?{}", q.join("&"))
+fn query(e: &Events, since: Option<u64>) -> Result<String> {
+    let job = e
+        .job
+        .as_deref()
+        .map(|j| j.parse::<uuid::Uuid>().with_context(|| format!("--job {j:?} is not a job ID")))
+        .transpose()?;
+    let q = api::EventQuery {
+        job,
+        source: e.source.clone(),
+        id: e.id,
+        since_ms: since,
+        limit: e.limit.filter(|_| since == e.since),
+    };
+    with_query("/v1/events", &q)
 }
 
-fn print(ev: &Value, json: bool) {
+fn print(ev: &api::Event, json: bool) -> Result<()> {
     if json {
-        println!("{ev}");
-        return;
+        println!("{}", serde_json::to_string(ev)?);
+        return Ok(());
     }
-    let job = ev["job"].as_str().map(|j| format!(" job {j}")).unwrap_or_default();
-    println!(
-        "{} {:<7} {:<11} {:>5}{job}: {}",
-        ev["time_ms"],
-        ev["level"].as_str().unwrap_or("?"),
-        ev["source"].as_str().unwrap_or("?"),
-        ev["id"],
-        ev["message"].as_str().unwrap_or("")
-    );
+    let job = ev.job.map(|j| format!(" job {j}")).unwrap_or_default();
+    println!("{} {:<7} {:<11} {:>5}{job}: {}", ev.time_ms, ev.level, ev.source, ev.id, ev.message);
+    Ok(())
 }
 
 pub fn run(node: &Endpoint, e: &Events) -> Result<()> {
-    let v = node.get(&query(e, e.since))?;
+    let v: api::EventList = node.get(&query(e, e.since)?)?;
     let mut last_time = e.since.unwrap_or(0);
     // Events with the newest time already printed: a later poll asks from that time again
     // (`since` is inclusive) and skips exactly these.
-    let mut printed_at_last: Vec<Value> = Vec::new();
-    let mut show = |events: &[Value], last_time: &mut u64| {
+    let mut printed_at_last: Vec<api::Event> = Vec::new();
+    let mut show = |events: &[api::Event], last_time: &mut u64| -> Result<()> {
         for ev in events {
-            let t = ev["time_ms"].as_u64().unwrap_or(0);
+            let t = ev.time_ms;
             if t == *last_time && printed_at_last.contains(ev) {
                 continue;
             }
@@ -94,16 +83,17 @@ pub fn run(node: &Endpoint, e: &Events) -> Result<()> {
                 printed_at_last.clear();
             }
             printed_at_last.push(ev.clone());
-            print(ev, e.json);
+            print(ev, e.json)?;
         }
+        Ok(())
     };
-    show(v["events"].as_array().map_or(&[][..], Vec::as_slice), &mut last_time);
+    show(&v.events, &mut last_time)?;
     if !e.follow {
         return Ok(());
     }
     loop {
         std::thread::sleep(FOLLOW_EVERY);
-        let v = node.get(&query(e, Some(last_time)))?;
-        show(v["events"].as_array().map_or(&[][..], Vec::as_slice), &mut last_time);
+        let v: api::EventList = node.get(&query(e, Some(last_time))?)?;
+        show(&v.events, &mut last_time)?;
     }
 }

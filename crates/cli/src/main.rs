@@ -8,7 +8,7 @@
 
 mod admin;
 mod backup_cmd;
-mod client;
+use cli::client;
 mod demo;
 mod events_cmd;
 mod inspect;

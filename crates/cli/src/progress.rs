@@ -10,6 +10,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use api::ProgressLine;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
@@ -65,10 +66,13 @@ impl Waiting {
     }
 }
 
+// The templates are constants, checked by every run that shows progress.
+#[allow(clippy::expect_used)]
 fn spinner_style() -> ProgressStyle {
     ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]").expect("a valid template")
 }
 
+#[allow(clippy::expect_used)]
 fn bar_style() -> ProgressStyle {
     ProgressStyle::with_template(
         "{msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta})",
@@ -82,30 +86,29 @@ fn bar_style() -> ProgressStyle {
 /// per tenth done, with the file count.
 pub fn follow<T>(
     what: &str,
-    f: impl FnOnce(&mut dyn FnMut(&Value)) -> anyhow::Result<T>,
+    f: impl FnOnce(&mut dyn FnMut(&ProgressLine<Value>)) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let w = Waiting::start(what);
     let mut in_bar = false;
     let mut plain = PlainBytes::default();
     let mut step = String::new();
     let mut files: Option<(u64, u64)> = None;
-    let mut on_event = |v: &Value| match (v["event"].as_str(), &w.bar) {
-        (Some("step"), Some(b)) => {
+    let mut on_event = |v: &ProgressLine<Value>| match (v, &w.bar) {
+        (ProgressLine::Step { what: s }, Some(b)) => {
             if in_bar {
                 b.set_style(spinner_style());
                 in_bar = false;
             }
-            step = v["what"].as_str().unwrap_or("").to_string();
+            step = s.clone();
             files = None;
             b.set_message(format!("{what}: {step}"));
         }
-        (Some("step"), None) => {
+        (ProgressLine::Step { what: s }, None) => {
             plain = PlainBytes::default();
             files = None;
-            eprintln!("{what}: {}", v["what"].as_str().unwrap_or(""));
+            eprintln!("{what}: {s}");
         }
-        (Some("files"), bar) => {
-            let (done, total) = (v["done"].as_u64().unwrap_or(0), v["total"].as_u64().unwrap_or(0));
+        (&ProgressLine::Files { done, total }, bar) => {
             files = Some((done, total));
             match bar {
                 Some(b) => b.set_message(format!("{what}: {step} (files {done}/{total})")),
@@ -115,18 +118,17 @@ pub fn follow<T>(
                 None => {}
             }
         }
-        (Some("bytes"), Some(b)) => {
+        (&ProgressLine::Bytes { done, total }, Some(b)) => {
             if !in_bar {
                 b.set_style(bar_style());
                 // The rate and ETA are of the copy, not of the steps before it.
                 b.reset_eta();
                 in_bar = true;
             }
-            b.set_length(v["total"].as_u64().unwrap_or(0));
-            b.set_position(v["done"].as_u64().unwrap_or(0));
+            b.set_length(total);
+            b.set_position(done);
         }
-        (Some("bytes"), None) => {
-            let (done, total) = (v["done"].as_u64().unwrap_or(0), v["total"].as_u64().unwrap_or(0));
+        (&ProgressLine::Bytes { done, total }, None) => {
             if let Some(line) = plain.update(done, total, Instant::now()) {
                 match files {
                     Some((d, t)) => eprintln!("{what}: {line}, files {d}/{t}"),

@@ -4,9 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use serde_json::{Value, json};
 
-use crate::client::{Endpoint, encode};
+use crate::client::{Endpoint, segment, with_query};
 use crate::progress::{self, bytes};
 
 #[derive(Debug, Subcommand)]
@@ -163,7 +162,7 @@ pub enum Mail {
 pub fn run_store(node: &Endpoint, cmd: &Store) -> Result<()> {
     match cmd {
         Store::Status { json } => {
-            let v = node.get("/v1/store")?;
+            let v: api::StoreStatus = node.get("/v1/store")?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -172,13 +171,14 @@ pub fn run_store(node: &Endpoint, cmd: &Store) -> Result<()> {
         }
         Store::Create(c) => create(node, c)?,
         Store::Mount { storage_group } => {
-            progress::run(&format!("mounting {storage_group}"), || {
-                node.post(&format!("/v1/store/{}/mount", encode(storage_group)), &json!({}))
+            let _: api::Mounted = progress::run(&format!("mounting {storage_group}"), || {
+                node.post(&format!("/v1/store/{}/mount", segment(storage_group)), &())
             })?;
             println!("Storage group {storage_group} is mounted.");
         }
         Store::Dismount { storage_group } => {
-            node.post(&format!("/v1/store/{}/dismount", encode(storage_group)), &json!({}))?;
+            let _: api::Mounted =
+                node.post(&format!("/v1/store/{}/dismount", segment(storage_group)), &())?;
             println!("Storage group {storage_group} is dismounted.");
         }
     }
@@ -199,111 +199,106 @@ fn create(node: &Endpoint, cmd: &Create) -> Result<()> {
             database_path,
             json,
         } => {
-            let body = json!({
-                "name": name,
-                "log_volume": log_volume,
-                "log_dir": log_dir,
-                "system_dir": system_dir,
-                "prefix": prefix,
-                "circular_logging": circular_logging,
-                "database": { "name": database, "volume": database_volume, "path": database_path },
-            });
-            let v = progress::run(&format!("creating storage group {name}"), || {
-                node.post("/v1/store", &body)
-            })?;
+            let body = api::CreateStorageGroup {
+                name: name.clone(),
+                log_volume: log_volume.clone(),
+                log_dir: log_dir.clone(),
+                system_dir: system_dir.clone(),
+                prefix: prefix.clone(),
+                circular_logging: *circular_logging,
+                database: api::CreateDatabase {
+                    name: database.clone(),
+                    volume: database_volume.clone(),
+                    path: database_path.clone(),
+                },
+            };
+            let v: api::CreatedStorageGroup =
+                progress::run(&format!("creating storage group {name}"), || {
+                    node.post("/v1/store", &body)
+                })?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
-            let sg = &v["storage_group"];
+            let sg = &v.storage_group;
             println!("Storage group {name} is created and mounted.");
             println!(
                 "   Logs:       {}:{} (prefix {}{})",
-                sg["log_volume"].as_str().unwrap_or("?"),
-                sg["log_dir"].as_str().unwrap_or("?"),
-                sg["prefix"].as_str().unwrap_or("?"),
-                if sg["circular_logging"] == true { ", circular logging" } else { "" }
+                sg.log_volume,
+                sg.log_dir,
+                sg.prefix,
+                if sg.circular_logging { ", circular logging" } else { "" }
             );
             println!(
                 "   Checkpoint: {}:{}",
-                sg["log_volume"].as_str().unwrap_or("?"),
-                sg["system_dir"].as_str().unwrap_or("?")
+                sg.log_volume,
+                sg.system_dir.as_deref().unwrap_or("?")
             );
-            for d in sg["database"].as_array().into_iter().flatten() {
+            for d in &sg.databases {
                 print_database(d);
             }
         }
         Create::Database { name, sg, volume, path, json } => {
-            let body = json!({ "name": name, "volume": volume, "path": path });
-            let v = progress::run(&format!("creating database {sg}/{name}"), || {
-                node.post(&format!("/v1/store/{}/databases", encode(sg)), &body)
-            })?;
+            let body = api::CreateDatabase {
+                name: name.clone(),
+                volume: volume.clone(),
+                path: path.clone(),
+            };
+            let v: api::CreatedDatabase =
+                progress::run(&format!("creating database {sg}/{name}"), || {
+                    node.post(&format!("/v1/store/{}/databases", segment(sg)), &body)
+                })?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
             println!("Database {name} is created in storage group {sg}, which is mounted.");
-            print_database(&v["database"]);
+            print_database(&v.database);
         }
     }
     Ok(())
 }
 
-fn print_database(d: &Value) {
-    println!(
-        "   Database {}: {}:{}",
-        d["name"].as_str().unwrap_or("?"),
-        d["volume"].as_str().unwrap_or("?"),
-        d["path"].as_str().unwrap_or("?")
-    );
+fn print_database(d: &api::DatabaseConfig) {
+    println!("   Database {}: {}:{}", d.name, d.volume, d.path);
 }
 
-fn slot(v: &Value) -> String {
-    if v.is_null() {
-        return "none".into();
-    }
-    format!(
-        "generations {}-{} at {} ({})",
-        v["gen_low"],
-        v["gen_high"],
-        v["time"],
-        v["kind"].as_str().unwrap_or("?")
-    )
+fn slot(v: Option<api::BackupSlot>) -> String {
+    let Some(v) = v else { return "none".into() };
+    format!("generations {}-{} at {} ({})", v.gen_low, v.gen_high, v.time, v.kind.as_str())
 }
 
-fn print_status(v: &Value) {
-    for g in v["storage_groups"].as_array().into_iter().flatten() {
-        let mounted = g["mounted"].as_bool() == Some(true);
-        println!(
-            "Storage group {}: {}",
-            g["name"].as_str().unwrap_or("?"),
-            if mounted { "mounted" } else { "dismounted" }
-        );
-        if let Some(e) = g["mount_error"].as_str() {
+/// A generation that may be unknown, as JSON wrote it (`null`).
+fn generation(g: Option<u32>) -> String {
+    g.map_or("null".to_string(), |g| g.to_string())
+}
+
+fn print_status(v: &api::StoreStatus) {
+    for g in &v.storage_groups {
+        println!("Storage group {}: {}", g.name, if g.mounted { "mounted" } else { "dismounted" });
+        if let Some(e) = &g.mount_error {
             println!("   Mount failed:          {e}");
         }
-        if let Some(l) = g.get("log").filter(|l| !l.is_null()) {
-            println!("   Log generation:        {}", l["current_generation"]);
-            println!("   Checkpoint generation: {}", l["checkpoint_generation"]);
+        if let Some(l) = &g.log {
+            println!("   Log generation:        {}", l.current_generation);
+            println!("   Checkpoint generation: {}", l.checkpoint_generation);
             println!(
                 "   Log files on disk:     {} (generations {}-{})",
-                l["log_files"], l["lowest_generation"], l["highest_generation"]
+                l.log_files,
+                generation(l.lowest_generation),
+                generation(l.highest_generation)
             );
         }
-        match g["backup_in_progress"].as_str() {
+        match g.backup_in_progress {
             Some(job) => println!("   Backup in progress:    job {job}"),
             None => println!("   Backup in progress:    no"),
         }
-        for d in g["databases"].as_array().into_iter().flatten() {
-            println!(
-                "   Database {} ({})",
-                d["name"].as_str().unwrap_or("?"),
-                d["state"].as_str().unwrap_or("?")
-            );
-            println!("      Last full backup:         {}", slot(&d["previous_full"]));
-            println!("      Last incremental backup:  {}", slot(&d["previous_incremental"]));
-            println!("      Last differential backup: {}", slot(&d["previous_differential"]));
-            println!("      Last copy backup:         {}", slot(&d["previous_copy"]));
+        for d in &g.databases {
+            println!("   Database {} ({})", d.name, d.state.as_deref().unwrap_or("?"));
+            println!("      Last full backup:         {}", slot(d.previous_full));
+            println!("      Last incremental backup:  {}", slot(d.previous_incremental));
+            println!("      Last differential backup: {}", slot(d.previous_differential));
+            println!("      Last copy backup:         {}", slot(d.previous_copy));
         }
         println!();
     }
@@ -312,47 +307,50 @@ fn print_status(v: &Value) {
 pub fn run_mail(node: &Endpoint, cmd: &Mail) -> Result<()> {
     match cmd {
         Mail::Load { sg, db, messages, seconds, mailboxes } => {
-            if messages.is_none() && seconds.is_none() {
-                bail!("give --messages N or --seconds N");
-            }
             let what = match (messages, seconds) {
                 (Some(n), _) => format!("delivering {n} messages to {sg}/{db}"),
                 (_, Some(s)) => format!("delivering mail to {sg}/{db} for {s} s"),
-                _ => unreachable!("checked above"),
+                _ => bail!("give --messages N or --seconds N"),
             };
-            let v = progress::run(&what, || {
-                node.post(
-                    "/v1/mail/load",
-                    &json!({ "sg": sg, "db": db, "messages": messages, "seconds": seconds, "mailboxes": mailboxes }),
-                )
-            })?;
+            let body = api::MailLoad {
+                sg: sg.clone(),
+                db: db.clone(),
+                messages: *messages,
+                seconds: *seconds,
+                mailboxes: Some(*mailboxes),
+                seed: None,
+            };
+            let v: api::MailLoaded = progress::run(&what, || node.post("/v1/mail/load", &body))?;
             println!(
                 "Delivered {} messages to {sg}/{db} in {:.1} s ({} errors).",
-                v["delivered"],
-                v["elapsed_ms"].as_f64().unwrap_or(0.0) / 1e3,
-                v["errors"]
+                v.delivered,
+                v.elapsed_ms / 1e3,
+                v.errors
             );
-            if let Some(e) = v["last_error"].as_str() {
+            if let Some(e) = &v.last_error {
                 println!("Last error: {e}");
             }
         }
         Mail::Count { sg, db, path, json } => {
-            let mut url = format!("/v1/mail/count?sg={}&db={}", encode(sg), encode(db));
-            if let Some(p) = path {
-                let abs =
-                    std::path::absolute(p).with_context(|| format!("resolving {}", p.display()))?;
-                url.push_str(&format!("&path={}", encode(&abs.display().to_string())));
-            }
-            let v = node.get(&url)?;
+            let path = path
+                .as_ref()
+                .map(|p| {
+                    std::path::absolute(p)
+                        .map(|abs| abs.display().to_string())
+                        .with_context(|| format!("resolving {}", p.display()))
+                })
+                .transpose()?;
+            let q = api::MailCountQuery { sg: sg.clone(), db: db.clone(), path };
+            let v: api::MailCount = node.get(&with_query("/v1/mail/count", &q)?)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
                     "{sg}/{db}: {} messages in {} mailboxes, {} (digest {})",
-                    v["messages"],
-                    v["mailboxes"],
-                    bytes(v["bytes"].as_u64().unwrap_or(0)),
-                    v["digest"].as_str().unwrap_or("?")
+                    v.messages,
+                    v.mailboxes,
+                    bytes(v.bytes),
+                    v.digest
                 );
             }
         }

@@ -1,5 +1,8 @@
 //! The README's main job: `shadowcopy demo` runs to the end and proves no message was lost.
 
+// Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 #[test]

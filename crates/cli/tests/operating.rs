@@ -1,6 +1,9 @@
 //! Operating a node as an administrator would (issue 12): output into a closed pipe, and
 //! `inspect` on damaged or foreign files.
 
+// Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::os::unix::process::ExitStatusExt;

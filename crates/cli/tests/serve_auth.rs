@@ -1,8 +1,14 @@
 //! The API's doors: the socket is owner-only, TCP needs the token.
 
+// Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use common::{Served, config, raw_http};
 
@@ -11,14 +17,15 @@ const TOKEN: &str = "s3cret-token-0123456789";
 #[test]
 fn socket_is_owner_only_and_tcp_needs_the_token() {
     let dir = tempfile::tempdir().unwrap();
-    // A free port: bind, read it, release it for the node.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let extra = format!("\n[api]\ntcp = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\"\n");
+    // Port 0: the node binds a free port and logs which, so no other process can take it
+    // between our choosing it and the node binding it.
+    let extra = format!("\n[api]\ntcp = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n");
     // A stale socket file from a previous run is replaced.
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
     drop(std::os::unix::net::UnixListener::bind(dir.path().join("data/api.sock")).unwrap());
     let log = dir.path().join("node.log");
     let node = Served::start_logged(dir.path(), &config(dir.path(), &extra), &log);
+    let port = logged_port(&log);
 
     let mode = std::fs::metadata(&node.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "socket mode {mode:o}");
@@ -58,4 +65,23 @@ fn socket_is_owner_only_and_tcp_needs_the_token() {
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("(bearer token required)"), "the log was captured:\n{logged}");
     assert!(!logged.contains(TOKEN), "the token is in the node's log:\n{logged}");
+}
+
+/// The port the node logged it listens on (it is listening once the socket answers, and logs
+/// the TCP address before that; the deadline covers a slow log write).
+fn logged_port(log: &Path) -> u16 {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let port = text.lines().filter(|l| l.contains("API listening on TCP")).find_map(|l| {
+            let after = &l[l.find("127.0.0.1:")? + "127.0.0.1:".len()..];
+            let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u16>().ok()
+        });
+        if let Some(port) = port {
+            return port;
+        }
+        assert!(Instant::now() < until, "the node never logged its TCP address:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -1,5 +1,8 @@
 //! End to end through the real binary: a node served on its socket, driven by the command.
 
+// Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{BIN, Served, config};
@@ -262,7 +265,9 @@ fn sigterm_stops_a_running_mail_load_and_dismounts_cleanly() {
         .spawn()
         .unwrap();
     // Wait until deliveries are under way.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while node.json(&["mail", "count", "--sg", "SG1", "--db", "DB1"])["messages"] == 0 {
+        assert!(std::time::Instant::now() < until, "waited 120 s for a first delivery");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let config_path = node.config.clone();

@@ -2,6 +2,9 @@
 //! (event 8015), leaves none of its snapshots, no log was truncated for it, the store mounts,
 //! and the next full succeeds.
 
+// Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -23,8 +26,9 @@ fn kill_9_during_a_backup_then_restart() {
     // Start a full backup and kill the node as soon as the storage group is held by it. A
     // backup that finished before it was seen is simply tried again.
     let mut killed_job = None;
+    let mut client = None;
     for _ in 0..20 {
-        let mut backup = node.spawn_full_backup(&repo, false);
+        let mut backup = node.spawn_full_backup(&repo, true);
         let until = Instant::now() + Duration::from_secs(60);
         while backup.try_wait().unwrap().is_none() && Instant::now() < until {
             if let Some(job) = node.backup_in_progress() {
@@ -34,14 +38,22 @@ fn kill_9_during_a_backup_then_restart() {
             std::thread::sleep(Duration::from_millis(1));
         }
         if killed_job.is_some() {
-            let _ = backup.kill();
-            let _ = backup.wait();
+            client = Some(backup);
             break;
         }
-        let _ = backup.wait();
+        let _ = backup.wait_with_output();
     }
     let job = killed_job.expect("no backup was ever seen in progress");
     node.kill9();
+    // The command following the job hears the connection close in the middle of its progress
+    // stream, and says so and where to look (unless the job ended just before the kill).
+    let out = client.expect("the backup's command").wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        assert!(said.contains("closed the connection in the middle of the job"), "{said}");
+        assert!(said.contains("shadowcopy backup list --repo"), "{said}");
+        assert!(!said.contains("chunk size"), "{said}");
+    }
 
     let node = Served::start(dir.path(), &config(dir.path(), ""));
     // The interrupted job is reported failed.

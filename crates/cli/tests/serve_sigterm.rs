@@ -2,6 +2,9 @@
 //! (writers told abort, then backup shutdown), the node waits for it, dismounts cleanly and
 //! exits 0; nothing was published or truncated, and the next start mounts without recovery.
 
+// Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

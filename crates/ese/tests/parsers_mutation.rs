@@ -10,6 +10,9 @@
 //!
 //! `PROPTEST_CASES=100000 cargo test -p ese --test parsers_mutation` runs a longer campaign.
 
+// Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 mod mutation;
 

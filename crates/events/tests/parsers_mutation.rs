@@ -6,6 +6,9 @@
 //!
 //! `PROPTEST_CASES=100000 cargo test -p events --test parsers_mutation` runs a longer campaign.
 
+// Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../../ese/tests/mutation/mod.rs"]
 mod mutation;
 

@@ -112,19 +112,19 @@ fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServiceError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(err(e)),
     }
-    // Setting the mask around bind makes the socket owner-only from its creation, with no
-    // window in which another user could connect. No other thread of ours creates files at
-    // this point (the node has started and is idle until the API answers).
-    let old = set_umask(0o177);
+    // The file-creation mask around bind makes the socket owner-only from its creation, with
+    // no window in which another user could connect. No other thread of ours creates files
+    // at this point (the node has started and is idle until the API answers).
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
     let bound = tokio::net::UnixListener::bind(path);
-    set_umask(old);
+    rustix::process::umask(old);
     let listener = bound.map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     Ok(listener)
 }
 
-// Installing a handler fails only when the runtime has no signal driver; `run` builds it
-// with `enable_all`.
+// tokio's signal handlers fail to install only without its signal driver, which every runtime
+// serving the API has (`enable_all`).
 #[allow(clippy::expect_used)]
 async fn signalled() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -170,11 +170,7 @@ pub fn run(config: Config) -> Result<(), ServiceError> {
 /// checkpoints, packs, restored files — gets the configured permissions
 /// ([`crate::config::NodeSection::umask`]) without each creator having to say so.
 fn set_umask(mask: u32) -> u32 {
-    // SAFETY: umask(2) only replaces the process's creation mask; it cannot fail and touches
-    // no memory.
-    #[allow(unsafe_code)]
-    let old = unsafe { libc::umask(mask as libc::mode_t) };
-    old as u32
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask)).bits()
 }
 
 /// The storage groups mounted, and those that failed with why, for the ready line.

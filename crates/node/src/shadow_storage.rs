@@ -102,16 +102,7 @@ impl RuntimeShadowStorage {
 
 /// Bytes of the host file system holding `path` (for percentage shadow-storage limits).
 fn host_fs_size(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
-    #[allow(unsafe_code)]
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter that
-    // statvfs fully initialises on success; on failure we do not read it.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-    (rc == 0).then(|| st.f_blocks as u64 * st.f_frsize as u64)
+    crate::api::host_fs_size(path).ok()
 }
 
 /// The limit a configuration entry asks for, in bytes (`None`: no limit).

@@ -1,6 +1,6 @@
 //! The API in process: a node served on a temporary socket, spoken to in raw HTTP/1.1.
 
-// Test helpers unwrap as the tests do: clippy.toml allows it only inside #[test] functions.
+// Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
@@ -40,7 +40,13 @@ impl Api {
             }))
             .unwrap();
         });
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while UnixStream::connect(&socket).is_err() {
+            assert!(
+                std::time::Instant::now() < until,
+                "waited 60 s for the API socket {} to answer",
+                socket.display()
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         Api { socket, stop: Some(tx), thread: Some(thread), node }
@@ -457,4 +463,42 @@ fn storage_groups_and_databases_are_created_at_runtime_and_kept_across_restarts(
     }
     let (s, v) = api.json("POST", "/v1/store", Some(sg("SG2", json!({}))));
     assert_eq!((s, code(&v)), (409, "already_exists"), "{v}");
+}
+
+/// The router and the OpenAPI document come from one table: every route of the table is
+/// answered by the router (with its method), every path and method of the document is in the
+/// table, and the reverse.
+#[test]
+fn every_route_is_in_the_openapi_document_and_the_reverse() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(dir.path());
+    let (s, doc) = api.json("GET", "/v1/openapi.json", None);
+    assert_eq!(s, 200, "{doc}");
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.push((method.to_ascii_uppercase(), path.clone()));
+        }
+    }
+    documented.sort();
+    let mut table: Vec<(String, String)> = api::ENDPOINTS
+        .iter()
+        .map(|e| (e.method.as_str().to_string(), e.path.to_string()))
+        .collect();
+    table.sort();
+    assert_eq!(documented, table);
+    for (method, path) in &table {
+        // A storage group that does not exist: the route answers, and changes nothing.
+        let path = path.replace("{sg}", "NOPE");
+        let (status, _, body) = api.call(method, &path, Some(""), "application/json");
+        assert!(
+            !body.contains("no_such_endpoint") && !body.contains("method_not_allowed"),
+            "{method} {path}: {status} {body}"
+        );
+        let other = if method == "GET" { "POST" } else { "GET" };
+        if !table.iter().any(|(m, p)| m == other && p.replace("{sg}", "NOPE") == path) {
+            let (status, _, body) = api.call(other, &path, Some(""), "application/json");
+            assert_eq!(status, 405, "{other} {path}: {body}");
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! A node on real copy-on-write volumes: backups through the software provider, restart.
 
-// Test helpers unwrap as the tests do: clippy.toml allows it only inside #[test] functions.
+// Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -36,16 +36,11 @@ fn backups_through_real_copy_on_write_snapshots_and_restart() {
         },
     )
     .unwrap();
-    while load.acknowledged() < 100 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_deliveries(&load, 100);
     let requester = node.requester(repo.clone());
     let req = |t| BackupRequest { storage_group: "SG1".into(), backup_type: t, databases: vec![] };
     let full = requester.backup(&req(BackupType::Full), &Quiet).unwrap();
-    let until = load.acknowledged() + 100;
-    while load.acknowledged() < until {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_deliveries(&load, load.acknowledged() + 100);
     let inc = requester.backup(&req(BackupType::Incremental), &Quiet).unwrap();
     let ledger = load.stop();
     assert_eq!(ledger.errors, 0, "{:?}", ledger.last_error);
@@ -79,4 +74,18 @@ fn backups_through_real_copy_on_write_snapshots_and_restart() {
         )
         .unwrap();
     ledger.verify(&sg.mail("DB1").unwrap(), u64::MAX).unwrap();
+}
+
+/// Waits until the load generator has `n` deliveries acknowledged; fails after a deadline
+/// generous for a slow machine, naming what it waited for.
+fn wait_for_deliveries(load: &LoadGenerator, n: u64) {
+    let until = std::time::Instant::now() + Duration::from_secs(120);
+    while load.acknowledged() < n {
+        assert!(
+            std::time::Instant::now() < until,
+            "waited 120 s for {n} acknowledged deliveries; {} arrived",
+            load.acknowledged()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

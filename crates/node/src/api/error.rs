@@ -5,7 +5,6 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// An error answered as `{"error": {"code": ..., "message": ...}}`.
 #[derive(Debug, Clone)]
@@ -53,6 +52,11 @@ pub async fn json_rejections(response: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
+    // A body that is JSON but not the request's type (a missing field, an unknown backup
+    // type, a max size that is not one) is the caller's mistake like any malformed request:
+    // 400, as when the handlers checked the fields themselves, not the framework's 422.
+    let status =
+        if status == StatusCode::UNPROCESSABLE_ENTITY { StatusCode::BAD_REQUEST } else { status };
     let code = match status {
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
@@ -74,7 +78,13 @@ pub async fn json_rejections(response: Response) -> Response {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let body = api::ErrorBody {
+            error: api::ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+                status: None,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }

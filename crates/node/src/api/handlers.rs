@@ -8,76 +8,84 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
-use serde::Deserialize;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::error::ApiError;
 use super::metrics::CommitFigures;
-use super::{AppState, blocking};
-use crate::config::{MaxSize, parse_max_size};
+use super::{AppState, blocking, convert};
 use crate::layout::{CreateError, NewDatabase, NewStorageGroup};
 
-type ApiResult = Result<Json<Value>, ApiError>;
+type ApiResult<T> = Result<Json<T>, ApiError>;
 
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no_such_endpoint", "no such endpoint; see the node's API documentation")
 }
 
-pub async fn writers(State(s): State<AppState>) -> ApiResult {
+/// The contract of this API, generated from its types and its table of endpoints.
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(api::openapi())
+}
+
+pub async fn writers(State(s): State<AppState>) -> ApiResult<api::WriterList> {
     blocking(&s, |node, _| {
-        let list: Vec<Value> = node
+        let writers = node
             .coordinator()
             .list_writers()
             .into_iter()
-            .map(|w| {
-                json!({
-                    "writer_name": w.writer_name,
-                    "writer_id": w.key.writer_id,
-                    "instance_name": w.key.instance_name,
-                    "state": w.status.state.code(),
-                    "state_name": w.status.state.name(),
-                    "failure": w.status.failure.map(|f| f.as_str()),
-                    "message": w.status.message,
-                })
+            .map(|w| api::Writer {
+                writer_name: w.writer_name,
+                writer_id: w.key.writer_id,
+                instance_name: w.key.instance_name,
+                state: w.status.state.code(),
+                state_name: w.status.state.name().to_string(),
+                failure: w.status.failure.map(|f| f.as_str().to_string()),
+                message: w.status.message,
             })
             .collect();
-        Ok(Json(json!({ "writers": list })))
+        Ok(Json(api::WriterList { writers }))
     })
     .await
 }
 
-pub async fn providers(State(s): State<AppState>) -> ApiResult {
+pub async fn providers(State(s): State<AppState>) -> ApiResult<api::ProviderList> {
     blocking(&s, |node, _| {
-        let list: Vec<Value> = node
+        let providers = node
             .coordinator()
             .list_providers()
             .into_iter()
-            .map(|(id, name)| json!({ "provider_id": id, "name": name, "type": "software" }))
+            .map(|(provider_id, name)| api::Provider {
+                provider_id,
+                name,
+                provider_type: "software".into(),
+            })
             .collect();
-        Ok(Json(json!({ "providers": list, "volumes": node.provider().volumes() })))
+        let volumes = node.provider().volumes().into_iter().map(convert::volume_info).collect();
+        Ok(Json(api::ProviderList { providers, volumes }))
     })
     .await
 }
 
-pub async fn shadows(State(s): State<AppState>) -> ApiResult {
-    blocking(&s, |node, _| Ok(Json(json!({ "shadows": node.provider().query() })))).await
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ForVolume {
-    #[serde(rename = "for")]
-    pub for_volume: String,
+pub async fn shadows(State(s): State<AppState>) -> ApiResult<api::ShadowList> {
+    blocking(&s, |node, _| {
+        let shadows = node.provider().query().into_iter().map(convert::shadow).collect();
+        Ok(Json(api::ShadowList { shadows }))
+    })
+    .await
 }
 
 /// `create shadow`: a persistent, client-accessible snapshot of one volume.
-pub async fn create_shadow(State(s): State<AppState>, Json(req): Json<ForVolume>) -> ApiResult {
+pub async fn create_shadow(
+    State(s): State<AppState>,
+    Json(req): Json<api::CreateShadow>,
+) -> ApiResult<api::CreatedShadow> {
     blocking(&s, move |node, metrics| {
         let p = node.provider();
         let opts = volume::CommitOptions { persistent: true, ..Default::default() };
         let set = p.begin_set(opts);
         if let Err(e) = p.add_volume(set, &req.for_volume) {
-            let _ = p.abort(set);
+            if let Err(abort) = p.abort(set) {
+                tracing::warn!(set = %set, error = %abort, "aborting the refused shadow set failed");
+            }
             return Err(e.into());
         }
         let started = Instant::now();
@@ -89,33 +97,23 @@ pub async fn create_shadow(State(s): State<AppState>, Json(req): Json<ForVolume>
             commit_seconds: commit.as_secs_f64(),
             hold_seconds: committed.hold.as_secs_f64(),
         });
-        let infos: Vec<_> = committed.snapshots.iter().map(|c| c.info.clone()).collect();
+        let shadows =
+            committed.snapshots.iter().map(|c| convert::shadow(c.info.clone())).collect();
         tracing::info!(set = %set, volume = %req.for_volume, "created a persistent shadow");
-        Ok(Json(json!({
-            "set_id": set,
-            "shadows": infos,
-            "hold_ms": committed.hold.as_secs_f64() * 1e3,
-            "commit_ms": commit.as_secs_f64() * 1e3,
-        })))
+        Ok(Json(api::CreatedShadow {
+            set_id: set,
+            shadows,
+            hold_ms: committed.hold.as_secs_f64() * 1e3,
+            commit_ms: commit.as_secs_f64() * 1e3,
+        }))
     })
     .await
 }
 
-#[derive(Debug, Deserialize)]
-pub struct DeleteShadows {
-    #[serde(rename = "for")]
-    pub for_volume: Option<String>,
-    #[serde(default)]
-    pub oldest: bool,
-    pub shadow: Option<Uuid>,
-    #[serde(default)]
-    pub all: bool,
-}
-
 pub async fn delete_shadows(
     State(s): State<AppState>,
-    Json(req): Json<DeleteShadows>,
-) -> ApiResult {
+    Json(req): Json<api::DeleteShadows>,
+) -> ApiResult<api::DeletedShadows> {
     blocking(&s, move |node, _| {
         let p = node.provider();
         let deleted: Vec<Uuid> = match (&req.for_volume, req.oldest, req.shadow, req.all) {
@@ -146,36 +144,29 @@ pub async fn delete_shadows(
                 ));
             }
         };
-        Ok(Json(json!({ "deleted": deleted })))
+        Ok(Json(api::DeletedShadows { deleted }))
     })
     .await
 }
 
-pub async fn shadow_storage(State(s): State<AppState>) -> ApiResult {
-    blocking(&s, |node, _| {
-        Ok(Json(json!({ "shadow_storage": node.provider().list_shadow_storage() })))
-    })
-    .await
+pub async fn shadow_storage(State(s): State<AppState>) -> ApiResult<api::ShadowStorageList> {
+    blocking(&s, |node, _| Ok(Json(convert::shadow_storage(node.provider().list_shadow_storage()))))
+        .await
 }
 
-#[derive(Debug, Deserialize)]
-pub struct StorageRequest {
-    #[serde(rename = "for")]
-    pub for_volume: String,
-    pub on: Option<String>,
-    pub max_size: String,
-}
-
-fn max_bytes(text: &str) -> Result<Option<u64>, ApiError> {
-    match parse_max_size(text) {
-        Some(MaxSize::Unbounded) => Ok(None),
-        Some(MaxSize::Bytes(b)) => Ok(Some(b)),
-        Some(MaxSize::Percent(_)) => Err(ApiError::bad_request(
-            "a percentage max size is only accepted in the configuration file; give a size",
-        )),
-        None => Err(ApiError::bad_request(format!(
-            "max size {text:?} is not a size (\"2GiB\") or \"UNBOUNDED\""
-        ))),
+/// The limit in bytes (`None`: unbounded); a percentage is of the host file system that holds
+/// the volume `on` (the storage's volume), as in the configuration file.
+fn max_bytes(node: &crate::Node, on: &str, max: api::MaxSize) -> Result<Option<u64>, ApiError> {
+    match max {
+        api::MaxSize::Unbounded => Ok(None),
+        api::MaxSize::Bytes(b) => Ok(Some(b)),
+        api::MaxSize::Percent(p) => {
+            let root = node.provider().volume(on)?.root().to_path_buf();
+            let total = convert::host_fs_size(&root).map_err(|e| {
+                ApiError::internal(format!("finding the size of {}: {e}", root.display()))
+            })?;
+            Ok(Some(total / 100 * u64::from(p)))
+        }
     }
 }
 
@@ -190,78 +181,81 @@ fn shadow_storage_error(e: crate::shadow_storage::ShadowStorageError) -> ApiErro
 
 pub async fn add_shadow_storage(
     State(s): State<AppState>,
-    Json(req): Json<StorageRequest>,
-) -> ApiResult {
+    Json(req): Json<api::AddShadowStorage>,
+) -> ApiResult<api::ShadowStorageList> {
     blocking(&s, move |node, _| {
         let on = req.on.clone().ok_or_else(|| ApiError::bad_request("`on` is required"))?;
-        node.add_shadow_storage(&req.for_volume, &on, max_bytes(&req.max_size)?)
-            .map_err(shadow_storage_error)?;
-        Ok(Json(json!({ "shadow_storage": node.provider().list_shadow_storage() })))
+        let max = max_bytes(node, &on, req.max_size)?;
+        node.add_shadow_storage(&req.for_volume, &on, max).map_err(shadow_storage_error)?;
+        Ok(Json(convert::shadow_storage(node.provider().list_shadow_storage())))
     })
     .await
 }
 
 pub async fn resize_shadow_storage(
     State(s): State<AppState>,
-    Json(req): Json<StorageRequest>,
-) -> ApiResult {
+    Json(req): Json<api::ResizeShadowStorage>,
+) -> ApiResult<api::ShadowStorageList> {
     blocking(&s, move |node, _| {
-        node.resize_shadow_storage(&req.for_volume, max_bytes(&req.max_size)?)
-            .map_err(shadow_storage_error)?;
-        Ok(Json(json!({ "shadow_storage": node.provider().list_shadow_storage() })))
+        let p = node.provider();
+        let on = p.volume(&req.for_volume)?.shadow_storage().on_volume.to_string();
+        let max = max_bytes(node, &on, req.max_size)?;
+        node.resize_shadow_storage(&req.for_volume, max).map_err(shadow_storage_error)?;
+        Ok(Json(convert::shadow_storage(p.list_shadow_storage())))
     })
     .await
 }
 
 /// Per storage group: mounted, log and checkpoint generations, log files on disk, the
 /// backup history from each database header, and the job holding it, if any.
-pub async fn store_status(State(s): State<AppState>) -> ApiResult {
+pub async fn store_status(State(s): State<AppState>) -> ApiResult<api::StoreStatus> {
     blocking(&s, |node, _| {
-        let mut groups = Vec::new();
+        let mut storage_groups = Vec::new();
         for g in node.store().storage_groups() {
             let mounted = g.is_mounted();
             let (log, databases) = match g.instance() {
                 Ok(inst) => {
-                    let log = inst.log_state().ok().map(|l| {
-                        json!({
-                            "current_generation": l.current_generation,
-                            "checkpoint_generation": l.checkpoint_generation,
-                            "log_files": l.generations.len(),
-                            "lowest_generation": l.generations.first(),
-                            "highest_generation": l.generations.last(),
-                            "disk_full": l.disk_full,
-                        })
+                    let log = inst.log_state().ok().map(|l| api::LogStatus {
+                        current_generation: l.current_generation,
+                        checkpoint_generation: l.checkpoint_generation,
+                        log_files: l.generations.len() as u64,
+                        lowest_generation: l.generations.first().copied(),
+                        highest_generation: l.generations.last().copied(),
+                        disk_full: l.disk_full,
                     });
-                    let dbs: Vec<Value> = g
+                    let dbs = g
                         .def()
                         .databases
                         .iter()
                         .map(|d| match inst.database_header(&d.name) {
-                            Ok(h) => json!({
-                                "name": d.name,
-                                "state": format!("{:?}", h.state),
-                                "previous_full": h.previous_full,
-                                "previous_incremental": h.previous_incremental,
-                                "previous_differential": h.previous_differential,
-                                "previous_copy": h.previous_copy,
-                            }),
-                            Err(e) => json!({ "name": d.name, "error": e.to_string() }),
+                            Ok(h) => api::DatabaseStatus {
+                                state: Some(format!("{:?}", h.state)),
+                                previous_full: convert::slot(h.previous_full),
+                                previous_incremental: convert::slot(h.previous_incremental),
+                                previous_differential: convert::slot(h.previous_differential),
+                                previous_copy: convert::slot(h.previous_copy),
+                                ..api::DatabaseStatus::named(&d.name)
+                            },
+                            Err(e) => api::DatabaseStatus {
+                                error: Some(e.to_string()),
+                                ..api::DatabaseStatus::named(&d.name)
+                            },
                         })
                         .collect();
                     (log, dbs)
                 }
                 Err(_) => (None, Vec::new()),
             };
-            groups.push(json!({
-                "name": g.name(),
-                "mounted": mounted,
-                "mount_error": g.mount_error(),
-                "log": log,
-                "databases": databases,
-                "backup_in_progress": g.backup_in_progress(),
-            }));
+            storage_groups.push(api::StorageGroupStatus {
+                name: g.name().to_string(),
+                mounted,
+                mount_error: g.mount_error(),
+                log,
+                databases,
+                backup_in_progress: g.backup_in_progress(),
+            });
         }
-        Ok(Json(json!({ "storage_groups": groups })))
+        Ok(Json(api::StoreStatus { storage_groups }))
     })
     .await
 }
@@ -284,13 +278,29 @@ fn create_error(e: CreateError) -> ApiError {
 /// is mounted at every later start.
 pub async fn create_storage_group(
     State(s): State<AppState>,
-    Json(req): Json<NewStorageGroup>,
-) -> ApiResult {
+    Json(req): Json<api::CreateStorageGroup>,
+) -> ApiResult<api::CreatedStorageGroup> {
     blocking(&s, move |node, _| {
+        let req = NewStorageGroup {
+            name: req.name,
+            log_volume: req.log_volume,
+            log_dir: req.log_dir.map(Into::into),
+            system_dir: req.system_dir.map(Into::into),
+            prefix: req.prefix,
+            circular_logging: req.circular_logging,
+            database: new_database(req.database),
+        };
         let sg = node.create_storage_group(req).map_err(create_error)?;
-        Ok(Json(json!({ "storage_group": sg, "mounted": true })))
+        Ok(Json(api::CreatedStorageGroup {
+            storage_group: convert::via_serde("the storage group created", &sg)?,
+            mounted: true,
+        }))
     })
     .await
+}
+
+fn new_database(d: api::CreateDatabase) -> NewDatabase {
+    NewDatabase { name: d.name, volume: d.volume, path: d.path.map(Into::into) }
 }
 
 /// Creates a database in a mounted storage group (which is dismounted and mounted again
@@ -298,41 +308,44 @@ pub async fn create_storage_group(
 pub async fn add_database(
     State(s): State<AppState>,
     Path(sg): Path<String>,
-    Json(req): Json<NewDatabase>,
-) -> ApiResult {
-    blocking(&s, move |node, _| Ok(Json(node.add_database(&sg, req).map_err(create_error)?))).await
+    Json(req): Json<api::CreateDatabase>,
+) -> ApiResult<api::CreatedDatabase> {
+    blocking(&s, move |node, _| {
+        let created = node.add_database(&sg, new_database(req)).map_err(create_error)?;
+        Ok(Json(convert::via_serde("the database created", &created)?))
+    })
+    .await
 }
 
-pub async fn mount(State(s): State<AppState>, Path(sg): Path<String>) -> ApiResult {
+pub async fn mount(State(s): State<AppState>, Path(sg): Path<String>) -> ApiResult<api::Mounted> {
     blocking(&s, move |node, _| {
         node.store().storage_group(&sg)?.mount()?;
-        Ok(Json(json!({ "storage_group": sg, "mounted": true })))
+        Ok(Json(api::Mounted { storage_group: sg, mounted: true }))
     })
     .await
 }
 
-pub async fn dismount(State(s): State<AppState>, Path(sg): Path<String>) -> ApiResult {
+pub async fn dismount(
+    State(s): State<AppState>,
+    Path(sg): Path<String>,
+) -> ApiResult<api::Mounted> {
     blocking(&s, move |node, _| {
         node.store().storage_group(&sg)?.dismount(false)?;
-        Ok(Json(json!({ "storage_group": sg, "mounted": false })))
+        Ok(Json(api::Mounted { storage_group: sg, mounted: false }))
     })
     .await
 }
 
-#[derive(Debug, Deserialize)]
-pub struct EventQuery {
-    pub job: Option<Uuid>,
-    pub source: Option<String>,
-    pub id: Option<u32>,
-    pub since_ms: Option<u64>,
-    pub limit: Option<usize>,
-}
-
-pub async fn events(State(s): State<AppState>, Query(q): Query<EventQuery>) -> ApiResult {
+pub async fn events(
+    State(s): State<AppState>,
+    Query(q): Query<api::EventQuery>,
+) -> ApiResult<api::EventList> {
     let source = match q.source.as_deref() {
         None => None,
         Some(name) => Some(
-            serde_json::from_value::<events::Source>(Value::String(name.to_ascii_lowercase()))
+            serde_json::from_value::<events::Source>(serde_json::Value::String(
+                name.to_ascii_lowercase(),
+            ))
                 .map_err(|_| {
                     ApiError::bad_request(format!(
                         "unknown event source {name:?} (coordinator, store, engine, replication, provider, requester)"
@@ -348,7 +361,11 @@ pub async fn events(State(s): State<AppState>, Query(q): Query<EventQuery>) -> A
         limit: q.limit,
         ..Default::default()
     };
-    blocking(&s, move |node, _| Ok(Json(json!({ "events": node.events().query(&filter)? })))).await
+    blocking(&s, move |node, _| {
+        let events = node.events().query(&filter)?.into_iter().map(convert::event).collect();
+        Ok(Json(api::EventList { events }))
+    })
+    .await
 }
 
 pub async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {

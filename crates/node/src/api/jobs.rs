@@ -12,36 +12,25 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use backup::repo::Repository;
 use backup::{BackupRequest, Progress, Quiet, RestoreRequest, RestoreTarget};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::Serialize;
 use store::load::{LoadConfig, LoadGenerator};
 use volume::{FsRef, HostFs};
-use vss::BackupType;
 
 use super::error::ApiError;
 use super::metrics::{BackupFigures, CommitFigures, Metrics};
-use super::{AppState, blocking, stream};
+use super::{AppState, blocking, convert, stream};
 use crate::Node;
 
-type ApiResult = Result<Json<Value>, ApiError>;
+type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// Longest mail load one request may run.
 const MAX_LOAD_SECONDS: u64 = 3600;
 
-#[derive(Debug, Deserialize)]
-pub struct LoadRequest {
-    pub sg: String,
-    pub db: String,
-    pub messages: Option<u64>,
-    pub seconds: Option<u64>,
-    #[serde(default)]
-    pub mailboxes: Option<usize>,
-    #[serde(default)]
-    pub seed: Option<u64>,
-}
-
 /// Delivers mail to a database until `messages` were delivered or `seconds` passed.
-pub async fn mail_load(State(s): State<AppState>, Json(req): Json<LoadRequest>) -> ApiResult {
+pub async fn mail_load(
+    State(s): State<AppState>,
+    Json(req): Json<api::MailLoad>,
+) -> ApiResult<api::MailLoaded> {
     if req.messages.is_some() == req.seconds.is_some() {
         return Err(ApiError::bad_request("give exactly one of `messages` or `seconds`"));
     }
@@ -76,43 +65,37 @@ pub async fn mail_load(State(s): State<AppState>, Json(req): Json<LoadRequest>) 
                 ledger.last_error.unwrap_or_else(|| "every delivery failed".into()),
             ));
         }
-        Ok(Json(json!({
-            "storage_group": req.sg,
-            "database": req.db,
-            "delivered": ledger.delivered.len(),
-            "errors": ledger.errors,
-            "last_error": ledger.last_error,
-            "elapsed_ms": elapsed.as_secs_f64() * 1e3,
-        })))
+        Ok(Json(api::MailLoaded {
+            storage_group: req.sg,
+            database: req.db,
+            delivered: ledger.delivered.len() as u64,
+            errors: ledger.errors as u64,
+            last_error: ledger.last_error,
+            elapsed_ms: elapsed.as_secs_f64() * 1e3,
+        }))
     })
     .await
 }
 
-#[derive(Debug, Deserialize)]
-pub struct CountQuery {
-    pub sg: String,
-    pub db: String,
-    /// A directory on the node that a restore with `--to` wrote (`<db>.edb`, `logs/`), to
-    /// count instead of the mounted database.
-    pub path: Option<String>,
-}
-
-pub async fn mail_count(State(s): State<AppState>, Query(q): Query<CountQuery>) -> ApiResult {
+pub async fn mail_count(
+    State(s): State<AppState>,
+    Query(q): Query<api::MailCountQuery>,
+) -> ApiResult<api::MailCount> {
     blocking(&s, move |node, _| {
         let sg = node.store().storage_group(&q.sg)?;
         let d = match &q.path {
             None => sg.mail(&q.db)?.digest()?,
             Some(dir) => restored_digest(&sg.def(), &q.db, dir)?,
         };
-        Ok(Json(json!({
-            "storage_group": q.sg,
-            "database": q.db,
-            "path": q.path,
-            "messages": d.messages,
-            "mailboxes": d.mailboxes,
-            "bytes": d.bytes,
-            "digest": d.digest.to_hex().to_string(),
-        })))
+        Ok(Json(api::MailCount {
+            storage_group: q.sg,
+            database: q.db,
+            path: q.path,
+            messages: d.messages,
+            mailboxes: d.mailboxes,
+            bytes: d.bytes,
+            digest: d.digest.to_hex().to_string(),
+        }))
     })
     .await
 }
@@ -169,37 +152,12 @@ fn open_repo(path: &str) -> Result<Arc<Repository>, ApiError> {
     Ok(Arc::new(Repository::open_host(&repo_path(path)?)?))
 }
 
-fn parse_type(t: &str) -> Result<BackupType, ApiError> {
-    match t.to_ascii_lowercase().as_str() {
-        "full" => Ok(BackupType::Full),
-        "incremental" => Ok(BackupType::Incremental),
-        "differential" => Ok(BackupType::Differential),
-        "copy" => Ok(BackupType::Copy),
-        other => Err(ApiError::bad_request(format!(
-            "backup type {other:?} is not full, incremental, differential or copy"
-        ))),
-    }
-}
-
-#[derive(Debug, Deserialize)]
-pub struct BackupBody {
-    #[serde(rename = "type")]
-    pub backup_type: String,
-    pub sg: String,
-    pub repo: String,
-    #[serde(default)]
-    pub databases: Vec<String>,
-}
-
 pub async fn backup(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Json(req): Json<BackupBody>,
+    Json(req): Json<api::BackupRequest>,
 ) -> Response {
-    let backup_type = match parse_type(&req.backup_type) {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
-    };
+    let backup_type = convert::backup_type(req.backup_type);
     run_job(&s, &headers, move |node, metrics, progress| {
         let request = BackupRequest {
             storage_group: req.sg.clone(),
@@ -236,15 +194,15 @@ pub async fn backup(
             });
         }
         let secs = report.elapsed.as_secs_f64();
-        Ok(json!({
-            "set": set_summary(&report.set),
-            "job": report.job,
-            "bytes": report.bytes,
-            "stored_bytes": report.stored_bytes,
-            "hold_ms": report.hold.as_secs_f64() * 1e3,
-            "elapsed_ms": secs * 1e3,
-            "throughput_bytes_per_second": report.bytes as f64 / secs.max(1e-9),
-        }))
+        Ok(api::BackupReport {
+            set: convert::set_summary(&report.set),
+            job: report.job,
+            bytes: report.bytes,
+            stored_bytes: report.stored_bytes,
+            hold_ms: report.hold.as_secs_f64() * 1e3,
+            elapsed_ms: secs * 1e3,
+            throughput_bytes_per_second: report.bytes as f64 / secs.max(1e-9),
+        })
     })
     .await
 }
@@ -294,9 +252,10 @@ fn aborted_by_shutdown(stopping: &AtomicBool, e: ApiError) -> ApiError {
 /// Runs a job on the blocking pool: answering its report when it ends, or, when the client
 /// asked for it, streaming its progress and then the report ([`stream`]). The job is counted
 /// in [`AppState::running`] and aborted when the service shuts down.
-async fn run_job<F>(s: &AppState, headers: &HeaderMap, job: F) -> Response
+async fn run_job<T, F>(s: &AppState, headers: &HeaderMap, job: F) -> Response
 where
-    F: FnOnce(&Node, &Metrics, &dyn Progress) -> Result<Value, ApiError> + Send + 'static,
+    T: Serialize + Send + 'static,
+    F: FnOnce(&Node, &Metrics, &dyn Progress) -> Result<T, ApiError> + Send + 'static,
 {
     if s.stopping.load(Ordering::Relaxed) {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", SHUTTING_DOWN)
@@ -329,90 +288,48 @@ where
     }
 }
 
-fn set_summary(s: &backup::repo::BackupSet) -> Value {
-    json!({
-        "id": s.id,
-        "created_unix_ms": s.created_unix_ms,
-        "node": s.node,
-        "type": s.backup_type,
-        "storage_group": s.storage_group,
-        "job": s.job_id,
-        "base_set": s.base_set,
-        "log_range": s.log_range.as_ref().map(|r| json!({"low": r.low, "high": r.high})),
-        "files": s.files.len(),
-        "bytes": s.data_bytes(),
-    })
-}
-
-#[derive(Debug, Deserialize)]
-pub struct RepoQuery {
-    pub repo: String,
-}
-
-pub async fn backup_sets(State(s): State<AppState>, Query(q): Query<RepoQuery>) -> ApiResult {
+pub async fn backup_sets(
+    State(s): State<AppState>,
+    Query(q): Query<api::RepoQuery>,
+) -> ApiResult<api::SetList> {
     blocking(&s, move |_, _| {
         let repo = open_repo(&q.repo)?;
-        let sets: Vec<Value> = repo.list_sets()?.iter().map(set_summary).collect();
-        Ok(Json(json!({ "sets": sets })))
+        let sets = repo.list_sets()?.iter().map(convert::set_summary).collect();
+        Ok(Json(api::SetList { sets }))
     })
     .await
-}
-
-#[derive(Debug, Deserialize)]
-pub struct VerifyBody {
-    pub repo: String,
-    pub set: String,
 }
 
 pub async fn verify(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Json(req): Json<VerifyBody>,
+    Json(req): Json<api::VerifyRequest>,
 ) -> Response {
     run_job(&s, &headers, move |_, _, progress| {
         let repo = open_repo(&req.repo)?;
         let set = repo.load_set(&req.set)?;
         let started = Instant::now();
         let report = backup::verify_set(&repo, &set, progress)?;
-        Ok(json!({
-            "set": set_summary(&set),
-            "verified": true,
-            "report": report,
-            "elapsed_ms": started.elapsed().as_secs_f64() * 1e3,
-        }))
+        Ok(api::VerifyReport {
+            set: convert::set_summary(&set),
+            verified: true,
+            report: convert::via_serde("the verification report", &report)?,
+            elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
     })
     .await
-}
-
-#[derive(Debug, Deserialize)]
-pub struct RestoreBody {
-    pub repo: String,
-    pub set: String,
-    /// Restore over the storage group's own files.
-    #[serde(default)]
-    pub original: bool,
-    #[serde(default)]
-    pub allow_overwrite: bool,
-    /// Or into this directory (absolute, on the node).
-    pub to: Option<String>,
-    /// Continue through the storage group's later logs after the backed-up ones, or stop at
-    /// the backup's point in time. Either target takes either; the default is to roll
-    /// forward at the original location (the usual recovery from a lost database) and not
-    /// at an alternate one (the usual point-in-time copy). A point-in-time restore over the
-    /// original location moves the live logs aside (reported as `superseded_logs`).
-    pub roll_forward: Option<bool>,
 }
 
 pub async fn restore(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Json(req): Json<RestoreBody>,
+    Json(req): Json<api::RestoreRequest>,
 ) -> Response {
     run_job(&s, &headers, move |node, metrics, progress| {
         let (target, alternate_root) = restore_target(&req)?;
         let outcome = restore_job(node, req, target, alternate_root, progress);
         match &outcome {
-            Ok(report) => metrics.record_restore(report["bytes"].as_u64().unwrap_or(0)),
+            Ok(report) => metrics.record_restore(report.bytes),
             Err(_) => metrics.record_restore_failure(),
         }
         outcome
@@ -420,7 +337,7 @@ pub async fn restore(
     .await
 }
 
-fn restore_target(req: &RestoreBody) -> Result<(RestoreTarget, Option<PathBuf>), ApiError> {
+fn restore_target(req: &api::RestoreRequest) -> Result<(RestoreTarget, Option<PathBuf>), ApiError> {
     let mut alternate_root: Option<PathBuf> = None;
     let target = match (&req.to, req.original) {
         (Some(dir), false) => {
@@ -441,11 +358,11 @@ fn restore_target(req: &RestoreBody) -> Result<(RestoreTarget, Option<PathBuf>),
 
 fn restore_job(
     node: &Node,
-    req: RestoreBody,
+    req: api::RestoreRequest,
     target: RestoreTarget,
     alternate_root: Option<PathBuf>,
     progress: &dyn Progress,
-) -> Result<Value, ApiError> {
+) -> Result<api::RestoreReport, ApiError> {
     let repo = open_repo(&req.repo)?;
     let started = Instant::now();
     let report = node.restorer(repo).restore(
@@ -456,39 +373,39 @@ fn restore_job(
         },
         progress,
     )?;
-    Ok(json!({
-        "storage_group": report.storage_group,
-        "sets": report.sets,
-        "files": report.files,
-        "bytes": report.bytes,
-        "generations_replayed": report.recovery.generations,
-        "transactions": report.recovery.transactions,
-        "pages_written": report.recovery.pages_written,
-        "databases": report
+    Ok(api::RestoreReport {
+        storage_group: report.storage_group,
+        sets: report.sets,
+        files: report.files as u64,
+        bytes: report.bytes,
+        generations_replayed: report.recovery.generations,
+        transactions: report.recovery.transactions,
+        pages_written: report.recovery.pages_written,
+        databases: report
             .databases
             .iter()
             .map(|(n, p)| {
                 let path = alternate_root.as_ref().map_or_else(|| p.clone(), |r| r.join(p));
-                json!({ "name": n, "path": path })
+                api::RestoredDatabase { name: n.clone(), path: convert::path(&path) }
             })
-            .collect::<Vec<_>>(),
-        "superseded_logs": report.superseded_logs.as_ref().map(|s| superseded_json(node, s)),
-        "elapsed_ms": started.elapsed().as_secs_f64() * 1e3,
-    }))
+            .collect(),
+        superseded_logs: report.superseded_logs.as_ref().map(|s| superseded(node, s)),
+        elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+    })
 }
 
 /// Where a point-in-time restore over the original location moved the live logs: the
 /// directory on its volume and, the volume being a host directory, on the host, so that an
 /// administrator can find them.
-fn superseded_json(node: &Node, s: &backup::restore::SupersededLogs) -> Value {
-    let host = node.volume(&s.volume).map(|v| v.root().join(&s.dir));
-    json!({
-        "volume": s.volume,
-        "dir": s.dir,
-        "path": host,
-        "prefix": s.prefix,
-        "first": s.generations.map(|(lo, _)| lo),
-        "last": s.generations.map(|(_, hi)| hi),
-        "files": s.files,
-    })
+fn superseded(node: &Node, s: &backup::restore::SupersededLogs) -> api::SupersededLogs {
+    let host = node.volume(&s.volume).map(|v| convert::path(&v.root().join(&s.dir)));
+    api::SupersededLogs {
+        volume: s.volume.clone(),
+        dir: convert::path(&s.dir),
+        path: host,
+        prefix: s.prefix.clone(),
+        first: s.generations.map(|(lo, _)| lo),
+        last: s.generations.map(|(_, hi)| hi),
+        files: s.files.clone(),
+    }
 }

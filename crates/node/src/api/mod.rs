@@ -4,26 +4,12 @@
 //! (blocking) call on the blocking pool, and answers JSON, or an [`ApiError`]. Long jobs
 //! (backup, restore, mail load) answer when they end, with their report.
 //!
-//! | method | path | what |
-//! | --- | --- | --- |
-//! | GET | /v1/writers, /v1/providers, /v1/shadows, /v1/shadowstorage | listings |
-//! | POST | /v1/shadows | create a persistent shadow of `{for}` |
-//! | POST | /v1/shadows/delete | `{for, oldest}` / `{shadow}` / `{for, all}` / `{all}` |
-//! | POST | /v1/shadowstorage, /v1/shadowstorage/resize | `{for, on, max_size}` / `{for, max_size}` |
-//! | GET | /v1/store | per storage group status |
-//! | POST | /v1/store | `{name, log_volume, log_dir?, system_dir?, prefix?, circular_logging?, database: {name, volume, path?}}` |
-//! | POST | /v1/store/{sg}/databases | `{name, volume, path?}` |
-//! | POST | /v1/store/{sg}/mount, /v1/store/{sg}/dismount | |
-//! | POST | /v1/mail/load | `{sg, db, messages?, seconds?}` |
-//! | GET | /v1/mail/count?sg=&db= | |
-//! | POST | /v1/backup | `{type, sg, repo, databases?}` → report (progress with `Accept: application/x-ndjson`) |
-//! | GET | /v1/backup/sets?repo= | |
-//! | POST | /v1/backup/verify | `{repo, set}` → report (streams too) |
-//! | POST | /v1/restore | `{repo, set, original?, allow_overwrite?, to?, roll_forward}` (streams too) |
-//! | GET | /v1/events?job=&source=&id=&since_ms=&limit= | |
-//! | GET | /metrics | Prometheus text |
+//! The requests and answers are the types of the [`api`] crate; the routes are its table
+//! [`api::ENDPOINTS`] (each mapped to its handler by [`handler`]), which the OpenAPI document
+//! served at `GET /v1/openapi.json` is generated from too.
 
 pub mod auth;
+mod convert;
 pub mod error;
 mod handlers;
 mod jobs;
@@ -35,8 +21,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 
+pub(crate) use convert::host_fs_size;
 pub use error::ApiError;
 
 use crate::Node;
@@ -83,30 +70,53 @@ where
     .map_err(|e| ApiError::internal(format!("the job's thread failed: {e}")))?
 }
 
-/// The routes (without authentication; the TCP listener adds [`auth::require_token`]).
+/// The handler of one endpoint of the table. The match is exhaustive, so an endpoint of the
+/// contract without a handler does not build; the method comes from the table.
+fn handler(e: &api::Endpoint) -> MethodRouter<AppState> {
+    use api::Op;
+    macro_rules! with_method {
+        ($h:expr) => {
+            match e.method {
+                api::Method::Get => get($h),
+                api::Method::Post => post($h),
+            }
+        };
+    }
+    match e.op {
+        Op::ListWriters => with_method!(handlers::writers),
+        Op::ListProviders => with_method!(handlers::providers),
+        Op::ListShadows => with_method!(handlers::shadows),
+        Op::CreateShadow => with_method!(handlers::create_shadow),
+        Op::DeleteShadows => with_method!(handlers::delete_shadows),
+        Op::ListShadowStorage => with_method!(handlers::shadow_storage),
+        Op::AddShadowStorage => with_method!(handlers::add_shadow_storage),
+        Op::ResizeShadowStorage => with_method!(handlers::resize_shadow_storage),
+        Op::StoreStatus => with_method!(handlers::store_status),
+        Op::CreateStorageGroup => with_method!(handlers::create_storage_group),
+        Op::AddDatabase => with_method!(handlers::add_database),
+        Op::Mount => with_method!(handlers::mount),
+        Op::Dismount => with_method!(handlers::dismount),
+        Op::MailLoad => with_method!(jobs::mail_load),
+        Op::MailCount => with_method!(jobs::mail_count),
+        Op::Backup => with_method!(jobs::backup),
+        Op::BackupSets => with_method!(jobs::backup_sets),
+        Op::Verify => with_method!(jobs::verify),
+        Op::Restore => with_method!(jobs::restore),
+        Op::Events => with_method!(handlers::events),
+        Op::Metrics => with_method!(handlers::metrics),
+        Op::OpenApi => with_method!(handlers::openapi),
+    }
+}
+
+/// The routes (without authentication; the TCP listener adds [`auth::require_token`]): one
+/// per entry of [`api::ENDPOINTS`].
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/writers", get(handlers::writers))
-        .route("/v1/providers", get(handlers::providers))
-        .route("/v1/shadows", get(handlers::shadows).post(handlers::create_shadow))
-        .route("/v1/shadows/delete", post(handlers::delete_shadows))
-        .route(
-            "/v1/shadowstorage",
-            get(handlers::shadow_storage).post(handlers::add_shadow_storage),
-        )
-        .route("/v1/shadowstorage/resize", post(handlers::resize_shadow_storage))
-        .route("/v1/store", get(handlers::store_status).post(handlers::create_storage_group))
-        .route("/v1/store/{sg}/databases", post(handlers::add_database))
-        .route("/v1/store/{sg}/mount", post(handlers::mount))
-        .route("/v1/store/{sg}/dismount", post(handlers::dismount))
-        .route("/v1/mail/load", post(jobs::mail_load))
-        .route("/v1/mail/count", get(jobs::mail_count))
-        .route("/v1/backup", post(jobs::backup))
-        .route("/v1/backup/sets", get(jobs::backup_sets))
-        .route("/v1/backup/verify", post(jobs::verify))
-        .route("/v1/restore", post(jobs::restore))
-        .route("/v1/events", get(handlers::events))
-        .route("/metrics", get(handlers::metrics))
+    let mut router = Router::new();
+    for e in api::ENDPOINTS {
+        // Two methods on one path merge into one route.
+        router = router.route(e.path, handler(e));
+    }
+    router
         .fallback(handlers::not_found)
         .layer(axum::middleware::map_response(error::json_rejections))
         .with_state(state)

@@ -1,28 +1,28 @@
 //! Progress of a long job streamed as it happens: newline-delimited JSON over a chunked
 //! response, for clients that ask with `Accept: application/x-ndjson`.
 //!
-//! Lines are `{"event":"step","what":…}`, `{"event":"bytes","done":…,"total":…}` (at most
-//! about ten a second), then exactly one of `{"event":"done","report":{…}}` or
-//! `{"event":"error","error":{"code":…,"message":…}}`. The status is 200 once streaming has
-//! started, so the outcome is in the last line.
+//! Lines are the contract's [`api::ProgressLine`]s: `step`, `files` and `bytes` (at most about
+//! ten a second), then exactly one of `done` (with the report) or `error`. The status is 200
+//! once streaming has started, so the outcome is in the last line.
 
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use api::{ErrorDetail, ProgressLine};
 use axum::body::{Body, Bytes};
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
-use serde_json::{Value, json};
+use serde::Serialize;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::error::ApiError;
 
 /// The media type of a progress stream.
-pub const NDJSON: &str = "application/x-ndjson";
+pub use api::NDJSON;
 
 /// Smallest interval between two `bytes` lines.
 const BYTES_EVERY: Duration = Duration::from_millis(100);
@@ -39,32 +39,41 @@ pub struct Lines {
 }
 
 impl Lines {
-    fn send(&self, v: Value) {
-        let mut line = v.to_string();
+    fn send<R: Serialize>(&self, v: &ProgressLine<R>) {
+        let mut line = match serde_json::to_string(v) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::warn!(error = %e, "a progress line could not be serialised");
+                return;
+            }
+        };
         line.push('\n');
         // A client that went away stops reading; the job still runs to its end.
         let _ = self.tx.send(Ok(Bytes::from(line)));
     }
 
     /// Sends the last line: the report or the error.
-    pub fn finish(&self, outcome: Result<Value, ApiError>) {
+    pub fn finish<R: Serialize>(&self, outcome: Result<R, ApiError>) {
         match outcome {
-            Ok(report) => self.send(json!({ "event": "done", "report": report })),
-            Err(e) => self.send(json!({
-                "event": "error",
-                "error": { "code": e.code, "message": e.message, "status": e.status.as_u16() },
-            })),
+            Ok(report) => self.send(&ProgressLine::Done { report }),
+            Err(e) => self.send(&ProgressLine::<R>::Error {
+                error: ErrorDetail {
+                    code: e.code.to_string(),
+                    message: e.message,
+                    status: Some(e.status.as_u16()),
+                },
+            }),
         }
     }
 }
 
 impl backup::Progress for Lines {
     fn step(&self, what: &str) {
-        self.send(json!({ "event": "step", "what": what }));
+        self.send(&ProgressLine::<()>::Step { what: what.to_string() });
     }
 
     fn files(&self, done: usize, total: usize) {
-        self.send(json!({ "event": "files", "done": done, "total": total }));
+        self.send(&ProgressLine::<()>::Files { done: done as u64, total: total as u64 });
     }
 
     fn bytes(&self, done: u64, total: u64) {
@@ -73,7 +82,7 @@ impl backup::Progress for Lines {
         if due {
             *last = Some(Instant::now());
             drop(last);
-            self.send(json!({ "event": "bytes", "done": done, "total": total }));
+            self.send(&ProgressLine::<()>::Bytes { done, total });
         }
     }
 }

@@ -1,0 +1,231 @@
+//! Storage groups and mail (`shadowcopy store`, `shadowcopy mail`).
+
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// `GET /v1/store`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StoreStatus {
+    pub storage_groups: Vec<StorageGroupStatus>,
+}
+
+/// A storage group: mounted, its logs, its databases' backup history, a backup in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StorageGroupStatus {
+    pub name: String,
+    pub mounted: bool,
+    /// Why the storage group failed to mount, while it stays dismounted (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_error: Option<String>,
+    /// Absent (null) when the log state cannot be read (not mounted).
+    pub log: Option<LogStatus>,
+    pub databases: Vec<DatabaseStatus>,
+    /// The job holding the storage group for a backup.
+    pub backup_in_progress: Option<Uuid>,
+}
+
+/// A storage group's log stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LogStatus {
+    pub current_generation: u32,
+    pub checkpoint_generation: u32,
+    /// Log generations on disk.
+    pub log_files: u64,
+    pub lowest_generation: Option<u32>,
+    pub highest_generation: Option<u32>,
+    /// The instance switched to its reserve logs after a storage-full error.
+    pub disk_full: bool,
+}
+
+/// A database of a storage group, from its header; `error` instead when it could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DatabaseStatus {
+    pub name: String,
+    /// The header's state (`CleanShutdown`, `DirtyShutdown`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub previous_full: Option<BackupSlot>,
+    #[serde(default)]
+    pub previous_incremental: Option<BackupSlot>,
+    #[serde(default)]
+    pub previous_differential: Option<BackupSlot>,
+    #[serde(default)]
+    pub previous_copy: Option<BackupSlot>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl DatabaseStatus {
+    /// A database with nothing known yet but its name.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            state: None,
+            previous_full: None,
+            previous_incremental: None,
+            previous_differential: None,
+            previous_copy: None,
+            error: None,
+        }
+    }
+}
+
+/// One backup recorded in a database header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BackupSlot {
+    /// When the backup ended (seconds since the Unix epoch).
+    pub time: u64,
+    pub gen_low: u32,
+    pub gen_high: u32,
+    /// `normal`, `snapshot` or `surrogate`.
+    #[schema(value_type = String)]
+    pub kind: SlotKind,
+}
+
+/// How a backup recorded in a header was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotKind {
+    Normal,
+    Snapshot,
+    Surrogate,
+}
+
+impl SlotKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotKind::Normal => "normal",
+            SlotKind::Snapshot => "snapshot",
+            SlotKind::Surrogate => "surrogate",
+        }
+    }
+}
+
+/// `POST /v1/store`: a storage group with its first database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateStorageGroup {
+    pub name: String,
+    pub log_volume: String,
+    /// On the log volume; the storage group's name when absent.
+    #[serde(default)]
+    pub log_dir: Option<String>,
+    /// Holds the checkpoint; the log directory when absent.
+    #[serde(default)]
+    pub system_dir: Option<String>,
+    /// `E00`…`EFF`; the lowest one no storage group of the node uses when absent.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub circular_logging: bool,
+    pub database: CreateDatabase,
+}
+
+/// `POST /v1/store/{sg}/databases`, and the first database of [`CreateStorageGroup`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDatabase {
+    pub name: String,
+    pub volume: String,
+    /// On its volume; `<storage group>/<name>.edb` when absent.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// A storage group as the node keeps it (the configuration's `[[storage_group]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StorageGroupConfig {
+    pub name: String,
+    pub log_volume: String,
+    pub log_dir: String,
+    pub system_dir: Option<String>,
+    pub prefix: String,
+    pub circular_logging: bool,
+    #[serde(rename = "database")]
+    pub databases: Vec<DatabaseConfig>,
+}
+
+/// A database as the node keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DatabaseConfig {
+    pub name: String,
+    pub volume: String,
+    pub path: String,
+}
+
+/// The answer to [`CreateStorageGroup`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedStorageGroup {
+    pub storage_group: StorageGroupConfig,
+    pub mounted: bool,
+}
+
+/// The answer to [`CreateDatabase`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedDatabase {
+    pub storage_group: String,
+    pub database: DatabaseConfig,
+}
+
+/// The answer to mount and dismount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Mounted {
+    pub storage_group: String,
+    pub mounted: bool,
+}
+
+/// `POST /v1/mail/load`: deliver `messages` messages, or for `seconds` (exactly one).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MailLoad {
+    pub sg: String,
+    pub db: String,
+    #[serde(default)]
+    pub messages: Option<u64>,
+    /// At most 3600.
+    #[serde(default)]
+    pub seconds: Option<u64>,
+    /// Mailboxes to spread deliveries over (8 when absent).
+    #[serde(default)]
+    pub mailboxes: Option<usize>,
+    /// Seed of the generated mail (the time when absent).
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+/// The answer to [`MailLoad`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MailLoaded {
+    pub storage_group: String,
+    pub database: String,
+    pub delivered: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    pub elapsed_ms: f64,
+}
+
+/// `GET /v1/mail/count`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
+pub struct MailCountQuery {
+    pub sg: String,
+    pub db: String,
+    /// A directory on the node that a restore with `to` wrote, to count instead of the
+    /// mounted database (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// The answer to [`MailCountQuery`]: equal digests mean the same messages, byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MailCount {
+    pub storage_group: String,
+    pub database: String,
+    pub path: Option<String>,
+    pub messages: u64,
+    pub mailboxes: u64,
+    pub bytes: u64,
+    /// BLAKE3 of the content, hex.
+    pub digest: String,
+}

@@ -1,0 +1,207 @@
+//! Every endpoint of the API driven through the command's own typed client against a node
+//! run by the real binary, and every example command of the README run against a node.
+
+// Helpers outside `#[test]` functions unwrap too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use api::Op;
+use cli::client::{Endpoint, segment, with_query};
+use common::{Served, config};
+
+/// Records which endpoints a test drove.
+struct Driven(HashSet<Op>);
+
+impl Driven {
+    fn op(&mut self, op: Op) -> &'static str {
+        self.0.insert(op);
+        api::ENDPOINTS.iter().find(|e| e.op == op).map(|e| e.path).unwrap()
+    }
+}
+
+fn abs(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn every_endpoint_answers_through_the_typed_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path(), &config(dir.path(), ""));
+    let node = Endpoint::Unix(served.socket.clone());
+    let mut d = Driven(HashSet::new());
+
+    let doc: serde_json::Value = node.get(d.op(Op::OpenApi)).unwrap();
+    assert_eq!(doc["info"]["title"], "Shadowcopy node API");
+    let writers: api::WriterList = node.get(d.op(Op::ListWriters)).unwrap();
+    assert!(!writers.writers.is_empty(), "{writers:?}");
+    let providers: api::ProviderList = node.get(d.op(Op::ListProviders)).unwrap();
+    let labels: Vec<&str> = providers.volumes.iter().map(|v| v.label.as_str()).collect();
+    assert_eq!(labels.len(), 2, "{labels:?}");
+
+    // Percentages of the volume that holds the storage, before any shadow of `db` exists.
+    let add = api::AddShadowStorage {
+        for_volume: "db".into(),
+        on: Some("db".into()),
+        max_size: api::MaxSize::Percent(20),
+    };
+    let storage: api::ShadowStorageList = node.post(d.op(Op::AddShadowStorage), &add).unwrap();
+    let max_of = |l: &api::ShadowStorageList| {
+        l.shadow_storage.iter().find(|s| s.for_label == "db").and_then(|s| s.max_bytes).unwrap()
+    };
+    let twenty = max_of(&storage);
+    let resize =
+        api::ResizeShadowStorage { for_volume: "db".into(), max_size: api::MaxSize::Percent(10) };
+    let storage: api::ShadowStorageList =
+        node.post(d.op(Op::ResizeShadowStorage), &resize).unwrap();
+    let ten = max_of(&storage);
+    assert!(ten > 0 && twenty == 2 * ten, "20% is {twenty} bytes, 10% {ten}");
+    let listed: api::ShadowStorageList = node.get(d.op(Op::ListShadowStorage)).unwrap();
+    assert_eq!(max_of(&listed), ten);
+
+    let created: api::CreatedShadow =
+        node.post(d.op(Op::CreateShadow), &api::CreateShadow { for_volume: "db".into() }).unwrap();
+    let shadows: api::ShadowList = node.get(d.op(Op::ListShadows)).unwrap();
+    assert_eq!(
+        shadows.shadows.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![created.shadows[0].id]
+    );
+    let delete = api::DeleteShadows { shadow: Some(created.shadows[0].id), ..Default::default() };
+    let deleted: api::DeletedShadows = node.post(d.op(Op::DeleteShadows), &delete).unwrap();
+    assert_eq!(deleted.deleted, vec![created.shadows[0].id]);
+
+    let sg2 = api::CreateStorageGroup {
+        name: "SG2".into(),
+        log_volume: "logs".into(),
+        log_dir: None,
+        system_dir: None,
+        prefix: None,
+        circular_logging: false,
+        database: api::CreateDatabase { name: "DB1".into(), volume: "db".into(), path: None },
+    };
+    let made: api::CreatedStorageGroup = node.post(d.op(Op::CreateStorageGroup), &sg2).unwrap();
+    assert!(made.mounted && made.storage_group.databases.len() == 1, "{made:?}");
+    let db2 = api::CreateDatabase { name: "DB2".into(), volume: "db".into(), path: None };
+    let path = d.op(Op::AddDatabase).replace("{sg}", &segment("SG2"));
+    let added: api::CreatedDatabase = node.post(&path, &db2).unwrap();
+    assert_eq!((added.storage_group.as_str(), added.database.name.as_str()), ("SG2", "DB2"));
+    let path = d.op(Op::Dismount).replace("{sg}", "SG2");
+    let m: api::Mounted = node.post(&path, &()).unwrap();
+    assert!(!m.mounted);
+    let path = d.op(Op::Mount).replace("{sg}", "SG2");
+    let m: api::Mounted = node.post(&path, &()).unwrap();
+    assert!(m.mounted);
+    let status: api::StoreStatus = node.get(d.op(Op::StoreStatus)).unwrap();
+    let names: Vec<&str> = status.storage_groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["SG1", "SG2"]);
+
+    let load = api::MailLoad {
+        sg: "SG1".into(),
+        db: "DB1".into(),
+        messages: Some(20),
+        ..Default::default()
+    };
+    let loaded: api::MailLoaded = node.post(d.op(Op::MailLoad), &load).unwrap();
+    assert_eq!(loaded.delivered, 20);
+    let q = api::MailCountQuery { sg: "SG1".into(), db: "DB1".into(), path: None };
+    let live: api::MailCount = node.get(&with_query(d.op(Op::MailCount), &q).unwrap()).unwrap();
+    assert_eq!(live.messages, 20);
+
+    let repo = abs(&dir.path().join("repo"));
+    let backup = api::BackupRequest {
+        backup_type: api::BackupType::Full,
+        sg: "SG1".into(),
+        repo: repo.clone(),
+        databases: vec![],
+    };
+    let mut lines = 0;
+    let report: api::BackupReport =
+        node.post_streaming(d.op(Op::Backup), &backup, |_| lines += 1).unwrap();
+    assert!(lines > 0, "the backup streamed no progress");
+    assert_eq!(report.set.backup_type, "full");
+    let q = api::RepoQuery { repo: repo.clone() };
+    let sets: api::SetList = node.get(&with_query(d.op(Op::BackupSets), &q).unwrap()).unwrap();
+    assert_eq!(sets.sets, vec![report.set.clone()]);
+    let verify = api::VerifyRequest { repo: repo.clone(), set: report.set.id.to_string() };
+    let verified: api::VerifyReport =
+        node.post_streaming(d.op(Op::Verify), &verify, |_| {}).unwrap();
+    assert!(verified.verified && verified.report.databases == 1, "{verified:?}");
+    let to = abs(&dir.path().join("restored/SG1"));
+    let restore = api::RestoreRequest {
+        repo,
+        set: report.set.id.to_string(),
+        to: Some(to.clone()),
+        ..Default::default()
+    };
+    let restored: api::RestoreReport =
+        node.post_streaming(d.op(Op::Restore), &restore, |_| {}).unwrap();
+    assert_eq!(restored.sets, vec![report.set.id]);
+    let q = api::MailCountQuery { sg: "SG1".into(), db: "DB1".into(), path: Some(to) };
+    let copy: api::MailCount = node.get(&with_query("/v1/mail/count", &q).unwrap()).unwrap();
+    assert_eq!(copy.digest, live.digest, "the restored copy holds the same mail");
+
+    let q = api::EventQuery { job: Some(report.job), ..Default::default() };
+    let events: api::EventList = node.get(&with_query(d.op(Op::Events), &q).unwrap()).unwrap();
+    assert!(!events.events.is_empty() && events.events.iter().all(|e| e.job == Some(report.job)));
+    let metrics = node.get_text(d.op(Op::Metrics)).unwrap();
+    assert!(metrics.contains("shadowcopy_backups_completed_total 1"), "{metrics}");
+
+    // An error is the contract's error.
+    let e = node.get::<api::StoreStatus>("/v1/nope").unwrap_err();
+    let e = e.downcast_ref::<cli::client::ApiError>().unwrap();
+    assert_eq!((e.status, e.code.as_str()), (404, "no_such_endpoint"));
+
+    let missed: Vec<_> = api::ENDPOINTS.iter().filter(|e| !d.0.contains(&e.op)).collect();
+    assert!(missed.is_empty(), "endpoints not driven: {missed:?}");
+}
+
+/// The `shadowcopy …` lines of the README's "Running a node" block.
+fn readme_examples() -> Vec<String> {
+    let readme = include_str!("../../../README.md");
+    let start = readme.find("## Running a node").unwrap();
+    let block = &readme[start..];
+    let block = &block[block.find("```sh").unwrap() + 5..];
+    let block = &block[..block.find("```").unwrap()];
+    block
+        .lines()
+        .map(|l| l.split(" #").next().unwrap().trim())
+        .filter(|l| l.starts_with("shadowcopy "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_example_of_the_readme_runs_against_a_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path(), &config(dir.path(), ""));
+    let repo = abs(&dir.path().join("backups"));
+    let restore_to = abs(&dir.path().join("restore/SG1"));
+    let db_file = abs(&dir.path().join("db/SG1/DB1.edb"));
+    let examples = readme_examples();
+    assert!(examples.len() >= 15, "{examples:?}");
+    let mut set = String::new();
+    let mut job = String::new();
+    for example in &examples {
+        let line = example
+            .replace("/srv/backups", &repo)
+            .replace("/srv/restore/SG1", &restore_to)
+            .replace("/srv/db/SG1/DB1.edb", &db_file)
+            // Half a minute of load proves nothing more than two seconds.
+            .replace("--seconds 30", "--seconds 2")
+            .replace("3f2a", &set)
+            .replace("JOB_ID", &job);
+        let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+        let out = served.cli(&args);
+        if line.starts_with("shadowcopy backup run --type full") {
+            // The first set and job stand for the README's placeholders.
+            let id = out.split_whitespace().nth(2).unwrap();
+            set = id[..8].to_string();
+            let j = out.lines().find_map(|l| l.trim().strip_prefix("Job:")).unwrap();
+            job = j.trim().to_string();
+        }
+    }
+    assert!(!set.is_empty() && !job.is_empty(), "the README runs a full backup");
+}
