@@ -172,43 +172,12 @@ pub struct DatabaseConfig {
     pub path: PathBuf,
 }
 
-/// A shadow-storage limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MaxSize {
-    Unbounded,
-    Bytes(u64),
-    Percent(u8),
-}
+/// Shadow-storage limits and sizes are written as the API takes them (one parser for both).
+pub use api::{MaxSize, parse_size};
 
-/// Parses `"16KiB"`, `"2GiB"`, `"500MB"`, `"1048576"`. Decimal and binary suffixes, as users
-/// write both; the reference tool accepts KB/MB/GB/TB with binary meaning, and so do we.
-pub fn parse_size(text: &str) -> Option<u64> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        "T" | "TB" | "TIB" => 1 << 40,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
-
-/// Parses a shadow-storage `max_size`.
+/// Parses a shadow-storage `max_size` (`None`: not a size, a percentage or `UNBOUNDED`).
 pub fn parse_max_size(text: &str) -> Option<MaxSize> {
-    let t = text.trim();
-    if t.eq_ignore_ascii_case("unbounded") {
-        return Some(MaxSize::Unbounded);
-    }
-    if let Some(p) = t.strip_suffix('%') {
-        let p: u8 = p.trim().parse().ok()?;
-        return (1..=100).contains(&p).then_some(MaxSize::Percent(p));
-    }
-    parse_size(t).map(MaxSize::Bytes)
+    text.parse().ok()
 }
 
 fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {

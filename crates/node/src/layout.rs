@@ -60,29 +60,17 @@ pub struct LayoutError {
 impl Created {
     /// Reads `<data_dir>/storage_groups.toml`; nothing was created when it does not exist.
     pub fn load(data_dir: &Path) -> Result<Created, LayoutError> {
-        let path = data_dir.join(FILE);
-        let err = |reason: String| LayoutError { path: path.clone(), reason };
-        match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| err(e.to_string())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Created::default()),
-            Err(e) => Err(err(e.to_string())),
-        }
+        crate::state_file::load(data_dir, FILE)
+            .map(Option::unwrap_or_default)
+            .map_err(|reason| LayoutError { path: data_dir.join(FILE), reason })
     }
 
     /// Writes the file atomically and durably: a temporary file, synced, renamed over the old
     /// one, and the directory synced, so that a crash leaves the old or the new content.
     pub fn save(&self, data_dir: &Path) -> io::Result<()> {
-        let text = format!(
-            "# Storage groups and databases created with `shadowcopy store create`.\n\
-             # Written by the node; merged with the configuration file at start.\n\n{}",
-            toml::to_string(self).map_err(io::Error::other)?
-        );
-        let tmp = data_dir.join(format!("{FILE}.tmp"));
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, data_dir.join(FILE))?;
-        std::fs::File::open(data_dir)?.sync_all()
+        let header = "# Storage groups and databases created with `shadowcopy store create`.\n\
+             # Written by the node; merged with the configuration file at start.\n";
+        crate::state_file::save(data_dir, FILE, header, self)
     }
 
     /// The configuration with these storage groups and databases added, checked as a whole.

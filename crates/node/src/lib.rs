@@ -12,6 +12,7 @@ pub mod node;
 pub mod sample;
 pub mod service;
 pub mod shadow_storage;
+pub mod state_file;
 
 pub use config::Config;
 pub use node::{Node, NodeError};

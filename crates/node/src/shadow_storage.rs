@@ -75,28 +75,17 @@ impl RuntimeShadowStorage {
     /// Reads `<data_dir>/shadow_storage.toml`; nothing was changed when it does not exist. A
     /// file that cannot be read or parsed is reported and ignored: the configuration applies.
     pub fn load(data_dir: &Path) -> Result<RuntimeShadowStorage, String> {
-        let path = data_dir.join(FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(format!("{}: {e}", path.display())),
-        }
+        crate::state_file::load(data_dir, FILE)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| format!("{}: {e}", data_dir.join(FILE).display()))
     }
 
     /// Writes the file atomically and durably (temporary file, sync, rename, directory sync).
     pub fn save(&self, data_dir: &Path) -> io::Result<()> {
-        let text = format!(
-            "# Shadow storage changed with `shadowcopy admin add|resize shadowstorage`.\n\
+        let header = "# Shadow storage changed with `shadowcopy admin add|resize shadowstorage`.\n\
              # Written by the node; wins over the configuration entry named in `over` while that\n\
-             # entry is unchanged.\n\n{}",
-            toml::to_string(self).map_err(io::Error::other)?
-        );
-        let tmp = data_dir.join(format!("{FILE}.tmp"));
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, data_dir.join(FILE))?;
-        std::fs::File::open(data_dir)?.sync_all()
+             # entry is unchanged.\n";
+        crate::state_file::save(data_dir, FILE, header, self)
     }
 }
 
