@@ -73,6 +73,21 @@ impl Active {
         }
     }
 
+    /// Commits one transaction of `rows` rows of `len` bytes: large enough, it is logged as
+    /// several records that span generations.
+    pub fn write_big(&mut self, rows: usize, len: usize) {
+        let mut t = self.inst.begin_write().unwrap();
+        for i in 0..rows {
+            let k = self.next_key;
+            self.next_key += 1;
+            let key = format!("big{i:05}-{k}").into_bytes();
+            let val = value(k, len);
+            t.put(DB, T, &key, &val).unwrap();
+            self.rows.insert(key, val);
+        }
+        t.commit(Durability::Durable).unwrap();
+    }
+
     /// Closes the current generation; remembers the content at its end.
     pub fn roll(&mut self) -> u32 {
         let g = self.inst.roll_log().unwrap();
