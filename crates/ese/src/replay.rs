@@ -320,8 +320,11 @@ impl PassiveReplay {
         f.write_at(&slot, (seq % 2) * SLOT_SIZE as u64).at(path)?;
         f.sync().at(path)?;
         if new {
-            let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
-            fs.sync_dir(&parent).at(&parent)?;
+            // The file's name, and the names of directories just created for it, become
+            // durable when their parents are synced.
+            for dir in path.ancestors().skip(1) {
+                fs.sync_dir(dir).at(dir)?;
+            }
         }
         self.seq = seq;
         Ok(())

@@ -158,8 +158,8 @@ fn a_dropped_replayer_resumes_from_its_checkpoint() {
     assert_eq!(common::passive_rows(&passive), a.at[&end]);
 }
 
-/// Copies every file of `from` (recursively) into a new MemFs.
-fn clone_fs(from: &FsRef) -> FsRef {
+/// Copies every file of `from` (recursively) into a new MemFs, all of it durable.
+fn clone_mem(from: &FsRef) -> MemFs {
     fn walk(from: &FsRef, to: &FsRef, dir: &Path) {
         for e in from.read_dir(dir).unwrap() {
             let p = dir.join(&e.name);
@@ -170,10 +170,16 @@ fn clone_fs(from: &FsRef) -> FsRef {
                 common::copy(from, &p, to, &p);
             }
         }
+        to.sync_dir(dir).unwrap();
     }
-    let to = new_fs();
+    let mem = MemFs::new();
+    let to: FsRef = Arc::new(mem.clone());
     walk(from, &to, Path::new(""));
-    to
+    mem
+}
+
+fn clone_fs(from: &FsRef) -> FsRef {
+    Arc::new(clone_mem(from))
 }
 
 #[test]
@@ -212,6 +218,43 @@ fn a_failure_at_any_point_of_an_apply_resumes_and_ends_identical() {
         n += 3;
     }
     assert!(failures > 5, "only {failures} failure points were exercised");
+}
+
+#[test]
+fn a_power_loss_at_any_point_of_an_apply_resumes_and_ends_identical() {
+    let mut a = Active::new();
+    a.write(5);
+    let base = new_fs();
+    a.seed(&base);
+    drop(Replayer::open(common::replayer_config(&base)).unwrap());
+    a.write(40);
+    let end = a.roll();
+    let mut shipped = 0;
+    ship_all(&a, &base, &mut shipped);
+    let expected = a.at[&end].clone();
+    let mut n = 1;
+    let mut crashes = 0;
+    loop {
+        let mem = clone_mem(&base);
+        let fs: FsRef = Arc::new(mem.clone());
+        let mut r = Replayer::open(common::replayer_config(&fs)).unwrap();
+        // A clean power loss: whatever was not synced is gone, handles die with it.
+        mem.crash_after(n);
+        let outcome = r.catch_up();
+        drop(r);
+        let crashed = mem.crashes() > 0;
+        if !crashed {
+            outcome.unwrap();
+            break;
+        }
+        crashes += 1;
+        let mut r = Replayer::open(common::replayer_config(&fs)).unwrap();
+        r.catch_up().unwrap();
+        assert_eq!(r.replayed_generation(), end, "after a power loss at operation {n}");
+        assert_eq!(common::passive_rows(&fs), expected, "after a power loss at operation {n}");
+        n += 2;
+    }
+    assert!(crashes > 5, "only {crashes} crash points were exercised");
 }
 
 #[test]
