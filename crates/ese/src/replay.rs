@@ -21,11 +21,19 @@
 //! A crash between any two steps leaves an older checkpoint: replay from it is idempotent
 //! (page LSNs), so the passive ends identical.
 //!
-//! Known limitation: a page torn by a power loss during replay is rebuilt only if the replayed
-//! range holds a full image of it (the active logs one after each of *its* checkpoints).
+//! Torn pages: the active logs a page's full image only after each of *its* checkpoints, so a
+//! page torn by a power loss while the passive writes it could not always be rebuilt from the
+//! log. Redo therefore writes into a staging layer; the page images of one generation are
+//! first written and synced to a journal next to the checkpoint (`<checkpoint>.jrn`, with a
+//! checksum and the generation it brings the copy to), and only then in place. Opening a
+//! passive whose journal is valid and one generation ahead of its checkpoint writes the
+//! journal's images again before anything else, which repairs any page the crash tore.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use volume::{FileRef, FsRef, OpenMode};
 
@@ -38,6 +46,7 @@ use crate::lsn::Lsn;
 use crate::redo;
 
 const MAGIC: u32 = 0x5053_4545; // "EESP"
+const JOURNAL_MAGIC: u32 = 0x4a53_4545; // "EESJ"
 const SLOT_SIZE: usize = 512;
 
 /// Where the passive copy lives.
@@ -112,7 +121,6 @@ struct PassiveDb {
 pub struct PassiveReplay {
     cfg: PassiveConfig,
     dbs: Vec<PassiveDb>,
-    redo: HashMap<String, redo::RedoDb>,
     state: PassiveState,
     /// Sequence number of the newer checkpoint slot.
     seq: u64,
@@ -129,18 +137,9 @@ impl PassiveReplay {
     /// oldest position the seed's headers require and writes the first checkpoint.
     pub fn open(cfg: PassiveConfig) -> Result<PassiveReplay> {
         let mut dbs = Vec::new();
-        let mut redo = HashMap::new();
         for spec in &cfg.databases {
             let file = spec.fs.open(&spec.path, OpenMode::ReadWrite).at(&spec.path)?;
             let header = dbheader::read_header(file.as_ref(), &spec.path)?;
-            redo.insert(
-                spec.name.clone(),
-                redo::RedoDb {
-                    path: spec.path.clone(),
-                    file: file.clone(),
-                    page_size: header.page_size as usize,
-                },
-            );
             dbs.push(PassiveDb { spec: spec.clone(), file, header });
         }
         let Some(first) = dbs.first() else {
@@ -189,9 +188,11 @@ impl PassiveReplay {
             };
             (state, 0)
         };
-        let mut me = PassiveReplay { cfg, dbs, redo, state, seq };
+        let mut me = PassiveReplay { cfg, dbs, state, seq };
         if seq == 0 {
             me.persist()?;
+        } else {
+            me.repair_from_journal()?;
         }
         Ok(me)
     }
@@ -244,12 +245,27 @@ impl PassiveReplay {
             files.push(LogFile { path: p, header });
         }
         files.push(LogFile { path: path.to_path_buf(), header: header.clone() });
+        let staged: Vec<Arc<Staged>> = self
+            .dbs
+            .iter()
+            .map(|d| Arc::new(Staged { inner: d.file.clone(), pages: Mutex::new(BTreeMap::new()) }))
+            .collect();
+        let redo_dbs: HashMap<String, redo::RedoDb> = self
+            .dbs
+            .iter()
+            .zip(&staged)
+            .map(|(d, st)| {
+                let file: FileRef = st.clone();
+                let page_size = d.header.page_size as usize;
+                (d.spec.name.clone(), redo::RedoDb { path: d.spec.path.clone(), file, page_size })
+            })
+            .collect();
         let out = redo::replay(
             &|_: &LogFile| fs.clone(),
             &files,
             self.state.replay_from,
             self.state.signature,
-            &self.redo,
+            &redo_dbs,
             HashMap::new(),
             redo::Unknown::Fail,
             true,
@@ -273,6 +289,17 @@ impl PassiveReplay {
             Some((false, begin)) => begin,
             _ => Lsn::new(g + 1, 0),
         };
+        let writes: Vec<(String, u64, Vec<u8>)> = self
+            .dbs
+            .iter()
+            .zip(&staged)
+            .flat_map(|(d, st)| {
+                let pages = std::mem::take(&mut *st.pages.lock());
+                pages.into_iter().map(|(off, img)| (d.spec.name.clone(), off, img))
+            })
+            .collect();
+        self.write_journal(g, &writes)?;
+        self.write_in_place(&writes)?;
         for d in &mut self.dbs {
             d.header.min_required = replay_from;
             d.header.max_required = d.header.max_required.max(out.end);
@@ -292,6 +319,73 @@ impl PassiveReplay {
             transactions: out.transactions,
             pages_written: out.pages_written,
         })
+    }
+
+    fn journal_path(&self) -> PathBuf {
+        self.cfg.checkpoint_path.with_extension("jrn")
+    }
+
+    /// Writes the page images of generation `g` to the journal and syncs it.
+    fn write_journal(&self, g: u32, writes: &[(String, u64, Vec<u8>)]) -> Result<()> {
+        let fs = &self.cfg.checkpoint_fs;
+        let path = self.journal_path();
+        let mut w = Writer::new();
+        w.u32(JOURNAL_MAGIC);
+        w.u32(g);
+        w.u32(writes.len() as u32);
+        for (name, off, img) in writes {
+            w.str(name);
+            w.u64(*off);
+            w.lbytes(img);
+        }
+        let mut data = w.buf;
+        let crc = crc32c::crc32c(&data);
+        let len = data.len() as u64;
+        data.extend_from_slice(&crc.to_le_bytes());
+        data.extend_from_slice(&len.to_le_bytes());
+        let new = !fs.exists(&path).at(&path)?;
+        let f =
+            fs.open(&path, if new { OpenMode::Create } else { OpenMode::ReadWrite }).at(&path)?;
+        f.write_at(&data, 0).at(&path)?;
+        f.set_len(data.len() as u64).at(&path)?;
+        f.sync().at(&path)?;
+        if new {
+            let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            fs.sync_dir(&parent).at(&parent)?;
+        }
+        Ok(())
+    }
+
+    /// Writes page images into the database files and syncs them.
+    fn write_in_place(&self, writes: &[(String, u64, Vec<u8>)]) -> Result<()> {
+        for (name, off, img) in writes {
+            let Some(d) = self.dbs.iter().find(|d| &d.spec.name == name) else {
+                return Err(EngineError::DatabaseMissing { name: name.clone(), dbid: 0 });
+            };
+            d.file.write_at(img, *off).at(&d.spec.path)?;
+        }
+        for d in &self.dbs {
+            d.file.sync().at(&d.spec.path)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the journal's images again when it holds the generation after the checkpoint:
+    /// the crash came after the journal was synced and before the checkpoint moved, so the
+    /// in-place writes may be torn. An invalid (torn) journal was never followed by in-place
+    /// writes and is ignored, as is one of an older generation.
+    fn repair_from_journal(&self) -> Result<()> {
+        let fs = &self.cfg.checkpoint_fs;
+        let path = self.journal_path();
+        if !fs.exists(&path).at(&path)? {
+            return Ok(());
+        }
+        let data = volume::fs::read_all(fs.as_ref(), &path).at(&path)?;
+        let Some(writes) = decode_journal(&data, self.state.replayed_generation + 1) else {
+            return Ok(());
+        };
+        tracing::info!(pages = writes.len(), "passive copy: rewriting pages from its journal");
+        self.write_in_place(&writes)
     }
 
     /// Writes the state into the older checkpoint slot, in place, and syncs it: a torn write
@@ -390,4 +484,74 @@ fn read_log_header(fs: &FsRef, path: &Path, expect: u32) -> Result<LogHeader> {
         });
     }
     Ok(header)
+}
+
+/// The journal's page images if it is whole and brings the copy to generation `want`.
+fn decode_journal(data: &[u8], want: u32) -> Option<Vec<(String, u64, Vec<u8>)>> {
+    let body_end = data.len().checked_sub(12)?;
+    let len = u64::from_le_bytes(data[body_end + 4..].try_into().ok()?);
+    if len != body_end as u64 || crc32c::crc32c(&data[..body_end]) != get_u32(data, body_end) {
+        return None;
+    }
+    let mut r = Reader::new(&data[..body_end]);
+    if r.u32().ok()? != JOURNAL_MAGIC || r.u32().ok()? != want {
+        return None;
+    }
+    let n = r.u32().ok()?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let name = r.string().ok()?;
+        let off = r.u64().ok()?;
+        out.push((name, off, r.lbytes().ok()?.to_vec()));
+    }
+    Some(out)
+}
+
+/// A database file as redo sees it during one apply: page writes are kept in memory (and
+/// read back from there) until the caller journals them and writes them in place.
+#[derive(Debug)]
+struct Staged {
+    inner: FileRef,
+    /// Written images by offset.
+    pages: Mutex<BTreeMap<u64, Vec<u8>>>,
+}
+
+impl volume::File for Staged {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let mut n = self.inner.read_at(buf, offset)?;
+        let end = offset + buf.len() as u64;
+        for (off, img) in self.pages.lock().iter() {
+            let (a, b) = (*off, *off + img.len() as u64);
+            if b <= offset || a >= end {
+                continue;
+            }
+            let (from, to) = (a.max(offset), b.min(end));
+            buf[(from - offset) as usize..(to - offset) as usize]
+                .copy_from_slice(&img[(from - a) as usize..(to - a) as usize]);
+            n = n.max((to - offset) as usize);
+        }
+        Ok(n)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.pages.lock().insert(offset, buf.to_vec());
+        Ok(())
+    }
+
+    fn len(&self) -> std::io::Result<u64> {
+        let staged = self.pages.lock().iter().map(|(o, b)| o + b.len() as u64).max().unwrap_or(0);
+        Ok(self.inner.len()?.max(staged))
+    }
+
+    fn set_len(&self, _len: u64) -> std::io::Result<()> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "redo into a passive copy does not resize files",
+        ))
+    }
+
+    /// Durability comes later, when the caller writes the staged pages.
+    fn sync(&self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
