@@ -347,6 +347,9 @@ mod interleavings {
         ShipOne,
         Step,
         Restart,
+        /// A power loss at the n-th file system operation of a replay step (torn or not),
+        /// then a restart.
+        CrashDuringStep(u64, bool),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -356,11 +359,12 @@ mod interleavings {
             3 => Just(Op::ShipOne),
             3 => Just(Op::Step),
             1 => Just(Op::Restart),
+            1 => (1u64..80, any::<bool>()).prop_map(|(n, torn)| Op::CrashDuringStep(n, torn)),
         ]
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
         /// Whatever the order of writes, rolls, shipping, replay steps and restarts, the
         /// passive never runs ahead of what was shipped, a restart never loses or repeats
@@ -369,7 +373,8 @@ mod interleavings {
         fn ship_replay_restart_in_any_order_ends_identical(ops in proptest::collection::vec(op(), 1..40)) {
             let mut a = Active::new();
             a.write(3);
-            let passive = new_fs();
+            let mem = MemFs::new();
+            let passive: FsRef = Arc::new(mem.clone());
             a.seed(&passive);
             let mut r = Replayer::open(common::replayer_config(&passive)).unwrap();
             let mut shipped = 0u32;
@@ -394,6 +399,25 @@ mod interleavings {
                         drop(r);
                         r = Replayer::open(common::replayer_config(&passive)).unwrap();
                         prop_assert_eq!(r.passive().state(), state);
+                    }
+                    Op::CrashDuringStep(n, torn) => {
+                        let before = r.replayed_generation();
+                        let crashes = mem.crashes();
+                        if torn {
+                            mem.crash_after_torn(n, n);
+                        } else {
+                            mem.crash_after(n);
+                        }
+                        let outcome = r.step();
+                        if mem.crashes() == crashes {
+                            // The step finished before its n-th operation: no crash.
+                            mem.clear_faults();
+                            outcome.unwrap();
+                        }
+                        drop(r);
+                        r = Replayer::open(common::replayer_config(&passive)).unwrap();
+                        let after = r.replayed_generation();
+                        prop_assert!(after == before || after == before + 1, "{before:#X} -> {after:#X}");
                     }
                 }
             }

@@ -133,6 +133,7 @@ impl Active {
         passive.create_dir_all(Path::new("inbox")).unwrap();
         let to = Path::new("inbox").join(ese::logfmt::generation_name(PREFIX, g));
         volume::fs::write_atomic(passive.as_ref(), &to, &data).unwrap();
+        sync_dirs(passive, &to);
     }
 }
 
@@ -145,6 +146,14 @@ pub fn copy(from: &FsRef, src: &Path, to: &FsRef, dst: &Path) {
     f.set_len(0).unwrap();
     f.write_at(&data, 0).unwrap();
     f.sync().unwrap();
+    sync_dirs(to, dst);
+}
+
+/// Makes `path`'s name and its directories' names durable (a power loss keeps them).
+pub fn sync_dirs(fs: &FsRef, path: &Path) {
+    for dir in path.ancestors().skip(1) {
+        fs.sync_dir(dir).unwrap();
+    }
 }
 
 pub fn passive_config(fs: &FsRef) -> PassiveConfig {
