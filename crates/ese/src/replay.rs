@@ -225,11 +225,11 @@ impl PassiveReplay {
     pub fn apply(&mut self, fs: &FsRef, path: &Path) -> Result<ApplyReport> {
         let header = read_log_header(fs, path, 0)?;
         let g = header.generation;
-        if g <= self.state.replayed_generation {
-            return Ok(ApplyReport { generation: g, ..Default::default() });
-        }
         if header.signature != self.state.signature {
             return Err(EngineError::ForeignLog { path: path.to_path_buf(), generation: g });
+        }
+        if g <= self.state.replayed_generation {
+            return Ok(ApplyReport { generation: g, ..Default::default() });
         }
         if g != self.state.replayed_generation + 1 {
             return Err(EngineError::LogGap {

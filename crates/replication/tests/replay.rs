@@ -429,3 +429,60 @@ mod interleavings {
         }
     }
 }
+
+mod passive_api {
+    use super::*;
+    use ese::{EngineError, PassiveReplay};
+
+    fn inbox(g: u32) -> std::path::PathBuf {
+        Path::new("inbox").join(logfmt::generation_name(PREFIX, g))
+    }
+
+    #[test]
+    fn a_clean_database_is_refused_as_a_seed() {
+        let mut a = Active::new();
+        a.write(3);
+        a.inst.shutdown().unwrap();
+        let passive = new_fs();
+        common::copy(&a.fs, Path::new(common::DB_PATH), &passive, Path::new(common::DB_PATH));
+        let err = PassiveReplay::open(common::passive_config(&passive)).unwrap_err();
+        assert!(
+            matches!(&err, EngineError::DatabaseMismatch { why, .. } if why.contains("clean")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn apply_refuses_a_gap_and_a_foreign_generation_and_skips_an_applied_one() {
+        let mut a = Active::new();
+        a.write(3);
+        let passive = new_fs();
+        let seeded = a.seed(&passive);
+        for _ in 0..2 {
+            a.write(5);
+            a.roll();
+        }
+        let mut shipped = 0;
+        ship_all(&a, &passive, &mut shipped);
+        let mut p = PassiveReplay::open(common::passive_config(&passive)).unwrap();
+        let start = p.replayed_generation() + 1;
+        assert!(start <= seeded);
+        let err = p.apply(&passive, &inbox(start + 1)).unwrap_err();
+        assert!(matches!(&err, EngineError::LogGap { missing, .. } if *missing == start), "{err}");
+        let rep = p.apply(&passive, &inbox(start)).unwrap();
+        assert!(rep.applied && rep.generation == start);
+        let again = p.apply(&passive, &inbox(start)).unwrap();
+        assert!(!again.applied, "an applied generation is skipped");
+        assert_eq!(p.replayed_generation(), start);
+        // A generation of another stream under the expected name.
+        let other = Active::new();
+        other.inst.roll_log().unwrap();
+        let data = volume::fs::read_all(other.fs.as_ref(), &Active::log_path(1)).unwrap();
+        let foreign = Path::new("foreign").join(logfmt::generation_name(PREFIX, start + 1));
+        passive.create_dir_all(Path::new("foreign")).unwrap();
+        volume::fs::write_atomic(passive.as_ref(), &foreign, &data).unwrap();
+        let err = p.apply(&passive, &foreign).unwrap_err();
+        assert!(matches!(&err, EngineError::ForeignLog { .. }), "{err}");
+        assert_eq!(p.replayed_generation(), start, "nothing applied");
+    }
+}
