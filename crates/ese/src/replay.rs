@@ -3,8 +3,7 @@
 //! A passive copy is a set of database files seeded from a snapshot of the active (dirty
 //! shutdown, with the required log range in their headers) plus the closed log generations
 //! shipped to it. [`PassiveReplay`] applies those generations one at a time with the same redo
-//! as hard recovery, and keeps its own checkpoint (`passive.chk`-style file, path chosen by the
-//! caller) so a passive killed at any point resumes where it stopped instead of being reseeded.
+//! as hard recovery, and keeps its own checkpoint (a two-slot file at a path the caller chooses) so a passive killed at any point resumes where it stopped instead of being reseeded.
 //! The databases are never mounted: no [`crate::Instance`] is opened on them, so nothing but
 //! redo writes their pages.
 //!
@@ -15,7 +14,8 @@
 //! transaction's records may span a roll), the last generation applied and that generation's
 //! creation time (so the log inspector can check the next generation continues it).
 //!
-//! After each generation, in this order: the pages are written and synced, the database
+//! After each generation, in this order: the pages are journaled (below), written in place and
+//! synced, the database
 //! headers get the new required range (still dirty shutdown, so hard recovery of the passive
 //! at activation starts at the right place), then the checkpoint slot is written and synced.
 //! A crash between any two steps leaves an older checkpoint: replay from it is idempotent
@@ -27,7 +27,12 @@
 //! first written and synced to a journal next to the checkpoint (`<checkpoint>.jrn`, with a
 //! checksum and the generation it brings the copy to), and only then in place. Opening a
 //! passive whose journal is valid and one generation ahead of its checkpoint writes the
-//! journal's images again before anything else, which repairs any page the crash tore.
+//! journal's images again before anything else, which repairs any page the crash tore. The
+//! staged pages of one apply are held in memory: at most the pages one generation changed.
+//!
+//! Every database the log stream changes must be part of the copy: a database attached on the
+//! active after the seed stops replay with [`EngineError::DatabaseMissing`] (it needs its own
+//! seed) rather than being skipped silently.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
