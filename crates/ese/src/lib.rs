@@ -82,6 +82,7 @@ pub mod lsn;
 pub mod page;
 pub mod recovery;
 pub(crate) mod redo;
+pub mod replay;
 pub mod txn;
 
 pub use backup::{BackupKind, EngineBackup, EngineNotice, SessionState, Truncation};
@@ -90,4 +91,5 @@ pub use error::{EngineError, Result};
 pub use instance::{DatabaseSpec, Instance, InstanceConfig, LogState, NoticeSink, RecoveryInfo};
 pub use lsn::Lsn;
 pub use recovery::{HardRecovery, HardRecoveryReport, hard_recover};
+pub use replay::{ApplyReport, PassiveConfig, PassiveReplay, PassiveState};
 pub use txn::{Cursor, Durability, ReadTxn, Row, WriteTxn};

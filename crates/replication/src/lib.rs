@@ -4,3 +4,13 @@
 //! the replication writer backs up a passive copy (the surrogate backup) in coordination with the
 //! active node. This crate will own the log copier, inspector, replayer, queues, switchover and
 //! the replication writer.
+//!
+//! Today: the [`inspector`] (checks one shipped generation before use) and the [`replayer`]
+//! (applies inspected generations from an inbox to a passive copy, see
+//! [`ese::PassiveReplay`]).
+
+pub mod inspector;
+pub mod replayer;
+
+pub use inspector::{InspectError, Inspected, Inspector};
+pub use replayer::{ReplayError, Replayer, ReplayerConfig, ReplayerHandle};
