@@ -519,6 +519,15 @@ impl Requester {
                 source,
             })?;
             let name = format!("{}/{}", p.volume, p.path.display());
+            // The mode as the snapshot saw it, for the restore to give back.
+            let mode = view
+                .metadata(&p.path)
+                .map_err(|source| RequesterError::Io {
+                    op: "reading the metadata in the snapshot",
+                    path: name.clone(),
+                    source,
+                })?
+                .mode;
             let pages = match p.role {
                 FileRole::Database => {
                     CopyPageCheck::new(view.as_ref(), &p.path, self.repo.config().chunk_size)
@@ -534,6 +543,7 @@ impl Requester {
                 p.role,
                 &p.component,
                 &src,
+                Some(mode),
                 check.as_ref().map(|c| c as &crate::repo::ChunkCheck),
                 &|d| progress.bytes(base_done + d, total),
             );

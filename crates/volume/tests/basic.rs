@@ -242,3 +242,22 @@ fn blocks_preserved_counts_each_block_copied_on_write_once() {
     write(&v, "f", 2 * 4096 - 5, &[4u8; 10]); // straddles blocks 1 and 2
     assert_eq!(v.blocks_preserved(), 2);
 }
+
+/// A backup records each file's mode from the snapshot view, so the view reports the mode the
+/// file had when the snapshot was taken, also after the volume is reopened.
+#[test]
+fn snapshot_view_reports_the_mode_at_snapshot_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("db");
+    let v = vol(dir.path(), "db");
+    write(&v, "f", 0, b"mail");
+    v.set_mode(Path::new("f"), 0o640).unwrap();
+    assert_eq!(v.metadata(Path::new("f")).unwrap().mode, 0o640);
+    let s = v.snapshot(true).unwrap();
+    v.set_mode(Path::new("f"), 0o600).unwrap();
+    assert_eq!(v.view(s.id).unwrap().metadata(Path::new("f")).unwrap().mode, 0o640);
+    drop(v);
+    let v = Volume::open(&root).unwrap();
+    assert_eq!(v.view(s.id).unwrap().metadata(Path::new("f")).unwrap().mode, 0o640);
+    assert_eq!(v.metadata(Path::new("f")).unwrap().mode, 0o600);
+}
