@@ -261,3 +261,20 @@ fn snapshot_view_reports_the_mode_at_snapshot_time() {
     assert_eq!(v.view(s.id).unwrap().metadata(Path::new("f")).unwrap().mode, 0o640);
     assert_eq!(v.metadata(Path::new("f")).unwrap().mode, 0o600);
 }
+
+/// Reopening a volume with another block size is refused naming both sizes; the size it was
+/// created with opens it.
+#[test]
+fn reopening_with_another_block_size_is_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("db");
+    drop(vol(dir.path(), "db"));
+    let opts = |block_size| VolumeOptions { label: "db".into(), block_size };
+    let e = Volume::open_or_create(&root, opts(8192)).unwrap_err();
+    let volume::VolumeError::Io { source, .. } = &e else { panic!("not an I/O error: {e}") };
+    assert!(source.get_ref().is_some_and(|p| p.is::<volume::BlockSizeChanged>()), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("4096") && text.contains("8192"), "{text}");
+    let v = Volume::open_or_create(&root, opts(4096)).unwrap();
+    assert_eq!(v.block_size(), 4096);
+}
