@@ -128,6 +128,14 @@ fn assemble(
     Node { dir, logs, db, events, coordinator, store, requester, repo_fs, db_faults, logs_faults }
 }
 
+impl Node {
+    /// The node's volumes and their host directories, as the node passes them to
+    /// [`backup::repository_for_backup`].
+    pub fn volume_dirs(&self) -> Vec<backup::VolumeDir> {
+        ["logs", "db"].map(|l| (l.to_string(), self.dir.path().join(format!("vol-{l}")))).to_vec()
+    }
+}
+
 /// How long any wait in these tests may take before it fails: generous, as CI runs them on
 /// two busy cores, and only a hang should reach it.
 pub const WAIT: Duration = Duration::from_secs(180);
