@@ -13,7 +13,8 @@ pub mod verify;
 
 pub use error::{RequesterError, Result};
 pub use requester::{
-    BackupReport, BackupRequest, Progress, Quiet, Requester, ViewFilter, repository_for_backup,
+    BackupReport, BackupRequest, Progress, Quiet, Requester, ViewFilter, VolumeDir,
+    refuse_repository_in_live_dirs, repository_for_backup,
 };
 pub use restore::{RestoreReport, RestoreRequest, RestoreTarget, Restorer};
 pub use verify::{SetVerify, verify_set};

@@ -23,9 +23,11 @@
 //! aborts its session instead: the writers get abort, then backup shutdown.
 
 mod components;
+mod live_dirs;
 mod plan;
 
 pub use components::{FoundComponents, find_components};
+pub use live_dirs::{VolumeDir, refuse_repository_in_live_dirs};
 use plan::Planned;
 pub use plan::glob_match;
 
@@ -166,14 +168,17 @@ impl BackupRequest {
 }
 
 /// The repository in host directory `path` for backup `req` of `store`: opened, or created
-/// if there is none — but only once the request is known valid, so that a refused backup
+/// if there is none — but only once the request is known valid and `path` lies outside the
+/// node's `volumes` (see [`refuse_repository_in_live_dirs`]), so that a refused backup
 /// leaves no empty repository behind.
 pub fn repository_for_backup(
     store: &InformationStore,
     req: &BackupRequest,
     path: &Path,
+    volumes: &[VolumeDir],
 ) -> Result<Repository> {
     req.check(store)?;
+    refuse_repository_in_live_dirs(store, path, volumes)?;
     Ok(Repository::open_or_init_host(path)?)
 }
 
@@ -519,6 +524,15 @@ impl Requester {
                 source,
             })?;
             let name = format!("{}/{}", p.volume, p.path.display());
+            // The mode as the snapshot saw it, for the restore to give back.
+            let mode = view
+                .metadata(&p.path)
+                .map_err(|source| RequesterError::Io {
+                    op: "reading the metadata in the snapshot",
+                    path: name.clone(),
+                    source,
+                })?
+                .mode;
             let pages = match p.role {
                 FileRole::Database => {
                     CopyPageCheck::new(view.as_ref(), &p.path, self.repo.config().chunk_size)
@@ -534,6 +548,7 @@ impl Requester {
                 p.role,
                 &p.component,
                 &src,
+                Some(mode),
                 check.as_ref().map(|c| c as &crate::repo::ChunkCheck),
                 &|d| progress.bytes(base_done + d, total),
             );

@@ -40,23 +40,26 @@ fn opening_a_missing_repository_creates_nothing_and_names_the_path() {
 fn a_backup_of_an_unknown_storage_group_creates_no_repository() {
     let n = common::node();
     let new = n.dir.path().join("new-repo");
+    let vols = n.volume_dirs();
     let req = |sg: &str, databases: Vec<String>| BackupRequest {
         storage_group: sg.into(),
         backup_type: BackupType::Full,
         databases,
     };
-    let err = backup::repository_for_backup(&n.store, &req("NOPE", vec![]), &new).unwrap_err();
+    let err =
+        backup::repository_for_backup(&n.store, &req("NOPE", vec![]), &new, &vols).unwrap_err();
     assert!(
         matches!(err, RequesterError::Store(store::StoreError::NoSuchStorageGroup(ref sg)) if sg == "NOPE"),
         "{err:?}"
     );
     assert!(!new.exists(), "a refused backup created {}", new.display());
-    let err = backup::repository_for_backup(&n.store, &req("SG1", vec!["NODB".into()]), &new)
-        .unwrap_err();
+    let err =
+        backup::repository_for_backup(&n.store, &req("SG1", vec!["NODB".into()]), &new, &vols)
+            .unwrap_err();
     assert!(matches!(err, RequesterError::NoSuchDatabase { .. }), "{err:?}");
     assert!(!new.exists(), "a refused backup created {}", new.display());
 
-    let repo = backup::repository_for_backup(&n.store, &req("SG1", vec![]), &new).unwrap();
+    let repo = backup::repository_for_backup(&n.store, &req("SG1", vec![]), &new, &vols).unwrap();
     assert!(new.join("repository.json").is_file(), "a valid request creates the repository");
     assert_eq!(repo.list_sets().unwrap().len(), 0);
 }
@@ -89,4 +92,40 @@ fn a_restore_of_an_unknown_set_leaves_no_target_directory() {
     assert_eq!(root, n.dir.path());
     assert!(!n.dir.path().join("a").exists());
     assert!(RestoreTarget::host_dir(std::path::Path::new("relative/x")).is_err());
+}
+
+/// Issue 12: a repository inside a live log or database directory (or anywhere on a volume of
+/// the node) is refused naming both paths, before anything is created; a path that only
+/// looks like it is outside (`..`, a symbolic link) is resolved first.
+#[test]
+fn a_repository_inside_a_live_directory_is_refused_naming_both_paths() {
+    let n = common::node();
+    let vols = n.volume_dirs();
+    let req = BackupRequest {
+        storage_group: "SG1".into(),
+        backup_type: BackupType::Full,
+        databases: vec![],
+    };
+    let root = n.dir.path();
+    std::os::unix::fs::symlink(root.join("vol-db"), root.join("db-link")).unwrap();
+    let cases = [
+        (root.join("vol-logs/SG1/logs/repo"), "log directory of storage group SG1", "SG1/logs"),
+        (root.join("vol-logs/SG1/system/repo"), "system directory of storage group SG1", "system"),
+        (root.join("vol-db/SG1/repo"), "database directory of DB1", "vol-db/SG1"),
+        (root.join("vol-db/backups"), "volume db", "vol-db"),
+        (root.join("vol-logs"), "volume logs", "vol-logs"),
+        (root.join("elsewhere/../vol-db/r"), "volume db", "vol-db"),
+        (root.join("db-link/SG1/r"), "database directory of DB1", "vol-db/SG1"),
+    ];
+    for (path, what, live) in cases {
+        let existed = path.exists();
+        let err = backup::repository_for_backup(&n.store, &req, &path, &vols).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, RequesterError::Refused(_)), "{path:?}: {text}");
+        assert!(text.contains(what) && text.contains(live), "{path:?}: {text}");
+        assert!(text.contains(&path.display().to_string()), "names the repository: {text}");
+        assert_eq!(path.exists(), existed, "a refused backup created {}", path.display());
+    }
+    // Beside the volumes is fine.
+    backup::repository_for_backup(&n.store, &req, &root.join("vol-logs-backups"), &vols).unwrap();
 }

@@ -986,3 +986,49 @@ fn an_alternate_roll_forward_refuses_a_log_stream_rewound_since_the_backup() {
     assert!(original_tree(&n) == before, "the target is as it was");
     sg.mount().unwrap();
 }
+
+/// Every `.edb` file under `dir` on the host, with its permission bits.
+fn edb_modes(dir: &Path) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let m = e.metadata().unwrap();
+        if m.is_dir() {
+            out.extend(edb_modes(&e.path()));
+        } else if e.path().extension().is_some_and(|x| x == "edb") {
+            out.push((e.path(), m.permissions().mode() & 0o7777));
+        }
+    }
+    out
+}
+
+/// A backup records each file's mode as the snapshot saw it, and a restore (alternate and in
+/// place) gives the file back that mode, not the mode the file happens to be created with.
+#[test]
+fn a_restore_gives_files_the_mode_recorded_in_the_backup() {
+    let n = common::node_on_shadow_volumes();
+    loaded(&n, 10, 41);
+    n.db.set_mode(Path::new("SG1/DB1.edb"), 0o640).unwrap();
+    let full = n.requester.backup(&req(BackupType::Full), &Quiet).unwrap();
+    let db = full.set.files.iter().find(|f| f.role == FileRole::Database).unwrap();
+    assert_eq!(db.mode, Some(0o640), "the manifest records the database's mode");
+    assert!(full.set.files.iter().all(|f| f.mode.is_some()), "every file's mode is recorded");
+
+    let alt: FsRef = Arc::new(HostFs::new(n.dir.path().join("alt")).unwrap());
+    let request = RestoreRequest {
+        set: full.set.id.to_string(),
+        target: RestoreTarget::Alternate { fs: alt, dir: PathBuf::from("fresh") },
+        roll_forward: false,
+    };
+    restorer(&n).restore(&request, &Quiet).unwrap();
+    let restored = edb_modes(&n.dir.path().join("alt/fresh"));
+    assert_eq!(restored.len(), 1, "one database restored: {restored:?}");
+    assert_eq!(restored[0].1, 0o640, "{restored:?}");
+
+    // In place: the live file's mode changed since the backup; the restore puts it back.
+    n.db.set_mode(Path::new("SG1/DB1.edb"), 0o600).unwrap();
+    n.store.storage_group("SG1").unwrap().dismount(false).unwrap();
+    restore_original(&n, full.set.id, false).unwrap();
+    assert_eq!(n.db.metadata(Path::new("SG1/DB1.edb")).unwrap().mode, 0o640);
+}

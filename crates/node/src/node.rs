@@ -249,6 +249,12 @@ impl Node {
         &self.volumes
     }
 
+    /// The volumes and their host directories: where no repository may go (see
+    /// [`backup::refuse_repository_in_live_dirs`]).
+    pub fn volume_dirs(&self) -> Vec<backup::VolumeDir> {
+        self.volumes.iter().map(|(l, v)| (l.clone(), v.root().to_path_buf())).collect()
+    }
+
     /// A registered volume.
     pub fn volume(&self, label: &str) -> Option<&Volume> {
         self.volumes.get(label)

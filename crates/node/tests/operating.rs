@@ -71,3 +71,27 @@ fn a_database_of_another_log_stream_is_refused_naming_both() {
     assert!(e.contains("E00.chk") && e.matches("log signature").count() == 1, "{e}");
     node.shutdown();
 }
+
+/// Issue 12: changing `block_size` of an existing volume is refused at start, naming the
+/// volume and both sizes, instead of being silently ignored.
+#[test]
+fn changing_the_block_size_of_an_existing_volume_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    let set = |cfg: &mut Config, size: &str| {
+        let db = cfg.volumes.iter_mut().find(|v| v.label == "db").unwrap();
+        db.block_size = Some(size.into());
+    };
+    set(&mut cfg, "4KiB");
+    let node = Node::start(cfg.clone()).unwrap();
+    assert!(node.shutdown().is_empty());
+    drop(node);
+    set(&mut cfg, "8KiB");
+    let e = Node::start(cfg.clone()).unwrap_err();
+    assert!(matches!(e, NodeError::Volume { ref label, .. } if label == "db"), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("4096") && text.contains("8192"), "{text}");
+    set(&mut cfg, "4KiB");
+    let node = Node::start(cfg).unwrap();
+    node.shutdown();
+}

@@ -70,5 +70,20 @@ impl From<VolumeError> for io::Error {
     }
 }
 
+/// Why an existing volume was not opened: the configuration asks for another block size than
+/// the one it was created with. It travels as the payload of a [`VolumeError::Io`] of kind
+/// `InvalidInput` (downcast its source to tell it apart), so that matches over
+/// [`VolumeError`] elsewhere need no new arm.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "it was created with block size {created} B, the configuration asks for {configured} B: \
+     the block size of an existing volume cannot change (its snapshots' diff areas are laid \
+     out in it); set it back to {created} B"
+)]
+pub struct BlockSizeChanged {
+    pub created: u64,
+    pub configured: u64,
+}
+
 /// Result of the volume layer's management API.
 pub type Result<T, E = VolumeError> = std::result::Result<T, E>;

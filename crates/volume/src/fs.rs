@@ -48,12 +48,24 @@ pub enum FileKind {
     Dir,
 }
 
-/// Size and kind of a path.
+/// The permission bits a file system reports for a file whose mode it does not keep, and that
+/// a restore gives a file whose backup recorded none: readable by its owner only, because data
+/// files hold mail.
+pub const DEFAULT_FILE_MODE: u32 = 0o600;
+
+/// The permission bits reported for a directory whose mode is not kept (snapshot tables record
+/// files only).
+pub const DEFAULT_DIR_MODE: u32 = 0o700;
+
+/// Size, kind and permission bits of a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Metadata {
     pub kind: FileKind,
     /// Length in bytes (0 for directories).
     pub len: u64,
+    /// Permission bits (`0o7777` at most), so that a backup can record them and a restore
+    /// give the file back the access it had.
+    pub mode: u32,
 }
 
 /// One entry of [`FileSystem::read_dir`].
@@ -138,6 +150,17 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
 
     /// Makes the directory's entries (creations, renames, removals inside it) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+
+    /// Sets the permission bits of `path` (`mode & 0o7777`). A restore calls it so that a
+    /// file comes back with the access recorded in its backup. File systems that cannot
+    /// change modes (read-only views) refuse.
+    fn set_mode(&self, path: &Path, mode: u32) -> io::Result<()> {
+        let _ = mode;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("{}: this file system cannot change permissions", path.display()),
+        ))
+    }
 
     /// Whether `path` exists.
     fn exists(&self, path: &Path) -> io::Result<bool> {

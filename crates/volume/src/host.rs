@@ -109,11 +109,19 @@ pub fn open_host(path: &Path, mode: OpenMode) -> io::Result<fs::File> {
 
 /// Converts std metadata into the seam's.
 pub fn host_metadata(m: &fs::Metadata) -> Metadata {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = m.permissions().mode() & 0o7777;
     if m.is_dir() {
-        Metadata { kind: FileKind::Dir, len: 0 }
+        Metadata { kind: FileKind::Dir, len: 0, mode }
     } else {
-        Metadata { kind: FileKind::File, len: m.len() }
+        Metadata { kind: FileKind::File, len: m.len(), mode }
     }
+}
+
+/// Sets the permission bits of a host path.
+pub fn set_host_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
 }
 
 /// Lists a host directory, sorted, skipping names for which `hide` returns true.
@@ -182,6 +190,10 @@ impl FileSystem for HostFs {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         sync_host_dir(&self.host_path(path)?)
     }
+
+    fn set_mode(&self, path: &Path, mode: u32) -> io::Result<()> {
+        set_host_mode(&self.host_path(path)?, mode)
+    }
 }
 
 #[cfg(test)]
@@ -210,5 +222,16 @@ mod tests {
         assert_eq!(names, vec!["b", "x"]);
         let ro = fs.open(Path::new("a/x"), OpenMode::Read).unwrap();
         assert_eq!(ro.write_at(b"z", 0).unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+    }
+
+    #[test]
+    fn host_metadata_reports_the_mode_that_set_mode_sets() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = HostFs::new(dir.path()).unwrap();
+        write_atomic(&fs, Path::new("f"), b"x").unwrap();
+        fs.set_mode(Path::new("f"), 0o640).unwrap();
+        assert_eq!(fs.metadata(Path::new("f")).unwrap().mode, 0o640);
+        fs.set_mode(Path::new("f"), 0o600).unwrap();
+        assert_eq!(fs.metadata(Path::new("f")).unwrap().mode, 0o600);
     }
 }

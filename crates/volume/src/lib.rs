@@ -30,7 +30,7 @@ pub mod table;
 pub mod view;
 pub mod volume;
 
-pub use error::VolumeError;
+pub use error::{BlockSizeChanged, VolumeError};
 pub use events::{DeleteReason, VolumeEvent};
 pub use fs::{DirEntry, File, FileKind, FileRef, FileSystem, FsRef, Metadata, OpenMode};
 pub use hold::{CommitOptions, CommitReport, commit_set};

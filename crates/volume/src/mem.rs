@@ -58,12 +58,26 @@ enum Pending {
     SetLen(u64),
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 struct Inode {
     live: Vec<u8>,
     durable: Vec<u8>,
     /// Changes since the last sync, in order; replayed selectively by a torn crash.
     pending: Vec<Pending>,
+    /// Permission bits. Kept (not crash-modelled: a crash keeps the last mode set) so that
+    /// tests can check that backup and restore carry them.
+    mode: u32,
+}
+
+impl Default for Inode {
+    fn default() -> Self {
+        Inode {
+            live: Vec::new(),
+            durable: Vec::new(),
+            pending: Vec::new(),
+            mode: crate::fs::DEFAULT_FILE_MODE,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -211,8 +225,15 @@ impl State {
                         }
                     }
                 }
-                inodes
-                    .insert(*ino, Inode { live: data.clone(), durable: data, pending: Vec::new() });
+                inodes.insert(
+                    *ino,
+                    Inode {
+                        live: data.clone(),
+                        durable: data,
+                        pending: Vec::new(),
+                        mode: old.mode,
+                    },
+                );
             }
         }
         self.live = survivors.clone();
@@ -571,14 +592,37 @@ impl FileSystem for MemFs {
     fn metadata(&self, path: &Path) -> io::Result<Metadata> {
         let path = normalize(path)?;
         let s = self.state.lock();
+        let dir = Metadata { kind: FileKind::Dir, len: 0, mode: crate::fs::DEFAULT_DIR_MODE };
         if path.as_os_str().is_empty() {
-            return Ok(Metadata { kind: FileKind::Dir, len: 0 });
+            return Ok(dir);
         }
         match s.live.get(&path) {
-            Some(Node::Dir) => Ok(Metadata { kind: FileKind::Dir, len: 0 }),
+            Some(Node::Dir) => Ok(dir),
             Some(Node::File(ino)) => {
-                Ok(Metadata { kind: FileKind::File, len: s.inodes[ino].live.len() as u64 })
+                let inode = &s.inodes[ino];
+                Ok(Metadata {
+                    kind: FileKind::File,
+                    len: inode.live.len() as u64,
+                    mode: inode.mode,
+                })
             }
+            None => Err(not_found(&path)),
+        }
+    }
+
+    /// Keeps the mode of a file; directories always report [`crate::fs::DEFAULT_DIR_MODE`].
+    fn set_mode(&self, path: &Path, mode: u32) -> io::Result<()> {
+        let path = normalize(path)?;
+        let mut s = self.state.lock();
+        match s.live.get(&path).copied() {
+            Some(Node::File(ino)) => {
+                if let Some(inode) = s.inodes.get_mut(&ino) {
+                    inode.mode = mode & 0o7777;
+                }
+                Ok(())
+            }
+            Some(Node::Dir) => Ok(()),
+            None if path.as_os_str().is_empty() => Ok(()),
             None => Err(not_found(&path)),
         }
     }
@@ -740,5 +784,15 @@ mod tests {
         fs.remove_file(Path::new("a/b/f")).unwrap();
         fs.remove_dir(Path::new("a/b")).unwrap();
         assert!(fs.read_dir(Path::new("a")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn files_are_created_0600_and_keep_the_mode_set() {
+        let fs = MemFs::new();
+        write(&fs, "f", b"x");
+        assert_eq!(fs.metadata(Path::new("f")).unwrap().mode, 0o600);
+        fs.set_mode(Path::new("f"), 0o644).unwrap();
+        assert_eq!(fs.metadata(Path::new("f")).unwrap().mode, 0o644);
+        assert!(fs.set_mode(Path::new("missing"), 0o600).is_err());
     }
 }

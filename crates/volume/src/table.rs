@@ -23,6 +23,14 @@ pub struct FileEntry {
     pub id: FileId,
     pub len: u64,
     pub extents: Extents,
+    /// Permission bits at snapshot time, so that a backup from the snapshot records them.
+    /// Tables persisted before modes were kept read as the default file mode.
+    #[serde(default = "default_file_mode")]
+    pub mode: u32,
+}
+
+fn default_file_mode() -> u32 {
+    crate::fs::DEFAULT_FILE_MODE
 }
 
 /// A node of the table.
@@ -79,7 +87,11 @@ impl FileTable {
                     Err(err) => return Err(err),
                 };
                 let extents = extents::scan(&e.path(), &m)?;
-                self.insert_file(path, FileEntry { id: FileId::of(&m), len: m.len(), extents });
+                let mode = std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777;
+                self.insert_file(
+                    path,
+                    FileEntry { id: FileId::of(&m), len: m.len(), extents, mode },
+                );
             }
         }
         Ok(())

@@ -16,7 +16,9 @@ use uuid::Uuid;
 
 use crate::cow::read_full;
 use crate::error::VolumeError;
-use crate::fs::{DirEntry, File, FileKind, FileRef, FileSystem, Metadata, OpenMode, normalize};
+use crate::fs::{
+    DEFAULT_DIR_MODE, DirEntry, File, FileKind, FileRef, FileSystem, Metadata, OpenMode, normalize,
+};
 use crate::snapshot::{ShadowCopyInfo, Snapshot};
 use crate::table::{FileEntry, Node};
 use crate::volume::VolumeInner;
@@ -118,8 +120,8 @@ impl FileSystem for SnapshotView {
 
     fn metadata(&self, path: &Path) -> io::Result<Metadata> {
         Ok(match self.node(path)? {
-            Node::Dir => Metadata { kind: FileKind::Dir, len: 0 },
-            Node::File(e) => Metadata { kind: FileKind::File, len: e.len },
+            Node::Dir => Metadata { kind: FileKind::Dir, len: 0, mode: DEFAULT_DIR_MODE },
+            Node::File(e) => Metadata { kind: FileKind::File, len: e.len, mode: e.mode },
         })
     }
 

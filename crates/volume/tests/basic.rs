@@ -242,3 +242,39 @@ fn blocks_preserved_counts_each_block_copied_on_write_once() {
     write(&v, "f", 2 * 4096 - 5, &[4u8; 10]); // straddles blocks 1 and 2
     assert_eq!(v.blocks_preserved(), 2);
 }
+
+/// A backup records each file's mode from the snapshot view, so the view reports the mode the
+/// file had when the snapshot was taken, also after the volume is reopened.
+#[test]
+fn snapshot_view_reports_the_mode_at_snapshot_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("db");
+    let v = vol(dir.path(), "db");
+    write(&v, "f", 0, b"mail");
+    v.set_mode(Path::new("f"), 0o640).unwrap();
+    assert_eq!(v.metadata(Path::new("f")).unwrap().mode, 0o640);
+    let s = v.snapshot(true).unwrap();
+    v.set_mode(Path::new("f"), 0o600).unwrap();
+    assert_eq!(v.view(s.id).unwrap().metadata(Path::new("f")).unwrap().mode, 0o640);
+    drop(v);
+    let v = Volume::open(&root).unwrap();
+    assert_eq!(v.view(s.id).unwrap().metadata(Path::new("f")).unwrap().mode, 0o640);
+    assert_eq!(v.metadata(Path::new("f")).unwrap().mode, 0o600);
+}
+
+/// Reopening a volume with another block size is refused naming both sizes; the size it was
+/// created with opens it.
+#[test]
+fn reopening_with_another_block_size_is_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("db");
+    drop(vol(dir.path(), "db"));
+    let opts = |block_size| VolumeOptions { label: "db".into(), block_size };
+    let e = Volume::open_or_create(&root, opts(8192)).unwrap_err();
+    let volume::VolumeError::Io { source, .. } = &e else { panic!("not an I/O error: {e}") };
+    assert!(source.get_ref().is_some_and(|p| p.is::<volume::BlockSizeChanged>()), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("4096") && text.contains("8192"), "{text}");
+    let v = Volume::open_or_create(&root, opts(4096)).unwrap();
+    assert_eq!(v.block_size(), 4096);
+}

@@ -57,6 +57,19 @@ pub struct FileEntry {
     /// BLAKE3 of the whole content, hex.
     pub blake3: String,
     pub chunks: Vec<ChunkRef>,
+    /// Permission bits the file had in the snapshot, so that a restore gives it back the
+    /// same access. Absent in manifests written before modes were recorded (a restore then
+    /// uses [`volume::fs::DEFAULT_FILE_MODE`]), and left out when unknown so that those
+    /// manifests re-encode byte for byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
+
+impl FileEntry {
+    /// The permission bits a restore gives the file: the recorded ones, else owner-only.
+    pub fn restore_mode(&self) -> u32 {
+        self.mode.unwrap_or(volume::fs::DEFAULT_FILE_MODE) & 0o7777
+    }
 }
 
 /// One chunk of a file's content, by hash.

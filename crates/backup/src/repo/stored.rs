@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::mpsc;
 
 use parking_lot::Mutex;
-use volume::fs::{DirEntry, File, FileKind, FileRef, FileSystem, Metadata, OpenMode, normalize};
+use volume::fs::{
+    DEFAULT_DIR_MODE, DirEntry, File, FileKind, FileRef, FileSystem, Metadata, OpenMode, normalize,
+};
 
 use super::{FileEntry, Repository, parse_hash};
 
@@ -249,10 +251,10 @@ impl FileSystem for StoredFiles {
     fn metadata(&self, path: &Path) -> io::Result<Metadata> {
         let path = normalize(path)?;
         if let Some(e) = self.entry(&path) {
-            return Ok(Metadata { kind: FileKind::File, len: e.size });
+            return Ok(Metadata { kind: FileKind::File, len: e.size, mode: e.restore_mode() });
         }
         if self.is_dir(&path) {
-            return Ok(Metadata { kind: FileKind::Dir, len: 0 });
+            return Ok(Metadata { kind: FileKind::Dir, len: 0, mode: DEFAULT_DIR_MODE });
         }
         Err(io::Error::new(
             io::ErrorKind::NotFound,

@@ -270,6 +270,7 @@ fn a_chunk_check_sees_every_chunk_once_and_its_rejection_stops_the_copy() {
         crate::repo::FileRole::Database,
         "c",
         f.as_ref(),
+        None,
         Some(&record),
         &|_| {},
     )
@@ -296,6 +297,7 @@ fn a_chunk_check_sees_every_chunk_once_and_its_rejection_stops_the_copy() {
             crate::repo::FileRole::Database,
             "c",
             f.as_ref(),
+            None,
             Some(&reject),
             &|_| {},
         )

@@ -155,16 +155,19 @@ impl<'r> SetWriter<'r> {
         src: &dyn File,
         progress: &dyn Fn(u64),
     ) -> Result<&FileEntry> {
-        self.add_file_checked(path, role, component, src, None, progress)
+        self.add_file_checked(path, role, component, src, None, None, progress)
     }
 
-    /// [`SetWriter::add_file`], running `check` (when given) on every chunk as it passes.
+    /// [`SetWriter::add_file`], recording `mode` (the file's permission bits, when known) in
+    /// the manifest and running `check` (when given) on every chunk as it passes.
+    #[allow(clippy::too_many_arguments)] // Each is one fact about the file; a struct adds nothing.
     pub fn add_file_checked(
         &mut self,
         path: &str,
         role: FileRole,
         component: &str,
         src: &dyn File,
+        mode: Option<u32>,
         check: Option<&ChunkCheck>,
         progress: &dyn Fn(u64),
     ) -> Result<&FileEntry> {
@@ -306,6 +309,7 @@ impl<'r> SetWriter<'r> {
             size,
             blake3: hasher.finalize().to_hex().to_string(),
             chunks,
+            mode: mode.map(|m| m & 0o7777),
         });
         Ok(&self.files[added])
     }

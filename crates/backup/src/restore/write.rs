@@ -45,6 +45,8 @@ pub(super) fn write_entry_flushing(
         return Err(aborted(reason));
     }
     let f = fs.open(path, OpenMode::CreateNew).map_err(io_err("creating", path))?;
+    // Before any byte is written: the content never sits under wider access than recorded.
+    fs.set_mode(path, entry.restore_mode()).map_err(io_err("setting the mode of", path))?;
     let (kick, kicks) = std::sync::mpsc::sync_channel::<()>(1);
     let (written, flushed) = std::thread::scope(|s| {
         let flusher = std::thread::Builder::new().name("restore-flush".into()).spawn_scoped(
@@ -126,5 +128,30 @@ mod tests {
         // With the disk healthy the same restore writes every byte.
         write_entry_flushing(&repo, entry, fs.as_ref(), Path::new("out2"), &Quiet, 4096).unwrap();
         assert_eq!(volume::fs::read_all(fs.as_ref(), Path::new("out2")).unwrap(), data);
+    }
+
+    /// A restored file gets the mode its backup recorded; a set written before modes were
+    /// recorded restores owner-only (0600), never wider.
+    #[test]
+    fn a_restored_file_gets_the_recorded_mode_or_0600() {
+        let repo_fs = MemFs::new();
+        let opts = InitOptions { chunk_size: 4096, zstd_level: 1 };
+        let repo = Repository::init(repo_fs.as_ref(), "r", opts).unwrap();
+        let src = MemFs::new();
+        let f = src.open(Path::new("db"), volume::OpenMode::Create).unwrap();
+        f.write_at(b"mail", 0).unwrap();
+        let mut w = repo.begin_set();
+        let role = crate::repo::FileRole::Database;
+        w.add_file_checked("vol/a", role, "c", f.as_ref(), Some(0o640), None, &|_| {}).unwrap();
+        w.add_file("vol/b", role, "c", f.as_ref(), &|_| {}).unwrap();
+        let set = w.publish(SetMeta::default()).unwrap();
+        assert_eq!((set.files[0].mode, set.files[1].mode), (Some(0o640), None));
+
+        let target = MemFs::new().as_ref();
+        for (entry, name, want) in [(&set.files[0], "a", 0o640), (&set.files[1], "b", 0o600)] {
+            write_entry_flushing(&repo, entry, target.as_ref(), Path::new(name), &Quiet, 4096)
+                .unwrap();
+            assert_eq!(target.metadata(Path::new(name)).unwrap().mode, want, "{name}");
+        }
     }
 }

@@ -65,6 +65,23 @@ pub fn node_with(dir: tempfile::TempDir, databases: &[&str]) -> Node {
     build(dir, databases, true)
 }
 
+/// A node whose volumes are real shadow volumes snapshotted by the software provider (the
+/// test provider's copies do not keep file modes, for one).
+pub fn node_on_shadow_volumes() -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Arc::new(volume::SoftwareProvider::new());
+    let mut fs = Vec::new();
+    for label in ["logs", "db"] {
+        let root = dir.path().join(format!("vol-{label}"));
+        let vol = volume::Volume::create(root, volume::VolumeOptions::new(label)).unwrap();
+        provider.register(vol.clone());
+        fs.push(Arc::new(vol) as FsRef);
+    }
+    let (logs, db) = (fs[0].clone(), fs[1].clone());
+    let adapter = Arc::new(vss::software::SoftwareProviderAdapter::new(provider));
+    assemble(dir, &["DB1"], logs, db, adapter, None, None)
+}
+
 fn build(dir: tempfile::TempDir, databases: &[&str], faults: bool) -> Node {
     let host_logs: FsRef = Arc::new(HostFs::new(dir.path().join("vol-logs")).unwrap());
     let logs_faults = faults.then(|| volume::fault::FaultInjector::new(host_logs.clone()));
@@ -72,12 +89,24 @@ fn build(dir: tempfile::TempDir, databases: &[&str], faults: bool) -> Node {
     let host_db: FsRef = Arc::new(HostFs::new(dir.path().join("vol-db")).unwrap());
     let db_faults = faults.then(|| volume::fault::FaultInjector::new(host_db.clone()));
     let db = db_faults.as_ref().map_or(host_db, |f| f.as_ref());
-    let repo_fs: FsRef = Arc::new(HostFs::new(dir.path().join("repo")).unwrap());
-    let events = Arc::new(MemorySink::new("node1"));
-    let coordinator = Coordinator::new("node1", CoordinatorConfig::default(), events.clone());
     let provider = TestProvider::new("test provider", dir.path().join("scratch"));
     provider.add_volume("logs", logs.clone());
     provider.add_volume("db", db.clone());
+    assemble(dir, databases, logs, db, provider, db_faults, logs_faults)
+}
+
+fn assemble(
+    dir: tempfile::TempDir,
+    databases: &[&str],
+    logs: FsRef,
+    db: FsRef,
+    provider: Arc<dyn vss::Provider>,
+    db_faults: Option<volume::fault::FaultInjector>,
+    logs_faults: Option<volume::fault::FaultInjector>,
+) -> Node {
+    let repo_fs: FsRef = Arc::new(HostFs::new(dir.path().join("repo")).unwrap());
+    let events = Arc::new(MemorySink::new("node1"));
+    let coordinator = Coordinator::new("node1", CoordinatorConfig::default(), events.clone());
     coordinator.register_provider(provider);
     let store = InformationStore::new("node1", events.clone());
     let mut def = sg_def(&logs, &db);
@@ -97,6 +126,14 @@ fn build(dir: tempfile::TempDir, databases: &[&str], faults: bool) -> Node {
     );
     let requester = Requester::new(coordinator.clone(), store.clone(), repo, events.clone());
     Node { dir, logs, db, events, coordinator, store, requester, repo_fs, db_faults, logs_faults }
+}
+
+impl Node {
+    /// The node's volumes and their host directories, as the node passes them to
+    /// [`backup::repository_for_backup`].
+    pub fn volume_dirs(&self) -> Vec<backup::VolumeDir> {
+        ["logs", "db"].map(|l| (l.to_string(), self.dir.path().join(format!("vol-{l}")))).to_vec()
+    }
 }
 
 /// How long any wait in these tests may take before it fails: generous, as CI runs them on

@@ -166,7 +166,8 @@ pub async fn backup(
         };
         // The path and the request are checked before anything is created there.
         let path = repo_path(&req.repo)?;
-        let outcome = backup::repository_for_backup(node.store(), &request, &path)
+        let vols = node.volume_dirs();
+        let outcome = backup::repository_for_backup(node.store(), &request, &path, &vols)
             .and_then(|repo| node.requester(Arc::new(repo)).backup(&request, progress));
         let report = match outcome {
             Ok(r) => r,

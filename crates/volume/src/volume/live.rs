@@ -11,7 +11,7 @@ use super::{HIDDEN, Volume, VolumeInner, remove_if_exists};
 use crate::cow::{Change, FileState};
 use crate::file_id::FileId;
 use crate::fs::{DirEntry, File, FileRef, FileSystem, Metadata, OpenMode, normalize};
-use crate::host::{host_metadata, list_host_dir, open_host, sync_host_dir};
+use crate::host::{host_metadata, list_host_dir, open_host, set_host_mode, sync_host_dir};
 
 impl VolumeInner {
     fn file_state(&self, id: FileId) -> Arc<FileState> {
@@ -245,5 +245,12 @@ impl FileSystem for Volume {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         sync_host_dir(&self.inner.check_path(path)?)
+    }
+
+    fn set_mode(&self, path: &Path, mode: u32) -> io::Result<()> {
+        let host = self.inner.check_path(path)?;
+        // A snapshot's table records modes: it must see the change wholly before or after.
+        let _b = self.inner.mutation();
+        set_host_mode(&host, mode)
     }
 }

@@ -161,11 +161,24 @@ impl Volume {
         Self::open(root)
     }
 
-    /// Opens the volume at `root`, or creates it with `opts`.
+    /// Opens the volume at `root`, or creates it with `opts`. An existing volume whose block
+    /// size is not `opts.block_size` is refused rather than opened with its own: a changed
+    /// configuration that silently does nothing would mislead whoever changed it.
     pub fn open_or_create(root: impl Into<PathBuf>, opts: VolumeOptions) -> Result<Volume> {
         let root: PathBuf = root.into();
         if root.join(HIDDEN).join("volume.json").exists() {
-            Self::open(root)
+            let vol = Self::open(root)?;
+            if vol.block_size() != opts.block_size {
+                let changed = crate::error::BlockSizeChanged {
+                    created: vol.block_size(),
+                    configured: opts.block_size,
+                };
+                return Err(VolumeError::io(
+                    vol.root(),
+                    io::Error::new(io::ErrorKind::InvalidInput, changed),
+                ));
+            }
+            Ok(vol)
         } else {
             Self::create(root, opts)
         }
