@@ -14,7 +14,7 @@
 //! another database uses, and files already on disk (creating never adopts old logs or
 //! databases; mount them through the configuration if that is what is meant).
 
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};

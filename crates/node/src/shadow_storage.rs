@@ -15,7 +15,7 @@
 //! the shadow storage that exists on disk. Nothing here keeps a node from starting.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
