@@ -64,6 +64,8 @@ pub enum ServiceError {
     ShortToken(PathBuf),
     #[error("starting the runtime: {0}")]
     Runtime(io::Error),
+    #[error("installing the SIGTERM and SIGINT handlers: {0}")]
+    Signals(io::Error),
     #[error("dismounting at shutdown: {0}")]
     Shutdown(String),
 }
@@ -123,17 +125,18 @@ fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServiceError> {
     Ok(listener)
 }
 
-// tokio's signal handlers fail to install only without its signal driver, which every runtime
-// serving the API has (`enable_all`).
-#[allow(clippy::expect_used)]
-async fn signalled() {
+/// Installs the SIGTERM and SIGINT handlers. Done before serving, so that a runtime without
+/// a signal driver is an error at start rather than a panic later.
+fn install_signal_handlers() -> Result<impl std::future::Future<Output = ()>, ServiceError> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
+    let mut term = signal(SignalKind::terminate()).map_err(ServiceError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServiceError::Signals)?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    })
 }
 
 /// Runs a node from `config` and serves its API until SIGTERM or SIGINT.
@@ -151,7 +154,10 @@ pub fn run(config: Config) -> Result<(), ServiceError> {
         .enable_all()
         .build()
         .map_err(ServiceError::Runtime)?;
-    let served = rt.block_on(serve(node.clone(), &socket, tcp, token, signalled()));
+    let served = rt.block_on(async {
+        let signalled = install_signal_handlers()?;
+        serve(node.clone(), &socket, tcp, token, signalled).await
+    });
     // Stop the blocking pool's idle threads; jobs still running are abandoned here.
     rt.shutdown_timeout(Duration::from_secs(1));
     let _ = std::fs::remove_file(&socket);
