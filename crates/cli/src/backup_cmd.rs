@@ -243,6 +243,7 @@ pub fn run_restore(node: &Endpoint, r: &Restore) -> Result<()> {
     })?;
     let sets: Vec<String> = v.sets.iter().map(ToString::to_string).collect();
     println!("Restored {} from {} set(s): {}", v.storage_group, sets.len(), sets.join(", "));
+    println!("   Job: {} (`shadowcopy events --job {}`)", v.job, short(v.job));
     println!("   Files: {}, {}", v.files, bytes(v.bytes));
     println!(
         "   Recovery: {} log generations, {} transactions, {} pages written",
@@ -258,6 +259,11 @@ pub fn run_restore(node: &Endpoint, r: &Restore) -> Result<()> {
     }
     println!("   Took {:.1} s", v.elapsed_ms / 1e3);
     Ok(())
+}
+
+/// The first eight hex digits of an id: a prefix `events --job` accepts.
+fn short(id: uuid::Uuid) -> String {
+    id.simple().to_string()[..8].to_string()
 }
 
 /// The node's default (`None`) unless a flag chose.

@@ -365,15 +365,20 @@ fn restore_job(
 ) -> Result<api::RestoreReport, ApiError> {
     let repo = open_repo(&req.repo)?;
     let started = Instant::now();
-    let report = node.restorer(repo).restore(
+    // The events name the whole target path, as the client gave it.
+    let shown = req.to.clone();
+    let report = node.restorer(repo).restore_as(
         &RestoreRequest {
             set: req.set.clone(),
             roll_forward: req.roll_forward.unwrap_or(alternate_root.is_none()),
             target,
         },
+        uuid::Uuid::new_v4(),
+        shown.as_deref(),
         progress,
     )?;
     Ok(api::RestoreReport {
+        job: report.job,
         storage_group: report.storage_group,
         sets: report.sets,
         files: report.files as u64,
