@@ -574,3 +574,35 @@ fn a_restore_is_a_job_of_its_own_and_jobs_are_found_by_prefix() {
     let (s, v) = trail(&api, "xyz");
     assert_eq!((s, code(&v)), (400, "bad_job_id"), "{v}");
 }
+
+#[test]
+fn the_callers_mistakes_are_4xx_with_a_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(dir.path());
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    let backup = |kind: &str, sg: &str, repo: &str| {
+        api.json("POST", "/v1/backup", Some(json!({"type": kind, "sg": sg, "repo": repo})))
+    };
+    let is_4xx = |s: u16, v: &Value| {
+        assert!((400..500).contains(&s), "{s}: {v}");
+        assert!(!["internal", "coordinator_error"].contains(&code(v)), "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().len() > 20, "{v}");
+    };
+    let (s, v) = backup("incremental", "SG1", repo);
+    eprintln!("incremental without full: {s} {v}");
+    is_4xx(s, &v);
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let (s, v) = backup("full", "SG1", file.to_str().unwrap());
+    eprintln!("repo is a file: {s} {v}");
+    is_4xx(s, &v);
+    let (s, v) = backup("full", "NOPE", repo);
+    eprintln!("unknown sg: {s} {v}");
+    is_4xx(s, &v);
+    let (s, v) = api.json("POST", "/v1/store/SG1/dismount", None);
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = backup("full", "SG1", repo);
+    eprintln!("dismounted: {s} {v}");
+    is_4xx(s, &v);
+}
