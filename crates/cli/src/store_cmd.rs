@@ -115,6 +115,8 @@ pub enum Mail {
     #[command(
         after_help = "Examples:\n  shadowcopy mail load --sg SG1 --db DB1 --messages 500\n  shadowcopy mail load --sg SG1 --db DB1 --seconds 30"
     )]
+    // One of the two, so that a missing choice names both.
+    #[command(group = clap::ArgGroup::new("amount").args(["messages", "seconds"]).required(true))]
     Load {
         /// The storage group that holds the database.
         #[arg(long, value_name = "STORAGE_GROUP")]
@@ -123,12 +125,7 @@ pub enum Mail {
         #[arg(long, value_name = "DATABASE")]
         db: String,
         /// Deliver this many messages, then stop.
-        #[arg(
-            long,
-            value_name = "N",
-            conflicts_with = "seconds",
-            required_unless_present = "seconds"
-        )]
+        #[arg(long, value_name = "N")]
         messages: Option<u64>,
         /// Deliver for this many seconds (at most 3600), then stop.
         #[arg(long, value_name = "N")]
