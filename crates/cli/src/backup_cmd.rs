@@ -140,9 +140,9 @@ fn backup_type(t: BackupType) -> api::BackupType {
     }
 }
 
-/// `low-high`, or `-` without logs.
+/// `low-high` in hex as in the log file names (`0x2F-0x30`), or `-` without logs.
 fn logs(r: Option<api::LogRange>) -> String {
-    r.map_or("-".to_string(), |r| format!("{}-{}", r.low, r.high))
+    r.map_or("-".to_string(), |r| format!("{:#X}-{:#X}", r.low, r.high))
 }
 
 pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
@@ -176,7 +176,7 @@ pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
             println!("   Job:          {}", v.job);
             println!("   Files:        {}", set.files);
             if let Some(r) = set.log_range {
-                println!("   Logs:         generations {}-{}", r.low, r.high);
+                println!("   Logs:         generations {:#X}-{:#X}", r.low, r.high);
             }
             println!("   Read:         {}", bytes(v.bytes));
             println!("   Stored (new): {}", bytes(v.stored_bytes));

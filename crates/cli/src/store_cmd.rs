@@ -262,25 +262,44 @@ fn print_database(d: &api::DatabaseConfig) {
 
 fn slot(v: Option<api::BackupSlot>) -> String {
     let Some(v) = v else { return "none".into() };
-    format!("generations {}-{} at {} ({})", v.gen_low, v.gen_high, v.time, v.kind.as_str())
+    format!("generations {:#X}-{:#X} at {} ({})", v.gen_low, v.gen_high, v.time, v.kind.as_str())
 }
 
-/// A generation that may be unknown, as JSON wrote it (`null`).
+/// A generation that may be unknown, in hex as in the log file names (`0x30`: `E0000000030.log`).
 fn generation(g: Option<u32>) -> String {
-    g.map_or("null".to_string(), |g| g.to_string())
+    g.map_or("none".to_string(), |g| format!("{g:#X}"))
+}
+
+/// A database's header state, explained where it would mislead: a mounted database is
+/// marked dirty until it is dismounted cleanly, so "DirtyShutdown" is what in use looks like.
+fn db_state(state: Option<&str>, mounted: bool) -> String {
+    match state {
+        Some("DirtyShutdown") if mounted => {
+            "DirtyShutdown: in use; a mounted database is marked so until it is dismounted cleanly"
+                .into()
+        }
+        Some(s) => s.to_string(),
+        None => "?".into(),
+    }
 }
 
 fn print_status(v: &api::StoreStatus) {
+    if v.storage_groups.is_empty() {
+        println!(
+            "This node has no storage group; create one with `shadowcopy store create storage-group`."
+        );
+        return;
+    }
     for g in &v.storage_groups {
         println!("Storage group {}: {}", g.name, if g.mounted { "mounted" } else { "dismounted" });
         if let Some(e) = &g.mount_error {
             println!("   Mount failed:          {e}");
         }
         if let Some(l) = &g.log {
-            println!("   Log generation:        {}", l.current_generation);
-            println!("   Checkpoint generation: {}", l.checkpoint_generation);
+            println!("   Log generation:        {:#X}", l.current_generation);
+            println!("   Checkpoint generation: {:#X}", l.checkpoint_generation);
             println!(
-                "   Log files on disk:     {} (generations {}-{})",
+                "   Log files on disk:     {} (generations {} to {})",
                 l.log_files,
                 generation(l.lowest_generation),
                 generation(l.highest_generation)
@@ -291,7 +310,7 @@ fn print_status(v: &api::StoreStatus) {
             None => println!("   Backup in progress:    no"),
         }
         for d in &g.databases {
-            println!("   Database {} ({})", d.name, d.state.as_deref().unwrap_or("?"));
+            println!("   Database {} ({})", d.name, db_state(d.state.as_deref(), g.mounted));
             println!("      Last full backup:         {}", slot(d.previous_full));
             println!("      Last incremental backup:  {}", slot(d.previous_incremental));
             println!("      Last differential backup: {}", slot(d.previous_differential));

@@ -75,5 +75,12 @@ fn jobs_report_as_json_and_a_restore_names_its_own_job() {
     assert!(out.contains(to), "the trail names the whole target {to}:\n{out}");
     let text = node.cli(&["restore", "--repo", repo, "--set", &set, "--to", &format!("{to}2")]);
     assert!(text.contains("Job:"), "{text}");
+
+    // Log generations in hex, as in the file names; a mounted database's state explained.
+    let list = node.cli(&["backup", "list", "--repo", repo]);
+    assert!(list.contains("0x"), "{list}");
+    let status = node.cli(&["store", "status"]);
+    assert!(status.contains("Log generation:        0x"), "{status}");
+    assert!(status.contains("in use; a mounted database"), "{status}");
     assert!(node.terminate().success(), "the node stopped with an error");
 }
