@@ -252,6 +252,7 @@ fn every_type_round_trips() {
         ..Default::default()
     });
     let restore = RestoreReport {
+        job: id(3),
         storage_group: "SG1".into(),
         sets: vec![id(1)],
         files: 4,

@@ -550,6 +550,10 @@ fn a_restore_is_a_job_of_its_own_and_jobs_are_found_by_prefix() {
     }
     let start = v["events"].as_array().unwrap().iter().find(|e| e["id"] == 8204).unwrap();
     assert!(start["message"].as_str().unwrap().contains(to), "{start}");
+    // Generations in the message in hex as in the log file names; the field stays a number.
+    let done = v["events"].as_array().unwrap().iter().find(|e| e["id"] == 8205).unwrap();
+    assert!(done["message"].as_str().unwrap().contains("generations 0x"), "{done}");
+    assert!(done["fields"]["first"].is_u64(), "{done}");
 
     // Two jobs sharing a prefix: it is refused, naming both.
     use events::EventSink;
