@@ -163,7 +163,7 @@ pub fn run_store(node: &Endpoint, cmd: &Store) -> Result<()> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print_status(&v);
+                print_status(&mut std::io::stdout().lock(), &v)?;
             }
         }
         Store::Create(c) => create(node, c)?,
@@ -283,41 +283,50 @@ fn db_state(state: Option<&str>, mounted: bool) -> String {
     }
 }
 
-fn print_status(v: &api::StoreStatus) {
+/// The status as text, into `out`.
+fn print_status(out: &mut impl std::io::Write, v: &api::StoreStatus) -> std::io::Result<()> {
     if v.storage_groups.is_empty() {
-        println!(
+        writeln!(
+            out,
             "This node has no storage group; create one with `shadowcopy store create storage-group`."
-        );
-        return;
+        )?;
+        return Ok(());
     }
     for g in &v.storage_groups {
-        println!("Storage group {}: {}", g.name, if g.mounted { "mounted" } else { "dismounted" });
+        writeln!(
+            out,
+            "Storage group {}: {}",
+            g.name,
+            if g.mounted { "mounted" } else { "dismounted" }
+        )?;
         if let Some(e) = &g.mount_error {
-            println!("   Mount failed:          {e}");
+            writeln!(out, "   Mount failed:          {e}")?;
         }
         if let Some(l) = &g.log {
-            println!("   Log generation:        {:#X}", l.current_generation);
-            println!("   Checkpoint generation: {:#X}", l.checkpoint_generation);
-            println!(
+            writeln!(out, "   Log generation:        {:#X}", l.current_generation)?;
+            writeln!(out, "   Checkpoint generation: {:#X}", l.checkpoint_generation)?;
+            writeln!(
+                out,
                 "   Log files on disk:     {} (generations {} to {})",
                 l.log_files,
                 generation(l.lowest_generation),
                 generation(l.highest_generation)
-            );
+            )?;
         }
         match g.backup_in_progress {
-            Some(job) => println!("   Backup in progress:    job {job}"),
-            None => println!("   Backup in progress:    no"),
+            Some(job) => writeln!(out, "   Backup in progress:    job {job}")?,
+            None => writeln!(out, "   Backup in progress:    no")?,
         }
         for d in &g.databases {
-            println!("   Database {} ({})", d.name, db_state(d.state.as_deref(), g.mounted));
-            println!("      Last full backup:         {}", slot(d.previous_full));
-            println!("      Last incremental backup:  {}", slot(d.previous_incremental));
-            println!("      Last differential backup: {}", slot(d.previous_differential));
-            println!("      Last copy backup:         {}", slot(d.previous_copy));
+            writeln!(out, "   Database {} ({})", d.name, db_state(d.state.as_deref(), g.mounted))?;
+            writeln!(out, "      Last full backup:         {}", slot(d.previous_full))?;
+            writeln!(out, "      Last incremental backup:  {}", slot(d.previous_incremental))?;
+            writeln!(out, "      Last differential backup: {}", slot(d.previous_differential))?;
+            writeln!(out, "      Last copy backup:         {}", slot(d.previous_copy))?;
         }
-        println!();
+        writeln!(out)?;
     }
+    Ok(())
 }
 
 pub fn run_mail(node: &Endpoint, cmd: &Mail) -> Result<()> {
@@ -372,4 +381,28 @@ pub fn run_mail(node: &Endpoint, cmd: &Mail) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(v: &api::StoreStatus) -> String {
+        let mut out = Vec::new();
+        print_status(&mut out, v).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn no_storage_group_is_said() {
+        let t = text(&api::StoreStatus { storage_groups: Vec::new() });
+        assert!(t.contains("no storage group"), "{t}");
+    }
+
+    #[test]
+    fn a_mounted_databases_dirty_state_is_explained() {
+        assert!(db_state(Some("DirtyShutdown"), true).contains("in use"));
+        assert_eq!(db_state(Some("DirtyShutdown"), false), "DirtyShutdown");
+        assert_eq!(generation(Some(0x30)), "0x30");
+    }
 }
