@@ -73,7 +73,7 @@ fn logged_port(log: &Path) -> u16 {
     let until = Instant::now() + Duration::from_secs(60);
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        let port = text.lines().filter(|l| l.contains("API listening on TCP")).find_map(|l| {
+        let port = text.lines().filter(|l| l.contains("listening on")).find_map(|l| {
             let after = &l[l.find("127.0.0.1:")? + "127.0.0.1:".len()..];
             let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
             digits.parse::<u16>().ok()
