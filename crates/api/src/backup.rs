@@ -184,6 +184,8 @@ pub struct RestoreRequest {
 /// The report of a restore.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RestoreReport {
+    /// The restore's own job: the key of its event trail (`events --job`).
+    pub job: Uuid,
     pub storage_group: String,
     /// The sets restored, the full first.
     pub sets: Vec<Uuid>,

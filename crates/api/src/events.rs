@@ -8,9 +8,10 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams, ToSchema)]
 #[into_params(parameter_in = Query)]
 pub struct EventQuery {
-    /// Only this job's events.
+    /// Only this job's events: its id, or a unique prefix of it (as set ids are given). A
+    /// prefix that matches no job is a 404, one that matches several a 400 naming them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job: Option<Uuid>,
+    pub job: Option<String>,
     /// coordinator, store, engine, replication, provider or requester.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,

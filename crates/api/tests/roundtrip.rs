@@ -252,6 +252,7 @@ fn every_type_round_trips() {
         ..Default::default()
     });
     let restore = RestoreReport {
+        job: id(3),
         storage_group: "SG1".into(),
         sets: vec![id(1)],
         files: 4,
@@ -272,7 +273,7 @@ fn every_type_round_trips() {
         elapsed_ms: 5.0,
     };
     round_trip(restore);
-    round_trip(EventQuery { job: Some(id(2)), limit: Some(5), ..Default::default() });
+    round_trip(EventQuery { job: Some(id(2).to_string()), limit: Some(5), ..Default::default() });
     let mut fields = serde_json::Map::new();
     fields.insert("bytes".into(), json!(5));
     round_trip(EventList {

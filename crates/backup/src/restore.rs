@@ -139,6 +139,8 @@ pub struct RestoreRequest {
 /// What a restore did.
 #[derive(Debug, Clone)]
 pub struct RestoreReport {
+    /// The restore's own job: the key of its event trail (not the backup's job).
+    pub job: Uuid,
     pub storage_group: String,
     pub sets: Vec<Uuid>,
     pub files: usize,
@@ -160,6 +162,8 @@ pub struct Restorer {
 
 /// What one restore works from: the chosen set and the files its chain holds.
 struct Plan<'a> {
+    /// The restore's job, under which its events are filed.
+    job: Uuid,
     set: &'a BackupSet,
     databases: &'a [(String, FileEntry)],
     logs: &'a BTreeMap<u32, FileEntry>,
@@ -253,8 +257,23 @@ impl Restorer {
         Self { coordinator, store, repo, events }
     }
 
-    /// Restores `req.set` (and the sets it builds on).
+    /// Restores `req.set` (and the sets it builds on) as a new job.
     pub fn restore(&self, req: &RestoreRequest, progress: &dyn Progress) -> Result<RestoreReport> {
+        self.restore_as(req, Uuid::new_v4(), None, progress)
+    }
+
+    /// Restores `req.set` as job `job`: a restore is a job of its own, so its events are
+    /// filed under `job`, not under the job of the backup it reads. `target` names the
+    /// target in the events when the caller knows it better than [`RestoreTarget`] does (the
+    /// whole host path of an alternate directory, which the target holds relative to its
+    /// file system).
+    pub fn restore_as(
+        &self,
+        req: &RestoreRequest,
+        job: Uuid,
+        target: Option<&str>,
+        progress: &dyn Progress,
+    ) -> Result<RestoreReport> {
         check_cancelled(progress)?;
         let set = self.repo.load_set(&req.set)?;
         let sg = self.store.storage_group(&set.storage_group)?;
@@ -269,16 +288,23 @@ impl Restorer {
         let sets: Vec<Uuid> = chain.iter().map(|s| s.id).collect();
         let how =
             if req.roll_forward { "rolling forward" } else { "to the backup's point in time" };
+        let shown = target.map_or_else(|| format!("{:?}", req.target), str::to_string);
         self.events.emit(
             &cat::REQUESTER_RESTORE_STARTED,
-            set.job_id,
+            Some(job),
             json!({"storage_group": set.storage_group,
                    "sets": sets.iter().map(Uuid::to_string).collect::<Vec<_>>().join(", "),
-                   "target": format!("{:?}, {how}", req.target),
+                   "backup_job": set.job_id.map(|j| j.to_string()),
+                   "target": format!("{shown}, {how}"),
                    "roll_forward": req.roll_forward}),
         );
-        let plan =
-            Plan { set: &set, databases: &databases, logs: &logs, roll_forward: req.roll_forward };
+        let plan = Plan {
+            job,
+            set: &set,
+            databases: &databases,
+            logs: &logs,
+            roll_forward: req.roll_forward,
+        };
         let result = match &req.target {
             RestoreTarget::Original { allow_overwrite } => {
                 self.restore_original(&sg, &plan, *allow_overwrite, progress)
@@ -287,9 +313,10 @@ impl Restorer {
                 self.restore_alternate(&sg, &plan, fs, dir, progress)
             }
         };
-        self.report_outcome(&set, &result);
+        self.report_outcome(job, &set, &result);
         let done = result?;
         Ok(RestoreReport {
+            job,
             storage_group: set.storage_group.clone(),
             sets,
             files: done.files,
@@ -301,13 +328,13 @@ impl Restorer {
     }
 
     /// The restore's closing events: recovered and done, or failed.
-    fn report_outcome(&self, set: &BackupSet, result: &Result<Restored>) {
+    fn report_outcome(&self, job: Uuid, set: &BackupSet, result: &Result<Restored>) {
         let done = match result {
             Ok(done) => done,
             Err(e) => {
                 return self.events.emit(
                     &cat::STORE_RESTORE_FAILED,
-                    set.job_id,
+                    Some(job),
                     json!({"storage_group": set.storage_group, "error": e.to_string()}),
                 );
             }
@@ -316,12 +343,12 @@ impl Restorer {
         let last = done.recovery.generations.last().copied().unwrap_or(0);
         self.events.emit(
             &cat::STORE_RESTORE_RECOVERED,
-            set.job_id,
+            Some(job),
             json!({"storage_group": set.storage_group, "first": first, "last": last}),
         );
         self.events.emit(
             &cat::REQUESTER_RESTORE_DONE,
-            set.job_id,
+            Some(job),
             json!({"storage_group": set.storage_group, "files": done.files, "bytes": done.bytes,
                    "first": first, "last": last,
                    "superseded_logs": done.superseded_logs.as_ref().map(|s| s.dir.display().to_string())}),

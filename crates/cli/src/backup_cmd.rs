@@ -33,6 +33,9 @@ pub enum Backup {
         /// the chosen databases are stamped, and no log is truncated unless all are chosen.
         #[arg(long = "db", value_name = "DATABASE")]
         databases: Vec<String>,
+        /// Print the final report as JSON on stdout (progress stays on stderr).
+        #[arg(long)]
+        json: bool,
     },
     /// Lists the backup sets of a repository, oldest first.
     #[command(
@@ -55,6 +58,9 @@ pub enum Backup {
         repo: PathBuf,
         /// Set id or unambiguous prefix (see `backup list`).
         set: String,
+        /// Print the final report as JSON on stdout (progress stays on stderr).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -74,8 +80,10 @@ pub enum BackupType {
 /// Restores a backup set (with its chain) over the storage group or into a directory.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "By default a restore over the original location rolls forward through the logs still in the storage group's log directory, and one with --to stops at the backup's point in time; --roll-forward and --no-roll-forward choose for either target. A point-in-time restore over the original location moves the live logs and checkpoint into a superseded-… directory inside the log directory (never deleted), needs a set holding every database of the storage group, and makes the next incremental or differential wait for a new full backup.\n\nExamples:\n  shadowcopy restore --repo /srv/backups --set 3f2a9c --to /srv/restored\n  shadowcopy restore --repo /srv/backups --set 3f2a9c --to /srv/restored --roll-forward\n  shadowcopy restore --repo /srv/backups --set 3f2a9c --original --allow-overwrite\n  shadowcopy restore --repo /srv/backups --set 3f2a9c --original --no-roll-forward"
+    after_help = "By default a restore over the original location rolls forward through the logs still in the storage group's log directory, and one with --to stops at the backup's point in time; --roll-forward and --no-roll-forward (alias --point-in-time) choose for either target. A point-in-time restore over the original location moves the live logs and checkpoint into a superseded-… directory inside the log directory (never deleted), needs a set holding every database of the storage group, and makes the next incremental or differential wait for a new full backup.\n\nExamples:\n  shadowcopy restore --repo /srv/backups --set 3f2a9c --to /srv/restored\n  shadowcopy restore --repo /srv/backups --set 3f2a9c --to /srv/restored --roll-forward\n  shadowcopy restore --repo /srv/backups --set 3f2a9c --original --allow-overwrite\n  shadowcopy restore --repo /srv/backups --set 3f2a9c --original --no-roll-forward"
 )]
+// Exactly one target, so that a missing choice names both.
+#[command(group = clap::ArgGroup::new("target").args(["original", "to"]).required(true))]
 pub struct Restore {
     /// Repository directory on the node.
     #[arg(long, value_name = "DIR")]
@@ -84,9 +92,11 @@ pub struct Restore {
     #[arg(long, value_name = "ID")]
     set: String,
     /// Over the storage group's own database files.
-    #[arg(long, conflicts_with = "to", required_unless_present = "to")]
+    #[arg(long)]
     original: bool,
-    /// Dismount the storage group if it is mounted.
+    /// With --original: if the storage group is mounted, dismount it and overwrite its
+    /// databases (without it, a mounted storage group is refused). It is mounted again when
+    /// the restore ends, whether it succeeded or not.
     #[arg(long, requires = "original")]
     allow_overwrite: bool,
     /// Into this directory on the node (created if missing).
@@ -99,8 +109,11 @@ pub struct Restore {
     roll_forward: bool,
     /// Stop at the end of the backup's logs, its point in time (the default with --to). Over
     /// the original location the live logs are moved aside, not replayed.
-    #[arg(long)]
+    #[arg(long, visible_alias = "point-in-time")]
     no_roll_forward: bool,
+    /// Print the final report as JSON on stdout (progress stays on stderr).
+    #[arg(long)]
+    json: bool,
 }
 
 /// The node resolves paths, so relative ones are made absolute here, where the user is.
@@ -127,14 +140,14 @@ fn backup_type(t: BackupType) -> api::BackupType {
     }
 }
 
-/// `low-high`, or `-` without logs.
+/// `low-high` in hex as in the log file names (`0x2F-0x30`), or `-` without logs.
 fn logs(r: Option<api::LogRange>) -> String {
-    r.map_or("-".to_string(), |r| format!("{}-{}", r.low, r.high))
+    r.map_or("-".to_string(), |r| format!("{:#X}-{:#X}", r.low, r.high))
 }
 
 pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
     match cmd {
-        Backup::Run { backup_type: kind, sg, repo, databases } => {
+        Backup::Run { backup_type: kind, sg, repo, databases, json } => {
             let kind = backup_type(*kind);
             let t = kind.name();
             let repo = absolute(repo)?;
@@ -154,12 +167,16 @@ pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
                     )
                 })
             })?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
             let set = &v.set;
             println!("Backup set {} ({t} of {sg}) published in {repo}", set.id);
             println!("   Job:          {}", v.job);
             println!("   Files:        {}", set.files);
             if let Some(r) = set.log_range {
-                println!("   Logs:         generations {}-{}", r.low, r.high);
+                println!("   Logs:         generations {:#X}-{:#X}", r.low, r.high);
             }
             println!("   Read:         {}", bytes(v.bytes));
             println!("   Stored (new): {}", bytes(v.stored_bytes));
@@ -193,12 +210,16 @@ pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
                 );
             }
         }
-        Backup::Verify { repo, set } => {
+        Backup::Verify { repo, set, json } => {
             let body = api::VerifyRequest { repo: absolute(repo)?, set: set.clone() };
             let v: api::VerifyReport =
                 progress::follow(&format!("verifying set {set}"), |on_event| {
                     node.post_streaming("/v1/backup/verify", &body, on_event)
                 })?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
             let r = &v.report;
             println!(
                 "Set {} verified: {} files, {}: every hash; {} database(s), {} page checksums; \
@@ -241,8 +262,13 @@ pub fn run_restore(node: &Endpoint, r: &Restore) -> Result<()> {
             )
         })
     })?;
+    if r.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
     let sets: Vec<String> = v.sets.iter().map(ToString::to_string).collect();
     println!("Restored {} from {} set(s): {}", v.storage_group, sets.len(), sets.join(", "));
+    println!("   Job: {} (`shadowcopy events --job {}`)", v.job, short(v.job));
     println!("   Files: {}, {}", v.files, bytes(v.bytes));
     println!(
         "   Recovery: {} log generations, {} transactions, {} pages written",
@@ -258,6 +284,11 @@ pub fn run_restore(node: &Endpoint, r: &Restore) -> Result<()> {
     }
     println!("   Took {:.1} s", v.elapsed_ms / 1e3);
     Ok(())
+}
+
+/// The first eight hex digits of an id: a prefix `events --job` accepts.
+fn short(id: uuid::Uuid) -> String {
+    id.simple().to_string()[..8].to_string()
 }
 
 /// The node's default (`None`) unless a flag chose.

@@ -102,7 +102,11 @@ impl Endpoint {
     }
 
     fn context(&self) -> String {
-        format!("talking to the node at {} (is `shadowcopy serve` running?)", self.describe())
+        format!(
+            "talking to the node at {} (is `shadowcopy serve` running? another node is chosen \
+             with --node or SHADOWCOPY_NODE)",
+            self.describe()
+        )
     }
 
     /// `GET` with a JSON answer.

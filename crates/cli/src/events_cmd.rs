@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
 use crate::client::{Endpoint, with_query};
@@ -13,10 +13,11 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 /// Shows logged events (newest last), optionally only one job's, source's or id's.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  shadowcopy events --job 8d1e…\n  shadowcopy events --source store --id 9811\n  shadowcopy events --follow --limit 20"
+    after_help = "Examples:\n  shadowcopy events --job 8d1e2f04\n  shadowcopy events --source store --id 9811\n  shadowcopy events --follow --limit 20"
 )]
 pub struct Events {
-    /// Only this job's events (its ID, as `backup run` prints it).
+    /// Only this job's events: its ID, as `backup run` and `restore` print it, or a unique
+    /// prefix of it (`--job 046c38f8`).
     #[arg(long, value_name = "ID")]
     job: Option<String>,
     /// Only events of this source: coordinator, store, engine, replication, provider or
@@ -41,13 +42,9 @@ pub struct Events {
 }
 
 fn query(e: &Events, since: Option<u64>) -> Result<String> {
-    let job = e
-        .job
-        .as_deref()
-        .map(|j| j.parse::<uuid::Uuid>().with_context(|| format!("--job {j:?} is not a job ID")))
-        .transpose()?;
+    // The node resolves a prefix (and names the candidates of an ambiguous one).
     let q = api::EventQuery {
-        job,
+        job: e.job.clone(),
         source: e.source.clone(),
         id: e.id,
         since_ms: since,

@@ -115,6 +115,8 @@ pub enum Mail {
     #[command(
         after_help = "Examples:\n  shadowcopy mail load --sg SG1 --db DB1 --messages 500\n  shadowcopy mail load --sg SG1 --db DB1 --seconds 30"
     )]
+    // One of the two, so that a missing choice names both.
+    #[command(group = clap::ArgGroup::new("amount").args(["messages", "seconds"]).required(true))]
     Load {
         /// The storage group that holds the database.
         #[arg(long, value_name = "STORAGE_GROUP")]
@@ -123,12 +125,7 @@ pub enum Mail {
         #[arg(long, value_name = "DATABASE")]
         db: String,
         /// Deliver this many messages, then stop.
-        #[arg(
-            long,
-            value_name = "N",
-            conflicts_with = "seconds",
-            required_unless_present = "seconds"
-        )]
+        #[arg(long, value_name = "N")]
         messages: Option<u64>,
         /// Deliver for this many seconds (at most 3600), then stop.
         #[arg(long, value_name = "N")]
@@ -166,7 +163,7 @@ pub fn run_store(node: &Endpoint, cmd: &Store) -> Result<()> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print_status(&v);
+                print_status(&mut std::io::stdout().lock(), &v)?;
             }
         }
         Store::Create(c) => create(node, c)?,
@@ -265,43 +262,71 @@ fn print_database(d: &api::DatabaseConfig) {
 
 fn slot(v: Option<api::BackupSlot>) -> String {
     let Some(v) = v else { return "none".into() };
-    format!("generations {}-{} at {} ({})", v.gen_low, v.gen_high, v.time, v.kind.as_str())
+    format!("generations {:#X}-{:#X} at {} ({})", v.gen_low, v.gen_high, v.time, v.kind.as_str())
 }
 
-/// A generation that may be unknown, as JSON wrote it (`null`).
+/// A generation that may be unknown, in hex as in the log file names (`0x30`: `E0000000030.log`).
 fn generation(g: Option<u32>) -> String {
-    g.map_or("null".to_string(), |g| g.to_string())
+    g.map_or("none".to_string(), |g| format!("{g:#X}"))
 }
 
-fn print_status(v: &api::StoreStatus) {
+/// A database's header state, explained where it would mislead: a mounted database is
+/// marked dirty until it is dismounted cleanly, so "DirtyShutdown" is what in use looks like.
+fn db_state(state: Option<&str>, mounted: bool) -> String {
+    match state {
+        Some("DirtyShutdown") if mounted => {
+            "DirtyShutdown: in use; a mounted database is marked so until it is dismounted cleanly"
+                .into()
+        }
+        Some(s) => s.to_string(),
+        None => "?".into(),
+    }
+}
+
+/// The status as text, into `out`.
+fn print_status(out: &mut impl std::io::Write, v: &api::StoreStatus) -> std::io::Result<()> {
+    if v.storage_groups.is_empty() {
+        writeln!(
+            out,
+            "This node has no storage group; create one with `shadowcopy store create storage-group`."
+        )?;
+        return Ok(());
+    }
     for g in &v.storage_groups {
-        println!("Storage group {}: {}", g.name, if g.mounted { "mounted" } else { "dismounted" });
+        writeln!(
+            out,
+            "Storage group {}: {}",
+            g.name,
+            if g.mounted { "mounted" } else { "dismounted" }
+        )?;
         if let Some(e) = &g.mount_error {
-            println!("   Mount failed:          {e}");
+            writeln!(out, "   Mount failed:          {e}")?;
         }
         if let Some(l) = &g.log {
-            println!("   Log generation:        {}", l.current_generation);
-            println!("   Checkpoint generation: {}", l.checkpoint_generation);
-            println!(
-                "   Log files on disk:     {} (generations {}-{})",
+            writeln!(out, "   Log generation:        {:#X}", l.current_generation)?;
+            writeln!(out, "   Checkpoint generation: {:#X}", l.checkpoint_generation)?;
+            writeln!(
+                out,
+                "   Log files on disk:     {} (generations {} to {})",
                 l.log_files,
                 generation(l.lowest_generation),
                 generation(l.highest_generation)
-            );
+            )?;
         }
         match g.backup_in_progress {
-            Some(job) => println!("   Backup in progress:    job {job}"),
-            None => println!("   Backup in progress:    no"),
+            Some(job) => writeln!(out, "   Backup in progress:    job {job}")?,
+            None => writeln!(out, "   Backup in progress:    no")?,
         }
         for d in &g.databases {
-            println!("   Database {} ({})", d.name, d.state.as_deref().unwrap_or("?"));
-            println!("      Last full backup:         {}", slot(d.previous_full));
-            println!("      Last incremental backup:  {}", slot(d.previous_incremental));
-            println!("      Last differential backup: {}", slot(d.previous_differential));
-            println!("      Last copy backup:         {}", slot(d.previous_copy));
+            writeln!(out, "   Database {} ({})", d.name, db_state(d.state.as_deref(), g.mounted))?;
+            writeln!(out, "      Last full backup:         {}", slot(d.previous_full))?;
+            writeln!(out, "      Last incremental backup:  {}", slot(d.previous_incremental))?;
+            writeln!(out, "      Last differential backup: {}", slot(d.previous_differential))?;
+            writeln!(out, "      Last copy backup:         {}", slot(d.previous_copy))?;
         }
-        println!();
+        writeln!(out)?;
     }
+    Ok(())
 }
 
 pub fn run_mail(node: &Endpoint, cmd: &Mail) -> Result<()> {
@@ -356,4 +381,28 @@ pub fn run_mail(node: &Endpoint, cmd: &Mail) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(v: &api::StoreStatus) -> String {
+        let mut out = Vec::new();
+        print_status(&mut out, v).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn no_storage_group_is_said() {
+        let t = text(&api::StoreStatus { storage_groups: Vec::new() });
+        assert!(t.contains("no storage group"), "{t}");
+    }
+
+    #[test]
+    fn a_mounted_databases_dirty_state_is_explained() {
+        assert!(db_state(Some("DirtyShutdown"), true).contains("in use"));
+        assert_eq!(db_state(Some("DirtyShutdown"), false), "DirtyShutdown");
+        assert_eq!(generation(Some(0x30)), "0x30");
+    }
 }

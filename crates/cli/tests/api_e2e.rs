@@ -143,7 +143,7 @@ fn every_endpoint_answers_through_the_typed_client() {
     let copy: api::MailCount = node.get(&with_query("/v1/mail/count", &q).unwrap()).unwrap();
     assert_eq!(copy.digest, live.digest, "the restored copy holds the same mail");
 
-    let q = api::EventQuery { job: Some(report.job), ..Default::default() };
+    let q = api::EventQuery { job: Some(report.job.to_string()), ..Default::default() };
     let events: api::EventList = node.get(&with_query(d.op(Op::Events), &q).unwrap()).unwrap();
     assert!(!events.events.is_empty() && events.events.iter().all(|e| e.job == Some(report.job)));
     let metrics = node.get_text(d.op(Op::Metrics)).unwrap();

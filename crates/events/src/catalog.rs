@@ -99,7 +99,8 @@ impl EventDef {
             let after = &rest[open + 1..];
             match after.find('}') {
                 Some(close) => {
-                    out.push(&after[..close]);
+                    let (name, _) = split_spec(&after[..close]);
+                    out.push(name);
                     rest = &after[close + 1..];
                 }
                 None => break,
@@ -110,6 +111,9 @@ impl EventDef {
 
     /// Fills the template from `fields`. Strings are inserted bare, other values as JSON; a
     /// placeholder with no field is left as `{name}` so a missing field is visible, not blank.
+    /// `{name:gen}` shows a number as a log generation, in hex as in the log file names
+    /// (`0x30`: `E0000000030.log`), so that people read one notation while the field itself
+    /// stays a number for scripts.
     pub fn render(&self, fields: &Map<String, Value>) -> String {
         let mut out = String::with_capacity(self.template.len() + 32);
         let mut rest = self.template;
@@ -120,8 +124,11 @@ impl EventDef {
                 out.push_str(&rest[open..]);
                 return out;
             };
-            let name = &after[..close];
+            let (name, spec) = split_spec(&after[..close]);
             match fields.get(name) {
+                Some(Value::Number(n)) if spec == Some("gen") && n.as_u64().is_some() => {
+                    out.push_str(&format!("{:#X}", n.as_u64().unwrap_or_default()));
+                }
                 Some(Value::String(s)) => out.push_str(s),
                 Some(v) => out.push_str(&v.to_string()),
                 None => {
@@ -134,6 +141,14 @@ impl EventDef {
         }
         out.push_str(rest);
         out
+    }
+}
+
+/// A placeholder's field name and its format (`first:gen`: `first`, `gen`).
+fn split_spec(placeholder: &str) -> (&str, Option<&str>) {
+    match placeholder.split_once(':') {
+        Some((name, spec)) => (name, Some(spec)),
+        None => (placeholder, None),
     }
 }
 
@@ -204,7 +219,7 @@ catalog! {
         "Restore of storage group {storage_group} starting into {target}.");
     /// Project-picked: hard recovery finished and the restored databases are consistent.
     STORE_RESTORE_RECOVERED = (Store, 9626, Info,
-        "Restore of storage group {storage_group}: hard recovery replayed generations {first} to {last}; the databases are consistent.");
+        "Restore of storage group {storage_group}: hard recovery replayed generations {first:gen} to {last:gen}; the databases are consistent.");
     /// Project-picked: a restore failed; the target was left as it was.
     STORE_RESTORE_FAILED = (Store, 9627, Error,
         "Restore of storage group {storage_group} failed: {error}. The target was left as it was.");
@@ -228,7 +243,7 @@ catalog! {
         "Instance {instance} ({snapshot_instance}): shadow copy differential backup starting.");
     /// Freeze started: current log rolled and closed; writes held in memory.
     ENGINE_FREEZE_STARTED = (Engine, 2001, Info,
-        "Instance {instance} ({snapshot_instance}): freeze started; log generation {generation} closed, writes held.");
+        "Instance {instance} ({snapshot_instance}): freeze started; log generation {generation:gen} closed, writes held.");
     /// Error on freeze.
     ENGINE_FREEZE_FAILED = (Engine, 2002, Error,
         "Instance {instance} ({snapshot_instance}): freeze failed: {error}");
@@ -252,7 +267,7 @@ catalog! {
         "Instance {instance}: surrogate backup by node {passive_node} done; header stamped at {time}.");
     /// Logs deleted after a backup.
     ENGINE_LOGS_TRUNCATED = (Engine, 224, Info,
-        "Instance {instance}: deleting log files {first} to {last}.");
+        "Instance {instance}: deleting log files {first:gen} to {last:gen}.");
     /// No logs truncated (and why).
     ENGINE_NO_LOGS_TRUNCATED = (Engine, 225, Info,
         "Instance {instance}: no log files can be truncated: {reason}");
@@ -399,7 +414,7 @@ catalog! {
         "Verification of {file} failed: {error}");
     /// The copied files passed the physical-consistency check.
     REQUESTER_VERIFY_PASSED = (Requester, 8202, Info,
-        "Verified {databases} database files ({pages} pages) and log generations {first} to {last}: consistent.");
+        "Verified {databases} database files ({pages} pages) and log generations {first:gen} to {last:gen}: consistent.");
     /// A backup set was published in the repository.
     REQUESTER_SET_PUBLISHED = (Requester, 8203, Info,
         "Backup set {set} ({backup_type} of storage group {storage_group}) published: {files} files, {bytes} bytes, {stored} bytes new in the repository.");
@@ -408,7 +423,7 @@ catalog! {
         "Restoring storage group {storage_group} from backup sets {sets} to {target}.");
     /// A restore finished.
     REQUESTER_RESTORE_DONE = (Requester, 8205, Info,
-        "Restored storage group {storage_group}: {files} files, {bytes} bytes; hard recovery replayed generations {first} to {last}.");
+        "Restored storage group {storage_group}: {files} files, {bytes} bytes; hard recovery replayed generations {first:gen} to {last:gen}.");
 }
 
 #[cfg(test)]
@@ -424,6 +439,17 @@ mod tests {
         }
         assert_eq!(lookup(Source::Store, 9606), Some(&STORE_WRITER_ENGAGED));
         assert_eq!(lookup(Source::Coordinator, 9606), None);
+    }
+
+    #[test]
+    fn generations_render_in_hex_and_stay_numbers_in_the_fields() {
+        let mut f = Map::new();
+        f.insert("storage_group".into(), "SG1".into());
+        f.insert("first".into(), 0x2f.into());
+        f.insert("last".into(), 48.into());
+        let m = STORE_RESTORE_RECOVERED.render(&f);
+        assert!(m.contains("generations 0x2F to 0x30;"), "{m}");
+        assert_eq!(STORE_RESTORE_RECOVERED.field_names(), ["storage_group", "first", "last"]);
     }
 
     #[test]

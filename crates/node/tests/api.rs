@@ -502,3 +502,111 @@ fn every_route_is_in_the_openapi_document_and_the_reverse() {
         }
     }
 }
+
+/// The event trail of one job, by id or prefix.
+fn trail(api: &Api, job: &str) -> (u16, Value) {
+    api.json("GET", &format!("/v1/events?job={job}"), None)
+}
+
+fn ids(v: &Value) -> Vec<u64> {
+    v["events"].as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect()
+}
+
+#[test]
+fn a_restore_is_a_job_of_its_own_and_jobs_are_found_by_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(dir.path());
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    let (s, v) =
+        api.json("POST", "/v1/mail/load", Some(json!({"sg": "SG1", "db": "DB1", "messages": 10})));
+    assert_eq!(s, 200, "{v}");
+    let (s, backup) =
+        api.json("POST", "/v1/backup", Some(json!({"type": "full", "sg": "SG1", "repo": repo})));
+    assert_eq!(s, 200, "{backup}");
+    let backup_job = backup["job"].as_str().unwrap().to_string();
+    let to = dir.path().join("restored").join("SG1");
+    let to = to.to_str().unwrap();
+    let (s, restore) = api.json(
+        "POST",
+        "/v1/restore",
+        Some(json!({"repo": repo, "set": backup["set"]["id"], "to": to})),
+    );
+    assert_eq!(s, 200, "{restore}");
+    let restore_job = restore["job"].as_str().unwrap().to_string();
+    assert_ne!(restore_job, backup_job);
+
+    // The restore's events are under its own job, not the backup's.
+    let (s, v) = trail(&api, &backup_job);
+    assert_eq!(s, 200, "{v}");
+    for id in [8204, 8205, 9626] {
+        assert!(!ids(&v).contains(&id), "{id} in the backup's trail: {v}");
+    }
+    // Found by a prefix, as set ids are; the start names the whole target path.
+    let (s, v) = trail(&api, &restore_job[..8]);
+    assert_eq!(s, 200, "{v}");
+    for id in [8204, 8205, 9626] {
+        assert!(ids(&v).contains(&id), "{id} not in the restore's trail: {v}");
+    }
+    let start = v["events"].as_array().unwrap().iter().find(|e| e["id"] == 8204).unwrap();
+    assert!(start["message"].as_str().unwrap().contains(to), "{start}");
+    // Generations in the message in hex as in the log file names; the field stays a number.
+    let done = v["events"].as_array().unwrap().iter().find(|e| e["id"] == 8205).unwrap();
+    assert!(done["message"].as_str().unwrap().contains("generations 0x"), "{done}");
+    assert!(done["fields"]["first"].is_u64(), "{done}");
+
+    // Two jobs sharing a prefix: it is refused, naming both.
+    use events::EventSink;
+    let twins = ["abcdef01-0000-4000-8000-000000000001", "abcdef01-0000-4000-8000-000000000002"];
+    for j in twins {
+        api.node.events().emit(
+            &events::catalog::STORE_RESTORE_FAILED,
+            Some(j.parse().unwrap()),
+            json!({"storage_group": "SG1", "error": "test"}),
+        );
+    }
+    let (s, v) = trail(&api, "abcdef01");
+    assert_eq!((s, code(&v)), (400, "ambiguous_job_id"), "{v}");
+    for j in twins {
+        assert!(v["error"]["message"].as_str().unwrap().contains(j), "{v}");
+    }
+    let (s, v) = trail(&api, "abcdef01-0000-4000-8000-000000000002");
+    assert_eq!((s, ids(&v)), (200, vec![9627]), "{v}");
+    // No such job; not a prefix at all.
+    let (s, v) = trail(&api, "ffffffffffff");
+    assert_eq!((s, code(&v)), (404, "no_such_job"), "{v}");
+    let (s, v) = trail(&api, "xyz");
+    assert_eq!((s, code(&v)), (400, "bad_job_id"), "{v}");
+}
+
+#[test]
+fn the_callers_mistakes_are_4xx_with_a_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::start(dir.path());
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().unwrap();
+    let backup = |kind: &str, sg: &str, repo: &str| {
+        api.json("POST", "/v1/backup", Some(json!({"type": kind, "sg": sg, "repo": repo})))
+    };
+    let is_4xx = |s: u16, v: &Value| {
+        assert!((400..500).contains(&s), "{s}: {v}");
+        assert!(!["internal", "coordinator_error"].contains(&code(v)), "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().len() > 20, "{v}");
+    };
+    let (s, v) = backup("incremental", "SG1", repo);
+    eprintln!("incremental without full: {s} {v}");
+    is_4xx(s, &v);
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let (s, v) = backup("full", "SG1", file.to_str().unwrap());
+    eprintln!("repo is a file: {s} {v}");
+    is_4xx(s, &v);
+    let (s, v) = backup("full", "NOPE", repo);
+    eprintln!("unknown sg: {s} {v}");
+    is_4xx(s, &v);
+    let (s, v) = api.json("POST", "/v1/store/SG1/dismount", None);
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = backup("full", "SG1", repo);
+    eprintln!("dismounted: {s} {v}");
+    is_4xx(s, &v);
+}

@@ -368,7 +368,17 @@ impl Coordinator {
 
     /// Starts a restore session for the backup described by `document`.
     pub fn restore_session(&self, document: BackupComponentsDocument) -> RestoreSession {
-        RestoreSession::new(self.inner.clone(), document)
+        RestoreSession::new(self.inner.clone(), uuid::Uuid::new_v4(), document)
+    }
+
+    /// A restore session filed under `job`: the caller's restore job, so that the
+    /// coordinator's and the writers' events join the requester's in one trail.
+    pub fn restore_session_as(
+        &self,
+        job: uuid::Uuid,
+        document: BackupComponentsDocument,
+    ) -> RestoreSession {
+        RestoreSession::new(self.inner.clone(), job, document)
     }
 
     /// Start-up recovery: finds the jobs the journal says never ended (the node crashed

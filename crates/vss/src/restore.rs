@@ -41,8 +41,7 @@ impl std::fmt::Debug for RestoreSession {
 }
 
 impl RestoreSession {
-    pub(crate) fn new(inner: Arc<Inner>, document: BackupComponentsDocument) -> Self {
-        let job = Uuid::new_v4();
+    pub(crate) fn new(inner: Arc<Inner>, job: Uuid, document: BackupComponentsDocument) -> Self {
         inner.emit(
             &catalog::COORD_SESSION_STARTED,
             Some(job),

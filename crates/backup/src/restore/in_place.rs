@@ -66,7 +66,7 @@ impl Restorer {
         plan: &Plan,
         progress: &dyn Progress,
     ) -> Result<Restored> {
-        let mut session = self.coordinator.restore_session(document);
+        let mut session = self.coordinator.restore_session_as(plan.job, document);
         session.pre_restore()?;
         let def = sg.def().clone();
         let tag = Uuid::new_v4().simple().to_string();

@@ -353,8 +353,7 @@ pub async fn events(
                 })?,
         ),
     };
-    let filter = events::Filter {
-        job: q.job,
+    let mut filter = events::Filter {
         source,
         id: q.id,
         since_ms: q.since_ms,
@@ -362,10 +361,54 @@ pub async fn events(
         ..Default::default()
     };
     blocking(&s, move |node, _| {
+        if let Some(job) = &q.job {
+            filter.job = Some(resolve_job(node.events(), job)?);
+        }
         let events = node.events().query(&filter)?.into_iter().map(convert::event).collect();
         Ok(Json(api::EventList { events }))
     })
     .await
+}
+
+/// The job a full id or a prefix of one names, as set ids are resolved: a prefix must be
+/// hexadecimal and match exactly one job of the trail; an ambiguous one lists the
+/// candidates, so that the caller can pick.
+fn resolve_job(log: &events::EventLog, given: &str) -> Result<Uuid, ApiError> {
+    if let Ok(id) = given.parse::<Uuid>() {
+        return Ok(id);
+    }
+    let prefix = given.replace('-', "").to_ascii_lowercase();
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_job_id",
+            format!("job {given:?} is neither a job id nor a prefix of one (hex digits)"),
+        ));
+    }
+    let mut found: Vec<Uuid> = log
+        .query(&events::Filter::default())?
+        .into_iter()
+        .filter_map(|e| e.job)
+        .filter(|j| j.simple().to_string().starts_with(&prefix))
+        .collect();
+    found.sort();
+    found.dedup();
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(ApiError::not_found(
+            "no_such_job",
+            format!("no job in the event trail has an id starting with {given:?}"),
+        )),
+        many => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "ambiguous_job_id",
+            format!(
+                "job prefix {given:?} matches {} jobs: {}; give more digits",
+                many.len(),
+                many.iter().map(Uuid::to_string).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
 }
 
 pub async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {

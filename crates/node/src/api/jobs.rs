@@ -145,6 +145,14 @@ fn repo_path(path: &str) -> Result<PathBuf, ApiError> {
             "repository path {path:?} must be absolute (the node resolves it, not the client)"
         )));
     }
+    // The caller's mistake, said as such rather than as the I/O error creating it would give.
+    if p.exists() && !p.is_dir() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "repository_not_a_directory",
+            format!("repository path {path} is a file, not a directory; give a directory"),
+        ));
+    }
     Ok(p)
 }
 
@@ -166,6 +174,23 @@ pub async fn backup(
         };
         // The path and the request are checked before anything is created there.
         let path = repo_path(&req.repo)?;
+        // A dismounted group is the caller's to mount: said here, before the coordinator
+        // would report it as a writer's failure.
+        let group = node.store().storage_group(&req.sg).inspect_err(|_| {
+            metrics.record_backup_failure();
+        })?;
+        if !group.is_mounted() {
+            metrics.record_backup_failure();
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_mounted",
+                format!(
+                    "storage group {} is dismounted; mount it (`shadowcopy store mount {}`) \
+                     before backing it up",
+                    req.sg, req.sg
+                ),
+            ));
+        }
         let vols = node.volume_dirs();
         let outcome = backup::repository_for_backup(node.store(), &request, &path, &vols)
             .and_then(|repo| node.requester(Arc::new(repo)).backup(&request, progress));
@@ -366,15 +391,20 @@ fn restore_job(
 ) -> Result<api::RestoreReport, ApiError> {
     let repo = open_repo(&req.repo)?;
     let started = Instant::now();
-    let report = node.restorer(repo).restore(
+    // The events name the whole target path, as the client gave it.
+    let shown = req.to.clone();
+    let report = node.restorer(repo).restore_as(
         &RestoreRequest {
             set: req.set.clone(),
             roll_forward: req.roll_forward.unwrap_or(alternate_root.is_none()),
             target,
         },
+        uuid::Uuid::new_v4(),
+        shown.as_deref(),
         progress,
     )?;
     Ok(api::RestoreReport {
+        job: report.job,
         storage_group: report.storage_group,
         sets: report.sets,
         files: report.files as u64,
