@@ -182,8 +182,10 @@ fn clone_fs(from: &FsRef) -> FsRef {
     Arc::new(clone_mem(from))
 }
 
-#[test]
-fn a_failure_at_any_point_of_an_apply_resumes_and_ends_identical() {
+/// A seeded passive (its checkpoint already written) with 40 writes' worth of generations
+/// shipped and not yet replayed: the image each fault test starts from, the generation the
+/// replay must reach, and the rows the active had there.
+fn shipped_backlog() -> (FsRef, u32, common::Rows) {
     let mut a = Active::new();
     a.write(5);
     let base = new_fs();
@@ -195,6 +197,12 @@ fn a_failure_at_any_point_of_an_apply_resumes_and_ends_identical() {
     let mut shipped = 0;
     ship_all(&a, &base, &mut shipped);
     let expected = a.at[&end].clone();
+    (base, end, expected)
+}
+
+#[test]
+fn a_failure_at_any_point_of_an_apply_resumes_and_ends_identical() {
+    let (base, end, expected) = shipped_backlog();
     let mut n = 1;
     let mut failures = 0;
     loop {
@@ -233,16 +241,7 @@ fn a_power_loss_tearing_writes_during_an_apply_resumes_and_ends_identical() {
 }
 
 fn power_loss_at_every_other_operation(torn: bool) {
-    let mut a = Active::new();
-    a.write(5);
-    let base = new_fs();
-    a.seed(&base);
-    drop(Replayer::open(common::replayer_config(&base)).unwrap());
-    a.write(40);
-    let end = a.roll();
-    let mut shipped = 0;
-    ship_all(&a, &base, &mut shipped);
-    let expected = a.at[&end].clone();
+    let (base, end, expected) = shipped_backlog();
     let mut n = 1;
     let mut crashes = 0;
     loop {
