@@ -107,7 +107,7 @@ pub fn fill_with(node: &Node, mib: u64, seed: u64, bodies: Bodies) -> anyhow::Re
             from: format!("sender{}@example.org", n % 97),
             to: vec![format!("{}@example.org", boxes[(n % 8) as usize])],
             subject: format!("bench message {n}"),
-            received_unix_ms: store::mailbox::now_ms(),
+            received_unix_ms: events::now_ms(),
         };
         mail.deliver(&boxes[(n % 8) as usize], "Inbox", headers, &body, Durability::Lazy)?;
         written += len as u64;

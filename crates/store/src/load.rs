@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Result, StoreError};
-use crate::mailbox::{MailDb, MessageId, now_ms};
+use crate::mailbox::{MailDb, MessageId};
 use crate::message::Headers;
 
 /// What the load does.
@@ -281,7 +281,7 @@ fn run(
                 from: format!("sender{}@example.net", rng.random_range(0..100)),
                 to: vec![format!("{mb}@example.com")],
                 subject: format!("load message {}", deliveries + 1),
-                received_unix_ms: now_ms(),
+                received_unix_ms: events::now_ms(),
             };
             match db.deliver(&mb, "Inbox", headers, &content, Durability::Durable) {
                 Ok(id) => {

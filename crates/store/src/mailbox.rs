@@ -138,7 +138,7 @@ impl MailDb {
             return Err(StoreError::MailboxExists(mailbox.into()));
         }
         let rec = MailboxRecord {
-            created_unix_ms: now_ms(),
+            created_unix_ms: events::now_ms(),
             folders: DEFAULT_FOLDERS.iter().map(|s| s.to_string()).collect(),
         };
         #[allow(clippy::expect_used)] // plain data with string keys: serializing cannot fail
@@ -334,7 +334,3 @@ fn bytes8(b: &[u8]) -> [u8; 8] {
     a.copy_from_slice(&b[..8]);
     a
 }
-
-/// Milliseconds since the Unix epoch (the workspace's one clock stamp, [`events::now_ms`];
-/// re-exported here for the callers that took it from the store).
-pub use events::now_ms;

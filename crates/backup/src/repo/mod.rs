@@ -30,7 +30,6 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -100,11 +99,6 @@ impl std::fmt::Debug for Repository {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 impl Repository {
     /// Creates a new repository at `root` (which may exist but must not hold one).
     pub fn init(fs: FsRef, root: impl Into<PathBuf>, opts: InitOptions) -> Result<Self> {
@@ -135,7 +129,7 @@ impl Repository {
             id: Uuid::new_v4(),
             chunk_size: opts.chunk_size,
             zstd_level: opts.zstd_level,
-            created_unix_ms: now_unix_ms(),
+            created_unix_ms: events::now_ms(),
         };
         #[allow(clippy::expect_used)] // Plain fields: serialising cannot fail.
         let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");

@@ -19,10 +19,10 @@ use uuid::Uuid;
 use volume::fs::{File, write_atomic};
 use vss::BackupType;
 
+use super::Repository;
 use super::error::{IoContext, RepoError, Result};
 use super::manifest::{BackupSet, ChunkRef, FileEntry, FileRole, LogRange, MANIFEST_FORMAT};
 use super::pack::{ChunkLoc, PackWriter};
-use super::{Repository, now_unix_ms};
 
 /// A pack is sealed and a new one started past this size. Full packs are synced on a thread
 /// of their own while the copy goes on, so only the last one's sync is waited for: smaller
@@ -404,7 +404,7 @@ impl<'r> SetWriter<'r> {
         let set = BackupSet {
             format: MANIFEST_FORMAT,
             id: self.id,
-            created_unix_ms: now_unix_ms(),
+            created_unix_ms: events::now_ms(),
             node: meta.node,
             backup_type: meta.backup_type,
             storage_group: meta.storage_group,

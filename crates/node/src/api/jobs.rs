@@ -42,7 +42,7 @@ pub async fn mail_load(
         let db = node.store().storage_group(&req.sg)?.mail(&req.db)?;
         let cfg = LoadConfig {
             mailboxes: req.mailboxes.unwrap_or(8).max(1),
-            seed: req.seed.unwrap_or_else(backup::repo::now_unix_ms),
+            seed: req.seed.unwrap_or_else(events::now_ms),
             max_deliveries: req.messages,
             delete_ratio: 0.0,
             ..Default::default()
