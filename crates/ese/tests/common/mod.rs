@@ -47,15 +47,5 @@ pub fn all_rows(inst: &Instance) -> Vec<(Vec<u8>, Vec<u8>)> {
     c.range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded, usize::MAX).unwrap()
 }
 
-pub fn value(i: u64, len: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(len);
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
+mod value;
+pub use value::value;

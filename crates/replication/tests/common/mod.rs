@@ -197,15 +197,6 @@ pub fn passive_rows(passive: &FsRef) -> Rows {
     rows
 }
 
-pub fn value(i: u64, len: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(len);
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
+#[path = "../../../ese/tests/common/value.rs"]
+mod value;
+pub use value::value;
