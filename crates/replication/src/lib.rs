@@ -9,8 +9,11 @@
 //! (applies inspected generations from an inbox to a passive copy, see
 //! [`ese::PassiveReplay`]).
 
+pub mod cluster;
 pub mod inspector;
+pub mod pki;
 pub mod replayer;
+pub mod tls;
 
 pub use inspector::{InspectError, Inspected, Inspector};
 pub use replayer::{ReplayError, Replayer, ReplayerConfig, ReplayerHandle};
