@@ -60,7 +60,15 @@ pub enum EngineNotice {
     FreezeStarted { prefix: String, snapshot_instance: u64, rolled_generation: u32 },
     FreezeEnded { prefix: String, snapshot_instance: u64 },
     FreezeTimedOut { prefix: String, snapshot_instance: u64, seconds: f64 },
-    LogsTruncated { prefix: String, snapshot_instance: u64, low: u32, high: u32 },
+    /// `kept_for`: why generations above `high` that the backup allowed stay (a database copy
+    /// that has not replayed them), when that is so.
+    LogsTruncated {
+        prefix: String,
+        snapshot_instance: u64,
+        low: u32,
+        high: u32,
+        kept_for: Option<String>,
+    },
     NoTruncation { prefix: String, snapshot_instance: u64, reason: String },
     BackupCompleted { prefix: String, snapshot_instance: u64, kind: BackupKind },
     BackupAborted { prefix: String, snapshot_instance: u64 },
@@ -373,7 +381,15 @@ impl EngineBackup {
             inner.flush_pages()?;
         }
         let checkpoint_gen = inner.checkpoint.lock().generation();
-        let limit = last_copied.min(checkpoint_gen);
+        let mut limit = last_copied.min(checkpoint_gen);
+        // A database copy on another node that has not replayed a generation keeps it here.
+        let mut kept_for = None;
+        if let Some((copy_limit, why)) = inner.cfg.truncation_limit.as_ref().and_then(|f| f())
+            && copy_limit < limit
+        {
+            limit = copy_limit;
+            kept_for = Some(why);
+        }
         match inner.delete_generations_below(limit)? {
             Some((low, high)) => {
                 inner.notify(EngineNotice::LogsTruncated {
@@ -381,11 +397,14 @@ impl EngineBackup {
                     snapshot_instance: self.id,
                     low,
                     high,
+                    kept_for,
                 });
                 Ok(Truncation::Deleted { low, high })
             }
             None => {
-                let why = if checkpoint_gen <= last_copied {
+                let why = if let Some(why) = kept_for {
+                    why
+                } else if checkpoint_gen <= last_copied {
                     format!(
                         "the checkpoint is at generation {checkpoint_gen:#X} and no older generation is on disk"
                     )

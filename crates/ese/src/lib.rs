@@ -88,7 +88,9 @@ pub mod txn;
 pub use backup::{BackupKind, EngineBackup, EngineNotice, SessionState, Truncation};
 pub use dbheader::{BackupSlot, DbHeader, DbState, SlotKind};
 pub use error::{EngineError, Result};
-pub use instance::{DatabaseSpec, Instance, InstanceConfig, LogState, NoticeSink, RecoveryInfo};
+pub use instance::{
+    DatabaseSpec, Instance, InstanceConfig, LogState, NoticeSink, RecoveryInfo, TruncationLimitFn,
+};
 pub use lsn::Lsn;
 pub use recovery::{HardRecovery, HardRecoveryReport, hard_recover};
 pub use replay::{ApplyReport, PassiveConfig, PassiveReplay, PassiveState};

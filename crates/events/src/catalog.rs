@@ -267,7 +267,7 @@ catalog! {
         "Instance {instance}: surrogate backup by node {passive_node} done; header stamped at {time}.");
     /// Logs deleted after a backup.
     ENGINE_LOGS_TRUNCATED = (Engine, 224, Info,
-        "Instance {instance}: deleting log files {first:gen} to {last:gen}.");
+        "Instance {instance}: deleting log files {first:gen} to {last:gen}{kept}.");
     /// No logs truncated (and why).
     ENGINE_NO_LOGS_TRUNCATED = (Engine, 225, Info,
         "Instance {instance}: no log files can be truncated: {reason}");
@@ -309,6 +309,50 @@ catalog! {
     /// End of the backup (writer shutdown).
     REPL_BACKUP_SHUTDOWN = (Replication, 2037, Info,
         "The replication writer ended job {job}.");
+
+    // ---- database copies (project-picked IDs, the replication service's source) ----
+    /// A copy's status changed.
+    REPL_COPY_STATUS = (Replication, 4101, Info,
+        "Copy of storage group {sg} on node {node} is now {status} (was {previous}).");
+    /// Seeding a copy started (passive side).
+    REPL_SEED_STARTED = (Replication, 4102, Info,
+        "Seeding the copy of storage group {sg} on node {node} from node {active}: {databases} database file(s), {bytes} bytes, snapshot at generation {generation:gen}.");
+    /// Seeding a copy finished (passive side).
+    REPL_SEED_DONE = (Replication, 4103, Info,
+        "Seeded the copy of storage group {sg} on node {node}: {bytes} bytes in {seconds} s; replay starts after generation {generation:gen}.");
+    /// Seeding a copy failed (passive side).
+    REPL_SEED_FAILED = (Replication, 4104, Error,
+        "Seeding the copy of storage group {sg} on node {node} failed: {reason}");
+    /// A shipped log failed inspection.
+    REPL_INSPECTION_FAILED = (Replication, 4105, Warning,
+        "Log file {file} of storage group {sg} failed inspection on node {node} (attempt {attempt}): {reason}");
+    /// A copy failed and was suspended.
+    REPL_COPY_FAILED = (Replication, 4106, Error,
+        "The copy of storage group {sg} on node {node} failed and is suspended: {reason}");
+    /// A copy was suspended by an administrator.
+    REPL_COPY_SUSPENDED = (Replication, 4107, Info,
+        "The copy of storage group {sg} on node {node} is suspended: {reason}");
+    /// A suspended copy was resumed.
+    REPL_COPY_RESUMED = (Replication, 4108, Info,
+        "The copy of storage group {sg} on node {node} is resumed.");
+    /// A copy cannot reach its active copy's node.
+    REPL_COPY_DISCONNECTED = (Replication, 4109, Warning,
+        "The copy of storage group {sg} on node {node} cannot reach the active copy on node {active}: {reason}");
+    /// The active node serves a seed (active side).
+    REPL_SEED_SERVED = (Replication, 4110, Info,
+        "Serving a seed of storage group {sg} to node {peer}: snapshot set {snapshot_set} at generation {generation:gen}.");
+    /// A connection to the replication port was refused.
+    REPL_PEER_REFUSED = (Replication, 4111, Warning,
+        "Refused a replication connection from {addr}: {reason}");
+    /// The node joined its DAG (registered in the cluster database).
+    REPL_DAG_JOINED = (Replication, 4112, Info,
+        "Node {node} joined database availability group {dag} (replication on {replication}).");
+    /// The cluster database cannot be reached.
+    REPL_DAG_UNREACHABLE = (Replication, 4113, Warning,
+        "The cluster database of DAG {dag} at {etcd} cannot be reached: {reason}. The node keeps working on what it holds.");
+    /// A copy was added or removed.
+    REPL_COPY_CONFIGURED = (Replication, 4114, Info,
+        "Copy of storage group {sg} on node {node}: {change}.");
 
     // ---- coordinator transitions (project-picked) ----
     /// A requester session started.
@@ -463,6 +507,6 @@ mod tests {
         );
         f.remove("instance");
         assert!(ENGINE_FULL_BACKUP_STARTING.render(&f).starts_with("Instance {instance} (7)"));
-        assert_eq!(ENGINE_LOGS_TRUNCATED.field_names(), vec!["instance", "first", "last"]);
+        assert_eq!(ENGINE_LOGS_TRUNCATED.field_names(), vec!["instance", "first", "last", "kept"]);
     }
 }

@@ -9,10 +9,15 @@
 //! (applies inspected generations from an inbox to a passive copy, see
 //! [`ese::PassiveReplay`]).
 
+pub mod client;
 pub mod cluster;
+pub mod copy;
 pub mod inspector;
 pub mod pki;
+pub mod protocol;
 pub mod replayer;
+pub mod server;
+pub mod source;
 pub mod tls;
 
 pub use inspector::{InspectError, Inspected, Inspector};

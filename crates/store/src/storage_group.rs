@@ -117,6 +117,9 @@ pub struct StorageGroup {
     /// Why the last mount failed, until a mount succeeds: a storage group that cannot mount
     /// stays in the store, dismounted, so that it can be restored, and says why.
     mount_error: Mutex<Option<String>>,
+    /// What database copies on other nodes still need (the DAG sets it; see
+    /// [`ese::TruncationLimitFn`]). Shared with the engine, asked at each truncation.
+    truncation_limit: Arc<Mutex<Option<ese::TruncationLimitFn>>>,
 }
 
 impl std::fmt::Debug for StorageGroup {
@@ -160,10 +163,12 @@ fn notice_event(n: &EngineNotice) -> (&'static EventDef, serde_json::Value) {
             json!({"instance": prefix, "snapshot_instance": snapshot_instance,
                    "elapsed_ms": (seconds * 1000.0) as u64}),
         ),
-        EngineNotice::LogsTruncated { prefix, low, high, .. } => (
+        EngineNotice::LogsTruncated { prefix, low, high, kept_for, .. } => (
             &cat::ENGINE_LOGS_TRUNCATED,
             json!({"instance": prefix, "first": ese::logfmt::generation_name(prefix, *low),
-                   "last": ese::logfmt::generation_name(prefix, *high)}),
+                   "last": ese::logfmt::generation_name(prefix, *high),
+                   "kept": kept_for.as_ref().map(|w| format!("; later generations stay: {w}"))
+                       .unwrap_or_default()}),
         ),
         EngineNotice::NoTruncation { prefix, reason, .. } => {
             // The event's template already says "no log files can be truncated"; the field
@@ -193,6 +198,7 @@ impl StorageGroup {
             state: Mutex::new(SgState { instance: None, mail: Vec::new(), backup: None }),
             degraded: Mutex::default(),
             mount_error: Mutex::default(),
+            truncation_limit: Arc::default(),
         }
     }
 
@@ -229,7 +235,18 @@ impl StorageGroup {
             let (def, fields) = notice_event(n);
             events.emit(def, *job.lock(), fields);
         }));
+        let limit = self.truncation_limit.clone();
+        cfg.truncation_limit = Some(Arc::new(move || {
+            let f = limit.lock().clone();
+            f.and_then(|f| f())
+        }));
         cfg
+    }
+
+    /// Sets what database copies on other nodes still need: log truncation after a backup
+    /// keeps every generation at or above the limit it returns (`None` clears it).
+    pub fn set_truncation_limit(&self, f: Option<ese::TruncationLimitFn>) {
+        *self.truncation_limit.lock() = f;
     }
 
     /// Whether the storage group's logs exist already (so mounting opens rather than creates).

@@ -16,6 +16,13 @@ use crate::page::{self};
 /// Receives the engine's notices (backup steps, truncation decisions).
 pub type NoticeSink = Arc<dyn Fn(&EngineNotice) + Send + Sync>;
 
+/// What holds log truncation back besides the backup and the checkpoint: a database copy on
+/// another node that has not replayed every generation yet. Returns the lowest generation that
+/// must stay on disk and why ("copy SG1 on b has replayed only to 0x3A"), or `None` when
+/// nothing outside the engine limits truncation. Asked at each truncation, so the answer is
+/// current.
+pub type TruncationLimitFn = Arc<dyn Fn() -> Option<(u32, String)> + Send + Sync>;
+
 /// How to create or open an instance.
 #[derive(Clone)]
 pub struct InstanceConfig {
@@ -41,6 +48,8 @@ pub struct InstanceConfig {
     pub lazy_interval: Duration,
     /// Where notices go.
     pub notice: Option<NoticeSink>,
+    /// Database copies that still need generations (see [`TruncationLimitFn`]).
+    pub truncation_limit: Option<TruncationLimitFn>,
 }
 
 impl std::fmt::Debug for InstanceConfig {
@@ -80,6 +89,7 @@ impl InstanceConfig {
             freeze_timeout: Duration::from_secs(70),
             lazy_interval: Duration::from_millis(50),
             notice: None,
+            truncation_limit: None,
         }
     }
 

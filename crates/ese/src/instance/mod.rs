@@ -36,7 +36,7 @@ use crate::logfmt::{self, AttachedDb};
 use crate::lsn::Lsn;
 use crate::page::{self, PageProblem};
 
-pub use config::{DatabaseSpec, InstanceConfig, NoticeSink};
+pub use config::{DatabaseSpec, InstanceConfig, NoticeSink, TruncationLimitFn};
 pub use open::RecoveryInfo;
 
 /// An attached database.

@@ -1,0 +1,664 @@
+//! A passive copy on this node: seeding, then the log copier, the log inspector and the
+//! replayer, on one thread of its own.
+//!
+//! The copy lives in a directory of a volume of this node (so that the replication writer can
+//! snapshot it): `db/<database>.edb` (seeded from a snapshot of the active, then written only by
+//! replay), `incoming/` (a generation being fetched), `inbox/` (generations that passed
+//! inspection, waiting for replay), `<prefix>.pchk` (the replay checkpoint) and `seed.json`
+//! (which seed the files come from). A copy killed at any point resumes from its checkpoint; a
+//! copy killed while seeding seeds again (no `seed.json` for the current serial).
+//!
+//! Each round: ask the active which generation it closed last, fetch every generation after the
+//! last one inspected into `incoming/`, inspect it ([`Inspector`]: header, signature,
+//! sequence, continuity, every record checksum), and only then rename it into `inbox/`; then
+//! replay what the inbox holds. A generation that fails inspection is fetched once more; failing
+//! again (or belonging to another log stream) fails the copy: `FailedAndSuspended`, with an
+//! event naming the file and the reason. A generation damaged in the inbox after inspection is
+//! caught by the replayer's own inspection and fetched again the same way.
+//!
+//! The active is never written to: the copy only reads from it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use events::{EventSink, catalog as cat};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use ese::logfmt;
+use ese::{DatabaseSpec, PassiveConfig};
+use volume::{FsRef, OpenMode};
+
+use crate::client::{ClientError, PeerClient};
+use crate::cluster::CopyStatus;
+use crate::inspector::Inspector;
+use crate::protocol::{self, SeedManifest, StreamInfo};
+use crate::replayer::{ReplayError, Replayer, ReplayerConfig};
+
+/// Where a passive copy lives and who it reports to.
+#[derive(Clone)]
+pub struct CopyConfig {
+    pub sg: String,
+    /// This node.
+    pub node: String,
+    /// The volume holding the copy, and the copy's directory on it.
+    pub fs: FsRef,
+    pub dir: PathBuf,
+    pub events: Arc<dyn EventSink>,
+    /// How often an idle copy asks the active for new generations.
+    pub poll: Duration,
+    /// Runs async requests from the copy's thread.
+    pub runtime: tokio::runtime::Handle,
+}
+
+/// What the administrator and the cluster database want of the copy now.
+#[derive(Debug, Clone, Default)]
+pub struct Desired {
+    /// The active copy's node.
+    pub active: Option<Arc<PeerClient>>,
+    /// Suspended, with the reason.
+    pub suspended: Option<String>,
+    /// The seed serial (a reseed bumps it).
+    pub seed_serial: u64,
+}
+
+/// What the copy reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CopyReport {
+    pub status: CopyStatus,
+    /// The active's last closed generation, as last heard.
+    pub produced: u32,
+    pub last_inspected_generation: u32,
+    pub last_replayed_generation: u32,
+    /// The oldest generation replay still reads.
+    pub checkpoint_generation: u32,
+    pub last_error: Option<String>,
+    /// The active's node, as last heard.
+    pub active: Option<String>,
+}
+
+impl CopyReport {
+    /// Generations the active closed that this copy has not inspected.
+    pub fn copy_queue(&self) -> u32 {
+        self.produced.saturating_sub(self.last_inspected_generation)
+    }
+
+    /// Generations inspected but not replayed.
+    pub fn replay_queue(&self) -> u32 {
+        self.last_inspected_generation.saturating_sub(self.last_replayed_generation)
+    }
+}
+
+/// What `seed.json` records: which seed the database files come from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SeedRecord {
+    serial: u64,
+    manifest: SeedManifest,
+    finished_ms: u64,
+}
+
+/// Why a round stopped.
+#[derive(Debug, thiserror::Error)]
+enum RoundError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The copy must stop until an administrator resumes or reseeds it.
+    #[error("{0}")]
+    Fail(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> RoundError {
+    let what = what.to_string();
+    move |source| RoundError::Io { what, source }
+}
+
+struct Shared {
+    desired: Mutex<Desired>,
+    report: Mutex<CopyReport>,
+    /// Held while replay writes the databases; a reader of the copy's content takes it.
+    replay: Mutex<()>,
+    wake: Mutex<Option<mpsc::Sender<Wake>>>,
+}
+
+enum Wake {
+    Now,
+    Stop,
+}
+
+/// A running passive copy.
+pub struct PassiveCopy {
+    cfg: CopyConfig,
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for PassiveCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassiveCopy").field("sg", &self.cfg.sg).finish_non_exhaustive()
+    }
+}
+
+impl PassiveCopy {
+    /// Starts the copy's thread.
+    pub fn start(cfg: CopyConfig, desired: Desired) -> std::io::Result<PassiveCopy> {
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            desired: Mutex::new(desired),
+            report: Mutex::new(CopyReport {
+                status: CopyStatus::Initializing,
+                produced: 0,
+                last_inspected_generation: 0,
+                last_replayed_generation: 0,
+                checkpoint_generation: 0,
+                last_error: None,
+                active: None,
+            }),
+            replay: Mutex::new(()),
+            wake: Mutex::new(Some(tx)),
+        });
+        let runner = Runner {
+            cfg: cfg.clone(),
+            shared: shared.clone(),
+            replayer: None,
+            inspector: None,
+            failures: Default::default(),
+            failed: false,
+            seeded_serial: None,
+            prefix: String::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("copy-{}", cfg.sg))
+            .spawn(move || runner.run(rx))?;
+        Ok(PassiveCopy { cfg, shared, thread: Some(thread) })
+    }
+
+    /// The copy's report now.
+    pub fn report(&self) -> CopyReport {
+        self.shared.report.lock().clone()
+    }
+
+    /// Changes what is wanted of the copy (active, suspension, seed serial) and wakes it.
+    pub fn set_desired(&self, d: Desired) {
+        *self.shared.desired.lock() = d;
+        self.wake();
+    }
+
+    /// What is wanted of the copy now.
+    pub fn desired(&self) -> Desired {
+        self.shared.desired.lock().clone()
+    }
+
+    /// Makes the copy look for new generations now.
+    pub fn wake(&self) {
+        if let Some(tx) = self.shared.wake.lock().as_ref() {
+            let _ = tx.send(Wake::Now);
+        }
+    }
+
+    /// Runs `f` on the copy's database files while replay is held off, so that they are
+    /// consistent as of the last replayed generation.
+    pub fn with_databases<T>(&self, f: impl FnOnce(&FsRef, &Path) -> T) -> T {
+        let _g = self.shared.replay.lock();
+        f(&self.cfg.fs, &self.cfg.dir.join("db"))
+    }
+
+    /// Stops the thread after its current step.
+    pub fn stop(mut self) {
+        self.stop_thread();
+    }
+
+    fn stop_thread(&mut self) {
+        if let Some(tx) = self.shared.wake.lock().take() {
+            let _ = tx.send(Wake::Stop);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for PassiveCopy {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+/// The database file of `name` in a copy directory.
+pub fn database_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join("db").join(format!("{name}.edb"))
+}
+
+struct Runner {
+    cfg: CopyConfig,
+    shared: Arc<Shared>,
+    replayer: Option<Replayer>,
+    /// The copier's inspector: the next generation to fetch and inspect.
+    inspector: Option<Inspector>,
+    /// Inspection failures per generation (a second failure fails the copy).
+    failures: std::collections::HashMap<u32, u32>,
+    /// Failed and suspended until resumed or reseeded.
+    failed: bool,
+    seeded_serial: Option<u64>,
+    /// The log prefix of the stream (from the seed).
+    prefix: String,
+}
+
+impl Runner {
+    fn run(mut self, wake: mpsc::Receiver<Wake>) {
+        let mut suspended_for: Option<String> = None;
+        let mut resumed_serial = self.shared.desired.lock().seed_serial;
+        loop {
+            let desired = self.shared.desired.lock().clone();
+            if desired.seed_serial != resumed_serial {
+                // A reseed clears a failure.
+                resumed_serial = desired.seed_serial;
+                self.failed = false;
+            }
+            match (&desired.suspended, &suspended_for) {
+                (Some(r), None) => {
+                    self.emit(&cat::REPL_COPY_SUSPENDED, json!({"reason": r}));
+                    suspended_for = Some(r.clone());
+                    // A resume clears a failure as well.
+                    self.set_status(CopyStatus::Suspended, None);
+                }
+                (None, Some(_)) => {
+                    self.emit(&cat::REPL_COPY_RESUMED, json!({}));
+                    suspended_for = None;
+                    self.failed = false;
+                    self.failures.clear();
+                }
+                _ => {}
+            }
+            if desired.suspended.is_none() && !self.failed {
+                self.round(&desired);
+            }
+            let wait = if self.failed || desired.suspended.is_some() {
+                Duration::from_secs(3600)
+            } else {
+                self.cfg.poll
+            };
+            match wake.recv_timeout(wait) {
+                Ok(Wake::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Ok(Wake::Now) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
+        if let Some(r) = self.replayer.take() {
+            drop(r);
+        }
+    }
+
+    fn emit(&self, def: &events::EventDef, mut fields: serde_json::Value) {
+        if let Some(m) = fields.as_object_mut() {
+            m.insert("sg".into(), json!(self.cfg.sg));
+            m.insert("node".into(), json!(self.cfg.node));
+        }
+        self.cfg.events.emit(def, None, fields);
+    }
+
+    fn set_status(&self, status: CopyStatus, error: Option<String>) {
+        let previous = {
+            let mut r = self.shared.report.lock();
+            let previous = r.status;
+            r.status = status;
+            if error.is_some() {
+                r.last_error = error;
+            }
+            previous
+        };
+        if previous != status {
+            self.emit(
+                &cat::REPL_COPY_STATUS,
+                json!({"status": format!("{status:?}"), "previous": format!("{previous:?}")}),
+            );
+        }
+    }
+
+    /// One round: seed if needed, fetch and inspect, replay.
+    fn round(&mut self, desired: &Desired) {
+        let Some(active) = desired.active.clone() else {
+            self.set_status(CopyStatus::Disconnected, Some("no active copy is known".into()));
+            return;
+        };
+        self.shared.report.lock().active = Some(active.node().to_string());
+        match self.round_inner(&active, desired.seed_serial) {
+            Ok(()) => {
+                let r = self.shared.report.lock().clone();
+                if r.status != CopyStatus::Healthy {
+                    self.set_status(CopyStatus::Healthy, None);
+                }
+            }
+            Err(RoundError::Client(e)) => {
+                let reason = e.to_string();
+                if !matches!(self.shared.report.lock().status, CopyStatus::Disconnected) {
+                    self.emit(
+                        &cat::REPL_COPY_DISCONNECTED,
+                        json!({"active": active.node(), "reason": reason}),
+                    );
+                }
+                self.set_status(CopyStatus::Disconnected, Some(reason));
+            }
+            Err(RoundError::Fail(reason)) => self.fail(reason),
+            Err(e @ RoundError::Io { .. }) => self.fail(e.to_string()),
+        }
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.emit(&cat::REPL_COPY_FAILED, json!({"reason": reason}));
+        self.failed = true;
+        self.replayer = None;
+        self.inspector = None;
+        self.set_status(CopyStatus::FailedAndSuspended, Some(reason));
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.cfg.runtime.block_on(f)
+    }
+
+    fn round_inner(&mut self, active: &PeerClient, serial: u64) -> Result<(), RoundError> {
+        if self.seeded_serial != Some(serial) {
+            match self.read_seed_record()? {
+                Some(rec) if rec.serial == serial => self.seeded_serial = Some(serial),
+                _ => {
+                    self.replayer = None;
+                    self.inspector = None;
+                    self.seed(active, serial)?;
+                    self.seeded_serial = Some(serial);
+                }
+            }
+        }
+        let info: StreamInfo = self.block_on(active.get_json(&protocol::stream_path(&self.cfg.sg)))?;
+        self.shared.report.lock().produced = info.produced;
+        self.open_replayer(&info)?;
+        self.fetch(active, &info)?;
+        self.replay()?;
+        Ok(())
+    }
+
+    fn seed_record_path(&self) -> PathBuf {
+        self.cfg.dir.join("seed.json")
+    }
+
+    fn read_seed_record(&self) -> Result<Option<SeedRecord>, RoundError> {
+        let p = self.seed_record_path();
+        let fs = &self.cfg.fs;
+        if !fs.exists(&p).map_err(io(p.display()))? {
+            return Ok(None);
+        }
+        let bytes = volume::fs::read_all(fs.as_ref(), &p).map_err(io(p.display()))?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| RoundError::Fail(format!("{} is malformed: {e}", p.display())))
+    }
+
+    /// Seeds the copy from a snapshot of the active: every database file, streamed into
+    /// place, then `seed.json`. The old copy's files go first.
+    fn seed(&mut self, active: &PeerClient, serial: u64) -> Result<(), RoundError> {
+        self.set_status(CopyStatus::Seeding, None);
+        let started = Instant::now();
+        let manifest: SeedManifest =
+            self.block_on(active.post_json(&protocol::seed_path(&self.cfg.sg)))?;
+        let total: u64 = manifest.databases.iter().map(|d| d.size).sum();
+        self.emit(
+            &cat::REPL_SEED_STARTED,
+            json!({"active": active.node(), "databases": manifest.databases.len(),
+                   "bytes": total, "generation": manifest.generation}),
+        );
+        let result = self.seed_files(active, &manifest);
+        // The seed's snapshot is released whatever happened.
+        let _ = self.block_on(active.delete(&protocol::seed_end_path(manifest.id)));
+        if let Err(e) = result {
+            self.emit(&cat::REPL_SEED_FAILED, json!({"reason": e.to_string()}));
+            return Err(e);
+        }
+        let rec = SeedRecord { serial, manifest: manifest.clone(), finished_ms: events::now_ms() };
+        let p = self.seed_record_path();
+        let bytes = serde_json::to_vec_pretty(&rec)
+            .map_err(|e| RoundError::Fail(format!("encoding {}: {e}", p.display())))?;
+        volume::fs::write_atomic(self.cfg.fs.as_ref(), &p, &bytes).map_err(io(p.display()))?;
+        self.emit(
+            &cat::REPL_SEED_DONE,
+            json!({"bytes": total, "seconds": format!("{:.1}", started.elapsed().as_secs_f64()),
+                   "generation": manifest.generation}),
+        );
+        Ok(())
+    }
+
+    fn seed_files(&mut self, active: &PeerClient, m: &SeedManifest) -> Result<(), RoundError> {
+        let fs = self.cfg.fs.clone();
+        let dir = self.cfg.dir.clone();
+        // A previous copy's state goes: seed record first (so a crash from here on seeds
+        // again), then the checkpoint, the inbox and the databases.
+        for p in [self.seed_record_path(), self.checkpoint_path(&m.prefix)] {
+            if fs.exists(&p).map_err(io(p.display()))? {
+                fs.remove_file(&p).map_err(io(p.display()))?;
+            }
+        }
+        let jrn = PathBuf::from(format!("{}.jrn", self.checkpoint_path(&m.prefix).display()));
+        if fs.exists(&jrn).map_err(io(jrn.display()))? {
+            fs.remove_file(&jrn).map_err(io(jrn.display()))?;
+        }
+        for sub in ["inbox", "incoming", "db"] {
+            let d = dir.join(sub);
+            if fs.exists(&d).map_err(io(d.display()))? {
+                for e in fs.read_dir(&d).map_err(io(d.display()))? {
+                    let p = d.join(&e.name);
+                    fs.remove_file(&p).map_err(io(p.display()))?;
+                }
+            }
+            fs.create_dir_all(&d).map_err(io(d.display()))?;
+        }
+        for (i, db) in m.databases.iter().enumerate() {
+            let path = database_path(&dir, &db.name);
+            let part = PathBuf::from(format!("{}.part", path.display()));
+            let f = fs.open(&part, OpenMode::Create).map_err(io(part.display()))?;
+            f.set_len(0).map_err(io(part.display()))?;
+            let mut off = 0u64;
+            let mut sink = |data: &[u8]| -> std::io::Result<()> {
+                f.write_at(data, off)?;
+                off += data.len() as u64;
+                Ok(())
+            };
+            let got =
+                self.block_on(active.get_streamed(&protocol::seed_file_path(m.id, i), &mut sink))?;
+            if got != db.size {
+                return Err(RoundError::Fail(format!(
+                    "seed file of database {} ended after {got} of {} bytes",
+                    db.name, db.size
+                )));
+            }
+            f.sync().map_err(io(part.display()))?;
+            drop(f);
+            fs.rename(&part, &path).map_err(io(path.display()))?;
+        }
+        let d = dir.join("db");
+        fs.sync_dir(&d).map_err(io(d.display()))?;
+        Ok(())
+    }
+
+    fn checkpoint_path(&self, prefix: &str) -> PathBuf {
+        self.cfg.dir.join(format!("{prefix}.pchk"))
+    }
+
+    fn open_replayer(&mut self, info: &StreamInfo) -> Result<(), RoundError> {
+        if self.replayer.is_some() {
+            return Ok(());
+        }
+        let Some(rec) = self.read_seed_record()? else {
+            return Err(RoundError::Fail("the copy has no seed".into()));
+        };
+        if rec.manifest.signature != info.signature {
+            return Err(RoundError::Fail(format!(
+                "the active's log stream ({}) is not the one this copy was seeded from ({}); \
+                 reseed the copy",
+                info.signature, rec.manifest.signature
+            )));
+        }
+        let fs = self.cfg.fs.clone();
+        let databases = rec
+            .manifest
+            .databases
+            .iter()
+            .map(|d| DatabaseSpec::new(&d.name, fs.clone(), database_path(&self.cfg.dir, &d.name)))
+            .collect();
+        let cfg = ReplayerConfig {
+            passive: PassiveConfig {
+                databases,
+                checkpoint_fs: fs.clone(),
+                checkpoint_path: self.checkpoint_path(&rec.manifest.prefix),
+                prefix: rec.manifest.prefix.clone(),
+            },
+            inbox_fs: fs.clone(),
+            inbox: self.cfg.dir.join("inbox"),
+        };
+        let replayer = Replayer::open(cfg).map_err(|e| RoundError::Fail(e.to_string()))?;
+        let st = replayer.passive().state();
+        // Generations already in the inbox passed inspection before they were renamed in.
+        let mut inspector = Inspector::new(
+            rec.manifest.prefix.clone(),
+            st.signature,
+            st.replayed_generation + 1,
+            (st.last_created != 0).then_some(st.last_created),
+        );
+        let inbox = self.cfg.dir.join("inbox");
+        loop {
+            let g = inspector.next_generation();
+            let p = inbox.join(logfmt::generation_name(&rec.manifest.prefix, g));
+            if !fs.exists(&p).map_err(io(p.display()))? {
+                break;
+            }
+            match inspector.check(fs.as_ref(), &p) {
+                Ok(ins) => inspector.accept(&ins),
+                Err(_) => {
+                    // Damaged since: fetched again.
+                    fs.remove_file(&p).map_err(io(p.display()))?;
+                    break;
+                }
+            }
+        }
+        {
+            let mut r = self.shared.report.lock();
+            r.last_replayed_generation = replayer.replayed_generation();
+            r.last_inspected_generation = inspector.next_generation() - 1;
+            r.checkpoint_generation = replayer.passive().oldest_needed_generation();
+        }
+        self.inspector = Some(inspector);
+        self.replayer = Some(replayer);
+        self.prefix = rec.manifest.prefix;
+        Ok(())
+    }
+
+    /// Fetches and inspects every generation the active closed that the copy lacks.
+    fn fetch(&mut self, active: &PeerClient, info: &StreamInfo) -> Result<(), RoundError> {
+        let fs = self.cfg.fs.clone();
+        let incoming = self.cfg.dir.join("incoming");
+        let inbox = self.cfg.dir.join("inbox");
+        fs.create_dir_all(&incoming).map_err(io(incoming.display()))?;
+        loop {
+            let Some(inspector) = self.inspector.as_mut() else { return Ok(()) };
+            let g = inspector.next_generation();
+            if g > info.produced {
+                return Ok(());
+            }
+            if self.shared.desired.lock().suspended.is_some() {
+                return Ok(());
+            }
+            if g < info.oldest {
+                return Err(RoundError::Fail(format!(
+                    "the active has truncated generation {g:#X} before this copy fetched it \
+                     (its oldest is {:#X}); reseed the copy",
+                    info.oldest
+                )));
+            }
+            let name = logfmt::generation_name(&info.prefix, g);
+            let bytes = self.block_on(active.get_bytes(&protocol::log_path(&self.cfg.sg, g)))?;
+            let tmp = incoming.join(&name);
+            volume::fs::write_atomic(fs.as_ref(), &tmp, &bytes).map_err(io(tmp.display()))?;
+            let Some(inspector) = self.inspector.as_mut() else { return Ok(()) };
+            match inspector.check(fs.as_ref(), &tmp) {
+                Ok(ins) => {
+                    let to = inbox.join(&name);
+                    fs.rename(&tmp, &to).map_err(io(to.display()))?;
+                    fs.sync_dir(&inbox).map_err(io(inbox.display()))?;
+                    inspector.accept(&ins);
+                    self.shared.report.lock().last_inspected_generation = g;
+                }
+                Err(e) => {
+                    fs.remove_file(&tmp).map_err(io(tmp.display()))?;
+                    self.inspection_failed(g, &name, e.to_string())?;
+                }
+            }
+        }
+    }
+
+    /// Counts an inspection failure of generation `g`: the first is fetched again, the
+    /// second fails the copy.
+    fn inspection_failed(&mut self, g: u32, file: &str, reason: String) -> Result<(), RoundError> {
+        let n = self.failures.entry(g).or_insert(0);
+        *n += 1;
+        let attempt = *n;
+        self.emit(
+            &cat::REPL_INSPECTION_FAILED,
+            json!({"file": file, "attempt": attempt, "reason": reason}),
+        );
+        if attempt >= 2 {
+            return Err(RoundError::Fail(format!("log file {file} failed inspection twice: {reason}")));
+        }
+        Ok(())
+    }
+
+    fn replay(&mut self) -> Result<(), RoundError> {
+        loop {
+            if self.shared.desired.lock().suspended.is_some() {
+                return Ok(());
+            }
+            let Some(replayer) = self.replayer.as_mut() else { return Ok(()) };
+            let step = {
+                let _g = self.shared.replay.lock();
+                replayer.step()
+            };
+            match step {
+                Ok(Some(_)) => {
+                    let mut r = self.shared.report.lock();
+                    r.last_replayed_generation = replayer.replayed_generation();
+                    r.checkpoint_generation = replayer.passive().oldest_needed_generation();
+                }
+                Ok(None) => return Ok(()),
+                Err(ReplayError::Inspect(e)) => {
+                    // Damaged in the inbox after it was inspected: fetched again from the
+                    // generation replay needs.
+                    let g = replayer.replayed_generation() + 1;
+                    let st = replayer.passive().state();
+                    let prefix = self.prefix.clone();
+                    let name = logfmt::generation_name(&prefix, g);
+                    let fs = self.cfg.fs.clone();
+                    // Every later inbox generation is fetched again too (the copier's
+                    // sequence restarts at `g`).
+                    for e in fs.read_dir(&self.cfg.dir.join("inbox")).map_err(io("inbox"))? {
+                        if let Some(n) = logfmt::parse_generation_name(&prefix, &e.name)
+                            && n >= g
+                        {
+                            let q = self.cfg.dir.join("inbox").join(&e.name);
+                            fs.remove_file(&q).map_err(io(q.display()))?;
+                        }
+                    }
+                    self.inspector = Some(Inspector::new(
+                        prefix,
+                        st.signature,
+                        g,
+                        (st.last_created != 0).then_some(st.last_created),
+                    ));
+                    self.shared.report.lock().last_inspected_generation = g - 1;
+                    self.inspection_failed(g, &name, e.to_string())?;
+                    return Ok(());
+                }
+                Err(e) => return Err(RoundError::Fail(format!("replay failed: {e}"))),
+            }
+        }
+    }
+
+}

@@ -1,0 +1,94 @@
+//! The replication protocol: HTTP/1.1 over the DAG's mutual TLS, between a passive copy's node
+//! (the client) and the active copy's node (the server).
+//!
+//! Why HTTP: the operations are a handful of request/response exchanges and two byte streams
+//! (a closed log generation, a seed file); hyper frames them, and the TLS layer authenticates
+//! both ends, so nothing here is hand-made framing. Every body that is not raw file bytes is
+//! one of the JSON types below, shared by both ends.
+//!
+//! | request | answer |
+//! | --- | --- |
+//! | `GET /repl/v1/stream/{sg}` | [`StreamInfo`]: the active's log stream, its last closed generation |
+//! | `GET /repl/v1/log/{sg}/{generation}` | the closed generation's file, byte for byte |
+//! | `POST /repl/v1/seed/{sg}` | [`SeedManifest`]: a seed held open on a snapshot of the active |
+//! | `GET /repl/v1/seed/{id}/{index}` | database file `index` of the seed, from the snapshot |
+//! | `DELETE /repl/v1/seed/{id}` | ends the seed (releases its snapshot) |
+//!
+//! An error is an HTTP status with a [`ReplErrorBody`].
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The active copy's log stream as its node sees it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamInfo {
+    pub sg: String,
+    /// The log file prefix (`E00`).
+    pub prefix: String,
+    /// The stream's signature, hex: a copy of another stream must not take these logs.
+    pub signature: String,
+    /// The last closed generation (the current log's generation minus one).
+    pub produced: u32,
+    /// The oldest generation still on the active's disk (truncation removed older ones).
+    pub oldest: u32,
+    /// The node answering: the active.
+    pub node: String,
+}
+
+/// One database file of a seed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedFile {
+    /// The database's name in the storage group.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// A seed the active holds open on a snapshot until the copy ends it (or it times out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedManifest {
+    pub id: Uuid,
+    pub sg: String,
+    pub prefix: String,
+    /// The stream's signature, hex.
+    pub signature: String,
+    /// The generation the snapshot's freeze closed: replay starts from the databases' required
+    /// range, within it.
+    pub generation: u32,
+    /// Log generation size of the storage group.
+    pub log_file_size: u32,
+    pub databases: Vec<SeedFile>,
+    /// The snapshot set the files are read from.
+    pub snapshot_set: Uuid,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplErrorBody {
+    pub error: String,
+}
+
+pub fn stream_path(sg: &str) -> String {
+    format!("/repl/v1/stream/{sg}")
+}
+
+pub fn log_path(sg: &str, generation: u32) -> String {
+    format!("/repl/v1/log/{sg}/{generation}")
+}
+
+pub fn seed_path(sg: &str) -> String {
+    format!("/repl/v1/seed/{sg}")
+}
+
+pub fn seed_file_path(id: Uuid, index: usize) -> String {
+    format!("/repl/v1/seed/{id}/{index}")
+}
+
+pub fn seed_end_path(id: Uuid) -> String {
+    format!("/repl/v1/seed/{id}")
+}
+
+/// Hex of a log signature.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,46 @@
+//! What the active copy's node offers its copies: the replication server asks the node through
+//! [`ActiveSource`], so that this crate needs no knowledge of how the node runs its storage
+//! groups, and the node none of the protocol.
+
+use uuid::Uuid;
+
+use crate::protocol::{SeedManifest, StreamInfo};
+
+/// Why the active could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// No such storage group, generation or seed (HTTP 404).
+    #[error("{0}")]
+    NotFound(String),
+    /// This node does not hold the active copy, or it is dismounted (HTTP 409).
+    #[error("{0}")]
+    NotActive(String),
+    /// Try again later: another seed or backup holds the storage group (HTTP 503).
+    #[error("{0}")]
+    Busy(String),
+    /// Anything else (HTTP 500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// A seed file opened for streaming.
+pub struct SeedReader {
+    pub file: volume::FileRef,
+    pub len: u64,
+}
+
+/// The active node's side of replication.
+pub trait ActiveSource: Send + Sync + 'static {
+    /// The storage group's log stream now.
+    fn stream(&self, sg: &str) -> Result<StreamInfo, SourceError>;
+    /// The bytes of closed generation `generation`.
+    fn log_file(&self, sg: &str, generation: u32) -> Result<Vec<u8>, SourceError>;
+    /// Takes a snapshot of the storage group through the coordinator and holds it for `peer`.
+    fn start_seed(&self, sg: &str, peer: &str) -> Result<SeedManifest, SourceError>;
+    /// Database file `index` of seed `id`, from its snapshot.
+    fn seed_file(&self, id: Uuid, index: usize) -> Result<SeedReader, SourceError>;
+    /// Ends seed `id`, releasing its snapshot.
+    fn end_seed(&self, id: Uuid) -> Result<(), SourceError>;
+    /// A connection was refused (a stranger on the port, a foreign certificate).
+    fn refused(&self, addr: &str, reason: &str);
+}
