@@ -83,6 +83,31 @@ pub struct Config {
     pub shadow_storage: Vec<ShadowStorageConfig>,
     #[serde(default, rename = "storage_group")]
     pub storage_groups: Vec<StorageGroupConfig>,
+    /// Membership of a database availability group; absent, the node needs no etcd.
+    #[serde(default)]
+    pub dag: Option<DagSection>,
+}
+
+/// `[dag]`: this node is a member of a database availability group (`shadowcopy dag init`
+/// writes it). Relative paths are relative to the configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DagSection {
+    /// The DAG's name (its keys in etcd live under `/shadowcopy/<name>/`).
+    pub name: String,
+    /// etcd client endpoints, e.g. `["http://127.0.0.1:2379"]`.
+    pub etcd: Vec<String>,
+    /// Where the replication listener (mutual TLS) binds, host:port.
+    pub listen: SocketAddr,
+    /// The address other members connect to (default: `listen`).
+    pub advertise: Option<String>,
+    /// The DAG's CA certificate, this node's certificate and its key (PEM).
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The volume that holds this node's passive copies (under `copies/<storage group>/`);
+    /// default: the first volume.
+    pub copy_volume: Option<String>,
 }
 
 /// `[node]`.
@@ -220,7 +245,15 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::Read { path: path.into(), reason: e.to_string() })?;
-        Self::parse(&text, path)
+        let mut cfg = Self::parse(&text, path)?;
+        if let (Some(dag), Some(base)) = (cfg.dag.as_mut(), path.parent()) {
+            for p in [&mut dag.ca, &mut dag.cert, &mut dag.key] {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+        Ok(cfg)
     }
 
     /// Parses and checks configuration text; `origin` names it in errors.
@@ -410,7 +443,29 @@ impl Config {
                 }
             }
         }
+        if let Some(dag) = &self.dag {
+            check_name("dag.name", &dag.name)?;
+            if dag.etcd.is_empty() {
+                return Err(invalid("dag.etcd", "name at least one etcd endpoint"));
+            }
+            match &dag.copy_volume {
+                Some(v) => known("dag.copy_volume".into(), v)?,
+                None if self.volumes.is_empty() => {
+                    return Err(invalid(
+                        "dag.copy_volume",
+                        "a DAG member needs a volume for its passive copies",
+                    ));
+                }
+                None => {}
+            }
+        }
         Ok(())
+    }
+
+    /// The volume that holds this node's passive copies.
+    pub fn copy_volume(&self) -> Option<&str> {
+        let dag = self.dag.as_ref()?;
+        dag.copy_volume.as_deref().or_else(|| self.volumes.first().map(|v| v.label.as_str()))
     }
 }
 
