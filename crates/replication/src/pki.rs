@@ -240,11 +240,11 @@ fn issue_node(
 
 /// Checks a freshly issued node certificate against the CA exactly as a TLS peer will.
 fn verify_issued(cert: &CertificateDer<'_>, ca: &CertificateDer<'_>) -> Result<(), String> {
-    let anchor = webpki::anchor_from_trusted_cert(ca).map_err(|e| e.to_string())?;
+    let anchors = [webpki::anchor_from_trusted_cert(ca).map_err(|e| e.to_string())?];
     let ee = webpki::EndEntityCert::try_from(cert).map_err(|e| e.to_string())?;
     let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
     for usage in [webpki::KeyUsage::server_auth(), webpki::KeyUsage::client_auth()] {
-        ee.verify_for_usage(algs.all, &[anchor.clone()], &[], UnixTime::now(), usage, None, None)
+        ee.verify_for_usage(algs.all, &anchors, &[], UnixTime::now(), usage, None, None)
             .map_err(|e| e.to_string())?;
     }
     Ok(())

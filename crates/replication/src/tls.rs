@@ -46,7 +46,7 @@ pub enum TlsError {
     )]
     NoDnsName { path: PathBuf },
     /// rustls refuses the certificate/key pair (e.g. the key is not the certificate's).
-    #[error("{cert} with key {key}: {why}")]
+    #[error("{cert} with key {key}: unusable pair, is the key this certificate's? ({why})")]
     KeyMismatch { cert: PathBuf, key: PathBuf, why: String },
 }
 
@@ -90,7 +90,7 @@ fn load_cert(path: &Path, what: &'static str) -> Result<CertificateDer<'static>,
     CertificateDer::from_pem_file(path).map_err(|e| read_error(path, e, what))
 }
 
-/// The DNS names of a certificate's subject-alternative-name extension, first one first.
+/// The first DNS name of a certificate's subject-alternative-name extension.
 fn first_dns_name(cert: &CertificateDer<'_>) -> Result<Option<String>, webpki::Error> {
     let ee = webpki::EndEntityCert::try_from(cert)?;
     let first = ee.valid_dns_names().next().map(str::to_owned);
