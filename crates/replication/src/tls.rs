@@ -72,15 +72,13 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Maps a PEM read error of `path` (which should hold a `what`) to the error naming it.
 fn read_error(path: &Path, e: pem::Error, what: &'static str) -> TlsError {
     match e {
         pem::Error::Io(io) => TlsError::File {
             path: path.to_path_buf(),
             why: format!("cannot read the {what}: {io}"),
         },
-        pem::Error::NoItemsFound if what == "private key" => {
-            TlsError::NoKey { path: path.to_path_buf() }
-        }
         other => TlsError::NotPem { path: path.to_path_buf(), what, why: other.to_string() },
     }
 }
@@ -107,8 +105,10 @@ impl DagTls {
     pub fn load(ca: &Path, cert: &Path, key: &Path) -> Result<DagTls, TlsError> {
         let ca_der = load_cert(ca, "certificate")?;
         let cert_der = load_cert(cert, "certificate")?;
-        let key_der =
-            PrivateKeyDer::from_pem_file(key).map_err(|e| read_error(key, e, "private key"))?;
+        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| match e {
+            pem::Error::NoItemsFound => TlsError::NoKey { path: key.to_path_buf() },
+            other => read_error(key, other, "private key"),
+        })?;
         let provider = provider();
 
         let anchor = webpki::anchor_from_trusted_cert(&ca_der)
