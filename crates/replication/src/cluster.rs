@@ -166,10 +166,10 @@ impl MemberLease {
     /// its TTL. Best effort: an unreachable etcd is logged, and the lease then expires by itself.
     pub async fn revoke(mut self) {
         self.stop.take();
-        if let Some(task) = self.task.take() {
-            if let Err(e) = task.await {
-                tracing::warn!(error = %e, "member lease task ended abnormally");
-            }
+        if let Some(task) = self.task.take()
+            && let Err(e) = task.await
+        {
+            tracing::warn!(error = %e, "member lease task ended abnormally");
         }
     }
 }
