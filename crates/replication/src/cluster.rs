@@ -1,5 +1,55 @@
-//! The DAG's shared state in etcd (stub: being written; the types are final).
+//! The DAG's shared state in etcd.
+//!
+//! etcd is the DAG's cluster database: what every node must agree on (who is a member, where the
+//! copies are, which copy is active) lives there, and nothing else. A node keeps working on what it
+//! holds while etcd is unreachable: every call here fails fast (a connect timeout of
+//! [`CONNECT_TIMEOUT`] and a request timeout of [`REQUEST_TIMEOUT`]) instead of hanging, and the
+//! callers retry on their own schedule.
+//!
+//! # Key layout
+//!
+//! Everything for one DAG sits under `/shadowcopy/<dag>/` (see [`Cluster::prefix`]), so several
+//! DAGs (or tests) can share one etcd. Values are JSON, written with serde_json from the structs
+//! here.
+//!
+//! - `members/<node>` — a [`Member`], attached to that node's lease ([`Cluster::register_member`]).
+//!   It exists exactly while the node is alive and talking to etcd: a node that dies stops renewing
+//!   its lease and its key disappears by itself, which is how `dag status` tells up from down and
+//!   how copies of a dead node are shown `Disconnected`.
+//! - `copies/<sg>/<node>` — a [`CopyRecord`]: the administrator's intent (a copy of `sg` exists on
+//!   `node`, its activation preference, reseed serial and suspension). Written only by `copy add`,
+//!   `copy reseed`, `copy suspend`/`resume` and `copy remove`; never by the copy itself, so what
+//!   the administrator asked for survives whatever state the copy is in.
+//! - `active/<sg>` — the [`ActiveRecord`]: which node holds the active copy, with an epoch bumped on
+//!   every change. Only changed through [`Cluster::set_active_if`] (compare-and-swap), so two nodes
+//!   can never both believe they were made active from the same starting point.
+//! - `state/<sg>/<node>` — a [`CopyState`], reported by the node holding the copy: its status and
+//!   the generations it has inspected and replayed, and its checkpoint's generation. **Truncation
+//!   reads these**: the active deletes a generation only when every copy's
+//!   `last_inspected_generation` and `last_replayed_generation` have reached it and every copy's
+//!   `checkpoint_generation` has passed it (a copy in `copies/` with no `state/` holds truncation
+//!   entirely). Kept apart from `copies/` so a node reporting its state never races an
+//!   administrator's edit of the record.
+//! - `produced/<sg>` — a decimal `u32`: the last generation the active has closed. Passives read it
+//!   to compute their copy queue length, and to know what the active may already have truncated
+//!   (a passive deletes its shipped logs only once the active has).
+//!
+//! Names (`dag`, `sg`, `node`) must be non-empty and must not contain `/`, so a key has one
+//! reading; anything else is refused with [`ClusterError::Name`]. A value that does not parse is
+//! reported as [`ClusterError::Malformed`] naming its key: never a panic, never silently skipped
+//! (a skipped copy would let truncation delete what that copy still needs).
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+/// How long to wait for a TCP/HTTP2 connection to etcd before a call fails.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long any one etcd request may take before it fails.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -7,6 +57,9 @@ pub enum ClusterError {
     Etcd { endpoints: String, source: etcd_client::Error },
     #[error("etcd key {key}: malformed value: {why}")]
     Malformed { key: String, why: String },
+    /// A DAG, storage group or node name that cannot be a key segment.
+    #[error("{what} name {name:?} cannot be used in etcd keys (empty, or contains '/')")]
+    Name { what: &'static str, name: String },
 }
 
 /// A member of the DAG, present while its lease is alive.
@@ -39,7 +92,7 @@ pub struct ActiveRecord {
 }
 
 /// A copy's state, as its node reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum CopyStatus {
     Mounted,
     Dismounted,
@@ -67,73 +120,476 @@ pub struct CopyState {
 }
 
 /// A connection to etcd for one DAG, as one node.
+///
+/// Cheap to clone (the etcd client is a handle on one shared channel). Connecting does not
+/// contact etcd: the channel connects on the first request and reconnects after etcd comes back,
+/// so a node can start, and keep running, while etcd is down; each call reports the outage.
 #[derive(Clone)]
 pub struct Cluster {
-    _p: (),
+    client: Client,
+    /// `/shadowcopy/<dag>/`.
+    prefix: String,
+    /// The endpoints, comma-separated, for error messages.
+    endpoints: String,
 }
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").finish_non_exhaustive()
+        f.debug_struct("Cluster")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
 /// Keeps a member's lease alive until dropped (then the member key goes away with the lease).
+///
+/// Dropping it stops the keep-alive task, which revokes the lease on its way out (best effort:
+/// if the runtime is shutting down or etcd is unreachable, the lease simply expires after its TTL).
+/// [`MemberLease::revoke`] does the same and waits for it.
 #[derive(Debug)]
 pub struct MemberLease {
-    _p: (),
+    /// Dropping it tells the task to revoke and stop.
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// The lease currently holding the member key (it changes when the task re-grants one).
+    lease: Arc<AtomicI64>,
+}
+
+impl MemberLease {
+    /// The etcd lease currently holding the member key.
+    pub fn lease_id(&self) -> i64 {
+        self.lease.load(Ordering::SeqCst)
+    }
+
+    /// Stops renewing and revokes the lease, so the member key disappears now rather than after
+    /// its TTL. Best effort: an unreachable etcd is logged, and the lease then expires by itself.
+    pub async fn revoke(mut self) {
+        self.stop.take();
+        if let Some(task) = self.task.take()
+            && let Err(e) = task.await
+        {
+            tracing::warn!(error = %e, "member lease task ended abnormally");
+        }
+    }
+}
+
+impl Drop for MemberLease {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the task, which revokes the lease and returns; the task is
+        // not aborted so that the revocation gets its chance.
+        self.stop.take();
+    }
+}
+
+fn check_name(what: &'static str, name: &str) -> Result<(), ClusterError> {
+    if name.is_empty() || name.contains('/') {
+        return Err(ClusterError::Name { what, name: name.to_string() });
+    }
+    Ok(())
+}
+
+fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    // The types here are plain structs of strings, integers and options: serialization cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn parse<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, ClusterError> {
+    serde_json::from_slice(value).map_err(|e| ClusterError::Malformed {
+        key: String::from_utf8_lossy(key).into_owned(),
+        why: e.to_string(),
+    })
 }
 
 impl Cluster {
-    pub async fn connect(_endpoints: &[String], _dag: &str) -> Result<Cluster, ClusterError> {
-        unimplemented!()
+    /// Prepares a client of the etcd cluster at `endpoints` (`http://host:port`) for the DAG `dag`.
+    /// Fails only on unusable arguments; etcd itself is first contacted by the first request (see
+    /// [`Cluster::ping`] to check it is reachable).
+    pub async fn connect(endpoints: &[String], dag: &str) -> Result<Cluster, ClusterError> {
+        check_name("DAG", dag)?;
+        let joined = endpoints.join(",");
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT);
+        let client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(|source| ClusterError::Etcd { endpoints: joined.clone(), source })?;
+        Ok(Cluster { client, prefix: format!("/shadowcopy/{dag}/"), endpoints: joined })
     }
+
+    /// The prefix of every key of this DAG: `/shadowcopy/<dag>/`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The endpoints, comma-separated, as given to [`Cluster::connect`].
+    pub fn endpoints(&self) -> &str {
+        &self.endpoints
+    }
+
+    /// Checks that etcd answers (one cheap read of this DAG's prefix).
+    pub async fn ping(&self) -> Result<(), ClusterError> {
+        let mut c = self.client.clone();
+        c.get(self.prefix.clone(), Some(GetOptions::new().with_prefix().with_count_only()))
+            .await
+            .map_err(|e| self.etcd(e))?;
+        Ok(())
+    }
+
+    fn etcd(&self, source: etcd_client::Error) -> ClusterError {
+        ClusterError::Etcd { endpoints: self.endpoints.clone(), source }
+    }
+
+    fn member_key(&self, node: &str) -> String {
+        format!("{}members/{node}", self.prefix)
+    }
+    fn copy_key(&self, sg: &str, node: &str) -> String {
+        format!("{}copies/{sg}/{node}", self.prefix)
+    }
+    fn active_key(&self, sg: &str) -> String {
+        format!("{}active/{sg}", self.prefix)
+    }
+    fn state_key(&self, sg: &str, node: &str) -> String {
+        format!("{}state/{sg}/{node}", self.prefix)
+    }
+    fn produced_key(&self, sg: &str) -> String {
+        format!("{}produced/{sg}", self.prefix)
+    }
+
+    /// `<prefix><dir>/` or, with `sg`, `<prefix><dir>/<sg>/`.
+    fn dir_prefix(&self, dir: &str, sg: Option<&str>) -> Result<String, ClusterError> {
+        Ok(match sg {
+            Some(sg) => {
+                check_name("storage group", sg)?;
+                format!("{}{dir}/{sg}/", self.prefix)
+            }
+            None => format!("{}{dir}/", self.prefix),
+        })
+    }
+
+    async fn put_json<T: Serialize>(&self, key: String, v: &T) -> Result<(), ClusterError> {
+        let mut c = self.client.clone();
+        c.put(key, to_json(v), None).await.map_err(|e| self.etcd(e))?;
+        Ok(())
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, key: String) -> Result<Option<T>, ClusterError> {
+        let mut c = self.client.clone();
+        let resp = c.get(key, None).await.map_err(|e| self.etcd(e))?;
+        match resp.kvs().first() {
+            Some(kv) => parse(kv.key(), kv.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every value under `prefix`, parsed, with the key's remainder after `prefix`.
+    async fn list_json<T: DeserializeOwned>(
+        &self,
+        prefix: String,
+    ) -> Result<Vec<(String, T)>, ClusterError> {
+        let mut c = self.client.clone();
+        let resp = c
+            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| self.etcd(e))?;
+        let mut out = Vec::with_capacity(resp.kvs().len());
+        for kv in resp.kvs() {
+            let rest = kv.key().get(prefix.len()..).unwrap_or_default();
+            let rest = String::from_utf8_lossy(rest).into_owned();
+            out.push((rest, parse(kv.key(), kv.value())?));
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, key: String) -> Result<bool, ClusterError> {
+        let mut c = self.client.clone();
+        let resp = c.delete(key, None).await.map_err(|e| self.etcd(e))?;
+        Ok(resp.deleted() > 0)
+    }
+
+    /// Puts `members/<node>` attached to a new lease of `ttl_s` seconds, and keeps the lease alive
+    /// from a tokio task (renewed every third of the TTL) until the returned [`MemberLease`] is
+    /// dropped or revoked. If renewing fails (etcd unreachable) the task keeps trying; if the lease
+    /// expired meanwhile, it grants a new one and puts the member key again, so a node that lost
+    /// etcd for longer than its TTL shows up again once etcd is back.
     pub async fn register_member(
         &self,
-        _m: &Member,
-        _ttl_s: i64,
+        m: &Member,
+        ttl_s: i64,
     ) -> Result<MemberLease, ClusterError> {
-        unimplemented!()
+        check_name("node", &m.node)?;
+        let ttl_s = ttl_s.max(1);
+        let key = self.member_key(&m.node);
+        let value = to_json(m);
+        let id = self.grant_and_put(&key, &value, ttl_s).await?;
+        let lease = Arc::new(AtomicI64::new(id));
+        let (stop, stop_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(keep_member_alive(
+            self.clone(),
+            key,
+            value,
+            ttl_s,
+            lease.clone(),
+            stop_rx,
+        ));
+        Ok(MemberLease { stop: Some(stop), task: Some(task), lease })
     }
+
+    /// Grants a lease of `ttl_s` and puts `key` with it; returns the lease id.
+    async fn grant_and_put(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl_s: i64,
+    ) -> Result<i64, ClusterError> {
+        let mut c = self.client.clone();
+        let id = c.lease_grant(ttl_s, None).await.map_err(|e| self.etcd(e))?.id();
+        let put = c.put(key, value, Some(PutOptions::new().with_lease(id))).await;
+        if let Err(e) = put {
+            // Do not leave a lease behind for nothing (it would expire anyway).
+            let _ = c.lease_revoke(id).await;
+            return Err(self.etcd(e));
+        }
+        Ok(id)
+    }
+
+    /// Every member whose lease is alive, sorted by node.
     pub async fn members(&self) -> Result<Vec<Member>, ClusterError> {
-        unimplemented!()
+        let prefix = format!("{}members/", self.prefix);
+        let mut v: Vec<Member> =
+            self.list_json(prefix).await?.into_iter().map(|(_, m)| m).collect();
+        v.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(v)
     }
-    pub async fn put_copy(&self, _c: &CopyRecord) -> Result<(), ClusterError> {
-        unimplemented!()
+
+    /// Creates or replaces the record of a copy.
+    pub async fn put_copy(&self, c: &CopyRecord) -> Result<(), ClusterError> {
+        check_name("storage group", &c.sg)?;
+        check_name("node", &c.node)?;
+        self.put_json(self.copy_key(&c.sg, &c.node), c).await
     }
-    pub async fn remove_copy(&self, _sg: &str, _node: &str) -> Result<bool, ClusterError> {
-        unimplemented!()
+
+    /// Deletes the record of a copy; returns whether it existed.
+    pub async fn remove_copy(&self, sg: &str, node: &str) -> Result<bool, ClusterError> {
+        check_name("storage group", sg)?;
+        check_name("node", node)?;
+        self.delete(self.copy_key(sg, node)).await
     }
-    pub async fn copies(&self, _sg: Option<&str>) -> Result<Vec<CopyRecord>, ClusterError> {
-        unimplemented!()
+
+    /// The copies of `sg`, or of every storage group, sorted by (sg, node).
+    pub async fn copies(&self, sg: Option<&str>) -> Result<Vec<CopyRecord>, ClusterError> {
+        let prefix = self.dir_prefix("copies", sg)?;
+        let mut v: Vec<CopyRecord> =
+            self.list_json(prefix).await?.into_iter().map(|(_, c)| c).collect();
+        // Key order is not (sg, node) order when a name sorts below '/' (e.g. "a-b" before "a").
+        v.sort_by(|a, b| (&a.sg, &a.node).cmp(&(&b.sg, &b.node)));
+        Ok(v)
     }
-    pub async fn active(&self, _sg: &str) -> Result<Option<ActiveRecord>, ClusterError> {
-        unimplemented!()
+
+    /// Which node holds the active copy of `sg`, if any was ever set.
+    pub async fn active(&self, sg: &str) -> Result<Option<ActiveRecord>, ClusterError> {
+        check_name("storage group", sg)?;
+        self.get_json(self.active_key(sg)).await
     }
+
+    /// Every storage group's active record, sorted by storage group.
     pub async fn actives(&self) -> Result<Vec<(String, ActiveRecord)>, ClusterError> {
-        unimplemented!()
+        let prefix = format!("{}active/", self.prefix);
+        let mut v = self.list_json(prefix).await?;
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(v)
     }
+
+    /// Sets the active record of `sg` to `new` only if it currently is `expected` (`None`: no
+    /// record at all); returns whether it was set.
+    ///
+    /// With `None` this is one etcd transaction comparing the key's create revision with 0 (the key
+    /// does not exist). With `Some` the current record is read, compared with `expected` as a
+    /// value (so a record written with another field order or spacing still matches), and the put
+    /// is one transaction conditional on the key's mod revision being the one just read: any write
+    /// in between makes it fail. Comparing revisions rather than bytes keeps the check exact
+    /// whatever serializer wrote the record. A malformed current record is an error, not a `false`
+    /// (a caller retrying on `false` would loop forever).
     pub async fn set_active_if(
         &self,
-        _sg: &str,
-        _expected: Option<&ActiveRecord>,
-        _new: &ActiveRecord,
+        sg: &str,
+        expected: Option<&ActiveRecord>,
+        new: &ActiveRecord,
     ) -> Result<bool, ClusterError> {
-        unimplemented!()
+        check_name("storage group", sg)?;
+        let key = self.active_key(sg);
+        let mut c = self.client.clone();
+        let compare = match expected {
+            None => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+            Some(expected) => {
+                let resp = c.get(key.clone(), None).await.map_err(|e| self.etcd(e))?;
+                let Some(kv) = resp.kvs().first() else {
+                    return Ok(false);
+                };
+                let current: ActiveRecord = parse(kv.key(), kv.value())?;
+                if &current != expected {
+                    return Ok(false);
+                }
+                Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision())
+            }
+        };
+        let txn = Txn::new().when([compare]).and_then([TxnOp::put(key, to_json(new), None)]);
+        let resp = c.txn(txn).await.map_err(|e| self.etcd(e))?;
+        Ok(resp.succeeded())
     }
-    pub async fn put_state(&self, _s: &CopyState) -> Result<(), ClusterError> {
-        unimplemented!()
+
+    /// Creates or replaces what a node reports about its copy.
+    pub async fn put_state(&self, s: &CopyState) -> Result<(), ClusterError> {
+        check_name("storage group", &s.sg)?;
+        check_name("node", &s.node)?;
+        self.put_json(self.state_key(&s.sg, &s.node), s).await
     }
-    pub async fn remove_state(&self, _sg: &str, _node: &str) -> Result<(), ClusterError> {
-        unimplemented!()
+
+    /// Deletes the reported state of a copy (with the copy itself).
+    pub async fn remove_state(&self, sg: &str, node: &str) -> Result<(), ClusterError> {
+        check_name("storage group", sg)?;
+        check_name("node", node)?;
+        self.delete(self.state_key(sg, node)).await?;
+        Ok(())
     }
-    pub async fn states(&self, _sg: Option<&str>) -> Result<Vec<CopyState>, ClusterError> {
-        unimplemented!()
+
+    /// The reported states of `sg`'s copies, or of every copy, sorted by (sg, node).
+    pub async fn states(&self, sg: Option<&str>) -> Result<Vec<CopyState>, ClusterError> {
+        let prefix = self.dir_prefix("state", sg)?;
+        let mut v: Vec<CopyState> =
+            self.list_json(prefix).await?.into_iter().map(|(_, s)| s).collect();
+        v.sort_by(|a, b| (&a.sg, &a.node).cmp(&(&b.sg, &b.node)));
+        Ok(v)
     }
-    pub async fn put_produced(&self, _sg: &str, _generation: u32) -> Result<(), ClusterError> {
-        unimplemented!()
+
+    /// Records the last generation the active copy of `sg` has closed.
+    pub async fn put_produced(&self, sg: &str, generation: u32) -> Result<(), ClusterError> {
+        check_name("storage group", sg)?;
+        self.put_json(self.produced_key(sg), &generation).await
     }
-    pub async fn produced(&self, _sg: &str) -> Result<Option<u32>, ClusterError> {
-        unimplemented!()
+
+    /// The last generation the active copy of `sg` has closed, if it said.
+    pub async fn produced(&self, sg: &str) -> Result<Option<u32>, ClusterError> {
+        check_name("storage group", sg)?;
+        self.get_json(self.produced_key(sg)).await
+    }
+}
+
+/// What ended one keep-alive session.
+enum Ended {
+    /// The `MemberLease` was dropped or revoked.
+    Stopped,
+    /// etcd says the lease is gone: grant a new one.
+    Expired,
+    /// etcd could not be reached or the stream broke: try the same lease again.
+    Failed(String),
+}
+
+/// The member lease's task: renews the lease every `ttl_s / 3`, re-grants it (and puts the member
+/// key again) when it expired, and revokes it when told to stop.
+async fn keep_member_alive(
+    cluster: Cluster,
+    key: String,
+    value: Vec<u8>,
+    ttl_s: i64,
+    lease: Arc<AtomicI64>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let ttl_ms = u64::try_from(ttl_s).unwrap_or(1).saturating_mul(1000);
+    let period = Duration::from_millis(ttl_ms / 3).max(Duration::from_millis(100));
+    let mut expired = false;
+    loop {
+        if expired {
+            match cluster.grant_and_put(&key, &value, ttl_s).await {
+                Ok(id) => {
+                    tracing::info!(
+                        key,
+                        lease = id,
+                        "member lease re-granted, member key put again"
+                    );
+                    lease.store(id, Ordering::SeqCst);
+                    expired = false;
+                }
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "cannot re-grant the member lease; retrying");
+                }
+            }
+        }
+        if !expired {
+            let id = lease.load(Ordering::SeqCst);
+            match keep_alive_session(&cluster, id, period, &mut stop).await {
+                Ended::Stopped => break,
+                Ended::Expired => {
+                    tracing::warn!(key, lease = id, "member lease expired; granting a new one");
+                    expired = true;
+                    continue;
+                }
+                Ended::Failed(why) => {
+                    tracing::warn!(
+                        key,
+                        lease = id,
+                        error = why,
+                        "member lease keep-alive failed; retrying"
+                    );
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => break,
+            () = tokio::time::sleep(period) => {}
+        }
+    }
+    let id = lease.load(Ordering::SeqCst);
+    let mut c = cluster.client.clone();
+    match tokio::time::timeout(REQUEST_TIMEOUT, c.lease_revoke(id)).await {
+        Ok(Ok(_)) => tracing::debug!(key, lease = id, "member lease revoked"),
+        Ok(Err(e)) => {
+            tracing::warn!(key, lease = id, error = %e, "cannot revoke the member lease; it will expire")
+        }
+        Err(_) => {
+            tracing::warn!(key, lease = id, "revoking the member lease timed out; it will expire")
+        }
+    }
+}
+
+/// One keep-alive stream on lease `id`, renewing every `period` until something ends it.
+async fn keep_alive_session(
+    cluster: &Cluster,
+    id: i64,
+    period: Duration,
+    stop: &mut tokio::sync::oneshot::Receiver<()>,
+) -> Ended {
+    let mut c = cluster.client.clone();
+    let opened = tokio::select! {
+        _ = &mut *stop => return Ended::Stopped,
+        r = tokio::time::timeout(REQUEST_TIMEOUT, c.lease_keep_alive(id)) => r,
+    };
+    let (mut keeper, mut stream) = match opened {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return Ended::Failed(e.to_string()),
+        Err(_) => return Ended::Failed("opening the keep-alive stream timed out".into()),
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut *stop => return Ended::Stopped,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = keeper.keep_alive().await {
+            return Ended::Failed(e.to_string());
+        }
+        let answer = tokio::select! {
+            _ = &mut *stop => return Ended::Stopped,
+            r = tokio::time::timeout(REQUEST_TIMEOUT, stream.message()) => r,
+        };
+        match answer {
+            // etcd answers a keep-alive of an unknown (expired or revoked) lease with TTL 0 or less.
+            Ok(Ok(Some(resp))) if resp.ttl() <= 0 => return Ended::Expired,
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => return Ended::Failed("the keep-alive stream ended".into()),
+            Ok(Err(e)) => return Ended::Failed(e.to_string()),
+            Err(_) => return Ended::Failed("no keep-alive answer in time".into()),
+        }
     }
 }
