@@ -38,6 +38,13 @@ pub enum Op {
     Events,
     Metrics,
     OpenApi,
+    DagStatus,
+    ListCopies,
+    AddCopy,
+    RemoveCopy,
+    SuspendCopy,
+    ResumeCopy,
+    ReseedCopy,
 }
 
 /// The HTTP methods the API uses.
@@ -107,6 +114,13 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep(Op::Events, Get, "/v1/events", "The event trail, filtered"),
     ep(Op::Metrics, Get, "/metrics", "Figures in the Prometheus text format"),
     ep(Op::OpenApi, Get, "/v1/openapi.json", "This document"),
+    ep(Op::DagStatus, Get, "/v1/dag", "The DAG and its members, up or down"),
+    ep(Op::ListCopies, Get, "/v1/copies", "Every copy of the storage groups, with its queues"),
+    ep(Op::AddCopy, Post, "/v1/copies", "Adds a passive copy on a member and seeds it"),
+    ep(Op::RemoveCopy, Post, "/v1/copies/remove", "Removes a passive copy"),
+    ep(Op::SuspendCopy, Post, "/v1/copies/suspend", "Suspends a copy's log copying and replay"),
+    ep(Op::ResumeCopy, Post, "/v1/copies/resume", "Resumes a suspended or failed copy"),
+    ep(Op::ReseedCopy, Post, "/v1/copies/reseed", "Seeds a copy again"),
 ];
 
 /// The schemas of the contract, collected (with the types they contain) by utoipa.
@@ -140,6 +154,10 @@ pub const ENDPOINTS: &[Endpoint] = &[
     RestoreRequest,
     RestoreReport,
     EventList,
+    DagStatus,
+    CopyAdd,
+    CopyChange,
+    CopyList,
 )))]
 struct Components;
 
@@ -202,6 +220,12 @@ fn shape(op: Op) -> Shape {
             response: ("text/plain; version=0.0.4", String::schema()),
             ..get::<ErrorBody>()
         },
+        Op::DagStatus => get::<DagStatus>(),
+        Op::ListCopies => query::<CopyQuery, CopyList>(),
+        Op::AddCopy => post::<CopyAdd, CopyList>(),
+        Op::RemoveCopy | Op::SuspendCopy | Op::ResumeCopy | Op::ReseedCopy => {
+            post::<CopyChange, CopyList>()
+        }
         Op::OpenApi => Shape {
             response: ("application/json", utoipa::openapi::ObjectBuilder::new().into()),
             ..get::<ErrorBody>()

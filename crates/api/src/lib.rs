@@ -14,6 +14,7 @@
 
 mod admin;
 mod backup;
+mod dag;
 mod endpoints;
 mod error;
 mod events;
@@ -23,6 +24,7 @@ mod store;
 
 pub use admin::*;
 pub use backup::*;
+pub use dag::*;
 pub use endpoints::{ENDPOINTS, Endpoint, Method, Op, openapi};
 pub use error::*;
 pub use events::*;

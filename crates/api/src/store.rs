@@ -215,6 +215,10 @@ pub struct MailCountQuery {
     /// mounted database (absolute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Count this node's passive copy of the storage group instead (read-only, as of its last
+    /// replayed generation).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copy: bool,
 }
 
 /// The answer to [`MailCountQuery`]: equal digests mean the same messages, byte for byte.

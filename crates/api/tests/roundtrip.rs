@@ -179,7 +179,12 @@ fn every_type_round_trips() {
         last_error: None,
         elapsed_ms: 12.5,
     });
-    round_trip(MailCountQuery { sg: "SG1".into(), db: "DB1".into(), path: Some("/x".into()) });
+    round_trip(MailCountQuery {
+        sg: "SG1".into(),
+        db: "DB1".into(),
+        path: Some("/x".into()),
+        copy: true,
+    });
     round_trip(MailCount {
         storage_group: "SG1".into(),
         database: "DB1".into(),

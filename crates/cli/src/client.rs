@@ -430,7 +430,7 @@ mod tests {
         assert!(matches!(Endpoint::parse("/run/x.sock", None), Endpoint::Unix(_)));
         assert!(matches!(Endpoint::parse("http://127.0.0.1:7070", None), Endpoint::Tcp { .. }));
         assert_eq!(segment("a b/c"), "a%20b%2Fc");
-        let q = api::MailCountQuery { sg: "S G".into(), db: "D&B".into(), path: None };
+        let q = api::MailCountQuery { sg: "S G".into(), db: "D&B".into(), path: None, copy: false };
         assert_eq!(with_query("/v1/mail/count", &q).unwrap(), "/v1/mail/count?sg=S+G&db=D%26B");
     }
 }

@@ -8,6 +8,7 @@
 
 mod admin;
 mod backup_cmd;
+mod dag_cmd;
 use cli::client;
 mod demo;
 mod events_cmd;
@@ -104,6 +105,18 @@ enum Command {
     /// Restores a backup set (with the backups it builds on) over the storage group or into a
     /// directory.
     Restore(backup_cmd::Restore),
+    /// A database availability group: set one up, list its members.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  shadowcopy dag init --name DAG1 --nodes a,b,c --dir /srv/dag1 --storage-group SG1\n  shadowcopy dag status"
+    )]
+    Dag(dag_cmd::Dag),
+    /// Database copies on the DAG's members: add, status, suspend, resume, reseed, remove.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  shadowcopy copy add --sg SG1 --on b\n  shadowcopy copy status --sg SG1\n  shadowcopy copy suspend --sg SG1 --on b --reason \"disk swap\""
+    )]
+    Copy(dag_cmd::Copy),
     /// The node's event trail, filtered by job, source, event id or time.
     Events(events_cmd::Events),
     /// The node's configuration file (no node needed).
@@ -179,6 +192,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Mail(m) => store_cmd::run_mail(&node(), m),
         Command::Backup(b) => backup_cmd::run_backup(&node(), b),
         Command::Restore(r) => backup_cmd::run_restore(&node(), r),
+        Command::Dag(d) => dag_cmd::run_dag(&node(), d),
+        Command::Copy(c) => dag_cmd::run_copy(&node(), c),
         Command::Events(e) => events_cmd::run(&node(), e),
         Command::Inspect(i) => inspect::run(i),
         Command::Config(ConfigCmd::Sample) => {

@@ -137,7 +137,7 @@ pub enum Mail {
     /// Counts the messages of a mounted database, with a digest of their content (equal
     /// digests: the same messages, byte for byte).
     #[command(
-        after_help = "Examples:\n  shadowcopy mail count --sg SG1 --db DB1\n  shadowcopy mail count --sg SG1 --db DB1 --json\n  shadowcopy mail count --sg SG1 --db DB1 --path /srv/restored/SG1"
+        after_help = "Examples:\n  shadowcopy mail count --sg SG1 --db DB1\n  shadowcopy mail count --sg SG1 --db DB1 --json\n  shadowcopy mail count --sg SG1 --db DB1 --path /srv/restored/SG1\n  shadowcopy mail count --sg SG1 --db DB1 --copy    (on a node with a passive copy)"
     )]
     Count {
         /// The storage group that holds the database.
@@ -148,8 +148,12 @@ pub enum Mail {
         db: String,
         /// Count the copy a `restore --to DIR` left in DIR (on the node) instead of the mounted
         /// database; the storage group gives the engine settings.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "copy")]
         path: Option<PathBuf>,
+        /// Count this node's passive copy of the storage group (read-only, as of its last
+        /// replayed generation), to compare it with the active's.
+        #[arg(long)]
+        copy: bool,
         /// Print the node's JSON answer instead of the summary.
         #[arg(long)]
         json: bool,
@@ -356,7 +360,7 @@ pub fn run_mail(node: &Endpoint, cmd: &Mail) -> Result<()> {
                 println!("Last error: {e}");
             }
         }
-        Mail::Count { sg, db, path, json } => {
+        Mail::Count { sg, db, path, copy, json } => {
             let path = path
                 .as_ref()
                 .map(|p| {
@@ -365,7 +369,7 @@ pub fn run_mail(node: &Endpoint, cmd: &Mail) -> Result<()> {
                         .with_context(|| format!("resolving {}", p.display()))
                 })
                 .transpose()?;
-            let q = api::MailCountQuery { sg: sg.clone(), db: db.clone(), path };
+            let q = api::MailCountQuery { sg: sg.clone(), db: db.clone(), path, copy: *copy };
             let v: api::MailCount = node.get(&with_query("/v1/mail/count", &q)?)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&v)?);

@@ -106,7 +106,7 @@ fn every_endpoint_answers_through_the_typed_client() {
     };
     let loaded: api::MailLoaded = node.post(d.op(Op::MailLoad), &load).unwrap();
     assert_eq!(loaded.delivered, 20);
-    let q = api::MailCountQuery { sg: "SG1".into(), db: "DB1".into(), path: None };
+    let q = api::MailCountQuery { sg: "SG1".into(), db: "DB1".into(), path: None, copy: false };
     let live: api::MailCount = node.get(&with_query(d.op(Op::MailCount), &q).unwrap()).unwrap();
     assert_eq!(live.messages, 20);
 
@@ -139,7 +139,7 @@ fn every_endpoint_answers_through_the_typed_client() {
     let restored: api::RestoreReport =
         node.post_streaming(d.op(Op::Restore), &restore, |_| {}).unwrap();
     assert_eq!(restored.sets, vec![report.set.id]);
-    let q = api::MailCountQuery { sg: "SG1".into(), db: "DB1".into(), path: Some(to) };
+    let q = api::MailCountQuery { sg: "SG1".into(), db: "DB1".into(), path: Some(to), copy: false };
     let copy: api::MailCount = node.get(&with_query("/v1/mail/count", &q).unwrap()).unwrap();
     assert_eq!(copy.digest, live.digest, "the restored copy holds the same mail");
 

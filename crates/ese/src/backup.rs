@@ -56,10 +56,25 @@ impl std::fmt::Display for BackupKind {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "notice", rename_all = "snake_case")]
 pub enum EngineNotice {
-    BackupStarted { prefix: String, kind: BackupKind, snapshot_instance: u64 },
-    FreezeStarted { prefix: String, snapshot_instance: u64, rolled_generation: u32 },
-    FreezeEnded { prefix: String, snapshot_instance: u64 },
-    FreezeTimedOut { prefix: String, snapshot_instance: u64, seconds: f64 },
+    BackupStarted {
+        prefix: String,
+        kind: BackupKind,
+        snapshot_instance: u64,
+    },
+    FreezeStarted {
+        prefix: String,
+        snapshot_instance: u64,
+        rolled_generation: u32,
+    },
+    FreezeEnded {
+        prefix: String,
+        snapshot_instance: u64,
+    },
+    FreezeTimedOut {
+        prefix: String,
+        snapshot_instance: u64,
+        seconds: f64,
+    },
     /// `kept_for`: why generations above `high` that the backup allowed stay (a database copy
     /// that has not replayed them), when that is so.
     LogsTruncated {
@@ -69,9 +84,20 @@ pub enum EngineNotice {
         high: u32,
         kept_for: Option<String>,
     },
-    NoTruncation { prefix: String, snapshot_instance: u64, reason: String },
-    BackupCompleted { prefix: String, snapshot_instance: u64, kind: BackupKind },
-    BackupAborted { prefix: String, snapshot_instance: u64 },
+    NoTruncation {
+        prefix: String,
+        snapshot_instance: u64,
+        reason: String,
+    },
+    BackupCompleted {
+        prefix: String,
+        snapshot_instance: u64,
+        kind: BackupKind,
+    },
+    BackupAborted {
+        prefix: String,
+        snapshot_instance: u64,
+    },
 }
 
 /// Where a backup session is.

@@ -271,7 +271,10 @@ impl PassiveReplay {
             self.state.replay_from,
             self.state.signature,
             &redo_dbs,
-            HashMap::new(),
+            // The ids the databases had on the active when they were seeded: a generation
+            // written after the active remounted may name its databases in neither its header
+            // nor an attach record (the active knows them from its checkpoint).
+            self.dbs.iter().map(|d| (d.header.dbid, d.spec.name.clone())).collect(),
             redo::Unknown::Fail,
             true,
         )?;

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dag;
 pub mod layout;
 pub mod node;
 pub mod sample;

@@ -66,6 +66,8 @@ pub enum ServiceError {
     Runtime(io::Error),
     #[error("installing the SIGTERM and SIGINT handlers: {0}")]
     Signals(io::Error),
+    #[error(transparent)]
+    Dag(#[from] crate::dag::DagError),
     #[error("dismounting at shutdown: {0}")]
     Shutdown(String),
 }
@@ -210,11 +212,24 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServiceError> {
     let mounted = mount_summary(&node);
-    let state = AppState::new(node);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut state = AppState::new(node.clone());
+    let mut dag_line = String::new();
+    if let Some(cfg) = node.config().dag.clone() {
+        let listen = cfg.listen;
+        let dag = crate::dag::Dag::start(
+            node.clone(),
+            cfg,
+            tokio::runtime::Handle::current(),
+            stop_rx.clone(),
+        )
+        .await?;
+        dag_line = format!("; DAG {} replication on {listen}", dag.name());
+        state.dag = Some(dag);
+    }
     let stopping = state.stopping.clone();
     let running = state.running.clone();
     let router = api::router(state);
-    let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -244,7 +259,7 @@ pub async fn serve(
         _ => None,
     };
     // The one line that says the node is ready, and in what state.
-    tracing::info!("listening on {listening}; {mounted}");
+    tracing::info!("listening on {listening}; {mounted}{dag_line}");
     let servers = async {
         let tcp = async {
             match tcp_server {

@@ -189,8 +189,8 @@ impl PeerClient {
         }
         let mut total = 0u64;
         while let Some(frame) = body.frame().await {
-            let frame =
-                frame.map_err(|e| self.unreachable(format!("reading the answer to {path}: {e}")))?;
+            let frame = frame
+                .map_err(|e| self.unreachable(format!("reading the answer to {path}: {e}")))?;
             if let Some(data) = frame.data_ref() {
                 sink(data).map_err(|e| ClientError::BadAnswer {
                     node: self.node.clone(),

@@ -201,10 +201,19 @@ impl PassiveCopy {
     }
 
     /// Runs `f` on the copy's database files while replay is held off, so that they are
-    /// consistent as of the last replayed generation.
-    pub fn with_databases<T>(&self, f: impl FnOnce(&FsRef, &Path) -> T) -> T {
+    /// consistent as of the last replayed generation; `f` also gets the seed's manifest (the
+    /// storage group's prefix, sizes and databases), `None` before the copy was seeded.
+    pub fn with_databases<T>(
+        &self,
+        f: impl FnOnce(&FsRef, &Path, Option<&SeedManifest>) -> T,
+    ) -> T {
         let _g = self.shared.replay.lock();
-        f(&self.cfg.fs, &self.cfg.dir.join("db"))
+        let p = self.cfg.dir.join("seed.json");
+        let manifest = volume::fs::read_all(self.cfg.fs.as_ref(), &p)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<SeedRecord>(&b).ok())
+            .map(|r| r.manifest);
+        f(&self.cfg.fs, &self.cfg.dir.join("db"), manifest.as_ref())
     }
 
     /// Stops the thread after its current step.
@@ -305,7 +314,7 @@ impl Runner {
             let mut r = self.shared.report.lock();
             let previous = r.status;
             r.status = status;
-            if error.is_some() {
+            if error.is_some() || status == CopyStatus::Healthy {
                 r.last_error = error;
             }
             previous
@@ -371,7 +380,8 @@ impl Runner {
                 }
             }
         }
-        let info: StreamInfo = self.block_on(active.get_json(&protocol::stream_path(&self.cfg.sg)))?;
+        let info: StreamInfo =
+            self.block_on(active.get_json(&protocol::stream_path(&self.cfg.sg)))?;
         self.shared.report.lock().produced = info.produced;
         self.open_replayer(&info)?;
         self.fetch(active, &info)?;
@@ -606,7 +616,9 @@ impl Runner {
             json!({"file": file, "attempt": attempt, "reason": reason}),
         );
         if attempt >= 2 {
-            return Err(RoundError::Fail(format!("log file {file} failed inspection twice: {reason}")));
+            return Err(RoundError::Fail(format!(
+                "log file {file} failed inspection twice: {reason}"
+            )));
         }
         Ok(())
     }
@@ -660,5 +672,4 @@ impl Runner {
             }
         }
     }
-
 }

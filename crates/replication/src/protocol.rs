@@ -11,8 +11,8 @@
 //! | `GET /repl/v1/stream/{sg}` | [`StreamInfo`]: the active's log stream, its last closed generation |
 //! | `GET /repl/v1/log/{sg}/{generation}` | the closed generation's file, byte for byte |
 //! | `POST /repl/v1/seed/{sg}` | [`SeedManifest`]: a seed held open on a snapshot of the active |
-//! | `GET /repl/v1/seed/{id}/{index}` | database file `index` of the seed, from the snapshot |
-//! | `DELETE /repl/v1/seed/{id}` | ends the seed (releases its snapshot) |
+//! | `GET /repl/v1/seeds/{id}/{index}` | database file `index` of the seed, from the snapshot |
+//! | `DELETE /repl/v1/seeds/{id}` | ends the seed (releases its snapshot) |
 //!
 //! An error is an HTTP status with a [`ReplErrorBody`].
 
@@ -55,8 +55,9 @@ pub struct SeedManifest {
     /// The generation the snapshot's freeze closed: replay starts from the databases' required
     /// range, within it.
     pub generation: u32,
-    /// Log generation size of the storage group.
+    /// Log generation size and database page size of the storage group.
     pub log_file_size: u32,
+    pub page_size: u32,
     pub databases: Vec<SeedFile>,
     /// The snapshot set the files are read from.
     pub snapshot_set: Uuid,
@@ -81,11 +82,11 @@ pub fn seed_path(sg: &str) -> String {
 }
 
 pub fn seed_file_path(id: Uuid, index: usize) -> String {
-    format!("/repl/v1/seed/{id}/{index}")
+    format!("/repl/v1/seeds/{id}/{index}")
 }
 
 pub fn seed_end_path(id: Uuid) -> String {
-    format!("/repl/v1/seed/{id}")
+    format!("/repl/v1/seeds/{id}")
 }
 
 /// Hex of a log signature.

@@ -101,10 +101,7 @@ async fn seed_file(
         while off < reader.len {
             let n = (reader.len - off).min(SEED_CHUNK as u64) as usize;
             let mut buf = vec![0u8; n];
-            let chunk = reader
-                .file
-                .read_exact_at(&mut buf, off)
-                .map(|()| Bytes::from(buf));
+            let chunk = reader.file.read_exact_at(&mut buf, off).map(|()| Bytes::from(buf));
             let failed = chunk.is_err();
             if tx.blocking_send(chunk).is_err() || failed {
                 return;
@@ -112,18 +109,14 @@ async fn seed_file(
             off += n as u64;
         }
     });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|c| (c, rx))
-    });
+    let body =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
     let mut resp = axum::body::Body::from_stream(body).into_response();
     resp.headers_mut().insert(axum::http::header::CONTENT_LENGTH, len.into());
     Ok(resp)
 }
 
-async fn end_seed(
-    State(s): State<Shared>,
-    Path(id): Path<Uuid>,
-) -> Result<Response, ErrorAnswer> {
+async fn end_seed(State(s): State<Shared>, Path(id): Path<Uuid>) -> Result<Response, ErrorAnswer> {
     blocking(move || s.end_seed(id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -134,8 +127,8 @@ pub fn router(source: Shared) -> Router {
         .route("/repl/v1/stream/{sg}", get(stream))
         .route("/repl/v1/log/{sg}/{generation}", get(log_file))
         .route("/repl/v1/seed/{sg}", post(start_seed))
-        .route("/repl/v1/seed/{id}/{index}", get(seed_file))
-        .route("/repl/v1/seed/{id}", axum::routing::delete(end_seed))
+        .route("/repl/v1/seeds/{id}/{index}", get(seed_file))
+        .route("/repl/v1/seeds/{id}", axum::routing::delete(end_seed))
         .with_state(source)
 }
 
@@ -193,9 +186,8 @@ async fn serve_connection(
         return;
     };
     let svc = TowerToHyperService::new(routes.layer(Extension(Peer(peer))));
-    if let Err(e) = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(tls), svc)
-        .await
+    if let Err(e) =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await
     {
         tracing::debug!(%addr, "replication connection ended: {e}");
     }

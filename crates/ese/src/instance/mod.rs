@@ -246,6 +246,26 @@ impl Instance {
         self.inner.log.roll()
     }
 
+    /// The end of the log: where the next record goes. Unchanged between two readings, no
+    /// transaction committed in between.
+    pub fn log_end(&self) -> Lsn {
+        self.inner.log.end()
+    }
+
+    /// Closes the current generation if it holds records and the log ended at `seen` (read
+    /// earlier with [`Self::log_end`]), i.e. nothing was logged since; returns the generation
+    /// closed. Database copies on other nodes receive closed generations only, so an idle
+    /// storage group rolls its log to let them catch up with its last commits.
+    pub fn roll_log_if_idle(&self, seen: Lsn) -> Result<Option<u32>> {
+        self.inner.check_writable()?;
+        let _w = self.inner.writer.lock();
+        let end = self.inner.log.end();
+        if end != seen || end.offset() <= crate::logfmt::LOG_HEADER_SIZE {
+            return Ok(None);
+        }
+        self.inner.log.roll().map(Some)
+    }
+
     /// Makes every commit so far durable.
     pub fn flush_log(&self) -> Result<()> {
         self.inner.log.flush_to(self.inner.log.end())

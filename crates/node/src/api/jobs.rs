@@ -81,11 +81,23 @@ pub async fn mail_count(
     State(s): State<AppState>,
     Query(q): Query<api::MailCountQuery>,
 ) -> ApiResult<api::MailCount> {
+    let dag = s.dag.clone();
     blocking(&s, move |node, _| {
-        let sg = node.store().storage_group(&q.sg)?;
-        let d = match &q.path {
-            None => sg.mail(&q.db)?.digest()?,
-            Some(dir) => restored_digest(&sg.def(), &q.db, dir)?,
+        let d = if q.copy {
+            let Some(dag) = dag else {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "not_a_dag_member",
+                    format!("node {} is not a DAG member: it holds no passive copy", node.name()),
+                ));
+            };
+            super::dag::copy_digest(node, &dag, &q.sg, &q.db)?
+        } else {
+            let sg = node.store().storage_group(&q.sg)?;
+            match &q.path {
+                None => sg.mail(&q.db)?.digest()?,
+                Some(dir) => restored_digest(&sg.def(), &q.db, dir)?,
+            }
         };
         Ok(Json(api::MailCount {
             storage_group: q.sg,

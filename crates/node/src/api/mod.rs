@@ -10,6 +10,7 @@
 
 pub mod auth;
 mod convert;
+mod dag;
 pub mod error;
 mod handlers;
 mod jobs;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub stopping: Arc<AtomicBool>,
     /// Calls running on the blocking pool; the service waits for them before dismounting.
     pub running: Arc<tracker::Tracker>,
+    /// The node's DAG membership, when its configuration has a `[dag]` section.
+    pub dag: Option<Arc<crate::dag::Dag>>,
 }
 
 impl AppState {
@@ -48,6 +51,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             stopping: Arc::new(AtomicBool::new(false)),
             running: Arc::new(tracker::Tracker::default()),
+            dag: None,
         }
     }
 }
@@ -105,6 +109,13 @@ fn handler(e: &api::Endpoint) -> MethodRouter<AppState> {
         Op::Events => with_method!(handlers::events),
         Op::Metrics => with_method!(handlers::metrics),
         Op::OpenApi => with_method!(handlers::openapi),
+        Op::DagStatus => with_method!(dag::dag_status),
+        Op::ListCopies => with_method!(dag::list_copies),
+        Op::AddCopy => with_method!(dag::add_copy),
+        Op::RemoveCopy => with_method!(dag::remove_copy),
+        Op::SuspendCopy => with_method!(dag::suspend_copy),
+        Op::ResumeCopy => with_method!(dag::resume_copy),
+        Op::ReseedCopy => with_method!(dag::reseed_copy),
     }
 }
 

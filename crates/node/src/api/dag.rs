@@ -1,0 +1,378 @@
+//! `GET /v1/dag`, `/v1/copies` and the copy verbs: the DAG's state read from (and the
+//! administrator's wishes written to) the cluster database, on any member.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use events::EventSink;
+use replication::cluster::{CopyRecord, CopyStatus};
+
+use super::{ApiError, AppState};
+use crate::dag::{Dag, Seen};
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+fn dag_of(s: &AppState) -> Result<Arc<Dag>, ApiError> {
+    s.dag.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "not_a_dag_member",
+            format!(
+                "node {} is not a member of a DAG (its configuration has no [dag] section)",
+                s.node.name()
+            ),
+        )
+    })
+}
+
+fn unreachable(dag: &Dag, e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "cluster_unreachable",
+        format!("the cluster database of DAG {} cannot be reached: {e}", dag.name()),
+    )
+}
+
+/// Reads everything fresh from etcd.
+async fn read_all(dag: &Dag) -> Result<Seen, ApiError> {
+    let c = dag.cluster();
+    let copies = c.copies(None).await.map_err(|e| unreachable(dag, e))?;
+    let states = c.states(None).await.map_err(|e| unreachable(dag, e))?;
+    let members = c.members().await.map_err(|e| unreachable(dag, e))?;
+    let actives = c.actives().await.map_err(|e| unreachable(dag, e))?;
+    Ok(Seen { copies, states, members, actives, loaded: true, reachable: true })
+}
+
+pub async fn dag_status(State(s): State<AppState>) -> ApiResult<api::DagStatus> {
+    let dag = dag_of(&s)?;
+    let (seen, reachable) = match read_all(&dag).await {
+        Ok(seen) => (seen, true),
+        Err(_) => (dag.seen(), false),
+    };
+    let mut members: Vec<api::DagMember> = seen
+        .members
+        .iter()
+        .map(|m| api::DagMember {
+            node: m.node.clone(),
+            replication: Some(m.replication.clone()),
+            up: true,
+        })
+        .collect();
+    // Members known from their copies but without a live lease are down.
+    for c in &seen.copies {
+        if !members.iter().any(|m| m.node == c.node) {
+            members.push(api::DagMember { node: c.node.clone(), replication: None, up: false });
+        }
+    }
+    members.sort_by(|a, b| a.node.cmp(&b.node));
+    let cfg = s.node.config().dag.clone();
+    Ok(Json(api::DagStatus {
+        dag: dag.name().to_string(),
+        node: s.node.name().to_string(),
+        etcd: cfg.map(|c| c.etcd).unwrap_or_default(),
+        etcd_reachable: reachable,
+        members,
+    }))
+}
+
+/// The rows of `seen`, for the storage groups asked for.
+async fn rows(dag: &Dag, seen: &Seen, sg: Option<&str>) -> Vec<api::CopyRow> {
+    let mut out = Vec::new();
+    for c in seen.copies.iter().filter(|c| sg.is_none_or(|s| s == c.sg)) {
+        let active = seen.actives.iter().find(|(n, _)| n == &c.sg).map(|(_, a)| a.node.clone());
+        let produced = dag.cluster().produced(&c.sg).await.ok().flatten().unwrap_or(0);
+        let state = seen.states.iter().find(|s| s.sg == c.sg && s.node == c.node);
+        let is_active = active.as_deref() == Some(c.node.as_str());
+        let status = match state {
+            Some(st) => format!("{:?}", st.status),
+            None => "Unknown".to_string(),
+        };
+        let (inspected, replayed) = state
+            .map(|s| (s.last_inspected_generation, s.last_replayed_generation))
+            .unwrap_or((0, 0));
+        let node_up = seen.members.iter().any(|m| m.node == c.node);
+        let status = if !node_up && !is_active && state.is_some() {
+            format!("{:?}", CopyStatus::Disconnected)
+        } else {
+            status
+        };
+        out.push(api::CopyRow {
+            sg: c.sg.clone(),
+            node: c.node.clone(),
+            role: if is_active { "active" } else { "passive" }.into(),
+            status,
+            copy_queue_length: if is_active { 0 } else { produced.saturating_sub(inspected) },
+            replay_queue_length: if is_active { 0 } else { inspected.saturating_sub(replayed) },
+            last_inspected_generation: inspected,
+            last_replayed_generation: replayed,
+            activation_preference: c.preference,
+            last_error: state.and_then(|s| s.last_error.clone()),
+            suspended: c.suspended.clone(),
+            node_up,
+        });
+    }
+    out
+}
+
+pub async fn list_copies(
+    State(s): State<AppState>,
+    Query(q): Query<api::CopyQuery>,
+) -> ApiResult<api::CopyList> {
+    let dag = dag_of(&s)?;
+    let seen = read_all(&dag).await?;
+    if let Some(sg) = &q.sg
+        && !seen.copies.iter().any(|c| &c.sg == sg)
+    {
+        return Err(ApiError::not_found(
+            "no_such_storage_group",
+            format!("DAG {} has no copy of storage group {sg}", dag.name()),
+        ));
+    }
+    Ok(Json(api::CopyList { copies: rows(&dag, &seen, q.sg.as_deref()).await }))
+}
+
+fn conflict(message: String) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "copy_conflict", message)
+}
+
+pub async fn add_copy(
+    State(s): State<AppState>,
+    Json(req): Json<api::CopyAdd>,
+) -> ApiResult<api::CopyList> {
+    let dag = dag_of(&s)?;
+    let seen = read_all(&dag).await?;
+    let Some((_, active)) = seen.actives.iter().find(|(sg, _)| sg == &req.sg) else {
+        return Err(ApiError::not_found(
+            "no_such_storage_group",
+            format!(
+                "no member of DAG {} holds storage group {} active (is its node up?)",
+                dag.name(),
+                req.sg
+            ),
+        ));
+    };
+    if active.node == req.node {
+        return Err(conflict(format!(
+            "node {} holds the active copy of {}; a passive copy goes on another member",
+            req.node, req.sg
+        )));
+    }
+    if !seen.members.iter().any(|m| m.node == req.node) {
+        let up: Vec<&str> = seen.members.iter().map(|m| m.node.as_str()).collect();
+        return Err(ApiError::not_found(
+            "no_such_member",
+            format!(
+                "node {} is not an up member of DAG {} (up: {})",
+                req.node,
+                dag.name(),
+                up.join(", ")
+            ),
+        ));
+    }
+    if seen.copies.iter().any(|c| c.sg == req.sg && c.node == req.node) {
+        return Err(conflict(format!("node {} already has a copy of {}", req.node, req.sg)));
+    }
+    let preference = req.preference.unwrap_or_else(|| {
+        seen.copies.iter().filter(|c| c.sg == req.sg).map(|c| c.preference).max().unwrap_or(0) + 1
+    });
+    let rec = CopyRecord {
+        sg: req.sg.clone(),
+        node: req.node.clone(),
+        preference,
+        seed_serial: 1,
+        suspended: None,
+    };
+    dag.cluster().put_copy(&rec).await.map_err(|e| unreachable(&dag, e))?;
+    s.node.events().emit(
+        &events::catalog::REPL_COPY_CONFIGURED,
+        None,
+        serde_json::json!({"sg": req.sg, "node": req.node,
+                           "change": format!("added with activation preference {preference}; it seeds from node {}", active.node)}),
+    );
+    let seen = read_all(&dag).await?;
+    Ok(Json(api::CopyList { copies: rows(&dag, &seen, Some(&req.sg)).await }))
+}
+
+/// What a copy verb changes.
+enum Change {
+    Remove,
+    Suspend,
+    Resume,
+    Reseed,
+}
+
+async fn change(s: AppState, req: api::CopyChange, what: Change) -> ApiResult<api::CopyList> {
+    let dag = dag_of(&s)?;
+    let seen = read_all(&dag).await?;
+    let Some(mut rec) = seen.copies.iter().find(|c| c.sg == req.sg && c.node == req.node).cloned()
+    else {
+        return Err(ApiError::not_found(
+            "no_such_copy",
+            format!("DAG {} has no copy of {} on node {}", dag.name(), req.sg, req.node),
+        ));
+    };
+    let is_active = seen.actives.iter().any(|(sg, a)| sg == &req.sg && a.node == req.node);
+    if is_active {
+        return Err(conflict(format!(
+            "the copy of {} on {} is the active copy; this verb is for passive copies",
+            req.sg, req.node
+        )));
+    }
+    let text = match what {
+        Change::Remove => {
+            dag.cluster()
+                .remove_copy(&req.sg, &req.node)
+                .await
+                .map_err(|e| unreachable(&dag, e))?;
+            "removed (its node deletes its files)".to_string()
+        }
+        Change::Suspend => {
+            let reason =
+                req.reason.clone().unwrap_or_else(|| "suspended by an administrator".into());
+            rec.suspended = Some(reason.clone());
+            dag.cluster().put_copy(&rec).await.map_err(|e| unreachable(&dag, e))?;
+            format!("suspended ({reason})")
+        }
+        Change::Resume => {
+            rec.suspended = None;
+            // A resume also clears a failure: the copy's node sees the serial unchanged but
+            // the suspension gone.
+            dag.cluster().put_copy(&rec).await.map_err(|e| unreachable(&dag, e))?;
+            "resumed".to_string()
+        }
+        Change::Reseed => {
+            rec.suspended = None;
+            rec.seed_serial += 1;
+            dag.cluster().put_copy(&rec).await.map_err(|e| unreachable(&dag, e))?;
+            "to be seeded again".to_string()
+        }
+    };
+    s.node.events().emit(
+        &events::catalog::REPL_COPY_CONFIGURED,
+        None,
+        serde_json::json!({"sg": req.sg, "node": req.node, "change": text}),
+    );
+    let seen = read_all(&dag).await?;
+    Ok(Json(api::CopyList { copies: rows(&dag, &seen, Some(&req.sg)).await }))
+}
+
+pub async fn remove_copy(
+    State(s): State<AppState>,
+    Json(req): Json<api::CopyChange>,
+) -> ApiResult<api::CopyList> {
+    change(s, req, Change::Remove).await
+}
+
+pub async fn suspend_copy(
+    State(s): State<AppState>,
+    Json(req): Json<api::CopyChange>,
+) -> ApiResult<api::CopyList> {
+    change(s, req, Change::Suspend).await
+}
+
+pub async fn resume_copy(
+    State(s): State<AppState>,
+    Json(req): Json<api::CopyChange>,
+) -> ApiResult<api::CopyList> {
+    change(s, req, Change::Resume).await
+}
+
+pub async fn reseed_copy(
+    State(s): State<AppState>,
+    Json(req): Json<api::CopyChange>,
+) -> ApiResult<api::CopyList> {
+    change(s, req, Change::Reseed).await
+}
+
+/// Counts and digests the mail of this node's passive copy of `sg`, as of its last replayed
+/// generation, without touching the copy: its database file is copied (replay held off) to a
+/// scratch directory under the data directory, marked consistent there (a passive copy is
+/// consistent at a generation boundary: replay applies committed transactions only), and
+/// opened by a scratch instance.
+pub(crate) fn copy_digest(
+    node: &crate::Node,
+    dag: &Dag,
+    sg: &str,
+    db: &str,
+) -> Result<store::ContentDigest, ApiError> {
+    use volume::{FsRef, HostFs, OpenMode};
+    let scratch_dir =
+        node.config().node.data_dir.join("tmp").join(format!("count-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&scratch_dir)
+        .map_err(|e| ApiError::internal(format!("{}: {e}", scratch_dir.display())))?;
+    let result = (|| {
+        let scratch: FsRef =
+            Arc::new(HostFs::new(&scratch_dir).map_err(|e| ApiError::internal(e.to_string()))?);
+        let name = std::path::PathBuf::from(format!("{db}.edb"));
+        let copied = dag.with_copy(sg, |fs, dbdir, manifest| {
+            let Some(m) = manifest else {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "copy_not_seeded",
+                    format!("the copy of {sg} on node {} is not seeded yet", node.name()),
+                ));
+            };
+            if !m.databases.iter().any(|d| d.name == db) {
+                return Err(ApiError::not_found(
+                    "no_such_database",
+                    format!("the copy of {sg} has no database {db}"),
+                ));
+            }
+            let io = |e: std::io::Error| ApiError::internal(format!("copying {db}: {e}"));
+            let src = fs.open(&dbdir.join(&name), OpenMode::Read).map_err(io)?;
+            let dst = scratch.open(&name, OpenMode::Create).map_err(io)?;
+            let len = src.len().map_err(io)?;
+            let mut off = 0u64;
+            let mut buf = vec![0u8; 1 << 20];
+            while off < len {
+                let n = (len - off).min(buf.len() as u64) as usize;
+                src.read_exact_at(&mut buf[..n], off).map_err(io)?;
+                dst.write_at(&buf[..n], off).map_err(io)?;
+                off += n as u64;
+            }
+            Ok(m.clone())
+        });
+        let manifest = copied.ok_or_else(|| {
+            ApiError::not_found(
+                "no_such_copy",
+                format!("node {} has no passive copy of {sg}", node.name()),
+            )
+        })??;
+        let engine = |e: ese::EngineError| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "engine_error",
+                format!("copy of {sg}: {e}"),
+            )
+        };
+        {
+            let f = scratch
+                .open(&name, OpenMode::ReadWrite)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let mut h = ese::dbheader::read_header(f.as_ref(), &name).map_err(engine)?;
+            h.state = ese::DbState::CleanShutdown;
+            h.min_required = ese::Lsn(0);
+            h.max_required = ese::Lsn(0);
+            ese::dbheader::write_header(f.as_ref(), &name, &mut h).map_err(engine)?;
+        }
+        let mut cfg = ese::InstanceConfig::new(
+            scratch.clone(),
+            std::path::PathBuf::from("logs"),
+            scratch.clone(),
+            std::path::PathBuf::new(),
+        );
+        cfg.prefix = manifest.prefix.clone();
+        cfg.log_file_size = manifest.log_file_size;
+        cfg.page_size = manifest.page_size as usize;
+        cfg.cache_pages = 256;
+        let instance = Arc::new(ese::Instance::create(cfg).map_err(engine)?);
+        instance.attach(db, scratch.clone(), &name).map_err(engine)?;
+        let digest = store::MailDb::open(instance.clone(), db).and_then(|m| m.digest());
+        instance.shutdown().map_err(engine)?;
+        Ok(digest?)
+    })();
+    let _ = std::fs::remove_dir_all(&scratch_dir);
+    result
+}

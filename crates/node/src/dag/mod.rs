@@ -1,0 +1,510 @@
+//! This node as a member of a database availability group (`[dag]` in its configuration).
+//!
+//! What it runs, besides the node:
+//!
+//! - the **replication listener** (mutual TLS, [`replication::server`]), answering copies of
+//!   the storage groups this node holds active: their log streams, closed generations and
+//!   seeds ([`source`], [`seed`]);
+//! - its **membership** in etcd: a key kept alive by a lease (so the others see it up);
+//! - a **reconciler**, every [`TICK`]: it claims the active copy of each storage group it
+//!   mounts (an etcd transaction, only when nobody holds it), publishes each one's last closed
+//!   generation, starts, changes and stops the passive copies the cluster database assigns to
+//!   this node ([`replication::copy::PassiveCopy`]), publishes their state, and reads every
+//!   copy's state back — which the log truncation of the active copies needs
+//!   ([`truncation_limit`]).
+//!
+//! etcd briefly unreachable: every running copy keeps copying and replaying from the active it
+//! knew, the active keeps serving, and truncation keeps the generations the copies last
+//! reported they still need (an event says the cluster database is unreachable; another when
+//! it is back). Until the copies' state was read once, nothing is truncated.
+
+pub mod seed;
+pub mod source;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use events::EventSink;
+use parking_lot::Mutex;
+use replication::client::PeerClient;
+use replication::cluster::{
+    ActiveRecord, Cluster, CopyRecord, CopyState, CopyStatus, Member, MemberLease,
+};
+use replication::copy::{CopyConfig, Desired, PassiveCopy};
+use replication::tls::DagTls;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::Node;
+use crate::config::DagSection;
+
+/// How often the reconciler runs.
+pub const TICK: Duration = Duration::from_millis(500);
+/// The member lease's time to live (seconds).
+const MEMBER_TTL: i64 = 5;
+
+/// Why the DAG part of a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DagError {
+    #[error("dag TLS: {0}")]
+    Tls(#[from] replication::tls::TlsError),
+    #[error("dag: cluster database: {0}")]
+    Cluster(#[from] replication::cluster::ClusterError),
+    #[error("dag.listen {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("dag.copy_volume: no volume labelled {0:?}")]
+    CopyVolume(String),
+}
+
+/// What the reconciler last read from the cluster database.
+#[derive(Debug, Default, Clone)]
+pub struct Seen {
+    pub copies: Vec<CopyRecord>,
+    pub states: Vec<CopyState>,
+    pub members: Vec<Member>,
+    pub actives: Vec<(String, ActiveRecord)>,
+    /// Whether all of the above was read at least once.
+    pub loaded: bool,
+    /// Whether the last read succeeded.
+    pub reachable: bool,
+}
+
+/// The DAG member.
+pub struct Dag {
+    node: Arc<Node>,
+    cfg: DagSection,
+    tls: DagTls,
+    cluster: Cluster,
+    runtime: tokio::runtime::Handle,
+    copy_fs: volume::FsRef,
+    copies: Mutex<BTreeMap<String, PassiveCopy>>,
+    /// Peer clients by node name (one connection each, reused).
+    peers: Mutex<BTreeMap<String, Arc<PeerClient>>>,
+    seen: Mutex<Seen>,
+    seeds: seed::SeedsRef,
+    unreachable_reported: AtomicBool,
+    lease: Mutex<Option<MemberLease>>,
+    /// Per active storage group, the log end seen at the previous tick (for the idle roll).
+    log_ends: Mutex<BTreeMap<String, ese::Lsn>>,
+    /// The storage groups whose truncation limit is set.
+    limited: Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl std::fmt::Debug for Dag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dag").field("dag", &self.cfg.name).finish_non_exhaustive()
+    }
+}
+
+impl Dag {
+    /// Starts the member: TLS identity, replication listener, cluster connection (lazy: etcd
+    /// may be down), reconciler. Runs on `runtime` until `shutdown` turns true.
+    pub async fn start(
+        node: Arc<Node>,
+        cfg: DagSection,
+        runtime: tokio::runtime::Handle,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<Dag>, DagError> {
+        let tls = DagTls::load(&cfg.ca, &cfg.cert, &cfg.key)?;
+        let label = node.config().copy_volume().unwrap_or_default().to_string();
+        let copy_fs: volume::FsRef = match node.volume(&label) {
+            Some(v) => Arc::new(v.clone()),
+            None => return Err(DagError::CopyVolume(label)),
+        };
+        let cluster = Cluster::connect(&cfg.etcd, &cfg.name).await?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| DagError::Listen { addr: cfg.listen, source })?;
+        let dag = Arc::new(Dag {
+            node: node.clone(),
+            cfg,
+            tls: tls.clone(),
+            cluster,
+            runtime,
+            copy_fs,
+            copies: Mutex::new(BTreeMap::new()),
+            peers: Mutex::new(BTreeMap::new()),
+            seen: Mutex::new(Seen::default()),
+            seeds: Arc::default(),
+            unreachable_reported: AtomicBool::new(false),
+            lease: Mutex::new(None),
+            log_ends: Mutex::new(BTreeMap::new()),
+            limited: Mutex::new(Default::default()),
+        });
+        let source: Arc<dyn replication::source::ActiveSource> =
+            Arc::new(source::NodeSource { node: node.clone(), seeds: dag.seeds.clone() });
+        tokio::spawn(replication::server::serve(listener, tls, source, shutdown.clone()));
+        for sg in node.store().storage_groups() {
+            dag.limit_truncation(&sg);
+        }
+        let d = dag.clone();
+        tokio::spawn(async move { d.reconcile_forever(shutdown).await });
+        Ok(dag)
+    }
+
+    /// Makes the engine of `sg` ask the DAG before it truncates logs (once per storage
+    /// group: those created at runtime are found by the reconciler).
+    fn limit_truncation(self: &Arc<Self>, sg: &store::StorageGroup) {
+        if !self.limited.lock().insert(sg.name().to_string()) {
+            return;
+        }
+        let d = Arc::downgrade(self);
+        let name = sg.name().to_string();
+        sg.set_truncation_limit(Some(Arc::new(move || {
+            d.upgrade().map(|d| d.truncation_limit(&name)).unwrap_or(None)
+        })));
+    }
+
+    /// Closes the current generation of `sg` when nothing was logged since the previous tick
+    /// and it holds records, so that the copies receive the last commits of an idle storage
+    /// group (they replay closed generations only).
+    async fn roll_if_idle(&self, sg: &Arc<store::StorageGroup>) {
+        if sg.backup_in_progress().is_some() {
+            return;
+        }
+        let Ok(inst) = sg.instance() else { return };
+        let end = inst.log_end();
+        let previous = self.log_ends.lock().insert(sg.name().to_string(), end);
+        if previous == Some(end) {
+            let name = sg.name().to_string();
+            let rolled = tokio::task::spawn_blocking(move || inst.roll_log_if_idle(end)).await;
+            match rolled {
+                Ok(Ok(Some(g))) => tracing::debug!(sg = %name, generation = g, "idle log roll"),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::warn!(sg = %name, "idle log roll: {e}"),
+                Err(e) => tracing::warn!(sg = %name, "idle log roll: {e}"),
+            }
+        }
+    }
+
+    /// The DAG's name.
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// The cluster database client.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    fn me(&self) -> &str {
+        self.node.name()
+    }
+
+    /// What the reconciler last read.
+    pub fn seen(&self) -> Seen {
+        self.seen.lock().clone()
+    }
+
+    /// The lowest generation the copies of `sg` still need, and which copy that is; asked by
+    /// the engine when it truncates logs after a backup.
+    pub fn truncation_limit(&self, sg: &str) -> Option<(u32, String)> {
+        let seen = self.seen.lock();
+        if !seen.loaded {
+            return Some((
+                0,
+                format!(
+                    "the copies of {sg} are not known yet (the cluster database has not been read)"
+                ),
+            ));
+        }
+        let mut limit: Option<(u32, String)> = None;
+        for c in seen.copies.iter().filter(|c| c.sg == sg && c.node != self.me()) {
+            let state = seen.states.iter().find(|s| s.sg == sg && s.node == c.node);
+            let (g, why) = match state {
+                None => (0, format!("copy {sg} on {} has not reported its state yet", c.node)),
+                Some(s) => {
+                    let mut why = format!(
+                        "copy {sg} on {} has replayed only to {:#X}",
+                        c.node, s.last_replayed_generation
+                    );
+                    if let Some(r) = &c.suspended {
+                        why.push_str(&format!(" (suspended: {r})"));
+                    } else if s.status == CopyStatus::FailedAndSuspended {
+                        why.push_str(" (failed and suspended)");
+                    }
+                    (s.checkpoint_generation.min(s.last_replayed_generation + 1), why)
+                }
+            };
+            if limit.as_ref().is_none_or(|(l, _)| g < *l) {
+                limit = Some((g, why));
+            }
+        }
+        limit
+    }
+
+    async fn reconcile_forever(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.reconcile().await {
+                self.seen.lock().reachable = false;
+                if !self.unreachable_reported.swap(true, Ordering::Relaxed) {
+                    self.node.events().emit(
+                        &events::catalog::REPL_DAG_UNREACHABLE,
+                        None,
+                        json!({"dag": self.cfg.name, "etcd": self.cfg.etcd.join(","),
+                               "reason": e.to_string()}),
+                    );
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        let copies = std::mem::take(&mut *self.copies.lock());
+        let _ =
+            tokio::task::spawn_blocking(move || copies.into_values().for_each(PassiveCopy::stop))
+                .await;
+        if let Some(lease) = self.lease.lock().take() {
+            drop(lease);
+        }
+    }
+
+    async fn reconcile(self: &Arc<Self>) -> Result<(), replication::cluster::ClusterError> {
+        if self.lease.lock().is_none() {
+            let m = Member {
+                node: self.me().to_string(),
+                replication: self
+                    .cfg
+                    .advertise
+                    .clone()
+                    .unwrap_or_else(|| self.cfg.listen.to_string()),
+                since_ms: events::now_ms(),
+            };
+            let lease = self.cluster.register_member(&m, MEMBER_TTL).await?;
+            *self.lease.lock() = Some(lease);
+            self.node.events().emit(
+                &events::catalog::REPL_DAG_JOINED,
+                None,
+                json!({"node": m.node, "dag": self.cfg.name, "replication": m.replication}),
+            );
+        }
+        self.claim_and_publish_actives().await?;
+        let copies = self.cluster.copies(None).await?;
+        let members = self.cluster.members().await?;
+        let actives = self.cluster.actives().await?;
+        self.run_passive_copies(&copies, &members, &actives).await?;
+        let states = self.cluster.states(None).await?;
+        {
+            let mut seen = self.seen.lock();
+            *seen = Seen { copies, states, members, actives, loaded: true, reachable: true };
+        }
+        if self.unreachable_reported.swap(false, Ordering::Relaxed) {
+            tracing::info!("the cluster database is reachable again");
+        }
+        Ok(())
+    }
+
+    /// Claims the storage groups this node mounts (when nobody holds them) and publishes the
+    /// last closed generation and the state of each one it holds active.
+    async fn claim_and_publish_actives(
+        self: &Arc<Self>,
+    ) -> Result<(), replication::cluster::ClusterError> {
+        for sg in self.node.store().storage_groups() {
+            self.limit_truncation(&sg);
+            let name = sg.name().to_string();
+            let active = match self.cluster.active(&name).await? {
+                Some(a) => a,
+                None => {
+                    let mine = ActiveRecord { node: self.me().to_string(), epoch: 1 };
+                    self.cluster.set_active_if(&name, None, &mine).await?;
+                    match self.cluster.active(&name).await? {
+                        Some(a) => a,
+                        None => continue,
+                    }
+                }
+            };
+            if active.node != self.me() {
+                continue;
+            }
+            let copies = self.cluster.copies(Some(&name)).await?;
+            if copies.iter().any(|c| c.node != self.me()) && sg.is_mounted() {
+                self.roll_if_idle(&sg).await;
+            }
+            if !copies.iter().any(|c| c.node == self.me()) {
+                self.cluster
+                    .put_copy(&CopyRecord {
+                        sg: name.clone(),
+                        node: self.me().to_string(),
+                        preference: 1,
+                        seed_serial: 0,
+                        suspended: None,
+                    })
+                    .await?;
+            }
+            let (status, produced, checkpoint) = match sg.log_state() {
+                Ok(l) if sg.is_mounted() => (
+                    CopyStatus::Mounted,
+                    l.current_generation.saturating_sub(1),
+                    l.checkpoint_generation,
+                ),
+                _ => (CopyStatus::Dismounted, 0, 0),
+            };
+            if produced > 0 {
+                self.cluster.put_produced(&name, produced).await?;
+            }
+            self.cluster
+                .put_state(&CopyState {
+                    sg: name.clone(),
+                    node: self.me().to_string(),
+                    status,
+                    last_inspected_generation: produced,
+                    last_replayed_generation: produced,
+                    checkpoint_generation: checkpoint,
+                    last_error: sg.mount_error(),
+                    updated_ms: events::now_ms(),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn peer(&self, node: &str, addr: &str) -> Arc<PeerClient> {
+        let mut peers = self.peers.lock();
+        match peers.get(node) {
+            Some(p) if p.addr() == addr => p.clone(),
+            _ => {
+                let p = Arc::new(PeerClient::new(self.tls.clone(), node, addr));
+                peers.insert(node.to_string(), p.clone());
+                p
+            }
+        }
+    }
+
+    /// Starts, updates and stops this node's passive copies to match the cluster database,
+    /// and publishes their state.
+    async fn run_passive_copies(
+        &self,
+        copies: &[CopyRecord],
+        members: &[Member],
+        actives: &[(String, ActiveRecord)],
+    ) -> Result<(), replication::cluster::ClusterError> {
+        let local: Vec<String> =
+            self.node.store().storage_groups().iter().map(|g| g.name().to_string()).collect();
+        let mine: Vec<&CopyRecord> =
+            copies.iter().filter(|c| c.node == self.me() && !local.contains(&c.sg)).collect();
+        let mut removed = Vec::new();
+        {
+            let mut running = self.copies.lock();
+            let gone: Vec<String> =
+                running.keys().filter(|sg| !mine.iter().any(|c| &c.sg == *sg)).cloned().collect();
+            for sg in gone {
+                if let Some(c) = running.remove(&sg) {
+                    removed.push((sg, c));
+                }
+            }
+            for c in &mine {
+                let active = actives
+                    .iter()
+                    .find(|(sg, _)| sg == &c.sg)
+                    .and_then(|(_, a)| members.iter().find(|m| m.node == a.node))
+                    .map(|m| self.peer(&m.node, &m.replication));
+                let desired =
+                    Desired { active, suspended: c.suspended.clone(), seed_serial: c.seed_serial };
+                match running.get(&c.sg) {
+                    Some(p) => {
+                        let now = p.desired();
+                        let same_active = match (&now.active, &desired.active) {
+                            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                            (None, None) => true,
+                            _ => false,
+                        };
+                        if !same_active
+                            || now.suspended != desired.suspended
+                            || now.seed_serial != desired.seed_serial
+                        {
+                            p.set_desired(desired);
+                        }
+                    }
+                    None => {
+                        let cfg = CopyConfig {
+                            sg: c.sg.clone(),
+                            node: self.me().to_string(),
+                            fs: self.copy_fs.clone(),
+                            dir: copy_dir(&c.sg),
+                            events: self.node.events().clone(),
+                            poll: TICK,
+                            runtime: self.runtime.clone(),
+                        };
+                        match PassiveCopy::start(cfg, desired) {
+                            Ok(p) => {
+                                running.insert(c.sg.clone(), p);
+                            }
+                            Err(e) => tracing::error!(sg = %c.sg, "starting the copy: {e}"),
+                        }
+                    }
+                }
+            }
+        }
+        for (sg, copy) in removed {
+            let fs = self.copy_fs.clone();
+            let dir = copy_dir(&sg);
+            let _ = tokio::task::spawn_blocking(move || {
+                copy.stop();
+                remove_tree(&fs, &dir);
+            })
+            .await;
+            self.cluster.remove_state(&sg, self.me()).await?;
+        }
+        let reports: Vec<(String, replication::copy::CopyReport)> =
+            self.copies.lock().iter().map(|(sg, c)| (sg.clone(), c.report())).collect();
+        for (sg, r) in reports {
+            self.cluster
+                .put_state(&CopyState {
+                    sg,
+                    node: self.me().to_string(),
+                    status: r.status,
+                    last_inspected_generation: r.last_inspected_generation,
+                    last_replayed_generation: r.last_replayed_generation,
+                    checkpoint_generation: r.checkpoint_generation,
+                    last_error: r.last_error,
+                    updated_ms: events::now_ms(),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on this node's passive copy of `sg` (its database files, replay held off).
+    pub fn with_copy<T>(
+        &self,
+        sg: &str,
+        f: impl FnOnce(
+            &volume::FsRef,
+            &std::path::Path,
+            Option<&replication::protocol::SeedManifest>,
+        ) -> T,
+    ) -> Option<T> {
+        let copies = self.copies.lock();
+        copies.get(sg).map(|c| c.with_databases(f))
+    }
+
+    /// The copies' reports of this node, by storage group (for metrics).
+    pub fn local_reports(&self) -> Vec<(String, replication::copy::CopyReport)> {
+        self.copies.lock().iter().map(|(sg, c)| (sg.clone(), c.report())).collect()
+    }
+}
+
+/// Where a passive copy of `sg` lives on the copy volume.
+pub fn copy_dir(sg: &str) -> std::path::PathBuf {
+    std::path::Path::new("copies").join(sg)
+}
+
+/// Deletes a copy's directory tree (a removed copy's files).
+fn remove_tree(fs: &volume::FsRef, dir: &std::path::Path) {
+    let Ok(entries) = fs.read_dir(dir) else { return };
+    for e in entries {
+        let p = dir.join(&e.name);
+        if fs.remove_file(&p).is_err() {
+            remove_tree(fs, &p);
+            let _ = fs.remove_dir(&p);
+        }
+    }
+    let _ = fs.remove_dir(dir);
+}

@@ -1,0 +1,93 @@
+//! The node's answers to its copies ([`ActiveSource`]): log streams and closed generations of
+//! the storage groups it mounts, and seeds.
+
+use std::sync::Arc;
+
+use events::EventSink;
+use replication::protocol::{self, SeedManifest, StreamInfo};
+use replication::source::{ActiveSource, SeedReader, SourceError};
+use uuid::Uuid;
+
+use crate::Node;
+use crate::dag::seed::SeedsRef;
+
+pub struct NodeSource {
+    pub node: Arc<Node>,
+    pub seeds: SeedsRef,
+}
+
+impl NodeSource {
+    fn mounted(&self, sg: &str) -> Result<Arc<store::StorageGroup>, SourceError> {
+        let g = self
+            .node
+            .store()
+            .storage_group(sg)
+            .map_err(|e| SourceError::NotFound(e.to_string()))?;
+        if !g.is_mounted() {
+            return Err(SourceError::NotActive(format!(
+                "storage group {sg} is not mounted on node {}",
+                self.node.name()
+            )));
+        }
+        Ok(g)
+    }
+}
+
+impl ActiveSource for NodeSource {
+    fn stream(&self, sg: &str) -> Result<StreamInfo, SourceError> {
+        let g = self.mounted(sg)?;
+        let inst = g.instance().map_err(|e| SourceError::NotActive(e.to_string()))?;
+        let log = g.log_state().map_err(|e| SourceError::Internal(e.to_string()))?;
+        Ok(StreamInfo {
+            sg: sg.to_string(),
+            prefix: g.def().prefix.clone(),
+            signature: protocol::hex(&inst.signature()),
+            produced: log.current_generation.saturating_sub(1),
+            oldest: log.generations.first().copied().unwrap_or(log.current_generation),
+            node: self.node.name().to_string(),
+        })
+    }
+
+    fn log_file(&self, sg: &str, generation: u32) -> Result<Vec<u8>, SourceError> {
+        let g = self.mounted(sg)?;
+        let log = g.log_state().map_err(|e| SourceError::Internal(e.to_string()))?;
+        if generation >= log.current_generation {
+            return Err(SourceError::NotFound(format!(
+                "generation {generation:#X} of {sg} is not closed yet (current {:#X})",
+                log.current_generation
+            )));
+        }
+        let def = g.def();
+        let path = def.log_dir.join(ese::logfmt::generation_name(&def.prefix, generation));
+        volume::fs::read_all(def.log_volume.fs.as_ref(), &path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                SourceError::NotFound(format!(
+                    "generation {generation:#X} of {sg} is no longer on node {} (truncated)",
+                    self.node.name()
+                ))
+            } else {
+                SourceError::Internal(format!("{}: {e}", path.display()))
+            }
+        })
+    }
+
+    fn start_seed(&self, sg: &str, peer: &str) -> Result<SeedManifest, SourceError> {
+        self.seeds.start(&self.node, sg, peer)
+    }
+
+    fn seed_file(&self, id: Uuid, index: usize) -> Result<SeedReader, SourceError> {
+        self.seeds.file(id, index)
+    }
+
+    fn end_seed(&self, id: Uuid) -> Result<(), SourceError> {
+        self.seeds.end(id)
+    }
+
+    fn refused(&self, addr: &str, reason: &str) {
+        self.node.events().emit(
+            &events::catalog::REPL_PEER_REFUSED,
+            None,
+            serde_json::json!({"addr": addr, "reason": reason}),
+        );
+    }
+}
