@@ -384,8 +384,16 @@ impl Runner {
             self.block_on(active.get_json(&protocol::stream_path(&self.cfg.sg)))?;
         self.shared.report.lock().produced = info.produced;
         self.open_replayer(&info)?;
+        if let Some(r) = self.replayer.as_mut() {
+            r.set_active_oldest(info.oldest);
+        }
         self.fetch(active, &info)?;
         self.replay()?;
+        // Shipped generations go once replay no longer needs them and the active truncated
+        // them (after a backup there).
+        if let Some(r) = self.replayer.as_ref() {
+            r.prune().map_err(|e| RoundError::Fail(format!("pruning the inbox: {e}")))?;
+        }
         Ok(())
     }
 

@@ -44,6 +44,10 @@ pub struct Replayer {
     cfg: ReplayerConfig,
     passive: PassiveReplay,
     inspector: Inspector,
+    /// The oldest generation the active still has, when known: shipped generations from it on
+    /// are kept even once replayed (the active has not truncated them, so a backup of the
+    /// copy may still need them). `None`: only the checkpoint decides.
+    active_oldest: Option<u32>,
 }
 
 impl Replayer {
@@ -61,7 +65,7 @@ impl Replayer {
         cfg.inbox_fs
             .create_dir_all(&cfg.inbox)
             .map_err(|source| ReplayError::Io { path: cfg.inbox.clone(), source })?;
-        Ok(Replayer { cfg, passive, inspector })
+        Ok(Replayer { cfg, passive, inspector, active_oldest: None })
     }
 
     /// The last generation applied.
@@ -105,9 +109,17 @@ impl Replayer {
         Ok(out)
     }
 
-    /// Deletes the inbox's generations the passive will not read again.
-    fn prune(&self) -> Result<(), ReplayError> {
-        let keep_from = self.passive.oldest_needed_generation();
+    /// Tells the replayer the oldest generation the active still has on disk: shipped
+    /// generations are deleted only below it (and below the checkpoint).
+    pub fn set_active_oldest(&mut self, oldest: u32) {
+        self.active_oldest = Some(oldest);
+    }
+
+    /// Deletes the inbox's generations the passive will not read again and the active has
+    /// truncated.
+    pub fn prune(&self) -> Result<(), ReplayError> {
+        let keep_from =
+            self.passive.oldest_needed_generation().min(self.active_oldest.unwrap_or(u32::MAX));
         let inbox = &self.cfg.inbox;
         let fs = &self.cfg.inbox_fs;
         let io = |source| ReplayError::Io { path: inbox.clone(), source };

@@ -412,6 +412,14 @@ fn resolve_job(log: &events::EventLog, given: &str) -> Result<Uuid, ApiError> {
 }
 
 pub async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let text = blocking(&s, |node, metrics| Ok(metrics.render(node))).await?;
+    let dag = s.dag.clone();
+    let text = blocking(&s, move |node, metrics| {
+        let mut text = metrics.render(node);
+        if let Some(dag) = dag {
+            text.push_str(&super::metrics::copy_metrics(&dag, node.name()));
+        }
+        Ok(text)
+    })
+    .await?;
     Ok((StatusCode::OK, [(CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }

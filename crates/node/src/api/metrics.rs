@@ -337,3 +337,36 @@ impl Metrics {
         o
     }
 }
+
+/// The queue gauges of this node's passive copies (each node reports its own copies; the
+/// active reports none).
+pub fn copy_metrics(dag: &crate::dag::Dag, node: &str) -> String {
+    let mut o = String::new();
+    let reports = dag.local_reports();
+    type Gauge = (&'static str, &'static str, fn(&replication::copy::CopyReport) -> u32);
+    let gauges: [Gauge; 2] = [
+        (
+            "shadowcopy_copy_queue_length",
+            "Generations the active copy closed that this passive copy has not inspected.",
+            |r| r.copy_queue(),
+        ),
+        (
+            "shadowcopy_replay_queue_length",
+            "Generations this passive copy inspected and has not replayed.",
+            |r| r.replay_queue(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (sg, r) in &reports {
+            let _ = writeln!(
+                o,
+                "{name}{{storage_group=\"{}\",node=\"{}\"}} {}",
+                esc(sg),
+                esc(node),
+                value(r)
+            );
+        }
+    }
+    o
+}
