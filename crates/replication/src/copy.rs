@@ -38,6 +38,9 @@ use crate::inspector::Inspector;
 use crate::protocol::{self, SeedManifest, StreamInfo};
 use crate::replayer::{ReplayError, Replayer, ReplayerConfig};
 
+/// Generations fetched before replay runs again, when a copy has a backlog.
+const FETCH_BATCH: usize = 16;
+
 /// Where a passive copy lives and who it reports to.
 #[derive(Clone)]
 pub struct CopyConfig {
@@ -387,7 +390,11 @@ impl Runner {
         if let Some(r) = self.replayer.as_mut() {
             r.set_active_oldest(info.oldest);
         }
-        self.fetch(active, &info)?;
+        // A backlog is fetched and replayed in batches, so that replay starts before the
+        // last generation has arrived.
+        while self.fetch(active, &info, FETCH_BATCH)? == FETCH_BATCH {
+            self.replay()?;
+        }
         self.replay()?;
         // Shipped generations go once replay no longer needs them and the active truncated
         // them (after a backup there).
@@ -570,20 +577,27 @@ impl Runner {
         Ok(())
     }
 
-    /// Fetches and inspects every generation the active closed that the copy lacks.
-    fn fetch(&mut self, active: &PeerClient, info: &StreamInfo) -> Result<(), RoundError> {
+    /// Fetches and inspects up to `batch` generations the active closed that the copy lacks;
+    /// returns how many it took.
+    fn fetch(
+        &mut self,
+        active: &PeerClient,
+        info: &StreamInfo,
+        batch: usize,
+    ) -> Result<usize, RoundError> {
+        let mut taken = 0;
         let fs = self.cfg.fs.clone();
         let incoming = self.cfg.dir.join("incoming");
         let inbox = self.cfg.dir.join("inbox");
         fs.create_dir_all(&incoming).map_err(io(incoming.display()))?;
         loop {
-            let Some(inspector) = self.inspector.as_mut() else { return Ok(()) };
+            let Some(inspector) = self.inspector.as_mut() else { return Ok(taken) };
             let g = inspector.next_generation();
-            if g > info.produced {
-                return Ok(());
+            if g > info.produced || taken == batch {
+                return Ok(taken);
             }
             if self.shared.desired.lock().suspended.is_some() {
-                return Ok(());
+                return Ok(taken);
             }
             if g < info.oldest {
                 return Err(RoundError::Fail(format!(
@@ -596,7 +610,8 @@ impl Runner {
             let bytes = self.block_on(active.get_bytes(&protocol::log_path(&self.cfg.sg, g)))?;
             let tmp = incoming.join(&name);
             volume::fs::write_atomic(fs.as_ref(), &tmp, &bytes).map_err(io(tmp.display()))?;
-            let Some(inspector) = self.inspector.as_mut() else { return Ok(()) };
+            taken += 1;
+            let Some(inspector) = self.inspector.as_mut() else { return Ok(taken) };
             match inspector.check(fs.as_ref(), &tmp) {
                 Ok(ins) => {
                     let to = inbox.join(&name);

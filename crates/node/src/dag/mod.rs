@@ -400,11 +400,14 @@ impl Dag {
                 }
             }
             for c in &mine {
-                let active = actives
-                    .iter()
-                    .find(|(sg, _)| sg == &c.sg)
-                    .and_then(|(_, a)| members.iter().find(|m| m.node == a.node))
-                    .map(|m| self.peer(&m.node, &m.replication));
+                // The active's node as a member; a node whose lease lapsed is still tried at
+                // the address it had (the copy then says it cannot reach it).
+                let active = actives.iter().find(|(sg, _)| sg == &c.sg).and_then(|(_, a)| {
+                    match members.iter().find(|m| m.node == a.node) {
+                        Some(m) => Some(self.peer(&m.node, &m.replication)),
+                        None => self.peers.lock().get(&a.node).cloned(),
+                    }
+                });
                 let desired =
                     Desired { active, suspended: c.suspended.clone(), seed_serial: c.seed_serial };
                 match running.get(&c.sg) {
