@@ -279,6 +279,36 @@ fn every_type_round_trips() {
     };
     round_trip(restore);
     round_trip(EventQuery { job: Some(id(2).to_string()), limit: Some(5), ..Default::default() });
+    round_trip(DagStatus {
+        dag: "DAG1".into(),
+        node: "a".into(),
+        etcd: vec!["http://127.0.0.1:2379".into()],
+        etcd_reachable: false,
+        members: vec![
+            DagMember { node: "a".into(), replication: Some("127.0.0.1:7400".into()), up: true },
+            DagMember { node: "c".into(), replication: None, up: false },
+        ],
+    });
+    round_trip(CopyAdd { sg: "SG1".into(), node: "b".into(), preference: Some(2) });
+    round_trip(CopyAdd { sg: "SG1".into(), node: "b".into(), preference: None });
+    round_trip(CopyChange { sg: "SG1".into(), node: "b".into(), reason: Some("disk".into()) });
+    round_trip(CopyQuery { sg: Some("SG1".into()) });
+    round_trip(CopyList {
+        copies: vec![CopyRow {
+            sg: "SG1".into(),
+            node: "b".into(),
+            role: "passive".into(),
+            status: "FailedAndSuspended".into(),
+            copy_queue_length: 3,
+            replay_queue_length: 1,
+            last_inspected_generation: 0x3A,
+            last_replayed_generation: 0x39,
+            activation_preference: 2,
+            last_error: Some("log file E000000003B.log failed inspection twice".into()),
+            suspended: None,
+            node_up: true,
+        }],
+    });
     let mut fields = serde_json::Map::new();
     fields.insert("bytes".into(), json!(5));
     round_trip(EventList {

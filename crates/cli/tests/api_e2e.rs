@@ -149,6 +149,24 @@ fn every_endpoint_answers_through_the_typed_client() {
     let metrics = node.get_text(d.op(Op::Metrics)).unwrap();
     assert!(metrics.contains("shadowcopy_backups_completed_total 1"), "{metrics}");
 
+    // The DAG's endpoints answer a node without a [dag] section with the contract's error
+    // (they are driven against real DAG members in `dag.rs`).
+    let not_member = |e: anyhow::Error| {
+        let e = e.downcast_ref::<cli::client::ApiError>().unwrap();
+        assert_eq!((e.status, e.code.as_str()), (409, "not_a_dag_member"), "{e:?}");
+    };
+    not_member(node.get::<api::DagStatus>(d.op(Op::DagStatus)).unwrap_err());
+    let q = api::CopyQuery { sg: None };
+    not_member(
+        node.get::<api::CopyList>(&with_query(d.op(Op::ListCopies), &q).unwrap()).unwrap_err(),
+    );
+    let add = api::CopyAdd { sg: "SG1".into(), node: "b".into(), preference: None };
+    not_member(node.post::<_, api::CopyList>(d.op(Op::AddCopy), &add).unwrap_err());
+    let change = api::CopyChange { sg: "SG1".into(), node: "b".into(), reason: None };
+    for op in [Op::RemoveCopy, Op::SuspendCopy, Op::ResumeCopy, Op::ReseedCopy] {
+        not_member(node.post::<_, api::CopyList>(d.op(op), &change).unwrap_err());
+    }
+
     // An error is the contract's error.
     let e = node.get::<api::StoreStatus>("/v1/nope").unwrap_err();
     let e = e.downcast_ref::<cli::client::ApiError>().unwrap();
