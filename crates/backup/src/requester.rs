@@ -26,7 +26,7 @@ mod components;
 mod live_dirs;
 mod plan;
 
-pub use components::{FoundComponents, find_components};
+pub use components::{FoundComponents, find_components, selection_state};
 pub use live_dirs::{VolumeDir, refuse_repository_in_live_dirs};
 use plan::Planned;
 pub use plan::glob_match;
@@ -42,8 +42,8 @@ use store::{InformationStore, StorageGroup};
 use uuid::Uuid;
 use volume::{File, FsRef, OpenMode};
 use vss::{
-    BackupComponentsDocument, BackupSession, BackupState, BackupType, BackupTypeChoice, Component,
-    ComponentKey, ComponentType, Coordinator, SnapshotContext, WriterMetadata,
+    BackupComponentsDocument, BackupSession, BackupType, Component, ComponentKey, ComponentType,
+    Coordinator, SnapshotContext, WriterMetadata,
 };
 
 use crate::error::{RequesterError, Result};
@@ -425,17 +425,13 @@ impl Requester {
             .cloned()
             .collect();
         let keys: Vec<ComponentKey> = components.iter().map(|c| c.key(&desc.key)).collect();
-        session.set_backup_state(BackupState {
-            backup_type: BackupTypeChoice(req.backup_type),
-            components: keys.clone(),
-            excluded_writers: writers
-                .iter()
-                .filter(|w| w.key != desc.key)
-                .map(|w| w.key.clone())
-                .collect(),
-            base: base_doc,
-            volumes: Vec::new(),
-        })?;
+        session.set_backup_state(selection_state(
+            &writers,
+            &desc.key,
+            keys.clone(),
+            req.backup_type,
+            base_doc,
+        ))?;
         Ok(Selection { metadata: desc.metadata.clone(), components, keys })
     }
 

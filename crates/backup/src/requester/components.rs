@@ -52,3 +52,25 @@ pub fn find_components<'w>(
         Some(FoundComponents { writer: i, logs, databases })
     })
 }
+
+/// The backup state that selects `components` of writer `chosen` and excludes every other
+/// writer of the gathered metadata (so that only the chosen writer takes part in the job).
+pub fn selection_state(
+    writers: &[WriterDescription],
+    chosen: &vss::WriterKey,
+    components: Vec<vss::ComponentKey>,
+    backup_type: vss::BackupType,
+    base: Option<vss::BackupComponentsDocument>,
+) -> vss::BackupState {
+    vss::BackupState {
+        backup_type: vss::BackupTypeChoice(backup_type),
+        components,
+        excluded_writers: writers
+            .iter()
+            .filter(|w| &w.key != chosen)
+            .map(|w| w.key.clone())
+            .collect(),
+        base,
+        volumes: Vec::new(),
+    }
+}

@@ -69,19 +69,14 @@ impl Seeds {
         let desc = &writers[found.writer];
         let mut keys = vec![found.logs.key(&desc.key)];
         keys.extend(found.databases.iter().map(|(_, c)| c.key(&desc.key)));
-        session
-            .set_backup_state(BackupState {
-                backup_type: BackupTypeChoice(BackupType::Copy),
-                components: keys.clone(),
-                excluded_writers: writers
-                    .iter()
-                    .filter(|w| w.key != desc.key)
-                    .map(|w| w.key.clone())
-                    .collect(),
-                base: None,
-                volumes: Vec::new(),
-            })
-            .map_err(|e| SourceError::Busy(e.to_string()))?;
+        let state = backup::requester::selection_state(
+            &writers,
+            &desc.key,
+            keys.clone(),
+            BackupType::Copy,
+            None,
+        );
+        session.set_backup_state(state).map_err(|e| SourceError::Busy(e.to_string()))?;
         session.prepare_for_backup().map_err(|e| SourceError::Busy(e.to_string()))?;
         let set = session.do_snapshot_set().map_err(internal)?;
         let snapshot_set = set.id;
