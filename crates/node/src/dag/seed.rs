@@ -17,9 +17,7 @@ use parking_lot::Mutex;
 use replication::protocol::{self, SeedFile, SeedManifest};
 use replication::source::{SeedReader, SourceError};
 use uuid::Uuid;
-use vss::{
-    BackupSession, BackupState, BackupType, BackupTypeChoice, ComponentKey, SnapshotContext,
-};
+use vss::{BackupSession, BackupType, ComponentKey, SnapshotContext};
 
 use crate::Node;
 
