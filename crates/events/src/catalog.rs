@@ -353,6 +353,9 @@ catalog! {
     /// A copy was added or removed.
     REPL_COPY_CONFIGURED = (Replication, 4114, Info,
         "Copy of storage group {sg} on node {node}: {change}.");
+    /// A storage group mounted here is active on another member: dismounted.
+    REPL_ACTIVE_ELSEWHERE = (Replication, 4115, Warning,
+        "Storage group {sg} is active on node {active} (epoch {epoch}); this node dismounted its own database files of it, which must not take mail while another copy is active.");
 
     // ---- coordinator transitions (project-picked) ----
     /// A requester session started.

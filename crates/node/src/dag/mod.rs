@@ -321,6 +321,21 @@ impl Dag {
                 }
             };
             if active.node != self.me() {
+                // Two actives would take mail into two diverging databases: the cluster
+                // database decides, and this node's files of the storage group stay
+                // dismounted.
+                if sg.is_mounted() {
+                    let g = sg.clone();
+                    let dismounted =
+                        tokio::task::spawn_blocking(move || g.dismount(false)).await;
+                    if matches!(dismounted, Ok(Ok(()))) {
+                        self.node.events().emit(
+                            &events::catalog::REPL_ACTIVE_ELSEWHERE,
+                            None,
+                            json!({"sg": name, "active": active.node, "epoch": active.epoch}),
+                        );
+                    }
+                }
                 continue;
             }
             let copies = self.cluster.copies(Some(&name)).await?;
