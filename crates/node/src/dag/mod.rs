@@ -400,10 +400,12 @@ impl Dag {
         members: &[Member],
         actives: &[(String, ActiveRecord)],
     ) -> Result<(), replication::cluster::ClusterError> {
-        let local: Vec<String> =
-            self.node.store().storage_groups().iter().map(|g| g.name().to_string()).collect();
+        // This node's passive copies: every copy record of it, but of the storage groups it
+        // holds active.
+        let active_here =
+            |sg: &str| actives.iter().any(|(s, a)| s == sg && a.node == self.me());
         let mine: Vec<&CopyRecord> =
-            copies.iter().filter(|c| c.node == self.me() && !local.contains(&c.sg)).collect();
+            copies.iter().filter(|c| c.node == self.me() && !active_here(&c.sg)).collect();
         let mut removed = Vec::new();
         {
             let mut running = self.copies.lock();
