@@ -335,6 +335,7 @@ impl Dag {
                         preference: 1,
                         seed_serial: 0,
                         suspended: None,
+                        resumes: 0,
                     })
                     .await?;
             }
@@ -405,8 +406,12 @@ impl Dag {
                     .find(|(sg, _)| sg == &c.sg)
                     .and_then(|(_, a)| members.iter().find(|m| m.node == a.node))
                     .map(|m| self.peer(&m.node, &m.replication));
-                let desired =
-                    Desired { active, suspended: c.suspended.clone(), seed_serial: c.seed_serial };
+                let desired = Desired {
+                    active,
+                    suspended: c.suspended.clone(),
+                    seed_serial: c.seed_serial,
+                    resumes: c.resumes,
+                };
                 match running.get(&c.sg) {
                     Some(p) => {
                         let now = p.desired();
@@ -418,6 +423,7 @@ impl Dag {
                         if !same_active
                             || now.suspended != desired.suspended
                             || now.seed_serial != desired.seed_serial
+                            || now.resumes != desired.resumes
                         {
                             p.set_desired(desired);
                         }
