@@ -150,8 +150,7 @@ fn truncation_keeps_what_a_suspended_copy_lacks_until_it_catches_up() {
     let rc = gen_of(&dag.wait_status("c", "Suspended"), "last_replayed_generation") as u32;
     dag.load("a", 300);
     dag.wait_converged("a", &["b"]);
-    let produced =
-        gen_of(&dag.row("a").unwrap(), "last_replayed_generation") as u32;
+    let produced = gen_of(&dag.row("a").unwrap(), "last_replayed_generation") as u32;
     assert!(produced > rc + 1, "the load closed generations after c's {rc:#X}: {produced:#X}");
 
     let t = now_ms();
@@ -172,7 +171,14 @@ fn truncation_keeps_what_a_suspended_copy_lacks_until_it_catches_up() {
     dag.wait_converged("a", &["b", "c"]);
     let repo2 = dag.dir.path().join("repo2");
     dag.node("a").cli(&[
-        "backup", "run", "--type", "full", "--sg", "SG1", "--repo", repo2.to_str().unwrap(),
+        "backup",
+        "run",
+        "--type",
+        "full",
+        "--sg",
+        "SG1",
+        "--repo",
+        repo2.to_str().unwrap(),
     ]);
     let p = dag.active_log("a", rc + 1);
     assert!(!p.exists(), "{} is still there after c caught up and a full backup", p.display());
@@ -262,4 +268,72 @@ fn a_foreign_certificate_is_refused() {
         let e = dag.repl_events("a", 4111, t);
         (!e.is_empty()).then_some(())
     });
+}
+
+#[test]
+fn a_partition_disconnects_the_copies_and_they_catch_up_when_healed() {
+    // The copies reach a through a proxy the test cuts: a advertises the proxy's address.
+    let proxy = dag::Proxy::start();
+    let port = proxy.port;
+    let dag = Dag::start_edited(&["a", "b", "c"], |node, text| {
+        if node == "a" {
+            text.replace("\nca = ", &format!("\nadvertise = \"127.0.0.1:{port}\"\nca = "))
+        } else {
+            text
+        }
+    });
+    proxy.set_target(dag.base_port);
+    dag.load("a", 200);
+    dag.add_copy("a", "b");
+    dag.add_copy("a", "c");
+    dag.wait_converged("a", &["b", "c"]);
+
+    let t = now_ms();
+    proxy.cut();
+    dag.wait_status("b", "Disconnected");
+    dag.wait_status("c", "Disconnected");
+    // The active keeps working while its copies cannot reach it.
+    dag.load("a", 200);
+    proxy.restore();
+    dag.wait_converged("a", &["b", "c"]);
+    for p in ["b", "c"] {
+        assert!(!dag.repl_events(p, 4109, t).is_empty(), "no 4109 (disconnected) on {p}");
+        assert_eq!(
+            dag.repl_events(p, 4102, t),
+            Vec::<serde_json::Value>::new(),
+            "{p} seeded again after the partition healed"
+        );
+    }
+}
+
+#[test]
+fn a_passive_whose_disk_fills_fails_and_the_active_keeps_running() {
+    // Declared before the DAG, so unmounted after its nodes are gone.
+    let disk = dag::Tmpfs::mount("6m");
+    let volume = disk.path().display().to_string();
+    let dag = Dag::start_edited(&["a", "b"], |node, text| {
+        if node != "b" {
+            return text;
+        }
+        // b's only volume (it holds no storage group of its own) goes onto the small disk.
+        let lines: Vec<String> = text
+            .lines()
+            .map(|l| if l.starts_with("path = ") { format!("path = {volume:?}") } else { l.into() })
+            .collect();
+        lines.join("\n") + "\n"
+    });
+    dag.load("a", 100);
+    dag.add_copy("a", "b");
+    dag.wait_status("b", "Healthy");
+    let t = now_ms();
+    let load = dag.load_in_background("a", 60);
+    let row = dag.wait_status("b", "FailedAndSuspended");
+    drop(load);
+    let failed = dag.repl_events("b", 4106, t);
+    assert!(!failed.is_empty(), "no 4106 (copy failed) on b; its row: {row}");
+    // The active is unharmed: it still delivers and counts, and stays mounted.
+    dag.load("a", 20);
+    let (messages, _) = dag.count("a");
+    assert!(messages > 100, "{messages} messages on a");
+    assert_eq!(dag.row("a").unwrap()["status"], "Mounted");
 }

@@ -9,9 +9,11 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -44,7 +46,10 @@ impl Bg {
             if let Some(s) = self.0.try_wait().unwrap() {
                 return s;
             }
-            assert!(Instant::now() < until, "the background command did not end within {deadline:?}");
+            assert!(
+                Instant::now() < until,
+                "the background command did not end within {deadline:?}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -65,8 +70,7 @@ fn free_ports(n: u16) -> u16 {
         if base.checked_add(n).is_none() {
             continue;
         }
-        let rest: Vec<_> =
-            (1..n).map(|i| TcpListener::bind(("127.0.0.1", base + i))).collect();
+        let rest: Vec<_> = (1..n).map(|i| TcpListener::bind(("127.0.0.1", base + i))).collect();
         if rest.iter().all(Result::is_ok) {
             return base;
         }
@@ -96,10 +100,20 @@ impl Dag {
     /// etcd, `dag init` of DAG1 with `nodes` (SG1 active on the first), and every node
     /// started.
     pub fn start(nodes: &[&str]) -> Dag {
+        Self::start_edited(nodes, |_, text| text)
+    }
+
+    /// Like [`Dag::start`], each node's configuration first rewritten by `edit(node, text)`.
+    pub fn start_edited(nodes: &[&str], mut edit: impl FnMut(&str, String) -> String) -> Dag {
         let etcd = Etcd::start();
         let dir = tempfile::tempdir().unwrap();
         let base_port = free_ports(nodes.len() as u16);
         dag_init("DAG1", nodes, dir.path(), &etcd.endpoint, base_port);
+        for n in nodes {
+            let p = dir.path().join(n).join("node.toml");
+            let text = std::fs::read_to_string(&p).unwrap();
+            std::fs::write(&p, edit(n, text)).unwrap();
+        }
         let mut dag = Dag {
             names: nodes.iter().map(|s| s.to_string()).collect(),
             nodes: nodes.iter().map(|_| None).collect(),
@@ -139,7 +153,9 @@ impl Dag {
 
     /// The running node `node`.
     pub fn node(&self, node: &str) -> &Served {
-        self.nodes[self.index(node)].as_ref().unwrap_or_else(|| panic!("node {node} is not running"))
+        self.nodes[self.index(node)]
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {node} is not running"))
     }
 
     /// Starts node `node` from its configuration (again, after a kill), its log appended to
@@ -173,7 +189,11 @@ impl Dag {
             if std::os::unix::net::UnixStream::connect(&served.socket).is_ok() {
                 break;
             }
-            assert!(Instant::now() < until, "node {node}'s socket never answered\n{}", self.log_tail(node));
+            assert!(
+                Instant::now() < until,
+                "node {node}'s socket never answered\n{}",
+                self.log_tail(node)
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         self.nodes[i] = Some(served);
@@ -224,7 +244,12 @@ impl Dag {
 
     /// Polls `f` until it returns `Some`, or panics after `deadline` saying `what` it waited
     /// for, with the diagnosis.
-    pub fn wait_for<T>(&self, deadline: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    pub fn wait_for<T>(
+        &self,
+        deadline: Duration,
+        what: &str,
+        mut f: impl FnMut() -> Option<T>,
+    ) -> T {
         let until = Instant::now() + deadline;
         loop {
             if let Some(t) = f() {
@@ -258,9 +283,9 @@ impl Dag {
     /// The passive copy's `mail count --copy --json` on `node`, `None` when it cannot be
     /// counted now (not seeded yet).
     pub fn count_copy(&self, node: &str) -> Option<(u64, String)> {
-        let out = self.node(node).cli_output(&[
-            "mail", "count", "--sg", "SG1", "--db", "DB1", "--copy", "--json",
-        ]);
+        let out = self
+            .node(node)
+            .cli_output(&["mail", "count", "--sg", "SG1", "--db", "DB1", "--copy", "--json"]);
         if !out.status.success() {
             return None;
         }
@@ -290,7 +315,14 @@ impl Dag {
     /// `mail load --messages n` into SG1/DB1 on `active`, waited for.
     pub fn load(&self, active: &str, n: u64) {
         self.node(active).cli(&[
-            "mail", "load", "--sg", "SG1", "--db", "DB1", "--messages", &n.to_string(),
+            "mail",
+            "load",
+            "--sg",
+            "SG1",
+            "--db",
+            "DB1",
+            "--messages",
+            &n.to_string(),
         ]);
     }
 
@@ -327,4 +359,115 @@ impl Dag {
 /// Milliseconds since the Unix epoch (for `events --since`).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// A TCP proxy on a loopback port of its own, which the test can cut (every connection
+/// through it closed, new ones closed at once) and restore: a network partition.
+pub struct Proxy {
+    pub port: u16,
+    shared: Arc<ProxyShared>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct ProxyShared {
+    target: Mutex<Option<SocketAddr>>,
+    cut: AtomicBool,
+    stop: AtomicBool,
+    /// Both ends of every connection made, to close them when cut.
+    conns: Mutex<Vec<TcpStream>>,
+}
+
+impl Proxy {
+    /// Listens; connections are closed until [`Proxy::set_target`].
+    pub fn start() -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shared = Arc::new(ProxyShared::default());
+        let s = shared.clone();
+        let accept = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if s.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let target = *s.target.lock().unwrap();
+                let Some(target) = target.filter(|_| !s.cut.load(Ordering::SeqCst)) else {
+                    continue;
+                };
+                let Ok(server) = TcpStream::connect(target) else { continue };
+                let mut conns = s.conns.lock().unwrap();
+                conns.push(client.try_clone().unwrap());
+                conns.push(server.try_clone().unwrap());
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || pump(client, server));
+                std::thread::spawn(move || pump(s2, c2));
+            }
+        });
+        Proxy { port, shared, accept: Some(accept) }
+    }
+
+    /// Where connections go: 127.0.0.1:`port`.
+    pub fn set_target(&self, port: u16) {
+        *self.shared.target.lock().unwrap() = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+
+    /// Closes every connection and refuses new ones until [`Proxy::restore`].
+    pub fn cut(&self) {
+        self.shared.cut.store(true, Ordering::SeqCst);
+        for c in self.shared.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.shared.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Copies one direction until it ends, then half-closes the other side.
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.cut();
+        // Wakes the accepting thread, which then sees `stop`.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A tmpfs of a given size mounted on a temporary directory (the test runs as root), unmounted
+/// when dropped: a small disk that fills.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount tmpfs: {}", String::from_utf8_lossy(&out.stderr));
+        Tmpfs { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
 }
