@@ -330,10 +330,58 @@ fn a_passive_whose_disk_fills_fails_and_the_active_keeps_running() {
     let row = dag.wait_status("b", "FailedAndSuspended");
     drop(load);
     let failed = dag.repl_events("b", 4106, t);
-    assert!(!failed.is_empty(), "no 4106 (copy failed) on b; its row: {row}");
+    assert!(
+        failed.iter().any(|e| e["message"].as_str().unwrap().contains("No space left on device")),
+        "no 4106 (copy failed) on b for the full disk: {failed:?}; its row: {row}"
+    );
     // The active is unharmed: it still delivers and counts, and stays mounted.
     dag.load("a", 20);
     let (messages, _) = dag.count("a");
     assert!(messages > 100, "{messages} messages on a");
     assert_eq!(dag.row("a").unwrap()["status"], "Mounted");
+}
+
+#[test]
+fn a_log_of_another_stream_fails_the_copy_naming_it() {
+    // Another node's SG1: the same prefix and generation numbers, another log stream.
+    let other = tempfile::tempdir().unwrap();
+    let stranger = common::Served::start(other.path(), &common::config(other.path(), ""));
+    let dag = Dag::start(&["a", "b"]);
+    dag.load("a", 200);
+    dag.add_copy("a", "b");
+    dag.wait_converged("a", &["b"]);
+    dag.node("a").cli(&["copy", "suspend", "--sg", "SG1", "--on", "b", "--reason", "test"]);
+    let g = gen_of(&dag.wait_status("b", "Suspended"), "last_inspected_generation") as u32 + 1;
+    dag.load("a", 200);
+    dag.wait_for(DEADLINE, &format!("a to close generation {g:#X}"), || {
+        dag.row("a").filter(|r| gen_of(r, "last_replayed_generation") as u32 > g)
+    });
+    let name = format!("E00{g:08X}.log");
+    let foreign = other.path().join("logs/SG1").join(&name);
+    dag.wait_for(DEADLINE, &format!("the other node to close its {name}"), || {
+        if foreign.exists() {
+            return Some(());
+        }
+        stranger.cli(&["mail", "load", "--sg", "SG1", "--db", "DB1", "--messages", "100"]);
+        None
+    });
+    let path = dag.active_log("a", g);
+    let original = std::fs::read(&path).unwrap();
+    std::fs::copy(&foreign, &path).unwrap();
+
+    let t = now_ms();
+    dag.node("a").cli(&["copy", "resume", "--sg", "SG1", "--on", "b"]);
+    let row = dag.wait_status("b", "FailedAndSuspended");
+    let failed = dag.repl_events("b", 4106, t);
+    assert!(
+        failed.iter().any(|e| {
+            let m = e["message"].as_str().unwrap();
+            m.contains(&name) && m.contains("another log stream")
+        }),
+        "no copy failure names {name} as another stream's: {failed:?}; b's row: {row}"
+    );
+
+    std::fs::write(&path, original).unwrap();
+    dag.node("a").cli(&["copy", "resume", "--sg", "SG1", "--on", "b"]);
+    dag.wait_converged("a", &["b"]);
 }
