@@ -385,3 +385,34 @@ fn a_log_of_another_stream_fails_the_copy_naming_it() {
     dag.node("a").cli(&["copy", "resume", "--sg", "SG1", "--on", "b"]);
     dag.wait_converged("a", &["b"]);
 }
+
+#[test]
+fn a_damaged_generation_in_a_passives_inbox_is_fetched_again() {
+    let mut dag = Dag::start(&["a", "b"]);
+    dag.load("a", 200);
+    dag.add_copy("a", "b");
+    dag.wait_converged("a", &["b"]);
+    let g = gen_of(&dag.row("b").unwrap(), "last_replayed_generation") as u32 + 1;
+    // With b down, a closes generation g; it is put into b's inbox damaged, as if the disk
+    // had spoiled it after inspection.
+    dag.kill9("b");
+    dag.load("a", 200);
+    dag.wait_for(DEADLINE, &format!("a to close generation {g:#X}"), || {
+        dag.row("a").filter(|r| gen_of(r, "last_replayed_generation") as u32 > g)
+    });
+    let name = format!("E00{g:08X}.log");
+    let inboxed = dag.copy_dir("b").join("inbox").join(&name);
+    std::fs::copy(dag.active_log("a", g), &inboxed).unwrap();
+    flip_record_byte(&inboxed);
+
+    let t = now_ms();
+    dag.start_node("b");
+    dag.wait_converged("a", &["b"]);
+    for id in [4102, 4106] {
+        assert_eq!(
+            dag.repl_events("b", id, t),
+            Vec::<serde_json::Value>::new(),
+            "event {id} on b: the damaged {name} was not simply fetched again"
+        );
+    }
+}
