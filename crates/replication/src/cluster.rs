@@ -82,6 +82,11 @@ pub struct CopyRecord {
     pub seed_serial: u64,
     /// Set by `copy suspend` (the reason), cleared by `copy resume`.
     pub suspended: Option<String>,
+    /// Bumped by `copy resume`: a copy that failed (and so suspended itself, without an
+    /// administrator's reason to clear) resumes when this changes. Absent in records written
+    /// before it existed.
+    #[serde(default)]
+    pub resumes: u64,
 }
 
 /// Which node holds the active copy of a storage group.

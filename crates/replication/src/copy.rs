@@ -66,6 +66,8 @@ pub struct Desired {
     pub suspended: Option<String>,
     /// The seed serial (a reseed bumps it).
     pub seed_serial: u64,
+    /// The resume count (`copy resume` bumps it): a change clears a failure.
+    pub resumes: u64,
 }
 
 /// What the copy reports.
@@ -264,12 +266,22 @@ impl Runner {
     fn run(mut self, wake: mpsc::Receiver<Wake>) {
         let mut suspended_for: Option<String> = None;
         let mut resumed_serial = self.shared.desired.lock().seed_serial;
+        let mut resumes = self.shared.desired.lock().resumes;
         loop {
             let desired = self.shared.desired.lock().clone();
             if desired.seed_serial != resumed_serial {
                 // A reseed clears a failure.
                 resumed_serial = desired.seed_serial;
                 self.failed = false;
+            }
+            if desired.resumes != resumes {
+                // So does a resume, also of a copy that no administrator suspended.
+                resumes = desired.resumes;
+                if self.failed && desired.suspended.is_none() && suspended_for.is_none() {
+                    self.emit(&cat::REPL_COPY_RESUMED, json!({}));
+                }
+                self.failed = false;
+                self.failures.clear();
             }
             match (&desired.suspended, &suspended_for) {
                 (Some(r), None) => {

@@ -24,7 +24,14 @@ fn member(node: &str) -> Member {
 }
 
 fn copy(sg: &str, node: &str, preference: u32) -> CopyRecord {
-    CopyRecord { sg: sg.into(), node: node.into(), preference, seed_serial: 1, suspended: None }
+    CopyRecord {
+        sg: sg.into(),
+        node: node.into(),
+        preference,
+        seed_serial: 1,
+        suspended: None,
+        resumes: 0,
+    }
 }
 
 fn state(sg: &str, node: &str, replayed: u32) -> CopyState {

@@ -183,6 +183,7 @@ pub async fn add_copy(
         preference,
         seed_serial: 1,
         suspended: None,
+        resumes: 0,
     };
     dag.cluster().put_copy(&rec).await.map_err(|e| unreachable(&dag, e))?;
     s.node.events().emit(
@@ -237,8 +238,9 @@ async fn change(s: AppState, req: api::CopyChange, what: Change) -> ApiResult<ap
         }
         Change::Resume => {
             rec.suspended = None;
-            // A resume also clears a failure: the copy's node sees the serial unchanged but
-            // the suspension gone.
+            // A resume also clears a failure: the copy's node sees the resume count change
+            // (a failed copy has no suspension of the administrator's to clear).
+            rec.resumes += 1;
             dag.cluster().put_copy(&rec).await.map_err(|e| unreachable(&dag, e))?;
             "resumed".to_string()
         }

@@ -326,8 +326,7 @@ impl Dag {
                 // dismounted.
                 if sg.is_mounted() {
                     let g = sg.clone();
-                    let dismounted =
-                        tokio::task::spawn_blocking(move || g.dismount(false)).await;
+                    let dismounted = tokio::task::spawn_blocking(move || g.dismount(false)).await;
                     if matches!(dismounted, Ok(Ok(()))) {
                         self.node.events().emit(
                             &events::catalog::REPL_ACTIVE_ELSEWHERE,
@@ -350,6 +349,7 @@ impl Dag {
                         preference: 1,
                         seed_serial: 0,
                         suspended: None,
+                        resumes: 0,
                     })
                     .await?;
             }
@@ -402,8 +402,7 @@ impl Dag {
     ) -> Result<(), replication::cluster::ClusterError> {
         // This node's passive copies: every copy record of it, but of the storage groups it
         // holds active.
-        let active_here =
-            |sg: &str| actives.iter().any(|(s, a)| s == sg && a.node == self.me());
+        let active_here = |sg: &str| actives.iter().any(|(s, a)| s == sg && a.node == self.me());
         let mine: Vec<&CopyRecord> =
             copies.iter().filter(|c| c.node == self.me() && !active_here(&c.sg)).collect();
         let mut removed = Vec::new();
@@ -425,8 +424,12 @@ impl Dag {
                         None => self.peers.lock().get(&a.node).cloned(),
                     }
                 });
-                let desired =
-                    Desired { active, suspended: c.suspended.clone(), seed_serial: c.seed_serial };
+                let desired = Desired {
+                    active,
+                    suspended: c.suspended.clone(),
+                    seed_serial: c.seed_serial,
+                    resumes: c.resumes,
+                };
                 match running.get(&c.sg) {
                     Some(p) => {
                         let now = p.desired();
@@ -438,6 +441,7 @@ impl Dag {
                         if !same_active
                             || now.suspended != desired.suspended
                             || now.seed_serial != desired.seed_serial
+                            || now.resumes != desired.resumes
                         {
                             p.set_desired(desired);
                         }
