@@ -47,6 +47,11 @@ pub enum Scenario {
     /// Flush-and-hold window and whole snapshot-set time of full jobs over the software
     /// provider (two volumes, a 64 MiB database).
     SnapshotSet(SnapshotSetArgs),
+    /// Log shipping to a passive copy over mutual TLS on loopback, and its replay, vs `cp` of
+    /// the same log files.
+    ReplicationThroughput(ReplicationArgs),
+    /// Seeding a passive copy (a database file streamed over the seed endpoints) vs `cp`.
+    SeedThroughput(SeedArgs),
 }
 
 /// Where a scenario keeps its files.
@@ -138,6 +143,26 @@ pub struct SnapshotSetArgs {
     /// Backup jobs measured (the median is reported).
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub jobs: u64,
+    #[command(flatten)]
+    pub scratch: ScratchDir,
+}
+
+/// Options of `replication-throughput`.
+#[derive(Debug, Args)]
+pub struct ReplicationArgs {
+    /// Backlog of closed log generations shipped and replayed, in MiB (1 MiB generations).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub mib: u64,
+    #[command(flatten)]
+    pub scratch: ScratchDir,
+}
+
+/// Options of `seed-throughput`.
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// Size of the database file seeded, in MiB.
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub mib: u64,
     #[command(flatten)]
     pub scratch: ScratchDir,
 }
