@@ -52,6 +52,9 @@ pub enum Scenario {
     ReplicationThroughput(ReplicationArgs),
     /// Seeding a passive copy (a database file streamed over the seed endpoints) vs `cp`.
     SeedThroughput(SeedArgs),
+    /// How far a passive copy trails its active under a steady mail load: copy queue length
+    /// and commit-to-replayed time, p50/p99.
+    ReplicationLag(LagArgs),
 }
 
 /// Where a scenario keeps its files.
@@ -163,6 +166,22 @@ pub struct SeedArgs {
     /// Size of the database file seeded, in MiB.
     #[arg(long, value_name = "N", default_value_t = 2048)]
     pub mib: u64,
+    #[command(flatten)]
+    pub scratch: ScratchDir,
+}
+
+/// Options of `replication-lag`.
+#[derive(Debug, Args)]
+pub struct LagArgs {
+    /// Messages delivered per second (one durable transaction each).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub rate: u64,
+    /// Seconds of load.
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    pub seconds: u64,
+    /// Body size of each message, in KiB.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub body_kib: u64,
     #[command(flatten)]
     pub scratch: ScratchDir,
 }

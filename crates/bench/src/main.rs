@@ -13,6 +13,7 @@ mod engine_commit;
 mod engine_replay;
 mod event_emit;
 mod incremental_cost;
+mod replication_lag;
 mod replication_throughput;
 mod restore_throughput;
 mod seed_throughput;
@@ -41,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::SnapshotSet(o) => snapshot_set::run(&o),
         Scenario::ReplicationThroughput(o) => replication_throughput::run(&o),
         Scenario::SeedThroughput(o) => seed_throughput::run(&o),
+        Scenario::ReplicationLag(o) => replication_lag::run(&o),
     }
 }

@@ -95,7 +95,7 @@ impl ActiveSource for LogDirSource {
 /// two-node DAG written under `dir`.
 pub struct Loopback {
     pub rt: tokio::runtime::Runtime,
-    pub client: PeerClient,
+    pub client: Arc<PeerClient>,
     shutdown: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -113,7 +113,7 @@ impl Loopback {
         let addr = listener.local_addr()?;
         let (shutdown, rx) = tokio::sync::watch::channel(false);
         let server = rt.spawn(replication::server::serve(listener, active, source, rx));
-        let client = PeerClient::new(passive, ACTIVE, addr.to_string());
+        let client = Arc::new(PeerClient::new(passive, ACTIVE, addr.to_string()));
         Ok(Loopback { rt, client, shutdown, server })
     }
 
