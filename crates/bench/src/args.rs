@@ -47,6 +47,14 @@ pub enum Scenario {
     /// Flush-and-hold window and whole snapshot-set time of full jobs over the software
     /// provider (two volumes, a 64 MiB database).
     SnapshotSet(SnapshotSetArgs),
+    /// Log shipping to a passive copy over mutual TLS on loopback, and its replay, vs `cp` of
+    /// the same log files.
+    ReplicationThroughput(ReplicationArgs),
+    /// Seeding a passive copy (a database file streamed over the seed endpoints) vs `cp`.
+    SeedThroughput(SeedArgs),
+    /// How far a passive copy trails its active under a steady mail load: copy queue length
+    /// and commit-to-replayed time, p50/p99.
+    ReplicationLag(LagArgs),
 }
 
 /// Where a scenario keeps its files.
@@ -138,6 +146,42 @@ pub struct SnapshotSetArgs {
     /// Backup jobs measured (the median is reported).
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub jobs: u64,
+    #[command(flatten)]
+    pub scratch: ScratchDir,
+}
+
+/// Options of `replication-throughput`.
+#[derive(Debug, Args)]
+pub struct ReplicationArgs {
+    /// Backlog of closed log generations shipped and replayed, in MiB (1 MiB generations).
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub mib: u64,
+    #[command(flatten)]
+    pub scratch: ScratchDir,
+}
+
+/// Options of `seed-throughput`.
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    /// Size of the database file seeded, in MiB.
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub mib: u64,
+    #[command(flatten)]
+    pub scratch: ScratchDir,
+}
+
+/// Options of `replication-lag`.
+#[derive(Debug, Args)]
+pub struct LagArgs {
+    /// Messages delivered per second (one durable transaction each).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub rate: u64,
+    /// Seconds of load.
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    pub seconds: u64,
+    /// Body size of each message, in KiB.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub body_kib: u64,
     #[command(flatten)]
     pub scratch: ScratchDir,
 }

@@ -13,7 +13,10 @@ mod engine_commit;
 mod engine_replay;
 mod event_emit;
 mod incremental_cost;
+mod replication_lag;
+mod replication_throughput;
 mod restore_throughput;
+mod seed_throughput;
 mod snapshot_scaling;
 mod snapshot_set;
 mod store_setup;
@@ -37,5 +40,8 @@ fn main() -> anyhow::Result<()> {
         Scenario::IncrementalCost(o) => incremental_cost::run(&o),
         Scenario::EventEmit(o) => event_emit::run(&o),
         Scenario::SnapshotSet(o) => snapshot_set::run(&o),
+        Scenario::ReplicationThroughput(o) => replication_throughput::run(&o),
+        Scenario::SeedThroughput(o) => seed_throughput::run(&o),
+        Scenario::ReplicationLag(o) => replication_lag::run(&o),
     }
 }
