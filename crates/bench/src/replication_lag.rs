@@ -194,7 +194,7 @@ pub fn run(opts: &LagArgs) -> anyhow::Result<()> {
             poll: TICK,
             runtime: lo.rt.handle().clone(),
         },
-        Desired { active: Some(lo.client.clone()), suspended: None, seed_serial: 1 },
+        Desired { active: Some(lo.client.clone()), suspended: None, seed_serial: 1, resumes: 0 },
     )?);
     let seeded = inst.log_state()?.current_generation;
     wait_for("the copy to seed and replay up to the seed", &copy, |c| {
