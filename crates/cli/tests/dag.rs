@@ -192,13 +192,9 @@ fn a_damaged_generation_on_the_active_fails_the_copy_naming_it() {
     dag.wait_converged("a", &["b"]);
     dag.node("a").cli(&["copy", "suspend", "--sg", "SG1", "--on", "b", "--reason", "test"]);
     let inspected = gen_of(&dag.wait_status("b", "Suspended"), "last_inspected_generation") as u32;
-    // What a suspended copy holds: replay consumed every inspected generation, so there is
-    // nothing in its inbox to damage; the damage goes into the next generation it fetches.
-    let inbox: Vec<_> = std::fs::read_dir(dag.copy_dir("b").join("inbox"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(inbox, Vec::<std::ffi::OsString>::new(), "b's inbox after replay");
+    // A suspended copy has replayed every generation it inspected (what its inbox still
+    // holds is kept only until the active truncates it): the damage goes into the next
+    // generation it fetches, on the active.
     dag.load("a", 200);
     let g = inspected + 1;
     dag.wait_for(DEADLINE, &format!("a to close generation {g:#X}"), || {
