@@ -228,28 +228,55 @@ impl PassiveReplay {
     /// generations from [`Self::oldest_needed_generation`] are read from the same directory
     /// under their closed names (a transaction may have begun in one of them).
     pub fn apply(&mut self, fs: &FsRef, path: &Path) -> Result<ApplyReport> {
-        let header = read_log_header(fs, path, 0)?;
-        let g = header.generation;
-        if header.signature != self.state.signature {
-            return Err(EngineError::ForeignLog { path: path.to_path_buf(), generation: g });
+        self.apply_batch(fs, &[path.to_path_buf()])
+    }
+
+    /// Applies consecutive closed generations in one pass, the first of which must be the
+    /// generation after [`Self::replayed_generation`] (those already applied are skipped).
+    ///
+    /// Why batches: each apply journals, writes in place and syncs every page it changed, then
+    /// moves the checkpoint. A page that several generations of a batch change is written once,
+    /// and the syncs are paid once per batch instead of once per generation — what bounds a
+    /// copy catching up on a backlog. The page images of a batch are held in memory until they
+    /// are journaled, so callers bound a batch's size.
+    pub fn apply_batch(&mut self, fs: &FsRef, paths: &[PathBuf]) -> Result<ApplyReport> {
+        let mut new: Vec<LogFile> = Vec::new();
+        for path in paths {
+            let header = read_log_header(fs, path, 0)?;
+            let g = header.generation;
+            if header.signature != self.state.signature {
+                return Err(EngineError::ForeignLog { path: path.to_path_buf(), generation: g });
+            }
+            if g <= self.state.replayed_generation {
+                continue;
+            }
+            let expected = new
+                .last()
+                .map(|l| l.header.generation + 1)
+                .unwrap_or(self.state.replayed_generation + 1);
+            if g != expected {
+                return Err(EngineError::LogGap { missing: expected, after_path: path.to_path_buf() });
+            }
+            new.push(LogFile { path: path.to_path_buf(), header });
         }
-        if g <= self.state.replayed_generation {
+        let Some(last) = new.last().cloned() else {
+            let g = paths
+                .last()
+                .map(|p| read_log_header(fs, p, 0).map(|h| h.generation))
+                .transpose()?
+                .unwrap_or(self.state.replayed_generation);
             return Ok(ApplyReport { generation: g, ..Default::default() });
-        }
-        if g != self.state.replayed_generation + 1 {
-            return Err(EngineError::LogGap {
-                missing: self.state.replayed_generation + 1,
-                after_path: path.to_path_buf(),
-            });
-        }
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        };
+        let (path, header, g) = (last.path.clone(), last.header.clone(), last.header.generation);
+        let first = new[0].header.generation;
+        let dir = new[0].path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut files = Vec::new();
-        for earlier in self.state.replay_from.generation()..g {
+        for earlier in self.state.replay_from.generation()..first {
             let p = dir.join(logfmt::generation_name(&self.cfg.prefix, earlier));
             let header = read_log_header(fs, &p, earlier)?;
             files.push(LogFile { path: p, header });
         }
-        files.push(LogFile { path: path.to_path_buf(), header: header.clone() });
+        files.extend(new);
         let staged: Vec<Arc<Staged>> = self
             .dbs
             .iter()
@@ -280,14 +307,14 @@ impl PassiveReplay {
         )?;
         if out.last_end != Some(ScanEnd::Closed) {
             return Err(EngineError::LogCorrupt {
-                path: path.to_path_buf(),
+                path: path.clone(),
                 generation: g,
                 why: "generation has no end-of-generation record: it is not closed".into(),
             });
         }
         // Where the next replay starts: the begin of a transaction still open at the end of
         // this generation, else the next generation.
-        let image = volume::fs::read_all(fs.as_ref(), path).at(path)?;
+        let image = volume::fs::read_all(fs.as_ref(), &path).at(&path)?;
         let scan = logfmt::scan(g, &image, 0);
         let open_txn = scan.records.iter().rev().find_map(|(_, r)| match r {
             Record::Txn { commit, begin, .. } => Some((*commit, *begin)),
@@ -333,7 +360,8 @@ impl PassiveReplay {
         self.cfg.checkpoint_path.with_extension("jrn")
     }
 
-    /// Writes the page images of generation `g` to the journal and syncs it.
+    /// Writes the page images of a batch ending with generation `g` to the journal and syncs
+    /// it.
     fn write_journal(&self, g: u32, writes: &[(String, u64, Vec<u8>)]) -> Result<()> {
         let fs = &self.cfg.checkpoint_fs;
         let path = self.journal_path();
@@ -378,7 +406,7 @@ impl PassiveReplay {
         Ok(())
     }
 
-    /// Writes the journal's images again when it holds the generation after the checkpoint:
+    /// Writes the journal's images again when its batch ends after the checkpoint:
     /// the crash came after the journal was synced and before the checkpoint moved, so the
     /// in-place writes may be torn. An invalid (torn) journal was never followed by in-place
     /// writes and is ignored, as is one of an older generation.
@@ -389,7 +417,10 @@ impl PassiveReplay {
             return Ok(());
         }
         let data = volume::fs::read_all(fs.as_ref(), &path).at(&path)?;
-        let Some(writes) = decode_journal(&data, self.state.replayed_generation + 1) else {
+        // A journal of a batch that ends past the checkpoint: the batch's in-place writes
+        // may be torn. (Its images are those at the batch's end; replaying the batch again
+        // from the checkpoint leaves them, page LSNs being newer.)
+        let Some(writes) = decode_journal(&data, self.state.replayed_generation) else {
             return Ok(());
         };
         tracing::info!(pages = writes.len(), "passive copy: rewriting pages from its journal");
@@ -495,14 +526,15 @@ fn read_log_header(fs: &FsRef, path: &Path, expect: u32) -> Result<LogHeader> {
 }
 
 /// The journal's page images if it is whole and brings the copy to generation `want`.
-fn decode_journal(data: &[u8], want: u32) -> Option<Vec<(String, u64, Vec<u8>)>> {
+/// The page images of a valid journal whose batch ends after generation `replayed`.
+fn decode_journal(data: &[u8], replayed: u32) -> Option<Vec<(String, u64, Vec<u8>)>> {
     let body_end = data.len().checked_sub(12)?;
     let len = u64::from_le_bytes(data[body_end + 4..].try_into().ok()?);
     if len != body_end as u64 || crc32c::crc32c(&data[..body_end]) != get_u32(data, body_end) {
         return None;
     }
     let mut r = Reader::new(&data[..body_end]);
-    if r.u32().ok()? != JOURNAL_MAGIC || r.u32().ok()? != want {
+    if r.u32().ok()? != JOURNAL_MAGIC || r.u32().ok()? <= replayed {
         return None;
     }
     let n = r.u32().ok()?;

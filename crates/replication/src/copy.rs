@@ -475,7 +475,9 @@ impl Runner {
                 fs.remove_file(&p).map_err(io(p.display()))?;
             }
         }
-        let jrn = PathBuf::from(format!("{}.jrn", self.checkpoint_path(&m.prefix).display()));
+        // The replay journal (`<checkpoint>` with extension `jrn`): a stale one of the old
+        // copy would be written over the new seed's pages.
+        let jrn = self.checkpoint_path(&m.prefix).with_extension("jrn");
         if fs.exists(&jrn).map_err(io(jrn.display()))? {
             fs.remove_file(&jrn).map_err(io(jrn.display()))?;
         }
@@ -664,17 +666,19 @@ impl Runner {
                 return Ok(());
             }
             let Some(replayer) = self.replayer.as_mut() else { return Ok(()) };
-            let step = {
+            // In batches (a backlog is replayed with one sync per batch); whatever was
+            // applied before an error counts.
+            let done = {
                 let _g = self.shared.replay.lock();
-                replayer.step()
+                replayer.catch_up()
             };
-            match step {
-                Ok(Some(_)) => {
-                    let mut r = self.shared.report.lock();
-                    r.last_replayed_generation = replayer.replayed_generation();
-                    r.checkpoint_generation = replayer.passive().oldest_needed_generation();
-                }
-                Ok(None) => return Ok(()),
+            {
+                let mut r = self.shared.report.lock();
+                r.last_replayed_generation = replayer.replayed_generation();
+                r.checkpoint_generation = replayer.passive().oldest_needed_generation();
+            }
+            match done {
+                Ok(_) => return Ok(()),
                 Err(ReplayError::Inspect(e)) => {
                     // Damaged in the inbox after it was inspected: fetched again from the
                     // generation replay needs.

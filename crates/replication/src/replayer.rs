@@ -17,6 +17,11 @@ use volume::FsRef;
 
 use crate::inspector::{InspectError, Inspector};
 
+/// At most this many generations, and about this many bytes of log, are applied in one batch
+/// (their changed pages are held in memory until journaled).
+const MAX_BATCH_GENERATIONS: usize = 64;
+const MAX_BATCH_BYTES: u64 = 64 << 20;
+
 /// Why the replayer stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -100,13 +105,58 @@ impl Replayer {
         Ok(Some(report))
     }
 
-    /// Applies every generation available in order; returns the reports.
+    /// Applies every generation available in order, in batches (see
+    /// [`PassiveReplay::apply_batch`]); returns one report per batch. A generation that fails
+    /// inspection stops it after the good ones before it were applied.
     pub fn catch_up(&mut self) -> Result<Vec<ApplyReport>, ReplayError> {
         let mut out = Vec::new();
-        while let Some(r) = self.step()? {
-            out.push(r);
+        loop {
+            let fs = self.cfg.inbox_fs.clone();
+            let mut inspector = self.inspector.clone();
+            let mut batch = Vec::new();
+            let mut bytes = 0u64;
+            let mut failed = None;
+            while batch.len() < MAX_BATCH_GENERATIONS && bytes < MAX_BATCH_BYTES {
+                let g = inspector.next_generation();
+                let path =
+                    self.cfg.inbox.join(logfmt::generation_name(&self.cfg.passive.prefix, g));
+                let there = fs
+                    .exists(&path)
+                    .map_err(|source| ReplayError::Io { path: path.clone(), source })?;
+                if !there {
+                    break;
+                }
+                match inspector.check(fs.as_ref(), &path) {
+                    Ok(ins) => {
+                        bytes += u64::from(ins.header.file_size);
+                        inspector.accept(&ins);
+                        batch.push(path);
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if !batch.is_empty() {
+                let report = self.passive.apply_batch(&fs, &batch)?;
+                self.inspector = inspector;
+                tracing::debug!(
+                    generation = report.generation,
+                    generations = batch.len(),
+                    transactions = report.transactions,
+                    "generations replayed"
+                );
+                self.prune()?;
+                out.push(report);
+            }
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            if batch.is_empty() {
+                return Ok(out);
+            }
         }
-        Ok(out)
     }
 
     /// Tells the replayer the oldest generation the active still has on disk: shipped
