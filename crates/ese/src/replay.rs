@@ -255,7 +255,10 @@ impl PassiveReplay {
                 .map(|l| l.header.generation + 1)
                 .unwrap_or(self.state.replayed_generation + 1);
             if g != expected {
-                return Err(EngineError::LogGap { missing: expected, after_path: path.to_path_buf() });
+                return Err(EngineError::LogGap {
+                    missing: expected,
+                    after_path: path.to_path_buf(),
+                });
             }
             new.push(LogFile { path: path.to_path_buf(), header });
         }

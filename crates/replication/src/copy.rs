@@ -661,7 +661,7 @@ impl Runner {
     }
 
     fn replay(&mut self) -> Result<(), RoundError> {
-        loop {
+        {
             if self.shared.desired.lock().suspended.is_some() {
                 return Ok(());
             }
@@ -678,7 +678,7 @@ impl Runner {
                 r.checkpoint_generation = replayer.passive().oldest_needed_generation();
             }
             match done {
-                Ok(_) => return Ok(()),
+                Ok(_) => Ok(()),
                 Err(ReplayError::Inspect(e)) => {
                     // Damaged in the inbox after it was inspected: fetched again from the
                     // generation replay needs.
@@ -705,9 +705,9 @@ impl Runner {
                     ));
                     self.shared.report.lock().last_inspected_generation = g - 1;
                     self.inspection_failed(g, &name, e.to_string())?;
-                    return Ok(());
+                    Ok(())
                 }
-                Err(e) => return Err(RoundError::Fail(format!("replay failed: {e}"))),
+                Err(e) => Err(RoundError::Fail(format!("replay failed: {e}"))),
             }
         }
     }
