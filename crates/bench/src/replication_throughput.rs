@@ -275,12 +275,15 @@ pub fn run(opts: &ReplicationArgs) -> anyhow::Result<()> {
         let data = lo.rt.block_on(lo.client.get_bytes(&protocol::log_path(SG, g)))?;
         split(0);
         let tmp = incoming.join(&name);
-        volume::fs::write_atomic(pfs.as_ref(), &tmp, &data)?;
+        replication::copy::write_incoming(pfs.as_ref(), &tmp, &data)?;
         split(1);
         let checked = inspector.check(pfs.as_ref(), &tmp)?;
         split(2);
         pfs.rename(&tmp, &inbox.join(&name))?;
-        pfs.sync_dir(&inbox)?;
+        // As the copy does: one inbox sync per batch of 16 generations.
+        if g % 16 == 0 || g == info.produced {
+            pfs.sync_dir(&inbox)?;
+        }
         inspector.accept(&checked);
         split(3);
     }

@@ -242,6 +242,20 @@ impl Drop for PassiveCopy {
     }
 }
 
+/// Writes a fetched generation at `path` (in the copy's `incoming/`) and syncs it. Its name
+/// needs no directory sync there: it is renamed into the inbox after inspection, and the
+/// inbox's directory sync makes the rename durable.
+pub fn write_incoming(
+    fs: &dyn volume::FileSystem,
+    path: &Path,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let f = fs.open(path, OpenMode::Create)?;
+    f.set_len(0)?;
+    f.write_at(data, 0)?;
+    f.sync()
+}
+
 /// The database file of `name` in a copy directory.
 pub fn database_path(dir: &Path, name: &str) -> PathBuf {
     dir.join("db").join(format!("{name}.edb"))
@@ -591,9 +605,22 @@ impl Runner {
         Ok(())
     }
 
-    /// Fetches and inspects up to `batch` generations the active closed that the copy lacks;
-    /// returns how many it took.
+    /// Fetches and inspects up to `batch` generations the active closed that the copy lacks,
+    /// then makes their arrival in the inbox durable (one directory sync per batch); returns
+    /// how many it took.
     fn fetch(
+        &mut self,
+        active: &PeerClient,
+        info: &StreamInfo,
+        batch: usize,
+    ) -> Result<usize, RoundError> {
+        let taken = self.fetch_unsynced(active, info, batch);
+        let inbox = self.cfg.dir.join("inbox");
+        self.cfg.fs.sync_dir(&inbox).map_err(io(inbox.display()))?;
+        taken
+    }
+
+    fn fetch_unsynced(
         &mut self,
         active: &PeerClient,
         info: &StreamInfo,
@@ -623,14 +650,15 @@ impl Runner {
             let name = logfmt::generation_name(&info.prefix, g);
             let bytes = self.block_on(active.get_bytes(&protocol::log_path(&self.cfg.sg, g)))?;
             let tmp = incoming.join(&name);
-            volume::fs::write_atomic(fs.as_ref(), &tmp, &bytes).map_err(io(tmp.display()))?;
+            write_incoming(fs.as_ref(), &tmp, &bytes).map_err(io(tmp.display()))?;
             taken += 1;
             let Some(inspector) = self.inspector.as_mut() else { return Ok(taken) };
             match inspector.check(fs.as_ref(), &tmp) {
                 Ok(ins) => {
                     let to = inbox.join(&name);
                     fs.rename(&tmp, &to).map_err(io(to.display()))?;
-                    fs.sync_dir(&inbox).map_err(io(inbox.display()))?;
+                    // The renames of a batch become durable with one sync of the inbox,
+                    // before replay reads them (`admit_batch`).
                     inspector.accept(&ins);
                     self.shared.report.lock().last_inspected_generation = g;
                 }
