@@ -125,6 +125,10 @@ fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> RoundError
 struct Shared {
     desired: Mutex<Desired>,
     report: Mutex<CopyReport>,
+    /// What stopped the replay thread, for the copier to act on.
+    replay_fault: Mutex<Option<ReplayFault>>,
+    /// The active's oldest generation on disk, as last heard (0: unknown).
+    active_oldest: std::sync::atomic::AtomicU32,
     /// Held while replay writes the databases; a reader of the copy's content takes it.
     replay: Mutex<()>,
     wake: Mutex<Option<mpsc::Sender<Wake>>>,
@@ -165,6 +169,8 @@ impl PassiveCopy {
             }),
             replay: Mutex::new(()),
             wake: Mutex::new(Some(tx)),
+            replay_fault: Mutex::new(None),
+            active_oldest: std::sync::atomic::AtomicU32::new(0),
         });
         let runner = Runner {
             cfg: cfg.clone(),
@@ -261,10 +267,120 @@ pub fn database_path(dir: &Path, name: &str) -> PathBuf {
     dir.join("db").join(format!("{name}.edb"))
 }
 
+/// Why the replay thread stopped replaying.
+enum ReplayFault {
+    /// A generation in the inbox failed the replayer's inspection (damaged after the
+    /// copier's): it and every later one were deleted; fetch again from `inspector`.
+    Refetch { inspector: Inspector, generation: u32, file: String, reason: String },
+    /// Anything else: the copy fails.
+    Fatal(String),
+}
+
+/// The replayer on a thread of its own, so that replaying a batch overlaps fetching the next.
+struct ReplayWorker {
+    wake: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ReplayWorker {
+    fn start(
+        mut replayer: Replayer,
+        shared: Arc<Shared>,
+        fs: FsRef,
+        inbox: PathBuf,
+        prefix: String,
+        poll: Duration,
+    ) -> std::io::Result<ReplayWorker> {
+        let (tx, rx) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new().name("replay".into()).spawn(move || {
+            loop {
+                match rx.recv_timeout(poll) {
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                }
+                if shared.desired.lock().suspended.is_some() || shared.replay_fault.lock().is_some()
+                {
+                    continue;
+                }
+                let oldest = shared.active_oldest.load(std::sync::atomic::Ordering::Relaxed);
+                if oldest > 0 {
+                    replayer.set_active_oldest(oldest);
+                }
+                // In batches (one sync per batch); whatever was applied before an error
+                // counts.
+                let done = {
+                    let _g = shared.replay.lock();
+                    replayer.catch_up()
+                };
+                {
+                    let mut r = shared.report.lock();
+                    r.last_replayed_generation = replayer.replayed_generation();
+                    r.checkpoint_generation = replayer.passive().oldest_needed_generation();
+                }
+                let fault = match done {
+                    Ok(_) => replayer
+                        .prune()
+                        .err()
+                        .map(|e| ReplayFault::Fatal(format!("pruning the inbox: {e}"))),
+                    Err(ReplayError::Inspect(e)) => {
+                        let g = replayer.replayed_generation() + 1;
+                        let st = replayer.passive().state();
+                        // Every inbox generation from `g` on is fetched again.
+                        let deleted = fs.read_dir(&inbox).and_then(|entries| {
+                            for e in entries {
+                                if let Some(n) = logfmt::parse_generation_name(&prefix, &e.name)
+                                    && n >= g
+                                {
+                                    fs.remove_file(&inbox.join(&e.name))?;
+                                }
+                            }
+                            Ok(())
+                        });
+                        match deleted {
+                            Err(e) => Some(ReplayFault::Fatal(format!("inbox: {e}"))),
+                            Ok(()) => Some(ReplayFault::Refetch {
+                                inspector: Inspector::new(
+                                    prefix.clone(),
+                                    st.signature,
+                                    g,
+                                    (st.last_created != 0).then_some(st.last_created),
+                                ),
+                                generation: g,
+                                file: logfmt::generation_name(&prefix, g),
+                                reason: e.to_string(),
+                            }),
+                        }
+                    }
+                    Err(e) => Some(ReplayFault::Fatal(format!("replay failed: {e}"))),
+                };
+                if let Some(f) = fault {
+                    *shared.replay_fault.lock() = Some(f);
+                }
+            }
+        })?;
+        Ok(ReplayWorker { wake: Some(tx), thread: Some(thread) })
+    }
+
+    fn wake(&self) {
+        if let Some(tx) = &self.wake {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for ReplayWorker {
+    fn drop(&mut self) {
+        self.wake = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 struct Runner {
     cfg: CopyConfig,
     shared: Arc<Shared>,
-    replayer: Option<Replayer>,
+    replayer: Option<ReplayWorker>,
     /// The copier's inspector: the next generation to fetch and inspect.
     inspector: Option<Inspector>,
     /// Inspection failures per generation (a second failure fails the copy).
@@ -390,6 +506,7 @@ impl Runner {
         self.failed = true;
         self.replayer = None;
         self.inspector = None;
+        *self.shared.replay_fault.lock() = None;
         self.set_status(CopyStatus::FailedAndSuspended, Some(reason));
     }
 
@@ -412,22 +529,35 @@ impl Runner {
         let info: StreamInfo =
             self.block_on(active.get_json(&protocol::stream_path(&self.cfg.sg)))?;
         self.shared.report.lock().produced = info.produced;
+        self.shared.active_oldest.store(info.oldest, std::sync::atomic::Ordering::Relaxed);
         self.open_replayer(&info)?;
-        if let Some(r) = self.replayer.as_mut() {
-            r.set_active_oldest(info.oldest);
+        // Fetched in batches; the replay thread replays each batch while the next arrives.
+        loop {
+            self.take_replay_fault()?;
+            let taken = self.fetch(active, &info, FETCH_BATCH)?;
+            if let Some(w) = &self.replayer {
+                w.wake();
+            }
+            if taken < FETCH_BATCH {
+                break;
+            }
         }
-        // A backlog is fetched and replayed in batches, so that replay starts before the
-        // last generation has arrived.
-        while self.fetch(active, &info, FETCH_BATCH)? == FETCH_BATCH {
-            self.replay()?;
+        self.take_replay_fault()
+    }
+
+    /// Acts on what stopped the replay thread: a damaged inbox generation is fetched again
+    /// (counted like any inspection failure), anything else fails the copy.
+    fn take_replay_fault(&mut self) -> Result<(), RoundError> {
+        let fault = self.shared.replay_fault.lock().take();
+        match fault {
+            None => Ok(()),
+            Some(ReplayFault::Fatal(reason)) => Err(RoundError::Fail(reason)),
+            Some(ReplayFault::Refetch { inspector, generation, file, reason }) => {
+                self.inspector = Some(inspector);
+                self.shared.report.lock().last_inspected_generation = generation - 1;
+                self.inspection_failed(generation, &file, reason)
+            }
         }
-        self.replay()?;
-        // Shipped generations go once replay no longer needs them and the active truncated
-        // them (after a backup there).
-        if let Some(r) = self.replayer.as_ref() {
-            r.prune().map_err(|e| RoundError::Fail(format!("pruning the inbox: {e}")))?;
-        }
-        Ok(())
     }
 
     fn seed_record_path(&self) -> PathBuf {
@@ -600,7 +730,16 @@ impl Runner {
             r.checkpoint_generation = replayer.passive().oldest_needed_generation();
         }
         self.inspector = Some(inspector);
-        self.replayer = Some(replayer);
+        let worker = ReplayWorker::start(
+            replayer,
+            self.shared.clone(),
+            fs.clone(),
+            inbox,
+            rec.manifest.prefix.clone(),
+            self.cfg.poll,
+        )
+        .map_err(io("starting the replay thread"))?;
+        self.replayer = Some(worker);
         self.prefix = rec.manifest.prefix;
         Ok(())
     }
@@ -686,57 +825,5 @@ impl Runner {
             )));
         }
         Ok(())
-    }
-
-    fn replay(&mut self) -> Result<(), RoundError> {
-        {
-            if self.shared.desired.lock().suspended.is_some() {
-                return Ok(());
-            }
-            let Some(replayer) = self.replayer.as_mut() else { return Ok(()) };
-            // In batches (a backlog is replayed with one sync per batch); whatever was
-            // applied before an error counts.
-            let done = {
-                let _g = self.shared.replay.lock();
-                replayer.catch_up()
-            };
-            {
-                let mut r = self.shared.report.lock();
-                r.last_replayed_generation = replayer.replayed_generation();
-                r.checkpoint_generation = replayer.passive().oldest_needed_generation();
-            }
-            match done {
-                Ok(_) => Ok(()),
-                Err(ReplayError::Inspect(e)) => {
-                    // Damaged in the inbox after it was inspected: fetched again from the
-                    // generation replay needs.
-                    let g = replayer.replayed_generation() + 1;
-                    let st = replayer.passive().state();
-                    let prefix = self.prefix.clone();
-                    let name = logfmt::generation_name(&prefix, g);
-                    let fs = self.cfg.fs.clone();
-                    // Every later inbox generation is fetched again too (the copier's
-                    // sequence restarts at `g`).
-                    for e in fs.read_dir(&self.cfg.dir.join("inbox")).map_err(io("inbox"))? {
-                        if let Some(n) = logfmt::parse_generation_name(&prefix, &e.name)
-                            && n >= g
-                        {
-                            let q = self.cfg.dir.join("inbox").join(&e.name);
-                            fs.remove_file(&q).map_err(io(q.display()))?;
-                        }
-                    }
-                    self.inspector = Some(Inspector::new(
-                        prefix,
-                        st.signature,
-                        g,
-                        (st.last_created != 0).then_some(st.last_created),
-                    ));
-                    self.shared.report.lock().last_inspected_generation = g - 1;
-                    self.inspection_failed(g, &name, e.to_string())?;
-                    Ok(())
-                }
-                Err(e) => Err(RoundError::Fail(format!("replay failed: {e}"))),
-            }
-        }
     }
 }
