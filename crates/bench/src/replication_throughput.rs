@@ -264,10 +264,20 @@ pub fn run(opts: &ReplicationArgs) -> anyhow::Result<()> {
     let t = Instant::now();
     // Replay runs on its own thread while generations arrive, as in the passive copy: it
     // catches up with whatever the inbox holds, until the whole backlog is applied.
+    // The last generation whose arrival in the inbox is durable (synced per batch): replay
+    // takes whole batches, as the copy's replay thread is woken once per fetched batch.
+    let admitted = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let admitted_r = admitted.clone();
     let replay_thread = std::thread::spawn(move || -> anyhow::Result<(Replayer, u64, f64, f64)> {
         let mut transactions = 0u64;
         let mut busy = 0f64;
         loop {
+            if admitted_r.load(std::sync::atomic::Ordering::Acquire)
+                <= replayer.replayed_generation()
+            {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                continue;
+            }
             let b = Instant::now();
             let reports = replayer.catch_up()?;
             if !reports.is_empty() {
@@ -277,7 +287,6 @@ pub fn run(opts: &ReplicationArgs) -> anyhow::Result<()> {
             if replayer.replayed_generation() >= produced {
                 return Ok((replayer, transactions, busy, t.elapsed().as_secs_f64()));
             }
-            std::thread::sleep(std::time::Duration::from_millis(2));
         }
     });
     let info: StreamInfo = lo.rt.block_on(lo.client.get_json(&protocol::stream_path(SG)))?;
@@ -299,10 +308,11 @@ pub fn run(opts: &ReplicationArgs) -> anyhow::Result<()> {
         split(2);
         pfs.rename(&tmp, &inbox.join(&name))?;
         // As the copy does: one inbox sync per batch of 16 generations.
+        inspector.accept(&checked);
         if g % 16 == 0 || g == info.produced {
             pfs.sync_dir(&inbox)?;
+            admitted.store(g, std::sync::atomic::Ordering::Release);
         }
-        inspector.accept(&checked);
         split(3);
     }
     let ship_s = t.elapsed().as_secs_f64();
