@@ -526,12 +526,11 @@ impl Runner {
                 }
             }
         }
-        let info: StreamInfo =
-            self.block_on(active.get_json(&protocol::stream_path(&self.cfg.sg)))?;
-        self.shared.report.lock().produced = info.produced;
-        self.shared.active_oldest.store(info.oldest, std::sync::atomic::Ordering::Relaxed);
+        let mut info = self.stream_info(active)?;
         self.open_replayer(&info)?;
         // Fetched in batches; the replay thread replays each batch while the next arrives.
+        // The active's last closed generation is asked again after each full batch, so that
+        // the copy queue it reports stays current through a long backlog.
         loop {
             self.take_replay_fault()?;
             let taken = self.fetch(active, &info, FETCH_BATCH)?;
@@ -541,8 +540,18 @@ impl Runner {
             if taken < FETCH_BATCH {
                 break;
             }
+            info = self.stream_info(active)?;
         }
         self.take_replay_fault()
+    }
+
+    /// Asks the active for its log stream and records its last closed and oldest generations.
+    fn stream_info(&self, active: &PeerClient) -> Result<StreamInfo, RoundError> {
+        let info: StreamInfo =
+            self.block_on(active.get_json(&protocol::stream_path(&self.cfg.sg)))?;
+        self.shared.report.lock().produced = info.produced;
+        self.shared.active_oldest.store(info.oldest, std::sync::atomic::Ordering::Relaxed);
+        Ok(info)
     }
 
     /// Acts on what stopped the replay thread: a damaged inbox generation is fetched again
