@@ -195,6 +195,12 @@ impl PassiveReplay {
         };
         let mut me = PassiveReplay { cfg, dbs, state, seq };
         if seq == 0 {
+            // A new passive: a journal beside it is a previous copy's (a reseed), and its page
+            // images must never reach these databases at a later open.
+            let jrn = me.journal_path();
+            if fs.exists(&jrn).at(&jrn)? {
+                fs.remove_file(&jrn).at(&jrn)?;
+            }
             me.persist()?;
         } else {
             me.repair_from_journal()?;

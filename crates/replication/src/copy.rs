@@ -622,17 +622,12 @@ impl Runner {
         let fs = self.cfg.fs.clone();
         let dir = self.cfg.dir.clone();
         // A previous copy's state goes: seed record first (so a crash from here on seeds
-        // again), then the checkpoint, the inbox and the databases.
+        // again), then the checkpoint (a passive opened without one discards the old replay
+        // journal itself), the inbox and the databases.
         for p in [self.seed_record_path(), self.checkpoint_path(&m.prefix)] {
             if fs.exists(&p).map_err(io(p.display()))? {
                 fs.remove_file(&p).map_err(io(p.display()))?;
             }
-        }
-        // The replay journal (`<checkpoint>` with extension `jrn`): a stale one of the old
-        // copy would be written over the new seed's pages.
-        let jrn = self.checkpoint_path(&m.prefix).with_extension("jrn");
-        if fs.exists(&jrn).map_err(io(jrn.display()))? {
-            fs.remove_file(&jrn).map_err(io(jrn.display()))?;
         }
         for sub in ["inbox", "incoming", "db"] {
             let d = dir.join(sub);

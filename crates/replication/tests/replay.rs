@@ -485,3 +485,49 @@ mod passive_api {
         assert_eq!(p.replayed_generation(), start, "nothing applied");
     }
 }
+
+/// A reseed that leaves the previous copy's page journal behind (only the checkpoint and the
+/// databases replaced) must not let that journal's images reach the new copy: a passive opened
+/// without a checkpoint discards any journal beside it. Without that, the second open below
+/// finds a valid journal "ahead" of the new checkpoint and writes the old stream's pages over
+/// the new seed.
+#[test]
+fn a_reseeded_passive_never_takes_the_previous_copys_journal() {
+    let passive = new_fs();
+    // The first copy: stream A, replayed far (its journal ends at a high generation).
+    let mut a = Active::new();
+    a.write(5);
+    a.seed(&passive);
+    a.write(60);
+    a.roll();
+    let mut shipped = 0;
+    ship_all(&a, &passive, &mut shipped);
+    let mut r = Replayer::open(common::replayer_config(&passive)).unwrap();
+    r.catch_up().unwrap();
+    let old_end = r.replayed_generation();
+    drop(r);
+    let jrn = Path::new("passive/E00.jrn");
+    assert!(passive.exists(jrn).unwrap(), "the first copy left a journal");
+
+    // The reseed, from stream B whose generations are far lower: new database, no checkpoint,
+    // an empty inbox — the journal stays where it was.
+    passive.remove_file(Path::new("passive/E00.pchk")).unwrap();
+    for e in passive.read_dir(Path::new("inbox")).unwrap() {
+        passive.remove_file(&Path::new("inbox").join(&e.name)).unwrap();
+    }
+    let mut b = Active::new();
+    b.write(3);
+    let seeded = b.seed(&passive);
+    assert!(seeded < old_end, "stream B's seed ({seeded:#X}) is below A's end ({old_end:#X})");
+    shipped = 0;
+    ship_all(&b, &passive, &mut shipped);
+    // Opened once (it writes its first checkpoint), then again, as a restarted copy does.
+    drop(Replayer::open(common::replayer_config(&passive)).unwrap());
+    let mut r = Replayer::open(common::replayer_config(&passive)).unwrap();
+    r.catch_up().unwrap();
+    assert_eq!(r.replayed_generation(), seeded);
+    assert!(
+        common::passive_rows(&passive) == b.at[&seeded],
+        "the new copy does not hold stream B's rows: the old journal reached it"
+    );
+}
