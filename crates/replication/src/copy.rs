@@ -129,6 +129,8 @@ struct Shared {
     replay_fault: Mutex<Option<ReplayFault>>,
     /// The active's oldest generation on disk, as last heard (0: unknown).
     active_oldest: std::sync::atomic::AtomicU32,
+    /// The last generation whose arrival in the inbox is durable: replay goes no further.
+    admitted: std::sync::atomic::AtomicU32,
     /// Held while replay writes the databases; a reader of the copy's content takes it.
     replay: Mutex<()>,
     wake: Mutex<Option<mpsc::Sender<Wake>>>,
@@ -171,6 +173,7 @@ impl PassiveCopy {
             wake: Mutex::new(Some(tx)),
             replay_fault: Mutex::new(None),
             active_oldest: std::sync::atomic::AtomicU32::new(0),
+            admitted: std::sync::atomic::AtomicU32::new(0),
         });
         let runner = Runner {
             cfg: cfg.clone(),
@@ -308,9 +311,10 @@ impl ReplayWorker {
                 }
                 // In batches (one sync per batch); whatever was applied before an error
                 // counts.
+                let admitted = shared.admitted.load(std::sync::atomic::Ordering::Acquire);
                 let done = {
                     let _g = shared.replay.lock();
-                    replayer.catch_up()
+                    replayer.catch_up_until(admitted)
                 };
                 {
                     let mut r = shared.report.lock();
@@ -734,6 +738,8 @@ impl Runner {
             r.checkpoint_generation = replayer.passive().oldest_needed_generation();
         }
         self.inspector = Some(inspector);
+        // What the inbox holds at start was inspected just now: admitted once synced.
+        self.admit()?;
         let worker = ReplayWorker::start(
             replayer,
             self.shared.clone(),
@@ -758,9 +764,20 @@ impl Runner {
         batch: usize,
     ) -> Result<usize, RoundError> {
         let taken = self.fetch_unsynced(active, info, batch);
+        self.admit()?;
+        taken
+    }
+
+    /// Syncs the inbox, then lets replay take every generation inspected so far.
+    fn admit(&self) -> Result<(), RoundError> {
         let inbox = self.cfg.dir.join("inbox");
         self.cfg.fs.sync_dir(&inbox).map_err(io(inbox.display()))?;
-        taken
+        if let Some(i) = &self.inspector {
+            self.shared
+                .admitted
+                .store(i.next_generation() - 1, std::sync::atomic::Ordering::Release);
+        }
+        Ok(())
     }
 
     fn fetch_unsynced(

@@ -109,6 +109,13 @@ impl Replayer {
     /// [`PassiveReplay::apply_batch`]); returns one report per batch. A generation that fails
     /// inspection stops it after the good ones before it were applied.
     pub fn catch_up(&mut self) -> Result<Vec<ApplyReport>, ReplayError> {
+        self.catch_up_until(u32::MAX)
+    }
+
+    /// [`Self::catch_up`], but no further than generation `last`: a copier that makes the
+    /// arrival of a batch in the inbox durable only at its end admits replay up to it, so that
+    /// the checkpoint never passes a generation whose name a power loss could still take back.
+    pub fn catch_up_until(&mut self, last: u32) -> Result<Vec<ApplyReport>, ReplayError> {
         let mut out = Vec::new();
         loop {
             let fs = self.cfg.inbox_fs.clone();
@@ -118,6 +125,9 @@ impl Replayer {
             let mut failed = None;
             while batch.len() < MAX_BATCH_GENERATIONS && bytes < MAX_BATCH_BYTES {
                 let g = inspector.next_generation();
+                if g > last {
+                    break;
+                }
                 let path =
                     self.cfg.inbox.join(logfmt::generation_name(&self.cfg.passive.prefix, g));
                 let there = fs

@@ -531,3 +531,20 @@ fn a_reseeded_passive_never_takes_the_previous_copys_journal() {
         "the new copy does not hold stream B's rows: the old journal reached it"
     );
 }
+
+/// Replay admitted only up to a generation (the copier's last durably admitted one) stops
+/// there even when later generations are already in the inbox, and takes them once admitted.
+#[test]
+fn replay_goes_no_further_than_it_is_admitted() {
+    let (passive, end, expected) = shipped_backlog();
+    let mut r = Replayer::open(common::replayer_config(&passive)).unwrap();
+    let start = r.replayed_generation();
+    assert!(end > start + 2, "a backlog of several generations");
+    let mid = start + 2;
+    r.catch_up_until(mid).unwrap();
+    assert_eq!(r.replayed_generation(), mid, "replay passed the admitted generation");
+    assert!(r.catch_up_until(mid).unwrap().is_empty());
+    r.catch_up_until(end).unwrap();
+    assert_eq!(r.replayed_generation(), end);
+    assert_eq!(common::passive_rows(&passive), expected);
+}
