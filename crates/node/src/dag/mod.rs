@@ -42,6 +42,9 @@ use crate::config::DagSection;
 
 /// How often the reconciler runs.
 pub const TICK: Duration = Duration::from_millis(500);
+/// An unchanged state is written again after this long (a cluster database restored from an
+/// older snapshot, or a key deleted by hand, is repaired within it).
+const REWRITE_AFTER: Duration = Duration::from_secs(30);
 /// The member lease's time to live (seconds).
 const MEMBER_TTL: i64 = 5;
 
@@ -92,6 +95,8 @@ pub struct Dag {
     lease: Mutex<Option<MemberLease>>,
     /// Per active storage group, the log end seen at the previous tick (for the idle roll).
     log_ends: Mutex<BTreeMap<String, ese::Lsn>>,
+    /// What was last written to the cluster database, by key, and when ([`Dag::changed`]).
+    written: Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
     /// The storage groups whose truncation limit is set.
     limited: Mutex<std::collections::BTreeSet<String>>,
 }
@@ -136,6 +141,7 @@ impl Dag {
             lease: Mutex::new(None),
             log_ends: Mutex::new(BTreeMap::new()),
             limited: Mutex::new(Default::default()),
+            written: Mutex::new(Default::default()),
         });
         let source: Arc<dyn replication::source::ActiveSource> =
             Arc::new(source::NodeSource { node: node.clone(), seeds: dag.seeds.clone() });
@@ -285,10 +291,14 @@ impl Dag {
                 json!({"node": m.node, "dag": self.cfg.name, "replication": m.replication}),
             );
         }
-        self.claim_and_publish_actives().await?;
-        let copies = self.cluster.copies(None).await?;
+        let mut copies = self.cluster.copies(None).await?;
+        let mut actives = self.cluster.actives().await?;
+        if self.claim_and_publish_actives(&copies, &actives).await? {
+            // A storage group was claimed or this node's copy record written: read again.
+            copies = self.cluster.copies(None).await?;
+            actives = self.cluster.actives().await?;
+        }
         let members = self.cluster.members().await?;
-        let actives = self.cluster.actives().await?;
         self.run_passive_copies(&copies, &members, &actives).await?;
         let states = self.cluster.states(None).await?;
         {
@@ -303,21 +313,27 @@ impl Dag {
 
     /// Claims the storage groups this node mounts (when nobody holds them) and publishes the
     /// last closed generation and the state of each one it holds active.
+    ///
+    /// `copies` and `actives` are this tick's reading of the cluster database; returns whether
+    /// it wrote a claim or a copy record (then they are read again).
     async fn claim_and_publish_actives(
         self: &Arc<Self>,
-    ) -> Result<(), replication::cluster::ClusterError> {
+        all_copies: &[CopyRecord],
+        actives: &[(String, ActiveRecord)],
+    ) -> Result<bool, replication::cluster::ClusterError> {
+        let mut wrote = false;
         for sg in self.node.store().storage_groups() {
             self.limit_truncation(&sg);
             let name = sg.name().to_string();
-            let active = match self.cluster.active(&name).await? {
-                Some(a) => a,
+            let active = match actives.iter().find(|(n, _)| n == &name) {
+                Some((_, a)) => a.clone(),
                 None => {
                     let mine = ActiveRecord { node: self.me().to_string(), epoch: 1 };
-                    self.cluster.set_active_if(&name, None, &mine).await?;
-                    match self.cluster.active(&name).await? {
-                        Some(a) => a,
-                        None => continue,
+                    wrote = true;
+                    if !self.cluster.set_active_if(&name, None, &mine).await? {
+                        continue; // Another member claimed it first: seen at the next tick.
                     }
+                    mine
                 }
             };
             if active.node != self.me() {
@@ -337,11 +353,12 @@ impl Dag {
                 }
                 continue;
             }
-            let copies = self.cluster.copies(Some(&name)).await?;
+            let copies: Vec<&CopyRecord> = all_copies.iter().filter(|c| c.sg == name).collect();
             if copies.iter().any(|c| c.node != self.me()) && sg.is_mounted() {
                 self.roll_if_idle(&sg).await;
             }
             if !copies.iter().any(|c| c.node == self.me()) {
+                wrote = true;
                 self.cluster
                     .put_copy(&CopyRecord {
                         sg: name.clone(),
@@ -361,23 +378,61 @@ impl Dag {
                 ),
                 _ => (CopyStatus::Dismounted, 0, 0),
             };
-            if produced > 0 {
-                self.cluster.put_produced(&name, produced).await?;
+            let key = format!("produced/{name}");
+            if produced > 0
+                && self.changed(key.clone(), &produced)
+                && let Err(e) = self.cluster.put_produced(&name, produced).await
+            {
+                self.written.lock().remove(&key);
+                return Err(e);
             }
-            self.cluster
-                .put_state(&CopyState {
-                    sg: name.clone(),
-                    node: self.me().to_string(),
-                    status,
-                    last_inspected_generation: produced,
-                    last_replayed_generation: produced,
-                    checkpoint_generation: checkpoint,
-                    last_error: sg.mount_error(),
-                    updated_ms: events::now_ms(),
-                })
-                .await?;
+            self.publish_state(CopyState {
+                sg: name.clone(),
+                node: self.me().to_string(),
+                status,
+                last_inspected_generation: produced,
+                last_replayed_generation: produced,
+                checkpoint_generation: checkpoint,
+                last_error: sg.mount_error(),
+                updated_ms: events::now_ms(),
+            })
+            .await?;
         }
-        Ok(())
+        Ok(wrote)
+    }
+
+    /// Whether `value` differs from what was last written under `key` (or that was long
+    /// enough ago to write it again), recording it as written. The reconciler writes a state
+    /// only when it changed: every etcd write is a revision kept until compaction, and an
+    /// unchanged state twice a second per copy would make the history grow for nothing.
+    fn changed(&self, key: String, value: &impl serde::Serialize) -> bool {
+        let text = serde_json::to_string(value).unwrap_or_default();
+        let mut written = self.written.lock();
+        match written.get(&key) {
+            Some((t, at)) if *t == text && at.elapsed() < REWRITE_AFTER => false,
+            _ => {
+                written.insert(key, (text, std::time::Instant::now()));
+                true
+            }
+        }
+    }
+
+    /// Writes a copy's state if it changed (its time of writing aside).
+    async fn publish_state(
+        &self,
+        state: CopyState,
+    ) -> Result<(), replication::cluster::ClusterError> {
+        let key = format!("state/{}/{}", state.sg, state.node);
+        let unchanged = CopyState { updated_ms: 0, ..state.clone() };
+        if !self.changed(key.clone(), &unchanged) {
+            return Ok(());
+        }
+        let put = self.cluster.put_state(&state).await;
+        if put.is_err() {
+            // Not written after all: try again next tick.
+            self.written.lock().remove(&key);
+        }
+        put
     }
 
     fn peer(&self, node: &str, addr: &str) -> Arc<PeerClient> {
@@ -474,23 +529,23 @@ impl Dag {
                 remove_tree(&fs, &dir);
             })
             .await;
+            self.written.lock().remove(&format!("state/{sg}/{}", self.me()));
             self.cluster.remove_state(&sg, self.me()).await?;
         }
         let reports: Vec<(String, replication::copy::CopyReport)> =
             self.copies.lock().iter().map(|(sg, c)| (sg.clone(), c.report())).collect();
         for (sg, r) in reports {
-            self.cluster
-                .put_state(&CopyState {
-                    sg,
-                    node: self.me().to_string(),
-                    status: r.status,
-                    last_inspected_generation: r.last_inspected_generation,
-                    last_replayed_generation: r.last_replayed_generation,
-                    checkpoint_generation: r.checkpoint_generation,
-                    last_error: r.last_error,
-                    updated_ms: events::now_ms(),
-                })
-                .await?;
+            self.publish_state(CopyState {
+                sg,
+                node: self.me().to_string(),
+                status: r.status,
+                last_inspected_generation: r.last_inspected_generation,
+                last_replayed_generation: r.last_replayed_generation,
+                checkpoint_generation: r.checkpoint_generation,
+                last_error: r.last_error,
+                updated_ms: events::now_ms(),
+            })
+            .await?;
         }
         Ok(())
     }
