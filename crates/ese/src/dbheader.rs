@@ -99,6 +99,15 @@ pub struct DbHeader {
 }
 
 impl DbHeader {
+    /// Marks the database consistent: clean shutdown, no log generation required to open it.
+    /// (Shutdown, detach and hard recovery end this way, as does a reader of a passive copy's
+    /// file, which is consistent at a generation boundary.)
+    pub fn mark_clean_shutdown(&mut self) {
+        self.state = DbState::CleanShutdown;
+        self.min_required = Lsn(0);
+        self.max_required = Lsn(0);
+    }
+
     /// Lowest required log generation (0 when none).
     pub fn min_required_generation(&self) -> u32 {
         self.min_required.generation()

@@ -138,9 +138,7 @@ pub fn hard_recover(req: &HardRecovery) -> Result<HardRecoveryReport> {
         };
     }
     for (spec, f, mut h) in headers {
-        h.state = DbState::CleanShutdown;
-        h.min_required = Lsn(0);
-        h.max_required = Lsn(0);
+        h.mark_clean_shutdown();
         dbheader::write_header(f.as_ref(), &spec.path, &mut h)?;
     }
     tracing::info!(?report, "hard recovery done");

@@ -445,9 +445,6 @@ impl Runner {
                 Ok(Wake::Now) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
         }
-        if let Some(r) = self.replayer.take() {
-            drop(r);
-        }
     }
 
     fn emit(&self, def: &events::EventDef, mut fields: serde_json::Value) {

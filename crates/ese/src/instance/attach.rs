@@ -13,7 +13,6 @@ use crate::codec::now_secs;
 use crate::dbheader::{self, DbHeader, DbState};
 use crate::error::{EngineError, IoContext, Result};
 use crate::logfmt::Record;
-use crate::lsn::Lsn;
 use crate::page::{self, ROOT_PGNO};
 
 impl Instance {
@@ -135,9 +134,7 @@ impl Instance {
         inner.flush_pages()?;
         {
             let mut h = db.header.lock();
-            h.state = DbState::CleanShutdown;
-            h.min_required = Lsn(0);
-            h.max_required = Lsn(0);
+            h.mark_clean_shutdown();
             h.last_detach = now_secs();
             dbheader::write_header(db.file.as_ref(), &db.path, &mut h)?;
         }

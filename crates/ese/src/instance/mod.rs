@@ -29,7 +29,7 @@ use volume::{FileRef, FsRef};
 use crate::backup::{BackupRegistry, EngineNotice};
 use crate::cache::Cache;
 use crate::codec::now_secs;
-use crate::dbheader::{self, DbHeader, DbState};
+use crate::dbheader::{self, DbHeader};
 use crate::error::{EngineError, IoContext, Result};
 use crate::log::Log;
 use crate::logfmt::{self, AttachedDb};
@@ -286,9 +286,7 @@ impl Instance {
         let end = inner.log.end();
         for db in inner.dbs.read().iter() {
             let mut h = db.header.lock();
-            h.state = DbState::CleanShutdown;
-            h.min_required = Lsn(0);
-            h.max_required = Lsn(0);
+            h.mark_clean_shutdown();
             h.last_detach = now_secs();
             dbheader::write_header(db.file.as_ref(), &db.path, &mut h)?;
         }

@@ -354,9 +354,7 @@ pub(crate) fn copy_digest(
                 .open(&name, OpenMode::ReadWrite)
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             let mut h = ese::dbheader::read_header(f.as_ref(), &name).map_err(engine)?;
-            h.state = ese::DbState::CleanShutdown;
-            h.min_required = ese::Lsn(0);
-            h.max_required = ese::Lsn(0);
+            h.mark_clean_shutdown();
             ese::dbheader::write_header(f.as_ref(), &name, &mut h).map_err(engine)?;
         }
         let mut cfg = ese::InstanceConfig::new(

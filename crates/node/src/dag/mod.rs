@@ -267,9 +267,8 @@ impl Dag {
         let _ =
             tokio::task::spawn_blocking(move || copies.into_values().for_each(PassiveCopy::stop))
                 .await;
-        if let Some(lease) = self.lease.lock().take() {
-            drop(lease);
-        }
+        // Dropping the lease revokes it: the others see this member down at once.
+        self.lease.lock().take();
     }
 
     async fn reconcile(self: &Arc<Self>) -> Result<(), replication::cluster::ClusterError> {
