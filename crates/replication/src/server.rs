@@ -14,7 +14,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+pub use axum::Router;
+use axum::{Extension, Json};
 use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -132,15 +133,18 @@ pub fn router(source: Shared) -> Router {
         .with_state(source)
 }
 
-/// Serves replication on `listener` until `shutdown` turns true.
+/// Serves replication on `listener` until `shutdown` turns true. `extra` adds the node's own
+/// member-to-member routes (behind the same mutual TLS; a handler finds the calling member in
+/// the [`Peer`] extension).
 pub async fn serve(
     listener: TcpListener,
     tls: DagTls,
     source: Shared,
+    extra: Router,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = tls.acceptor();
-    let routes = router(source.clone());
+    let routes = router(source.clone()).merge(extra);
     loop {
         let (tcp, addr) = tokio::select! {
             r = listener.accept() => match r {

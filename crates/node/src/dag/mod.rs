@@ -18,7 +18,8 @@
 //! reported they still need (an event says the cluster database is unreachable; another when
 //! it is back). Until the copies' state was read once, nothing is truncated.
 
-pub mod seed;
+pub mod peer_api;
+mod seed;
 pub mod source;
 
 use std::collections::BTreeMap;
@@ -145,7 +146,8 @@ impl Dag {
         });
         let source: Arc<dyn replication::source::ActiveSource> =
             Arc::new(source::NodeSource { node: node.clone(), seeds: dag.seeds.clone() });
-        tokio::spawn(replication::server::serve(listener, tls, source, shutdown.clone()));
+        let extra = peer_api::routes(dag.clone());
+        tokio::spawn(replication::server::serve(listener, tls, source, extra, shutdown.clone()));
         for sg in node.store().storage_groups() {
             dag.limit_truncation(&sg);
         }
