@@ -227,6 +227,12 @@ catalog! {
     /// runs on, so that it can be restored).
     STORE_MOUNT_FAILED = (Store, 9628, Error,
         "Storage group {storage_group} could not be mounted and stays dismounted: {error}");
+    /// Project-picked: a surrogate backup's claim lapsed (the passive stopped renewing it).
+    STORE_SURROGATE_CLAIM_LAPSED = (Store, 9629, Warning,
+        "The surrogate backup of storage group {storage_group} by node {passive_node} was not renewed for {lease_ms} ms; backup in progress cleared, nothing stamped or truncated.");
+    /// Project-picked: a surrogate backup was ended without success (failed or aborted).
+    STORE_SURROGATE_BACKUP_ABORTED = (Store, 9630, Warning,
+        "The surrogate backup of storage group {storage_group} by node {passive_node} ended without success ({reason}); nothing stamped or truncated.");
 
     // ---- engine ----
     /// Shadow copy full backup starting.
@@ -356,6 +362,12 @@ catalog! {
     /// A storage group mounted here is active on another member: dismounted.
     REPL_ACTIVE_ELSEWHERE = (Replication, 4115, Warning,
         "Storage group {sg} is active on node {active} (epoch {epoch}); this node dismounted its own database files of it, which must not take mail while another copy is active.");
+    /// A backup of a passive copy failed at a step that involves the active node.
+    REPL_SURROGATE_FAILED = (Replication, 4116, Error,
+        "The backup of the copy of {database} failed at {phase}: {error}");
+    /// The backup did not thaw in time: copying and replay resumed by the watchdog.
+    REPL_HOLD_WATCHDOG = (Replication, 4117, Warning,
+        "The backup of the copy of {database} did not thaw within {seconds} s; log copying and replay resumed by the watchdog.");
 
     // ---- coordinator transitions (project-picked) ----
     /// A requester session started.

@@ -345,10 +345,11 @@ impl Node {
         if !group.is_mounted() {
             return Err(store::StoreError::NotMounted(storage_group.into()).into());
         }
-        if let Some(job) = group.backup_in_progress() {
+        if let Some((job, by)) = group.backup_holder() {
             return Err(store::StoreError::BackupInProgress {
                 storage_group: storage_group.into(),
                 job,
+                by,
                 action: "adding a database".into(),
             }
             .into());

@@ -11,6 +11,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
@@ -109,6 +110,16 @@ impl PeerClient {
 
     /// Sends one request; returns the status and the whole body.
     async fn request(&self, method: Method, path: &str) -> Result<Bytes, ClientError> {
+        self.request_with(method, path, Bytes::new()).await
+    }
+
+    /// Sends one request with `body` (JSON when not empty) on the shared connection.
+    async fn request_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Bytes, ClientError> {
         let mut slot = self.conn.lock().await;
         for attempt in 0..2 {
             let mut send = match slot.take() {
@@ -119,7 +130,8 @@ impl PeerClient {
                 .method(method.clone())
                 .uri(path)
                 .header(hyper::header::HOST, &self.node)
-                .body(Full::new(Bytes::new()))
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .body(Full::new(body.clone()))
                 .map_err(|e| self.unreachable(e))?;
             if send.ready().await.is_err() {
                 continue;
@@ -213,6 +225,56 @@ impl PeerClient {
     pub async fn post_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let body = self.request(Method::POST, path).await?;
         self.decode(path, &body)
+    }
+
+    /// `POST path` with `body` as JSON, the answer decoded from JSON.
+    pub async fn post_body<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let bytes = self.encode(path, body)?;
+        let answer = self.request_with(Method::POST, path, bytes).await?;
+        self.decode(path, &answer)
+    }
+
+    /// `POST path` with `body` as JSON on a connection of its own, waiting as long as the
+    /// answer takes (a job run on the peer: minutes or hours); the shared connection, which
+    /// the copy's log fetches use, is never held meanwhile.
+    pub async fn post_long<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let bytes = self.encode(path, body)?;
+        let mut send = self.connect().await?;
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(hyper::header::HOST, &self.node)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(bytes))
+            .map_err(|e| self.unreachable(e))?;
+        let resp = send.send_request(req).await.map_err(|e| self.unreachable(e))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.unreachable(format!("reading the answer to {path}: {e}")))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(self.status_error(status, &format!("POST {path}"), &body));
+        }
+        self.decode(path, &body)
+    }
+
+    fn encode<B: Serialize>(&self, path: &str, body: &B) -> Result<Bytes, ClientError> {
+        serde_json::to_vec(body).map(Bytes::from).map_err(|e| ClientError::BadAnswer {
+            node: self.node.clone(),
+            what: path.to_string(),
+            why: format!("encoding the request: {e}"),
+        })
     }
 
     /// `DELETE path`.

@@ -133,6 +133,11 @@ struct Shared {
     admitted: std::sync::atomic::AtomicU32,
     /// Held while replay writes the databases; a reader of the copy's content takes it.
     replay: Mutex<()>,
+    /// A backup of the copy holds log copying and replay (between its freeze and thaw).
+    held: std::sync::atomic::AtomicBool,
+    /// Held while one generation is fetched and renamed into the inbox, so that a hold
+    /// returns only once the inbox no longer changes.
+    copying: Mutex<()>,
     wake: Mutex<Option<mpsc::Sender<Wake>>>,
 }
 
@@ -170,6 +175,8 @@ impl PassiveCopy {
                 active: None,
             }),
             replay: Mutex::new(()),
+            held: std::sync::atomic::AtomicBool::new(false),
+            copying: Mutex::new(()),
             wake: Mutex::new(Some(tx)),
             replay_fault: Mutex::new(None),
             active_oldest: std::sync::atomic::AtomicU32::new(0),
@@ -228,6 +235,44 @@ impl PassiveCopy {
             .and_then(|b| serde_json::from_slice::<SeedRecord>(&b).ok())
             .map(|r| r.manifest);
         f(&self.cfg.fs, &self.cfg.dir.join("db"), manifest.as_ref())
+    }
+
+    /// Suspends log copying and replay for a backup of the copy (its freeze): no generation is
+    /// fetched and no batch replayed until [`PassiveCopy::release_backup_hold`]. Returns once a
+    /// batch being replayed has finished, so that the database files are as of the last
+    /// replayed generation; returns the report at that point.
+    pub fn hold_for_backup(&self) -> CopyReport {
+        self.shared.held.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(self.shared.copying.lock());
+        drop(self.shared.replay.lock());
+        self.report()
+    }
+
+    /// Resumes log copying and replay after a backup (its thaw, or its end). Harmless when not
+    /// held.
+    pub fn release_backup_hold(&self) {
+        if self.shared.held.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.wake();
+        }
+    }
+
+    /// Whether a backup holds log copying and replay now.
+    pub fn held_for_backup(&self) -> bool {
+        self.shared.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The copy's directory on its volume, and the volume.
+    pub fn location(&self) -> (&FsRef, &Path) {
+        (&self.cfg.fs, &self.cfg.dir)
+    }
+
+    /// The seed the copy's files come from (its prefix and databases), once seeded.
+    pub fn seed_manifest(&self) -> Option<SeedManifest> {
+        let p = self.cfg.dir.join("seed.json");
+        volume::fs::read_all(self.cfg.fs.as_ref(), &p)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<SeedRecord>(&b).ok())
+            .map(|r| r.manifest)
     }
 
     /// Stops the thread after its current step.
@@ -301,7 +346,9 @@ impl ReplayWorker {
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,
                     Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
                 }
-                if shared.desired.lock().suspended.is_some() || shared.replay_fault.lock().is_some()
+                if shared.desired.lock().suspended.is_some()
+                    || shared.replay_fault.lock().is_some()
+                    || shared.held.load(std::sync::atomic::Ordering::SeqCst)
                 {
                     continue;
                 }
@@ -314,6 +361,10 @@ impl ReplayWorker {
                 let admitted = shared.admitted.load(std::sync::atomic::Ordering::Acquire);
                 let done = {
                     let _g = shared.replay.lock();
+                    // A backup's hold taken while this thread waited for the lock.
+                    if shared.held.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue;
+                    }
                     replayer.catch_up_until(admitted)
                 };
                 {
@@ -432,7 +483,8 @@ impl Runner {
                 }
                 _ => {}
             }
-            if desired.suspended.is_none() && !self.failed {
+            let held = self.shared.held.load(std::sync::atomic::Ordering::SeqCst);
+            if desired.suspended.is_none() && !self.failed && !held {
                 self.round(&desired);
             }
             let wait = if self.failed || desired.suspended.is_some() {
@@ -794,7 +846,11 @@ impl Runner {
             if g > info.produced || taken == batch {
                 return Ok(taken);
             }
-            if self.shared.desired.lock().suspended.is_some() {
+            let shared = self.shared.clone();
+            let _copying = shared.copying.lock();
+            if self.shared.desired.lock().suspended.is_some()
+                || self.shared.held.load(std::sync::atomic::Ordering::SeqCst)
+            {
                 return Ok(taken);
             }
             if g < info.oldest {

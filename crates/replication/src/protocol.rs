@@ -13,6 +13,10 @@
 //! | `POST /repl/v1/seed/{sg}` | [`SeedManifest`]: a seed held open on a snapshot of the active |
 //! | `GET /repl/v1/seeds/{id}/{index}` | database file `index` of the seed, from the snapshot |
 //! | `DELETE /repl/v1/seeds/{id}` | ends the seed (releases its snapshot) |
+//! | `POST /repl/v1/surrogate/{sg}/begin` [`SurrogateBegin`] | [`SurrogateClaim`]: backup in progress on the active, for a passive's job |
+//! | `POST /repl/v1/surrogate/{sg}/renew` [`SurrogateJob`] | [`SurrogateClaim`]: the claim's lease extended |
+//! | `POST /repl/v1/surrogate/{sg}/complete` [`SurrogateComplete`] | [`SurrogateStamp`]: the header stamped as a logged change, and the log holding it closed |
+//! | `POST /repl/v1/surrogate/{sg}/abort` [`SurrogateJob`] | [`SurrogateClaim`]: the claim released, nothing stamped or truncated |
 //!
 //! An error is an HTTP status with a [`ReplErrorBody`].
 
@@ -61,6 +65,61 @@ pub struct SeedManifest {
     pub databases: Vec<SeedFile>,
     /// The snapshot set the files are read from.
     pub snapshot_set: Uuid,
+}
+
+/// A passive node asks the active's store to hold its storage group *backup in progress* for
+/// a backup the passive takes of its copy (the surrogate backup).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SurrogateBegin {
+    /// The passive's job: the key of the trail on both nodes.
+    pub job: Uuid,
+    pub backup_type: vss::BackupType,
+    /// The databases the backup covers (all of the storage group's when empty).
+    pub databases: Vec<String>,
+}
+
+/// One surrogate job of a storage group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SurrogateJob {
+    pub job: Uuid,
+}
+
+/// The active's claim for a surrogate job: it lapses unless renewed within `lease_ms`, so that
+/// a passive that died never leaves the storage group backup-in-progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SurrogateClaim {
+    pub job: Uuid,
+    /// The active node.
+    pub node: String,
+    pub lease_ms: u64,
+}
+
+/// The passive reports the end of its backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SurrogateComplete {
+    pub job: Uuid,
+    /// Whether every selected component was backed up: only then is anything stamped.
+    pub succeeded: bool,
+    /// The log generations the passive's backup copied.
+    pub gen_low: u32,
+    pub gen_high: u32,
+    /// Whether every database of the storage group was in the backup (logs are truncated only
+    /// then).
+    pub every_database: bool,
+}
+
+/// What the active recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SurrogateStamp {
+    /// The closed generation holding the header update: the passive's header shows the
+    /// backup once it replayed it. 0 when nothing was stamped (a failed backup).
+    pub generation: u32,
+    /// When the header was stamped (seconds since the Unix epoch).
+    pub time: u64,
+}
+
+pub fn surrogate_path(sg: &str, step: &str) -> String {
+    format!("/repl/v1/surrogate/{sg}/{step}")
 }
 
 /// The body of every error answer.

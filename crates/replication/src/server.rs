@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::protocol::ReplErrorBody;
+use crate::protocol::{ReplErrorBody, SurrogateBegin, SurrogateComplete, SurrogateJob};
 use crate::source::{ActiveSource, SourceError};
 use crate::tls::{DagTls, peer_node};
 
@@ -122,6 +122,47 @@ async fn end_seed(State(s): State<Shared>, Path(id): Path<Uuid>) -> Result<Respo
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+async fn surrogate_begin(
+    State(s): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Path(sg): Path<String>,
+    Json(req): Json<SurrogateBegin>,
+) -> Result<Response, ErrorAnswer> {
+    let claim = blocking(move || s.surrogate_begin(&sg, &peer.0, req)).await?;
+    Ok(Json(claim).into_response())
+}
+
+async fn surrogate_renew(
+    State(s): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Path(sg): Path<String>,
+    Json(req): Json<SurrogateJob>,
+) -> Result<Response, ErrorAnswer> {
+    let claim = blocking(move || s.surrogate_renew(&sg, &peer.0, req.job)).await?;
+    Ok(Json(claim).into_response())
+}
+
+async fn surrogate_complete(
+    State(s): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Path(sg): Path<String>,
+    Json(req): Json<SurrogateComplete>,
+) -> Result<Response, ErrorAnswer> {
+    let stamp = blocking(move || s.surrogate_complete(&sg, &peer.0, req)).await?;
+    Ok(Json(stamp).into_response())
+}
+
+async fn surrogate_abort(
+    State(s): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Path(sg): Path<String>,
+    Json(req): Json<SurrogateJob>,
+) -> Result<Response, ErrorAnswer> {
+    let job = req.job;
+    blocking(move || s.surrogate_abort(&sg, &peer.0, job)).await?;
+    Ok(Json(SurrogateJob { job }).into_response())
+}
+
 /// The protocol's routes.
 pub fn router(source: Shared) -> Router {
     Router::new()
@@ -130,6 +171,10 @@ pub fn router(source: Shared) -> Router {
         .route("/repl/v1/seed/{sg}", post(start_seed))
         .route("/repl/v1/seeds/{id}/{index}", get(seed_file))
         .route("/repl/v1/seeds/{id}", axum::routing::delete(end_seed))
+        .route("/repl/v1/surrogate/{sg}/begin", post(surrogate_begin))
+        .route("/repl/v1/surrogate/{sg}/renew", post(surrogate_renew))
+        .route("/repl/v1/surrogate/{sg}/complete", post(surrogate_complete))
+        .route("/repl/v1/surrogate/{sg}/abort", post(surrogate_abort))
         .with_state(source)
 }
 

@@ -4,7 +4,9 @@
 
 use uuid::Uuid;
 
-use crate::protocol::{SeedManifest, StreamInfo};
+use crate::protocol::{
+    SeedManifest, StreamInfo, SurrogateBegin, SurrogateClaim, SurrogateComplete, SurrogateStamp,
+};
 
 /// Why the active could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,43 @@ pub trait ActiveSource: Send + Sync + 'static {
     fn seed_file(&self, id: Uuid, index: usize) -> Result<SeedReader, SourceError>;
     /// Ends seed `id`, releasing its snapshot.
     fn end_seed(&self, id: Uuid) -> Result<(), SourceError>;
+    /// Holds `sg` backup in progress for `peer`'s surrogate backup job (events 910/210), under
+    /// a lease the peer renews. (A source that takes no surrogate backups keeps the default.)
+    fn surrogate_begin(
+        &self,
+        sg: &str,
+        _peer: &str,
+        _req: SurrogateBegin,
+    ) -> Result<SurrogateClaim, SourceError> {
+        Err(no_surrogate(sg))
+    }
+    /// Extends the lease of `peer`'s job.
+    fn surrogate_renew(
+        &self,
+        sg: &str,
+        _peer: &str,
+        _job: Uuid,
+    ) -> Result<SurrogateClaim, SourceError> {
+        Err(no_surrogate(sg))
+    }
+    /// Ends `peer`'s job: on success stamps the headers as a logged change and rolls the log
+    /// (913/213), then truncates what the backup and the copies allow (224/225).
+    fn surrogate_complete(
+        &self,
+        sg: &str,
+        _peer: &str,
+        _req: SurrogateComplete,
+    ) -> Result<SurrogateStamp, SourceError> {
+        Err(no_surrogate(sg))
+    }
+    /// Releases `peer`'s job without stamping or truncating anything.
+    fn surrogate_abort(&self, sg: &str, _peer: &str, _job: Uuid) -> Result<(), SourceError> {
+        Err(no_surrogate(sg))
+    }
     /// A connection was refused (a stranger on the port, a foreign certificate).
     fn refused(&self, addr: &str, reason: &str);
+}
+
+fn no_surrogate(sg: &str) -> SourceError {
+    SourceError::NotActive(format!("this node takes no surrogate backups of storage group {sg}"))
 }

@@ -16,9 +16,9 @@ pub enum StoreError {
     #[error("storage group {0:?} is already mounted")]
     AlreadyMounted(String),
     #[error(
-        "storage group {storage_group:?} has a backup in progress (job {job}); {action} is refused until it ends"
+        "storage group {storage_group:?} has a backup in progress (job {job}, {by}); {action} is refused until it ends"
     )]
-    BackupInProgress { storage_group: String, job: Uuid, action: String },
+    BackupInProgress { storage_group: String, job: Uuid, by: String, action: String },
     #[error(
         "storage group {storage_group:?} is mounted; dismount it before {action} (a database is detached from a storage group only while its engine instance is shut down)"
     )]

@@ -53,10 +53,11 @@ impl InformationStore {
     /// dismounted first if mounted.
     pub fn remove_storage_group(&self, name: &str) -> Result<()> {
         let sg = self.storage_group(name)?;
-        if let Some(job) = sg.backup_in_progress() {
+        if let Some((job, by)) = sg.backup_holder() {
             return Err(StoreError::BackupInProgress {
                 storage_group: name.into(),
                 job,
+                by,
                 action: "removing the storage group".into(),
             });
         }

@@ -89,6 +89,11 @@ pub(crate) struct BackupJob {
     pub session: Option<EngineBackup>,
     /// A database was dismounted during a full backup: it now counts as a copy.
     pub degraded_to_copy: bool,
+    /// Who takes the backup, for a refusal to name: "a backup on this node" or "a surrogate
+    /// backup by node b".
+    pub by: String,
+    /// The passive node taking a surrogate backup (`None`: a backup on this node).
+    pub surrogate_for: Option<String>,
 }
 
 struct SgState {
@@ -451,6 +456,7 @@ impl StorageGroup {
                 return Err(StoreError::BackupInProgress {
                     storage_group: self.name.clone(),
                     job: b.job,
+                    by: b.by.clone(),
                     action: "dismounting".into(),
                 });
             }
@@ -505,6 +511,7 @@ impl StorageGroup {
             return Err(StoreError::BackupInProgress {
                 storage_group: self.name.clone(),
                 job: b.job,
+                by: b.by.clone(),
                 action: action(),
             });
         }
@@ -579,24 +586,37 @@ impl StorageGroup {
         self.state.lock().backup.as_ref().map(|b| b.job)
     }
 
+    /// The job holding the storage group and who takes it, if any.
+    pub fn backup_holder(&self) -> Option<(Uuid, String)> {
+        self.state.lock().backup.as_ref().map(|b| (b.job, b.by.clone()))
+    }
+
     /// Claims the storage group for `job` and prepares the engine's backup session. Returns
     /// the engine snapshot instance number.
     ///
     /// `databases` limits the backup to some of the storage group's databases (`None`: all):
     /// only those need a prior full for an incremental or differential, and only those are
     /// stamped at the end.
+    ///
+    /// `surrogate_for` names the passive node of a surrogate backup (its copy is what is backed
+    /// up; this node's engine records it).
     pub(crate) fn begin_backup(
         &self,
         job: Uuid,
         kind: BackupKind,
         databases: Option<Vec<String>>,
+        surrogate_for: Option<&str>,
     ) -> Result<u64> {
         let mut st = self.state.lock();
         if let Some(b) = &st.backup {
             return Err(StoreError::BackupInProgress {
                 storage_group: self.name.clone(),
                 job: b.job,
-                action: "another backup".into(),
+                by: b.by.clone(),
+                action: match surrogate_for {
+                    Some(node) => format!("a surrogate backup by node {node}"),
+                    None => "another backup".into(),
+                },
             });
         }
         let instance =
@@ -609,6 +629,9 @@ impl StorageGroup {
                 return Err(e.into());
             }
         };
+        if let Some(node) = surrogate_for {
+            session.set_surrogate(node);
+        }
         let prepared = match databases {
             Some(names) => session.limit_to(names).and_then(|()| session.prepare()),
             None => session.prepare(),
@@ -618,7 +641,18 @@ impl StorageGroup {
             return Err(e.into());
         }
         let n = session.snapshot_instance();
-        st.backup = Some(BackupJob { job, kind, session: Some(session), degraded_to_copy: false });
+        let by = match surrogate_for {
+            Some(node) => format!("a surrogate backup by node {node}"),
+            None => "a backup on this node".into(),
+        };
+        st.backup = Some(BackupJob {
+            job,
+            kind,
+            session: Some(session),
+            degraded_to_copy: false,
+            by,
+            surrogate_for: surrogate_for.map(str::to_string),
+        });
         Ok(n)
     }
 

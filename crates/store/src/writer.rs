@@ -300,7 +300,7 @@ impl Writer for StoreWriter {
                     .map(|d| d.name.clone())
                     .collect();
                 let limit = (databases.len() < sg.def().databases.len()).then_some(databases);
-                let n = sg.begin_backup(ctx.job, kind, limit)?;
+                let n = sg.begin_backup(ctx.job, kind, limit, None)?;
                 Ok((sg, n))
             });
             match claim {
