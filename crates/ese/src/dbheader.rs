@@ -346,3 +346,79 @@ pub fn read_header(file: &dyn File, path: &Path) -> Result<DbHeader> {
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> DbHeader {
+        DbHeader {
+            page_size: 4096,
+            state: DbState::DirtyShutdown,
+            log_signature: [0; 16],
+            dbid: 1,
+            name: "db".into(),
+            created: 0,
+            last_attach: 0,
+            last_detach: 0,
+            min_required: Lsn(0),
+            max_required: Lsn(0),
+            update_count: 0,
+            previous_full: None,
+            previous_incremental: None,
+            previous_differential: None,
+            previous_copy: None,
+        }
+    }
+
+    fn slot(gen_high: u32, time: u64) -> BackupSlot {
+        BackupSlot { time, gen_low: 1, gen_high, kind: SlotKind::Surrogate }
+    }
+
+    #[test]
+    fn replayed_stamps_end_where_the_live_header_did_however_often_they_are_read() {
+        let stamps = [
+            (BackupKind::Full, slot(5, 10)),
+            (BackupKind::Incremental, slot(8, 20)),
+            (BackupKind::Copy, slot(9, 25)),
+            (BackupKind::Full, slot(12, 30)),
+            (BackupKind::Differential, slot(15, 40)),
+        ];
+        let mut live = header();
+        for (k, s) in stamps {
+            live.record_backup(k, s);
+        }
+        for replays in 1..=3 {
+            let mut h = header();
+            for _ in 0..replays {
+                for (k, s) in stamps {
+                    h.replay_backup(k, s);
+                }
+            }
+            assert_eq!(h, live, "{replays} replays");
+        }
+        // Read again from the middle (recovery starting at a later checkpoint).
+        let mut h = live.clone();
+        for (k, s) in &stamps[1..] {
+            assert!(!h.replay_backup(*k, *s), "{k:?} changed an up-to-date header");
+        }
+        assert_eq!(h, live);
+    }
+
+    #[test]
+    fn a_replayed_stamp_never_replaces_a_newer_backup() {
+        // An unlogged full of the active's own snapshot (gen 20) after the logged ones.
+        let mut h = header();
+        h.record_backup(BackupKind::Full, slot(20, 50));
+        assert!(!h.replay_backup(BackupKind::Full, slot(5, 10)));
+        // An incremental older than the full belongs to the previous chain.
+        assert!(!h.replay_backup(BackupKind::Incremental, slot(8, 20)));
+        assert_eq!(h.previous_incremental, None);
+        // A later incremental applies; a full older than it leaves it.
+        assert!(h.replay_backup(BackupKind::Incremental, slot(22, 60)));
+        assert!(!h.replay_backup(BackupKind::Full, slot(20, 50)));
+        assert_eq!(h.previous_incremental, Some(slot(22, 60)));
+        assert!(h.replay_backup(BackupKind::Full, slot(25, 70)));
+        assert_eq!((h.previous_full, h.previous_incremental), (Some(slot(25, 70)), None));
+    }
+}

@@ -515,4 +515,30 @@ mod tests {
         assert_eq!(s.records.len(), 2);
         assert!(matches!(s.how, ScanEnd::Damaged(_)));
     }
+
+    #[test]
+    fn an_unknown_record_kind_or_backup_type_is_damage() {
+        let at = Lsn::new(3, LOG_HEADER_SIZE);
+        let stamp = Record::BackupStamp {
+            kind: BackupKind::Full,
+            slot: BackupSlot { time: 1, gen_low: 1, gen_high: 2, kind: SlotKind::Surrogate },
+            databases: vec!["db".into()],
+        };
+        // Byte 16 is the record kind, byte 17 the stamp's backup type.
+        for (at_byte, value) in [(16, 99u8), (17, 9), (18, 0)] {
+            let mut b = stamp.encode(at);
+            b[at_byte] = value;
+            let crc = crc32c::crc32c(&b[8..]);
+            b[4..8].copy_from_slice(&crc.to_le_bytes());
+            let mut img = vec![0u8; 8192];
+            img[LOG_HEADER_SIZE as usize..LOG_HEADER_SIZE as usize + b.len()].copy_from_slice(&b);
+            let s = scan(3, &img, 0);
+            assert!(s.records.is_empty(), "byte {at_byte} = {value}");
+            assert!(
+                matches!(&s.how, ScanEnd::Damaged(w) if w.contains("cannot be decoded")),
+                "{:?}",
+                s.how
+            );
+        }
+    }
 }
