@@ -18,6 +18,11 @@
 //!   generation the snapshot held.
 //! - **end** stamps the header slot the backup type selects; a new full clears the previous
 //!   incremental and differential slots.
+//!
+//! A *surrogate* backup ([`EngineBackup::set_surrogate`]) copies a passive copy of the
+//! databases on another node, so this instance is never frozen: prepare → stamp_surrogate →
+//! truncate → end. Its stamp is a log record as well as a header write, so that it reaches
+//! every copy through the replicated log.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,6 +34,7 @@ use crate::codec::now_secs;
 use crate::dbheader::{self, BackupSlot, SlotKind};
 use crate::error::{EngineError, Result};
 use crate::instance::{Inner, Instance};
+use crate::logfmt::Record;
 
 /// The type of a backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -38,6 +44,27 @@ pub enum BackupKind {
     Incremental,
     Differential,
     Copy,
+}
+
+impl BackupKind {
+    /// The byte that stands for the type in log records.
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            BackupKind::Full => 1,
+            BackupKind::Incremental => 2,
+            BackupKind::Differential => 3,
+            BackupKind::Copy => 4,
+        }
+    }
+    pub(crate) fn from_code(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => BackupKind::Full,
+            2 => BackupKind::Incremental,
+            3 => BackupKind::Differential,
+            4 => BackupKind::Copy,
+            _ => return None,
+        })
+    }
 }
 
 impl std::fmt::Display for BackupKind {
@@ -52,7 +79,8 @@ impl std::fmt::Display for BackupKind {
 }
 
 /// What the engine reports during a backup. The store maps these to event IDs
-/// (2005/2008/2009/2010, 2001, 2003, 2004, 224, 225, 2006, 2007).
+/// (2005/2008/2009/2010, 2001, 2003, 2004, 224, 225, 2006, 2007; 210 and 213 for a surrogate
+/// backup).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "notice", rename_all = "snake_case")]
 pub enum EngineNotice {
@@ -97,6 +125,28 @@ pub enum EngineNotice {
     BackupAborted {
         prefix: String,
         snapshot_instance: u64,
+    },
+    /// A surrogate backup (of a passive copy on `passive_node`) claimed this instance: in
+    /// place of [`EngineNotice::BackupStarted`].
+    SurrogateStarted {
+        prefix: String,
+        snapshot_instance: u64,
+        kind: BackupKind,
+        passive_node: String,
+    },
+    /// The surrogate backup is recorded: logged, stamped in the headers, and its log
+    /// generation `generation` closed (so it ships to the copies). Takes the place of
+    /// [`EngineNotice::BackupCompleted`] for a surrogate backup. `time` is the slot's (Unix
+    /// seconds).
+    SurrogateStamped {
+        prefix: String,
+        snapshot_instance: u64,
+        kind: BackupKind,
+        passive_node: String,
+        time: u64,
+        gen_low: u32,
+        gen_high: u32,
+        generation: u32,
     },
 }
 
@@ -143,6 +193,11 @@ pub struct EngineBackup {
     /// The databases the backup covers (`None`: all of them). Only these need a prior full
     /// for an incremental or differential, and only these get the header stamp.
     databases: Option<Vec<String>>,
+    /// The node whose passive copy a surrogate backup copies (`None`: a backup of this
+    /// instance's own files).
+    passive_node: Option<String>,
+    /// The surrogate backup's stamp is logged and in the headers: end() stamps nothing more.
+    stamped: bool,
 }
 
 impl std::fmt::Debug for EngineBackup {
@@ -151,6 +206,7 @@ impl std::fmt::Debug for EngineBackup {
             .field("kind", &self.kind)
             .field("id", &self.id)
             .field("state", &self.state)
+            .field("passive_node", &self.passive_node)
             .finish()
     }
 }
@@ -170,6 +226,8 @@ impl Instance {
             copied: None,
             frozen_at: None,
             databases: None,
+            passive_node: None,
+            stamped: false,
         })
     }
 
@@ -225,9 +283,18 @@ impl EngineBackup {
         self.databases.as_ref().is_none_or(|d| d.iter().any(|n| n == name))
     }
 
-    /// Records the backup as taken on a passive copy on this database's behalf.
-    pub fn set_surrogate(&mut self) {
+    /// Marks this session as a surrogate backup taken by `passive_node` (before prepare): the
+    /// files are copied from that node's passive copy, so this instance is never frozen;
+    /// [`Self::prepare`] emits [`EngineNotice::SurrogateStarted`] instead of
+    /// [`EngineNotice::BackupStarted`], and [`Self::stamp_surrogate`] records the backup.
+    pub fn set_surrogate(&mut self, passive_node: impl Into<String>) {
         self.slot_kind = SlotKind::Surrogate;
+        self.passive_node = Some(passive_node.into());
+    }
+
+    /// The node whose passive copy this surrogate backup copies.
+    pub fn passive_node(&self) -> Option<&str> {
+        self.passive_node.as_deref()
     }
 
     /// The last generation closed by the freeze (0 before freeze).
@@ -278,17 +345,26 @@ impl EngineBackup {
             reg.state = Some(SessionState::Prepared);
         }
         self.state = SessionState::Prepared;
-        inner.notify(EngineNotice::BackupStarted {
-            prefix: inner.cfg.prefix.clone(),
-            kind: self.kind,
-            snapshot_instance: self.id,
+        inner.notify(match &self.passive_node {
+            Some(node) => EngineNotice::SurrogateStarted {
+                prefix: inner.cfg.prefix.clone(),
+                snapshot_instance: self.id,
+                kind: self.kind,
+                passive_node: node.clone(),
+            },
+            None => EngineNotice::BackupStarted {
+                prefix: inner.cfg.prefix.clone(),
+                kind: self.kind,
+                snapshot_instance: self.id,
+            },
         });
         Ok(())
     }
 
     /// Rolls the log and holds writes; returns the generation closed by the roll.
+    /// A surrogate session never freezes: its snapshot is the passive node's.
     pub fn freeze(&mut self) -> Result<u32> {
-        if self.state != SessionState::Prepared {
+        if self.state != SessionState::Prepared || self.passive_node.is_some() {
             return Err(self.bad("freeze"));
         }
         let inner = self.inner.clone();
@@ -444,8 +520,82 @@ impl EngineBackup {
         }
     }
 
-    /// Ends the backup: stamps the database headers (when a snapshot was taken) and clears
-    /// backup in progress.
+    /// Records the surrogate backup that `passive_node` took of its copy, covering log
+    /// generations `gen_low..=gen_high` (a surrogate session in state prepared; the active is
+    /// never frozen). Returns the generation that holds the record.
+    ///
+    /// In this order: a [`Record::BackupStamp`] is appended and made durable; the covered
+    /// databases' headers are stamped as [`Self::end`] would stamp them and written; the log
+    /// is rolled, so the generation holding the record is closed and ships to the copies,
+    /// whose replay stamps their headers the same way (one backup history on every copy: a
+    /// full taken on one node is the base of an incremental taken on another). The record
+    /// goes first so a crash before the header write loses nothing: recovery applies it.
+    /// Then [`EngineNotice::SurrogateStamped`], and the session is thawed with the snapshot
+    /// generations `gen_low..=gen_high`, so that [`Self::truncate`] and [`Self::end`] follow
+    /// (end stamps nothing more).
+    pub fn stamp_surrogate(&mut self, gen_low: u32, gen_high: u32) -> Result<u32> {
+        let Some(node) = self.passive_node.clone() else {
+            return Err(self.bad("stamp_surrogate"));
+        };
+        if self.state != SessionState::Prepared {
+            return Err(self.bad("stamp_surrogate"));
+        }
+        let inner = self.inner.clone();
+        inner.check_writable()?;
+        if gen_low == 0 || gen_low > gen_high {
+            return Err(EngineError::SurrogateStampRefused(format!(
+                "generations {gen_low:#X}..={gen_high:#X} are not a range of log generations"
+            )));
+        }
+        let slot = BackupSlot { time: now_secs(), gen_low, gen_high, kind: SlotKind::Surrogate };
+        let generation = {
+            let _w = inner.writer.lock();
+            let current = inner.log.generation();
+            if gen_high >= current {
+                // The passive replays closed generations only: it cannot hold this one.
+                return Err(EngineError::SurrogateStampRefused(format!(
+                    "generation {gen_high:#X} is not closed on this node (the current one is \
+                     {current:#X})"
+                )));
+            }
+            let dbs: Vec<_> =
+                inner.dbs.read().iter().filter(|d| self.covers(&d.name)).cloned().collect();
+            let record = Record::BackupStamp {
+                kind: self.kind,
+                slot,
+                databases: dbs.iter().map(|d| d.name.clone()).collect(),
+            };
+            let (at, end) = inner.log.append(vec![record])?;
+            inner.log.flush_to(end)?;
+            for db in &dbs {
+                let mut h = db.header.lock();
+                h.record_backup(self.kind, slot);
+                dbheader::write_header(db.file.as_ref(), &db.path, &mut h)?;
+            }
+            let closed = inner.log.roll()?;
+            debug_assert_eq!(closed, at.generation(), "nothing else appends under the writer lock");
+            closed
+        };
+        self.stamped = true;
+        self.rolled = gen_high;
+        self.snapshot_generations = (gen_low..=gen_high).collect();
+        self.state = SessionState::Thawed;
+        self.set_registry(SessionState::Thawed);
+        inner.notify(EngineNotice::SurrogateStamped {
+            prefix: inner.cfg.prefix.clone(),
+            snapshot_instance: self.id,
+            kind: self.kind,
+            passive_node: node,
+            time: slot.time,
+            gen_low,
+            gen_high,
+            generation,
+        });
+        Ok(generation)
+    }
+
+    /// Ends the backup: stamps the database headers (when a snapshot was taken, and not
+    /// already by [`Self::stamp_surrogate`]) and clears backup in progress.
     pub fn end(&mut self) -> Result<()> {
         if !matches!(
             self.state,
@@ -454,7 +604,7 @@ impl EngineBackup {
             return Err(self.bad("end"));
         }
         let inner = self.inner.clone();
-        if self.state != SessionState::Prepared {
+        if self.state != SessionState::Prepared && !self.stamped {
             let (low, high) = self.copied.unwrap_or((
                 self.snapshot_generations.first().copied().unwrap_or(self.rolled),
                 self.rolled,
@@ -464,26 +614,20 @@ impl EngineBackup {
             let _w = inner.writer.lock();
             for db in inner.dbs.read().iter().filter(|d| self.covers(&d.name)) {
                 let mut h = db.header.lock();
-                match self.kind {
-                    BackupKind::Full => {
-                        h.previous_full = Some(slot);
-                        h.previous_incremental = None;
-                        h.previous_differential = None;
-                    }
-                    BackupKind::Incremental => h.previous_incremental = Some(slot),
-                    BackupKind::Differential => h.previous_differential = Some(slot),
-                    BackupKind::Copy => h.previous_copy = Some(slot),
-                }
+                h.record_backup(self.kind, slot);
                 dbheader::write_header(db.file.as_ref(), &db.path, &mut h)?;
             }
         }
         self.state = SessionState::Ended;
         self.release();
-        inner.notify(EngineNotice::BackupCompleted {
-            prefix: inner.cfg.prefix.clone(),
-            snapshot_instance: self.id,
-            kind: self.kind,
-        });
+        // A surrogate backup's completion was SurrogateStamped (213 takes the place of 2006).
+        if self.passive_node.is_none() {
+            inner.notify(EngineNotice::BackupCompleted {
+                prefix: inner.cfg.prefix.clone(),
+                snapshot_instance: self.id,
+                kind: self.kind,
+            });
+        }
         Ok(())
     }
 

@@ -1,6 +1,8 @@
 //! The database header (page 0) and its shadow copy (page 1).
 //!
-//! The header is not logged: it is written in place, page 0 first and synced, then page 1 and
+//! The header is not logged (except the backup stamp of a surrogate backup, which is also a
+//! log record so that it reaches every copy: [`crate::logfmt::Record::BackupStamp`]): it is
+//! written in place, page 0 first and synced, then page 1 and
 //! synced, with an update counter, so a torn write of one copy always leaves the other intact.
 //! Readers take the valid copy with the higher counter.
 
@@ -9,6 +11,7 @@ use std::path::Path;
 use serde::Serialize;
 use volume::File;
 
+use crate::backup::BackupKind;
 use crate::codec::{Reader, Writer, get_u32};
 use crate::error::{EngineError, IoContext, Result};
 use crate::lsn::Lsn;
@@ -60,6 +63,25 @@ pub enum SlotKind {
     Surrogate,
 }
 
+impl SlotKind {
+    /// The byte that stands for the kind in headers and log records (0 is "no slot").
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            SlotKind::Normal => 1,
+            SlotKind::Snapshot => 2,
+            SlotKind::Surrogate => 3,
+        }
+    }
+    pub(crate) fn from_code(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => SlotKind::Normal,
+            2 => SlotKind::Snapshot,
+            3 => SlotKind::Surrogate,
+            _ => return None,
+        })
+    }
+}
+
 /// One backup-history slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BackupSlot {
@@ -108,6 +130,73 @@ impl DbHeader {
         self.max_required = Lsn(0);
     }
 
+    /// Records a backup that just ended in the slot its type selects. A full backup starts a
+    /// new chain: the incremental and differential slots of the old one are cleared, since
+    /// they cannot be restored on top of the new full.
+    pub fn record_backup(&mut self, kind: BackupKind, slot: BackupSlot) {
+        match kind {
+            BackupKind::Full => {
+                self.previous_full = Some(slot);
+                self.previous_incremental = None;
+                self.previous_differential = None;
+            }
+            BackupKind::Incremental => self.previous_incremental = Some(slot),
+            BackupKind::Differential => self.previous_differential = Some(slot),
+            BackupKind::Copy => self.previous_copy = Some(slot),
+        }
+    }
+
+    /// Records a backup read from the log (a logged stamp that recovery or a passive copy's
+    /// replay meets), returning whether the header changed.
+    ///
+    /// Why not [`Self::record_backup`]: redo may read a stamp more than once (recovery starts
+    /// at the checkpoint, a passive at the begin of an open transaction), and backups that
+    /// are not logged (those of the active's own snapshots) may have stamped the header after
+    /// the logged one. So a stamp never replaces what is newer than it (by last generation,
+    /// then time): a slot holding a later backup stays, an incremental or differential older
+    /// than the full already recorded belongs to a previous chain and is skipped, and a full
+    /// clears only the incremental and differential slots older than itself. Replaying the
+    /// stamps of a log in order, once or several times, then ends where the live header did.
+    pub fn replay_backup(&mut self, kind: BackupKind, slot: BackupSlot) -> bool {
+        let key = |s: &BackupSlot| (s.gen_high, s.time);
+        let newer = |cur: &Option<BackupSlot>| cur.as_ref().is_some_and(|c| key(c) > key(&slot));
+        let before = self.clone();
+        match kind {
+            BackupKind::Full => {
+                if newer(&self.previous_full) {
+                    return false;
+                }
+                self.previous_full = Some(slot);
+                for s in [&mut self.previous_incremental, &mut self.previous_differential] {
+                    if s.as_ref().is_some_and(|c| key(c) < key(&slot)) {
+                        *s = None;
+                    }
+                }
+            }
+            BackupKind::Incremental | BackupKind::Differential => {
+                if newer(&self.previous_full) {
+                    return false;
+                }
+                let target = if kind == BackupKind::Incremental {
+                    &mut self.previous_incremental
+                } else {
+                    &mut self.previous_differential
+                };
+                if newer(target) {
+                    return false;
+                }
+                *target = Some(slot);
+            }
+            BackupKind::Copy => {
+                if newer(&self.previous_copy) {
+                    return false;
+                }
+                self.previous_copy = Some(slot);
+            }
+        }
+        *self != before
+    }
+
     /// Lowest required log generation (0 when none).
     pub fn min_required_generation(&self) -> u32 {
         self.min_required.generation()
@@ -141,11 +230,7 @@ impl DbHeader {
             match slot {
                 None => w.u8(0),
                 Some(s) => {
-                    w.u8(match s.kind {
-                        SlotKind::Normal => 1,
-                        SlotKind::Snapshot => 2,
-                        SlotKind::Surrogate => 3,
-                    });
+                    w.u8(s.kind.code());
                     w.u64(s.time);
                     w.u32(s.gen_low);
                     w.u32(s.gen_high);
@@ -177,12 +262,7 @@ impl DbHeader {
         for s in slots.iter_mut() {
             let k = r.u8().ok()?;
             if k != 0 {
-                let kind = match k {
-                    1 => SlotKind::Normal,
-                    2 => SlotKind::Snapshot,
-                    3 => SlotKind::Surrogate,
-                    _ => return None,
-                };
+                let kind = SlotKind::from_code(k)?;
                 *s = Some(BackupSlot {
                     time: r.u64().ok()?,
                     gen_low: r.u32().ok()?,
@@ -265,4 +345,80 @@ pub fn read_header(file: &dyn File, path: &Path) -> Result<DbHeader> {
             problems.join("; ")
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> DbHeader {
+        DbHeader {
+            page_size: 4096,
+            state: DbState::DirtyShutdown,
+            log_signature: [0; 16],
+            dbid: 1,
+            name: "db".into(),
+            created: 0,
+            last_attach: 0,
+            last_detach: 0,
+            min_required: Lsn(0),
+            max_required: Lsn(0),
+            update_count: 0,
+            previous_full: None,
+            previous_incremental: None,
+            previous_differential: None,
+            previous_copy: None,
+        }
+    }
+
+    fn slot(gen_high: u32, time: u64) -> BackupSlot {
+        BackupSlot { time, gen_low: 1, gen_high, kind: SlotKind::Surrogate }
+    }
+
+    #[test]
+    fn replayed_stamps_end_where_the_live_header_did_however_often_they_are_read() {
+        let stamps = [
+            (BackupKind::Full, slot(5, 10)),
+            (BackupKind::Incremental, slot(8, 20)),
+            (BackupKind::Copy, slot(9, 25)),
+            (BackupKind::Full, slot(12, 30)),
+            (BackupKind::Differential, slot(15, 40)),
+        ];
+        let mut live = header();
+        for (k, s) in stamps {
+            live.record_backup(k, s);
+        }
+        for replays in 1..=3 {
+            let mut h = header();
+            for _ in 0..replays {
+                for (k, s) in stamps {
+                    h.replay_backup(k, s);
+                }
+            }
+            assert_eq!(h, live, "{replays} replays");
+        }
+        // Read again from the middle (recovery starting at a later checkpoint).
+        let mut h = live.clone();
+        for (k, s) in &stamps[1..] {
+            assert!(!h.replay_backup(*k, *s), "{k:?} changed an up-to-date header");
+        }
+        assert_eq!(h, live);
+    }
+
+    #[test]
+    fn a_replayed_stamp_never_replaces_a_newer_backup() {
+        // An unlogged full of the active's own snapshot (gen 20) after the logged ones.
+        let mut h = header();
+        h.record_backup(BackupKind::Full, slot(20, 50));
+        assert!(!h.replay_backup(BackupKind::Full, slot(5, 10)));
+        // An incremental older than the full belongs to the previous chain.
+        assert!(!h.replay_backup(BackupKind::Incremental, slot(8, 20)));
+        assert_eq!(h.previous_incremental, None);
+        // A later incremental applies; a full older than it leaves it.
+        assert!(h.replay_backup(BackupKind::Incremental, slot(22, 60)));
+        assert!(!h.replay_backup(BackupKind::Full, slot(20, 50)));
+        assert_eq!(h.previous_incremental, Some(slot(22, 60)));
+        assert!(h.replay_backup(BackupKind::Full, slot(25, 70)));
+        assert_eq!((h.previous_full, h.previous_incremental), (Some(slot(25, 70)), None));
+    }
 }

@@ -88,6 +88,9 @@ pub enum EngineError {
     /// The freeze exceeded its timeout and was thawed by the watchdog.
     #[error("freeze of snapshot instance {session} timed out after {secs:.1} s")]
     FreezeTimedOut { session: u64, secs: f64 },
+    /// A surrogate backup's stamp names generations the active cannot vouch for.
+    #[error("surrogate backup stamp refused: {0}")]
+    SurrogateStampRefused(String),
     /// The backup did not copy every generation of its range.
     #[error("truncation refused: {0}")]
     TruncationRefused(String),

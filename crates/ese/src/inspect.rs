@@ -129,6 +129,18 @@ pub fn dump_log(fs: &dyn FileSystem, path: &Path) -> Result<LogDump> {
             Record::EndOfGeneration => {
                 RecordSummary { lsn: lsn.to_string(), kind: "end", detail: String::new() }
             }
+            Record::BackupStamp { kind, slot, databases } => RecordSummary {
+                lsn: lsn.to_string(),
+                kind: "backup",
+                detail: format!(
+                    "{kind} backup ({:?}) logs {:#X}-{:#X} time {}: {}",
+                    slot.kind,
+                    slot.gen_low,
+                    slot.gen_high,
+                    slot.time,
+                    databases.join(", ")
+                ),
+            },
         })
         .collect();
     Ok(LogDump { path: path.to_path_buf(), header, records, end: scan.how })

@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::backup::BackupKind;
 use crate::codec::{Reader, Writer, get_u32};
+use crate::dbheader::{BackupSlot, SlotKind};
 use crate::lsn::{Lsn, hex};
 
 /// Bytes reserved for the log file header.
@@ -32,6 +34,7 @@ const MAGIC: u32 = 0x474c_4545; // "EELG"
 const KIND_TXN: u8 = 1;
 const KIND_ATTACH: u8 = 2;
 const KIND_END: u8 = 3;
+const KIND_BACKUP_STAMP: u8 = 4;
 
 /// Name of closed generation `generation`.
 pub fn generation_name(prefix: &str, generation: u32) -> String {
@@ -188,6 +191,12 @@ pub enum Record {
     Attach(AttachedDb),
     /// The generation ends here.
     EndOfGeneration,
+    /// A backup recorded in the headers of `databases` (a surrogate backup: taken on a
+    /// passive copy on another node). Logged, unlike the stamps of the active's own backups,
+    /// so that the log carries it to every copy and every copy's headers show one backup
+    /// history; recovery and passive replay apply it to the headers
+    /// ([`crate::DbHeader::replay_backup`]).
+    BackupStamp { kind: BackupKind, slot: BackupSlot, databases: Vec<String> },
 }
 
 impl Record {
@@ -221,6 +230,18 @@ impl Record {
                 w.str(&a.path);
             }
             Record::EndOfGeneration => w.u8(KIND_END),
+            Record::BackupStamp { kind, slot, databases } => {
+                w.u8(KIND_BACKUP_STAMP);
+                w.u8(kind.code());
+                w.u8(slot.kind.code());
+                w.u64(slot.time);
+                w.u32(slot.gen_low);
+                w.u32(slot.gen_high);
+                w.u32(databases.len() as u32);
+                for d in databases {
+                    w.str(d);
+                }
+            }
         }
         let len = w.buf.len() as u32;
         w.buf[0..4].copy_from_slice(&len.to_le_bytes());
@@ -238,6 +259,9 @@ impl Record {
                 }
                 Record::Attach(a) => 4 + 8 + a.name.len() + a.path.len(),
                 Record::EndOfGeneration => 0,
+                Record::BackupStamp { databases, .. } => {
+                    1 + 1 + 8 + 4 + 4 + 4 + databases.iter().map(|d| 4 + d.len()).sum::<usize>()
+                }
             }
     }
 
@@ -269,6 +293,23 @@ impl Record {
                 path: r.string().ok()?,
             }),
             KIND_END => Record::EndOfGeneration,
+            KIND_BACKUP_STAMP => {
+                let kind = BackupKind::from_code(r.u8().ok()?)?;
+                let slot_kind = SlotKind::from_code(r.u8().ok()?)?;
+                let time = r.u64().ok()?;
+                let gen_low = r.u32().ok()?;
+                let gen_high = r.u32().ok()?;
+                let n = r.u32().ok()?;
+                let mut databases = Vec::with_capacity(n.min(1024) as usize);
+                for _ in 0..n {
+                    databases.push(r.string().ok()?);
+                }
+                Record::BackupStamp {
+                    kind,
+                    slot: BackupSlot { time, gen_low, gen_high, kind: slot_kind },
+                    databases,
+                }
+            }
             _ => return None,
         };
         (r.pos == payload.len()).then_some(rec)
@@ -441,6 +482,11 @@ mod tests {
         let mut img = vec![0u8; 64 * 1024];
         let recs = vec![
             Record::Attach(AttachedDb { dbid: 1, name: "db".into(), path: "x/db.edb".into() }),
+            Record::BackupStamp {
+                kind: BackupKind::Incremental,
+                slot: BackupSlot { time: 7, gen_low: 2, gen_high: 3, kind: SlotKind::Surrogate },
+                databases: vec!["db".into(), "other".into()],
+            },
             Record::Txn {
                 commit: true,
                 begin: Lsn::new(3, 4096),
@@ -466,7 +512,33 @@ mod tests {
         assert!(matches!(scan(4, &img, 0).how, ScanEnd::Damaged(_)));
         img[off - 3] ^= 0xff;
         let s = scan(3, &img, 0);
-        assert_eq!(s.records.len(), 1);
+        assert_eq!(s.records.len(), 2);
         assert!(matches!(s.how, ScanEnd::Damaged(_)));
+    }
+
+    #[test]
+    fn an_unknown_record_kind_or_backup_type_is_damage() {
+        let at = Lsn::new(3, LOG_HEADER_SIZE);
+        let stamp = Record::BackupStamp {
+            kind: BackupKind::Full,
+            slot: BackupSlot { time: 1, gen_low: 1, gen_high: 2, kind: SlotKind::Surrogate },
+            databases: vec!["db".into()],
+        };
+        // Byte 16 is the record kind, byte 17 the stamp's backup type.
+        for (at_byte, value) in [(16, 99u8), (17, 9), (18, 0)] {
+            let mut b = stamp.encode(at);
+            b[at_byte] = value;
+            let crc = crc32c::crc32c(&b[8..]);
+            b[4..8].copy_from_slice(&crc.to_le_bytes());
+            let mut img = vec![0u8; 8192];
+            img[LOG_HEADER_SIZE as usize..LOG_HEADER_SIZE as usize + b.len()].copy_from_slice(&b);
+            let s = scan(3, &img, 0);
+            assert!(s.records.is_empty(), "byte {at_byte} = {value}");
+            assert!(
+                matches!(&s.how, ScanEnd::Damaged(w) if w.contains("cannot be decoded")),
+                "{:?}",
+                s.how
+            );
+        }
     }
 }

@@ -79,6 +79,7 @@ pub fn hard_recover(req: &HardRecovery) -> Result<HardRecoveryReport> {
         headers.iter().filter(|(_, _, h)| h.state == DbState::DirtyShutdown).collect();
     let start = dirty.iter().map(|(_, _, h)| h.min_required).min();
     let mut report = HardRecoveryReport::default();
+    let mut stamps = Vec::new();
     if let Some(start) = start {
         let mut logs: Vec<(FsRef, LogFile)> =
             logfmt::list_logs(req.log_fs.as_ref(), &req.log_dir, &req.prefix)?
@@ -130,6 +131,7 @@ pub fn hard_recover(req: &HardRecovery) -> Result<HardRecoveryReport> {
             redo::Unknown::Skip,
             true,
         )?;
+        stamps = out.stamps;
         report = HardRecoveryReport {
             generations: out.generations,
             transactions: out.transactions,
@@ -138,6 +140,8 @@ pub fn hard_recover(req: &HardRecovery) -> Result<HardRecoveryReport> {
         };
     }
     for (spec, f, mut h) in headers {
+        // Surrogate backups recorded in the logs replayed (the live database had them).
+        redo::apply_stamps(&stamps, &spec.name, &mut h);
         h.mark_clean_shutdown();
         dbheader::write_header(f.as_ref(), &spec.path, &mut h)?;
     }

@@ -12,6 +12,8 @@ use std::path::PathBuf;
 
 use volume::{FileRef, FsRef};
 
+use crate::backup::BackupKind;
+use crate::dbheader::{BackupSlot, DbHeader};
 use crate::error::{EngineError, IoContext, Result};
 use crate::logfmt::{self, LogFile, PageDelta, Record, ScanEnd};
 use crate::lsn::Lsn;
@@ -46,6 +48,28 @@ pub(crate) struct RedoOutcome {
     pub transactions: u64,
     pub pages_written: u64,
     pub bytes_read: u64,
+    /// The backup stamps read, in log order: redo writes pages only, so the caller applies
+    /// them to the headers it writes afterwards ([`apply_stamps`]).
+    pub stamps: Vec<LoggedStamp>,
+}
+
+/// A [`Record::BackupStamp`] read by redo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LoggedStamp {
+    pub kind: BackupKind,
+    pub slot: BackupSlot,
+    pub databases: Vec<String>,
+}
+
+/// Applies, in log order, the stamps that name database `name` to its header; returns
+/// whether the header changed. Idempotent (see [`DbHeader::replay_backup`]), as redo may read
+/// a stamp again after a crash.
+pub(crate) fn apply_stamps(stamps: &[LoggedStamp], name: &str, header: &mut DbHeader) -> bool {
+    let mut changed = false;
+    for s in stamps.iter().filter(|s| s.databases.iter().any(|d| d == name)) {
+        changed |= header.replay_backup(s.kind, s.slot);
+    }
+    changed
 }
 
 enum Slot {
@@ -125,6 +149,9 @@ pub(crate) fn replay(
                     names.insert(a.dbid, a.name);
                 }
                 Record::EndOfGeneration => {}
+                Record::BackupStamp { kind, slot, databases } => {
+                    out.stamps.push(LoggedStamp { kind, slot, databases });
+                }
                 Record::Txn { commit, begin, pages: deltas } => {
                     if !pending.is_empty() && begin != pending_begin {
                         // Records of a transaction that never committed: drop them.

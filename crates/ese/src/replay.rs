@@ -345,6 +345,10 @@ impl PassiveReplay {
         self.write_journal(g, &writes)?;
         self.write_in_place(&writes)?;
         for d in &mut self.dbs {
+            // Surrogate backups stamped on the active: the copy's headers show the same
+            // history. Written with the required range, before the checkpoint moves: a crash
+            // in between replays the batch, and the stamps again (idempotent).
+            redo::apply_stamps(&out.stamps, &d.spec.name, &mut d.header);
             d.header.min_required = replay_from;
             d.header.max_required = d.header.max_required.max(out.end);
             d.header.state = DbState::DirtyShutdown;

@@ -189,6 +189,52 @@ fn notice_event(n: &EngineNotice) -> (&'static EventDef, serde_json::Value) {
             &cat::ENGINE_BACKUP_ABORTED,
             json!({"instance": prefix, "snapshot_instance": snapshot_instance}),
         ),
+        EngineNotice::SurrogateStarted { prefix, snapshot_instance, kind, passive_node } => (
+            &cat::ENGINE_SURROGATE_BACKUP_STARTED,
+            json!({"instance": prefix, "snapshot_instance": snapshot_instance,
+                   "passive_node": passive_node, "backup_type": kind.to_string()}),
+        ),
+        EngineNotice::SurrogateStamped {
+            prefix,
+            snapshot_instance,
+            kind,
+            passive_node,
+            time,
+            gen_low,
+            gen_high,
+            generation,
+        } => {
+            /// Unix seconds as an RFC 3339 UTC time (the header's slot time, as the event
+            /// shows it; no calendar crate for one conversion).
+            fn rfc3339(secs: u64) -> String {
+                let (days, rem) = (secs / 86_400, secs % 86_400);
+                // Howard Hinnant's days-to-civil, for days since 1970-01-01.
+                let z = days + 719_468;
+                let era = z / 146_097;
+                let doe = z - era * 146_097;
+                let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+                let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+                let mp = (5 * doy + 2) / 153;
+                let day = doy - (153 * mp + 2) / 5 + 1;
+                let month = if mp < 10 { mp + 3 } else { mp - 9 };
+                let year = yoe + era * 400 + u64::from(month <= 2);
+                format!(
+                    "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+                    rem / 3600,
+                    rem % 3600 / 60,
+                    rem % 60
+                )
+            }
+            (
+                &cat::ENGINE_SURROGATE_BACKUP_DONE,
+                json!({"instance": prefix, "snapshot_instance": snapshot_instance,
+                       "passive_node": passive_node, "backup_type": kind.to_string(),
+                       "time": rfc3339(*time), "unix_time": time,
+                       "first": ese::logfmt::generation_name(prefix, *gen_low),
+                       "last": ese::logfmt::generation_name(prefix, *gen_high),
+                       "generation": ese::logfmt::generation_name(prefix, *generation)}),
+            )
+        }
     }
 }
 

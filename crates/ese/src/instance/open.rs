@@ -221,6 +221,8 @@ impl Instance {
                     next_dbid - 1
                 }
             };
+            // A surrogate backup's stamp whose header write a crash lost.
+            redo::apply_stamps(&out.stamps, &spec.name, &mut h);
             h.state = DbState::DirtyShutdown;
             h.log_signature = chk.signature;
             h.dbid = dbid;
