@@ -47,6 +47,11 @@ pub struct BackupRequest {
     /// Only these databases (default: all).
     #[serde(default)]
     pub databases: Vec<String>,
+    /// In a DAG, which copy to back up: `passive` (the healthiest passive copy: lowest copy
+    /// and replay queues, then activation preference), `active`, or a node's name. Default:
+    /// the copy on the node asked (its passive copy, or its own storage group).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// The report of a backup.

@@ -202,6 +202,7 @@ fn every_type_round_trips() {
             sg: "SG1".into(),
             repo: "/r".into(),
             databases: vec!["DB1".into()],
+            from: Some("passive".into()),
         });
     }
     let backup = BackupReport {
@@ -387,6 +388,7 @@ fn answers_in_the_old_wire_format_still_read() {
             sg: "SG1".into(),
             repo: "/r".into(),
             databases: vec![],
+            from: None,
         },
     );
     let b: BackupRequest =

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use events::{EventSink, catalog as cat};
 use serde_json::json;
-use store::{InformationStore, StorageGroup};
+use store::{InformationStore, StorageGroup, StorageGroupDef};
 use uuid::Uuid;
 use volume::{File, FsRef, OpenMode};
 use vss::{
@@ -143,6 +143,14 @@ pub struct BackupRequest {
     pub backup_type: BackupType,
     /// Databases to include; all of the storage group's when empty.
     pub databases: Vec<String>,
+    /// Back up this node's *passive copy* of the storage group (the surrogate backup, through
+    /// the replication writer) instead of its own files: the copy's layout (where its
+    /// databases and logs are). `None`: the store's own storage group.
+    pub replica: Option<StorageGroupDef>,
+    /// Other nodes whose sets of this storage group count as its history (the members of its
+    /// database availability group): a full taken on one copy is the base of an incremental
+    /// taken on another.
+    pub history_nodes: Vec<String>,
 }
 
 impl BackupRequest {
@@ -205,6 +213,8 @@ pub struct BackupReport {
 struct Job<'a> {
     req: &'a BackupRequest,
     sg: &'a StorageGroup,
+    /// The layout backed up: the storage group's, or its passive copy's.
+    def: Arc<StorageGroupDef>,
     /// The job id (the writer instance id the coordinator gave the session).
     id: Uuid,
     base: Option<&'a BackupSet>,
@@ -286,11 +296,22 @@ impl Requester {
     /// the newest full or incremental after the newest full (incremental). Copy backups never
     /// count.
     pub fn base_for(&self, storage_group: &str, t: BackupType) -> Result<Option<BackupSet>> {
+        self.base_among(storage_group, t, &[])
+    }
+
+    /// [`Requester::base_for`], counting the sets that `history_nodes` took as well.
+    pub fn base_among(
+        &self,
+        storage_group: &str,
+        t: BackupType,
+        history_nodes: &[String],
+    ) -> Result<Option<BackupSet>> {
+        let ours = |node: &str| node == self.store.node() || history_nodes.iter().any(|n| n == node);
         let sets: Vec<BackupSet> = self
             .repo
             .list_sets()?
             .into_iter()
-            .filter(|s| s.storage_group == storage_group && s.node == self.store.node())
+            .filter(|s| s.storage_group == storage_group && ours(&s.node))
             .collect();
         let wanted: &[BackupType] = match t {
             BackupType::Differential => &[BackupType::Full],
@@ -322,7 +343,11 @@ impl Requester {
         let base = self.base(req, &sg)?;
         progress.step("gathering writer metadata");
         let mut session = self.coordinator.backup_session(SnapshotContext::Backup)?;
-        let job = Job { req, sg: &sg, id: session.job(), base: base.as_ref(), progress };
+        let def = match &req.replica {
+            Some(copy) => Arc::new(copy.clone()),
+            None => sg.def(),
+        };
+        let job = Job { req, sg: &sg, def, id: session.job(), base: base.as_ref(), progress };
         let selection = self.select(&mut session, &job)?;
         let snap = self.snapshot(&mut session, &job)?;
         let outcome = self
@@ -348,7 +373,8 @@ impl Requester {
         if !matches!(req.backup_type, BackupType::Incremental | BackupType::Differential) {
             return Ok(None);
         }
-        let Some(base) = self.base_for(&req.storage_group, req.backup_type)? else {
+        let Some(base) = self.base_among(&req.storage_group, req.backup_type, &req.history_nodes)?
+        else {
             return Err(RequesterError::NoBase {
                 backup_type: req.backup_type.to_string(),
                 storage_group: req.storage_group.clone(),
@@ -390,7 +416,7 @@ impl Requester {
             .map_err(|e| RequesterError::Verify(format!("base set's components document: {e}")))?;
         let writers = session.gather_writer_metadata()?;
         stop_if_cancelled(session, job.progress)?;
-        let def = job.sg.def();
+        let def = job.def.clone();
         let Some(found) = find_components(&writers, &def) else {
             return Err(if writers.iter().all(|w| w.metadata.components.is_empty()) {
                 RequesterError::NoStoreWriter
@@ -470,7 +496,7 @@ impl Requester {
         snap: &Snapshot,
     ) -> Result<Copied<'r>> {
         let (req, progress, views) = (job.req, job.progress, &snap.views);
-        let prefix = job.sg.def().prefix.clone();
+        let prefix = job.def.prefix.clone();
         let mut plan = Vec::new();
         for c in &selection.components {
             for fd in &c.files {

@@ -82,6 +82,8 @@ fn a_backup_records_the_components_found_by_their_files() {
         storage_group: "SG1".into(),
         backup_type: vss::BackupType::Full,
         databases: vec![],
+        replica: None,
+        history_nodes: vec![],
     };
     let report = n.requester.backup(&req, &backup::Quiet).unwrap();
     let names: Vec<&str> = report

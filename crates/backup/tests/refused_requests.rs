@@ -45,6 +45,8 @@ fn a_backup_of_an_unknown_storage_group_creates_no_repository() {
         storage_group: sg.into(),
         backup_type: BackupType::Full,
         databases,
+        replica: None,
+        history_nodes: vec![],
     };
     let err =
         backup::repository_for_backup(&n.store, &req("NOPE", vec![]), &new, &vols).unwrap_err();
@@ -105,6 +107,8 @@ fn a_repository_inside_a_live_directory_is_refused_naming_both_paths() {
         storage_group: "SG1".into(),
         backup_type: BackupType::Full,
         databases: vec![],
+        replica: None,
+        history_nodes: vec![],
     };
     let root = n.dir.path();
     std::os::unix::fs::symlink(root.join("vol-db"), root.join("db-link")).unwrap();

@@ -18,7 +18,7 @@ use volume::{FsRef, HostFs, OpenMode};
 use vss::BackupType;
 
 fn req(t: BackupType) -> BackupRequest {
-    BackupRequest { storage_group: "SG1".into(), backup_type: t, databases: vec![] }
+    BackupRequest { storage_group: "SG1".into(), backup_type: t, databases: vec![], replica: None, history_nodes: vec![] }
 }
 
 fn restorer(n: &common::Node) -> Restorer {
@@ -547,6 +547,8 @@ fn backups_of_chosen_databases_stamp_and_restore_only_those() {
         storage_group: "SG1".into(),
         backup_type: t,
         databases: vec!["DB1".into()],
+        replica: None,
+        history_nodes: vec![],
     };
     let sg = n.store.storage_group("SG1").unwrap();
     let before = sg.log_state().unwrap().generations;
@@ -775,6 +777,8 @@ fn a_point_in_time_restore_in_place_needs_every_database_of_the_storage_group() 
         storage_group: "SG1".into(),
         backup_type: BackupType::Full,
         databases: vec!["DB1".into()],
+        replica: None,
+        history_nodes: vec![],
     };
     let full = n.requester.backup(&only_db1, &Quiet).unwrap();
     deliver(&n, "DB1", 10, "one more");

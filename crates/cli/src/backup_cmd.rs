@@ -16,7 +16,7 @@ pub enum Backup {
     /// Backs up a storage group through a snapshot set into a repository, showing progress
     /// and a summary; the storage group stays mounted and in use throughout.
     #[command(
-        after_help = "Examples:\n  shadowcopy backup run --type full --sg SG1 --repo /srv/backups\n  shadowcopy backup run --type incremental --sg SG1 --repo /srv/backups\n  shadowcopy backup run --type full --sg SG1 --db DB2 --repo /srv/backups"
+        after_help = "Examples:\n  shadowcopy backup run --type full --sg SG1 --repo /srv/backups\n  shadowcopy backup run --type incremental --sg SG1 --repo /srv/backups\n  shadowcopy backup run --type full --sg SG1 --db DB2 --repo /srv/backups\n  shadowcopy backup run --type full --sg SG1 --from passive --repo /srv/backups   (in a DAG: the healthiest passive copy)\n  shadowcopy backup run --type incremental --sg SG1 --from c --repo /srv/backups  (node c's copy)"
     )]
     Run {
         /// The kind of backup; an incremental or differential needs an earlier full in the
@@ -33,6 +33,13 @@ pub enum Backup {
         /// the chosen databases are stamped, and no log is truncated unless all are chosen.
         #[arg(long = "db", value_name = "DATABASE")]
         databases: Vec<String>,
+        /// In a database availability group, which copy to back up: `passive` (the healthiest
+        /// passive copy — lowest copy and replay queues, then activation preference — so the
+        /// active carries no backup load), `active`, or a node's name. The backup runs on that
+        /// node; the active records it in its database header, and every copy's header shows
+        /// it once replayed. Default: the copy on the node asked.
+        #[arg(long, value_name = "passive|active|NODE")]
+        from: Option<String>,
         /// Print the final report as JSON on stdout (progress stays on stderr).
         #[arg(long)]
         json: bool,
@@ -147,7 +154,7 @@ fn logs(r: Option<api::LogRange>) -> String {
 
 pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
     match cmd {
-        Backup::Run { backup_type: kind, sg, repo, databases, json } => {
+        Backup::Run { backup_type: kind, sg, repo, databases, from, json } => {
             let kind = backup_type(*kind);
             let t = kind.name();
             let repo = absolute(repo)?;
@@ -156,6 +163,7 @@ pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
                 sg: sg.clone(),
                 repo: repo.clone(),
                 databases: databases.clone(),
+                from: from.clone(),
             };
             let v: api::BackupReport = progress::follow(&format!("{t} backup of {sg}"), |on_event| {
                 node.post_streaming("/v1/backup", &body, on_event)
@@ -174,6 +182,7 @@ pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
             let set = &v.set;
             println!("Backup set {} ({t} of {sg}) published in {repo}", set.id);
             println!("   Job:          {}", v.job);
+            println!("   Taken on:     node {}", set.node);
             println!("   Files:        {}", set.files);
             if let Some(r) = set.log_range {
                 println!("   Logs:         generations {:#X}-{:#X}", r.low, r.high);

@@ -116,6 +116,7 @@ fn every_endpoint_answers_through_the_typed_client() {
         sg: "SG1".into(),
         repo: repo.clone(),
         databases: vec![],
+        from: None,
     };
     let mut lines = 0;
     let report: api::BackupReport =

@@ -1,13 +1,13 @@
-//! Replication of database copies.
+//! Replication of database copies: the database availability group.
 //!
-//! The active copy's closed log generations are shipped to passive nodes, inspected and replayed;
-//! the replication writer backs up a passive copy (the surrogate backup) in coordination with the
-//! active node. This crate will own the log copier, inspector, replayer, queues, switchover and
-//! the replication writer.
-//!
-//! Today: the [`inspector`] (checks one shipped generation before use) and the [`replayer`]
-//! (applies inspected generations from an inbox to a passive copy, see
-//! [`ese::PassiveReplay`]).
+//! - [`cluster`]: the DAG's facts in etcd (members, copies, the active copy and its epoch, each
+//!   copy's state);
+//! - [`pki`], [`tls`]: the DAG's own CA and mutual TLS between members;
+//! - [`protocol`], [`server`], [`client`], [`source`]: what the active offers its copies over
+//!   HTTP (log shipping, seeding, the surrogate backup's claim and stamp);
+//! - [`copy`]: a passive copy on this node — the log copier, the [`inspector`] and the
+//!   [`replayer`], with the copy and replay queues;
+//! - [`writer`]: the replication writer, which backs up a passive copy (the surrogate backup).
 
 pub mod client;
 pub mod cluster;
@@ -19,6 +19,8 @@ pub mod replayer;
 pub mod server;
 pub mod source;
 pub mod tls;
+pub mod writer;
 
 pub use inspector::{InspectError, Inspected, Inspector};
 pub use replayer::{ReplayError, Replayer, ReplayerConfig, ReplayerHandle};
+pub use writer::{Replica, ReplicaHost, ReplicationWriter};

@@ -54,6 +54,9 @@ pub enum StoreError {
     SignatureMismatch { database: String, why: String },
     #[error(transparent)]
     Engine(#[from] ese::EngineError),
+    /// A surrogate backup's request that does not fit the storage group's state.
+    #[error("storage group {storage_group:?}: {why}")]
+    Surrogate { storage_group: String, why: String },
 }
 
 /// Result alias of the store.

@@ -36,7 +36,7 @@ fn unreachable(dag: &Dag, e: impl std::fmt::Display) -> ApiError {
 }
 
 /// Reads everything fresh from etcd.
-async fn read_all(dag: &Dag) -> Result<Seen, ApiError> {
+pub(crate) async fn read_all(dag: &Dag) -> Result<Seen, ApiError> {
     let c = dag.cluster();
     let copies = c.copies(None).await.map_err(|e| unreachable(dag, e))?;
     let states = c.states(None).await.map_err(|e| unreachable(dag, e))?;
@@ -78,7 +78,7 @@ pub async fn dag_status(State(s): State<AppState>) -> ApiResult<api::DagStatus> 
 }
 
 /// The rows of `seen`, for the storage groups asked for.
-async fn rows(dag: &Dag, seen: &Seen, sg: Option<&str>) -> Vec<api::CopyRow> {
+pub(crate) async fn rows(dag: &Dag, seen: &Seen, sg: Option<&str>) -> Vec<api::CopyRow> {
     let mut out = Vec::new();
     for c in seen.copies.iter().filter(|c| sg.is_none_or(|s| s == c.sg)) {
         let active = seen.actives.iter().find(|(n, _)| n == &c.sg).map(|(_, a)| a.node.clone());

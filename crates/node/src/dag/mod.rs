@@ -20,6 +20,7 @@
 
 pub mod peer_api;
 mod seed;
+pub mod surrogate;
 pub mod source;
 
 use std::collections::BTreeMap;
@@ -64,6 +65,8 @@ pub enum DagError {
     },
     #[error("dag.copy_volume: no volume labelled {0:?}")]
     CopyVolume(String),
+    #[error("registering the replication writer: {0}")]
+    Writer(String),
 }
 
 /// What the reconciler last read from the cluster database.
@@ -100,6 +103,8 @@ pub struct Dag {
     written: Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>,
     /// The storage groups whose truncation limit is set.
     limited: Mutex<std::collections::BTreeSet<String>>,
+    /// Passive nodes' surrogate backups of the storage groups active here.
+    claims: Arc<surrogate::Claims>,
 }
 
 impl std::fmt::Debug for Dag {
@@ -143,9 +148,23 @@ impl Dag {
             log_ends: Mutex::new(BTreeMap::new()),
             limited: Mutex::new(Default::default()),
             written: Mutex::new(Default::default()),
+            claims: Arc::default(),
         });
-        let source: Arc<dyn replication::source::ActiveSource> =
-            Arc::new(source::NodeSource { node: node.clone(), seeds: dag.seeds.clone() });
+        let source: Arc<dyn replication::source::ActiveSource> = Arc::new(source::NodeSource {
+            node: node.clone(),
+            seeds: dag.seeds.clone(),
+            claims: dag.claims.clone(),
+        });
+        // The replication writer backs up this node's passive copies (the surrogate backup).
+        let replicas = surrogate::DagReplicas {
+            dag: Arc::downgrade(&dag),
+            node: node.name().to_string(),
+            runtime: dag.runtime.clone(),
+            events: node.events().clone(),
+        };
+        node.coordinator()
+            .register_writer(replication::ReplicationWriter::new(Arc::new(replicas)))
+            .map_err(|e| DagError::Writer(e.to_string()))?;
         let extra = peer_api::routes(dag.clone());
         tokio::spawn(replication::server::serve(listener, tls, source, extra, shutdown.clone()));
         for sg in node.store().storage_groups() {
@@ -201,7 +220,7 @@ impl Dag {
         &self.cluster
     }
 
-    fn me(&self) -> &str {
+    pub(crate) fn me(&self) -> &str {
         self.node.name()
     }
 
@@ -249,6 +268,9 @@ impl Dag {
 
     async fn reconcile_forever(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         loop {
+            // Surrogate claims lapse whether or not the cluster database answers.
+            let (claims, node) = (self.claims.clone(), self.node.clone());
+            let _ = tokio::task::spawn_blocking(move || claims.expire(&node)).await;
             if let Err(e) = self.reconcile().await {
                 self.seen.lock().reachable = false;
                 if !self.unreachable_reported.swap(true, Ordering::Relaxed) {
@@ -436,7 +458,7 @@ impl Dag {
         put
     }
 
-    fn peer(&self, node: &str, addr: &str) -> Arc<PeerClient> {
+    pub(crate) fn peer(&self, node: &str, addr: &str) -> Arc<PeerClient> {
         let mut peers = self.peers.lock();
         match peers.get(node) {
             Some(p) if p.addr() == addr => p.clone(),

@@ -4,16 +4,21 @@
 use std::sync::Arc;
 
 use events::EventSink;
-use replication::protocol::{self, SeedManifest, StreamInfo};
+use replication::protocol::{
+    self, SeedManifest, StreamInfo, SurrogateBegin, SurrogateClaim, SurrogateComplete,
+    SurrogateStamp,
+};
 use replication::source::{ActiveSource, SeedReader, SourceError};
 use uuid::Uuid;
 
 use crate::Node;
 use crate::dag::seed::SeedsRef;
+use crate::dag::surrogate::Claims;
 
 pub struct NodeSource {
     pub node: Arc<Node>,
     pub seeds: SeedsRef,
+    pub claims: Arc<Claims>,
 }
 
 impl NodeSource {
@@ -81,6 +86,37 @@ impl ActiveSource for NodeSource {
 
     fn end_seed(&self, id: Uuid) -> Result<(), SourceError> {
         self.seeds.end(id)
+    }
+
+    fn surrogate_begin(
+        &self,
+        sg: &str,
+        peer: &str,
+        req: SurrogateBegin,
+    ) -> Result<SurrogateClaim, SourceError> {
+        self.claims.begin(&self.node, sg, peer, req)
+    }
+
+    fn surrogate_renew(
+        &self,
+        sg: &str,
+        peer: &str,
+        job: Uuid,
+    ) -> Result<SurrogateClaim, SourceError> {
+        self.claims.renew(&self.node, sg, peer, job)
+    }
+
+    fn surrogate_complete(
+        &self,
+        sg: &str,
+        peer: &str,
+        req: SurrogateComplete,
+    ) -> Result<SurrogateStamp, SourceError> {
+        self.claims.complete(&self.node, sg, peer, req)
+    }
+
+    fn surrogate_abort(&self, sg: &str, peer: &str, job: Uuid) -> Result<(), SourceError> {
+        self.claims.abort(&self.node, sg, peer, job)
     }
 
     fn refused(&self, addr: &str, reason: &str) {
