@@ -533,6 +533,10 @@ impl EngineBackup {
     /// Then [`EngineNotice::SurrogateStamped`], and the session is thawed with the snapshot
     /// generations `gen_low..=gen_high`, so that [`Self::truncate`] and [`Self::end`] follow
     /// (end stamps nothing more).
+    ///
+    /// An error once the record is durable (a failed header write or roll) leaves the session
+    /// prepared, to be aborted; the record stays in the log, and recovery and the copies
+    /// apply it: the passive's backup exists, and the history records it.
     pub fn stamp_surrogate(&mut self, gen_low: u32, gen_high: u32) -> Result<u32> {
         let Some(node) = self.passive_node.clone() else {
             return Err(self.bad("stamp_surrogate"));

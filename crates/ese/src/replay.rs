@@ -17,7 +17,9 @@
 //! After each generation, in this order: the pages are journaled (below), written in place and
 //! synced, the database
 //! headers get the new required range (still dirty shutdown, so hard recovery of the passive
-//! at activation starts at the right place), then the checkpoint slot is written and synced.
+//! at activation starts at the right place) and the backup stamps the batch's log records
+//! carry (surrogate backups recorded on the active, so every copy's headers show the same
+//! backup history), then the checkpoint slot is written and synced.
 //! A crash between any two steps leaves an older checkpoint: replay from it is idempotent
 //! (page LSNs), so the passive ends identical.
 //!
