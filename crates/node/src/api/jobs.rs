@@ -16,6 +16,7 @@ use serde::Serialize;
 use store::load::{LoadConfig, LoadGenerator};
 use volume::{FsRef, HostFs};
 
+use super::backup_from::{self, Place};
 use super::error::ApiError;
 use super::metrics::{BackupFigures, CommitFigures, Metrics};
 use super::{AppState, blocking, convert, stream};
@@ -177,72 +178,129 @@ pub async fn backup(
     headers: HeaderMap,
     Json(req): Json<api::BackupRequest>,
 ) -> Response {
+    let place = match backup_from::resolve(&s, &req.sg, req.from.as_deref()).await {
+        Ok(p) => p,
+        Err(e) => {
+            s.metrics.record_backup_failure();
+            return e.into_response();
+        }
+    };
+    match place {
+        Place::Peer(peer) => {
+            let runtime = tokio::runtime::Handle::current();
+            run_job(&s, &headers, move |_node, _metrics, progress| {
+                progress.step(&format!("backing up the copy on node {}", peer.node()));
+                let mut forwarded = req.clone();
+                forwarded.from = Some(peer.node().to_string());
+                runtime
+                    .block_on(peer.post_long::<_, api::BackupReport>(
+                        backup_from::PEER_BACKUP_PATH,
+                        &forwarded,
+                    ))
+                    .map_err(|e| backup_from::peer_error(&peer, e))
+            })
+            .await
+        }
+        Place::Here { copy } => {
+            let dag = s.dag.clone();
+            run_job(&s, &headers, move |node, metrics, progress| {
+                backup_here(node, metrics, dag.as_deref(), &req, copy, progress)
+            })
+            .await
+        }
+    }
+}
+
+/// Runs a backup on this node: of its own storage group, or (`copy`) of its passive copy of it
+/// through the replication writer.
+pub(crate) fn backup_here(
+    node: &Node,
+    metrics: &Metrics,
+    dag: Option<&crate::dag::Dag>,
+    req: &api::BackupRequest,
+    copy: bool,
+    progress: &dyn Progress,
+) -> Result<api::BackupReport, ApiError> {
     let backup_type = convert::backup_type(req.backup_type);
-    run_job(&s, &headers, move |node, metrics, progress| {
-        let request = BackupRequest {
-            storage_group: req.sg.clone(),
-            backup_type,
-            databases: req.databases.clone(),
-        };
-        // The path and the request are checked before anything is created there.
-        let path = repo_path(&req.repo)?;
-        // A dismounted group is the caller's to mount: said here, before the coordinator
-        // would report it as a writer's failure.
-        let group = node.store().storage_group(&req.sg).inspect_err(|_| {
+    let replica = match (copy, dag) {
+        (true, Some(dag)) => Some(dag.replica_def(&req.sg).ok_or_else(|| {
             metrics.record_backup_failure();
-        })?;
-        if !group.is_mounted() {
-            metrics.record_backup_failure();
-            return Err(ApiError::new(
+            ApiError::new(
                 StatusCode::CONFLICT,
-                "not_mounted",
+                "copy_not_seeded",
                 format!(
-                    "storage group {} is dismounted; mount it (`shadowcopy store mount {}`) \
-                     before backing it up",
-                    req.sg, req.sg
+                    "the copy of storage group {} on node {} is not seeded yet; wait until `shadowcopy copy status` shows it Healthy",
+                    req.sg,
+                    node.name()
                 ),
-            ));
+            )
+        })?),
+        _ => None,
+    };
+    let request = BackupRequest {
+        storage_group: req.sg.clone(),
+        backup_type,
+        databases: req.databases.clone(),
+        replica,
+        history_nodes: dag.map(|d| d.history_nodes(&req.sg)).unwrap_or_default(),
+    };
+    // The path and the request are checked before anything is created there.
+    let path = repo_path(&req.repo)?;
+    // A dismounted group is the caller's to mount: said here, before the coordinator would
+    // report it as a writer's failure. (A passive copy's own storage group is dismounted.)
+    let group = node.store().storage_group(&req.sg).inspect_err(|_| {
+        metrics.record_backup_failure();
+    })?;
+    if request.replica.is_none() && !group.is_mounted() {
+        metrics.record_backup_failure();
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_mounted",
+            format!(
+                "storage group {} is dismounted; mount it (`shadowcopy store mount {}`) \
+                 before backing it up",
+                req.sg, req.sg
+            ),
+        ));
+    }
+    let vols = node.volume_dirs();
+    let outcome = backup::repository_for_backup(node.store(), &request, &path, &vols)
+        .and_then(|repo| node.requester(Arc::new(repo)).backup(&request, progress));
+    let report = match outcome {
+        Ok(r) => r,
+        Err(e) => {
+            metrics.record_backup_failure();
+            tracing::warn!(storage_group = %req.sg, error = %e, "backup failed");
+            return Err(e.into());
         }
-        let vols = node.volume_dirs();
-        let outcome = backup::repository_for_backup(node.store(), &request, &path, &vols)
-            .and_then(|repo| node.requester(Arc::new(repo)).backup(&request, progress));
-        let report = match outcome {
-            Ok(r) => r,
-            Err(e) => {
-                metrics.record_backup_failure();
-                tracing::warn!(storage_group = %req.sg, error = %e, "backup failed");
-                return Err(e.into());
-            }
-        };
-        metrics.record_backup(BackupFigures {
-            job: report.job.to_string(),
-            storage_group: req.sg.clone(),
-            backup_type: report.set.backup_type.to_string(),
+    };
+    metrics.record_backup(BackupFigures {
+        job: report.job.to_string(),
+        storage_group: req.sg.clone(),
+        backup_type: report.set.backup_type.to_string(),
+        hold_seconds: report.hold.as_secs_f64(),
+        elapsed_seconds: report.elapsed.as_secs_f64(),
+        bytes: report.bytes,
+        stored_bytes: report.stored_bytes,
+    });
+    if let Some(set) = report.document.snapshot_set {
+        metrics.record_commit(CommitFigures {
+            set: set.to_string(),
+            origin: "backup",
+            commit_seconds: report.snapshot.as_secs_f64(),
             hold_seconds: report.hold.as_secs_f64(),
-            elapsed_seconds: report.elapsed.as_secs_f64(),
-            bytes: report.bytes,
-            stored_bytes: report.stored_bytes,
         });
-        if let Some(set) = report.document.snapshot_set {
-            metrics.record_commit(CommitFigures {
-                set: set.to_string(),
-                origin: "backup",
-                commit_seconds: report.snapshot.as_secs_f64(),
-                hold_seconds: report.hold.as_secs_f64(),
-            });
-        }
-        let secs = report.elapsed.as_secs_f64();
-        Ok(api::BackupReport {
-            set: convert::set_summary(&report.set),
-            job: report.job,
-            bytes: report.bytes,
-            stored_bytes: report.stored_bytes,
-            hold_ms: report.hold.as_secs_f64() * 1e3,
-            elapsed_ms: secs * 1e3,
-            throughput_bytes_per_second: report.bytes as f64 / secs.max(1e-9),
-        })
+    }
+    let secs = report.elapsed.as_secs_f64();
+    Ok(api::BackupReport {
+        set: convert::set_summary(&report.set),
+        job: report.job,
+        bytes: report.bytes,
+        stored_bytes: report.stored_bytes,
+        hold_ms: report.hold.as_secs_f64() * 1e3,
+        elapsed_ms: secs * 1e3,
+        throughput_bytes_per_second: report.bytes as f64 / secs.max(1e-9),
     })
-    .await
 }
 
 /// Why a job stops when the service does.

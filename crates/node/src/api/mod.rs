@@ -10,6 +10,7 @@
 
 pub mod auth;
 mod convert;
+mod backup_from;
 mod dag;
 pub mod error;
 mod handlers;

@@ -587,6 +587,51 @@ impl Dag {
         copies.get(sg).map(|c| c.with_databases(f))
     }
 
+    /// Whether this node runs a passive copy of `sg`.
+    pub fn has_copy(&self, sg: &str) -> bool {
+        self.copies.lock().contains_key(sg)
+    }
+
+    /// The layout of this node's passive copy of `sg` as a storage group definition (where its
+    /// databases and logs are), for a backup of the copy; `None` before it was seeded.
+    pub fn replica_def(&self, sg: &str) -> Option<store::StorageGroupDef> {
+        let manifest = self.copies.lock().get(sg)?.seed_manifest()?;
+        let own = self.node.store().storage_group(sg).ok()?.def();
+        let label = self.node.config().copy_volume().unwrap_or_default().to_string();
+        let volume = store::VolumeRef { label, fs: self.copy_fs.clone() };
+        let dir = copy_dir(sg);
+        let databases = manifest
+            .databases
+            .iter()
+            .map(|d| store::DatabaseDef {
+                name: d.name.clone(),
+                volume: volume.clone(),
+                path: replication::copy::database_path(&dir, &d.name),
+            })
+            .collect();
+        Some(store::StorageGroupDef {
+            name: sg.to_string(),
+            log_volume: volume,
+            log_dir: dir.join("inbox"),
+            system_dir: dir,
+            prefix: manifest.prefix,
+            circular_logging: own.circular_logging,
+            databases,
+            tuning: own.tuning,
+        })
+    }
+
+    /// The members whose backups of `sg` count as its history: every node with a copy of it.
+    pub fn history_nodes(&self, sg: &str) -> Vec<String> {
+        let seen = self.seen.lock();
+        let mut nodes: Vec<String> =
+            seen.copies.iter().filter(|c| c.sg == sg).map(|c| c.node.clone()).collect();
+        nodes.extend(seen.actives.iter().filter(|(s, _)| s == sg).map(|(_, a)| a.node.clone()));
+        nodes.sort();
+        nodes.dedup();
+        nodes
+    }
+
     /// The copies' reports of this node, by storage group (for metrics).
     pub fn local_reports(&self) -> Vec<(String, replication::copy::CopyReport)> {
         self.copies.lock().iter().map(|(sg, c)| (sg.clone(), c.report())).collect()
