@@ -9,7 +9,7 @@
 //! served at `GET /v1/openapi.json` is generated from too.
 
 pub mod auth;
-mod convert;
+pub(crate) mod convert;
 mod dag;
 pub mod error;
 mod handlers;
