@@ -323,6 +323,7 @@ fn every_type_round_trips() {
             message: "Copied".into(),
             fields,
         }],
+        unreachable: vec!["b: cannot reach node b at 127.0.0.1:1: connection refused".into()],
     });
     let lines: Vec<ProgressLine<BackupReport>> = vec![
         ProgressLine::Step { what: "copying".into() },

@@ -1,4 +1,9 @@
 //! `shadowcopy events`: the node's event trail, filtered; `--follow` keeps printing new ones.
+//!
+//! On a DAG member, `--job` shows the job's trail from every member (a surrogate backup logs
+//! on the passive copy's node and on the active's), so each line names its node; members that
+//! could not be asked are named in a warning on stderr (stdout stays the trail, one event a
+//! line with `--json`, as without a DAG).
 
 use std::time::Duration;
 
@@ -10,14 +15,15 @@ use crate::client::{Endpoint, with_query};
 /// How often `--follow` asks the node for new events.
 const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 
-/// Shows logged events (newest last), optionally only one job's, source's or id's.
+/// Shows logged events (newest last), optionally only one job's, source's or id's. On a DAG
+/// member, a job's events come from every member, each line naming its node.
 #[derive(Debug, Args)]
 #[command(
     after_help = "Examples:\n  shadowcopy events --job 8d1e2f04\n  shadowcopy events --source store --id 9811\n  shadowcopy events --follow --limit 20"
 )]
 pub struct Events {
     /// Only this job's events: its ID, as `backup run` and `restore` print it, or a unique
-    /// prefix of it (`--job 046c38f8`).
+    /// prefix of it (`--job 046c38f8`). On a DAG member, from every member of the DAG.
     #[arg(long, value_name = "ID")]
     job: Option<String>,
     /// Only events of this source: coordinator, store, engine, replication, provider or
@@ -59,12 +65,30 @@ fn print(ev: &api::Event, json: bool) -> Result<()> {
         return Ok(());
     }
     let job = ev.job.map(|j| format!(" job {j}")).unwrap_or_default();
-    println!("{} {:<7} {:<11} {:>5}{job}: {}", ev.time_ms, ev.level, ev.source, ev.id, ev.message);
+    println!(
+        "{} {:<8} {:<7} {:<11} {:>5}{job}: {}",
+        ev.time_ms, ev.node, ev.level, ev.source, ev.id, ev.message
+    );
     Ok(())
+}
+
+/// The warning naming the members whose events the trail lacks, once per change of them (a
+/// `--follow` asks again and again).
+fn warn_unreachable(now: &[String], before: &mut Vec<String>) {
+    if now != before.as_slice() && !now.is_empty() {
+        eprintln!(
+            "warning: the trail lacks the events of {} member(s) of the DAG: {}",
+            now.len(),
+            now.join("; ")
+        );
+    }
+    *before = now.to_vec();
 }
 
 pub fn run(node: &Endpoint, e: &Events) -> Result<()> {
     let v: api::EventList = node.get(&query(e, e.since)?)?;
+    let mut unreachable = Vec::new();
+    warn_unreachable(&v.unreachable, &mut unreachable);
     let mut last_time = e.since.unwrap_or(0);
     // Events with the newest time already printed: a later poll asks from that time again
     // (`since` is inclusive) and skips exactly these.
@@ -91,6 +115,7 @@ pub fn run(node: &Endpoint, e: &Events) -> Result<()> {
     loop {
         std::thread::sleep(FOLLOW_EVERY);
         let v: api::EventList = node.get(&query(e, Some(last_time))?)?;
+        warn_unreachable(&v.unreachable, &mut unreachable);
         show(&v.events, &mut last_time)?;
     }
 }

@@ -336,79 +336,20 @@ pub async fn dismount(
     .await
 }
 
+/// The events of this node; with a job on a DAG member, the job's trail gathered from every
+/// member (a surrogate backup logs on two nodes), see [`crate::dag::peer_api::gather_events`].
 pub async fn events(
     State(s): State<AppState>,
     Query(q): Query<api::EventQuery>,
 ) -> ApiResult<api::EventList> {
-    let source = match q.source.as_deref() {
-        None => None,
-        Some(name) => Some(
-            serde_json::from_value::<events::Source>(serde_json::Value::String(
-                name.to_ascii_lowercase(),
-            ))
-                .map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "unknown event source {name:?} (coordinator, store, engine, replication, provider, requester)"
-                    ))
-                })?,
-        ),
-    };
-    let mut filter = events::Filter {
-        source,
-        id: q.id,
-        since_ms: q.since_ms,
-        limit: q.limit,
-        ..Default::default()
-    };
+    if let (Some(dag), Some(job)) = (s.dag.clone(), q.job.clone()) {
+        return crate::dag::peer_api::gather_events(dag, q, job).await.map(Json);
+    }
     blocking(&s, move |node, _| {
-        if let Some(job) = &q.job {
-            filter.job = Some(resolve_job(node.events(), job)?);
-        }
-        let events = node.events().query(&filter)?.into_iter().map(convert::event).collect();
-        Ok(Json(api::EventList { events }))
+        let events = crate::dag::peer_api::local_events(node, &q)?;
+        Ok(Json(api::EventList { events, unreachable: Vec::new() }))
     })
     .await
-}
-
-/// The job a full id or a prefix of one names, as set ids are resolved: a prefix must be
-/// hexadecimal and match exactly one job of the trail; an ambiguous one lists the
-/// candidates, so that the caller can pick.
-fn resolve_job(log: &events::EventLog, given: &str) -> Result<Uuid, ApiError> {
-    if let Ok(id) = given.parse::<Uuid>() {
-        return Ok(id);
-    }
-    let prefix = given.replace('-', "").to_ascii_lowercase();
-    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_job_id",
-            format!("job {given:?} is neither a job id nor a prefix of one (hex digits)"),
-        ));
-    }
-    let mut found: Vec<Uuid> = log
-        .query(&events::Filter::default())?
-        .into_iter()
-        .filter_map(|e| e.job)
-        .filter(|j| j.simple().to_string().starts_with(&prefix))
-        .collect();
-    found.sort();
-    found.dedup();
-    match found.as_slice() {
-        [one] => Ok(*one),
-        [] => Err(ApiError::not_found(
-            "no_such_job",
-            format!("no job in the event trail has an id starting with {given:?}"),
-        )),
-        many => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "ambiguous_job_id",
-            format!(
-                "job prefix {given:?} matches {} jobs: {}; give more digits",
-                many.len(),
-                many.iter().map(Uuid::to_string).collect::<Vec<_>>().join(", ")
-            ),
-        )),
-    }
 }
 
 pub async fn metrics(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {

@@ -9,8 +9,8 @@
 //! served at `GET /v1/openapi.json` is generated from too.
 
 pub mod auth;
-mod convert;
 mod backup_from;
+pub(crate) mod convert;
 mod dag;
 pub mod error;
 mod handlers;
