@@ -23,6 +23,10 @@ pub struct StorageGroupStatus {
     pub databases: Vec<DatabaseStatus>,
     /// The job holding the storage group for a backup.
     pub backup_in_progress: Option<Uuid>,
+    /// In a DAG, this node's passive copy of the storage group: its databases' headers (the
+    /// backup history the copy replayed from the active's logs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy_databases: Vec<DatabaseStatus>,
 }
 
 /// A storage group's log stream.

@@ -137,6 +137,7 @@ fn every_type_round_trips() {
                 DatabaseStatus { error: Some("unreadable".into()), ..DatabaseStatus::named("DB2") },
             ],
             backup_in_progress: Some(id(9)),
+            copy_databases: vec![],
         }],
     });
     let database = CreateDatabase { name: "DB1".into(), volume: "db".into(), path: None };

@@ -157,14 +157,14 @@ impl BackupRequest {
     /// Refuses a request that cannot run on `store` — an unknown storage group or database,
     /// a log-only backup — before anything is created for it (a repository, say).
     pub fn check(&self, store: &InformationStore) -> Result<()> {
-        let sg = store.storage_group(&self.storage_group)?;
+        let def = self.layout(store)?;
         if self.backup_type == BackupType::Log {
             return Err(RequesterError::Refused(
                 "the store writer offers no log-only backup type; use an incremental".into(),
             ));
         }
         if let Some(d) =
-            self.databases.iter().find(|d| !sg.def().databases.iter().any(|x| &x.name == *d))
+            self.databases.iter().find(|d| !def.databases.iter().any(|x| &x.name == *d))
         {
             return Err(RequesterError::NoSuchDatabase {
                 storage_group: self.storage_group.clone(),
@@ -172,6 +172,17 @@ impl BackupRequest {
             });
         }
         Ok(())
+    }
+}
+
+impl BackupRequest {
+    /// The layout backed up: the passive copy's, or the store's storage group's (a node that
+    /// holds only a copy of a storage group need not define the storage group itself).
+    pub fn layout(&self, store: &InformationStore) -> Result<Arc<StorageGroupDef>> {
+        match &self.replica {
+            Some(copy) => Ok(Arc::new(copy.clone())),
+            None => Ok(store.storage_group(&self.storage_group)?.def()),
+        }
     }
 }
 
@@ -212,7 +223,8 @@ pub struct BackupReport {
 /// One job as its phases share it.
 struct Job<'a> {
     req: &'a BackupRequest,
-    sg: &'a StorageGroup,
+    /// The store's storage group (`None`: a backup of a passive copy).
+    sg: Option<&'a StorageGroup>,
     /// The layout backed up: the storage group's, or its passive copy's.
     def: Arc<StorageGroupDef>,
     /// The job id (the writer instance id the coordinator gave the session).
@@ -306,7 +318,8 @@ impl Requester {
         t: BackupType,
         history_nodes: &[String],
     ) -> Result<Option<BackupSet>> {
-        let ours = |node: &str| node == self.store.node() || history_nodes.iter().any(|n| n == node);
+        let ours =
+            |node: &str| node == self.store.node() || history_nodes.iter().any(|n| n == node);
         let sets: Vec<BackupSet> = self
             .repo
             .list_sets()?
@@ -339,15 +352,17 @@ impl Requester {
     pub fn backup(&self, req: &BackupRequest, progress: &dyn Progress) -> Result<BackupReport> {
         let started = Instant::now();
         req.check(&self.store)?;
-        let sg = self.store.storage_group(&req.storage_group)?;
-        let base = self.base(req, &sg)?;
+        let def = req.layout(&self.store)?;
+        // The store's own storage group (none for a passive copy's backup).
+        let sg = match req.replica {
+            Some(_) => None,
+            None => Some(self.store.storage_group(&req.storage_group)?),
+        };
+        let base = self.base(req, &def)?;
         progress.step("gathering writer metadata");
         let mut session = self.coordinator.backup_session(SnapshotContext::Backup)?;
-        let def = match &req.replica {
-            Some(copy) => Arc::new(copy.clone()),
-            None => sg.def(),
-        };
-        let job = Job { req, sg: &sg, def, id: session.job(), base: base.as_ref(), progress };
+        let job =
+            Job { req, sg: sg.as_deref(), def, id: session.job(), base: base.as_ref(), progress };
         let selection = self.select(&mut session, &job)?;
         let snap = self.snapshot(&mut session, &job)?;
         let outcome = self
@@ -369,11 +384,12 @@ impl Requester {
 
     /// The set an incremental or differential builds on (none for a full or copy), after
     /// checking that the chain it continues can hold what the request covers.
-    fn base(&self, req: &BackupRequest, sg: &StorageGroup) -> Result<Option<BackupSet>> {
+    fn base(&self, req: &BackupRequest, def: &StorageGroupDef) -> Result<Option<BackupSet>> {
         if !matches!(req.backup_type, BackupType::Incremental | BackupType::Differential) {
             return Ok(None);
         }
-        let Some(base) = self.base_among(&req.storage_group, req.backup_type, &req.history_nodes)?
+        let Some(base) =
+            self.base_among(&req.storage_group, req.backup_type, &req.history_nodes)?
         else {
             return Err(RequesterError::NoBase {
                 backup_type: req.backup_type.to_string(),
@@ -383,8 +399,7 @@ impl Requester {
         // Every database this incremental or differential covers must be in the full its
         // chain starts from, or a restore of the chain would lack the database's file.
         let full = self.chain_start(&base)?;
-        let wanted = sg
-            .def()
+        let wanted = def
             .databases
             .iter()
             .filter(|d| req.databases.is_empty() || req.databases.contains(&d.name))
@@ -650,12 +665,13 @@ impl Requester {
         }
         // A storage group dismounted during a full backup made it a copy: record it so, or
         // an incremental would later take this set for its base.
-        let recorded_type =
-            if job.sg.degraded_to_copy(job.id) && req.backup_type == BackupType::Full {
-                BackupType::Copy
-            } else {
-                req.backup_type
-            };
+        let recorded_type = if job.sg.is_some_and(|g| g.degraded_to_copy(job.id))
+            && req.backup_type == BackupType::Full
+        {
+            BackupType::Copy
+        } else {
+            req.backup_type
+        };
         let meta = SetMeta {
             node: self.store.node().into(),
             backup_type: recorded_type,
@@ -713,7 +729,7 @@ impl Requester {
         // The dismount may also fall between publishing and backup complete.
         if job.req.backup_type == BackupType::Full
             && set.backup_type == BackupType::Full
-            && job.sg.degraded_to_copy(job.id)
+            && job.sg.is_some_and(|g| g.degraded_to_copy(job.id))
         {
             set.backup_type = BackupType::Copy;
             self.repo.rewrite_manifest(&set)?;

@@ -15,7 +15,13 @@ use volume::fault::FaultInjector;
 use vss::{BackupType, SnapshotContext};
 
 fn req(t: BackupType) -> BackupRequest {
-    BackupRequest { storage_group: "SG1".into(), backup_type: t, databases: vec![], replica: None, history_nodes: vec![] }
+    BackupRequest {
+        storage_group: "SG1".into(),
+        backup_type: t,
+        databases: vec![],
+        replica: None,
+        history_nodes: vec![],
+    }
 }
 
 fn load_some(n: &common::Node, deliveries: u64, seed: u64) -> store::load::Ledger {

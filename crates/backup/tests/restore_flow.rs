@@ -18,7 +18,13 @@ use volume::{FsRef, HostFs, OpenMode};
 use vss::BackupType;
 
 fn req(t: BackupType) -> BackupRequest {
-    BackupRequest { storage_group: "SG1".into(), backup_type: t, databases: vec![], replica: None, history_nodes: vec![] }
+    BackupRequest {
+        storage_group: "SG1".into(),
+        backup_type: t,
+        databases: vec![],
+        replica: None,
+        history_nodes: vec![],
+    }
 }
 
 fn restorer(n: &common::Node) -> Restorer {

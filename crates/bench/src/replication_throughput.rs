@@ -112,7 +112,13 @@ impl Loopback {
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let addr = listener.local_addr()?;
         let (shutdown, rx) = tokio::sync::watch::channel(false);
-        let server = rt.spawn(replication::server::serve(listener, active, source, replication::server::Router::new(), rx));
+        let server = rt.spawn(replication::server::serve(
+            listener,
+            active,
+            source,
+            replication::server::Router::new(),
+            rx,
+        ));
         let client = Arc::new(PeerClient::new(passive, ACTIVE, addr.to_string()));
         Ok(Loopback { rt, client, shutdown, server })
     }

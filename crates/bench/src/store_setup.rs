@@ -130,7 +130,13 @@ pub fn backup_timed(
     repo: &Arc<Repository>,
     t: BackupType,
 ) -> anyhow::Result<(BackupReport, StepTimer)> {
-    let req = BackupRequest { storage_group: SG.into(), backup_type: t, databases: vec![], replica: None, history_nodes: vec![] };
+    let req = BackupRequest {
+        storage_group: SG.into(),
+        backup_type: t,
+        databases: vec![],
+        replica: None,
+        history_nodes: vec![],
+    };
     let steps = StepTimer::default();
     let report = node.requester(repo.clone()).backup(&req, &steps)?;
     Ok((report, steps))

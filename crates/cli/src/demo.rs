@@ -202,7 +202,13 @@ fn demo(dir: &Path, args: &Args, started: Instant) -> anyhow::Result<()> {
     println!("   {} operations acknowledged; {}\n", load.acknowledged(), generations(&node)?);
 
     let requester = node.requester(repo.clone());
-    let req = |t| BackupRequest { storage_group: "SG1".into(), backup_type: t, databases: vec![], replica: None, history_nodes: vec![] };
+    let req = |t| BackupRequest {
+        storage_group: "SG1".into(),
+        backup_type: t,
+        databases: vec![],
+        replica: None,
+        history_nodes: vec![],
+    };
     println!("3. A full backup, while the mail keeps arriving");
     let full = requester.backup(&req(BackupType::Full), &steps)?;
     summarize(&full);

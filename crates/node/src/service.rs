@@ -227,6 +227,9 @@ pub async fn serve(
         dag_line = format!("; DAG {} replication on {listen}", dag.name());
         state.dag = Some(dag);
     }
+    if let Some(dag) = &state.dag {
+        dag.set_app_state(state.clone());
+    }
     let stopping = state.stopping.clone();
     let running = state.running.clone();
     let router = api::router(state);

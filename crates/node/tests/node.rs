@@ -38,7 +38,13 @@ fn backups_through_real_copy_on_write_snapshots_and_restart() {
     .unwrap();
     wait_for_deliveries(&load, 100);
     let requester = node.requester(repo.clone());
-    let req = |t| BackupRequest { storage_group: "SG1".into(), backup_type: t, databases: vec![], replica: None, history_nodes: vec![] };
+    let req = |t| BackupRequest {
+        storage_group: "SG1".into(),
+        backup_type: t,
+        databases: vec![],
+        replica: None,
+        history_nodes: vec![],
+    };
     let full = requester.backup(&req(BackupType::Full), &Quiet).unwrap();
     wait_for_deliveries(&load, load.acknowledged() + 100);
     let inc = requester.backup(&req(BackupType::Incremental), &Quiet).unwrap();

@@ -100,8 +100,9 @@ impl Replica {
                     volume: self.volume.clone(),
                     path: db_dir.clone(),
                     filespec: crate::copy::database_path(std::path::Path::new(""), name)
-                        .to_string_lossy()
-                        .into_owned(),
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
                     recursive: false,
                 }],
                 selectable: true,
@@ -224,34 +225,40 @@ impl ReplicationWriter {
     }
 
     /// Starts the thread that renews the active's claim until told to stop.
-    fn renew(&self, job: Uuid, sg: &str, active: Arc<PeerClient>, lease: Duration) -> mpsc::Sender<()> {
+    fn renew(
+        &self,
+        job: Uuid,
+        sg: &str,
+        active: Arc<PeerClient>,
+        lease: Duration,
+    ) -> mpsc::Sender<()> {
         let (tx, rx) = mpsc::channel::<()>();
         let rt = self.host.runtime();
         let path = protocol::surrogate_path(sg, "renew");
         let every = (lease / 3).max(Duration::from_millis(200));
-        let spawned = std::thread::Builder::new().name(format!("surrogate-renew-{sg}")).spawn(
-            move || {
+        let spawned =
+            std::thread::Builder::new().name(format!("surrogate-renew-{sg}")).spawn(move || {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
-                    let r: Result<SurrogateClaim, _> = rt.block_on(async {
-                        tokio::time::timeout(
-                            ACTIVE_TIMEOUT,
-                            active.post_body(&path, &SurrogateJob { job }),
-                        )
-                        .await
-                    })
-                    .unwrap_or_else(|_| {
-                        Err(crate::client::ClientError::Unreachable {
-                            node: active.node().into(),
-                            addr: active.addr().into(),
-                            why: "renewal timed out".into(),
+                    let r: Result<SurrogateClaim, _> = rt
+                        .block_on(async {
+                            tokio::time::timeout(
+                                ACTIVE_TIMEOUT,
+                                active.post_body(&path, &SurrogateJob { job }),
+                            )
+                            .await
                         })
-                    });
+                        .unwrap_or_else(|_| {
+                            Err(crate::client::ClientError::Unreachable {
+                                node: active.node().into(),
+                                addr: active.addr().into(),
+                                why: "renewal timed out".into(),
+                            })
+                        });
                     if let Err(e) = r {
                         tracing::warn!(%job, error = %e, "renewing the surrogate claim failed");
                     }
                 }
-            },
-        );
+            });
         if let Err(e) = spawned {
             tracing::error!(%job, "starting the surrogate lease renewer: {e}");
         }
@@ -281,9 +288,10 @@ impl ReplicationWriter {
             if !g.settled {
                 let path = protocol::surrogate_path(&g.replica.sg, "abort");
                 let active = g.active.clone();
-                if let Err(e) = self
-                    .call(&active, active.post_body::<_, SurrogateJob>(&path, &SurrogateJob { job }))
-                {
+                if let Err(e) = self.call(
+                    &active,
+                    active.post_body::<_, SurrogateJob>(&path, &SurrogateJob { job }),
+                ) {
                     // The claim lapses by itself once no longer renewed.
                     tracing::warn!(%job, sg = %g.replica.sg, %reason, error = %e,
                         "releasing the active's claim failed; it lapses with its lease");
@@ -390,21 +398,19 @@ impl Writer for ReplicationWriter {
             };
             let databases: Vec<String> =
                 components.iter().filter(|c| *c != LOG_COMPONENT).cloned().collect();
-            let req =
-                SurrogateBegin { job: ctx.job, backup_type: ctx.backup_type, databases };
+            let req = SurrogateBegin { job: ctx.job, backup_type: ctx.backup_type, databases };
             let path = protocol::surrogate_path(&sg, "begin");
-            let claim: SurrogateClaim =
-                match self.call(&active, active.post_body(&path, &req)) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        self.release_job(ctx.job, "prepare failed");
-                        let msg = format!(
-                            "the active copy on node {} refused or did not answer: {e}",
-                            active.node()
-                        );
-                        return Err(self.failed(ctx.job, &sg, "prepare", &msg));
-                    }
-                };
+            let claim: SurrogateClaim = match self.call(&active, active.post_body(&path, &req)) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.release_job(ctx.job, "prepare failed");
+                    let msg = format!(
+                        "the active copy on node {} refused or did not answer: {e}",
+                        active.node()
+                    );
+                    return Err(self.failed(ctx.job, &sg, "prepare", &msg));
+                }
+            };
             let renewer =
                 self.renew(ctx.job, &sg, active.clone(), Duration::from_millis(claim.lease_ms));
             self.emit(
@@ -453,9 +459,8 @@ impl Writer for ReplicationWriter {
             let (tx, rx) = mpsc::channel::<()>();
             let host = self.host.clone();
             let job = ctx.job;
-            let spawned = std::thread::Builder::new()
-                .name(format!("surrogate-hold-{sg}"))
-                .spawn(move || {
+            let spawned =
+                std::thread::Builder::new().name(format!("surrogate-hold-{sg}")).spawn(move || {
                     if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(FREEZE_WINDOW) {
                         host.release(&sg);
                         host.events().emit(
@@ -531,7 +536,9 @@ impl Writer for ReplicationWriter {
             let mine: Vec<&ComponentResult> =
                 results.iter().filter(|r| r.component.logical_path == lp).collect();
             let ok = !mine.is_empty()
-                && selected.iter().all(|c| mine.iter().any(|r| &r.component.name == c && r.succeeded));
+                && selected
+                    .iter()
+                    .all(|c| mine.iter().any(|r| &r.component.name == c && r.succeeded));
             let summary: Vec<String> = mine
                 .iter()
                 .map(|r| {
@@ -547,7 +554,11 @@ impl Writer for ReplicationWriter {
                 ctx.job,
                 json!({"database": sg, "components": summary.join(", "), "success": ok}),
             );
-            self.emit(&cat::REPL_BACKUP_COMPLETE_WRITER, ctx.job, json!({"job": ctx.job.to_string()}));
+            self.emit(
+                &cat::REPL_BACKUP_COMPLETE_WRITER,
+                ctx.job,
+                json!({"job": ctx.job.to_string()}),
+            );
             let every_database = replica.databases.iter().all(|d| selected.contains(d))
                 && selected.contains(LOG_COMPONENT);
             let (gen_low, gen_high) = gens.unwrap_or((0, 0));

@@ -149,7 +149,13 @@ impl Rig {
         let (stop, rx) = tokio::sync::watch::channel(false);
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        rt.spawn(replication::server::serve(listener, load(&certs[0]), source.clone(), replication::server::Router::new(), rx));
+        rt.spawn(replication::server::serve(
+            listener,
+            load(&certs[0]),
+            source.clone(),
+            replication::server::Router::new(),
+            rx,
+        ));
         let client = Arc::new(PeerClient::new(load(&certs[1]), "a", addr));
         Rig { _dir: dir, rt, source, client, events: Arc::default(), _stop: stop }
     }

@@ -122,7 +122,13 @@ async fn setup() -> Setup {
     let addr = listener.local_addr().unwrap().to_string();
     let fake = Arc::new(Fake::new());
     let (stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(replication::server::serve(listener, a, fake.clone(), replication::server::Router::new(), rx));
+    tokio::spawn(replication::server::serve(
+        listener,
+        a,
+        fake.clone(),
+        replication::server::Router::new(),
+        rx,
+    ));
     Setup { _dir: dir, addr, fake, b, foreign, _stop: stop }
 }
 

@@ -13,8 +13,8 @@
 //! begins, completes and aborts.
 
 use ese::{BackupKind, EngineNotice};
-use events::catalog as cat;
 use events::EventDef;
+use events::catalog as cat;
 use serde_json::json;
 use uuid::Uuid;
 

@@ -54,7 +54,10 @@ pub async fn resolve(s: &AppState, sg: &str, from: Option<&str>) -> Result<Place
     let target = match from {
         "active" => {
             let Some((_, a)) = seen.actives.iter().find(|(s, _)| s == sg) else {
-                return Err(no_copy(format!("storage group {sg} has no active copy in DAG {}", dag.name())));
+                return Err(no_copy(format!(
+                    "storage group {sg} has no active copy in DAG {}",
+                    dag.name()
+                )));
             };
             a.node.clone()
         }
@@ -74,11 +77,7 @@ pub async fn resolve(s: &AppState, sg: &str, from: Option<&str>) -> Result<Place
                     .collect();
                 return Err(no_copy(format!(
                     "storage group {sg} has no healthy passive copy to back up{}",
-                    if seen.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", seen.join(", "))
-                    }
+                    if seen.is_empty() { String::new() } else { format!(": {}", seen.join(", ")) }
                 )));
             };
             best.node.clone()
@@ -100,7 +99,10 @@ pub async fn resolve(s: &AppState, sg: &str, from: Option<&str>) -> Result<Place
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "member_down",
-            format!("node {target}, which holds the copy asked for, is not up in DAG {}", dag.name()),
+            format!(
+                "node {target}, which holds the copy asked for, is not up in DAG {}",
+                dag.name()
+            ),
         ));
     };
     Ok(Place::Peer(dag.peer(&member.node, &member.replication)))

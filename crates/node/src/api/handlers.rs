@@ -209,7 +209,8 @@ pub async fn resize_shadow_storage(
 /// Per storage group: mounted, log and checkpoint generations, log files on disk, the
 /// backup history from each database header, and the job holding it, if any.
 pub async fn store_status(State(s): State<AppState>) -> ApiResult<api::StoreStatus> {
-    blocking(&s, |node, _| {
+    let dag = s.dag.clone();
+    blocking(&s, move |node, _| {
         let mut storage_groups = Vec::new();
         for g in node.store().storage_groups() {
             let mounted = g.is_mounted();
@@ -253,11 +254,46 @@ pub async fn store_status(State(s): State<AppState>) -> ApiResult<api::StoreStat
                 log,
                 databases,
                 backup_in_progress: g.backup_in_progress(),
+                copy_databases: copy_databases(dag.as_deref(), g.name()),
+            });
+        }
+        // Passive copies of storage groups this node does not define itself.
+        for sg in dag.as_ref().map(|d| d.copy_names()).unwrap_or_default() {
+            if storage_groups.iter().any(|g| g.name == sg) {
+                continue;
+            }
+            storage_groups.push(api::StorageGroupStatus {
+                name: sg.clone(),
+                mounted: false,
+                mount_error: None,
+                log: None,
+                databases: Vec::new(),
+                backup_in_progress: None,
+                copy_databases: copy_databases(dag.as_deref(), &sg),
             });
         }
         Ok(Json(api::StoreStatus { storage_groups }))
     })
     .await
+}
+
+/// The database headers of this node's passive copy of `sg`, if it has one.
+fn copy_databases(dag: Option<&crate::dag::Dag>, sg: &str) -> Vec<api::DatabaseStatus> {
+    dag.and_then(|d| d.copy_headers(sg))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, h)| match h {
+            Ok(h) => api::DatabaseStatus {
+                state: Some(format!("{:?}", h.state)),
+                previous_full: convert::slot(h.previous_full),
+                previous_incremental: convert::slot(h.previous_incremental),
+                previous_differential: convert::slot(h.previous_differential),
+                previous_copy: convert::slot(h.previous_copy),
+                ..api::DatabaseStatus::named(&name)
+            },
+            Err(e) => api::DatabaseStatus { error: Some(e), ..api::DatabaseStatus::named(&name) },
+        })
+        .collect()
 }
 
 /// The API's answer to a refused or failed creation.

@@ -211,6 +211,21 @@ pub async fn backup(
     }
 }
 
+/// Runs a backup that another member forwarded here (its `--from` named this node's copy).
+pub(crate) async fn backup_for_member(
+    s: &AppState,
+    req: api::BackupRequest,
+) -> Result<api::BackupReport, ApiError> {
+    let dag = s.dag.clone();
+    let copy = dag.as_ref().is_some_and(|d| d.has_copy(&req.sg));
+    let stopping = s.stopping.clone();
+    blocking(s, move |node, metrics| {
+        let progress = UntilShutdown { inner: &Quiet, stopping: &stopping };
+        backup_here(node, metrics, dag.as_deref(), &req, copy, &progress)
+    })
+    .await
+}
+
 /// Runs a backup on this node: of its own storage group, or (`copy`) of its passive copy of it
 /// through the replication writer.
 pub(crate) fn backup_here(
@@ -248,10 +263,13 @@ pub(crate) fn backup_here(
     let path = repo_path(&req.repo)?;
     // A dismounted group is the caller's to mount: said here, before the coordinator would
     // report it as a writer's failure. (A passive copy's own storage group is dismounted.)
-    let group = node.store().storage_group(&req.sg).inspect_err(|_| {
-        metrics.record_backup_failure();
-    })?;
-    if request.replica.is_none() && !group.is_mounted() {
+    let group = match request.replica {
+        Some(_) => None,
+        None => Some(node.store().storage_group(&req.sg).inspect_err(|_| {
+            metrics.record_backup_failure();
+        })?),
+    };
+    if group.is_some_and(|g| !g.is_mounted()) {
         metrics.record_backup_failure();
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -9,12 +9,12 @@
 //! served at `GET /v1/openapi.json` is generated from too.
 
 pub mod auth;
-mod backup_from;
+pub(crate) mod backup_from;
 pub(crate) mod convert;
 mod dag;
 pub mod error;
 mod handlers;
-mod jobs;
+pub(crate) mod jobs;
 pub mod metrics;
 pub mod stream;
 pub mod tracker;

@@ -20,8 +20,8 @@
 
 pub mod peer_api;
 mod seed;
-pub mod surrogate;
 pub mod source;
+pub mod surrogate;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -105,6 +105,8 @@ pub struct Dag {
     limited: Mutex<std::collections::BTreeSet<String>>,
     /// Passive nodes' surrogate backups of the storage groups active here.
     claims: Arc<surrogate::Claims>,
+    /// The node's API state, for the jobs other members forward here.
+    app: std::sync::OnceLock<crate::api::AppState>,
 }
 
 impl std::fmt::Debug for Dag {
@@ -149,6 +151,7 @@ impl Dag {
             limited: Mutex::new(Default::default()),
             written: Mutex::new(Default::default()),
             claims: Arc::default(),
+            app: std::sync::OnceLock::new(),
         });
         let source: Arc<dyn replication::source::ActiveSource> = Arc::new(source::NodeSource {
             node: node.clone(),
@@ -587,6 +590,37 @@ impl Dag {
         copies.get(sg).map(|c| c.with_databases(f))
     }
 
+    /// Hands the member the node's API state, once it exists (the service builds it after the
+    /// member started), for the jobs other members forward here.
+    pub fn set_app_state(&self, app: crate::api::AppState) {
+        let _ = self.app.set(app);
+    }
+
+    /// The database headers of this node's passive copy of `sg` (read while replay is held
+    /// off), by database; `None` without a seeded copy.
+    pub fn copy_headers(&self, sg: &str) -> Option<Vec<(String, Result<ese::DbHeader, String>)>> {
+        self.with_copy(sg, |fs, dir, manifest| {
+            manifest.map(|m| {
+                m.databases
+                    .iter()
+                    .map(|d| {
+                        let path =
+                            replication::copy::database_path(dir.parent().unwrap_or(dir), &d.name);
+                        let h = ese::inspect::dump_database_header(fs.as_ref(), &path)
+                            .map_err(|e| e.to_string());
+                        (d.name.clone(), h)
+                    })
+                    .collect()
+            })
+        })
+        .flatten()
+    }
+
+    /// The storage groups this node runs passive copies of.
+    pub fn copy_names(&self) -> Vec<String> {
+        self.copies.lock().keys().cloned().collect()
+    }
+
     /// Whether this node runs a passive copy of `sg`.
     pub fn has_copy(&self, sg: &str) -> bool {
         self.copies.lock().contains_key(sg)
@@ -596,7 +630,8 @@ impl Dag {
     /// databases and logs are), for a backup of the copy; `None` before it was seeded.
     pub fn replica_def(&self, sg: &str) -> Option<store::StorageGroupDef> {
         let manifest = self.copies.lock().get(sg)?.seed_manifest()?;
-        let own = self.node.store().storage_group(sg).ok()?.def();
+        // A copy's node need not define the storage group itself.
+        let own = self.node.store().storage_group(sg).ok().map(|g| g.def());
         let label = self.node.config().copy_volume().unwrap_or_default().to_string();
         let volume = store::VolumeRef { label, fs: self.copy_fs.clone() };
         let dir = copy_dir(sg);
@@ -615,9 +650,13 @@ impl Dag {
             log_dir: dir.join("inbox"),
             system_dir: dir,
             prefix: manifest.prefix,
-            circular_logging: own.circular_logging,
+            circular_logging: own.as_ref().is_some_and(|d| d.circular_logging),
             databases,
-            tuning: own.tuning,
+            tuning: store::EngineTuning {
+                log_file_size: manifest.log_file_size,
+                page_size: manifest.page_size as usize,
+                ..own.map(|d| d.tuning).unwrap_or_default()
+            },
         })
     }
 

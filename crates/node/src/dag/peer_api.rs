@@ -32,7 +32,25 @@ const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The routes, answered from `dag`'s node.
 pub fn routes(dag: Arc<Dag>) -> Router {
-    Router::new().route(EVENTS_PATH, get(node_events)).with_state(dag)
+    Router::new()
+        .route(EVENTS_PATH, get(node_events))
+        .route(crate::api::backup_from::PEER_BACKUP_PATH, axum::routing::post(node_backup))
+        .with_state(dag)
+}
+
+/// A backup another member forwarded: `--from` named this node's copy.
+async fn node_backup(
+    State(dag): State<Arc<Dag>>,
+    Json(req): Json<api::BackupRequest>,
+) -> Result<Json<api::BackupReport>, PeerError> {
+    let Some(app) = dag.app.get().cloned() else {
+        return Err(PeerError(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            format!("node {} is still starting", dag.me()),
+        )));
+    };
+    crate::api::jobs::backup_for_member(&app, req).await.map(Json).map_err(PeerError)
 }
 
 /// An [`ApiError`] in the replication protocol's error form (the status and the message), so

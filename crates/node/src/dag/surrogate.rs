@@ -83,7 +83,11 @@ impl Claims {
         g.begin_surrogate(req.job, req.backup_type, &req.databases, peer).map_err(store_error)?;
         self.held.lock().insert(
             req.job,
-            Claim { sg: sg.to_string(), peer: peer.to_string(), deadline: Instant::now() + lease() },
+            Claim {
+                sg: sg.to_string(),
+                peer: peer.to_string(),
+                deadline: Instant::now() + lease(),
+            },
         );
         Ok(self.claim(node, req.job))
     }
