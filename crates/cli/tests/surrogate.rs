@@ -104,3 +104,42 @@ fn a_full_backup_of_a_passive_copy_leaves_the_reference_trail_on_both_nodes() {
         (copy["previous_full"] == active["previous_full"]).then_some(())
     });
 }
+
+#[test]
+fn a_full_on_one_copy_and_an_incremental_on_another_restore_every_message_on_the_active() {
+    let dag = Dag::start(&["a", "b", "c"]);
+    dag.load("a", 200);
+    dag.add_copy("a", "b");
+    dag.add_copy("a", "c");
+    dag.wait_status("b", "Healthy");
+    dag.wait_status("c", "Healthy");
+    let repo = dag.home("a").join("repo");
+    let full = backup(&dag, "a", "full", "b", &repo);
+    assert_eq!(full["set"]["node"], "b", "{full}");
+    dag.load("a", 150);
+    dag.wait_converged("a", &["b", "c"]);
+    let inc = backup(&dag, "b", "incremental", "c", &repo);
+    assert_eq!(inc["set"]["node"], "c", "{inc}");
+    assert_eq!(
+        inc["set"]["base_set"], full["set"]["id"],
+        "the incremental taken on c builds on the full taken on b: {inc}"
+    );
+    let active = header(&dag, "a", false);
+    assert_eq!(active["previous_incremental"]["kind"], "surrogate", "{active}");
+    let before = dag.count("a");
+
+    // Disaster on the active: its database is lost; the chain taken on the copies restores it.
+    let a = dag.node("a");
+    a.cli(&["store", "dismount", "SG1"]);
+    std::fs::remove_file(dag.volume("a").join("db/SG1/DB1.edb")).unwrap();
+    let restored = a.json(&[
+        "restore",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--set",
+        inc["set"]["id"].as_str().unwrap(),
+        "--original",
+    ]);
+    assert_eq!(restored["sets"].as_array().unwrap().len(), 2, "{restored}");
+    assert_eq!(dag.count("a"), before, "every message is back, byte for byte");
+}

@@ -54,6 +54,29 @@ pub fn logical_path(node: &str, storage_group: &str) -> String {
     format!("Shadowcopy Mail\\Information Store\\{node}\\{storage_group}")
 }
 
+/// The components document of a set as the store writer restores it: a backup taken through
+/// the replication writer (of a passive copy, on any node) names that writer and `Replica`
+/// paths; its restore goes through this node's store writer, under the store's own paths.
+pub fn restorable_by_store(
+    mut document: BackupComponentsDocument,
+    node: &str,
+) -> BackupComponentsDocument {
+    for w in &mut document.writers {
+        if w.key.writer_id == WRITER_ID && w.key.instance_name == REPLICATION_INSTANCE {
+            w.key.instance_name = STORE_INSTANCE.into();
+            for c in &mut w.components {
+                c.logical_path = logical_path(node, group_of(&c.logical_path));
+            }
+        }
+    }
+    document
+}
+
+/// The storage group a logical path of either writer names (its last part).
+fn group_of(logical_path: &str) -> &str {
+    logical_path.rsplit('\\').next().unwrap_or(logical_path)
+}
+
 fn dir_and_name(p: &Path) -> (String, String) {
     let dir = p.parent().map(|d| d.to_string_lossy().into_owned()).unwrap_or_default();
     let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -230,19 +253,17 @@ impl StoreWriter {
 }
 
 impl StoreWriter {
-    /// The storage groups of this node that a backup document holds components of.
+    /// The storage groups of this node that a backup document holds components of. A set
+    /// taken on another node — a passive copy's, through the replication writer — restores
+    /// here too: the storage group is found by its name, the last part of the logical path.
     fn restored_groups(&self, document: &BackupComponentsDocument) -> Vec<Arc<StorageGroup>> {
-        let paths: BTreeSet<&str> = document
+        let names: BTreeSet<&str> = document
             .writers
             .iter()
             .filter(|w| w.key.writer_id == WRITER_ID)
-            .flat_map(|w| w.components.iter().map(|c| c.logical_path.as_str()))
+            .flat_map(|w| w.components.iter().map(|c| group_of(&c.logical_path)))
             .collect();
-        self.store
-            .storage_groups()
-            .into_iter()
-            .filter(|sg| paths.contains(logical_path(self.store.node(), sg.name()).as_str()))
-            .collect()
+        self.store.storage_groups().into_iter().filter(|sg| names.contains(sg.name())).collect()
     }
 }
 
@@ -493,8 +514,10 @@ impl Writer for StoreWriter {
         results: &[ComponentResult],
     ) -> Result<(), WriterError> {
         for sg in self.restored_groups(document) {
-            let lp = logical_path(self.store.node(), sg.name());
-            let mine: Vec<_> = results.iter().filter(|r| r.component.logical_path == lp).collect();
+            let mine: Vec<_> = results
+                .iter()
+                .filter(|r| group_of(&r.component.logical_path) == sg.name())
+                .collect();
             if mine.is_empty() || !mine.iter().all(|r| r.succeeded) || sg.is_mounted() {
                 continue;
             }

@@ -31,7 +31,12 @@ impl Restorer {
                 .repo
                 .load_set(&base.to_string())
                 .map_err(|e| refuse(format!("base set {base} of {}: {e}", cur.id)))?;
-            if b.storage_group != set.storage_group || b.node != set.node {
+            // Sets of one database taken on different copies of a DAG share its log stream
+            // (the same log signature): a full taken on one copy is a base of an
+            // incremental taken on another.
+            let same_database = b.node == set.node
+                || log_signatures(&b).is_some_and(|sig| Some(sig) == log_signatures(set));
+            if b.storage_group != set.storage_group || !same_database {
                 return Err(refuse(format!(
                     "base set {base} is of {}/{}, not {}/{}",
                     b.node, b.storage_group, set.node, set.storage_group
@@ -59,6 +64,18 @@ impl Restorer {
         chain.reverse();
         Ok(chain)
     }
+}
+
+/// The log signature the databases of `set` record in their headers (as the manifest holds
+/// them), if they agree on one.
+fn log_signatures(set: &BackupSet) -> Option<String> {
+    let mut sigs = set
+        .database_headers
+        .as_object()?
+        .values()
+        .filter_map(|h| h.get("log_signature").map(|s| s.to_string()));
+    let first = sigs.next()?;
+    sigs.all(|s| s == first).then_some(first)
 }
 
 /// Every log generation held by the sets that build on `full` (incrementals and

@@ -32,6 +32,7 @@ impl Restorer {
                     plan.set.id
                 ))
             })?;
+        let document = store::writer::restorable_by_store(document, self.store.node());
         let def = sg.def();
         if plan.roll_forward {
             check_live_logs_continue(&def, plan)?;
