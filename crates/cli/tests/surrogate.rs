@@ -143,3 +143,175 @@ fn a_full_on_one_copy_and_an_incremental_on_another_restore_every_message_on_the
     assert_eq!(restored["sets"].as_array().unwrap().len(), 2, "{restored}");
     assert_eq!(dag.count("a"), before, "every message is back, byte for byte");
 }
+
+/// A replication client holding node `as_node`'s certificate, to `target`'s listener.
+fn peer_as(dag: &Dag, as_node: &str, target: &str) -> replication::client::PeerClient {
+    let tls_dir = dag.home(as_node).join("tls");
+    let tls = replication::tls::DagTls::load(
+        &tls_dir.join("ca.pem"),
+        &tls_dir.join("node.pem"),
+        &tls_dir.join("node.key"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(dag.home(target).join("node.toml")).unwrap();
+    let listen = text
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = "))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap();
+    replication::client::PeerClient::new(tls, target, listen)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// The events `id` of `node` since `since`.
+fn events_of(dag: &Dag, node: &str, id: u32, since: u64) -> Vec<Value> {
+    dag.events(node, &["--id", &id.to_string(), "--since", &since.to_string()])
+}
+
+#[test]
+fn incremental_differential_and_copy_backups_of_a_passive_stamp_their_slot() {
+    let dag = Dag::start(&["a", "b"]);
+    dag.load("a", 100);
+    dag.add_copy("a", "b");
+    dag.wait_status("b", "Healthy");
+    let repo = dag.home("a").join("repo");
+    backup(&dag, "b", "full", "passive", &repo);
+    for (kind, slot) in [
+        ("incremental", "previous_incremental"),
+        ("differential", "previous_differential"),
+        ("copy", "previous_copy"),
+    ] {
+        dag.load("a", 30);
+        dag.wait_converged("a", &["b"]);
+        let since = dag::now_ms();
+        let report = backup(&dag, "b", kind, "passive", &repo);
+        assert_eq!(report["set"]["node"], "b", "{report}");
+        assert_eq!(report["set"]["type"], kind, "{report}");
+        let job = report["job"].as_str().unwrap().to_string();
+        let t = dag.wait_for(DEADLINE, &format!("the {kind} backup's 2037 on b"), || {
+            let t = trail(&dag, "a", &job);
+            t.iter().any(|(n, i)| n == "b" && *i == 2037).then_some(t)
+        });
+        in_order(&t, "b", &[2021, 2023, 960, 2025, 2029, 963, 2046, 2033, 2037]);
+        in_order(&t, "a", &[910, 210, 913, 213]);
+        let active = header(&dag, "a", false);
+        assert_eq!(active[slot]["kind"], "surrogate", "{kind}: {active}");
+        dag.wait_for(DEADLINE, &format!("b's copy header to show the {kind}"), || {
+            (header(&dag, "b", true)[slot] == active[slot]).then_some(())
+        });
+        let deleted = events_of(&dag, "a", 224, since);
+        match kind {
+            // Differential and copy backups truncate nothing; the active says so (225).
+            "differential" | "copy" => {
+                assert!(deleted.is_empty(), "a {kind} truncated logs: {deleted:?}");
+                assert!(
+                    t.iter().any(|(n, i)| n == "a" && *i == 225),
+                    "the {kind} said why nothing was truncated: {t:?}"
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn a_second_backup_while_a_surrogate_holds_the_storage_group_is_refused_naming_it() {
+    let dag = Dag::start(&["a", "b", "c"]);
+    dag.load("a", 50);
+    dag.add_copy("a", "b");
+    dag.add_copy("a", "c");
+    dag.wait_status("b", "Healthy");
+    dag.wait_status("c", "Healthy");
+    let repo = dag.home("a").join("repo");
+    // Node c's replication writer holds SG1 on the active for its job (as its prepare does),
+    // then stops renewing: as if c died mid-backup.
+    let rt = runtime();
+    let c_to_a = peer_as(&dag, "c", "a");
+    let job = uuid::Uuid::new_v4();
+    let since = dag::now_ms();
+    let claim: replication::protocol::SurrogateClaim = rt
+        .block_on(c_to_a.post_body(
+            &replication::protocol::surrogate_path("SG1", "begin"),
+            &replication::protocol::SurrogateBegin {
+                job,
+                backup_type: vss::BackupType::Full,
+                databases: vec![],
+            },
+        ))
+        .unwrap();
+    assert_eq!(claim.node, "a");
+    for (via, from) in [("b", "b"), ("a", "a")] {
+        let out = dag.node(via).cli_output(&[
+            "backup",
+            "run",
+            "--sg",
+            "SG1",
+            "--from",
+            from,
+            "--repo",
+            repo.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a backup from {from} ran while c's job held SG1");
+        assert!(
+            err.contains(&job.to_string()) && err.contains("surrogate backup by node c"),
+            "the refusal of the backup from {from} names c's job and node: {err}"
+        );
+    }
+    // c never renews: the claim lapses, nothing is stamped, and a backup runs again.
+    dag.wait_for(DEADLINE, "c's claim on a to lapse (9629)", || {
+        (!events_of(&dag, "a", 9629, since).is_empty()).then_some(())
+    });
+    assert!(header(&dag, "a", false)["previous_full"].is_null(), "nothing was stamped");
+    assert!(events_of(&dag, "a", 224, since).is_empty(), "nothing was truncated");
+    let report = backup(&dag, "a", "full", "b", &repo);
+    assert_eq!(report["set"]["node"], "b", "{report}");
+}
+
+#[test]
+fn a_backup_of_a_passive_whose_active_is_down_fails_at_once_naming_it() {
+    let mut dag = Dag::start(&["a", "b"]);
+    dag.load("a", 50);
+    dag.add_copy("a", "b");
+    dag.wait_status("b", "Healthy");
+    dag.kill9("a");
+    let repo = dag.home("b").join("repo");
+    let since = dag::now_ms();
+    let out = dag.node("b").cli_output(&[
+        "backup",
+        "run",
+        "--sg",
+        "SG1",
+        "--repo",
+        repo.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the backup of b's copy succeeded without its active");
+    assert!(err.contains("node a"), "the error names the active node a: {err}");
+    // The copy was never held: no suspension, and it is not left suspended.
+    assert!(events_of(&dag, "b", 2025, since).is_empty(), "copying was suspended");
+    assert_eq!(events_of(&dag, "b", 4116, since).len(), 1, "the failure event on b");
+}
+
+#[test]
+fn mail_delivered_during_a_surrogate_backup_is_all_kept_and_the_copy_catches_up() {
+    let dag = Dag::start(&["a", "b"]);
+    dag.load("a", 150);
+    dag.add_copy("a", "b");
+    dag.wait_status("b", "Healthy");
+    let before = dag.count("a").0;
+    let load = dag.load_in_background("a", 6);
+    dag.wait_for(DEADLINE, "the background load to deliver", || {
+        (dag.count("a").0 > before).then_some(())
+    });
+    let repo = dag.home("b").join("repo");
+    let report = backup(&dag, "b", "full", "passive", &repo);
+    assert_eq!(report["set"]["node"], "b", "{report}");
+    assert!(load.wait(DEADLINE).success(), "the mail load failed during the backup");
+    // The copy resumed after the thaw: it drains and holds exactly the active's content.
+    dag.wait_converged("a", &["b"]);
+    assert!(dag.count("a").0 > before, "mail kept arriving");
+}
