@@ -184,6 +184,11 @@ pub struct RestoreRequest {
     /// time. Default: roll forward at the original location, not at an alternate one.
     #[serde(default)]
     pub roll_forward: Option<bool>,
+    /// In a DAG, with `original`: suspend the storage group's passive copies during the
+    /// restore and seed them again after it (without it, such a restore is refused, naming
+    /// the copies).
+    #[serde(default)]
+    pub reseed_copies: bool,
 }
 
 /// The report of a restore.

@@ -118,6 +118,12 @@ pub struct Restore {
     /// the original location the live logs are moved aside, not replayed.
     #[arg(long, visible_alias = "point-in-time")]
     no_roll_forward: bool,
+    /// In a database availability group, with --original: suspend the storage group's passive
+    /// copies during the restore and seed them again after it (a restore over the active's
+    /// files changes the log stream they replay). Without it such a restore is refused,
+    /// naming the copies.
+    #[arg(long, requires = "original")]
+    reseed_copies: bool,
     /// Print the final report as JSON on stdout (progress stays on stderr).
     #[arg(long)]
     json: bool,
@@ -257,6 +263,7 @@ pub fn run_restore(node: &Endpoint, r: &Restore) -> Result<()> {
         allow_overwrite: r.allow_overwrite,
         to,
         roll_forward: roll_forward_choice(r),
+        reseed_copies: r.reseed_copies,
     };
     let v: api::RestoreReport = progress::follow(&format!("restoring set {}", r.set), |on_event| {
         node.post_streaming("/v1/restore", &body, on_event)

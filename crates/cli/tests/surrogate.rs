@@ -132,16 +132,27 @@ fn a_full_on_one_copy_and_an_incremental_on_another_restore_every_message_on_the
     let a = dag.node("a");
     a.cli(&["store", "dismount", "SG1"]);
     std::fs::remove_file(dag.volume("a").join("db/SG1/DB1.edb")).unwrap();
-    let restored = a.json(&[
-        "restore",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--set",
-        inc["set"]["id"].as_str().unwrap(),
-        "--original",
-    ]);
+    let set = inc["set"]["id"].as_str().unwrap();
+    let restore = ["restore", "--repo", repo.to_str().unwrap(), "--set", set, "--original"];
+    // The copies replay a's log stream: a restore over a's files is refused, naming them,
+    // unless they are to be reseeded.
+    let out = a.cli_output(&restore);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a restore over the active's files ignored its copies");
+    assert!(err.contains("b, c") && err.contains("--reseed-copies"), "{err}");
+    let since = dag::now_ms();
+    let mut with_reseed = restore.to_vec();
+    with_reseed.push("--reseed-copies");
+    let restored = a.json(&with_reseed);
     assert_eq!(restored["sets"].as_array().unwrap().len(), 2, "{restored}");
     assert_eq!(dag.count("a"), before, "every message is back, byte for byte");
+    // The copies were suspended through the restore and seed again from the restored active.
+    for p in ["b", "c"] {
+        dag.wait_for(DEADLINE, &format!("{p} to seed again after the restore"), || {
+            (!dag.repl_events(p, 4103, since).is_empty()).then_some(())
+        });
+    }
+    dag.wait_converged("a", &["b", "c"]);
 }
 
 /// A replication client holding node `as_node`'s certificate, to `target`'s listener.

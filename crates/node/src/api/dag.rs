@@ -376,3 +376,72 @@ pub(crate) fn copy_digest(
     let _ = std::fs::remove_dir_all(&scratch_dir);
     result
 }
+
+/// The passive copies a restore over a storage group's files holds: the storage group and
+/// their nodes.
+pub(crate) struct HeldCopies {
+    sg: String,
+    nodes: Vec<String>,
+}
+
+/// Before a restore over the files of `sg`: its passive copies (if any) are suspended, when
+/// `allowed`; without it the restore is refused, naming them.
+pub(crate) async fn hold_copies_for_restore(
+    dag: &Dag,
+    sg: &str,
+    allowed: bool,
+) -> Result<Option<HeldCopies>, ApiError> {
+    let seen = read_all(dag).await?;
+    let active = seen.actives.iter().find(|(s, _)| s == sg).map(|(_, a)| a.node.clone());
+    let passives: Vec<_> = seen
+        .copies
+        .iter()
+        .filter(|c| c.sg == sg && Some(&c.node) != active.as_ref())
+        .cloned()
+        .collect();
+    if passives.is_empty() {
+        return Ok(None);
+    }
+    let nodes: Vec<String> = passives.iter().map(|c| c.node.clone()).collect();
+    if !allowed {
+        return Err(conflict(format!(
+            "storage group {sg} has passive copies on {}: a restore over its files changes the log stream they replay; pass --reseed-copies to suspend them during the restore and seed them again after it, or restore to another directory (--to)",
+            nodes.join(", ")
+        )));
+    }
+    for mut rec in passives {
+        rec.suspended = Some("a restore over the active copy's files is running".into());
+        dag.cluster().put_copy(&rec).await.map_err(|e| unreachable(dag, e))?;
+    }
+    Ok(Some(HeldCopies { sg: sg.to_string(), nodes }))
+}
+
+/// After the restore: the held copies are seeded again (the restored databases are a new
+/// start for them) or, if the restore failed and left the files as they were, resumed.
+pub(crate) async fn release_copies_after_restore(dag: &Dag, held: HeldCopies, restored: bool) {
+    let seen = match read_all(dag).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(sg = %held.sg, error = %e.message,
+                "the copies held for the restore could not be released; resume or reseed them with `shadowcopy copy`");
+            return;
+        }
+    };
+    for node in &held.nodes {
+        let Some(mut rec) =
+            seen.copies.iter().find(|c| c.sg == held.sg && &c.node == node).cloned()
+        else {
+            continue;
+        };
+        rec.suspended = None;
+        if restored {
+            rec.seed_serial += 1;
+        } else {
+            rec.resumes += 1;
+        }
+        if let Err(e) = dag.cluster().put_copy(&rec).await {
+            tracing::error!(sg = %held.sg, %node, error = %e,
+                "releasing a copy held for the restore failed; resume or reseed it with `shadowcopy copy`");
+        }
+    }
+}

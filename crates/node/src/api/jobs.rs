@@ -439,9 +439,27 @@ pub async fn restore(
     headers: HeaderMap,
     Json(req): Json<api::RestoreRequest>,
 ) -> Response {
+    let dag = s.dag.clone();
+    let runtime = tokio::runtime::Handle::current();
     run_job(&s, &headers, move |node, metrics, progress| {
         let (target, alternate_root) = restore_target(&req)?;
+        // The passive copies replay the log stream that a restore over the storage group's
+        // files changes: they are held (suspended) through it and seeded again after it.
+        let held = match (&dag, req.original) {
+            (Some(dag), true) => {
+                let sg = open_repo(&req.repo)?.load_set(&req.set)?.storage_group;
+                runtime.block_on(super::dag::hold_copies_for_restore(
+                    dag,
+                    &sg,
+                    req.reseed_copies,
+                ))?
+            }
+            _ => None,
+        };
         let outcome = restore_job(node, req, target, alternate_root, progress);
+        if let (Some(dag), Some(held)) = (&dag, held) {
+            runtime.block_on(super::dag::release_copies_after_restore(dag, held, outcome.is_ok()));
+        }
         match &outcome {
             Ok(report) => metrics.record_restore(report.bytes),
             Err(_) => metrics.record_restore_failure(),
