@@ -11,6 +11,7 @@ mod backup_cmd;
 mod dag_cmd;
 use cli::client;
 mod demo;
+mod demo_dag;
 mod events_cmd;
 mod inspect;
 mod progress;
