@@ -317,6 +317,37 @@ fn trail_line(e: &Value) -> String {
     )
 }
 
+/// A node's log files in a few words.
+fn log_files((files, low, high): (usize, Option<u32>, Option<u32>)) -> String {
+    match (low, high) {
+        (Some(l), Some(h)) => format!("{files} (generations {l:#X}..{h:#X})"),
+        _ => "none".into(),
+    }
+}
+
+/// The first 8 characters of an id (as `backup list` shows them).
+fn short(id: &Value) -> &str {
+    let id = id.as_str().unwrap_or("?");
+    id.get(..8).unwrap_or(id)
+}
+
+/// A backup report in one line: its set, the node that took it, its files and logs.
+fn set_line(report: &Value) -> String {
+    let set = &report["set"];
+    let logs = match (set["log_range"]["low"].as_u64(), set["log_range"]["high"].as_u64()) {
+        (Some(l), Some(h)) => format!(", log generations {l:#X}..{h:#X}"),
+        _ => String::new(),
+    };
+    format!(
+        "{} set {} taken on node {}: {} files, {:.1} MiB{logs}",
+        set["type"].as_str().unwrap_or("?"),
+        short(&set["id"]),
+        set["node"].as_str().unwrap_or("?"),
+        set["files"].as_u64().unwrap_or(0),
+        set["bytes"].as_u64().unwrap_or(0) as f64 / (1 << 20) as f64
+    )
+}
+
 /// Whether `trail` holds event `id` of `node`.
 fn has(trail: &[Value], node: &str, id: u64) -> bool {
     trail.iter().any(|e| e["node"] == node && e["id"] == id)
@@ -493,19 +524,14 @@ fn demo(dag: &mut Dag, messages: u64) -> Result<()> {
         .context("starting the mail load")?;
     dag.procs.push("mail load", child);
     let full = dag.backup("full", "b")?;
-    let status = dag.procs.wait("the mail load", DEADLINE)?;
+    let status = dag.procs.wait("mail load", DEADLINE)?;
     if !status.success() {
         bail!("the mail load during the full backup failed ({status})");
     }
     let during = delivered(&std::fs::read_to_string(&load_out)?)?;
     acknowledged += during;
-    let set = &full["set"];
-    println!(
-        "   set {} taken on node {} ({} files); {during} more messages acknowledged meanwhile",
-        set["id"].as_str().unwrap_or("?"),
-        set["node"].as_str().unwrap_or("?"),
-        set["files"].as_array().map_or(0, Vec::len)
-    );
+    println!("   {}", set_line(&full));
+    println!("   {during} more messages were delivered to a and acknowledged meanwhile");
     let full_job = full["job"].as_str().context("the backup report names no job")?.to_string();
     // b's last two steps (2033, 2037) come once it has replayed a's header update.
     let trail = dag.wait_for("b to replay a's header update (event 2037)", || {
@@ -526,15 +552,14 @@ fn demo(dag: &mut Dag, messages: u64) -> Result<()> {
         "4. More mail ({acknowledged} messages acknowledged, DB1 holds {m}; b and c caught up),"
     );
     println!("   then an incremental backup of the copy on c, on top of b's full");
+    let logs_before: Vec<_> = NODES.iter().map(|n| dag.logs(n)).collect();
     let inc = dag.backup("incremental", "c")?;
-    let set = &inc["set"];
+    println!("   {}", set_line(&inc));
     println!(
-        "   set {} taken on node {}, based on {} (the full taken on b)",
-        set["id"].as_str().unwrap_or("?"),
-        set["node"].as_str().unwrap_or("?"),
-        set["base_set"].as_str().unwrap_or("?")
+        "   based on set {} (the full taken on b: one chain across two copies)",
+        short(&inc["set"]["base_set"])
     );
-    if set["base_set"] != full["set"]["id"] {
+    if inc["set"]["base_set"] != full["set"]["id"] {
         bail!("the incremental taken on c is not based on the full taken on b: {inc}");
     }
     println!();
@@ -552,15 +577,10 @@ fn demo(dag: &mut Dag, messages: u64) -> Result<()> {
     let _ = dag.wait_within(Duration::from_secs(15), "the passives to delete old logs", || {
         Ok(NODES[1..].iter().all(|n| dag.logs(n).1.unwrap_or(u32::MAX) >= active_low).then_some(()))
     });
-    for n in NODES {
-        let (files, low, high) = dag.logs(n);
-        let role = if n == NODES[0] { "active " } else { "passive" };
-        match (low, high) {
-            (Some(l), Some(h)) => {
-                println!("   {n} ({role}): {files} log files on disk, generations {l:#X}..{h:#X}")
-            }
-            _ => println!("   {n} ({role}): no log files on disk"),
-        }
+    println!("   log files of SG1 on disk, before the incremental → after:");
+    for (n, before) in NODES.iter().zip(&logs_before) {
+        let role = if *n == NODES[0] { "active " } else { "passive" };
+        println!("   {n} ({role}): {} → {}", log_files(*before), log_files(dag.logs(n)));
     }
     println!();
 
@@ -574,7 +594,10 @@ fn demo(dag: &mut Dag, messages: u64) -> Result<()> {
     dag.cli("a", &["store", "dismount", "SG1"])?;
     std::fs::remove_file(dag.volume("a").join("db/SG1/DB1.edb")).context("deleting DB1.edb")?;
     if let Err(e) = dag.cli("a", &["store", "mount", "SG1"]) {
-        println!("   mounting SG1 now fails: {e}");
+        // The command's last line is its error; the rest is its progress.
+        let e = e.to_string();
+        let why = e.lines().last().unwrap_or_default().trim_start_matches("Error: ");
+        println!("   mounting SG1 now fails: {why}");
     } else {
         bail!("SG1 mounted without its database");
     }
@@ -607,6 +630,10 @@ fn demo(dag: &mut Dag, messages: u64) -> Result<()> {
     );
     if after != before {
         bail!("the restored database differs from the one that was lost");
+    }
+    // The load only delivers: every acknowledged delivery is one message in DB1.
+    if after.0 < acknowledged {
+        bail!("DB1 holds {} messages, fewer than the {acknowledged} acknowledged", after.0);
     }
     println!(
         "   every one of the {acknowledged} acknowledged deliveries is back: no message lost."
