@@ -40,22 +40,35 @@ impl Processes {
     }
 
     /// Whether the process named `what` has exited (then with its status).
-    fn exited(&mut self, what: &str) -> Option<std::process::ExitStatus> {
-        let (_, c) = self.children.iter_mut().find(|(w, _)| w == what)?;
-        c.try_wait().ok().flatten()
+    fn exited(&mut self, what: &str) -> Result<Option<std::process::ExitStatus>> {
+        let (_, c) = self
+            .children
+            .iter_mut()
+            .find(|(w, _)| w == what)
+            .with_context(|| format!("the demo started no process named {what}"))?;
+        Ok(c.try_wait()?)
     }
 
     /// Waits until the process named `what` exits, within `deadline`.
     fn wait(&mut self, what: &str, deadline: Duration) -> Result<std::process::ExitStatus> {
         let until = Instant::now() + deadline;
         loop {
-            if let Some(s) = self.exited(what) {
+            if let Some(s) = self.exited(what)? {
                 return Ok(s);
             }
             if Instant::now() >= until {
                 bail!("{what} did not end within {deadline:?}");
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills (by its pid) and reaps the process named `what`, and forgets it.
+    fn kill(&mut self, what: &str) {
+        if let Some(i) = self.children.iter().position(|(w, _)| w == what) {
+            let (_, mut c) = self.children.remove(i);
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }
@@ -148,7 +161,7 @@ impl Dag {
         self.procs.push(&what, child);
         let until = Instant::now() + DEADLINE;
         loop {
-            if let Some(status) = self.procs.exited(&what) {
+            if let Some(status) = self.procs.exited(&what)? {
                 bail!("node {node} exited while starting ({status}):\n{}", self.log_tail(node));
             }
             if std::os::unix::net::UnixStream::connect(self.socket(node)).is_ok() {
@@ -353,18 +366,17 @@ fn has(trail: &[Value], node: &str, id: u64) -> bool {
     trail.iter().any(|e| e["node"] == node && e["id"] == id)
 }
 
-/// The `etcd` binary: Debian's `/usr/bin/etcd`, else the first `etcd` on `PATH`.
+/// The first `etcd` on `PATH` (Debian's `etcd-server` installs `/usr/bin/etcd`).
 fn etcd_binary() -> Result<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("etcd")).collect::<Vec<_>>())
-        .unwrap_or_default();
-    std::iter::once(PathBuf::from("/usr/bin/etcd")).chain(on_path).find(|p| p.is_file()).context(
-        "the DAG demo needs etcd (the DAG's cluster database), and no `etcd` is on PATH: \
+    std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("etcd")).find(|p| p.is_file()))
+        .context(
+            "the DAG demo needs etcd (the DAG's cluster database), and no `etcd` is on PATH: \
              install it (on Debian and Ubuntu: `apt-get install etcd-server`)",
-    )
+        )
 }
 
-/// A free loopback port (the listener is dropped: a small race, retried by the caller).
+/// A free loopback port (the listener is dropped: a small race, which [`start_etcd`] retries).
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -409,15 +421,37 @@ fn go_arch() -> &'static str {
     }
 }
 
-/// Starts a single-member etcd on loopback with its data in `dir`; its client endpoint.
+/// Starts a single-member etcd on loopback with its data in `dir`; its client endpoint. A port
+/// taken by someone else between choosing and binding makes etcd exit: it is then tried again
+/// on other ports, from an empty data directory.
 fn start_etcd(dag: &mut Dag) -> Result<String> {
     let bin = etcd_binary()?;
     let dir = dag.dir.join("etcd");
     std::fs::create_dir_all(&dir)?;
+    let mut failures = Vec::new();
+    for _attempt in 0..3 {
+        let _ = std::fs::remove_dir_all(dir.join("data"));
+        match try_etcd(dag, &bin, &dir) {
+            Ok(endpoint) => return Ok(endpoint),
+            Err(e) => {
+                dag.procs.kill("etcd");
+                failures.push(format!("{e:#}"));
+            }
+        }
+    }
+    bail!(
+        "etcd did not start (3 attempts: {}); see {}",
+        failures.join("; "),
+        dir.join("etcd.log").display()
+    )
+}
+
+/// One attempt of [`start_etcd`], its output appended to `dir/etcd.log`.
+fn try_etcd(dag: &mut Dag, bin: &Path, dir: &Path) -> Result<String> {
     let (client, peer) = (free_port()?, free_port()?);
-    let log = std::fs::File::create(dir.join("etcd.log"))?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("etcd.log"))?;
     let (c, p) = (format!("http://127.0.0.1:{client}"), format!("http://127.0.0.1:{peer}"));
-    let child = Command::new(&bin)
+    let child = Command::new(bin)
         .arg("--name")
         .arg("demo")
         .arg("--data-dir")
@@ -436,17 +470,14 @@ fn start_etcd(dag: &mut Dag) -> Result<String> {
     dag.procs.push("etcd", child);
     let until = Instant::now() + ETCD_DEADLINE;
     loop {
-        if let Some(status) = dag.procs.exited("etcd") {
-            bail!("etcd exited ({status}); see {}", dir.join("etcd.log").display());
+        if let Some(status) = dag.procs.exited("etcd")? {
+            bail!("etcd exited ({status})");
         }
         if etcd_healthy(client) {
             return Ok(c);
         }
         if Instant::now() >= until {
-            bail!(
-                "etcd was not healthy within {ETCD_DEADLINE:?}; see {}",
-                dir.join("etcd.log").display()
-            );
+            bail!("etcd was not healthy within {ETCD_DEADLINE:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -461,7 +492,7 @@ pub fn run(dir: &Path, messages: u64) -> Result<()> {
     };
     let outcome = demo(&mut dag, messages);
     if outcome.is_err() {
-        for n in NODES {
+        for n in NODES.iter().filter(|n| dag.home(n).join("node.log").exists()) {
             println!("--- node {n}'s log (tail) ---\n{}", dag.log_tail(n));
         }
     }

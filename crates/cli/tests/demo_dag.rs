@@ -61,3 +61,19 @@ fn the_dag_demo_restores_the_active_from_two_copies_and_loses_no_message() {
         .collect();
     assert!(still.is_empty(), "processes of the demo still run: {still:?}");
 }
+
+#[test]
+fn without_etcd_the_dag_demo_says_which_package_to_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shadowcopy"))
+        .args(["demo", "--dag", "--dir"])
+        .arg(dir.path().join("demo"))
+        // A PATH with no etcd on it.
+        .env("PATH", dir.path())
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the demo ran without etcd: {stderr}");
+    assert!(stderr.contains("no `etcd` is on PATH"), "{stderr}");
+    assert!(stderr.contains("etcd-server"), "{stderr}");
+}
