@@ -30,6 +30,11 @@ pub struct Args {
     /// Messages to deliver before each backup (more: bigger backups, a longer demo).
     #[arg(long, value_name = "N", default_value_t = 400)]
     pub messages: u64,
+    /// Instead, the surrogate backup in a database availability group: etcd and three nodes
+    /// (`etcd` must be on PATH), a full backup of one passive copy and an incremental of
+    /// another, and a restore of both on the active.
+    #[arg(long)]
+    pub dag: bool,
 }
 
 /// Prints each step of long work, indented, with its time.
@@ -150,8 +155,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             (t.path().to_path_buf(), Some(t))
         }
     };
-    println!("Shadowcopy demo — a throw-away node in {}\n", dir.display());
-    let outcome = demo(&dir, args, started);
+    let outcome = if args.dag {
+        println!("Shadowcopy DAG demo — a throw-away DAG in {}\n", dir.display());
+        crate::demo_dag::run(&dir, args.messages)
+    } else {
+        println!("Shadowcopy demo — a throw-away node in {}\n", dir.display());
+        demo(&dir, args, started)
+    };
     match &outcome {
         Ok(()) => println!("\nDone in {:.1} s.", started.elapsed().as_secs_f64()),
         Err(e) => println!("\nThe demo failed: {e:#}"),

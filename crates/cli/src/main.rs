@@ -11,6 +11,7 @@ mod backup_cmd;
 mod dag_cmd;
 use cli::client;
 mod demo;
+mod demo_dag;
 mod events_cmd;
 mod inspect;
 mod progress;
@@ -65,7 +66,7 @@ enum Command {
     /// a live mail store backed up (full, then incremental) under load, a disaster, a restore,
     /// and the proof that no message was lost.
     #[command(
-        after_help = "Examples:\n  shadowcopy demo\n  shadowcopy demo --keep --messages 1000"
+        after_help = "Examples:\n  shadowcopy demo\n  shadowcopy demo --keep --messages 1000\n  shadowcopy demo --dag"
     )]
     Demo(demo::Args),
     /// Shows copy-on-write snapshots at work on two scratch volumes (no node needed).
