@@ -334,11 +334,12 @@ impl ReplayWorker {
     fn start(
         mut replayer: Replayer,
         shared: Arc<Shared>,
-        fs: FsRef,
+        cfg: &CopyConfig,
         inbox: PathBuf,
         prefix: String,
-        poll: Duration,
     ) -> std::io::Result<ReplayWorker> {
+        let (fs, poll) = (cfg.fs.clone(), cfg.poll);
+        let (events, sg, node) = (cfg.events.clone(), cfg.sg.clone(), cfg.node.clone());
         let (tx, rx) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new().name("replay".into()).spawn(move || {
             loop {
@@ -373,10 +374,24 @@ impl ReplayWorker {
                     r.checkpoint_generation = replayer.passive().oldest_needed_generation();
                 }
                 let fault = match done {
-                    Ok(_) => replayer
-                        .prune()
-                        .err()
-                        .map(|e| ReplayFault::Fatal(format!("pruning the inbox: {e}"))),
+                    Ok(_) => match replayer.prune() {
+                        // Step 10 of a backup's trail on every node: the copy's shipped logs
+                        // go once the active truncated them and replay passed them.
+                        Ok(Some((low, high))) => {
+                            events.emit(
+                                &cat::ENGINE_LOGS_TRUNCATED,
+                                None,
+                                json!({"instance": prefix,
+                                       "first": logfmt::generation_name(&prefix, low),
+                                       "last": logfmt::generation_name(&prefix, high),
+                                       "kept": format!(" of this node's copy of {sg}: the active truncated them and replay passed them"),
+                                       "sg": sg, "node": node}),
+                            );
+                            None
+                        }
+                        Ok(None) => None,
+                        Err(e) => Some(ReplayFault::Fatal(format!("pruning the inbox: {e}"))),
+                    },
                     Err(ReplayError::Inspect(e)) => {
                         let g = replayer.replayed_generation() + 1;
                         let st = replayer.passive().state();
@@ -792,10 +807,9 @@ impl Runner {
         let worker = ReplayWorker::start(
             replayer,
             self.shared.clone(),
-            fs.clone(),
+            &self.cfg,
             inbox,
             rec.manifest.prefix.clone(),
-            self.cfg.poll,
         )
         .map_err(io("starting the replay thread"))?;
         self.replayer = Some(worker);

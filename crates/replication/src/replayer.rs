@@ -176,22 +176,27 @@ impl Replayer {
     }
 
     /// Deletes the inbox's generations the passive will not read again and the active has
-    /// truncated.
-    pub fn prune(&self) -> Result<(), ReplayError> {
+    /// truncated; returns the range deleted, if any.
+    pub fn prune(&self) -> Result<Option<(u32, u32)>, ReplayError> {
         let keep_from =
             self.passive.oldest_needed_generation().min(self.active_oldest.unwrap_or(u32::MAX));
         let inbox = &self.cfg.inbox;
         let fs = &self.cfg.inbox_fs;
         let io = |source| ReplayError::Io { path: inbox.clone(), source };
+        let mut deleted: Option<(u32, u32)> = None;
         for e in logfmt::read_dir_stable(fs.as_ref(), inbox).map_err(io)? {
             if let Some(g) = logfmt::parse_generation_name(&self.cfg.passive.prefix, &e.name)
                 && g < keep_from
             {
                 let p = inbox.join(&e.name);
                 fs.remove_file(&p).map_err(|source| ReplayError::Io { path: p.clone(), source })?;
+                deleted = Some(match deleted {
+                    Some((lo, hi)) => (lo.min(g), hi.max(g)),
+                    None => (g, g),
+                });
             }
         }
-        Ok(())
+        Ok(deleted)
     }
 
     /// Runs the replayer on its own thread: it catches up, then looks at the inbox again

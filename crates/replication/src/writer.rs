@@ -171,6 +171,15 @@ struct GroupJob {
     settled: bool,
 }
 
+/// One storage group of a job at backup complete.
+struct Completing {
+    sg: String,
+    active: Arc<PeerClient>,
+    selected: BTreeSet<String>,
+    replica: Replica,
+    generations: Option<(u32, u32)>,
+}
+
 /// The replication writer.
 pub struct ReplicationWriter {
     host: Arc<dyn ReplicaHost>,
@@ -512,26 +521,26 @@ impl Writer for ReplicationWriter {
         results: &[ComponentResult],
     ) -> Result<(), WriterError> {
         let node = self.host.node();
-        let groups: Vec<(String, Arc<PeerClient>, BTreeSet<String>, Replica, Option<(u32, u32)>)> =
-            self.jobs
-                .lock()
-                .get(&ctx.job)
-                .map(|m| {
-                    m.iter()
-                        .map(|(sg, g)| {
-                            (
-                                sg.clone(),
-                                g.active.clone(),
-                                g.selected.clone(),
-                                g.replica.clone(),
-                                g.generations,
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+        // What each storage group of the job needs for its end, taken out of the lock (the
+        // calls to the active below take time).
+        let groups: Vec<Completing> = self
+            .jobs
+            .lock()
+            .get(&ctx.job)
+            .map(|m| {
+                m.iter()
+                    .map(|(sg, g)| Completing {
+                        sg: sg.clone(),
+                        active: g.active.clone(),
+                        selected: g.selected.clone(),
+                        replica: g.replica.clone(),
+                        generations: g.generations,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut first_error = None;
-        for (sg, active, selected, replica, gens) in groups {
+        for Completing { sg, active, selected, replica, generations: gens } in groups {
             let lp = replica_logical_path(&node, &sg);
             let mine: Vec<&ComponentResult> =
                 results.iter().filter(|r| r.component.logical_path == lp).collect();
