@@ -643,13 +643,17 @@ fn demo(dag: &mut Dag, messages: u64) -> Result<()> {
             "--set",
             inc_id,
             "--original",
+            // The copies on b and c replay a's log stream, which the restore changes: they
+            // are suspended through it and seeded again from the restored database.
+            "--reseed-copies",
         ],
     )?;
     let sets = restored["sets"].as_array().map_or(0, Vec::len);
     println!(
         "   restored on a from {sets} sets (the full taken on b, the incremental taken on c),"
     );
-    println!("   rolling forward through a's logs; SG1 mounted again\n");
+    println!("   rolling forward through a's logs; SG1 mounted again");
+    println!("   (the copies on b and c were suspended through the restore and seed again)\n");
 
     println!("7. The proof");
     let after = dag.count("a", false)?.context("the active's count")?;
