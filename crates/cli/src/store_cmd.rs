@@ -288,6 +288,14 @@ fn db_state(state: Option<&str>, mounted: bool) -> String {
 }
 
 /// The status as text, into `out`.
+/// The backup slots of a database header.
+fn backup_history(out: &mut impl std::io::Write, d: &api::DatabaseStatus) -> std::io::Result<()> {
+    writeln!(out, "      Last full backup:         {}", slot(d.previous_full))?;
+    writeln!(out, "      Last incremental backup:  {}", slot(d.previous_incremental))?;
+    writeln!(out, "      Last differential backup: {}", slot(d.previous_differential))?;
+    writeln!(out, "      Last copy backup:         {}", slot(d.previous_copy))
+}
+
 fn print_status(out: &mut impl std::io::Write, v: &api::StoreStatus) -> std::io::Result<()> {
     if v.storage_groups.is_empty() {
         writeln!(
@@ -323,10 +331,15 @@ fn print_status(out: &mut impl std::io::Write, v: &api::StoreStatus) -> std::io:
         }
         for d in &g.databases {
             writeln!(out, "   Database {} ({})", d.name, db_state(d.state.as_deref(), g.mounted))?;
-            writeln!(out, "      Last full backup:         {}", slot(d.previous_full))?;
-            writeln!(out, "      Last incremental backup:  {}", slot(d.previous_incremental))?;
-            writeln!(out, "      Last differential backup: {}", slot(d.previous_differential))?;
-            writeln!(out, "      Last copy backup:         {}", slot(d.previous_copy))?;
+            backup_history(out, d)?;
+        }
+        // A passive copy's headers hold the history replayed from the active's logs.
+        for d in &g.copy_databases {
+            match &d.error {
+                Some(e) => writeln!(out, "   Passive copy of database {}: {e}", d.name)?,
+                None => writeln!(out, "   Passive copy of database {} on this node", d.name)?,
+            }
+            backup_history(out, d)?;
         }
         writeln!(out)?;
     }
