@@ -182,17 +182,7 @@ impl PeerClient {
         path: &str,
         sink: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
     ) -> Result<u64, ClientError> {
-        let mut send = self.connect().await?;
-        let req = Request::builder()
-            .method(Method::GET)
-            .uri(path)
-            .header(hyper::header::HOST, &self.node)
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| self.unreachable(e))?;
-        let resp = tokio::time::timeout(REQUEST_TIMEOUT, send.send_request(req))
-            .await
-            .map_err(|_| self.unreachable(format!("GET {path} timed out")))?
-            .map_err(|e| self.unreachable(e))?;
+        let resp = self.send_alone(Method::GET, path, Bytes::new(), Some(REQUEST_TIMEOUT)).await?;
         let status = resp.status();
         let mut body = resp.into_body();
         if !status.is_success() {
@@ -247,15 +237,7 @@ impl PeerClient {
         body: &B,
     ) -> Result<T, ClientError> {
         let bytes = self.encode(path, body)?;
-        let mut send = self.connect().await?;
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri(path)
-            .header(hyper::header::HOST, &self.node)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(bytes))
-            .map_err(|e| self.unreachable(e))?;
-        let resp = send.send_request(req).await.map_err(|e| self.unreachable(e))?;
+        let resp = self.send_alone(Method::POST, path, bytes, None).await?;
         let status = resp.status();
         let body = resp
             .into_body()
@@ -267,6 +249,33 @@ impl PeerClient {
             return Err(self.status_error(status, &format!("POST {path}"), &body));
         }
         self.decode(path, &body)
+    }
+
+    /// Sends one request on a connection of its own (not the shared one) and returns the
+    /// answer's head, waiting at most `timeout` for it (`None`: as long as it takes).
+    async fn send_alone(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let mut send = self.connect().await?;
+        let req = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(hyper::header::HOST, &self.node)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| self.unreachable(e))?;
+        let sent = send.send_request(req);
+        let answered = match timeout {
+            Some(t) => tokio::time::timeout(t, sent)
+                .await
+                .map_err(|_| self.unreachable(format!("{method} {path} timed out")))?,
+            None => sent.await,
+        };
+        answered.map_err(|e| self.unreachable(e))
     }
 
     fn encode<B: Serialize>(&self, path: &str, body: &B) -> Result<Bytes, ClientError> {

@@ -542,26 +542,11 @@ impl Writer for ReplicationWriter {
         let mut first_error = None;
         for Completing { sg, active, selected, replica, generations: gens } in groups {
             let lp = replica_logical_path(&node, &sg);
-            let mine: Vec<&ComponentResult> =
-                results.iter().filter(|r| r.component.logical_path == lp).collect();
-            let ok = !mine.is_empty()
-                && selected
-                    .iter()
-                    .all(|c| mine.iter().any(|r| &r.component.name == c && r.succeeded));
-            let summary: Vec<String> = mine
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{} {}",
-                        r.component.name,
-                        if r.succeeded { "succeeded" } else { "failed" }
-                    )
-                })
-                .collect();
+            let (ok, summary) = store::writer::reported(results, &lp, &selected);
             self.emit(
                 &cat::REPL_BACKUP_COMPLETE,
                 ctx.job,
-                json!({"database": sg, "components": summary.join(", "), "success": ok}),
+                json!({"database": sg, "components": summary, "success": ok}),
             );
             self.emit(
                 &cat::REPL_BACKUP_COMPLETE_WRITER,

@@ -54,6 +54,27 @@ pub fn logical_path(node: &str, storage_group: &str) -> String {
     format!("Shadowcopy Mail\\Information Store\\{node}\\{storage_group}")
 }
 
+/// What the requester reported for the components under `logical_path`: whether every one of
+/// `selected` succeeded (only then is a backup recorded and are logs truncated), and the
+/// outcome of each as text for the backup-complete event.
+pub fn reported(
+    results: &[ComponentResult],
+    logical_path: &str,
+    selected: &BTreeSet<String>,
+) -> (bool, String) {
+    let mine: Vec<&ComponentResult> =
+        results.iter().filter(|r| r.component.logical_path == logical_path).collect();
+    let ok = !mine.is_empty()
+        && selected.iter().all(|c| mine.iter().any(|r| &r.component.name == c && r.succeeded));
+    let summary: Vec<String> = mine
+        .iter()
+        .map(|r| {
+            format!("{} {}", r.component.name, if r.succeeded { "succeeded" } else { "failed" })
+        })
+        .collect();
+    (ok, summary.join(", "))
+}
+
 /// The components document of a set as the store writer restores it: a backup taken through
 /// the replication writer (of a passive copy, on any node) names that writer and `Replica`
 /// paths; its restore goes through this node's store writer, under the store's own paths.
@@ -441,24 +462,11 @@ impl Writer for StoreWriter {
         for sg in self.claimed(ctx.job) {
             let comps = selected.get(sg.name()).cloned().unwrap_or_default();
             let lp = logical_path(self.store.node(), sg.name());
-            let mine: Vec<&ComponentResult> =
-                results.iter().filter(|r| r.component.logical_path == lp).collect();
-            let ok = !mine.is_empty()
-                && comps.iter().all(|c| mine.iter().any(|r| &r.component.name == c && r.succeeded));
-            let summary: Vec<String> = mine
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{} {}",
-                        r.component.name,
-                        if r.succeeded { "succeeded" } else { "failed" }
-                    )
-                })
-                .collect();
+            let (ok, summary) = reported(results, &lp, &comps);
             self.store.events().emit(
                 &cat::STORE_BACKUP_COMPLETE_REPORTED,
                 Some(ctx.job),
-                json!({"storage_group": sg.name(), "components": summary.join(", "), "success": ok}),
+                json!({"storage_group": sg.name(), "components": summary, "success": ok}),
             );
             if let Err(e) = self.complete_group(ctx.job, &sg, &comps, ok) {
                 first_error.get_or_insert(format!("storage group {}: {e}", sg.name()));

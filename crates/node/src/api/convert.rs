@@ -118,3 +118,18 @@ pub fn host_fs_size(path: &Path) -> std::io::Result<u64> {
     let st = rustix::fs::statvfs(path)?;
     Ok(st.f_blocks.saturating_mul(st.f_frsize))
 }
+
+/// A database's status from its header, or the error reading it.
+pub fn database_status(name: &str, header: Result<ese::DbHeader, String>) -> api::DatabaseStatus {
+    match header {
+        Ok(h) => api::DatabaseStatus {
+            state: Some(format!("{:?}", h.state)),
+            previous_full: slot(h.previous_full),
+            previous_incremental: slot(h.previous_incremental),
+            previous_differential: slot(h.previous_differential),
+            previous_copy: slot(h.previous_copy),
+            ..api::DatabaseStatus::named(name)
+        },
+        Err(e) => api::DatabaseStatus { error: Some(e), ..api::DatabaseStatus::named(name) },
+    }
+}

@@ -228,19 +228,11 @@ pub async fn store_status(State(s): State<AppState>) -> ApiResult<api::StoreStat
                         .def()
                         .databases
                         .iter()
-                        .map(|d| match inst.database_header(&d.name) {
-                            Ok(h) => api::DatabaseStatus {
-                                state: Some(format!("{:?}", h.state)),
-                                previous_full: convert::slot(h.previous_full),
-                                previous_incremental: convert::slot(h.previous_incremental),
-                                previous_differential: convert::slot(h.previous_differential),
-                                previous_copy: convert::slot(h.previous_copy),
-                                ..api::DatabaseStatus::named(&d.name)
-                            },
-                            Err(e) => api::DatabaseStatus {
-                                error: Some(e.to_string()),
-                                ..api::DatabaseStatus::named(&d.name)
-                            },
+                        .map(|d| {
+                            convert::database_status(
+                                &d.name,
+                                inst.database_header(&d.name).map_err(|e| e.to_string()),
+                            )
                         })
                         .collect();
                     (log, dbs)
@@ -282,17 +274,7 @@ fn copy_databases(dag: Option<&crate::dag::Dag>, sg: &str) -> Vec<api::DatabaseS
     dag.and_then(|d| d.copy_headers(sg))
         .unwrap_or_default()
         .into_iter()
-        .map(|(name, h)| match h {
-            Ok(h) => api::DatabaseStatus {
-                state: Some(format!("{:?}", h.state)),
-                previous_full: convert::slot(h.previous_full),
-                previous_incremental: convert::slot(h.previous_incremental),
-                previous_differential: convert::slot(h.previous_differential),
-                previous_copy: convert::slot(h.previous_copy),
-                ..api::DatabaseStatus::named(&name)
-            },
-            Err(e) => api::DatabaseStatus { error: Some(e), ..api::DatabaseStatus::named(&name) },
-        })
+        .map(|(name, h)| convert::database_status(&name, h))
         .collect()
 }
 
