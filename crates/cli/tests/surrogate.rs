@@ -326,3 +326,39 @@ fn mail_delivered_during_a_surrogate_backup_is_all_kept_and_the_copy_catches_up(
     dag.wait_converged("a", &["b"]);
     assert!(dag.count("a").0 > before, "mail kept arriving");
 }
+
+#[test]
+fn a_passive_killed_during_its_backup_leaves_no_claim_and_no_stamp_without_a_set() {
+    let mut dag = Dag::start(&["a", "b"]);
+    dag.load("a", 400);
+    dag.add_copy("a", "b");
+    dag.wait_status("b", "Healthy");
+    let repo = dag.home("a").join("repo");
+    let since = dag::now_ms();
+    // The backup runs on b (the copy's node); b is killed once it holds the claim on a, at
+    // whatever step its job has reached by then.
+    let mut job = dag.node("b").spawn_full_backup(repo.to_str().unwrap(), false);
+    dag.wait_for(DEADLINE, "b's job to take its claim on a (960)", || {
+        (!events_of(&dag, "b", 960, since).is_empty()).then_some(())
+    });
+    dag.kill9("b");
+    let _ = job.wait();
+    // Within the lease, a holds nothing for the dead job.
+    dag.wait_for(DEADLINE, "a to hold no backup in progress", || {
+        dag.node("a").backup_in_progress().is_none().then_some(())
+    });
+    // A stamp only ever records a set that exists: if b's job reached the active's stamp,
+    // it had published its set first.
+    let stamped = !header(&dag, "a", false)["previous_full"].is_null();
+    let sets = dag.node("a").json(&["backup", "list", "--repo", repo.to_str().unwrap()]);
+    let published = sets["sets"].as_array().is_some_and(|s| !s.is_empty());
+    assert!(!stamped || published, "a stamped a backup whose set was never published");
+    if !stamped {
+        assert!(events_of(&dag, "a", 224, since).is_empty(), "logs truncated without a backup");
+    }
+    // b comes back: its copy copies and replays again, and a backup runs.
+    dag.start_node("b");
+    dag.wait_converged("a", &["b"]);
+    let report = backup(&dag, "a", "full", "b", &repo);
+    assert_eq!(report["set"]["node"], "b", "{report}");
+}

@@ -278,6 +278,34 @@ impl PeerClient {
         answered.map_err(|e| self.unreachable(e))
     }
 
+    /// `POST path` with `body` as JSON on a connection of its own, answered within `timeout`
+    /// (a lease renewal must not wait behind a log fetch on the shared connection).
+    pub async fn post_alone<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        let bytes = self.encode(path, body)?;
+        let answer = async {
+            let resp = self.send_alone(Method::POST, path, bytes, None).await?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| self.unreachable(format!("reading the answer to {path}: {e}")))?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(self.status_error(status, &format!("POST {path}"), &body));
+            }
+            self.decode(path, &body)
+        };
+        tokio::time::timeout(timeout, answer)
+            .await
+            .map_err(|_| self.unreachable(format!("POST {path} timed out")))?
+    }
+
     fn encode<B: Serialize>(&self, path: &str, body: &B) -> Result<Bytes, ClientError> {
         serde_json::to_vec(body).map(Bytes::from).map_err(|e| ClientError::BadAnswer {
             node: self.node.clone(),

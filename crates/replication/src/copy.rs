@@ -237,23 +237,24 @@ impl PassiveCopy {
         f(&self.cfg.fs, &self.cfg.dir.join("db"), manifest.as_ref())
     }
 
+    /// A handle that holds and releases the copy for a backup, usable without the caller's
+    /// lock on the copy (holding waits for a batch of replay to end).
+    pub fn backup_hold(&self) -> BackupHold {
+        BackupHold { shared: self.shared.clone(), wake: self.shared.wake.lock().clone() }
+    }
+
     /// Suspends log copying and replay for a backup of the copy (its freeze): no generation is
     /// fetched and no batch replayed until [`PassiveCopy::release_backup_hold`]. Returns once a
     /// batch being replayed has finished, so that the database files are as of the last
     /// replayed generation; returns the report at that point.
     pub fn hold_for_backup(&self) -> CopyReport {
-        self.shared.held.store(true, std::sync::atomic::Ordering::SeqCst);
-        drop(self.shared.copying.lock());
-        drop(self.shared.replay.lock());
-        self.report()
+        self.backup_hold().hold()
     }
 
     /// Resumes log copying and replay after a backup (its thaw, or its end). Harmless when not
     /// held.
     pub fn release_backup_hold(&self) {
-        if self.shared.held.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            self.wake();
-        }
+        self.backup_hold().release();
     }
 
     /// Whether a backup holds log copying and replay now.
@@ -293,6 +294,31 @@ impl PassiveCopy {
 impl Drop for PassiveCopy {
     fn drop(&mut self) {
         self.stop_thread();
+    }
+}
+
+/// Holds a copy for a backup ([`PassiveCopy::backup_hold`]).
+pub struct BackupHold {
+    shared: Arc<Shared>,
+    wake: Option<mpsc::Sender<Wake>>,
+}
+
+impl BackupHold {
+    /// See [`PassiveCopy::hold_for_backup`].
+    pub fn hold(&self) -> CopyReport {
+        self.shared.held.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(self.shared.copying.lock());
+        drop(self.shared.replay.lock());
+        self.shared.report.lock().clone()
+    }
+
+    /// See [`PassiveCopy::release_backup_hold`].
+    pub fn release(&self) {
+        if self.shared.held.swap(false, std::sync::atomic::Ordering::SeqCst)
+            && let Some(tx) = &self.wake
+        {
+            let _ = tx.send(Wake::Now);
+        }
     }
 }
 
@@ -360,14 +386,15 @@ impl ReplayWorker {
                 // In batches (one sync per batch); whatever was applied before an error
                 // counts.
                 let admitted = shared.admitted.load(std::sync::atomic::Ordering::Acquire);
-                let done = {
-                    let _g = shared.replay.lock();
-                    // A backup's hold taken while this thread waited for the lock.
-                    if shared.held.load(std::sync::atomic::Ordering::SeqCst) {
-                        continue;
-                    }
-                    replayer.catch_up_until(admitted)
-                };
+                // Replay, and the inbox clean-up after it (pruning, or deleting generations to
+                // fetch again), happen under the lock a backup's hold waits for: once held,
+                // neither the databases nor the inbox change.
+                let _replaying = shared.replay.lock();
+                // A backup's hold taken while this thread waited for the lock.
+                if shared.held.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let done = replayer.catch_up_until(admitted);
                 {
                     let mut r = shared.report.lock();
                     r.last_replayed_generation = replayer.replayed_generation();
@@ -860,8 +887,6 @@ impl Runner {
             if g > info.produced || taken == batch {
                 return Ok(taken);
             }
-            let shared = self.shared.clone();
-            let _copying = shared.copying.lock();
             if self.shared.desired.lock().suspended.is_some()
                 || self.shared.held.load(std::sync::atomic::Ordering::SeqCst)
             {
@@ -878,6 +903,13 @@ impl Runner {
             let bytes = self.block_on(active.get_bytes(&protocol::log_path(&self.cfg.sg, g)))?;
             let tmp = incoming.join(&name);
             write_incoming(fs.as_ref(), &tmp, &bytes).map_err(io(tmp.display()))?;
+            // The inbox changes only under this lock, and not while a backup holds the copy
+            // (the generation fetched stays in `incoming/`, fetched again after the hold).
+            let shared = self.shared.clone();
+            let _copying = shared.copying.lock();
+            if shared.held.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(taken);
+            }
             taken += 1;
             let Some(inspector) = self.inspector.as_mut() else { return Ok(taken) };
             match inspector.check(fs.as_ref(), &tmp) {

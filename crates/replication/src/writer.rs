@@ -54,6 +54,8 @@ pub const FREEZE_WINDOW: Duration = Duration::from_secs(60);
 const STAMP_REPLAY_WAIT: Duration = Duration::from_secs(600);
 /// How long one request to the active may take.
 const ACTIVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the active may take to stamp, roll and truncate at backup complete.
+const COMPLETE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The logical path of a passive copy's components.
 pub fn replica_logical_path(node: &str, sg: &str) -> String {
@@ -163,6 +165,9 @@ struct GroupJob {
     selected: BTreeSet<String>,
     /// Stops the lease renewer.
     renewer: Option<mpsc::Sender<()>>,
+    /// Set by the renewer when the active no longer knows the claim (it lapsed): the job can
+    /// no longer be recorded and fails.
+    lapsed: Arc<std::sync::atomic::AtomicBool>,
     /// Held for the freeze (and the watchdog's stop switch).
     held: Option<mpsc::Sender<()>>,
     /// The generations the snapshot holds.
@@ -173,6 +178,8 @@ struct GroupJob {
 
 /// One storage group of a job at backup complete.
 struct Completing {
+    /// The active's claim lapsed during the job.
+    lapsed: bool,
     sg: String,
     active: Arc<PeerClient>,
     selected: BTreeSet<String>,
@@ -206,14 +213,23 @@ impl ReplicationWriter {
         active: &PeerClient,
         f: impl std::future::Future<Output = Result<T, crate::client::ClientError>>,
     ) -> Result<T, String> {
+        self.call_within(active, ACTIVE_TIMEOUT, f)
+    }
+
+    fn call_within<T>(
+        &self,
+        active: &PeerClient,
+        timeout: Duration,
+        f: impl std::future::Future<Output = Result<T, crate::client::ClientError>>,
+    ) -> Result<T, String> {
         let rt = self.host.runtime();
-        match rt.block_on(async { tokio::time::timeout(ACTIVE_TIMEOUT, f).await }) {
+        match rt.block_on(async { tokio::time::timeout(timeout, f).await }) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!(
                 "node {} (the active copy) did not answer within {} s",
                 active.node(),
-                ACTIVE_TIMEOUT.as_secs()
+                timeout.as_secs()
             )),
         }
     }
@@ -233,41 +249,38 @@ impl ReplicationWriter {
         out
     }
 
-    /// Starts the thread that renews the active's claim until told to stop.
+    /// Starts the thread that renews the active's claim until told to stop, each renewal on a
+    /// connection of its own within a third of the lease; a claim the active no longer knows
+    /// sets `lapsed` and ends the renewals.
     fn renew(
         &self,
         job: Uuid,
         sg: &str,
         active: Arc<PeerClient>,
         lease: Duration,
+        lapsed: Arc<std::sync::atomic::AtomicBool>,
     ) -> mpsc::Sender<()> {
         let (tx, rx) = mpsc::channel::<()>();
         let rt = self.host.runtime();
         let path = protocol::surrogate_path(sg, "renew");
         let every = (lease / 3).max(Duration::from_millis(200));
-        let spawned =
-            std::thread::Builder::new().name(format!("surrogate-renew-{sg}")).spawn(move || {
+        let spawned = std::thread::Builder::new().name(format!("surrogate-renew-{sg}")).spawn(
+            move || {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
-                    let r: Result<SurrogateClaim, _> = rt
-                        .block_on(async {
-                            tokio::time::timeout(
-                                ACTIVE_TIMEOUT,
-                                active.post_body(&path, &SurrogateJob { job }),
-                            )
-                            .await
-                        })
-                        .unwrap_or_else(|_| {
-                            Err(crate::client::ClientError::Unreachable {
-                                node: active.node().into(),
-                                addr: active.addr().into(),
-                                why: "renewal timed out".into(),
-                            })
-                        });
-                    if let Err(e) = r {
-                        tracing::warn!(%job, error = %e, "renewing the surrogate claim failed");
+                    let r: Result<SurrogateClaim, _> =
+                        rt.block_on(active.post_alone(&path, &SurrogateJob { job }, every));
+                    match r {
+                        Ok(_) => {}
+                        Err(e) if e.is_not_found() => {
+                            tracing::warn!(%job, error = %e, "the active no longer holds the surrogate claim");
+                            lapsed.store(true, std::sync::atomic::Ordering::SeqCst);
+                            return;
+                        }
+                        Err(e) => tracing::warn!(%job, error = %e, "renewing the surrogate claim failed"),
                     }
                 }
-            });
+            },
+        );
         if let Err(e) = spawned {
             tracing::error!(%job, "starting the surrogate lease renewer: {e}");
         }
@@ -366,8 +379,13 @@ impl Writer for ReplicationWriter {
 
     fn identify(&self, ctx: &WriterContext) -> Result<WriterMetadata, WriterError> {
         let node = self.host.node();
-        let components = self.host.replicas().iter().flat_map(|r| r.components(&node)).collect();
-        self.emit(&cat::REPL_WRITER_ENGAGED, ctx.job, json!({"job": ctx.job.to_string()}));
+        let replicas = self.host.replicas();
+        let components = replicas.iter().flat_map(|r| r.components(&node)).collect();
+        // Only a node with copies to back up takes part (a plain backup of an active storage
+        // group elsewhere on the node does not put this writer in its trail).
+        if !replicas.is_empty() {
+            self.emit(&cat::REPL_WRITER_ENGAGED, ctx.job, json!({"job": ctx.job.to_string()}));
+        }
         Ok(WriterMetadata {
             version: 1,
             writer_id: WRITER_ID,
@@ -399,8 +417,21 @@ impl Writer for ReplicationWriter {
             json!({"job": ctx.job.to_string(), "backup_type": ctx.backup_type.to_string()}),
         );
         let replicas = self.host.replicas();
+        // The job is known before any claim is asked for: an abort that arrives while a
+        // claim is being asked for (a call that overran its deadline) removes it, and the
+        // claim is then given back at once instead of being renewed for nobody.
+        self.jobs.lock().insert(ctx.job, BTreeMap::new());
         for (sg, components) in selected {
             let Some(replica) = replicas.iter().find(|r| r.sg == sg).cloned() else { continue };
+            let healthy = self.host.report(&sg).map(|r| r.status);
+            if healthy != Some(crate::cluster::CopyStatus::Healthy) {
+                self.release_job(ctx.job, "prepare failed");
+                let status = healthy.map_or("gone".to_string(), |s| format!("{s:?}"));
+                let msg = format!(
+                    "the copy on this node is {status}, not Healthy; back it up once `shadowcopy copy status` shows it Healthy"
+                );
+                return Err(self.failed(ctx.job, &sg, "prepare", &msg));
+            }
             let Some(active) = self.host.active(&sg) else {
                 self.release_job(ctx.job, "prepare failed");
                 return Err(self.failed(ctx.job, &sg, "prepare", "no active copy is known"));
@@ -420,24 +451,44 @@ impl Writer for ReplicationWriter {
                     return Err(self.failed(ctx.job, &sg, "prepare", &msg));
                 }
             };
-            let renewer =
-                self.renew(ctx.job, &sg, active.clone(), Duration::from_millis(claim.lease_ms));
+            let lapsed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let group = GroupJob {
+                replica,
+                active: active.clone(),
+                selected: components,
+                renewer: None,
+                held: None,
+                generations: None,
+                settled: false,
+                lapsed: lapsed.clone(),
+            };
+            {
+                let mut jobs = self.jobs.lock();
+                let Some(groups) = jobs.get_mut(&ctx.job) else {
+                    drop(jobs);
+                    // Aborted meanwhile: the claim just taken goes back.
+                    let abort = protocol::surrogate_path(&sg, "abort");
+                    let _ = self.call(
+                        &active,
+                        active.post_body::<_, SurrogateJob>(&abort, &SurrogateJob { job: ctx.job }),
+                    );
+                    return Err(WriterError::non_retryable(format!(
+                        "storage group {sg}: the job was aborted while the active's claim was asked for"
+                    )));
+                };
+                let renewer = self.renew(
+                    ctx.job,
+                    &sg,
+                    active.clone(),
+                    Duration::from_millis(claim.lease_ms),
+                    lapsed,
+                );
+                groups.insert(sg.clone(), GroupJob { renewer: Some(renewer), ..group });
+            }
             self.emit(
                 &cat::REPL_SURROGATE_BACKUP,
                 ctx.job,
                 json!({"database": sg, "active_node": active.node()}),
-            );
-            self.jobs.lock().entry(ctx.job).or_default().insert(
-                sg.clone(),
-                GroupJob {
-                    replica,
-                    active,
-                    selected: components,
-                    renewer: Some(renewer),
-                    held: None,
-                    generations: None,
-                    settled: false,
-                },
             );
         }
         Ok(())
@@ -448,45 +499,84 @@ impl Writer for ReplicationWriter {
     }
 
     fn freeze(&self, ctx: &WriterContext) -> Result<(), WriterError> {
-        let mut jobs = self.jobs.lock();
-        let Some(groups) = jobs.get_mut(&ctx.job) else { return Ok(()) };
-        for g in groups.values_mut() {
-            let sg = g.replica.sg.clone();
+        // Holding a copy waits for its replay batch to end: not under the jobs' lock, which
+        // thaw and abort need.
+        let sgs: Vec<(String, Arc<std::sync::atomic::AtomicBool>)> =
+            match self.jobs.lock().get(&ctx.job) {
+                Some(groups) => {
+                    groups.iter().map(|(sg, g)| (sg.clone(), g.lapsed.clone())).collect()
+                }
+                None => return Ok(()),
+            };
+        for (sg, lapsed) in sgs {
+            if lapsed.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(self.failed(
+                    ctx.job,
+                    &sg,
+                    "freeze",
+                    "the active's claim for this job lapsed",
+                ));
+            }
             if self.host.hold(&sg).is_none() {
                 return Err(WriterError::retryable(format!(
                     "storage group {sg}: the copy on this node is gone"
                 )));
             }
-            let gens = self.host.inbox_generations(&sg);
-            g.generations = match (gens.first(), gens.last()) {
-                (Some(lo), Some(hi)) => Some((*lo, *hi)),
-                _ => None,
-            };
-            self.emit(&cat::REPL_LOG_COPY_SUSPENDED, ctx.job, json!({"database": sg}));
-            self.emit(&cat::REPL_REPLAY_SUSPENDED, ctx.job, json!({"database": sg}));
             // The watchdog: a thaw that never comes does not leave the copy behind.
             let (tx, rx) = mpsc::channel::<()>();
             let host = self.host.clone();
             let job = ctx.job;
+            let watched = sg.clone();
             let spawned =
                 std::thread::Builder::new().name(format!("surrogate-hold-{sg}")).spawn(move || {
                     if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(FREEZE_WINDOW) {
-                        host.release(&sg);
+                        host.release(&watched);
                         host.events().emit(
                             &cat::REPL_HOLD_WATCHDOG,
                             Some(job),
-                            json!({"database": sg, "seconds": FREEZE_WINDOW.as_secs()}),
+                            json!({"database": watched, "seconds": FREEZE_WINDOW.as_secs()}),
                         );
                     }
                 });
             if let Err(e) = spawned {
-                self.host.release(&g.replica.sg);
+                self.host.release(&sg);
                 return Err(WriterError::new(
                     WriterFailure::OutOfResources,
                     format!("starting the hold watchdog: {e}"),
                 ));
             }
-            g.held = Some(tx);
+            // The inbox no longer changes: its generations are the ones the snapshot holds.
+            let gens = self.host.inbox_generations(&sg);
+            let generations = match (gens.first(), gens.last()) {
+                (Some(lo), Some(hi)) => Some((*lo, *hi)),
+                _ => None,
+            };
+            let unrecorded = match self.jobs.lock().get_mut(&ctx.job).and_then(|m| m.get_mut(&sg)) {
+                Some(g) => {
+                    g.held = Some(tx);
+                    g.generations = generations;
+                    None
+                }
+                None => Some(tx),
+            };
+            if let Some(tx) = unrecorded {
+                // Aborted while the copy was being held.
+                let _ = tx.send(());
+                self.host.release(&sg);
+                return Err(WriterError::non_retryable(format!(
+                    "storage group {sg}: the job was aborted during the freeze"
+                )));
+            }
+            self.emit(&cat::REPL_LOG_COPY_SUSPENDED, ctx.job, json!({"database": sg}));
+            self.emit(&cat::REPL_REPLAY_SUSPENDED, ctx.job, json!({"database": sg}));
+            if generations.is_none() {
+                return Err(self.failed(
+                    ctx.job,
+                    &sg,
+                    "freeze",
+                    "the copy holds no log generation yet; back it up once the active has shipped one",
+                ));
+            }
         }
         Ok(())
     }
@@ -530,6 +620,7 @@ impl Writer for ReplicationWriter {
             .map(|m| {
                 m.iter()
                     .map(|(sg, g)| Completing {
+                        lapsed: g.lapsed.load(std::sync::atomic::Ordering::SeqCst),
                         sg: sg.clone(),
                         active: g.active.clone(),
                         selected: g.selected.clone(),
@@ -540,7 +631,7 @@ impl Writer for ReplicationWriter {
             })
             .unwrap_or_default();
         let mut first_error = None;
-        for Completing { sg, active, selected, replica, generations: gens } in groups {
+        for Completing { lapsed, sg, active, selected, replica, generations: gens } in groups {
             let lp = replica_logical_path(&node, &sg);
             let (ok, summary) = store::writer::reported(results, &lp, &selected);
             self.emit(
@@ -564,8 +655,11 @@ impl Writer for ReplicationWriter {
                 every_database,
             };
             let path = protocol::surrogate_path(&sg, "complete");
-            let answer: Result<SurrogateStamp, String> =
-                self.call(&active, active.post_body(&path, &req));
+            let answer: Result<SurrogateStamp, String> = if lapsed {
+                Err("its claim for this job lapsed during the backup".into())
+            } else {
+                self.call_within(&active, COMPLETE_TIMEOUT, active.post_body(&path, &req))
+            };
             if let Some(g) = self.jobs.lock().get_mut(&ctx.job).and_then(|m| m.get_mut(&sg)) {
                 g.settled = answer.is_ok();
                 if let Some(stop) = g.renewer.take() {

@@ -409,9 +409,20 @@ pub(crate) async fn hold_copies_for_restore(
             nodes.join(", ")
         )));
     }
+    let mut suspended = Vec::new();
     for mut rec in passives {
         rec.suspended = Some("a restore over the active copy's files is running".into());
-        dag.cluster().put_copy(&rec).await.map_err(|e| unreachable(dag, e))?;
+        if let Err(e) = dag.cluster().put_copy(&rec).await {
+            // All or none: the copies suspended so far are resumed.
+            release_copies_after_restore(
+                dag,
+                HeldCopies { sg: sg.to_string(), nodes: suspended },
+                false,
+            )
+            .await;
+            return Err(unreachable(dag, e));
+        }
+        suspended.push(rec.node.clone());
     }
     Ok(Some(HeldCopies { sg: sg.to_string(), nodes }))
 }

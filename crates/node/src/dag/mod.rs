@@ -368,7 +368,14 @@ impl Dag {
                 // dismounted.
                 if sg.is_mounted() {
                     let g = sg.clone();
-                    let dismounted = tokio::task::spawn_blocking(move || g.dismount(false)).await;
+                    // A passive's surrogate backup of it here ends first: it could no longer
+                    // be recorded, and its claim would keep the storage group mounted.
+                    let (claims, node) = (self.claims.clone(), self.node.clone());
+                    let dismounted = tokio::task::spawn_blocking(move || {
+                        claims.abort_all(&node, g.name(), "the storage group is active elsewhere");
+                        g.dismount(false)
+                    })
+                    .await;
                     if matches!(dismounted, Ok(Ok(()))) {
                         self.node.events().emit(
                             &events::catalog::REPL_ACTIVE_ELSEWHERE,

@@ -37,6 +37,8 @@ struct Claim {
     sg: String,
     peer: String,
     deadline: Instant,
+    /// The databases the passive's backup covers (all when empty).
+    databases: Vec<String>,
 }
 
 /// The surrogate claims on this node's storage groups.
@@ -87,6 +89,7 @@ impl Claims {
                 sg: sg.to_string(),
                 peer: peer.to_string(),
                 deadline: Instant::now() + lease(),
+                databases: req.databases,
             },
         );
         Ok(self.claim(node, req.job))
@@ -120,32 +123,56 @@ impl Claims {
         req: SurrogateComplete,
     ) -> Result<SurrogateStamp, SourceError> {
         let g = Self::group(node, sg)?;
-        let known = self.held.lock().remove(&req.job).is_some();
-        if !known || !g.holds_surrogate(req.job, peer) {
+        // Taken out first: from here on neither the lease nor an abort touches the job.
+        let claim = self.held.lock().remove(&req.job);
+        let Some(claim) = claim.filter(|_| g.holds_surrogate(req.job, peer)) else {
             return Err(SourceError::NotFound(format!(
                 "no surrogate backup {} of storage group {sg} by node {peer} is held on node {}: it ended, or its claim lapsed; nothing was stamped",
                 req.job,
                 node.name()
             )));
-        }
+        };
+        // Logs are truncated only when the backup held every database of the storage group
+        // as this node knows it (the passive's word alone does not count: its copy may predate
+        // a database added since).
+        let covered = claim.databases.is_empty()
+            || g.def().databases.iter().all(|d| claim.databases.contains(&d.name));
         let stamped = g
             .complete_surrogate(
                 req.job,
                 peer,
                 req.succeeded,
                 (req.gen_low, req.gen_high),
-                req.every_database,
+                req.every_database && covered,
             )
             .map_err(store_error)?;
         Ok(SurrogateStamp { generation: stamped.generation, time: stamped.time })
     }
 
     pub fn abort(&self, node: &Node, sg: &str, peer: &str, job: Uuid) -> Result<(), SourceError> {
-        self.held.lock().remove(&job);
-        if let Ok(g) = node.store().storage_group(sg) {
+        // Only a claim still held: a job being completed (or completed) is not undone.
+        let held = self.held.lock().remove(&job);
+        if held.is_some()
+            && let Ok(g) = node.store().storage_group(sg)
+        {
             g.abort_surrogate(job, peer, "the passive node aborted its backup");
         }
         Ok(())
+    }
+
+    /// Releases every claim on `sg` (the storage group stops being active here).
+    pub fn abort_all(&self, node: &Node, sg: &str, reason: &str) {
+        let gone: Vec<(Uuid, Claim)> = {
+            let mut held = self.held.lock();
+            let jobs: Vec<Uuid> =
+                held.iter().filter(|(_, c)| c.sg == sg).map(|(j, _)| *j).collect();
+            jobs.into_iter().filter_map(|j| held.remove(&j).map(|c| (j, c))).collect()
+        };
+        for (job, c) in gone {
+            if let Ok(g) = node.store().storage_group(&c.sg) {
+                g.abort_surrogate(job, &c.peer, reason);
+            }
+        }
     }
 
     /// Releases every claim whose lease passed (run every tick).
@@ -213,16 +240,16 @@ impl ReplicaHost for DagReplicas {
     }
 
     fn hold(&self, sg: &str) -> Option<CopyReport> {
-        let dag = self.dag()?;
-        let copies = dag.copies.lock();
-        copies.get(sg).map(|c| c.hold_for_backup())
+        // The wait for replay to end its batch happens without the lock on the copies, which
+        // the reconciler and the API take from async tasks.
+        let hold = self.dag()?.copies.lock().get(sg).map(|c| c.backup_hold())?;
+        Some(hold.hold())
     }
 
     fn release(&self, sg: &str) {
-        if let Some(dag) = self.dag()
-            && let Some(c) = dag.copies.lock().get(sg)
-        {
-            c.release_backup_hold();
+        let hold = self.dag().and_then(|d| d.copies.lock().get(sg).map(|c| c.backup_hold()));
+        if let Some(hold) = hold {
+            hold.release();
         }
     }
 
