@@ -29,6 +29,8 @@
 //!
 //! On one machine all nodes share the disk and the cores, so the passive's backup still
 //! competes with the active for them: the ratio is a pessimistic figure for real deployments.
+//! To tell that contention from work the active itself does, each phase also reports the CPU
+//! seconds each node's process used (`cpu_s`, from `/proc`).
 //! Every process started here is killed (by its handle) when the scenario ends, also on error;
 //! the scratch directory is removed.
 
@@ -186,10 +188,30 @@ fn start_etcd(dir: &Path, procs: &mut Procs) -> anyhow::Result<String> {
     Ok(curl)
 }
 
-/// A node of the DAG: its directory and API socket.
+/// A node of the DAG: its directory, API socket and process id.
 struct Node {
     home: PathBuf,
     socket: PathBuf,
+    pid: u32,
+}
+
+/// CPU seconds (user and system, all threads) the process `pid` used so far, from
+/// `/proc/PID/stat` (in USER_HZ ticks, 100 per second on Linux); NaN if unreadable.
+fn cpu_s(pid: u32) -> f64 {
+    let ticks = || -> Option<f64> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the command name (in parentheses, which may hold spaces): field 3 onwards.
+        let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        Some(utime + stime)
+    };
+    ticks().map_or(f64::NAN, |t| t / 100.0)
+}
+
+/// The CPU seconds of each node so far.
+fn cpu_of(nodes: &[&Node]) -> Vec<f64> {
+    nodes.iter().map(|n| cpu_s(n.pid)).collect()
 }
 
 /// Starts `shadowcopy serve` for the node in `home` (its log in `home/node.log`) and waits
@@ -206,6 +228,7 @@ fn start_node(bin: &Path, home: &Path, procs: &mut Procs) -> anyhow::Result<Node
         .stderr(log)
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
+    let pid = child.id();
     let child = procs.push("node", child);
     wait_until("the node's API socket", START_DEADLINE, Duration::from_millis(50), || {
         if let Some(s) = child.try_wait()? {
@@ -213,7 +236,7 @@ fn start_node(bin: &Path, home: &Path, procs: &mut Procs) -> anyhow::Result<Node
         }
         Ok(UnixStream::connect(&socket).is_ok().then_some(()))
     })?;
-    Ok(Node { home: home.to_path_buf(), socket })
+    Ok(Node { home: home.to_path_buf(), socket, pid })
 }
 
 /// `shadowcopy ARGS` against `node`; its stdout, or an error with its stderr.
@@ -447,6 +470,8 @@ struct Ctx<'a> {
     bin: &'a Path,
     /// The active, which the backups are asked of and the probe delivers to.
     active: &'a Node,
+    /// The node with the passive copy.
+    passive: &'a Node,
     rate: u64,
     deadline: Duration,
 }
@@ -455,6 +480,8 @@ struct Ctx<'a> {
 struct BackupRun {
     wall_s: f64,
     report: Value,
+    /// CPU seconds the active and the passive node used during it.
+    cpu: Vec<f64>,
 }
 
 /// A full backup of SG1 `--from from` into `repo`, asked of the active, with the probe's
@@ -469,6 +496,7 @@ fn backup(
     let (bin, via) = (ctx.bin, ctx.active);
     let probe = lat.is_some().then(|| Probe::start(&via.socket, ctx.rate, seed));
     let log = via.home.join(format!("backup-{from}.log"));
+    let cpu_before = cpu_of(&[ctx.active, ctx.passive]);
     let start = Instant::now();
     let mut procs = Procs::default();
     let child = Command::new(bin)
@@ -488,6 +516,8 @@ fn backup(
         || Ok(child.try_wait()?),
     );
     let end = Instant::now();
+    let cpu =
+        cpu_of(&[ctx.active, ctx.passive]).iter().zip(&cpu_before).map(|(x, y)| x - y).collect();
     if let (Some(probe), Some(lat)) = (probe, lat) {
         lat.add(&probe.stop()?, start, end);
     }
@@ -502,7 +532,7 @@ fn backup(
     let _ = std::fs::remove_dir_all(repo);
     let report: Value =
         serde_json::from_str(&out).with_context(|| format!("the backup's report {out:?}"))?;
-    Ok(BackupRun { wall_s: (end - start).as_secs_f64(), report })
+    Ok(BackupRun { wall_s: (end - start).as_secs_f64(), report, cpu })
 }
 
 /// The figures of one kind of backup over its runs.
@@ -523,6 +553,10 @@ fn backup_json(from: &str, runs: &[BackupRun], lat: &Latencies) -> Value {
         "stored_bytes": runs.first().map(|r| r.report["stored_bytes"].clone()),
         "throughput_mib_s": median(mib_s),
         "active_commit_ms": lat.json(),
+        "cpu_s": {
+            "a": median(runs.iter().map(|r| r.cpu[0]).collect()),
+            "b": median(runs.iter().map(|r| r.cpu[1]).collect()),
+        },
     })
 }
 
@@ -548,7 +582,7 @@ pub fn run(opts: &SurrogateArgs) -> anyhow::Result<()> {
         bail!("dag init failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let a = start_node(&bin, &dag.join("a"), &mut procs)?;
-    start_node(&bin, &dag.join("b"), &mut procs)?;
+    let b = start_node(&bin, &dag.join("b"), &mut procs)?;
     let per_gib = |s: f64| Duration::from_secs_f64(120.0 + s * opts.size_gib);
 
     // The database, filled before the copy exists (seeding copies it).
@@ -561,7 +595,8 @@ pub fn run(opts: &SurrogateArgs) -> anyhow::Result<()> {
     cli(&bin, &a, &["copy", "add", "--sg", "SG1", "--on", "b"])?;
     wait_drained(&bin, &a, "b", per_gib(600.0))?;
     let seed_s = t.elapsed().as_secs_f64();
-    let ctx = Ctx { bin: &bin, active: &a, rate: opts.rate, deadline: per_gib(1800.0) };
+    let ctx =
+        Ctx { bin: &bin, active: &a, passive: &b, rate: opts.rate, deadline: per_gib(1800.0) };
     // A first full, not measured, truncates the fill's logs: every measured backup then reads
     // the database and the few logs since the previous one.
     wait_drained(&bin, &a, "b", per_gib(600.0))?;
@@ -569,6 +604,7 @@ pub fn run(opts: &SurrogateArgs) -> anyhow::Result<()> {
 
     // No backup.
     let probe = Probe::start(&a.socket, opts.rate, 1 << 40);
+    let cpu_before = cpu_of(&[&a, &b]);
     let start = Instant::now();
     let baseline = wait_until(
         "the baseline's load to end",
@@ -577,6 +613,7 @@ pub fn run(opts: &SurrogateArgs) -> anyhow::Result<()> {
         || Ok((start.elapsed() >= Duration::from_secs(opts.seconds)).then_some(())),
     );
     let end = Instant::now();
+    let cpu: Vec<f64> = cpu_of(&[&a, &b]).iter().zip(&cpu_before).map(|(x, y)| x - y).collect();
     let samples = probe.stop()?;
     baseline?;
     let mut none = Latencies::default();
@@ -621,7 +658,11 @@ pub fn run(opts: &SurrogateArgs) -> anyhow::Result<()> {
             "prime_full_s": prime.wall_s,
             "rate_per_s": opts.rate,
             "runs": opts.runs.max(1),
-            "no_backup": { "seconds": (end - start).as_secs_f64(), "active_commit_ms": none.json() },
+            "no_backup": {
+                "seconds": (end - start).as_secs_f64(),
+                "active_commit_ms": none.json(),
+                "cpu_s": { "a": cpu[0], "b": cpu[1] },
+            },
             "active_backup": backup_json("active", &act_runs, &act),
             "passive_backup": backup_json("passive", &pas_runs, &pas),
             "p99_ratio_passive_vs_active": pas_p99 / act_p99,
@@ -632,7 +673,8 @@ pub fn run(opts: &SurrogateArgs) -> anyhow::Result<()> {
             "p50_ratio_active_vs_none": act_p50 / none_p50,
             "measured": "active_commit_ms: one-message POST /v1/mail/load on the active's Unix socket \
                          (one durable delivery), from its scheduled send time to the answer; the node \
-                         polls its load job every 20 ms, so figures are ~20 ms at best, in 20 ms steps",
+                         polls its load job every 20 ms, so figures are ~20 ms at best, in 20 ms steps; \
+                         cpu_s: CPU seconds each node process used in the phase (median over runs)",
         })
     );
     Ok(())
