@@ -117,7 +117,7 @@ pub struct ThroughputArgs {
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub db_mib: u64,
     /// Rounds measured (the median is reported).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 3)]
     pub runs: u64,
     /// Also measure the phases (read, hash, compress) one by one: `1`/`true` or `0`/`false`.
     #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
@@ -209,7 +209,7 @@ pub struct SurrogateArgs {
     pub seconds: u64,
     /// Full backups of each kind measured, alternating which kind goes first (their
     /// latency samples are pooled; the median backup time is reported).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 3)]
     pub runs: u64,
     /// The `shadowcopy` binary (default: next to this bench binary).
     #[arg(long, value_name = "PATH")]

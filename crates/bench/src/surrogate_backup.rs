@@ -679,3 +679,35 @@ pub fn run(opts: &SurrogateArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_keep_only_the_window_and_count_failures_apart() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let samples = [
+            Sample { due: at(0), ms: 500.0, ok: true },
+            Sample { due: at(10), ms: 20.0, ok: true },
+            Sample { due: at(20), ms: 40.0, ok: true },
+            Sample { due: at(30), ms: 1.0, ok: false },
+            Sample { due: at(40), ms: 900.0, ok: true },
+        ];
+        let mut l = Latencies::default();
+        l.add(&samples, at(10), at(30));
+        assert_eq!(l.ms, vec![20.0, 40.0], "only the delivered samples due in the window");
+        assert_eq!(l.failed, 1);
+        assert_eq!(l.p(0.0), 20.0);
+        assert_eq!(l.p(1.0), 40.0);
+        assert_eq!(l.json()["samples"], 2);
+    }
+
+    #[test]
+    fn the_cpu_time_of_this_process_is_readable() {
+        let s = cpu_s(std::process::id());
+        assert!(s.is_finite() && s >= 0.0, "cpu_s of this process: {s}");
+        assert!(cpu_s(u32::MAX).is_nan(), "no such process");
+    }
+}
