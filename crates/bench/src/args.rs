@@ -55,6 +55,10 @@ pub enum Scenario {
     /// How far a passive copy trails its active under a steady mail load: copy queue length
     /// and commit-to-replayed time, p50/p99.
     ReplicationLag(LagArgs),
+    /// A full backup taken from a passive copy vs from the active, in a DAG of two
+    /// `shadowcopy serve` nodes and etcd, under a fixed rate of mail on the active: backup
+    /// times and the active's delivery latency p50/p99 with no backup and during each.
+    SurrogateBackup(SurrogateArgs),
 }
 
 /// Where a scenario keeps its files.
@@ -113,7 +117,7 @@ pub struct ThroughputArgs {
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub db_mib: u64,
     /// Rounds measured (the median is reported).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 3)]
     pub runs: u64,
     /// Also measure the phases (read, hash, compress) one by one: `1`/`true` or `0`/`false`.
     #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
@@ -182,6 +186,34 @@ pub struct LagArgs {
     /// Body size of each message, in KiB.
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub body_kib: u64,
+    #[command(flatten)]
+    pub scratch: ScratchDir,
+}
+
+/// Options of `surrogate-backup`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Needs the release `shadowcopy` binary next to the bench's (`cargo build --release -p cli -p bench`) \
+                  or --shadowcopy PATH, and Debian's `etcd` on the PATH.\n\
+                  example: cargo run --release -p bench -- surrogate-backup --size-gib 0.25 --dir /tmp"
+)]
+pub struct SurrogateArgs {
+    /// Size the storage group's database is filled to before the copy is added, in GiB.
+    #[arg(long, value_name = "X", default_value_t = 2.0)]
+    pub size_gib: f64,
+    /// Messages delivered per second on the active while measuring (one at a time).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub rate: u64,
+    /// Seconds of mail measured with no backup running (the baseline).
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub seconds: u64,
+    /// Full backups of each kind measured, alternating which kind goes first (their
+    /// latency samples are pooled; the median backup time is reported).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub runs: u64,
+    /// The `shadowcopy` binary (default: next to this bench binary).
+    #[arg(long, value_name = "PATH")]
+    pub shadowcopy: Option<PathBuf>,
     #[command(flatten)]
     pub scratch: ScratchDir,
 }

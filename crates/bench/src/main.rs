@@ -20,6 +20,7 @@ mod seed_throughput;
 mod snapshot_scaling;
 mod snapshot_set;
 mod store_setup;
+mod surrogate_backup;
 
 use clap::{CommandFactory, Parser};
 
@@ -43,5 +44,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::ReplicationThroughput(o) => replication_throughput::run(&o),
         Scenario::SeedThroughput(o) => seed_throughput::run(&o),
         Scenario::ReplicationLag(o) => replication_lag::run(&o),
+        Scenario::SurrogateBackup(o) => surrogate_backup::run(&o),
     }
 }
