@@ -176,6 +176,33 @@ struct GroupJob {
     settled: bool,
 }
 
+/// Starts the watchdog of a held copy: unless told (by a send or a drop of the returned
+/// sender) within `window`, it resumes the copy and says so (4117, then 2029 and 2035), so a
+/// backup whose thaw never comes never leaves a copy behind.
+fn hold_watchdog(
+    host: Arc<dyn ReplicaHost>,
+    sg: &str,
+    job: Uuid,
+    window: Duration,
+) -> std::io::Result<mpsc::Sender<()>> {
+    let (tx, rx) = mpsc::channel::<()>();
+    let sg = sg.to_string();
+    std::thread::Builder::new().name(format!("surrogate-hold-{sg}")).spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(window) {
+            host.release(&sg);
+            let events = host.events();
+            events.emit(
+                &cat::REPL_HOLD_WATCHDOG,
+                Some(job),
+                json!({"database": sg, "seconds": window.as_secs()}),
+            );
+            events.emit(&cat::REPL_LOG_COPY_RESUMED, Some(job), json!({"database": sg}));
+            events.emit(&cat::REPL_REPLAY_RESUMED, Some(job), json!({"database": sg}));
+        }
+    })?;
+    Ok(tx)
+}
+
 /// One storage group of a job at backup complete.
 struct Completing {
     /// The active's claim lapsed during the job.
@@ -190,6 +217,8 @@ struct Completing {
 /// The replication writer.
 pub struct ReplicationWriter {
     host: Arc<dyn ReplicaHost>,
+    /// How long a copy stays held without a thaw ([`FREEZE_WINDOW`]).
+    freeze_window: Duration,
     jobs: Mutex<HashMap<Uuid, BTreeMap<String, GroupJob>>>,
 }
 
@@ -201,7 +230,7 @@ impl std::fmt::Debug for ReplicationWriter {
 
 impl ReplicationWriter {
     pub fn new(host: Arc<dyn ReplicaHost>) -> Arc<Self> {
-        Arc::new(Self { host, jobs: Mutex::default() })
+        Arc::new(Self { host, freeze_window: FREEZE_WINDOW, jobs: Mutex::default() })
     }
 
     fn emit(&self, def: &events::EventDef, job: Uuid, fields: serde_json::Value) {
@@ -290,7 +319,10 @@ impl ReplicationWriter {
     /// Resumes a held copy (thaw, abort, or the watchdog).
     fn release_hold(&self, job: Uuid, g: &mut GroupJob) {
         if let Some(stop) = g.held.take() {
-            let _ = stop.send(());
+            // The watchdog already resumed the copy (and said so) if it is gone.
+            if stop.send(()).is_err() {
+                return;
+            }
             self.host.release(&g.replica.sg);
             let database = &g.replica.sg;
             self.emit(&cat::REPL_LOG_COPY_RESUMED, job, json!({"database": database}));
@@ -523,28 +555,16 @@ impl Writer for ReplicationWriter {
                 )));
             }
             // The watchdog: a thaw that never comes does not leave the copy behind.
-            let (tx, rx) = mpsc::channel::<()>();
-            let host = self.host.clone();
-            let job = ctx.job;
-            let watched = sg.clone();
-            let spawned =
-                std::thread::Builder::new().name(format!("surrogate-hold-{sg}")).spawn(move || {
-                    if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(FREEZE_WINDOW) {
-                        host.release(&watched);
-                        host.events().emit(
-                            &cat::REPL_HOLD_WATCHDOG,
-                            Some(job),
-                            json!({"database": watched, "seconds": FREEZE_WINDOW.as_secs()}),
-                        );
-                    }
-                });
-            if let Err(e) = spawned {
-                self.host.release(&sg);
-                return Err(WriterError::new(
-                    WriterFailure::OutOfResources,
-                    format!("starting the hold watchdog: {e}"),
-                ));
-            }
+            let tx = match hold_watchdog(self.host.clone(), &sg, ctx.job, self.freeze_window) {
+                Ok(tx) => tx,
+                Err(e) => {
+                    self.host.release(&sg);
+                    return Err(WriterError::new(
+                        WriterFailure::OutOfResources,
+                        format!("starting the hold watchdog: {e}"),
+                    ));
+                }
+            };
             // The inbox no longer changes: its generations are the ones the snapshot holds.
             let gens = self.host.inbox_generations(&sg);
             let generations = match (gens.first(), gens.last()) {
@@ -711,5 +731,91 @@ impl Writer for ReplicationWriter {
         _results: &[ComponentResult],
     ) -> Result<(), WriterError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host whose copy "sg" reports each release on a channel.
+    struct Host {
+        released: Mutex<mpsc::Sender<String>>,
+        events: Arc<events::MemorySink>,
+        rt: tokio::runtime::Runtime,
+    }
+
+    impl ReplicaHost for Host {
+        fn node(&self) -> String {
+            "b".into()
+        }
+        fn replicas(&self) -> Vec<Replica> {
+            Vec::new()
+        }
+        fn active(&self, _: &str) -> Option<Arc<PeerClient>> {
+            None
+        }
+        fn hold(&self, _: &str) -> Option<CopyReport> {
+            None
+        }
+        fn release(&self, sg: &str) {
+            let _ = self.released.lock().send(sg.to_string());
+        }
+        fn report(&self, _: &str) -> Option<CopyReport> {
+            None
+        }
+        fn inbox_generations(&self, _: &str) -> Vec<u32> {
+            Vec::new()
+        }
+        fn runtime(&self) -> tokio::runtime::Handle {
+            self.rt.handle().clone()
+        }
+        fn events(&self) -> Arc<dyn EventSink> {
+            self.events.clone()
+        }
+    }
+
+    fn host() -> (Arc<Host>, mpsc::Receiver<String>) {
+        let (tx, rx) = mpsc::channel();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let events = Arc::new(events::MemorySink::new("b"));
+        (Arc::new(Host { released: Mutex::new(tx), events, rt }), rx)
+    }
+
+    #[test]
+    fn a_held_copy_whose_thaw_never_comes_is_resumed_by_the_watchdog_and_says_so() {
+        let (host, released) = host();
+        let job = Uuid::new_v4();
+        let _thaw = hold_watchdog(host.clone(), "SG1", job, Duration::from_millis(50)).unwrap();
+        let sg = released
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the watchdog did not resume the held copy within 30 s");
+        assert_eq!(sg, "SG1");
+        // The events follow the release.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let ids = loop {
+            let ids: Vec<u32> = host.events.events().iter().map(|e| e.id).collect();
+            if ids.len() >= 3 || std::time::Instant::now() > deadline {
+                break ids;
+            }
+            std::thread::yield_now();
+        };
+        assert_eq!(ids, [4117, 2029, 2035], "the watchdog's events, in order");
+    }
+
+    #[test]
+    fn a_thaw_in_time_stops_the_watchdog() {
+        let (host, released) = host();
+        let thaw =
+            hold_watchdog(host.clone(), "SG1", Uuid::new_v4(), Duration::from_secs(3600)).unwrap();
+        thaw.send(()).unwrap();
+        drop(thaw);
+        // The watchdog's thread ends without resuming: its end drops the host it held, the
+        // only other owner of the release channel's sender besides this test's `host`.
+        drop(host);
+        assert!(
+            released.recv_timeout(Duration::from_secs(30)).is_err(),
+            "the watchdog resumed a copy that was thawed in time"
+        );
     }
 }
