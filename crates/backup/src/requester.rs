@@ -26,7 +26,7 @@ mod components;
 mod live_dirs;
 mod plan;
 
-pub use components::{FoundComponents, find_components, selection_state};
+pub use components::{FoundComponents, base_for_writer, find_components, selection_state};
 pub use live_dirs::{VolumeDir, refuse_repository_in_live_dirs};
 use plan::Planned;
 pub use plan::glob_match;
@@ -471,7 +471,7 @@ impl Requester {
             &desc.key,
             keys.clone(),
             req.backup_type,
-            base_doc,
+            base_doc.map(|d| base_for_writer(d, &desc.key)),
         ))?;
         Ok(Selection { metadata: desc.metadata.clone(), components, keys })
     }

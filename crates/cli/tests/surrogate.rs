@@ -362,3 +362,24 @@ fn a_passive_killed_during_its_backup_leaves_no_claim_and_no_stamp_without_a_set
     let report = backup(&dag, "a", "full", "b", &repo);
     assert_eq!(report["set"]["node"], "b", "{report}");
 }
+
+#[test]
+fn a_full_of_the_active_reaches_the_copies_headers_and_bases_an_incremental_on_a_copy() {
+    let dag = Dag::start(&["a", "b"]);
+    dag.load("a", 100);
+    dag.add_copy("a", "b");
+    dag.wait_status("b", "Healthy");
+    let repo = dag.home("a").join("repo");
+    let full = backup(&dag, "b", "full", "active", &repo);
+    assert_eq!(full["set"]["node"], "a", "{full}");
+    let active = header(&dag, "a", false);
+    assert_eq!(active["previous_full"]["kind"], "snapshot", "{active}");
+    dag.wait_for(DEADLINE, "b's copy header to show the active's own full backup", || {
+        (header(&dag, "b", true)["previous_full"] == active["previous_full"]).then_some(())
+    });
+    dag.load("a", 40);
+    dag.wait_converged("a", &["b"]);
+    let inc = backup(&dag, "a", "incremental", "b", &repo);
+    assert_eq!(inc["set"]["node"], "b", "{inc}");
+    assert_eq!(inc["set"]["base_set"], full["set"]["id"], "{inc}");
+}

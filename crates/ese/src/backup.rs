@@ -616,7 +616,23 @@ impl EngineBackup {
             let slot =
                 BackupSlot { time: now_secs(), gen_low: low, gen_high: high, kind: self.slot_kind };
             let _w = inner.writer.lock();
-            for db in inner.dbs.read().iter().filter(|d| self.covers(&d.name)) {
+            let dbs: Vec<_> =
+                inner.dbs.read().iter().filter(|d| self.covers(&d.name)).cloned().collect();
+            // The stamp is logged too, so that database copies replaying this log record the
+            // same history (a backup of the active is a base for one taken on a copy). A log
+            // that cannot take it (storage full) still gets the header stamp here.
+            let record = Record::BackupStamp {
+                kind: self.kind,
+                slot,
+                databases: dbs.iter().map(|d| d.name.clone()).collect(),
+            };
+            if let Err(e) =
+                inner.log.append(vec![record]).and_then(|(_, end)| inner.log.flush_to(end))
+            {
+                tracing::warn!(prefix = %inner.cfg.prefix, error = %e,
+                    "the backup's header stamp could not be logged; copies will not show it");
+            }
+            for db in &dbs {
                 let mut h = db.header.lock();
                 h.record_backup(self.kind, slot);
                 dbheader::write_header(db.file.as_ref(), &db.path, &mut h)?;

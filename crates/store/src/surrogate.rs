@@ -93,6 +93,7 @@ impl StorageGroup {
             self.abort_surrogate(job, passive, "the backup application reported failure");
             return Ok(SurrogateStamped { generation: 0, time: 0 });
         }
+        self.check_not_behind(job, gens.1)?;
         let events = self.events().clone();
         let prefix = self.def().prefix.clone();
         let outcome = self.with_backup(job, |b| {
@@ -134,6 +135,45 @@ impl StorageGroup {
         });
         self.release(job);
         outcome.unwrap_or_else(|| Err(self.not_holding(job)))
+    }
+
+    /// Refuses to record a backup that ends before one the headers already record (a copy far
+    /// behind the one backed up before it): the copies replay stamps in log order and keep the
+    /// newest, so recording an older one here would make this header's history differ from
+    /// theirs. The job is released; nothing is stamped or truncated.
+    fn check_not_behind(&self, job: Uuid, gen_high: u32) -> Result<()> {
+        let inst = self.instance()?;
+        let newest = self
+            .def()
+            .databases
+            .iter()
+            .filter_map(|d| inst.database_header(&d.name).ok())
+            .flat_map(|h| {
+                [h.previous_full, h.previous_incremental, h.previous_differential, h.previous_copy]
+            })
+            .flatten()
+            .map(|slot| slot.gen_high)
+            .max();
+        match newest {
+            Some(newest) if newest > gen_high => {
+                let passive = self
+                    .with_backup(job, |b| Ok(b.surrogate_for.clone().unwrap_or_default()))
+                    .and_then(|r| r.ok())
+                    .unwrap_or_default();
+                self.abort_surrogate(
+                    job,
+                    &passive,
+                    "the copy backed up is behind the last recorded backup",
+                );
+                Err(StoreError::Surrogate {
+                    storage_group: self.name().to_string(),
+                    why: format!(
+                        "the backup ends at generation {gen_high:#X}, before the last backup the headers record (to {newest:#X}); it is not recorded — back up a copy that has caught up"
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Releases `passive`'s job `job` without stamping or truncating (a failed or abandoned

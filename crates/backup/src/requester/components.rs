@@ -74,3 +74,19 @@ pub fn selection_state(
         volumes: Vec::new(),
     }
 }
+
+/// The base set's components document as writer `chosen` of this job reads it. The store
+/// writer and the replication writer are two instances of one writer class, over one database
+/// history: a base taken through the other instance (a full of the active, for an incremental
+/// of a passive copy, or the reverse) counts as this writer's.
+pub fn base_for_writer(
+    mut base: vss::BackupComponentsDocument,
+    chosen: &vss::WriterKey,
+) -> vss::BackupComponentsDocument {
+    if base.writer(chosen).is_none()
+        && let Some(w) = base.writers.iter_mut().find(|w| w.key.writer_id == chosen.writer_id)
+    {
+        w.key = chosen.clone();
+    }
+    base
+}
