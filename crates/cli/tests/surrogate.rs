@@ -382,4 +382,9 @@ fn a_full_of_the_active_reaches_the_copies_headers_and_bases_an_incremental_on_a
     let inc = backup(&dag, "a", "incremental", "b", &repo);
     assert_eq!(inc["set"]["node"], "b", "{inc}");
     assert_eq!(inc["set"]["base_set"], full["set"]["id"], "{inc}");
+    // And back: an incremental of the active on top of the copy's.
+    dag.load("a", 20);
+    let again = backup(&dag, "b", "incremental", "active", &repo);
+    assert_eq!(again["set"]["node"], "a", "{again}");
+    assert_eq!(again["set"]["base_set"], inc["set"]["id"], "{again}");
 }
