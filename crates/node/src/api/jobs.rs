@@ -456,10 +456,13 @@ pub async fn restore(
             }
             _ => None,
         };
+        // Released however the restore ends, a panic included (the guard's drop): reseeded
+        // after a restore, resumed after a failed one, which left the files as they were.
+        let mut release =
+            ReleaseCopies { dag: dag.as_deref(), held, runtime: &runtime, restored: false };
         let outcome = restore_job(node, req, target, alternate_root, progress);
-        if let (Some(dag), Some(held)) = (&dag, held) {
-            runtime.block_on(super::dag::release_copies_after_restore(dag, held, outcome.is_ok()));
-        }
+        release.restored = outcome.is_ok();
+        drop(release);
         match &outcome {
             Ok(report) => metrics.record_restore(report.bytes),
             Err(_) => metrics.record_restore_failure(),
@@ -467,6 +470,26 @@ pub async fn restore(
         outcome
     })
     .await
+}
+
+/// The passive copies a restore holds, released when it is dropped.
+struct ReleaseCopies<'a> {
+    dag: Option<&'a crate::dag::Dag>,
+    held: Option<super::dag::HeldCopies>,
+    runtime: &'a tokio::runtime::Handle,
+    restored: bool,
+}
+
+impl Drop for ReleaseCopies<'_> {
+    fn drop(&mut self) {
+        if let (Some(dag), Some(held)) = (self.dag, self.held.take()) {
+            self.runtime.block_on(super::dag::release_copies_after_restore(
+                dag,
+                held,
+                self.restored,
+            ));
+        }
+    }
 }
 
 fn restore_target(req: &api::RestoreRequest) -> Result<(RestoreTarget, Option<PathBuf>), ApiError> {
