@@ -237,6 +237,15 @@ impl PeerClient {
         body: &B,
     ) -> Result<T, ClientError> {
         let bytes = self.encode(path, body)?;
+        self.post_bytes_alone(path, bytes).await
+    }
+
+    /// `POST path` with the JSON `bytes` on a connection of its own, the answer decoded.
+    async fn post_bytes_alone<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        bytes: Bytes,
+    ) -> Result<T, ClientError> {
         let resp = self.send_alone(Method::POST, path, bytes, None).await?;
         let status = resp.status();
         let body = resp
@@ -287,21 +296,7 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<T, ClientError> {
         let bytes = self.encode(path, body)?;
-        let answer = async {
-            let resp = self.send_alone(Method::POST, path, bytes, None).await?;
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| self.unreachable(format!("reading the answer to {path}: {e}")))?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(self.status_error(status, &format!("POST {path}"), &body));
-            }
-            self.decode(path, &body)
-        };
-        tokio::time::timeout(timeout, answer)
+        tokio::time::timeout(timeout, self.post_bytes_alone(path, bytes))
             .await
             .map_err(|_| self.unreachable(format!("POST {path} timed out")))?
     }
