@@ -67,6 +67,7 @@
 //! written; a reader's cache miss reads the page under the cache lock (simple and correct,
 //! serializes misses); a write transaction lives in memory until commit.
 
+pub mod activate;
 pub mod backup;
 pub(crate) mod btree;
 pub(crate) mod cache;
@@ -85,6 +86,7 @@ pub(crate) mod redo;
 pub mod replay;
 pub mod txn;
 
+pub use activate::{Activation, PartialLog, activate};
 pub use backup::{BackupKind, EngineBackup, EngineNotice, SessionState, Truncation};
 pub use dbheader::{BackupSlot, DbHeader, DbState, SlotKind};
 pub use error::{EngineError, Result};

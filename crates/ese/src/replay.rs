@@ -52,6 +52,9 @@ use crate::logfmt::{self, LOG_HEADER_SIZE, LogFile, LogHeader, Record, ScanEnd};
 use crate::lsn::Lsn;
 use crate::redo;
 
+/// Activation of a passive copy as the new active lives beside the replay it finishes.
+pub use crate::activate::{Activation, activate};
+
 const MAGIC: u32 = 0x5053_4545; // "EESP"
 const JOURNAL_MAGIC: u32 = 0x4a53_4545; // "EESJ"
 const SLOT_SIZE: usize = 512;

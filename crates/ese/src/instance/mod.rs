@@ -274,14 +274,47 @@ impl Instance {
     /// Shuts down cleanly: aborts a running backup, flushes the log and every dirty page,
     /// marks the databases clean shutdown and writes the final checkpoint.
     pub fn shutdown(&self) -> Result<()> {
-        let inner = &self.inner;
-        if inner.shut.swap(true, Ordering::SeqCst) {
+        if self.inner.shut.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
+        self.shutdown_inner(false).map(|_| ())
+    }
+
+    /// Shuts down cleanly, as [`Self::shutdown`], and closes the current generation as a
+    /// named closed generation (as a log roll does) under the writer lock, so that no commit
+    /// can come in between: every record ever acknowledged is then in a closed generation
+    /// <= the returned generation G. A copy that fetches the closed generations up to G has
+    /// the whole stream — what a switchover needs before it activates a copy.
+    ///
+    /// Afterwards the log directory holds the closed generations up to G (`E00<G>.log`) and
+    /// a fresh, empty current log `E00.log` of generation G+1 (the roll creates it), and the
+    /// checkpoint points at the start of G+1: a later [`Instance::open`] of this directory
+    /// recovers nothing and continues the stream at G+2.
+    ///
+    /// Refused with [`EngineError::ShutDown`] when the instance is already shut down (by
+    /// either call): whether the earlier shutdown sealed is not known any more, and a
+    /// generation number returned then could mislead a switchover.
+    pub fn shutdown_sealed(&self) -> Result<u32> {
+        if self.inner.shut.swap(true, Ordering::SeqCst) {
+            return Err(EngineError::ShutDown(self.inner.cfg.prefix.clone()));
+        }
+        self.shutdown_inner(true)
+    }
+
+    /// The shutdown proper, once `shut` is set; `seal` closes the current generation. Returns
+    /// the last closed generation (with `seal`: the one just closed).
+    fn shutdown_inner(&self, seal: bool) -> Result<u32> {
+        let inner = &self.inner;
         crate::backup::abort_active(inner);
         self.stop_lazy();
         let _w = inner.writer.lock();
         inner.log.flush_to(inner.log.end())?;
+        let sealed = if seal {
+            // Durable with the next generation's file in place (the roll flushes).
+            inner.log.roll()?
+        } else {
+            inner.log.generation().saturating_sub(1)
+        };
         inner.flush_pages()?;
         let end = inner.log.end();
         for db in inner.dbs.read().iter() {
@@ -292,8 +325,8 @@ impl Instance {
         }
         inner.write_checkpoint(end)?;
         inner.log.close()?;
-        tracing::info!(prefix = %inner.cfg.prefix, "instance shut down cleanly");
-        Ok(())
+        tracing::info!(prefix = %inner.cfg.prefix, sealed = seal, "instance shut down cleanly");
+        Ok(sealed)
     }
 
     fn stop_lazy(&self) {

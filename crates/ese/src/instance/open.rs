@@ -265,3 +265,97 @@ impl Instance {
         Ok(inst)
     }
 }
+
+impl Instance {
+    /// Starts an instance over databases that redo brought up to date elsewhere (a passive
+    /// copy being activated, see [`crate::activate`]): no recovery, a new current log of
+    /// `generation` in the log stream `signature`, whose header says the previous generation
+    /// was created at `previous_created` — exactly what a roll on the old active would have
+    /// written, so the copies of the stream accept it after the generations they have.
+    ///
+    /// The databases keep the ids their headers carry (the ids of the stream's log records),
+    /// so the checkpoint maps the log's database ids to these files. The checkpoint is
+    /// written last: a crash before it leaves no checkpoint and an empty current log, and the
+    /// caller starts over.
+    pub(crate) fn start_activated(
+        cfg: InstanceConfig,
+        databases: Vec<DatabaseSpec>,
+        signature: [u8; 16],
+        generation: u32,
+        previous_created: u64,
+    ) -> Result<Instance> {
+        cfg.validate()?;
+        create_dir_durable(&cfg.log_fs, &cfg.log_dir)?;
+        create_dir_durable(&cfg.system_fs, &cfg.system_dir)?;
+        let lcfg = log_config(&cfg, signature);
+        let tmp = lcfg.path(&logfmt::tmp_name(&cfg.prefix));
+        if cfg.log_fs.exists(&tmp).at(&tmp)? {
+            cfg.log_fs.remove_file(&tmp).at(&tmp)?;
+        }
+        let cur = lcfg.path(&logfmt::current_name(&cfg.prefix));
+        if cfg.log_fs.exists(&cur).at(&cur)? {
+            // Starting the log would give it a closed name: the caller sets it aside first.
+            return Err(EngineError::InstanceFiles(format!(
+                "cannot start generation {generation:#X}: {} is present",
+                cur.display()
+            )));
+        }
+        let mut opened = Vec::new();
+        for spec in databases {
+            let f = spec.fs.open(&spec.path, OpenMode::ReadWrite).at(&spec.path)?;
+            let h = dbheader::read_header(f.as_ref(), &spec.path)?;
+            if h.log_signature != signature {
+                return Err(EngineError::DatabaseMismatch {
+                    path: spec.path.clone(),
+                    why: "its log signature differs from the stream being continued".into(),
+                });
+            }
+            if opened
+                .iter()
+                .any(|(_, _, o): &(DatabaseSpec, _, dbheader::DbHeader)| o.dbid == h.dbid)
+            {
+                return Err(EngineError::DatabaseMismatch {
+                    path: spec.path.clone(),
+                    why: format!("another database of the copy has the same id {}", h.dbid),
+                });
+            }
+            opened.push((spec, f, h));
+        }
+        let attached: Vec<logfmt::AttachedDb> = opened
+            .iter()
+            .map(|(s, _, h)| logfmt::AttachedDb {
+                dbid: h.dbid,
+                name: s.name.clone(),
+                path: s.path.display().to_string(),
+            })
+            .collect();
+        let next_dbid = opened.iter().map(|(_, _, h)| h.dbid + 1).max().unwrap_or(1).max(1);
+        let log = Log::start(lcfg.clone(), generation, previous_created, attached)?;
+        let start = log.end();
+        let mut dbs = Vec::new();
+        for (spec, file, mut h) in opened {
+            h.state = DbState::DirtyShutdown;
+            h.last_attach = now_secs();
+            h.min_required = start;
+            h.max_required = start;
+            dbheader::write_header(file.as_ref(), &spec.path, &mut h)?;
+            let len = file.len().at(&spec.path)?;
+            dbs.push(Arc::new(Db {
+                dbid: h.dbid,
+                name: spec.name.clone(),
+                fs: spec.fs.clone(),
+                path: spec.path.clone(),
+                file,
+                page_size: h.page_size as usize,
+                header: Mutex::new(h),
+                len: AtomicU64::new(len),
+            }));
+        }
+        log::ensure_reserves(&lcfg)?;
+        let recovery = RecoveryInfo { was_clean: false, ..Default::default() };
+        let inst = Self::assemble(cfg, signature, log, dbs, next_dbid, recovery)?;
+        inst.inner.write_checkpoint(start)?;
+        tracing::info!(prefix = %inst.inner.cfg.prefix, generation, "copy activated: log stream continued");
+        Ok(inst)
+    }
+}
