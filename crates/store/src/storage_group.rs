@@ -536,6 +536,36 @@ impl StorageGroup {
         Ok(())
     }
 
+    /// Dismounts cleanly, as `dismount(false)` (refused during a backup, the same event),
+    /// and closes the instance's current log generation as it shuts down (see
+    /// [`Instance::shutdown_sealed`]): returns the last closed generation G, after which
+    /// every commit ever acknowledged is in a closed generation <= G. A switchover ships the
+    /// generations up to G to the copy it activates, which then loses nothing.
+    pub fn dismount_sealed(&self) -> Result<u32> {
+        let mut st = self.state.lock();
+        let Some(instance) = st.instance.clone() else {
+            return Err(StoreError::NotMounted(self.name.clone()));
+        };
+        if let Some(b) = st.backup.as_ref() {
+            return Err(StoreError::BackupInProgress {
+                storage_group: self.name.clone(),
+                job: b.job,
+                by: b.by.clone(),
+                action: "dismounting".into(),
+            });
+        }
+        st.mail.clear();
+        st.instance = None;
+        drop(st);
+        let sealed = instance.shutdown_sealed()?;
+        self.events.emit(
+            &cat::STORE_DISMOUNTED,
+            None,
+            json!({"storage_group": self.name, "sealed_generation": sealed}),
+        );
+        Ok(sealed)
+    }
+
     /// Whether the storage group is mounted.
     pub fn is_mounted(&self) -> bool {
         self.state.lock().instance.is_some()

@@ -101,6 +101,7 @@ fn a_backup_in_progress_refuses_dismount_and_removal_until_it_ends() {
         assert!(msg.contains(&job.to_string()) && msg.contains("SG1"), "{msg}");
     };
     refused(rig.sg.dismount(false), "dismount");
+    refused(rig.sg.dismount_sealed().map(|_| ()), "sealed dismount");
     refused(rig.store.remove_storage_group("SG1"), "remove the storage group");
     refused(rig.sg.remove_database("DB2", true).map(|_| ()), "remove a database");
     // Refused means untouched: still mounted, still defined, mail still flowing.
@@ -217,4 +218,28 @@ fn a_removed_database_leaves_the_storage_group_and_its_file_stays_unless_asked()
     rig.sg.remove_database("DB1", true).unwrap();
     assert!(!d.db1.exists(Path::new("SG1/DB1.edb")).unwrap());
     assert!(rig.sg.def().databases.is_empty());
+}
+
+#[test]
+fn a_sealed_dismount_leaves_every_commit_in_closed_generations() {
+    let d = disks();
+    let rig = Rig::start(two_databases(&d));
+    let db1 = rig.db("DB1");
+    db1.create_mailbox("alice").unwrap();
+    db1.deliver("alice", "Inbox", headers("alice", 1), b"last", Durability::Durable).unwrap();
+    drop(db1);
+    let g = rig.sg.dismount_sealed().unwrap();
+    assert!(!rig.sg.is_mounted());
+    assert!(matches!(rig.sg.dismount_sealed(), Err(StoreError::NotMounted(_))));
+    // G is closed under its own name, and the current log (G+1) holds no record.
+    let logs = Path::new("SG1/logs");
+    assert!(d.logs.exists(&logs.join(ese::logfmt::generation_name("E00", g))).unwrap());
+    let cur = volume::fs::read_all(&d.logs, &logs.join("E00.log")).unwrap();
+    let h = ese::logfmt::LogHeader::decode(&cur[..4096]).unwrap();
+    assert_eq!(h.generation, g + 1);
+    let scan = ese::logfmt::scan(g + 1, &cur, 0);
+    assert!(scan.records.is_empty(), "{:?}", scan.how);
+    rig.sg.mount().unwrap();
+    let c = common::read_contents(&rig.db("DB1"));
+    assert_eq!(c.messages.len(), 1);
 }
