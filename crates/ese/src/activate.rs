@@ -291,7 +291,8 @@ fn seal_partial(
     }
     closed.resize(cfg.log_file_size as usize, 0);
     let f = fs.open(&cur, OpenMode::ReadWrite).at(&cur)?;
-    f.write_at(&closed, 0).at(&cur)?;
+    // Only past the valid records: what a torn write could damage is nothing they need.
+    f.write_at(&closed[end as usize..], u64::from(end)).at(&cur)?;
     f.set_len(closed.len() as u64).at(&cur)?;
     f.sync().at(&cur)?;
     drop(f);
