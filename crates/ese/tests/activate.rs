@@ -25,12 +25,14 @@ const PREFIX: &str = "E00";
 const LOG_SIZE: u32 = 64 * 1024;
 
 type Rows = BTreeMap<Vec<u8>, Vec<u8>>;
+/// Each commit's key, value and the log end after its commit record.
+type Commits = Vec<(Vec<u8>, Vec<u8>, Lsn)>;
 
 /// The active: its file system, instance, and every commit with the end of its record.
 struct Active {
     fs: MemFs,
     inst: Instance,
-    commits: Vec<(Vec<u8>, Vec<u8>, Lsn)>,
+    commits: Commits,
 }
 
 impl Active {
@@ -50,7 +52,7 @@ impl Active {
     }
 }
 
-fn put(inst: &Instance, commits: &mut Vec<(Vec<u8>, Vec<u8>, Lsn)>, key: u64, len: usize) {
+fn put(inst: &Instance, commits: &mut Commits, key: u64, len: usize) {
     let (k, v) = (key.to_be_bytes().to_vec(), value(key, len));
     let mut t = inst.begin_write().unwrap();
     t.put(DB, T, &k, &v).unwrap();
@@ -342,7 +344,7 @@ fn a_sealed_shutdown_then_activation_loses_nothing() {
 /// received the closed ones and a byte prefix of the current log cut `cut_into` bytes into
 /// its last transaction record. Returns the copy, the commits, the partial's generation and
 /// the offset of the torn record.
-fn with_partial(cut_into: u32) -> (Copy, Vec<(Vec<u8>, Vec<u8>, Lsn)>, u32, u32) {
+fn with_partial(cut_into: u32) -> (Copy, Commits, u32, u32) {
     let mut a = Active::new();
     for i in 0..10 {
         a.put(i, 900);
