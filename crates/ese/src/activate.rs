@@ -131,15 +131,19 @@ pub fn activate(
         };
         return Ok((inst, act));
     }
-    if !has_pchk {
+    if !has_pchk && chk.is_some() {
+        // An instance's directory, not a copy's (or a copy whose activation record is gone):
+        // treating its databases as a seed would start a second stream over them.
         return Err(EngineError::InstanceFiles(format!(
-            "nothing to activate: neither the passive checkpoint {} nor an activated instance \
-             is there",
+            "nothing to activate: {} is an instance's checkpoint and there is no passive \
+             checkpoint {}; open the instance instead",
+            chk_path.display(),
             pchk.display()
         )));
     }
 
-    // 1. The passive, its journal repaired.
+    // 1. The passive, its journal repaired (a seed never opened as a passive gets its first
+    // checkpoint here).
     let mut rep = PassiveReplay::open(passive.clone())?;
     let signature = rep.state().signature;
     let log_fs = cfg.log_fs.clone();

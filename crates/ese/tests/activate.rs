@@ -97,6 +97,8 @@ fn write_durable(fs: &MemFs, dst: &Path, data: &[u8]) {
 /// `copy/db/mb1.edb`, `copy/inbox/`, `copy/E00.pchk`.
 struct Copy {
     fs: MemFs,
+    /// The databases (`copy/db/<name>.edb`), in the order given to the engine.
+    names: Vec<String>,
 }
 
 impl Copy {
@@ -114,7 +116,10 @@ impl Copy {
     }
 
     fn databases(&self) -> Vec<DatabaseSpec> {
-        vec![DatabaseSpec::new(DB, self.fsref(), "copy/db/mb1.edb")]
+        self.names
+            .iter()
+            .map(|n| DatabaseSpec::new(n.as_str(), self.fsref(), format!("copy/db/{n}.edb")))
+            .collect()
     }
 
     /// The instance configuration over the copy (as `Dag::replica_def` builds it).
@@ -163,13 +168,19 @@ fn seed(a: &Active, n: usize) -> Vec<Copy> {
     let mut b = a.inst.backup_session(ese::BackupKind::Copy).unwrap();
     b.prepare().unwrap();
     b.freeze().unwrap();
-    let db = volume::fs::read_all(&a.fs, Path::new("db/mb1.edb")).unwrap();
+    let names = a.inst.databases();
+    let files: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| volume::fs::read_all(&a.fs, Path::new(&format!("db/{n}.edb"))).unwrap())
+        .collect();
     b.thaw().unwrap();
     b.end().unwrap();
     (0..n)
         .map(|_| {
-            let c = Copy { fs: MemFs::new() };
-            write_durable(&c.fs, Path::new("copy/db/mb1.edb"), &db);
+            let c = Copy { fs: MemFs::new(), names: names.clone() };
+            for (n, db) in names.iter().zip(&files) {
+                write_durable(&c.fs, Path::new(&format!("copy/db/{n}.edb")), db);
+            }
             PassiveReplay::open(c.passive()).unwrap();
             c
         })
@@ -416,7 +427,7 @@ fn an_activation_cut_off_by_a_crash_anywhere_is_run_again_and_loses_nothing() {
     let (template, commits, pg, torn_at) = with_partial(25);
     let expected = model(&commits, |end| end.generation() < pg || end.offset() <= torn_at);
     // How many mutating operations an activation performs.
-    let dry = Copy { fs: clone_fs(&template.fs) };
+    let dry = Copy { fs: clone_fs(&template.fs), names: template.names.clone() };
     let before = dry.fs.op_count();
     let (inst, act) = dry.activate().unwrap();
     let total = dry.fs.op_count() - before;
@@ -426,7 +437,7 @@ fn an_activation_cut_off_by_a_crash_anywhere_is_run_again_and_loses_nothing() {
     // Each crash point twice: a clean power loss, and one where some unsynced writes reached
     // the disk torn.
     for (n, torn) in (1..=total).flat_map(|n| [(n, false), (n, true)]) {
-        let p = Copy { fs: clone_fs(&template.fs) };
+        let p = Copy { fs: clone_fs(&template.fs), names: template.names.clone() };
         if torn {
             p.fs.crash_after_torn(n, n);
         } else {
@@ -447,4 +458,97 @@ fn an_activation_cut_off_by_a_crash_anywhere_is_run_again_and_loses_nothing() {
         let g = inst.roll_log().unwrap();
         assert!(g >= act.first_generation);
     }
+}
+
+fn rows_of(inst: &Instance, db: &str) -> Rows {
+    let r = inst.begin_read().unwrap();
+    let mut c = r.cursor(db, T).unwrap();
+    c.range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+#[test]
+fn the_new_active_maps_the_streams_database_ids_to_the_copys_files() {
+    let mut a = Active::new();
+    a.inst.create_database("mb2", Arc::new(a.fs.clone()), "db/mb2.edb").unwrap();
+    let mut t = a.inst.begin_write().unwrap();
+    t.create_table("mb2", T).unwrap();
+    t.commit(Durability::Durable).unwrap();
+    let put2 = |inst: &Instance, i: u64| {
+        let mut t = inst.begin_write().unwrap();
+        t.put("mb2", T, &i.to_be_bytes(), &value(i + 7, 700)).unwrap();
+        t.commit(Durability::Durable).unwrap();
+    };
+    for i in 0..10 {
+        a.put(i, 700);
+        put2(&a.inst, i);
+    }
+    let mut copies = seed(&a, 2);
+    for c in &mut copies {
+        // The copy names its databases in another order than the active attached them.
+        c.names.reverse();
+    }
+    for i in 10..100 {
+        a.put(i, 700);
+        put2(&a.inst, i);
+    }
+    let last = a.inst.roll_log().unwrap();
+    let ids: Vec<u32> =
+        ["mb1", "mb2"].iter().map(|n| a.inst.database_header(n).unwrap().dbid).collect();
+    let expected = (rows_of(&a.inst, DB), rows_of(&a.inst, "mb2"));
+    let Active { fs: afs, inst, .. } = a;
+    drop(inst);
+    let (p1, p2) = (&copies[0], &copies[1]);
+    for g in closed_in(&afs, Path::new("logs")) {
+        p1.ship(&afs, "logs", g);
+        p2.ship(&afs, "logs", g);
+    }
+    let (b, act) = p1.activate().unwrap();
+    assert_eq!(act.first_generation, last + 1);
+    assert_eq!((rows_of(&b, DB), rows_of(&b, "mb2")), expected);
+    let new_ids: Vec<u32> =
+        ["mb1", "mb2"].iter().map(|n| b.database_header(n).unwrap().dbid).collect();
+    assert_eq!(new_ids, ids, "the databases keep the stream's ids");
+    // The new active's records of both databases replay into the other copy.
+    for i in 100..160 {
+        put2(&b, i);
+        let mut t = b.begin_write().unwrap();
+        t.put(DB, T, &i.to_be_bytes(), &value(i, 700)).unwrap();
+        t.commit(Durability::Durable).unwrap();
+    }
+    let new_last = b.roll_log().unwrap();
+    let expected = (rows_of(&b, DB), rows_of(&b, "mb2"));
+    for g in (last + 1)..=new_last {
+        p2.ship(&p1.fs, "copy/inbox", g);
+    }
+    // A restart of the new active in between changes nothing for the copies.
+    drop(b);
+    let (c, _) = p2.activate().unwrap();
+    assert_eq!((rows_of(&c, DB), rows_of(&c, "mb2")), expected);
+}
+
+#[test]
+fn a_current_log_without_a_usable_record_is_set_aside_never_deleted() {
+    // Only the header of the old active's current log arrived: nothing to replay, and the new
+    // active's first generation takes its number.
+    let (p, commits, pg, _) = with_partial(10);
+    let cur = volume::fs::read_all(&p.fs, Path::new("copy/inbox/E00.log")).unwrap();
+    write_durable(&p.fs, Path::new("copy/inbox/E00.log"), &cur[..4096]);
+    let (b, act) = p.activate().unwrap();
+    assert_eq!(act.partial_log, None);
+    assert_eq!(act.set_aside, vec![PathBuf::from("copy/inbox/E00.log.unused")]);
+    assert_eq!(act.first_generation, pg);
+    assert_eq!(rows(&b), model(&commits, |end| end.generation() < pg));
+    assert!(p.fs.exists(Path::new("copy/inbox/E00.log.unused")).unwrap());
+    drop(b);
+
+    // A current log shorter than its header.
+    let (p, commits, pg, _) = with_partial(10);
+    write_durable(&p.fs, Path::new("copy/inbox/E00.log"), &cur[..100]);
+    let (b, act) = p.activate().unwrap();
+    assert_eq!(act.set_aside.len(), 1);
+    assert_eq!(act.first_generation, pg);
+    assert_eq!(rows(&b), model(&commits, |end| end.generation() < pg));
 }
