@@ -15,7 +15,9 @@
 //!    generation after the last closed one) is renamed aside (`<prefix>.log.unused`), never
 //!    deleted;
 //! 3. replays every closed generation after the passive checkpoint with the passive's own
-//!    apply (journaled, so a crash or power loss during activation tears nothing);
+//!    apply (journaled, so a crash or power loss during activation tears nothing), and
+//!    refuses ([`EngineError::LogGap`]) when they end before the highest log position the
+//!    copy's databases require (a seed whose generations never arrived);
 //! 4. starts a new instance whose first generation L+1 follows the last generation L replayed
 //!    with the header a roll on the old active would have written (same signature,
 //!    `previous_created` = L's creation time), the databases keeping their ids, and writes
@@ -182,6 +184,26 @@ pub fn activate(
         }
     }
     let st = rep.state();
+    // The copy's pages may hold changes logged up to its databases' highest required
+    // position (the seed's, or the generations applied): a stream that ends before it would
+    // leave them inconsistent. (A position at the very start of a generation needs nothing
+    // of it.)
+    let needed = rep
+        .headers()
+        .iter()
+        .map(|h| {
+            let m = h.max_required;
+            if m.offset() <= LOG_HEADER_SIZE {
+                m.generation().saturating_sub(1)
+            } else {
+                m.generation()
+            }
+        })
+        .max()
+        .unwrap_or(0);
+    if st.replayed_generation < needed {
+        return Err(EngineError::LogGap { missing: st.replayed_generation + 1, after_path: dir });
+    }
     drop(rep);
 
     // 4. The new instance, continuing the stream.

@@ -552,3 +552,29 @@ fn a_current_log_without_a_usable_record_is_set_aside_never_deleted() {
     assert_eq!(act.first_generation, pg);
     assert_eq!(rows(&b), model(&commits, |end| end.generation() < pg));
 }
+
+#[test]
+fn a_copy_lacking_the_generations_its_seed_requires_is_refused() {
+    let mut a = Active::new();
+    for i in 0..30 {
+        a.put(i, 900);
+    }
+    // The seed's pages hold changes logged in the current generation.
+    a.inst.checkpoint_now().unwrap();
+    let needed = a.inst.log_end().generation();
+    let copies = seed(&a, 1);
+    let p = &copies[0];
+    for g in a.closed().into_iter().filter(|g| *g < needed) {
+        p.ship(&a.fs, "logs", g);
+    }
+    match p.activate() {
+        Err(EngineError::LogGap { missing, .. }) => assert_eq!(missing, needed),
+        other => panic!("expected a log gap at {needed:#X}, got {:?}", other.map(|x| x.1)),
+    }
+    // Nothing was changed that a later activation with the generation would mind.
+    assert!(p.fs.exists(Path::new("copy/E00.pchk")).unwrap());
+    p.ship(&a.fs, "logs", needed);
+    let (b, act) = p.activate().unwrap();
+    assert_eq!(act.first_generation, needed + 1);
+    assert_eq!(rows(&b), model(&a.commits, |_| true));
+}
