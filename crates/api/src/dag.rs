@@ -13,6 +13,9 @@ pub struct DagStatus {
     /// Whether the cluster database answered this request.
     pub etcd_reachable: bool,
     pub members: Vec<DagMember>,
+    /// The member that is the primary active manager now (etcd's election), if any.
+    #[serde(default)]
+    pub primary_active_manager: Option<String>,
 }
 
 /// A member of the DAG: up while its lease in the cluster database is alive.
@@ -55,6 +58,70 @@ pub struct CopyQuery {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CopyList {
     pub copies: Vec<CopyRow>,
+    /// Per storage group: who is active, under which epoch, and its failover settings.
+    #[serde(default)]
+    pub groups: Vec<GroupRow>,
+}
+
+/// A replicated storage group's active copy and settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GroupRow {
+    pub sg: String,
+    /// The node holding the active copy.
+    pub active: String,
+    /// Grows with every change of active.
+    pub epoch: u64,
+    /// The first log generation of this epoch (0: not known yet).
+    pub since_generation: u32,
+    /// The node that was active before this epoch.
+    pub previous: Option<String>,
+    /// `lossless`, `good` (at most 6 generations lost), `best` (12) or `besteffort`.
+    pub mount_dial: String,
+    /// Passive copies that must hold a commit durably before it is acknowledged.
+    pub sync_copies: u32,
+    /// `strict` (wait for them) or `available` (go on with fewer, with an event).
+    pub sync_policy: String,
+}
+
+/// `POST /v1/copies/activate`: moves the active copy of a storage group to a member
+/// (switchover), with nothing lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CopyActivate {
+    pub sg: String,
+    /// The member whose copy becomes active.
+    pub node: String,
+    /// Activate a copy that is not healthy (or suspended) anyway.
+    #[serde(default)]
+    pub skip_checks: bool,
+}
+
+/// The answer to [`CopyActivate`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CopyActivated {
+    pub sg: String,
+    pub from: String,
+    pub to: String,
+    /// The new epoch.
+    pub epoch: u64,
+    /// The last generation the old active closed: every one up to it is on the new active.
+    pub generation: u32,
+    /// How long the storage group took no commits (from the old active's close to the new
+    /// active's mount), in milliseconds.
+    pub pause_ms: u64,
+    /// The primary active manager that ran it.
+    pub manager: String,
+}
+
+/// `POST /v1/copies/settings`: a storage group's failover settings (unchanged when absent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CopySettings {
+    pub sg: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_dial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_copies: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_policy: Option<String>,
 }
 
 /// One copy of a storage group, as the reference's copy status reports it.

@@ -45,6 +45,8 @@ pub enum Op {
     SuspendCopy,
     ResumeCopy,
     ReseedCopy,
+    ActivateCopy,
+    CopySettings,
 }
 
 /// The HTTP methods the API uses.
@@ -121,6 +123,18 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep(Op::SuspendCopy, Post, "/v1/copies/suspend", "Suspends a copy's log copying and replay"),
     ep(Op::ResumeCopy, Post, "/v1/copies/resume", "Resumes a suspended or failed copy"),
     ep(Op::ReseedCopy, Post, "/v1/copies/reseed", "Seeds a copy again"),
+    ep(
+        Op::ActivateCopy,
+        Post,
+        "/v1/copies/activate",
+        "Moves the active copy to a member (switchover)",
+    ),
+    ep(
+        Op::CopySettings,
+        Post,
+        "/v1/copies/settings",
+        "Sets a storage group's mount dial and synchronous copies",
+    ),
 ];
 
 /// The schemas of the contract, collected (with the types they contain) by utoipa.
@@ -158,6 +172,10 @@ pub const ENDPOINTS: &[Endpoint] = &[
     CopyAdd,
     CopyChange,
     CopyList,
+    GroupRow,
+    CopyActivate,
+    CopyActivated,
+    CopySettings,
 )))]
 struct Components;
 
@@ -226,6 +244,8 @@ fn shape(op: Op) -> Shape {
         Op::RemoveCopy | Op::SuspendCopy | Op::ResumeCopy | Op::ReseedCopy => {
             post::<CopyChange, CopyList>()
         }
+        Op::ActivateCopy => post::<CopyActivate, CopyActivated>(),
+        Op::CopySettings => post::<CopySettings, CopyList>(),
         Op::OpenApi => Shape {
             response: ("application/json", utoipa::openapi::ObjectBuilder::new().into()),
             ..get::<ErrorBody>()

@@ -83,6 +83,49 @@ pub enum Copy {
     Resume(Which),
     /// Seeds a copy again (a failed or diverged copy).
     Reseed(Which),
+    /// Makes a member's copy the active one (switchover), with nothing lost.
+    ///
+    /// The primary active manager runs it: the active stops taking commits and closes its log,
+    /// the member copies and replays every generation, mounts under the next epoch, and the
+    /// old active becomes a passive copy (reseeded from the new one). Mail pauses meanwhile;
+    /// the pause is reported. Refused, with why, when the copy is not healthy.
+    #[command(after_help = "Example:\n  shadowcopy copy activate --sg SG1 --on b")]
+    Activate {
+        #[arg(long, value_name = "STORAGE_GROUP")]
+        sg: String,
+        /// The member whose copy becomes active.
+        #[arg(long, value_name = "NODE")]
+        on: String,
+        /// Activate a copy that is not healthy or is suspended anyway.
+        #[arg(long)]
+        skip_checks: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sets how a storage group fails over: its mount dial and its synchronous copies.
+    ///
+    /// Mount dial: how many closed log generations a copy may lack and still be mounted
+    /// automatically when the active's node is lost — lossless (none), good (6), best (12),
+    /// besteffort (any). Synchronous copies: a commit is acknowledged only when that many
+    /// passive copies hold it durably; with fewer healthy copies, `strict` waits and
+    /// `available` goes on (with an event).
+    #[command(
+        after_help = "Example:\n  shadowcopy copy settings --sg SG1 --mount-dial lossless --sync-copies 1 --sync-policy available"
+    )]
+    Settings {
+        #[arg(long, value_name = "STORAGE_GROUP")]
+        sg: String,
+        /// lossless, good, best or besteffort.
+        #[arg(long, value_name = "DIAL")]
+        mount_dial: Option<String>,
+        #[arg(long, value_name = "N")]
+        sync_copies: Option<u32>,
+        /// strict or available.
+        #[arg(long, value_name = "POLICY")]
+        sync_policy: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -115,6 +158,10 @@ pub fn run_dag(node: &Endpoint, cmd: &Dag) -> Result<()> {
                 v.node,
                 v.etcd.join(","),
                 if v.etcd_reachable { "" } else { ", UNREACHABLE: showing what the node last saw" }
+            );
+            println!(
+                "primary active manager: {}",
+                v.primary_active_manager.as_deref().unwrap_or("none right now")
             );
             println!("{:<16} {:<6} REPLICATION", "NODE", "STATE");
             for m in &v.members {
@@ -155,6 +202,26 @@ fn print_copies(v: &api::CopyList, json: bool) -> Result<()> {
             note.unwrap_or_default()
         );
     }
+    if !v.groups.is_empty() {
+        println!();
+        println!(
+            "{:<10} {:<10} {:>6} {:>10} {:<10} {:<11} {:<10}",
+            "SG", "ACTIVE", "EPOCH", "SINCE", "PREVIOUS", "MOUNT DIAL", "SYNC"
+        );
+        for g in &v.groups {
+            println!(
+                "{:<10} {:<10} {:>6} {:>#10X} {:<10} {:<11} {} ({})",
+                g.sg,
+                g.active,
+                g.epoch,
+                g.since_generation,
+                g.previous.as_deref().unwrap_or("-"),
+                g.mount_dial,
+                g.sync_copies,
+                g.sync_policy
+            );
+        }
+    }
     Ok(())
 }
 
@@ -180,6 +247,30 @@ pub fn run_copy(node: &Endpoint, cmd: &Copy) -> Result<()> {
         Copy::Suspend(w) => change("/v1/copies/suspend", w),
         Copy::Resume(w) => change("/v1/copies/resume", w),
         Copy::Reseed(w) => change("/v1/copies/reseed", w),
+        Copy::Activate { sg, on, skip_checks, json } => {
+            let body =
+                api::CopyActivate { sg: sg.clone(), node: on.clone(), skip_checks: *skip_checks };
+            let v: api::CopyActivated = node.post("/v1/copies/activate", &body)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{} is active on {} (epoch {}), moved from {} by the primary active manager {}: every generation up to {:#X} replayed; commits paused for {} ms",
+                    v.sg, v.to, v.epoch, v.from, v.manager, v.generation, v.pause_ms
+                );
+            }
+            Ok(())
+        }
+        Copy::Settings { sg, mount_dial, sync_copies, sync_policy, json } => {
+            let body = api::CopySettings {
+                sg: sg.clone(),
+                mount_dial: mount_dial.clone(),
+                sync_copies: *sync_copies,
+                sync_policy: sync_policy.clone(),
+            };
+            let v: api::CopyList = node.post("/v1/copies/settings", &body)?;
+            print_copies(&v, *json)
+        }
     }
 }
 

@@ -523,6 +523,10 @@ fn demo(dag: &mut Dag, messages: u64) -> Result<()> {
             base_port + NODES.iter().position(|m| *m == n).unwrap_or(0) as u16
         );
     }
+    // A member mounts a storage group once the cluster database names it active.
+    dag.wait_for("a to claim SG1 in the cluster database and mount it", || {
+        Ok(dag.count("a", false).ok().flatten())
+    })?;
     println!("   SG1 (database DB1) is active on a");
     let mut acknowledged = dag.load(messages)?;
     let (m, _) = dag.count("a", false)?.context("the active's count")?;

@@ -368,6 +368,33 @@ catalog! {
     /// The backup did not thaw in time: copying and replay resumed by the watchdog.
     REPL_HOLD_WATCHDOG = (Replication, 4117, Warning,
         "The backup of the copy of {database} did not thaw within {seconds} s; log copying and replay resumed by the watchdog.");
+    /// This member became the primary active manager (etcd election).
+    REPL_PRIMARY_MANAGER = (Replication, 4130, Info,
+        "Node {node} is now the primary active manager of DAG {dag}.");
+    /// An administrator moved the active copy (switchover): done, with the pause mail saw.
+    REPL_SWITCHOVER = (Replication, 4131, Info,
+        "Switchover of storage group {sg} from {from} to {to} (epoch {epoch}): every generation up to {generation:#X} replayed on {to}; commits paused for {pause_ms} ms.");
+    /// A switchover that could not be done; the old active took mail again.
+    REPL_SWITCHOVER_FAILED = (Replication, 4132, Error,
+        "Switchover of storage group {sg} from {from} to {to} failed: {error}");
+    /// The active's node lost its lease: the primary active manager picked another copy.
+    REPL_FAILOVER = (Replication, 4133, Warning,
+        "Failover of storage group {sg}: node {from} lost its lease; copy on {to} chosen (epoch {epoch}), missing {missing} closed generations of the {produced:#X} the old active published (mount dial {dial}).");
+    /// No copy may be mounted within the storage group's mount dial: it stays dismounted.
+    REPL_FAILOVER_REFUSED = (Replication, 4134, Error,
+        "Storage group {sg} stays dismounted: its active node {from} lost its lease and {reason}");
+    /// This node mounted its copy of a storage group as the new active.
+    REPL_ACTIVATED = (Replication, 4135, Info,
+        "The copy of storage group {sg} on node {node} is active (epoch {epoch}): replayed to generation {last:#X}, new generations from {first:#X}.");
+    /// The active could not renew its lease in time: it dismounted before the lease could lapse.
+    REPL_FENCED = (Replication, 4136, Error,
+        "Node {node} could not renew its lease in the cluster database for {age_ms} ms: storage group {sg} dismounted (self-fencing) so that no other copy and this one take mail at the same time.");
+    /// A node that was active came back after another copy was made active.
+    REPL_DIVERGED = (Replication, 4137, Warning,
+        "Storage group {sg} was made active on {active} (epoch {epoch}) while this node held it (epoch {old_epoch}): its files were set aside in {set_aside}; generations {lost} were never replicated ({lost_count} lost from the new active's history). The copy here is reseeded from {active}.");
+    /// The active closed its log stream and dismounted for a switchover.
+    REPL_HANDED_OVER = (Replication, 4138, Info,
+        "Storage group {sg} dismounted for a switchover to {to}: its log is closed at generation {generation:#X}.");
 
     // ---- coordinator transitions (project-picked) ----
     /// A requester session started.

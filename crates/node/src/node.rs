@@ -182,8 +182,14 @@ impl Node {
             let group = store
                 .add_storage_group(group_def(&volumes, sg))
                 .map_err(|source| NodeError::Store { name: sg.name.clone(), source })?;
-            // A storage group that cannot mount must not stop the node: it stays dismounted
-            // with its error (store status, event 9628), so that it can be restored.
+            // A member of a DAG mounts a storage group only once the cluster database names
+            // it active at the epoch it last held (crate::dag): mounting before could take
+            // mail while another copy is active. A storage group that cannot mount must not
+            // stop the node: it stays dismounted with its error (store status, event 9628),
+            // so that it can be restored.
+            if config.dag.is_some() {
+                continue;
+            }
             if let Err(e) = group.mount() {
                 tracing::error!(storage_group = %sg.name, "not mounted: {e}");
             }

@@ -427,6 +427,51 @@ impl StorageGroup {
         if self.is_mounted() { None } else { self.mount_error.lock().clone() }
     }
 
+    /// Mounts the storage group by activating the passive copy its files are (the node made
+    /// this definition over the copy's directory): the copy's last logs are replayed and the
+    /// instance continues the old active's log stream ([`ese::activate`]). `passive_checkpoint`
+    /// is the copy's replay checkpoint. Idempotent: after a crash, call it again (or, once it
+    /// succeeded, mount as usual).
+    pub fn mount_activated(&self, passive_checkpoint: &std::path::Path) -> Result<ese::Activation> {
+        let mut st = self.state.lock();
+        if st.instance.is_some() {
+            return Err(StoreError::AlreadyMounted(self.name.clone()));
+        }
+        let def = self.def();
+        let cfg = self.engine_config(&def);
+        let specs: Vec<DatabaseSpec> = def
+            .databases
+            .iter()
+            .map(|db| DatabaseSpec::new(db.name.clone(), db.volume.fs.clone(), db.path.clone()))
+            .collect();
+        let passive = ese::PassiveConfig {
+            databases: specs.clone(),
+            checkpoint_fs: def.log_volume.fs.clone(),
+            checkpoint_path: passive_checkpoint.to_path_buf(),
+            prefix: def.prefix.clone(),
+        };
+        let (instance, activation) = ese::activate(&passive, cfg, specs)?;
+        let instance = Arc::new(instance);
+        let mail = def
+            .databases
+            .iter()
+            .map(|db| MailDb::open(instance.clone(), &db.name))
+            .collect::<Result<Vec<_>>>()?;
+        st.instance = Some(instance);
+        st.mail = mail;
+        drop(st);
+        *self.mount_error.lock() = None;
+        self.events.emit(
+            &cat::STORE_MOUNTED,
+            None,
+            json!({"storage_group": self.name, "recovery": format!(
+                "activated a passive copy: replayed to generation {:#X} ({} transactions), new generations from {:#X}",
+                activation.last_generation_replayed, activation.transactions, activation.first_generation
+            )}),
+        );
+        Ok(activation)
+    }
+
     fn mount_instance(&self) -> Result<()> {
         let mut st = self.state.lock();
         if st.instance.is_some() {

@@ -124,7 +124,20 @@ impl Dag {
         for n in nodes {
             dag.start_node(n);
         }
+        dag.wait_mounted(nodes[0]);
         dag
+    }
+
+    /// Waits until SG1 is mounted on `node` (a member mounts a storage group once the
+    /// cluster database names it active, a tick or two after it starts).
+    pub fn wait_mounted(&self, node: &str) {
+        self.wait_for(DEADLINE, &format!("SG1 to be mounted on {node}"), || {
+            self.node(node)
+                .cli_output(&["mail", "count", "--sg", "SG1", "--db", "DB1", "--json"])
+                .status
+                .success()
+                .then_some(())
+        });
     }
 
     fn index(&self, node: &str) -> usize {

@@ -68,12 +68,14 @@ pub async fn dag_status(State(s): State<AppState>) -> ApiResult<api::DagStatus> 
     }
     members.sort_by(|a, b| a.node.cmp(&b.node));
     let cfg = s.node.config().dag.clone();
+    let primary = if reachable { dag.cluster().primary().await.ok().flatten() } else { None };
     Ok(Json(api::DagStatus {
         dag: dag.name().to_string(),
         node: s.node.name().to_string(),
         etcd: cfg.map(|c| c.etcd).unwrap_or_default(),
         etcd_reachable: reachable,
         members,
+        primary_active_manager: primary,
     }))
 }
 
@@ -116,6 +118,99 @@ pub(crate) async fn rows(dag: &Dag, seen: &Seen, sg: Option<&str>) -> Vec<api::C
     out
 }
 
+/// Each storage group's active record and settings, for the storage groups asked for.
+pub(crate) async fn groups(dag: &Dag, seen: &Seen, sg: Option<&str>) -> Vec<api::GroupRow> {
+    let mut out = Vec::new();
+    for (name, a) in seen.actives.iter().filter(|(n, _)| sg.is_none_or(|s| s == n)) {
+        let settings = dag.cluster().settings(name).await.unwrap_or_default();
+        out.push(api::GroupRow {
+            sg: name.clone(),
+            active: a.node.clone(),
+            epoch: a.epoch,
+            since_generation: a.since_generation,
+            previous: a.previous.clone(),
+            mount_dial: settings.mount_dial.to_string(),
+            sync_copies: settings.sync_copies,
+            sync_policy: settings.sync_policy.to_string(),
+        });
+    }
+    out
+}
+
+/// The copy list of the storage groups asked for.
+async fn list(dag: &Dag, seen: &Seen, sg: Option<&str>) -> api::CopyList {
+    api::CopyList { copies: rows(dag, seen, sg).await, groups: groups(dag, seen, sg).await }
+}
+
+/// `copy activate`: a switchover, run by the primary active manager (forwarded to it when it
+/// is another member).
+pub async fn activate_copy(
+    State(s): State<AppState>,
+    Json(req): Json<api::CopyActivate>,
+) -> ApiResult<api::CopyActivated> {
+    let dag = dag_of(&s)?;
+    if dag.is_primary() {
+        return dag.switchover(&req).await.map(Json);
+    }
+    let c = dag.cluster();
+    let primary = c.primary().await.map_err(|e| unreachable(&dag, e))?;
+    let Some(primary) = primary else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_primary_manager",
+            format!("DAG {} has no primary active manager right now; try again", dag.name()),
+        ));
+    };
+    let members = c.members().await.map_err(|e| unreachable(&dag, e))?;
+    let Some(m) = members.iter().find(|m| m.node == primary) else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_primary_manager",
+            format!("the primary active manager, {primary}, is not a live member; try again"),
+        ));
+    };
+    let peer = dag.peer(&m.node, &m.replication);
+    peer.post_long(crate::dag::peer_api::ACTIVATE_PATH, &req)
+        .await
+        .map(Json)
+        .map_err(|e| super::backup_from::peer_error(&peer, e))
+}
+
+/// `copy settings`: a storage group's mount dial and synchronous copies.
+pub async fn copy_settings(
+    State(s): State<AppState>,
+    Json(req): Json<api::CopySettings>,
+) -> ApiResult<api::CopyList> {
+    let dag = dag_of(&s)?;
+    let c = dag.cluster();
+    let mut settings = c.settings(&req.sg).await.map_err(|e| unreachable(&dag, e))?;
+    if let Some(d) = &req.mount_dial {
+        settings.mount_dial = d.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "mount dial {d:?}: expected lossless, good, best or besteffort"
+            ))
+        })?;
+    }
+    if let Some(n) = req.sync_copies {
+        settings.sync_copies = n;
+    }
+    if let Some(p) = &req.sync_policy {
+        settings.sync_policy = p.parse().map_err(|_| {
+            ApiError::bad_request(format!("sync policy {p:?}: expected strict or available"))
+        })?;
+    }
+    c.put_settings(&req.sg, &settings).await.map_err(|e| unreachable(&dag, e))?;
+    s.node.events().emit(
+        &events::catalog::REPL_COPY_CONFIGURED,
+        None,
+        serde_json::json!({"sg": req.sg, "node": "(all)",
+            "change": format!("mount dial {}, {} synchronous copies ({})",
+                settings.mount_dial, settings.sync_copies, settings.sync_policy)}),
+    );
+    let seen = read_all(&dag).await?;
+    Ok(Json(list(&dag, &seen, Some(&req.sg)).await))
+}
+
 pub async fn list_copies(
     State(s): State<AppState>,
     Query(q): Query<api::CopyQuery>,
@@ -130,7 +225,7 @@ pub async fn list_copies(
             format!("DAG {} has no copy of storage group {sg}", dag.name()),
         ));
     }
-    Ok(Json(api::CopyList { copies: rows(&dag, &seen, q.sg.as_deref()).await }))
+    Ok(Json(list(&dag, &seen, q.sg.as_deref()).await))
 }
 
 fn conflict(message: String) -> ApiError {
@@ -193,7 +288,7 @@ pub async fn add_copy(
                            "change": format!("added with activation preference {preference}; it seeds from node {}", active.node)}),
     );
     let seen = read_all(&dag).await?;
-    Ok(Json(api::CopyList { copies: rows(&dag, &seen, Some(&req.sg)).await }))
+    Ok(Json(list(&dag, &seen, Some(&req.sg)).await))
 }
 
 /// What a copy verb changes.
@@ -257,7 +352,7 @@ async fn change(s: AppState, req: api::CopyChange, what: Change) -> ApiResult<ap
         serde_json::json!({"sg": req.sg, "node": req.node, "change": text}),
     );
     let seen = read_all(&dag).await?;
-    Ok(Json(api::CopyList { copies: rows(&dag, &seen, Some(&req.sg)).await }))
+    Ok(Json(list(&dag, &seen, Some(&req.sg)).await))
 }
 
 pub async fn remove_copy(

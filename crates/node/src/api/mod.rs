@@ -117,6 +117,8 @@ fn handler(e: &api::Endpoint) -> MethodRouter<AppState> {
         Op::SuspendCopy => with_method!(dag::suspend_copy),
         Op::ResumeCopy => with_method!(dag::resume_copy),
         Op::ReseedCopy => with_method!(dag::reseed_copy),
+        Op::ActivateCopy => with_method!(dag::activate_copy),
+        Op::CopySettings => with_method!(dag::copy_settings),
     }
 }
 

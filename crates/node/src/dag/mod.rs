@@ -18,6 +18,10 @@
 //! reported they still need (an event says the cluster database is unreachable; another when
 //! it is back). Until the copies' state was read once, nothing is truncated.
 
+mod activation;
+mod fence;
+mod manager;
+pub mod marker;
 pub mod peer_api;
 mod seed;
 pub mod source;
@@ -107,6 +111,29 @@ pub struct Dag {
     claims: Arc<surrogate::Claims>,
     /// The node's API state, for the jobs other members forward here.
     app: std::sync::OnceLock<crate::api::AppState>,
+    /// Storage groups whose log this node closed for a switchover, with the epoch and when:
+    /// not mounted again while the switchover runs ([`activation::HANDOVER_TIMEOUT`]).
+    handing_over: Mutex<BTreeMap<String, (u64, std::time::Instant)>>,
+    /// The last generation of each storage group closed for a switchover: its copies still
+    /// fetch up to it from here while it is dismounted.
+    sealed: Arc<Mutex<BTreeMap<String, replication::protocol::StreamInfo>>>,
+    /// When each storage group last failed to mount (retried after a while, not every tick).
+    mount_tried: Mutex<BTreeMap<String, std::time::Instant>>,
+    /// The epoch under which this node holds each storage group active (its copies refuse an
+    /// older one).
+    epochs: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// Set while this node cannot renew its lease: it holds nothing active.
+    fenced: AtomicBool,
+    /// Why the last activation assigned to this node failed, by storage group.
+    activation_error: Mutex<Option<(String, String)>>,
+    /// Whether this node is the primary active manager now.
+    primary: AtomicBool,
+    /// Wakes the reconciler before its next tick (a switchover is waiting for it).
+    kick: tokio::sync::Notify,
+    /// The last reason the manager gave for not failing each storage group over (said once).
+    refusals: Mutex<BTreeMap<String, String>>,
+    /// Storage groups a switchover is moving now (the manager does not fail them over).
+    switching: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Dag {
@@ -152,11 +179,22 @@ impl Dag {
             written: Mutex::new(Default::default()),
             claims: Arc::default(),
             app: std::sync::OnceLock::new(),
+            handing_over: Mutex::default(),
+            sealed: Arc::default(),
+            mount_tried: Mutex::default(),
+            epochs: Arc::default(),
+            fenced: AtomicBool::new(false),
+            activation_error: Mutex::default(),
+            primary: AtomicBool::new(false),
+            kick: tokio::sync::Notify::new(),
+            refusals: Mutex::default(),
+            switching: Mutex::default(),
         });
         let source: Arc<dyn replication::source::ActiveSource> = Arc::new(source::NodeSource {
             node: node.clone(),
             seeds: dag.seeds.clone(),
             claims: dag.claims.clone(),
+            sealed: dag.sealed.clone(),
         });
         // The replication writer backs up this node's passive copies (the surrogate backup).
         let replicas = surrogate::DagReplicas {
@@ -173,6 +211,12 @@ impl Dag {
         for sg in node.store().storage_groups() {
             dag.limit_truncation(&sg);
         }
+        let d = dag.clone();
+        let s = shutdown.clone();
+        tokio::spawn(async move { d.fence_forever(s).await });
+        let d = dag.clone();
+        let s = shutdown.clone();
+        tokio::spawn(async move { d.manage_forever(s).await });
         let d = dag.clone();
         tokio::spawn(async move { d.reconcile_forever(shutdown).await });
         Ok(dag)
@@ -287,6 +331,7 @@ impl Dag {
             }
             tokio::select! {
                 _ = tokio::time::sleep(TICK) => {}
+                _ = self.kick.notified() => {}
                 _ = shutdown.changed() => break,
             }
         }
@@ -337,8 +382,10 @@ impl Dag {
         Ok(())
     }
 
-    /// Claims the storage groups this node mounts (when nobody holds them) and publishes the
-    /// last closed generation and the state of each one it holds active.
+    /// Claims the storage groups this node defines (when nobody holds them), mounts those the
+    /// cluster database names it active for (activating its copy when the primary active
+    /// manager moved one here), dismounts and sets aside the others, and publishes the last
+    /// closed generation and the state of each one it holds active.
     ///
     /// `copies` and `actives` are this tick's reading of the cluster database; returns whether
     /// it wrote a claim or a copy record (then they are read again).
@@ -347,56 +394,35 @@ impl Dag {
         all_copies: &[CopyRecord],
         actives: &[(String, ActiveRecord)],
     ) -> Result<bool, replication::cluster::ClusterError> {
-        let mut wrote = false;
         for sg in self.node.store().storage_groups() {
             self.limit_truncation(&sg);
-            let name = sg.name().to_string();
-            let active = match actives.iter().find(|(n, _)| n == &name) {
-                Some((_, a)) => a.clone(),
-                None => {
-                    let mine = ActiveRecord { node: self.me().to_string(), epoch: 1 };
-                    wrote = true;
-                    if !self.cluster.set_active_if(&name, None, &mine).await? {
-                        continue; // Another member claimed it first: seen at the next tick.
-                    }
-                    mine
-                }
-            };
-            if active.node != self.me() {
-                // Two actives would take mail into two diverging databases: the cluster
-                // database decides, and this node's files of the storage group stay
-                // dismounted.
-                if sg.is_mounted() {
-                    let g = sg.clone();
-                    // A passive's surrogate backup of it here ends first: it could no longer
-                    // be recorded, and its claim would keep the storage group mounted.
-                    let (claims, node) = (self.claims.clone(), self.node.clone());
-                    let dismounted = tokio::task::spawn_blocking(move || {
-                        claims.abort_all(&node, g.name(), "the storage group is active elsewhere");
-                        g.dismount(false)
-                    })
-                    .await;
-                    if matches!(dismounted, Ok(Ok(()))) {
-                        self.node.events().emit(
-                            &events::catalog::REPL_ACTIVE_ELSEWHERE,
-                            None,
-                            json!({"sg": name, "active": active.node, "epoch": active.epoch}),
-                        );
-                    }
-                }
+        }
+        if self.claim_unheld(actives).await? {
+            return Ok(true);
+        }
+        let mut wrote = false;
+        for (name, rec) in actives {
+            if rec.node != self.me() {
+                self.be_passive(name, rec).await;
                 continue;
             }
-            let copies: Vec<&CopyRecord> = all_copies.iter().filter(|c| c.sg == name).collect();
+            let Some(sg) = self.be_active(name, rec).await else {
+                self.publish_unmounted(name).await?;
+                continue;
+            };
+            self.limit_truncation(&sg);
+            let copies: Vec<&CopyRecord> = all_copies.iter().filter(|c| &c.sg == name).collect();
             if copies.iter().any(|c| c.node != self.me()) && sg.is_mounted() {
                 self.roll_if_idle(&sg).await;
             }
             if !copies.iter().any(|c| c.node == self.me()) {
                 wrote = true;
+                let preference = copies.iter().map(|c| c.preference).max().unwrap_or(0) + 1;
                 self.cluster
                     .put_copy(&CopyRecord {
                         sg: name.clone(),
                         node: self.me().to_string(),
-                        preference: 1,
+                        preference,
                         seed_serial: 0,
                         suspended: None,
                         resumes: 0,
@@ -414,7 +440,7 @@ impl Dag {
             let key = format!("produced/{name}");
             if produced > 0
                 && self.changed(key.clone(), &produced)
-                && let Err(e) = self.cluster.put_produced(&name, produced).await
+                && let Err(e) = self.cluster.put_produced(name, produced).await
             {
                 self.written.lock().remove(&key);
                 return Err(e);
@@ -432,6 +458,36 @@ impl Dag {
             .await?;
         }
         Ok(wrote)
+    }
+
+    /// Publishes a storage group named active here that is not mounted (closed for a
+    /// switchover, fenced, or its activation failed), with why.
+    async fn publish_unmounted(
+        &self,
+        name: &str,
+    ) -> Result<(), replication::cluster::ClusterError> {
+        let why = if self.fenced.load(Ordering::SeqCst) {
+            Some("fenced: this node cannot renew its lease in the cluster database".to_string())
+        } else if self.handing_over.lock().contains_key(name) {
+            Some("dismounted for a switchover".to_string())
+        } else {
+            let activation = self.activation_error.lock().clone();
+            match activation {
+                Some((sg, e)) if sg == name => Some(e),
+                _ => self.node.store().storage_group(name).ok().and_then(|g| g.mount_error()),
+            }
+        };
+        self.publish_state(CopyState {
+            sg: name.to_string(),
+            node: self.me().to_string(),
+            status: CopyStatus::Dismounted,
+            last_inspected_generation: 0,
+            last_replayed_generation: 0,
+            checkpoint_generation: 0,
+            last_error: why,
+            updated_ms: events::now_ms(),
+        })
+        .await
     }
 
     /// Whether `value` differs from what was last written under `key` (or that was long
@@ -637,6 +693,20 @@ impl Dag {
     /// databases and logs are), for a backup of the copy; `None` before it was seeded.
     pub fn replica_def(&self, sg: &str) -> Option<store::StorageGroupDef> {
         let manifest = self.copies.lock().get(sg)?.seed_manifest()?;
+        Some(self.replica_def_from(sg, manifest))
+    }
+
+    /// The same, from the seed record on disk (the copy need not be running).
+    pub(crate) fn replica_def_on_disk(&self, sg: &str) -> Option<store::StorageGroupDef> {
+        let manifest = self.seed_manifest_on_disk(sg)?;
+        Some(self.replica_def_from(sg, manifest))
+    }
+
+    fn replica_def_from(
+        &self,
+        sg: &str,
+        manifest: replication::protocol::SeedManifest,
+    ) -> store::StorageGroupDef {
         // A copy's node need not define the storage group itself.
         let own = self.node.store().storage_group(sg).ok().map(|g| g.def());
         let label = self.node.config().copy_volume().unwrap_or_default().to_string();
@@ -651,7 +721,7 @@ impl Dag {
                 path: replication::copy::database_path(&dir, &d.name),
             })
             .collect();
-        Some(store::StorageGroupDef {
+        store::StorageGroupDef {
             name: sg.to_string(),
             log_volume: volume,
             log_dir: dir.join("inbox"),
@@ -664,7 +734,7 @@ impl Dag {
                 page_size: manifest.page_size as usize,
                 ..own.map(|d| d.tuning).unwrap_or_default()
             },
-        })
+        }
     }
 
     /// The members whose backups of `sg` count as its history: every node with a copy of it.

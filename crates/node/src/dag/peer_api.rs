@@ -32,10 +32,132 @@ const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The routes, answered from `dag`'s node.
 pub fn routes(dag: Arc<Dag>) -> Router {
+    use axum::routing::post;
     Router::new()
         .route(EVENTS_PATH, get(node_events))
-        .route(crate::api::backup_from::PEER_BACKUP_PATH, axum::routing::post(node_backup))
+        .route(crate::api::backup_from::PEER_BACKUP_PATH, post(node_backup))
+        .route(POSITION_PATH, post(node_position))
+        .route(KICK_PATH, post(node_kick))
+        .route(HANDOVER_PATH, post(node_hand_over))
+        .route(TAKE_BACK_PATH, post(node_take_back))
+        .route(ACTIVATE_PATH, post(node_activate))
         .with_state(dag)
+}
+
+/// Where this member's copy of a storage group is (the manager chooses and waits on it).
+pub const POSITION_PATH: &str = "/repl/v1/node/position";
+/// Wakes this member's reconciler (a decision about it was just written).
+pub const KICK_PATH: &str = "/repl/v1/node/kick";
+/// The active closes its log and dismounts for a switchover.
+pub const HANDOVER_PATH: &str = "/repl/v1/node/handover";
+/// The switchover failed: the old active takes its storage group back.
+pub const TAKE_BACK_PATH: &str = "/repl/v1/node/take-back";
+/// A switchover asked of a member that is not the primary active manager, forwarded to it.
+pub const ACTIVATE_PATH: &str = "/repl/v1/node/activate";
+
+/// One storage group.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SgRef {
+    pub sg: String,
+}
+
+/// An empty answer.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Ack {}
+
+/// Close the log of `sg` (held under `epoch`) for a switchover to `to`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HandOver {
+    pub sg: String,
+    pub epoch: u64,
+    pub to: String,
+}
+
+/// The last generation the old active closed.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct HandedOver {
+    pub generation: u32,
+}
+
+/// Where a member's copy of a storage group is now.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CopyPosition {
+    pub status: replication::cluster::CopyStatus,
+    pub inspected: u32,
+    pub replayed: u32,
+    /// The active's last closed generation, as the copy last heard.
+    pub produced: u32,
+    /// The furthest log position durable on the copy in block mode (a raw LSN; 0: none).
+    pub durable: u64,
+    /// The storage group is active and mounted on this member.
+    pub active_here: bool,
+}
+
+async fn node_position(
+    State(dag): State<Arc<Dag>>,
+    Json(req): Json<SgRef>,
+) -> Result<Json<CopyPosition>, PeerError> {
+    dag.position(&req.sg).map(Json).ok_or_else(|| {
+        PeerError(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_copy",
+            format!("node {} runs no copy of {}", dag.me(), req.sg),
+        ))
+    })
+}
+
+async fn node_kick(State(dag): State<Arc<Dag>>, Json(_): Json<Ack>) -> Json<Ack> {
+    dag.kick.notify_one();
+    Json(Ack {})
+}
+
+async fn node_hand_over(
+    State(dag): State<Arc<Dag>>,
+    Json(req): Json<HandOver>,
+) -> Result<Json<HandedOver>, PeerError> {
+    let current = dag.cluster().active(&req.sg).await.map_err(|e| {
+        PeerError(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "etcd_unreachable", e.to_string()))
+    })?;
+    match current {
+        Some(a) if a.node == dag.me() && a.epoch == req.epoch => {}
+        other => {
+            return Err(PeerError(ApiError::new(
+                StatusCode::CONFLICT,
+                "not_active",
+                format!(
+                    "node {} does not hold {} active at epoch {} (the cluster database says {other:?})",
+                    dag.me(),
+                    req.sg,
+                    req.epoch
+                ),
+            )));
+        }
+    }
+    let d = dag.clone();
+    let generation = tokio::task::spawn_blocking(move || d.hand_over(&req.sg, req.epoch, &req.to))
+        .await
+        .map_err(|e| PeerError(ApiError::internal(e.to_string())))?
+        .map_err(|e| PeerError(ApiError::new(StatusCode::CONFLICT, "handover_failed", e)))?;
+    Ok(Json(HandedOver { generation }))
+}
+
+async fn node_take_back(State(dag): State<Arc<Dag>>, Json(req): Json<SgRef>) -> Json<Ack> {
+    dag.take_back(&req.sg);
+    Json(Ack {})
+}
+
+async fn node_activate(
+    State(dag): State<Arc<Dag>>,
+    Json(req): Json<api::CopyActivate>,
+) -> Result<Json<api::CopyActivated>, PeerError> {
+    if !dag.is_primary() {
+        return Err(PeerError(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_primary",
+            format!("node {} is no longer the primary active manager", dag.me()),
+        )));
+    }
+    dag.switchover(&req).await.map(Json).map_err(PeerError)
 }
 
 /// A backup another member forwarded: `--from` named this node's copy.

@@ -19,6 +19,9 @@ pub struct NodeSource {
     pub node: Arc<Node>,
     pub seeds: SeedsRef,
     pub claims: Arc<Claims>,
+    /// The storage groups whose log this node closed for a switchover, as their stream stood
+    /// then: the copies fetch the last generations from here while they are dismounted.
+    pub sealed: Arc<parking_lot::Mutex<std::collections::BTreeMap<String, StreamInfo>>>,
 }
 
 impl NodeSource {
@@ -38,8 +41,20 @@ impl NodeSource {
     }
 }
 
+impl NodeSource {
+    /// The stream of `sg` as it was closed for a switchover, while it stays dismounted.
+    fn sealed_stream(&self, sg: &str) -> Option<StreamInfo> {
+        let info = self.sealed.lock().get(sg).cloned()?;
+        let mounted = self.node.store().storage_group(sg).is_ok_and(|g| g.is_mounted());
+        (!mounted).then_some(info)
+    }
+}
+
 impl ActiveSource for NodeSource {
     fn stream(&self, sg: &str) -> Result<StreamInfo, SourceError> {
+        if let Some(info) = self.sealed_stream(sg) {
+            return Ok(info);
+        }
         let g = self.mounted(sg)?;
         let inst = g.instance().map_err(|e| SourceError::NotActive(e.to_string()))?;
         let log = g.log_state().map_err(|e| SourceError::Internal(e.to_string()))?;
@@ -54,15 +69,31 @@ impl ActiveSource for NodeSource {
     }
 
     fn log_file(&self, sg: &str, generation: u32) -> Result<Vec<u8>, SourceError> {
-        let g = self.mounted(sg)?;
-        let log = g.log_state().map_err(|e| SourceError::Internal(e.to_string()))?;
-        if generation >= log.current_generation {
-            return Err(SourceError::NotFound(format!(
-                "generation {generation:#X} of {sg} is not closed yet (current {:#X})",
-                log.current_generation
-            )));
-        }
-        let def = g.def();
+        let def = match self.sealed_stream(sg) {
+            Some(info) if generation <= info.produced => self
+                .node
+                .store()
+                .storage_group(sg)
+                .map_err(|e| SourceError::NotFound(e.to_string()))?
+                .def(),
+            Some(info) => {
+                return Err(SourceError::NotFound(format!(
+                    "generation {generation:#X} of {sg} does not exist: its log was closed at {:#X} for a switchover",
+                    info.produced
+                )));
+            }
+            None => {
+                let g = self.mounted(sg)?;
+                let log = g.log_state().map_err(|e| SourceError::Internal(e.to_string()))?;
+                if generation >= log.current_generation {
+                    return Err(SourceError::NotFound(format!(
+                        "generation {generation:#X} of {sg} is not closed yet (current {:#X})",
+                        log.current_generation
+                    )));
+                }
+                g.def()
+            }
+        };
         let path = def.log_dir.join(ese::logfmt::generation_name(&def.prefix, generation));
         volume::fs::read_all(def.log_volume.fs.as_ref(), &path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
