@@ -21,8 +21,19 @@
 //!   `copy reseed`, `copy suspend`/`resume` and `copy remove`; never by the copy itself, so what
 //!   the administrator asked for survives whatever state the copy is in.
 //! - `active/<sg>` — the [`ActiveRecord`]: which node holds the active copy, with an epoch bumped on
-//!   every change. Only changed through [`Cluster::set_active_if`] (compare-and-swap), so two nodes
-//!   can never both believe they were made active from the same starting point.
+//!   every change, the node that was active before it (`previous`) and the first log generation of
+//!   the epoch (`since_generation`, 0 until the new active has said). Only changed through
+//!   [`Cluster::set_active_if`] (compare-and-swap; [`Cluster::update_active_since`] goes through
+//!   it), so two nodes can never both believe they were made active from the same starting point.
+//!   New records come from [`ActiveRecord::first`] and [`ActiveRecord::next`], never built by hand,
+//!   so an epoch is never reused.
+//! - `settings/<sg>` — the storage group's [`SgSettings`]: the mount dial (how many generations a
+//!   failover may lose), how many synchronous copies it wants and what to do when they are not
+//!   available. Absent means [`SgSettings::default`].
+//! - `primary/<lease hex>` — etcd's election (v3election API) named `<prefix>primary`: one key per
+//!   campaigning node, attached to that node's lease, holding its node name; the key with the
+//!   lowest create revision is the primary active manager ([`Cluster::campaign_primary`]). A node
+//!   that dies loses its key with its lease, and the next campaigner becomes primary.
 //! - `state/<sg>/<node>` — a [`CopyState`], reported by the node holding the copy: its status and
 //!   the generations it has inspected and replayed, and its checkpoint's generation. **Truncation
 //!   reads these**: the active deletes a generation only when every copy's
@@ -38,11 +49,14 @@
 //! reading; anything else is refused with [`ClusterError::Name`]. A value that does not parse is
 //! reported as [`ClusterError::Malformed`] naming its key: never a panic, never silently skipped
 //! (a skipped copy would let truncation delete what that copy still needs).
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaderKey, PutOptions, ResignOptions,
+    SortOrder, SortTarget, Txn, TxnOp,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +64,10 @@ use serde::{Deserialize, Serialize};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long any one etcd request may take before it fails.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one [`Cluster::campaign_primary`] call waits to be elected before it answers "not
+/// yet". Below [`REQUEST_TIMEOUT`] so that it is our own deadline that ends the wait, recognisably,
+/// rather than the channel's, which would look like any other failure.
+pub const CAMPAIGN_WAIT: Duration = Duration::from_millis(2500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -94,6 +112,176 @@ pub struct CopyRecord {
 pub struct ActiveRecord {
     pub node: String,
     pub epoch: u64,
+    /// The node that was active before this epoch (`None` for the first). Lets the new active and
+    /// the passives know whose logs the epoch started from (and whom to fence). Absent in records
+    /// written before it existed.
+    #[serde(default)]
+    pub previous: Option<String>,
+    /// The first log generation of this epoch; 0 until the new active has opened it (see
+    /// [`Cluster::update_active_since`]). Absent in records written before it existed.
+    #[serde(default)]
+    pub since_generation: u32,
+}
+
+impl ActiveRecord {
+    /// The first active record of a storage group: epoch 1, nobody before it.
+    pub fn first(node: &str) -> ActiveRecord {
+        ActiveRecord { node: node.to_string(), epoch: 1, previous: None, since_generation: 0 }
+    }
+
+    /// The record making `node` active after this one: the next epoch, with this record's node as
+    /// `previous` and the first generation not known yet. The only way to move to a new epoch, so
+    /// callers cannot skip or reuse one.
+    pub fn next(&self, node: &str) -> ActiveRecord {
+        ActiveRecord {
+            node: node.to_string(),
+            epoch: self.epoch + 1,
+            previous: Some(self.node.clone()),
+            since_generation: 0,
+        }
+    }
+}
+
+/// A value of a setting that is not one of its known spellings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {given:?} (expected one of: {expected})")]
+pub struct UnknownSetting {
+    pub what: &'static str,
+    pub given: String,
+    pub expected: &'static str,
+}
+
+/// How much a failover may lose: the largest number of log generations the best passive copy may
+/// be missing for it to be mounted automatically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountDial {
+    /// Nothing may be lost.
+    Lossless,
+    /// Up to 6 generations.
+    Good,
+    /// Up to 12 generations.
+    #[default]
+    Best,
+    /// Whatever is missing: mount the best copy there is.
+    BestEffort,
+}
+
+impl MountDial {
+    /// The largest number of missing generations this dial accepts; `None`: no limit.
+    pub fn max_missing(self) -> Option<u32> {
+        match self {
+            MountDial::Lossless => Some(0),
+            MountDial::Good => Some(6),
+            MountDial::Best => Some(12),
+            MountDial::BestEffort => None,
+        }
+    }
+
+    /// Whether a copy missing `missing_generations` may be mounted under this dial.
+    pub fn allows(self, missing_generations: u32) -> bool {
+        self.max_missing().is_none_or(|max| missing_generations <= max)
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            MountDial::Lossless => "lossless",
+            MountDial::Good => "good",
+            MountDial::Best => "best",
+            MountDial::BestEffort => "besteffort",
+        }
+    }
+}
+
+impl std::fmt::Display for MountDial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for MountDial {
+    type Err = UnknownSetting;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [MountDial::Lossless, MountDial::Good, MountDial::Best, MountDial::BestEffort]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| UnknownSetting {
+                what: "mount dial",
+                given: s.to_string(),
+                expected: "lossless, good, best, besteffort",
+            })
+    }
+}
+
+/// What the active does when fewer synchronous copies than asked for are available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncPolicy {
+    /// Refuse to commit until enough synchronous copies have the log.
+    Strict,
+    /// Keep committing with the copies there are (the synchronous guarantee lapses meanwhile).
+    #[default]
+    Available,
+}
+
+impl SyncPolicy {
+    fn as_str(self) -> &'static str {
+        match self {
+            SyncPolicy::Strict => "strict",
+            SyncPolicy::Available => "available",
+        }
+    }
+}
+
+impl std::fmt::Display for SyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SyncPolicy {
+    type Err = UnknownSetting;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [SyncPolicy::Strict, SyncPolicy::Available]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| UnknownSetting {
+                what: "sync policy",
+                given: s.to_string(),
+                expected: "strict, available",
+            })
+    }
+}
+
+/// A storage group's settings for the active manager, at `settings/<sg>`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SgSettings {
+    pub mount_dial: MountDial,
+    /// How many passive copies must have a log before the active's commit is acknowledged.
+    pub sync_copies: u32,
+    pub sync_policy: SyncPolicy,
+}
+
+/// This node's place in the primary active manager election, from [`Cluster::campaign_primary`].
+///
+/// Holds the election key (`<prefix>primary/<lease hex>`) and its create revision: the node is
+/// primary exactly while that key exists with that revision.
+#[derive(Debug, Clone)]
+pub struct PrimaryHandle {
+    node: String,
+    leader: LeaderKey,
+}
+
+impl PrimaryHandle {
+    /// The node that campaigned.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The lease the election key is attached to.
+    pub fn lease(&self) -> i64 {
+        self.leader.lease()
+    }
 }
 
 /// A copy's state, as its node reports it.
@@ -159,12 +347,30 @@ pub struct MemberLease {
     task: Option<tokio::task::JoinHandle<()>>,
     /// The lease currently holding the member key (it changes when the task re-grants one).
     lease: Arc<AtomicI64>,
+    /// See [`MemberLease::last_renewed`]; written by the keep-alive task.
+    renewed: Arc<Mutex<Instant>>,
+    ttl: Duration,
 }
 
 impl MemberLease {
     /// The etcd lease currently holding the member key.
     pub fn lease_id(&self) -> i64 {
         self.lease.load(Ordering::SeqCst)
+    }
+
+    /// When the lease was last known alive for a full TTL from then: the moment the keep-alive
+    /// request was sent whose answer had a TTL > 0, or the moment before the lease was granted.
+    /// Taken before the request (not when the answer came) so it can only be early, never late:
+    /// an active node that must stop writing once its lease may have lapsed (self-fencing)
+    /// dismounts when `last_renewed().elapsed()` nears [`MemberLease::ttl`], and is then sure
+    /// etcd has not yet handed its role to someone else.
+    pub fn last_renewed(&self) -> Instant {
+        *self.renewed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The lease's TTL.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// Stops renewing and revokes the lease, so the member key disappears now rather than after
@@ -260,6 +466,13 @@ impl Cluster {
     fn produced_key(&self, sg: &str) -> String {
         format!("{}produced/{sg}", self.prefix)
     }
+    fn settings_key(&self, sg: &str) -> String {
+        format!("{}settings/{sg}", self.prefix)
+    }
+    /// The election's name; its keys are `<name>/<lease hex>`.
+    fn election_name(&self) -> String {
+        format!("{}primary", self.prefix)
+    }
 
     /// `<prefix><dir>/` or, with `sg`, `<prefix><dir>/<sg>/`.
     fn dir_prefix(&self, dir: &str, sg: Option<&str>) -> Result<String, ClusterError> {
@@ -326,18 +539,21 @@ impl Cluster {
         let ttl_s = ttl_s.max(1);
         let key = self.member_key(&m.node);
         let value = to_json(m);
+        let granting = Instant::now();
         let id = self.grant_and_put(&key, &value, ttl_s).await?;
         let lease = Arc::new(AtomicI64::new(id));
+        let renewed = Arc::new(Mutex::new(granting));
         let (stop, stop_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(keep_member_alive(
             self.clone(),
             key,
             value,
             ttl_s,
-            lease.clone(),
+            Renewal { lease: lease.clone(), renewed: renewed.clone() },
             stop_rx,
         ));
-        Ok(MemberLease { stop: Some(stop), task: Some(task), lease })
+        let ttl = Duration::from_secs(u64::try_from(ttl_s).unwrap_or(1));
+        Ok(MemberLease { stop: Some(stop), task: Some(task), lease, renewed, ttl })
     }
 
     /// Grants a lease of `ttl_s` and puts `key` with it; returns the lease id.
@@ -478,6 +694,144 @@ impl Cluster {
         check_name("storage group", sg)?;
         self.get_json(self.produced_key(sg)).await
     }
+
+    /// Sets the first log generation of the current epoch of `sg`, only if the record is still
+    /// `expected` (as [`Cluster::set_active_if`], through which it writes); returns whether it was
+    /// set. Only `since_generation` changes: the node, epoch and previous node stay `expected`'s.
+    pub async fn update_active_since(
+        &self,
+        sg: &str,
+        expected: &ActiveRecord,
+        since_generation: u32,
+    ) -> Result<bool, ClusterError> {
+        let new = ActiveRecord { since_generation, ..expected.clone() };
+        self.set_active_if(sg, Some(expected), &new).await
+    }
+
+    /// The settings of `sg`; the defaults if none were ever written.
+    pub async fn settings(&self, sg: &str) -> Result<SgSettings, ClusterError> {
+        check_name("storage group", sg)?;
+        Ok(self.get_json(self.settings_key(sg)).await?.unwrap_or_default())
+    }
+
+    /// Creates or replaces the settings of `sg`.
+    pub async fn put_settings(&self, sg: &str, s: &SgSettings) -> Result<(), ClusterError> {
+        check_name("storage group", sg)?;
+        self.put_json(self.settings_key(sg), s).await
+    }
+
+    /// Writes the settings of `sg` only if it has none yet (one transaction on the key's create
+    /// revision being 0); returns whether they were written. For a node that sets up a storage
+    /// group: it must not overwrite what an administrator already chose.
+    pub async fn put_settings_if_absent(
+        &self,
+        sg: &str,
+        s: &SgSettings,
+    ) -> Result<bool, ClusterError> {
+        check_name("storage group", sg)?;
+        let key = self.settings_key(sg);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, to_json(s), None)]);
+        let mut c = self.client.clone();
+        let resp = c.txn(txn).await.map_err(|e| self.etcd(e))?;
+        Ok(resp.succeeded())
+    }
+
+    /// Every storage group's written settings, sorted by storage group (storage groups without
+    /// settings are not listed: they have the defaults).
+    pub async fn all_settings(&self) -> Result<Vec<(String, SgSettings)>, ClusterError> {
+        let prefix = format!("{}settings/", self.prefix);
+        let mut v = self.list_json(prefix).await?;
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(v)
+    }
+
+    /// Campaigns for primary active manager as `node`, with its key attached to `lease` (the
+    /// node's member lease, so that the node's death ends its term); waits at most
+    /// [`CAMPAIGN_WAIT`].
+    ///
+    /// `Ok(Some(handle))`: this node is primary. `Ok(None)`: another node is primary and did not
+    /// step down within the wait; call again (in a loop, as long as the node wants to be
+    /// primary). The wait is bounded because every request on this client has a timeout of
+    /// [`REQUEST_TIMEOUT`]; ending it ourselves first makes "not elected yet" an answer rather
+    /// than an error. Calling again is safe: etcd's election keys a campaign by its lease
+    /// (`primary/<lease hex>`), so a campaign with the same lease whose key still exists takes
+    /// that key over (and returns at once if it is already the leader: an election won just as
+    /// the wait ended is not lost), and one whose key etcd removed when the earlier wait was
+    /// abandoned simply joins the queue again. Errors are etcd being unreachable or refusing
+    /// (e.g. an expired `lease`: campaign with the member's current lease).
+    pub async fn campaign_primary(
+        &self,
+        node: &str,
+        lease: i64,
+    ) -> Result<Option<PrimaryHandle>, ClusterError> {
+        check_name("node", node)?;
+        let mut c = self.client.clone();
+        let campaign = c.campaign(self.election_name(), node, lease);
+        let resp = match tokio::time::timeout(CAMPAIGN_WAIT, campaign).await {
+            Err(_) => return Ok(None),
+            Ok(r) => r.map_err(|e| self.etcd(e))?,
+        };
+        match resp.leader() {
+            Some(leader) => {
+                Ok(Some(PrimaryHandle { node: node.to_string(), leader: leader.clone() }))
+            }
+            None => Err(ClusterError::Malformed {
+                key: self.election_name(),
+                why: "campaign answered without a leader key".into(),
+            }),
+        }
+    }
+
+    /// The primary active manager's node name; `None` if nobody is campaigning. Reads the
+    /// election's keys directly (the oldest one is the leader, as etcd's election defines it) so
+    /// that "nobody" is an answer rather than an etcd error.
+    pub async fn primary(&self) -> Result<Option<String>, ClusterError> {
+        let prefix = format!("{}/", self.election_name());
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_limit(1);
+        let mut c = self.client.clone();
+        let resp = c.get(prefix, Some(options)).await.map_err(|e| self.etcd(e))?;
+        Ok(resp.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+
+    /// Whether `h`'s node is still primary: its election key still exists with the revision it
+    /// was elected with. `false` once its lease lapsed or it resigned; a primary must check this
+    /// before acting as one, since nothing tells it when its key goes.
+    pub async fn still_primary(&self, h: &PrimaryHandle) -> Result<bool, ClusterError> {
+        let mut c = self.client.clone();
+        let resp = c.get(h.leader.key(), None).await.map_err(|e| self.etcd(e))?;
+        Ok(resp.kvs().first().is_some_and(|kv| kv.create_revision() == h.leader.rev()))
+    }
+
+    /// Steps down as primary (deletes the election key, if it is still ours), so the next
+    /// campaigner is elected now rather than when the lease expires.
+    pub async fn resign_primary(&self, h: PrimaryHandle) -> Result<(), ClusterError> {
+        let mut c = self.client.clone();
+        c.resign(Some(ResignOptions::new().with_leader(h.leader)))
+            .await
+            .map_err(|e| self.etcd(e))?;
+        Ok(())
+    }
+}
+
+/// What the keep-alive task shares with its [`MemberLease`].
+struct Renewal {
+    lease: Arc<AtomicI64>,
+    renewed: Arc<Mutex<Instant>>,
+}
+
+impl Renewal {
+    fn renewed_at(&self, at: Instant) {
+        let mut r = self.renewed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Answers come in order, but never let a late one move it backwards.
+        if at > *r {
+            *r = at;
+        }
+    }
 }
 
 /// What ended one keep-alive session.
@@ -497,16 +851,19 @@ async fn keep_member_alive(
     key: String,
     value: Vec<u8>,
     ttl_s: i64,
-    lease: Arc<AtomicI64>,
+    renewal: Renewal,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
+    let lease = &renewal.lease;
     let ttl_ms = u64::try_from(ttl_s).unwrap_or(1).saturating_mul(1000);
     let period = Duration::from_millis(ttl_ms / 3).max(Duration::from_millis(100));
     let mut expired = false;
     loop {
         if expired {
+            let granting = Instant::now();
             match cluster.grant_and_put(&key, &value, ttl_s).await {
                 Ok(id) => {
+                    renewal.renewed_at(granting);
                     tracing::info!(
                         key,
                         lease = id,
@@ -522,7 +879,7 @@ async fn keep_member_alive(
         }
         if !expired {
             let id = lease.load(Ordering::SeqCst);
-            match keep_alive_session(&cluster, id, period, &mut stop).await {
+            match keep_alive_session(&cluster, id, period, &renewal, &mut stop).await {
                 Ended::Stopped => break,
                 Ended::Expired => {
                     tracing::warn!(key, lease = id, "member lease expired; granting a new one");
@@ -562,6 +919,7 @@ async fn keep_alive_session(
     cluster: &Cluster,
     id: i64,
     period: Duration,
+    renewal: &Renewal,
     stop: &mut tokio::sync::oneshot::Receiver<()>,
 ) -> Ended {
     let mut c = cluster.client.clone();
@@ -581,6 +939,7 @@ async fn keep_alive_session(
             _ = &mut *stop => return Ended::Stopped,
             _ = tick.tick() => {}
         }
+        let sent = Instant::now();
         if let Err(e) = keeper.keep_alive().await {
             return Ended::Failed(e.to_string());
         }
@@ -591,7 +950,7 @@ async fn keep_alive_session(
         match answer {
             // etcd answers a keep-alive of an unknown (expired or revoked) lease with TTL 0 or less.
             Ok(Ok(Some(resp))) if resp.ttl() <= 0 => return Ended::Expired,
-            Ok(Ok(Some(_))) => {}
+            Ok(Ok(Some(_))) => renewal.renewed_at(sent),
             Ok(Ok(None)) => return Ended::Failed("the keep-alive stream ended".into()),
             Ok(Err(e)) => return Ended::Failed(e.to_string()),
             Err(_) => return Ended::Failed("no keep-alive answer in time".into()),

@@ -354,7 +354,7 @@ impl Dag {
             let active = match actives.iter().find(|(n, _)| n == &name) {
                 Some((_, a)) => a.clone(),
                 None => {
-                    let mine = ActiveRecord { node: self.me().to_string(), epoch: 1 };
+                    let mine = ActiveRecord::first(self.me());
                     wrote = true;
                     if !self.cluster.set_active_if(&name, None, &mine).await? {
                         continue; // Another member claimed it first: seen at the next tick.
