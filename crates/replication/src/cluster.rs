@@ -30,10 +30,11 @@
 //! - `settings/<sg>` — the storage group's [`SgSettings`]: the mount dial (how many generations a
 //!   failover may lose), how many synchronous copies it wants and what to do when they are not
 //!   available. Absent means [`SgSettings::default`].
-//! - `primary/<lease hex>` — etcd's election (v3election API) named `<prefix>primary`: one key per
-//!   campaigning node, attached to that node's lease, holding its node name; the key with the
-//!   lowest create revision is the primary active manager ([`Cluster::campaign_primary`]). A node
-//!   that dies loses its key with its lease, and the next campaigner becomes primary.
+//! - `primary/<lease hex>` — the election of the primary active manager, named `<prefix>primary`
+//!   (etcd's election recipe and key layout): one key per campaigning node, attached to that
+//!   node's lease, holding its node name; the key with the lowest create revision is the primary
+//!   ([`Cluster::campaign_primary`]). A node that dies loses its key with its lease, and the next
+//!   campaigner becomes primary.
 //! - `state/<sg>/<node>` — a [`CopyState`], reported by the node holding the copy: its status and
 //!   the generations it has inspected and replayed, and its checkpoint's generation. **Truncation
 //!   reads these**: the active deletes a generation only when every copy's
@@ -54,8 +55,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaderKey, PutOptions, ResignOptions,
-    SortOrder, SortTarget, Txn, TxnOp,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
+    TxnOp, TxnOpResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -68,6 +69,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// yet". Below [`REQUEST_TIMEOUT`] so that it is our own deadline that ends the wait, recognisably,
 /// rather than the channel's, which would look like any other failure.
 pub const CAMPAIGN_WAIT: Duration = Duration::from_millis(2500);
+/// How often a waiting campaign looks whether the older candidates have gone.
+const CAMPAIGN_POLL: Duration = Duration::from_millis(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -264,12 +267,15 @@ pub struct SgSettings {
 
 /// This node's place in the primary active manager election, from [`Cluster::campaign_primary`].
 ///
-/// Holds the election key (`<prefix>primary/<lease hex>`) and its create revision: the node is
-/// primary exactly while that key exists with that revision.
+/// Holds the election key (`<prefix>primary/<lease hex>`) and its create revision: once elected,
+/// the node is primary exactly while that key exists with that revision.
 #[derive(Debug, Clone)]
 pub struct PrimaryHandle {
     node: String,
-    leader: LeaderKey,
+    key: String,
+    /// The key's create revision when elected.
+    rev: i64,
+    lease: i64,
 }
 
 impl PrimaryHandle {
@@ -280,7 +286,7 @@ impl PrimaryHandle {
 
     /// The lease the election key is attached to.
     pub fn lease(&self) -> i64 {
-        self.leader.lease()
+        self.lease
     }
 }
 
@@ -747,41 +753,84 @@ impl Cluster {
         Ok(v)
     }
 
-    /// Campaigns for primary active manager as `node`, with its key attached to `lease` (the
-    /// node's member lease, so that the node's death ends its term); waits at most
-    /// [`CAMPAIGN_WAIT`].
+    /// Campaigns for primary active manager as `node`, with its election key attached to `lease`
+    /// (the node's member lease, so that the node's death ends its term and its candidacy);
+    /// waits at most [`CAMPAIGN_WAIT`].
     ///
     /// `Ok(Some(handle))`: this node is primary. `Ok(None)`: another node is primary and did not
-    /// step down within the wait; call again (in a loop, as long as the node wants to be
-    /// primary). The wait is bounded because every request on this client has a timeout of
-    /// [`REQUEST_TIMEOUT`]; ending it ourselves first makes "not elected yet" an answer rather
-    /// than an error. Calling again is safe: etcd's election keys a campaign by its lease
-    /// (`primary/<lease hex>`), so a campaign with the same lease whose key still exists takes
-    /// that key over (and returns at once if it is already the leader: an election won just as
-    /// the wait ended is not lost), and one whose key etcd removed when the earlier wait was
-    /// abandoned simply joins the queue again. Errors are etcd being unreachable or refusing
-    /// (e.g. an expired `lease`: campaign with the member's current lease).
+    /// go within the wait; call again (in a loop, for as long as the node wants to be primary).
+    /// The wait is bounded because every request on this client has a timeout of
+    /// [`REQUEST_TIMEOUT`]: "not elected yet" is an answer, not an error.
+    ///
+    /// This is etcd's election recipe (the keys are those of the v3election API, so `etcdctl elect`
+    /// sees the same election) done with plain requests: the key `primary/<lease hex>` is created
+    /// if absent, and the node is primary once no key of the election is older. etcd's own
+    /// `Campaign` call is not used because when a waiting campaign is abandoned (our timeout), etcd
+    /// deletes the campaigner's key some time later; a campaign made again meanwhile would reuse
+    /// that key and could be told it won just as the key went. Here the waiting is ours, nothing is
+    /// deleted when it ends, and calling again reuses the same key, keeping the node's place in
+    /// the queue. A node that stops campaigning without dying must therefore withdraw
+    /// ([`Cluster::withdraw_primary`]), or it may be elected without knowing.
+    ///
+    /// Errors: etcd unreachable, or refusing `lease` (expired: campaign with the member's current
+    /// lease).
     pub async fn campaign_primary(
         &self,
         node: &str,
         lease: i64,
     ) -> Result<Option<PrimaryHandle>, ClusterError> {
         check_name("node", node)?;
+        let deadline = Instant::now() + CAMPAIGN_WAIT;
+        let name = self.election_name();
+        let key = format!("{name}/{lease:x}");
         let mut c = self.client.clone();
-        let campaign = c.campaign(self.election_name(), node, lease);
-        let resp = match tokio::time::timeout(CAMPAIGN_WAIT, campaign).await {
-            Err(_) => return Ok(None),
-            Ok(r) => r.map_err(|e| self.etcd(e))?,
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), node, Some(PutOptions::new().with_lease(lease)))])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let resp = c.txn(txn).await.map_err(|e| self.etcd(e))?;
+        let rev = if resp.succeeded() {
+            resp.header().map(|h| h.revision()).unwrap_or_default()
+        } else {
+            let existing = resp.op_responses().into_iter().find_map(|r| match r {
+                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.create_revision()),
+                _ => None,
+            });
+            existing.unwrap_or_default()
         };
-        match resp.leader() {
-            Some(leader) => {
-                Ok(Some(PrimaryHandle { node: node.to_string(), leader: leader.clone() }))
-            }
-            None => Err(ClusterError::Malformed {
-                key: self.election_name(),
-                why: "campaign answered without a leader key".into(),
-            }),
+        if rev <= 0 {
+            // The key went between the compare and the get (its lease lapsed): not a candidate.
+            return Ok(None);
         }
+        let handle = PrimaryHandle { node: node.to_string(), key, rev, lease };
+        let older = GetOptions::new()
+            .with_prefix()
+            .with_max_create_revision(rev - 1)
+            .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_limit(1)
+            .with_keys_only();
+        loop {
+            // Our own key first: if it went (lease lapsed, withdrawn), we are not a candidate.
+            if !self.still_primary_key(&handle).await? {
+                return Ok(None);
+            }
+            let resp =
+                c.get(format!("{name}/"), Some(older.clone())).await.map_err(|e| self.etcd(e))?;
+            if resp.kvs().is_empty() {
+                return Ok(Some(handle));
+            }
+            if Instant::now() + CAMPAIGN_POLL >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(CAMPAIGN_POLL).await;
+        }
+    }
+
+    /// Withdraws the candidacy (or the primacy) held with `lease`: deletes `primary/<lease hex>`.
+    /// For a node that stops calling [`Cluster::campaign_primary`] while its lease lives.
+    pub async fn withdraw_primary(&self, lease: i64) -> Result<(), ClusterError> {
+        self.delete(format!("{}/{lease:x}", self.election_name())).await?;
+        Ok(())
     }
 
     /// The primary active manager's node name; `None` if nobody is campaigning. Reads the
@@ -802,18 +851,23 @@ impl Cluster {
     /// was elected with. `false` once its lease lapsed or it resigned; a primary must check this
     /// before acting as one, since nothing tells it when its key goes.
     pub async fn still_primary(&self, h: &PrimaryHandle) -> Result<bool, ClusterError> {
-        let mut c = self.client.clone();
-        let resp = c.get(h.leader.key(), None).await.map_err(|e| self.etcd(e))?;
-        Ok(resp.kvs().first().is_some_and(|kv| kv.create_revision() == h.leader.rev()))
+        self.still_primary_key(h).await
     }
 
-    /// Steps down as primary (deletes the election key, if it is still ours), so the next
-    /// campaigner is elected now rather than when the lease expires.
-    pub async fn resign_primary(&self, h: PrimaryHandle) -> Result<(), ClusterError> {
+    async fn still_primary_key(&self, h: &PrimaryHandle) -> Result<bool, ClusterError> {
         let mut c = self.client.clone();
-        c.resign(Some(ResignOptions::new().with_leader(h.leader)))
-            .await
-            .map_err(|e| self.etcd(e))?;
+        let resp = c.get(h.key.clone(), None).await.map_err(|e| self.etcd(e))?;
+        Ok(resp.kvs().first().is_some_and(|kv| kv.create_revision() == h.rev))
+    }
+
+    /// Steps down as primary (deletes the election key if it still is the one elected), so the
+    /// next campaigner is elected now rather than when the lease expires.
+    pub async fn resign_primary(&self, h: PrimaryHandle) -> Result<(), ClusterError> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(h.key.clone(), CompareOp::Equal, h.rev)])
+            .and_then([TxnOp::delete(h.key, None)]);
+        let mut c = self.client.clone();
+        c.txn(txn).await.map_err(|e| self.etcd(e))?;
         Ok(())
     }
 }
