@@ -45,6 +45,8 @@ pub enum Op {
     SuspendCopy,
     ResumeCopy,
     ReseedCopy,
+    MailDeliver,
+    MailCheck,
 }
 
 /// The HTTP methods the API uses.
@@ -121,6 +123,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep(Op::SuspendCopy, Post, "/v1/copies/suspend", "Suspends a copy's log copying and replay"),
     ep(Op::ResumeCopy, Post, "/v1/copies/resume", "Resumes a suspended or failed copy"),
     ep(Op::ReseedCopy, Post, "/v1/copies/reseed", "Seeds a copy again"),
+    ep(Op::MailDeliver, Post, "/v1/mail/deliver", "Delivers one message, answered once durable"),
+    ep(Op::MailCheck, Post, "/v1/mail/check", "Which of the listed messages are missing"),
 ];
 
 /// The schemas of the contract, collected (with the types they contain) by utoipa.
@@ -158,6 +162,10 @@ pub const ENDPOINTS: &[Endpoint] = &[
     CopyAdd,
     CopyChange,
     CopyList,
+    MailDeliver,
+    MailDelivered,
+    MailCheck,
+    MailChecked,
 )))]
 struct Components;
 
@@ -230,6 +238,8 @@ fn shape(op: Op) -> Shape {
             response: ("application/json", utoipa::openapi::ObjectBuilder::new().into()),
             ..get::<ErrorBody>()
         },
+        Op::MailDeliver => post::<MailDeliver, MailDelivered>(),
+        Op::MailCheck => post::<MailCheck, MailChecked>(),
     }
 }
 

@@ -168,6 +168,30 @@ fn every_endpoint_answers_through_the_typed_client() {
         not_member(node.post::<_, api::CopyList>(d.op(op), &change).unwrap_err());
     }
 
+    // One message delivered durably, then checked with one that was never delivered.
+    let deliver = api::MailDeliver {
+        sg: "SG1".into(),
+        db: "DB1".into(),
+        mailbox: "api-e2e".into(),
+        from: None,
+        subject: "one".into(),
+        body: "one body".into(),
+    };
+    let delivered: api::MailDelivered = node.post(d.op(Op::MailDeliver), &deliver).unwrap();
+    let stored = api::MailRef {
+        mailbox: delivered.mailbox.clone(),
+        message_id: delivered.message_id,
+        body_hash: delivered.body_hash.clone(),
+    };
+    let never = api::MailRef { message_id: delivered.message_id + 1000, ..stored.clone() };
+    let check = api::MailCheck {
+        sg: "SG1".into(),
+        db: "DB1".into(),
+        messages: vec![stored, never.clone()],
+    };
+    let checked: api::MailChecked = node.post(d.op(Op::MailCheck), &check).unwrap();
+    assert_eq!((checked.checked, checked.missing), (2, vec![never]));
+
     // An error is the contract's error.
     let e = node.get::<api::StoreStatus>("/v1/nope").unwrap_err();
     let e = e.downcast_ref::<cli::client::ApiError>().unwrap();

@@ -15,6 +15,7 @@ mod dag;
 pub mod error;
 mod handlers;
 pub(crate) mod jobs;
+mod mail;
 pub mod metrics;
 pub mod stream;
 pub mod tracker;
@@ -117,6 +118,8 @@ fn handler(e: &api::Endpoint) -> MethodRouter<AppState> {
         Op::SuspendCopy => with_method!(dag::suspend_copy),
         Op::ResumeCopy => with_method!(dag::resume_copy),
         Op::ReseedCopy => with_method!(dag::reseed_copy),
+        Op::MailDeliver => with_method!(mail::mail_deliver),
+        Op::MailCheck => with_method!(mail::mail_check),
     }
 }
 
