@@ -362,7 +362,7 @@ impl Shared<'_> {
                 }
                 attempts += 1;
                 // Straight to the next node; a wait only once every node failed in a row.
-                if attempts % self.nodes.len() == 0 {
+                if attempts.is_multiple_of(self.nodes.len()) {
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
