@@ -185,12 +185,44 @@ struct Log {
     sent: u64,
     acknowledged: u64,
     failed_attempts: u64,
-    last_ack: Option<(Duration, String)>,
+    timeline: Timeline,
+    errors: Vec<String>,
+    failed: Option<String>,
+}
+
+/// The acknowledgements in the order they came: which node gave them, and the gaps between
+/// them.
+#[derive(Debug, Default)]
+struct Timeline {
+    last: Option<(Duration, String)>,
     longest_gap: Duration,
     pauses: Vec<Pause>,
     nodes_used: Vec<NodeUse>,
-    errors: Vec<String>,
-    failed: Option<String>,
+}
+
+impl Timeline {
+    /// An acknowledgement from `node` (reached at `endpoint`) at `at` since the start.
+    fn acknowledged(&mut self, at: Duration, node: &str, endpoint: String) {
+        if let Some((before, node_before)) = self.last.take() {
+            let gap = at.saturating_sub(before);
+            self.longest_gap = self.longest_gap.max(gap);
+            if gap > PAUSE {
+                self.pauses.push(Pause {
+                    after_ms: ms(before),
+                    gap_ms: ms(gap),
+                    node_before,
+                    node_after: node.to_string(),
+                });
+            }
+        }
+        self.last = Some((at, node.to_string()));
+        match self.nodes_used.last_mut() {
+            Some(u) if u.node == node && u.endpoint == endpoint => u.acknowledged += 1,
+            _ => {
+                self.nodes_used.push(NodeUse { node: node.to_string(), endpoint, acknowledged: 1 })
+            }
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -251,24 +283,8 @@ impl Shared<'_> {
         }
         let now = self.start.elapsed();
         log.acknowledged += 1;
-        if let Some((before, node_before)) = log.last_ack.take() {
-            let gap = now.saturating_sub(before);
-            log.longest_gap = log.longest_gap.max(gap);
-            if gap > PAUSE {
-                log.pauses.push(Pause {
-                    after_ms: ms(before),
-                    gap_ms: ms(gap),
-                    node_before,
-                    node_after: ack.node.clone(),
-                });
-            }
-        }
-        log.last_ack = Some((now, ack.node.clone()));
         let endpoint = self.nodes[endpoint].describe();
-        match log.nodes_used.last_mut() {
-            Some(u) if u.node == ack.node && u.endpoint == endpoint => u.acknowledged += 1,
-            _ => log.nodes_used.push(NodeUse { node: ack.node.clone(), endpoint, acknowledged: 1 }),
-        }
+        log.timeline.acknowledged(now, &ack.node, endpoint);
     }
 
     fn attempt_failed(&self, endpoint: usize, text: &str) {
@@ -401,10 +417,7 @@ pub fn send(nodes: &[Endpoint], args: &SendArgs) -> Result<()> {
             sent: 0,
             acknowledged: 0,
             failed_attempts: 0,
-            last_ack: None,
-            longest_gap: Duration::ZERO,
-            pauses: Vec::new(),
-            nodes_used: Vec::new(),
+            timeline: Timeline::default(),
             errors: Vec::new(),
             failed: None,
         }),
@@ -427,9 +440,9 @@ pub fn send(nodes: &[Endpoint], args: &SendArgs) -> Result<()> {
         acknowledged: log.acknowledged,
         unacknowledged: log.sent - log.acknowledged,
         failed_attempts: log.failed_attempts,
-        nodes_used: log.nodes_used,
-        longest_gap_ms: ms(log.longest_gap),
-        pauses: log.pauses,
+        nodes_used: log.timeline.nodes_used,
+        longest_gap_ms: ms(log.timeline.longest_gap),
+        pauses: log.timeline.pauses,
         elapsed_ms: ms(elapsed),
         errors: log.errors,
         failed: log.failed,
@@ -663,6 +676,33 @@ mod tests {
             retry_for: 1,
             json: false,
         }
+    }
+
+    #[test]
+    fn gaps_over_half_a_second_are_pauses_and_runs_of_one_node_are_counted() {
+        let mut t = Timeline::default();
+        let at = Duration::from_millis;
+        t.acknowledged(at(100), "a", "/a.sock".into());
+        t.acknowledged(at(150), "a", "/a.sock".into());
+        t.acknowledged(at(650), "a", "/a.sock".into()); // 500 ms: not over
+        t.acknowledged(at(2650), "b", "/b.sock".into()); // the switchover
+        t.acknowledged(at(2660), "b", "/b.sock".into());
+        assert_eq!(t.longest_gap, at(2000));
+        let pauses: Vec<_> = t
+            .pauses
+            .iter()
+            .map(|p| {
+                (
+                    p.after_ms.round(),
+                    p.gap_ms.round(),
+                    p.node_before.as_str(),
+                    p.node_after.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(pauses, vec![(650.0, 2000.0, "a", "b")]);
+        let used: Vec<_> = t.nodes_used.iter().map(|u| (u.node.as_str(), u.acknowledged)).collect();
+        assert_eq!(used, vec![("a", 3), ("b", 2)]);
     }
 
     #[test]

@@ -106,6 +106,25 @@ fn every_acknowledged_message_is_in_the_file_and_in_the_store() {
     assert!(err.contains(&format!("line 202: message {} of {}", first[1], first[0])), "{err}");
 }
 
+/// With `--seconds` the client delivers until the end and every acknowledged message checks.
+#[test]
+fn a_timed_run_acknowledges_what_it_sends() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path(), &config(dir.path(), ""));
+    let acks = dir.path().join("acks.txt");
+    let args = ["mail", "send", "--sg", "SG1", "--db", "DB1", "--seconds", "1", "--threads", "3"];
+    let mut args = args.to_vec();
+    args.extend(["--acks", path(&acks), "--seed", "42", "--json"]);
+    let v = json(&served.cli_output(&args));
+    let acked = v["acknowledged"].as_u64().unwrap();
+    assert!(acked > 0, "{v:#}");
+    assert_eq!(v["sent"].as_u64().unwrap(), acked, "nothing failed, so every sent one: {v:#}");
+    assert_eq!(v["seed"], 42);
+    assert_eq!(lines(&acks).len() as u64, acked);
+    let v = json(&check(&served, &acks, &["--json"]));
+    assert_eq!((v["checked"].as_u64().unwrap(), &v["missing"]), (acked, &serde_json::json!([])));
+}
+
 #[test]
 fn a_dead_node_is_left_for_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
