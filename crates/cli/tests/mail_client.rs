@@ -250,3 +250,36 @@ fn the_help_explains_every_option() {
         assert!(help.contains(option), "{option} in {help}");
     }
 }
+
+/// A request no node can take fails at once naming why; a message no node acknowledges fails
+/// the run when `--retry-for` runs out, naming the message and the last error. Neither writes
+/// an acknowledgement.
+#[test]
+fn the_client_gives_up_naming_what_it_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path(), &config(dir.path(), ""));
+    let acks = dir.path().join("acks.txt");
+    let base = ["mail", "send", "--sg", "SG1", "--messages", "3", "--acks", path(&acks)];
+
+    let mut args = base.to_vec();
+    args.extend(["--db", "NOPE"]);
+    let out = served.cli_output(&args);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no_such_database"), "{err}");
+
+    let dead = dir.path().join("nobody-listens.sock");
+    let mut args = base.to_vec();
+    args.extend(["--db", "DB1", "--node", path(&dead), "--retry-for", "1", "--json"]);
+    let out = served.cli_output(&args);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no node acknowledged message 0") && err.contains("nobody-listens.sock"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((&v["sent"], &v["acknowledged"]), (&1.into(), &0.into()), "{v:#}");
+    assert!(v["failed"].as_str().unwrap().contains("within 1 s"), "{v:#}");
+    assert_eq!(std::fs::read_to_string(&acks).unwrap(), "");
+}
