@@ -47,6 +47,8 @@ pub enum Op {
     ReseedCopy,
     ActivateCopy,
     CopySettings,
+    MailDeliver,
+    MailCheck,
 }
 
 /// The HTTP methods the API uses.
@@ -135,6 +137,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/v1/copies/settings",
         "Sets a storage group's mount dial and synchronous copies",
     ),
+    ep(Op::MailDeliver, Post, "/v1/mail/deliver", "Delivers one message, answered once durable"),
+    ep(Op::MailCheck, Post, "/v1/mail/check", "Which of the listed messages are missing"),
 ];
 
 /// The schemas of the contract, collected (with the types they contain) by utoipa.
@@ -176,6 +180,10 @@ pub const ENDPOINTS: &[Endpoint] = &[
     CopyActivate,
     CopyActivated,
     CopySettings,
+    MailDeliver,
+    MailDelivered,
+    MailCheck,
+    MailChecked,
 )))]
 struct Components;
 
@@ -250,6 +258,8 @@ fn shape(op: Op) -> Shape {
             response: ("application/json", utoipa::openapi::ObjectBuilder::new().into()),
             ..get::<ErrorBody>()
         },
+        Op::MailDeliver => post::<MailDeliver, MailDelivered>(),
+        Op::MailCheck => post::<MailCheck, MailChecked>(),
     }
 }
 

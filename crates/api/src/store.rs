@@ -237,3 +237,64 @@ pub struct MailCount {
     /// BLAKE3 of the content, hex.
     pub digest: String,
 }
+
+/// The error code of a mail request to a node where the storage group is not active (not
+/// mounted here, or only a passive copy of it is): the client should try another node.
+pub const NOT_ACTIVE: &str = "not_active";
+
+/// `POST /v1/mail/deliver`: one message into the `Inbox` of `mailbox` (created when it does
+/// not exist), answered only once the message is committed durably, so that an answer is an
+/// acknowledgement a client may count on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MailDeliver {
+    pub sg: String,
+    pub db: String,
+    pub mailbox: String,
+    /// The sender (`mail-client@localhost` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub subject: String,
+    /// The body, stored as its UTF-8 bytes.
+    pub body: String,
+}
+
+/// The answer to [`MailDeliver`]: the message is durable on `node`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MailDelivered {
+    pub storage_group: String,
+    pub database: String,
+    pub mailbox: String,
+    pub message_id: u64,
+    /// The name of the node that committed it.
+    pub node: String,
+    /// BLAKE3 of the stored body, hex: what [`MailCheck`] compares.
+    pub body_hash: String,
+}
+
+/// One message a client was told is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MailRef {
+    pub mailbox: String,
+    pub message_id: u64,
+    /// BLAKE3 of the body, hex.
+    pub body_hash: String,
+}
+
+/// `POST /v1/mail/check`: which of these messages are not in the database byte for byte.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MailCheck {
+    pub sg: String,
+    pub db: String,
+    pub messages: Vec<MailRef>,
+}
+
+/// The answer to [`MailCheck`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MailChecked {
+    pub checked: u64,
+    /// The messages that are absent, or present with another body, in the order asked.
+    pub missing: Vec<MailRef>,
+    /// The name of the node that answered.
+    pub node: String,
+}

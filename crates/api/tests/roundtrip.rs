@@ -474,3 +474,31 @@ fn the_document_has_every_endpoint_and_no_other() {
         assert!(schemas.contains_key(name), "{name} is referred to but not defined");
     }
 }
+
+#[test]
+fn the_mail_clients_types_round_trip() {
+    let stored = MailRef { mailbox: "client001".into(), message_id: 7, body_hash: "ab".repeat(32) };
+    round_trip(MailDeliver {
+        sg: "SG1".into(),
+        db: "DB1".into(),
+        mailbox: "client001".into(),
+        from: None,
+        subject: "s".into(),
+        body: "b".into(),
+    });
+    round_trip(MailDelivered {
+        storage_group: "SG1".into(),
+        database: "DB1".into(),
+        mailbox: "client001".into(),
+        message_id: 7,
+        node: "a".into(),
+        body_hash: "ab".repeat(32),
+    });
+    round_trip(MailCheck { sg: "SG1".into(), db: "DB1".into(), messages: vec![stored.clone()] });
+    round_trip(MailChecked { checked: 1, missing: vec![stored], node: "a".into() });
+    // A request without a sender or subject reads (scripts send the least they can).
+    let minimal: MailDeliver =
+        serde_json::from_value(json!({"sg": "SG1", "db": "DB1", "mailbox": "m", "body": "b"}))
+            .unwrap();
+    assert_eq!((minimal.from, minimal.subject.as_str()), (None, ""));
+}

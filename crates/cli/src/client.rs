@@ -94,7 +94,8 @@ impl Endpoint {
         }
     }
 
-    fn describe(&self) -> String {
+    /// The node's address as given: a socket path or http://HOST:PORT.
+    pub fn describe(&self) -> String {
         match self {
             Endpoint::Unix(p) => p.display().to_string(),
             Endpoint::Tcp { addr, .. } => format!("http://{addr}"),
@@ -128,6 +129,34 @@ impl Endpoint {
     pub fn post<B: Serialize, R: DeserializeOwned>(&self, path: &str, body: &B) -> Result<R> {
         let body = serde_json::to_vec(body).context("encoding the request")?;
         let (status, answer) = self.exchange("POST", path, Some(body), "application/json")?;
+        decode(status, &answer)
+    }
+
+    /// `POST` a JSON body, with a JSON answer, giving up after `timeout` (connecting
+    /// included): a client that follows the active node moves on from one that hangs.
+    pub fn post_within<B: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: std::time::Duration,
+    ) -> Result<R> {
+        let body = serde_json::to_vec(body).context("encoding the request")?;
+        let rt = runtime()?;
+        let (status, answer) = rt
+            .block_on(async {
+                let exchange = async {
+                    let response = self.send("POST", path, Some(body), "application/json").await?;
+                    let status = response.status();
+                    let body =
+                        response.into_body().collect().await.context("reading the answer")?;
+                    anyhow::Ok((status, body.to_bytes()))
+                };
+                match tokio::time::timeout(timeout, exchange).await {
+                    Ok(r) => r,
+                    Err(_) => Err(anyhow!("no answer within {} ms", timeout.as_millis())),
+                }
+            })
+            .with_context(|| self.context())?;
         decode(status, &answer)
     }
 
@@ -286,6 +315,7 @@ fn closed_by_peer(e: &hyper::Error) -> bool {
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_io()
+        .enable_time()
         .build()
         .context("starting the client's runtime")
 }

@@ -14,6 +14,7 @@ mod demo;
 mod demo_dag;
 mod events_cmd;
 mod inspect;
+mod mail_client;
 mod progress;
 mod store_cmd;
 mod volume_demo;
@@ -37,15 +38,17 @@ use client::{DEFAULT_SOCKET, Endpoint};
 )]
 struct Cli {
     /// The node to talk to: its API socket path, or http://HOST:PORT (ignored by inspect,
-    /// demo, volume-demo and serve).
+    /// demo, volume-demo and serve). `mail send` and `mail check` take it several times: the
+    /// nodes of a DAG, tried in turn to find the one where the storage group is active.
     #[arg(
         long,
         global = true,
         env = "SHADOWCOPY_NODE",
         default_value = DEFAULT_SOCKET,
+        action = clap::ArgAction::Append,
         help_heading = "Connection to the node"
     )]
-    node: String,
+    node: Vec<String>,
     /// API token for a node reached over TCP; prefer the environment variable, as arguments
     /// show in `ps` (ignored by inspect, demo, volume-demo and serve).
     #[arg(
@@ -91,10 +94,10 @@ enum Command {
         after_help = "Examples:\n  shadowcopy store create storage-group SG2 --log-volume logs --database DB1 --database-volume db\n  shadowcopy store status\n  shadowcopy store dismount SG1"
     )]
     Store(store_cmd::Store),
-    /// Mail: generate load, count messages.
+    /// Mail: generate load, count messages, send and check acknowledged mail.
     #[command(
         subcommand,
-        after_help = "Examples:\n  shadowcopy mail load --sg SG1 --db DB1 --messages 500\n  shadowcopy mail count --sg SG1 --db DB1"
+        after_help = "Examples:\n  shadowcopy mail load --sg SG1 --db DB1 --messages 500\n  shadowcopy mail count --sg SG1 --db DB1\n  shadowcopy mail send --sg SG1 --db DB1 --seconds 60 --acks acks.txt --node /run/a.sock --node /run/b.sock\n  shadowcopy mail check --sg SG1 --db DB1 --acks acks.txt --node /run/a.sock --node /run/b.sock"
     )]
     Mail(store_cmd::Mail),
     /// Backups: run, list, verify.
@@ -180,7 +183,17 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
-    let node = || Endpoint::parse(&cli.node, cli.token.clone());
+    let nodes: Vec<Endpoint> =
+        cli.node.iter().map(|n| Endpoint::parse(n, cli.token.clone())).collect();
+    let node = || -> anyhow::Result<Endpoint> {
+        match nodes.as_slice() {
+            [one] => Ok(one.clone()),
+            many => anyhow::bail!(
+                "--node is given {} times; only `mail send` and `mail check` take several nodes",
+                many.len()
+            ),
+        }
+    };
     match &cli.command {
         Command::Demo(args) => demo::run(args),
         Command::VolumeDemo(args) => volume_demo::run(args),
@@ -188,14 +201,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             let cfg = node::Config::load(config)?;
             node::service::run(cfg).context("the node stopped with an error")
         }
-        Command::Admin(a) => admin::run(&node(), a),
-        Command::Store(s) => store_cmd::run_store(&node(), s),
-        Command::Mail(m) => store_cmd::run_mail(&node(), m),
-        Command::Backup(b) => backup_cmd::run_backup(&node(), b),
-        Command::Restore(r) => backup_cmd::run_restore(&node(), r),
-        Command::Dag(d) => dag_cmd::run_dag(&node(), d),
-        Command::Copy(c) => dag_cmd::run_copy(&node(), c),
-        Command::Events(e) => events_cmd::run(&node(), e),
+        Command::Admin(a) => admin::run(&node()?, a),
+        Command::Store(s) => store_cmd::run_store(&node()?, s),
+        Command::Mail(m) => store_cmd::run_mail(&nodes, m),
+        Command::Backup(b) => backup_cmd::run_backup(&node()?, b),
+        Command::Restore(r) => backup_cmd::run_restore(&node()?, r),
+        Command::Dag(d) => dag_cmd::run_dag(&node()?, d),
+        Command::Copy(c) => dag_cmd::run_copy(&node()?, c),
+        Command::Events(e) => events_cmd::run(&node()?, e),
         Command::Inspect(i) => inspect::run(i),
         Command::Config(ConfigCmd::Sample) => {
             print!("{}", node::config::SAMPLE);

@@ -1,4 +1,5 @@
-//! `shadowcopy store` (status, create, mount, dismount) and `shadowcopy mail` (load, count).
+//! `shadowcopy store` (status, create, mount, dismount) and `shadowcopy mail` (load, count;
+//! send and check are in [`crate::mail_client`]).
 
 use std::path::PathBuf;
 
@@ -158,6 +159,22 @@ pub enum Mail {
         #[arg(long)]
         json: bool,
     },
+    /// A mail client that follows the active copy: delivers unique messages one at a time per
+    /// thread, appends each acknowledged one to FILE as it is acknowledged, and moves to the
+    /// next --node when one says the storage group is not active there, cannot be reached or
+    /// does not answer in time. Prints what was sent and acknowledged, the nodes used in
+    /// order, and the pauses (gaps between acknowledgements, as a switchover or failover
+    /// makes).
+    #[command(
+        after_help = "Examples:\n  shadowcopy mail send --sg SG1 --db DB1 --messages 1000 --acks acks.txt\n  shadowcopy mail send --sg SG1 --db DB1 --seconds 120 --threads 4 --acks acks.txt --node /run/a.sock --node /run/b.sock --json"
+    )]
+    Send(crate::mail_client::SendArgs),
+    /// Checks that every message of an acknowledgements file (written by `mail send`) is
+    /// stored byte for byte; fails naming the first missing ones.
+    #[command(
+        after_help = "Examples:\n  shadowcopy mail check --sg SG1 --db DB1 --acks acks.txt\n  shadowcopy mail check --sg SG1 --db DB1 --acks acks.txt --node /run/a.sock --node /run/b.sock --json"
+    )]
+    Check(crate::mail_client::CheckArgs),
 }
 
 pub fn run_store(node: &Endpoint, cmd: &Store) -> Result<()> {
@@ -346,9 +363,23 @@ fn print_status(out: &mut impl std::io::Write, v: &api::StoreStatus) -> std::io:
     Ok(())
 }
 
-pub fn run_mail(node: &Endpoint, cmd: &Mail) -> Result<()> {
+/// The one node of a verb that talks to one node.
+fn only(nodes: &[Endpoint]) -> Result<&Endpoint> {
+    match nodes {
+        [one] => Ok(one),
+        many => bail!(
+            "--node is given {} times; only `mail send` and `mail check` take several nodes",
+            many.len()
+        ),
+    }
+}
+
+pub fn run_mail(nodes: &[Endpoint], cmd: &Mail) -> Result<()> {
     match cmd {
+        Mail::Send(args) => crate::mail_client::send(nodes, args)?,
+        Mail::Check(args) => crate::mail_client::check(nodes, args)?,
         Mail::Load { sg, db, messages, seconds, mailboxes } => {
+            let node = only(nodes)?;
             let what = match (messages, seconds) {
                 (Some(n), _) => format!("delivering {n} messages to {sg}/{db}"),
                 (_, Some(s)) => format!("delivering mail to {sg}/{db} for {s} s"),
@@ -374,6 +405,7 @@ pub fn run_mail(node: &Endpoint, cmd: &Mail) -> Result<()> {
             }
         }
         Mail::Count { sg, db, path, copy, json } => {
+            let node = only(nodes)?;
             let path = path
                 .as_ref()
                 .map(|p| {

@@ -163,10 +163,43 @@ fn every_endpoint_answers_through_the_typed_client() {
     );
     let add = api::CopyAdd { sg: "SG1".into(), node: "b".into(), preference: None };
     not_member(node.post::<_, api::CopyList>(d.op(Op::AddCopy), &add).unwrap_err());
+    let activate = api::CopyActivate { sg: "SG1".into(), node: "b".into(), skip_checks: false };
+    not_member(node.post::<_, api::CopyActivated>(d.op(Op::ActivateCopy), &activate).unwrap_err());
+    let settings = api::CopySettings {
+        sg: "SG1".into(),
+        mount_dial: Some("lossless".into()),
+        sync_copies: None,
+        sync_policy: None,
+    };
+    not_member(node.post::<_, api::CopyList>(d.op(Op::CopySettings), &settings).unwrap_err());
     let change = api::CopyChange { sg: "SG1".into(), node: "b".into(), reason: None };
     for op in [Op::RemoveCopy, Op::SuspendCopy, Op::ResumeCopy, Op::ReseedCopy] {
         not_member(node.post::<_, api::CopyList>(d.op(op), &change).unwrap_err());
     }
+
+    // One message delivered durably, then checked with one that was never delivered.
+    let deliver = api::MailDeliver {
+        sg: "SG1".into(),
+        db: "DB1".into(),
+        mailbox: "api-e2e".into(),
+        from: None,
+        subject: "one".into(),
+        body: "one body".into(),
+    };
+    let delivered: api::MailDelivered = node.post(d.op(Op::MailDeliver), &deliver).unwrap();
+    let stored = api::MailRef {
+        mailbox: delivered.mailbox.clone(),
+        message_id: delivered.message_id,
+        body_hash: delivered.body_hash.clone(),
+    };
+    let never = api::MailRef { message_id: delivered.message_id + 1000, ..stored.clone() };
+    let check = api::MailCheck {
+        sg: "SG1".into(),
+        db: "DB1".into(),
+        messages: vec![stored, never.clone()],
+    };
+    let checked: api::MailChecked = node.post(d.op(Op::MailCheck), &check).unwrap();
+    assert_eq!((checked.checked, checked.missing), (2, vec![never]));
 
     // An error is the contract's error.
     let e = node.get::<api::StoreStatus>("/v1/nope").unwrap_err();

@@ -15,6 +15,7 @@ mod dag;
 pub mod error;
 mod handlers;
 pub(crate) mod jobs;
+mod mail;
 pub mod metrics;
 pub mod stream;
 pub mod tracker;
@@ -119,6 +120,8 @@ fn handler(e: &api::Endpoint) -> MethodRouter<AppState> {
         Op::ReseedCopy => with_method!(dag::reseed_copy),
         Op::ActivateCopy => with_method!(dag::activate_copy),
         Op::CopySettings => with_method!(dag::copy_settings),
+        Op::MailDeliver => with_method!(mail::mail_deliver),
+        Op::MailCheck => with_method!(mail::mail_check),
     }
 }
 
