@@ -12,7 +12,7 @@ mod etcd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use dag::{Bg, DEADLINE, Dag};
+use dag::{Bg, DEADLINE, Dag, Proxy};
 use serde_json::Value;
 
 use crate::common::BIN;
@@ -210,4 +210,136 @@ fn the_active_killed_under_mail_fails_over_and_comes_back_as_a_passive() {
     // generation may be lost (the mount dial counts closed generations). Say how much.
     eprintln!("{checked} acknowledged, {} missing after the failover", missing.len());
     assert!(checked > 0);
+}
+
+/// The node named on each acknowledgement, in the client's order.
+fn ack_nodes(acks: &Path) -> Vec<String> {
+    std::fs::read_to_string(acks)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_string))
+        .collect()
+}
+
+/// Whether the first node wrote its acknowledgements before the second started: one
+/// history, never two actives taking mail at the same time.
+fn one_history(nodes: &[String]) -> Result<(), String> {
+    let mut seen: Vec<&str> = Vec::new();
+    for n in nodes {
+        match seen.last() {
+            Some(last) if *last == n => {}
+            _ if seen.contains(&n.as_str()) => {
+                return Err(format!("{n} acknowledged again after another node did: {seen:?}"));
+            }
+            _ => seen.push(n),
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn an_active_cut_off_from_etcd_fences_itself_and_rejoins_as_a_passive() {
+    let proxy = Proxy::start();
+    // a reaches etcd only through the proxy the test cuts.
+    let dag = Dag::start_edited(&["a", "b", "c"], |n, text| {
+        if n != "a" {
+            return text;
+        }
+        let at = text.find("http://127.0.0.1:").unwrap() + "http://127.0.0.1:".len();
+        let end = at + text[at..].find(|c: char| !c.is_ascii_digit()).unwrap();
+        proxy.set_target(text[at..end].parse().unwrap());
+        format!("{}{}{}", &text[..at], proxy.port, &text[end..])
+    });
+    dag.load("a", 100);
+    dag.add_copy("a", "b");
+    dag.add_copy("a", "c");
+    dag.wait_status("b", "Healthy");
+    dag.wait_status("c", "Healthy");
+    let (acks, summary) = (tmp_file(&dag, "acks"), tmp_file(&dag, "summary.json"));
+    let client = mail_client(&dag, &["a", "b", "c"], 600, &acks, &summary);
+    dag.wait_for(DEADLINE, "the mail client's first acknowledgements", || {
+        (acked(&acks) > 50).then_some(())
+    });
+    let since = dag::now_ms();
+    proxy.cut();
+    dag.wait_for(DEADLINE, "a to fence itself (4136)", || {
+        (!dag.repl_events("a", 4136, since).is_empty()).then_some(())
+    });
+    let new_active = dag.wait_for(DEADLINE, "another copy to be made active", || {
+        let g = group(&dag, "b");
+        (g["active"] != "a" && g["active"].is_string())
+            .then(|| g["active"].as_str().unwrap().to_string())
+    });
+    let before = acked(&acks);
+    dag.wait_for(DEADLINE, "acknowledgements from the new active", || {
+        (acked(&acks) > before + 20).then_some(())
+    });
+    proxy.restore();
+    dag.wait_status("a", "Healthy");
+    let diverged = dag.repl_events("a", 4137, since);
+    assert_eq!(diverged.len(), 1, "a reported its divergence once: {diverged:?}");
+    drop(client);
+    one_history(&ack_nodes(&acks)).unwrap();
+    // a closed its log when it fenced itself and the copies still reached it: nothing lost.
+    let (checked, missing) = check(&dag, &new_active, &acks);
+    assert!(missing.is_empty(), "{} of {checked} acknowledged messages missing: {missing:?}", missing.len());
+}
+
+#[test]
+fn etcd_restarted_fails_nothing_over_and_loses_nothing() {
+    let mut dag = Dag::start(&["a", "b"]);
+    dag.load("a", 50);
+    dag.add_copy("a", "b");
+    dag.wait_status("b", "Healthy");
+    let epoch = group(&dag, "a")["epoch"].as_u64().unwrap();
+    let (acks, summary) = (tmp_file(&dag, "acks"), tmp_file(&dag, "summary.json"));
+    let client = mail_client(&dag, &["a", "b"], 600, &acks, &summary);
+    dag.wait_for(DEADLINE, "the mail client's first acknowledgements", || {
+        (acked(&acks) > 30).then_some(())
+    });
+    dag.etcd.restart();
+    let before = acked(&acks);
+    dag.wait_for(DEADLINE, "acknowledgements after etcd's restart", || {
+        (acked(&acks) > before + 30).then_some(())
+    });
+    drop(client);
+    let g = group(&dag, "a");
+    assert_eq!(g["active"], "a", "no failover: {g}");
+    assert_eq!(g["epoch"].as_u64().unwrap(), epoch, "no change of active: {g}");
+    let (_, missing) = check(&dag, "a", &acks);
+    assert!(missing.is_empty(), "acknowledged messages missing: {missing:?}");
+}
+
+#[test]
+fn with_a_lossless_dial_a_failover_never_mounts_a_copy_that_lacks_generations() {
+    let mut dag = Dag::start(&["a", "b"]);
+    dag.load("a", 50);
+    dag.add_copy("a", "b");
+    dag.wait_status("b", "Healthy");
+    let v = dag.node("a").json(&["copy", "settings", "--sg", "SG1", "--mount-dial", "lossless"]);
+    assert_eq!(v["groups"][0]["mount_dial"], "lossless", "{v}");
+    // b stops copying: whatever a closes from now on, b lacks.
+    dag.node("a").cli(&["copy", "suspend", "--sg", "SG1", "--on", "b", "--reason", "test"]);
+    dag.load("a", 400);
+    dag.wait_for(DEADLINE, "a to publish its closed generations", || {
+        let r = dag.row("b")?;
+        (r["copy_queue_length"].as_u64()? > 0).then_some(())
+    });
+    dag.node("a").cli(&["copy", "resume", "--sg", "SG1", "--on", "b"]);
+    dag.kill9("a");
+    // b either has everything (then it may mount) or the group stays dismounted, saying why.
+    let outcome = dag.wait_for(DEADLINE, "a failover or its refusal", || {
+        let failed_over = dag.repl_events("b", 4133, 0);
+        if let Some(e) = failed_over.first() {
+            return Some(Ok(e.clone()));
+        }
+        dag.repl_events("b", 4134, 0).first().cloned().map(Err)
+    });
+    match outcome {
+        Ok(e) => assert_eq!(e["fields"]["missing"], 0, "mounted with a loss the dial forbids: {e}"),
+        Err(e) => {
+            eprintln!("failover refused: {}", e["message"]);
+            assert_eq!(group(&dag, "b")["active"], "a", "nothing mounted");
+        }
+    }
 }

@@ -24,6 +24,9 @@ const MOUNT_RETRY: Duration = Duration::from_secs(10);
 /// A switchover that did not complete within this long gives the storage group back to the
 /// node that closed its log for it (the primary active manager died, or the target failed).
 pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an activation waits for the copy to fetch the last logs the old active still
+/// serves.
+const LAST_LOGS_WAIT: Duration = Duration::from_secs(5);
 
 /// What an activation of a passive copy did.
 #[derive(Debug, Clone)]
@@ -158,6 +161,7 @@ impl Dag {
             }
         }
         if group.is_mounted() {
+            self.sealed.lock().remove(name);
             self.mount_tried.lock().remove(name);
             self.epochs.lock().insert(name.to_string(), rec.epoch);
             Some(group)
@@ -212,9 +216,20 @@ impl Dag {
             copy.stop();
             return Err(format!("the copy of {name} on {} was never seeded", self.me()));
         }
-        // What the old active still serves is fetched by the copy itself while it runs: give
-        // it a moment when the old active answers (a switchover has already drained it).
-        copy.wake();
+        // What the old active still serves (it closed its log when it fenced itself, or it
+        // only lost the cluster database) is fetched by the copy itself while it runs: give
+        // it until the copy has everything the old active said it closed, or it cannot reach
+        // it.
+        let until = Instant::now() + LAST_LOGS_WAIT;
+        loop {
+            copy.wake();
+            let r = copy.report();
+            let reachable = r.status != replication::cluster::CopyStatus::Disconnected;
+            if !reachable || r.last_inspected_generation >= r.produced || Instant::now() >= until {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         copy.stop();
         let dir = copy_dir(name);
         self.admit_tail(name, &dir);
@@ -386,14 +401,34 @@ impl Dag {
     /// commits, every record is in a closed generation, and the node answers its copies for
     /// the closed generations while dismounted. Returns the last generation.
     pub(crate) fn hand_over(&self, name: &str, epoch: u64, to: &str) -> Result<u32, String> {
+        self.handing_over.lock().insert(name.to_string(), (epoch, Instant::now()));
+        self.claims.abort_all(&self.node, name, "the storage group is being moved to another node");
+        match self.seal(name) {
+            Ok(generation) => {
+                self.node.events().emit(
+                    &events::catalog::REPL_HANDED_OVER,
+                    None,
+                    json!({"sg": name, "to": to, "generation": generation}),
+                );
+                Ok(generation)
+            }
+            Err(e) => {
+                self.handing_over.lock().remove(name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Dismounts `name` with its log closed (every acknowledged record in a closed
+    /// generation), and keeps answering its copies for those generations while it stays
+    /// dismounted. Returns the last generation.
+    pub(crate) fn seal(&self, name: &str) -> Result<u32, String> {
         let g = self.node.store().storage_group(name).map_err(|e| e.to_string())?;
         let inst = g.instance().map_err(|e| e.to_string())?;
         let def = g.def();
         let oldest = g.log_state().ok().and_then(|l| l.generations.first().copied()).unwrap_or(0);
         let signature = replication::protocol::hex(&inst.signature());
         drop(inst);
-        self.handing_over.lock().insert(name.to_string(), (epoch, Instant::now()));
-        self.claims.abort_all(&self.node, name, "the storage group is being moved to another node");
         let sealed = g.dismount_sealed();
         match sealed {
             Ok(generation) => {
@@ -406,17 +441,9 @@ impl Dag {
                     node: self.me().to_string(),
                 };
                 self.sealed.lock().insert(name.to_string(), info);
-                self.node.events().emit(
-                    &events::catalog::REPL_HANDED_OVER,
-                    None,
-                    json!({"sg": name, "to": to, "generation": generation}),
-                );
                 Ok(generation)
             }
-            Err(e) => {
-                self.handing_over.lock().remove(name);
-                Err(e.to_string())
-            }
+            Err(e) => Err(e.to_string()),
         }
     }
 

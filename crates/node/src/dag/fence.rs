@@ -49,11 +49,13 @@ impl Dag {
                     .filter(|g| g.is_mounted())
                     .collect();
                 for g in mounted {
-                    let (claims, node) = (self.claims.clone(), self.node.clone());
+                    let d = self.clone();
                     let group = g.clone();
+                    // Sealed: the last generation is closed, so the copies (still reachable
+                    // over the replication network, perhaps) fetch every acknowledged commit.
                     let done = tokio::task::spawn_blocking(move || {
-                        claims.abort_all(&node, group.name(), "this node fenced itself");
-                        group.dismount(true)
+                        d.claims.abort_all(&d.node, group.name(), "this node fenced itself");
+                        d.seal(group.name()).map(|_| ()).or_else(|_| group.dismount(true).map_err(|e| e.to_string()))
                     })
                     .await;
                     self.epochs.lock().remove(g.name());

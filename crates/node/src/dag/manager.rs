@@ -147,7 +147,9 @@ impl Dag {
             out.push(Candidate {
                 node: c.node.clone(),
                 preference: c.preference,
-                healthy: status == CopyStatus::Healthy && c.suspended.is_none(),
+                // A copy whose active died reports Disconnected: it is as good as it was.
+                healthy: matches!(status, CopyStatus::Healthy | CopyStatus::Disconnected)
+                    && c.suspended.is_none(),
                 status: match &c.suspended {
                     Some(r) => format!("Suspended ({r})"),
                     None => format!("{status:?}"),
