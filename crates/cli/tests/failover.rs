@@ -282,7 +282,11 @@ fn an_active_cut_off_from_etcd_fences_itself_and_rejoins_as_a_passive() {
     one_history(&ack_nodes(&acks)).unwrap();
     // a closed its log when it fenced itself and the copies still reached it: nothing lost.
     let (checked, missing) = check(&dag, &new_active, &acks);
-    assert!(missing.is_empty(), "{} of {checked} acknowledged messages missing: {missing:?}", missing.len());
+    assert!(
+        missing.is_empty(),
+        "{} of {checked} acknowledged messages missing: {missing:?}",
+        missing.len()
+    );
 }
 
 #[test]

@@ -983,7 +983,7 @@ async fn keep_alive_session(
     };
     let (mut keeper, mut stream) = match opened {
         Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => return Ended::Failed(e.to_string()),
+        Ok(Err(e)) => return failed(e),
         Err(_) => return Ended::Failed("opening the keep-alive stream timed out".into()),
     };
     let mut tick = tokio::time::interval(period);
@@ -995,7 +995,7 @@ async fn keep_alive_session(
         }
         let sent = Instant::now();
         if let Err(e) = keeper.keep_alive().await {
-            return Ended::Failed(e.to_string());
+            return failed(e);
         }
         let answer = tokio::select! {
             _ = &mut *stop => return Ended::Stopped,
@@ -1006,8 +1006,16 @@ async fn keep_alive_session(
             Ok(Ok(Some(resp))) if resp.ttl() <= 0 => return Ended::Expired,
             Ok(Ok(Some(_))) => renewal.renewed_at(sent),
             Ok(Ok(None)) => return Ended::Failed("the keep-alive stream ended".into()),
-            Ok(Err(e)) => return Ended::Failed(e.to_string()),
+            Ok(Err(e)) => return failed(e),
             Err(_) => return Ended::Failed("no keep-alive answer in time".into()),
         }
     }
+}
+
+/// A keep-alive error: etcd answers a lease it no longer has (it expired while this node could
+/// not reach it) with "lease not found" rather than a TTL of 0 — that lease is gone, and
+/// retrying it would never bring the member key back.
+fn failed(e: etcd_client::Error) -> Ended {
+    let text = e.to_string();
+    if text.contains("lease not found") { Ended::Expired } else { Ended::Failed(text) }
 }

@@ -336,6 +336,9 @@ pub async fn add_database(
 }
 
 pub async fn mount(State(s): State<AppState>, Path(sg): Path<String>) -> ApiResult<api::Mounted> {
+    if let Some(dag) = &s.dag {
+        dag.may_mount(&sg).await?;
+    }
     blocking(&s, move |node, _| {
         node.store().storage_group(&sg)?.mount()?;
         Ok(Json(api::Mounted { storage_group: sg, mounted: true }))

@@ -149,6 +149,11 @@ impl Dag {
                 return None;
             }
         };
+        if !group.is_mounted() && self.mounted_epochs.lock().get(name) == Some(&rec.epoch) {
+            // Mounted under this epoch before and dismounted since by an administrator (a
+            // fence or a switchover clears this): left dismounted.
+            return None;
+        }
         if !group.is_mounted() {
             let due = self.mount_tried.lock().get(name).is_none_or(|t| t.elapsed() >= MOUNT_RETRY);
             if due {
@@ -161,6 +166,7 @@ impl Dag {
             }
         }
         if group.is_mounted() {
+            self.mounted_epochs.lock().insert(name.to_string(), rec.epoch);
             self.sealed.lock().remove(name);
             self.mount_tried.lock().remove(name);
             self.epochs.lock().insert(name.to_string(), rec.epoch);
@@ -168,6 +174,46 @@ impl Dag {
         } else {
             None
         }
+    }
+
+    /// Whether an administrator may mount `name` here: only where the cluster database names
+    /// this node active (at the epoch it holds), never while it is fenced. A storage group
+    /// the cluster database does not know is this node's own.
+    pub(crate) async fn may_mount(&self, name: &str) -> Result<(), crate::api::error::ApiError> {
+        use axum::http::StatusCode;
+        let refuse =
+            |why: String| crate::api::error::ApiError::new(StatusCode::CONFLICT, "not_active", why);
+        if self.fenced.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(refuse(format!(
+                "node {} cannot renew its lease in the cluster database (fenced): it mounts nothing",
+                self.me()
+            )));
+        }
+        let rec = self.cluster.active(name).await.map_err(|e| {
+            crate::api::error::ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unreachable",
+                e.to_string(),
+            )
+        })?;
+        let Some(rec) = rec else { return Ok(()) };
+        if rec.node != self.me() {
+            return Err(refuse(format!(
+                "storage group {name} is active on node {} (epoch {}): a copy here must not take mail; use `copy activate` to move it",
+                rec.node, rec.epoch
+            )));
+        }
+        let held = marker::load(&self.data_dir(), name).ok().flatten().map(|m| m.epoch);
+        if held.is_some_and(|e| e < rec.epoch) {
+            return Err(refuse(format!(
+                "this node's files of {name} are from epoch {} but the storage group moved on to epoch {}",
+                held.unwrap_or(0),
+                rec.epoch
+            )));
+        }
+        // An administrator's mount: the reconciler keeps it mounted again.
+        self.mounted_epochs.lock().remove(name);
+        Ok(())
     }
 
     /// The store's storage group `name` with its files at `location`, replacing a definition
@@ -449,6 +495,7 @@ impl Dag {
 
     /// Takes `name` back after a switchover away from here failed (the next tick mounts it).
     pub(crate) fn take_back(&self, name: &str) {
+        self.mounted_epochs.lock().remove(name);
         self.handing_over.lock().remove(name);
         self.sealed.lock().remove(name);
         self.mount_tried.lock().remove(name);

@@ -55,10 +55,13 @@ impl Dag {
                     // over the replication network, perhaps) fetch every acknowledged commit.
                     let done = tokio::task::spawn_blocking(move || {
                         d.claims.abort_all(&d.node, group.name(), "this node fenced itself");
-                        d.seal(group.name()).map(|_| ()).or_else(|_| group.dismount(true).map_err(|e| e.to_string()))
+                        d.seal(group.name())
+                            .map(|_| ())
+                            .or_else(|_| group.dismount(true).map_err(|e| e.to_string()))
                     })
                     .await;
                     self.epochs.lock().remove(g.name());
+                    self.mounted_epochs.lock().remove(g.name());
                     if matches!(done, Ok(Ok(()))) {
                         self.node.events().emit(
                             &events::catalog::REPL_FENCED,

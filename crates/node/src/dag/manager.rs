@@ -367,7 +367,9 @@ impl Dag {
                     )));
                 }
                 None => {
-                    return Err(conflict(format!("node {to} does not answer for its copy of {sg}")));
+                    return Err(conflict(format!(
+                        "node {to} does not answer for its copy of {sg}"
+                    )));
                 }
             }
         }

@@ -132,6 +132,9 @@ pub struct Dag {
     kick: tokio::sync::Notify,
     /// The last reason the manager gave for not failing each storage group over (said once).
     refusals: Mutex<BTreeMap<String, String>>,
+    /// The epoch each storage group was last mounted under by the reconciler: one dismounted
+    /// since under the same epoch was dismounted by an administrator and is left so.
+    mounted_epochs: Mutex<BTreeMap<String, u64>>,
     /// Storage groups a switchover is moving now (the manager does not fail them over).
     switching: Mutex<std::collections::BTreeSet<String>>,
 }
@@ -188,6 +191,7 @@ impl Dag {
             primary: AtomicBool::new(false),
             kick: tokio::sync::Notify::new(),
             refusals: Mutex::default(),
+            mounted_epochs: Mutex::default(),
             switching: Mutex::default(),
         });
         let source: Arc<dyn replication::source::ActiveSource> = Arc::new(source::NodeSource {
