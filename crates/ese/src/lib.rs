@@ -74,6 +74,7 @@ pub mod checkpoint;
 pub(crate) mod codec;
 pub mod dbheader;
 pub mod error;
+pub mod gate;
 pub mod inspect;
 pub mod instance;
 pub(crate) mod log;
@@ -88,6 +89,7 @@ pub mod txn;
 pub use backup::{BackupKind, EngineBackup, EngineNotice, SessionState, Truncation};
 pub use dbheader::{BackupSlot, DbHeader, DbState, SlotKind};
 pub use error::{EngineError, Result};
+pub use gate::{CommitGate, CurrentLogRead};
 pub use instance::{
     DatabaseSpec, Instance, InstanceConfig, LogState, NoticeSink, RecoveryInfo, TruncationLimitFn,
 };
