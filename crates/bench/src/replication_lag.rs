@@ -73,6 +73,7 @@ impl ActiveSource for InstanceSource {
             produced: log.current_generation.saturating_sub(1),
             oldest: log.generations.first().copied().unwrap_or(log.current_generation),
             node: ACTIVE.into(),
+            epoch: 0,
         })
     }
 
@@ -194,7 +195,13 @@ pub fn run(opts: &LagArgs) -> anyhow::Result<()> {
             poll: TICK,
             runtime: lo.rt.handle().clone(),
         },
-        Desired { active: Some(lo.client.clone()), suspended: None, seed_serial: 1, resumes: 0 },
+        Desired {
+            active: Some(lo.client.clone()),
+            suspended: None,
+            seed_serial: 1,
+            resumes: 0,
+            epoch: 0,
+        },
     )?);
     let seeded = inst.log_state()?.current_generation;
     wait_for("the copy to seed and replay up to the seed", &copy, |c| {

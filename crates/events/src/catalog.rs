@@ -368,6 +368,13 @@ catalog! {
     /// The backup did not thaw in time: copying and replay resumed by the watchdog.
     REPL_HOLD_WATCHDOG = (Replication, 4117, Warning,
         "The backup of the copy of {database} did not thaw within {seconds} s; log copying and replay resumed by the watchdog.");
+    /// Synchronous copies: fewer passive copies acknowledged the active's commits than required
+    /// (too few connected, or too slow): commits go on unreplicated (policy "available").
+    REPL_SYNC_DEGRADED = (Replication, 4130, Warning,
+        "Storage group {sg}: commits are no longer confirmed by {required} synchronous copies ({reason}); they are acknowledged on this node's log alone until the copies catch up.");
+    /// Synchronous copies: enough copies acknowledge commits again.
+    REPL_SYNC_HEALTHY = (Replication, 4131, Info,
+        "Storage group {sg}: commits are confirmed by {required} synchronous copies again.");
 
     // ---- coordinator transitions (project-picked) ----
     /// A requester session started.

@@ -157,6 +157,8 @@ impl Dag {
             node: node.clone(),
             seeds: dag.seeds.clone(),
             claims: dag.claims.clone(),
+            gates: Default::default(),
+            epochs: Default::default(),
         });
         // The replication writer backs up this node's passive copies (the surrogate backup).
         let replicas = surrogate::DagReplicas {
@@ -517,6 +519,7 @@ impl Dag {
                     suspended: c.suspended.clone(),
                     seed_serial: c.seed_serial,
                     resumes: c.resumes,
+                    epoch: 0,
                 };
                 match running.get(&c.sg) {
                     Some(p) => {
