@@ -10,6 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,8 @@ struct Source {
     inst: Arc<Instance>,
     seed_fs: FsRef,
     gate: Mutex<Option<Arc<SyncGate>>>,
+    /// The epoch the active answers with.
+    epoch: AtomicU64,
 }
 
 impl ActiveSource for Source {
@@ -48,7 +51,7 @@ impl ActiveSource for Source {
             produced: log.current_generation.saturating_sub(1),
             oldest: log.generations.first().copied().unwrap_or(log.current_generation),
             node: "a".into(),
-            epoch: 0,
+            epoch: self.epoch.load(Ordering::SeqCst),
         })
     }
 
@@ -151,6 +154,7 @@ impl Rig {
             inst: Arc::new(inst),
             seed_fs: Arc::new(MemFs::new()),
             gate: Mutex::new(None),
+            epoch: AtomicU64::new(0),
         });
         let (stop, rx) = tokio::sync::watch::channel(false);
         let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
@@ -176,6 +180,10 @@ impl Rig {
     }
 
     fn start(&self, fs: &FsRef) -> PassiveCopy {
+        self.start_at(fs, 0)
+    }
+
+    fn start_at(&self, fs: &FsRef, epoch: u64) -> PassiveCopy {
         let cfg = CopyConfig {
             sg: "SG1".into(),
             node: "b".into(),
@@ -190,7 +198,7 @@ impl Rig {
             suspended: None,
             seed_serial: 1,
             resumes: 0,
-            epoch: 0,
+            epoch,
         };
         PassiveCopy::start(cfg, desired).unwrap()
     }
@@ -309,7 +317,8 @@ fn strict_with_no_copy_blocks_a_commit_until_a_copy_follows() {
     let done = rx.recv_timeout(DEADLINE).expect("the commit to complete once a copy follows");
     done.unwrap();
     committer.join().unwrap();
-    assert!(copy.report().block_mode);
+    // The acknowledgement reaches the gate before the follower records its answer.
+    wait_for(&copy, "the copy to report block mode", |r| r.block_mode);
     rig.source.inst.set_commit_gate(None);
     copy.stop();
 }
@@ -336,5 +345,24 @@ fn available_with_no_copy_commits_degraded_and_is_healthy_again_once_a_copy_foll
     assert_holds(&rig, &passive, end);
     assert_eq!(rig.events.count(4130), 1);
     rig.source.inst.set_commit_gate(None);
+    copy.stop();
+}
+
+#[test]
+fn a_copy_fetches_nothing_from_an_active_of_an_older_epoch() {
+    let rig = Rig::new();
+    rig.source.epoch.store(3, Ordering::SeqCst);
+    let passive: FsRef = Arc::new(MemFs::new());
+    let copy = rig.start_at(&passive, 5);
+    let r = wait_for(&copy, "the copy to refuse the deposed active", |r| {
+        r.last_error.as_deref().is_some_and(|e| e.contains("epoch 3"))
+    });
+    assert_eq!(r.status, replication::cluster::CopyStatus::Disconnected, "{r:?}");
+    assert!(!passive.exists(Path::new("seed.json")).unwrap(), "the copy seeded from it");
+    assert!(!r.block_mode);
+    // The active at the cluster's epoch (or a newer one) is followed.
+    rig.source.epoch.store(5, Ordering::SeqCst);
+    copy.wake();
+    wait_for(&copy, "the copy to follow the active of the current epoch", |r| r.block_mode);
     copy.stop();
 }
