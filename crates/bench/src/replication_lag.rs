@@ -39,7 +39,7 @@ use crate::args::LagArgs;
 use crate::replication_throughput::{ACTIVE, Loopback, SG};
 use crate::store_setup::MIB;
 
-const DB: &str = "db";
+pub(crate) const DB: &str = "db";
 const TABLE: &str = "rows";
 /// The node's tick: the copies' poll and the idle roll.
 const TICK: Duration = Duration::from_millis(500);
@@ -47,10 +47,10 @@ const TICK: Duration = Duration::from_millis(500);
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// The active's side of the protocol over a running instance.
-struct InstanceSource {
-    inst: Arc<Instance>,
-    fs: FsRef,
-    db_path: PathBuf,
+pub(crate) struct InstanceSource {
+    pub(crate) inst: Arc<Instance>,
+    pub(crate) fs: FsRef,
+    pub(crate) db_path: PathBuf,
 }
 
 fn internal(e: impl std::fmt::Display) -> SourceError {
