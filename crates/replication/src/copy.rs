@@ -616,6 +616,10 @@ impl Runner {
                     let _ = tx.send(Wake::Now);
                 }
             }),
+            admitted: {
+                let shared = self.shared.clone();
+                Box::new(move || shared.admitted.load(std::sync::atomic::Ordering::Acquire))
+            },
         };
         match TailFollower::start(cfg) {
             Ok(f) => {

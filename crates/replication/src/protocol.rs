@@ -10,7 +10,7 @@
 //! | --- | --- |
 //! | `GET /repl/v1/stream/{sg}` | [`StreamInfo`]: the active's log stream, its last closed generation |
 //! | `GET /repl/v1/log/{sg}/{generation}` | the closed generation's file, byte for byte |
-//! | `GET /repl/v1/tail/{sg}/{generation}?from=OFF&wait_ms=N` | block mode: the bytes of the *current* generation's file from `OFF` to its durable end (waiting up to `N` ms when there are none), header `x-repl-durable-end` (the durable end, an LSN as a decimal u64) and `x-repl-closed` (`1`: the generation is closed, fetch its file); `from` acknowledges that the caller holds the bytes before it durably (synchronous copies) |
+//! | `GET /repl/v1/tail/{sg}/{generation}?from=OFF&wait_ms=N` | block mode: the bytes of the *current* generation's file from `OFF` to its durable end (waiting up to `N` ms when there are none), header `x-repl-durable-end` (the durable end, an LSN as a decimal u64) and `x-repl-closed` (`1`: the generation is closed and `OFF` is its file's end; until then a closed generation's remaining bytes come from its closed file, so a copy never acknowledges the next generation without holding all of this one); `from` acknowledges that the caller holds the bytes before it durably (synchronous copies) |
 //! | `POST /repl/v1/seed/{sg}` | [`SeedManifest`]: a seed held open on a snapshot of the active |
 //! | `GET /repl/v1/seeds/{id}/{index}` | database file `index` of the seed, from the snapshot |
 //! | `DELETE /repl/v1/seeds/{id}` | ends the seed (releases its snapshot) |
@@ -56,7 +56,7 @@ pub struct TailChunk {
     pub bytes: Vec<u8>,
     /// The active's durable end ([`ese::Lsn`] as u64).
     pub durable_end: u64,
-    /// The generation asked for is no longer current.
+    /// The generation asked for is closed and the caller holds all of it.
     pub closed: bool,
 }
 

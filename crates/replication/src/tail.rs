@@ -10,9 +10,11 @@
 //! thread of its own asks for the next bytes in a loop (long-poll, on a connection of its
 //! own), appends them to `<copy dir>/tail/<prefix>.log` — an exact byte prefix of the active's
 //! current log file — syncs, and asks again from the new offset (which acknowledges them).
-//! When the generation closes, the file is renamed `tail/<generation name>` (kept until the
-//! copier has the closed generation in the inbox, so the copy's durable position never goes
-//! back), the copier is woken to fetch the closed file, and the next generation starts at 0.
+//! When the generation closes, the active serves the rest of it from its closed file, so the
+//! follower holds all of it before it asks for (and so acknowledges) offset 0 of the next;
+//! then the file is renamed `tail/<generation name>` (kept until the copier has the closed
+//! generation in the inbox, so the copy's durable position never goes back), the copier is
+//! woken to fetch the closed file, and the next generation starts at 0.
 //! Replay still reads closed, inspected generations only. A failure of the follower never
 //! fails the copy: it is reported, and the copy goes on with closed generations.
 
@@ -76,7 +78,36 @@ pub fn serve_tail(
         inst.wait_durable_beyond(at, wait);
         r = read()?;
     }
-    Ok(TailChunk { bytes: r.bytes, durable_end: r.durable_end.0, closed: r.closed })
+    if r.closed {
+        return rest_of_closed(inst, generation, from, r.durable_end);
+    }
+    Ok(TailChunk { bytes: r.bytes, durable_end: r.durable_end.0, closed: false })
+}
+
+/// The rest of closed generation `generation` from `from`, from its closed file (synced
+/// before it was renamed): the copy gets every byte of it before it moves on, so its next
+/// acknowledgement (offset 0 of the next generation) never covers bytes it does not hold.
+/// `closed` is set once `from` is the file's end.
+fn rest_of_closed(
+    inst: &Instance,
+    generation: u32,
+    from: u64,
+    durable_end: Lsn,
+) -> Result<TailChunk, SourceError> {
+    let cfg = inst.config();
+    let path = cfg.log_dir.join(logfmt::generation_name(&cfg.prefix, generation));
+    let gone = |e: std::io::Error| {
+        SourceError::NotFound(format!("closed generation {}: {e}", path.display()))
+    };
+    let f = cfg.log_fs.open(&path, OpenMode::Read).map_err(gone)?;
+    let len = f.len().map_err(gone)?;
+    let mut bytes = Vec::new();
+    if from < len {
+        bytes.resize((len - from).min(MAX_TAIL_CHUNK as u64) as usize, 0);
+        f.read_exact_at(&mut bytes, from).map_err(gone)?;
+    }
+    let closed = bytes.is_empty();
+    Ok(TailChunk { bytes, durable_end: durable_end.0, closed })
 }
 
 /// The tail file of the generation being followed.
@@ -109,6 +140,8 @@ pub struct FollowerConfig {
     pub runtime: tokio::runtime::Handle,
     /// Called when a generation closed (wakes the copier).
     pub on_closed: Box<dyn Fn() + Send>,
+    /// The last generation the copy holds in its inbox: a follower behind it skips ahead.
+    pub admitted: Box<dyn Fn() -> u32 + Send>,
 }
 
 /// A running follower thread; dropping it stops it (within one request).
@@ -147,6 +180,12 @@ fn follow(cfg: FollowerConfig, state: Arc<Mutex<TailState>>, stop: mpsc::Receive
     loop {
         if stopped() {
             return;
+        }
+        let admitted = (cfg.admitted)();
+        if admitted >= generation {
+            // The copier has it (the follower fell behind, or could not get it).
+            generation = admitted + 1;
+            file = None;
         }
         let step = (|| -> Result<bool, String> {
             if file.is_none() {

@@ -1,7 +1,7 @@
 //! Block mode and synchronous copies, end to end over the replication listener on loopback
 //! TLS: a caught-up copy holds the active's current generation byte for byte before any roll
 //! and moves on to the next generation when it closes; with a synchronous gate of one copy, a
-//! durable commit returns only once the copy's tail file holds it; `Strict` with no copy
+//! durable commit returns only once the copy's tail file holds it, across rolls; `Strict` with no copy
 //! blocks a commit until a copy follows; `Available` with no copy lets it through, degraded
 //! (event 4130), healthy again once a copy follows (4131).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -284,11 +284,16 @@ fn with_one_synchronous_copy_a_commit_returns_once_the_copy_holds_it() {
     let copy = rig.start(&passive);
     wait_for(&copy, "the copy to follow the current generation", |r| r.block_mode);
     let gate = rig.gate(1, SyncMode::Strict);
-    for i in 0..30 {
-        let end = commit(&rig.source.inst, i).unwrap();
+    let first = rig.source.inst.log_end().generation();
+    // Enough to fill generations: commits right after a roll are held as well (the copy gets
+    // all of the closed generation before it acknowledges the next).
+    let mut end = Lsn(0);
+    for i in 0..400 {
+        end = commit(&rig.source.inst, i).unwrap();
         // No waiting: the commit returned, so the copy acknowledged holding it durably.
         assert_holds(&rig, &passive, end);
     }
+    assert!(end.generation() >= first + 2, "no roll happened: {first} to {end}");
     let st = gate.status();
     assert!(!st.degraded);
     assert!(st.peers.get("b").is_some_and(|p| *p >= rig.source.inst.log_end()), "{st:?}");
@@ -365,4 +370,47 @@ fn a_copy_fetches_nothing_from_an_active_of_an_older_epoch() {
     copy.wake();
     wait_for(&copy, "the copy to follow the active of the current epoch", |r| r.block_mode);
     copy.stop();
+}
+
+#[test]
+fn a_closed_generation_is_served_to_its_end_before_it_is_reported_closed() {
+    let rig = Rig::new();
+    let inst = &rig.source.inst;
+    let gate = SyncGate::new("SG1", rig.events.clone());
+    let serve = |g: u32, from: u64| {
+        replication::tail::serve_tail(inst, Some(&gate), "b", g, from, Duration::ZERO).unwrap()
+    };
+    let held = commit(inst, 1).unwrap();
+    let g = held.generation();
+    let first = serve(g, 0);
+    assert!(!first.closed);
+    assert_eq!(first.bytes.len() as u32, held.offset());
+    // More commits, then the generation closes before the copy asked for them: it still gets
+    // them (a copy that jumped to the next generation would acknowledge bytes it lacks).
+    let end = commit(inst, 2).unwrap();
+    inst.roll_log().unwrap();
+    let file =
+        read(&rig.source.fs, &Path::new("logs").join(ese::logfmt::generation_name(PREFIX, g)));
+    let rest = serve(g, held.offset() as u64);
+    assert!(
+        !rest.closed,
+        "reported closed with {} bytes of it unsent",
+        file.len() - held.offset() as usize
+    );
+    assert!(rest.bytes.len() as u32 >= end.offset() - held.offset());
+    assert_eq!(rest.bytes, file[held.offset() as usize..held.offset() as usize + rest.bytes.len()]);
+    let mut from = held.offset() as u64 + rest.bytes.len() as u64;
+    loop {
+        let c = serve(g, from);
+        if c.closed {
+            break;
+        }
+        assert!(!c.bytes.is_empty(), "neither bytes nor closed at {from}");
+        from += c.bytes.len() as u64;
+    }
+    assert_eq!(from, file.len() as u64, "closed before the end of the file");
+    assert_eq!(gate.status().peers.get("b"), Some(&Lsn::new(g, from as u32)));
+    // The next generation from 0: its header first.
+    let next = serve(g + 1, 0);
+    assert!(!next.closed && next.bytes.len() >= ese::logfmt::LOG_HEADER_SIZE as usize);
 }
