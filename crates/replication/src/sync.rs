@@ -246,3 +246,50 @@ impl ese::CommitGate for SyncGate {
         SyncGate::replicated(self, durable_to)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Ids(Mutex<Vec<u32>>);
+
+    impl EventSink for Ids {
+        fn emit(&self, def: &events::EventDef, _job: Option<uuid::Uuid>, _f: serde_json::Value) {
+            self.0.lock().push(def.id);
+        }
+    }
+
+    #[test]
+    fn positions_only_go_forward_and_a_forgotten_peer_counts_no_more() {
+        let gate = SyncGate::new("SG1", Arc::new(Ids::default()));
+        gate.record("b", Lsn::new(3, 500));
+        gate.record("b", Lsn::new(3, 100));
+        assert_eq!(gate.status().peers.get("b"), Some(&Lsn::new(3, 500)));
+        gate.set(1, SyncMode::Strict, Duration::from_secs(60));
+        assert_eq!(gate.replicated(Lsn::new(3, 500)), Ok(()));
+        gate.forget("b");
+        gate.set_strict_limit(Duration::ZERO);
+        let err = gate.replicated(Lsn::new(3, 400)).unwrap_err();
+        assert!(err.contains("0 of 1 copies"), "{err}");
+    }
+
+    #[test]
+    fn available_degrades_once_when_a_connected_copy_does_not_acknowledge_in_time() {
+        let ids = Arc::new(Ids::default());
+        let gate = SyncGate::new("SG1", ids.clone());
+        gate.record("b", Lsn::new(3, 100));
+        // A zero timeout: the first commit the copy has not acknowledged goes on degraded.
+        gate.set(1, SyncMode::Available, Duration::ZERO);
+        assert_eq!(gate.replicated(Lsn::new(3, 200)), Ok(()));
+        assert_eq!(gate.replicated(Lsn::new(3, 300)), Ok(()));
+        assert!(gate.status().degraded);
+        assert_eq!(*ids.0.lock(), vec![4130]);
+        // Healthy once the copy holds everything asked for.
+        gate.record("b", Lsn::new(3, 250));
+        assert!(gate.status().degraded);
+        gate.record("b", Lsn::new(3, 300));
+        assert!(!gate.status().degraded);
+        assert_eq!(*ids.0.lock(), vec![4130, 4131]);
+    }
+}
