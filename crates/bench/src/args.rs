@@ -33,6 +33,9 @@ pub enum Scenario {
     CowOverhead(CowOverheadArgs),
     /// Durable engine commits/s vs SQLite WAL at 1, 4 and 16 threads.
     EngineCommit,
+    /// Durable commits/s with one synchronous copy (following over loopback TLS) vs none, at
+    /// 1 and 16 committers.
+    SyncCommitCost,
     /// Soft-recovery replay speed in MiB/s.
     EngineReplay,
     /// Full backup of a mail store vs `cp -r` and `restic backup` of the same files.

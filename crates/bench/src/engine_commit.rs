@@ -22,7 +22,7 @@ fn window() -> Duration {
     )
 }
 
-fn row(i: u64) -> Vec<u8> {
+pub(crate) fn row(i: u64) -> Vec<u8> {
     let mut v = vec![0u8; ROW];
     for (n, b) in v.iter_mut().enumerate() {
         *b = (i as usize).wrapping_mul(31).wrapping_add(n) as u8;
@@ -30,7 +30,7 @@ fn row(i: u64) -> Vec<u8> {
     v
 }
 
-fn run_threads(
+pub(crate) fn run_threads(
     committers: usize,
     work: Arc<dyn Fn(usize, u64) -> Result<()> + Send + Sync>,
 ) -> Result<f64> {

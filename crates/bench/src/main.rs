@@ -21,6 +21,7 @@ mod snapshot_scaling;
 mod snapshot_set;
 mod store_setup;
 mod surrogate_backup;
+mod sync_commit_cost;
 
 use clap::{CommandFactory, Parser};
 
@@ -35,6 +36,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::SnapshotScaling(o) => snapshot_scaling::run(&o),
         Scenario::CowOverhead(o) => cow_overhead::run(&o),
         Scenario::EngineCommit => engine_commit::run(),
+        Scenario::SyncCommitCost => sync_commit_cost::run(),
         Scenario::EngineReplay => engine_replay::run(),
         Scenario::BackupThroughput(o) => backup_throughput::run(&o),
         Scenario::RestoreThroughput(o) => restore_throughput::run(&o),

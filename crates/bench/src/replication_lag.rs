@@ -39,7 +39,7 @@ use crate::args::LagArgs;
 use crate::replication_throughput::{ACTIVE, Loopback, SG};
 use crate::store_setup::MIB;
 
-const DB: &str = "db";
+pub(crate) const DB: &str = "db";
 const TABLE: &str = "rows";
 /// The node's tick: the copies' poll and the idle roll.
 const TICK: Duration = Duration::from_millis(500);
@@ -47,10 +47,10 @@ const TICK: Duration = Duration::from_millis(500);
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// The active's side of the protocol over a running instance.
-struct InstanceSource {
-    inst: Arc<Instance>,
-    fs: FsRef,
-    db_path: PathBuf,
+pub(crate) struct InstanceSource {
+    pub(crate) inst: Arc<Instance>,
+    pub(crate) fs: FsRef,
+    pub(crate) db_path: PathBuf,
 }
 
 fn internal(e: impl std::fmt::Display) -> SourceError {
@@ -73,6 +73,7 @@ impl ActiveSource for InstanceSource {
             produced: log.current_generation.saturating_sub(1),
             oldest: log.generations.first().copied().unwrap_or(log.current_generation),
             node: ACTIVE.into(),
+            epoch: 0,
         })
     }
 
@@ -194,7 +195,13 @@ pub fn run(opts: &LagArgs) -> anyhow::Result<()> {
             poll: TICK,
             runtime: lo.rt.handle().clone(),
         },
-        Desired { active: Some(lo.client.clone()), suspended: None, seed_serial: 1, resumes: 0 },
+        Desired {
+            active: Some(lo.client.clone()),
+            suspended: None,
+            seed_serial: 1,
+            resumes: 0,
+            epoch: 0,
+        },
     )?);
     let seeded = inst.log_state()?.current_generation;
     wait_for("the copy to seed and replay up to the seed", &copy, |c| {

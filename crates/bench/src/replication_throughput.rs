@@ -263,6 +263,7 @@ pub fn run(opts: &ReplicationArgs) -> anyhow::Result<()> {
         produced,
         oldest: 1,
         node: ACTIVE.into(),
+        epoch: 0,
     };
     let source = Arc::new(LogDirSource { fs: afs.clone(), dir: "logs".into(), info });
     let lo = Loopback::start(&dir.join("pki"), source)?;

@@ -100,6 +100,11 @@ pub enum EngineError {
     /// A thread the engine needs (lazy writer, freeze watchdog) could not be started.
     #[error("cannot start the {what} thread: {source}")]
     ThreadSpawn { what: &'static str, source: io::Error },
+    /// A durable commit's records are durable here, but the commit gate (synchronous copies)
+    /// did not confirm them replicated: the commit is not acknowledged, though it will be
+    /// found after a restart of this instance.
+    #[error("commit up to {lsn} is durable locally but not replicated: {why}")]
+    NotReplicated { lsn: crate::lsn::Lsn, why: String },
 }
 
 impl EngineError {

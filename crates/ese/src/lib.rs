@@ -75,6 +75,7 @@ pub mod checkpoint;
 pub(crate) mod codec;
 pub mod dbheader;
 pub mod error;
+pub mod gate;
 pub mod inspect;
 pub mod instance;
 pub(crate) mod log;
@@ -90,6 +91,7 @@ pub use activate::{Activation, PartialLog, activate};
 pub use backup::{BackupKind, EngineBackup, EngineNotice, SessionState, Truncation};
 pub use dbheader::{BackupSlot, DbHeader, DbState, SlotKind};
 pub use error::{EngineError, Result};
+pub use gate::{CommitGate, CurrentLogRead};
 pub use instance::{
     DatabaseSpec, Instance, InstanceConfig, LogState, NoticeSink, RecoveryInfo, TruncationLimitFn,
 };

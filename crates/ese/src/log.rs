@@ -20,12 +20,16 @@
 //! refuses new work and can still shut down cleanly.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 use volume::{FileRef, FsRef, OpenMode};
 
 use crate::codec::now_secs;
 use crate::error::{EngineError, IoContext, Result};
+use crate::gate::{CommitGate, CurrentLogRead};
 use crate::logfmt::{self, AttachedDb, FRAME, LOG_HEADER_SIZE, LogHeader, Record};
 use crate::lsn::Lsn;
 
@@ -73,9 +77,26 @@ struct Phys {
 pub(crate) struct Log {
     pub cfg: LogConfig,
     state: Mutex<LogState>,
+    /// Signalled whenever a flush ends (the durable end moved or a flush failed) and on a
+    /// freeze change: flush waiters and [`Log::wait_durable_beyond`] wait on it.
     cond: Condvar,
     phys: Mutex<Phys>,
     disk_full: std::sync::atomic::AtomicBool,
+    /// The commit gate; `has_gate` lets a commit skip the lock when none is set.
+    gate: GateSlot,
+}
+
+/// The commit gate, behind a lock, with a flag read without it.
+#[derive(Default)]
+struct GateSlot {
+    has_gate: AtomicBool,
+    gate: RwLock<Option<Arc<dyn CommitGate>>>,
+}
+
+impl std::fmt::Debug for GateSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GateSlot({})", self.has_gate.load(Ordering::Relaxed))
+    }
 }
 
 impl Log {
@@ -126,8 +147,76 @@ impl Log {
             cond: Condvar::new(),
             phys: Mutex::new(Phys { file, generation, created }),
             disk_full: Default::default(),
+            gate: GateSlot::default(),
             cfg,
         })
+    }
+
+    /// Installs (or removes) the commit gate durable commits pass after their local fsync.
+    pub fn set_gate(&self, gate: Option<Arc<dyn CommitGate>>) {
+        let mut g = self.gate.gate.write();
+        self.gate.has_gate.store(gate.is_some(), Ordering::SeqCst);
+        *g = gate;
+    }
+
+    /// Passes the commit gate for a commit durable up to `to` (immediately when no gate is
+    /// set). Called with no engine lock held, so committers wait on the gate concurrently.
+    pub fn replicated(&self, to: Lsn) -> Result<()> {
+        if !self.gate.has_gate.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let gate = self.gate.gate.read().clone();
+        match gate {
+            None => Ok(()),
+            Some(g) => g.replicated(to).map_err(|why| EngineError::NotReplicated { lsn: to, why }),
+        }
+    }
+
+    /// Reads the current generation `generation` from `from` up to its durable end, at most
+    /// `max` bytes. The physical file is read under the lock the flusher writes it under, so
+    /// the bytes and the generation they belong to are consistent; only bytes before the
+    /// durable end are returned, never bytes written but not yet synced.
+    pub fn read_current(&self, generation: u32, from: u64, max: usize) -> Result<CurrentLogRead> {
+        let p = self.phys.lock();
+        // Lock order phys -> state: the flusher never holds state while taking phys.
+        let durable = self.state.lock().durable;
+        let cur = self.cfg.path(&logfmt::current_name(&self.cfg.prefix));
+        if generation != p.generation {
+            return Ok(CurrentLogRead {
+                bytes: Vec::new(),
+                durable_end: durable,
+                closed: generation < p.generation,
+                current: p.generation,
+            });
+        }
+        // The flusher updates the durable end after it rolled the file: while it still names
+        // an earlier generation, the new file holds its synced header only.
+        let end = if durable.generation() == generation {
+            durable.offset() as u64
+        } else {
+            LOG_HEADER_SIZE as u64
+        };
+        let durable_end = Lsn::new(generation, end as u32);
+        let mut bytes = Vec::new();
+        if from < end {
+            let n = ((end - from) as usize).min(max);
+            bytes.resize(n, 0);
+            p.file.read_exact_at(&mut bytes, from).at(&cur)?;
+        }
+        Ok(CurrentLogRead { bytes, durable_end, closed: false, current: generation })
+    }
+
+    /// Waits until the durable end is past `lsn`, or in another generation than `lsn`'s, or
+    /// `timeout` passed; returns the durable end. Woken by the flusher, no polling.
+    pub fn wait_durable_beyond(&self, lsn: Lsn, timeout: Duration) -> Lsn {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.state.lock();
+        while s.durable <= lsn && s.durable.generation() == lsn.generation() {
+            if self.cond.wait_until(&mut s, deadline).timed_out() {
+                break;
+            }
+        }
+        s.durable
     }
 
     /// The logical end of the log (next append position).

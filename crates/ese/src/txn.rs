@@ -331,6 +331,9 @@ impl<'a> WriteTxn<'a> {
         drop(self.guard.take());
         if durability == Durability::Durable {
             inner.log.flush_to(end)?;
+            // After the local fsync, outside the writer and cache locks: the next
+            // transaction proceeds and concurrent committers wait on the gate together.
+            inner.log.replicated(end)?;
         }
         Ok(begin)
     }
@@ -344,6 +347,7 @@ impl WriteTxn<'_> {
         drop(self.guard.take());
         if durability == Durability::Durable {
             self.inner.log.flush_to(end)?;
+            self.inner.log.replicated(end)?;
         }
         Ok(end)
     }

@@ -395,6 +395,13 @@ catalog! {
     /// The active closed its log stream and dismounted for a switchover.
     REPL_HANDED_OVER = (Replication, 4138, Info,
         "Storage group {sg} dismounted for a switchover to {to}: its log is closed at generation {generation:#X}.");
+    /// Synchronous copies: fewer passive copies acknowledged the active's commits than required
+    /// (too few connected, or too slow): commits go on unreplicated (policy "available").
+    REPL_SYNC_DEGRADED = (Replication, 4118, Warning,
+        "Storage group {sg}: commits are no longer confirmed by {required} synchronous copies ({reason}); they are acknowledged on this node's log alone until the copies catch up.");
+    /// Synchronous copies: enough copies acknowledge commits again.
+    REPL_SYNC_HEALTHY = (Replication, 4119, Info,
+        "Storage group {sg}: commits are confirmed by {required} synchronous copies again.");
 
     // ---- coordinator transitions (project-picked) ----
     /// A requester session started.

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
-use crate::protocol::ReplErrorBody;
+use crate::protocol::{ReplErrorBody, TAIL_CLOSED, TAIL_DURABLE_END, TailChunk};
 use crate::tls::DagTls;
 
 /// How long connecting (TCP and TLS) to a peer may take.
@@ -120,6 +120,16 @@ impl PeerClient {
         path: &str,
         body: Bytes,
     ) -> Result<Bytes, ClientError> {
+        self.request_parts(method, path, body).await.map(|(_, b)| b)
+    }
+
+    /// Like `request_with`, also returning the answer's headers.
+    async fn request_parts(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(hyper::HeaderMap, Bytes), ClientError> {
         let mut slot = self.conn.lock().await;
         for attempt in 0..2 {
             let mut send = match slot.take() {
@@ -143,15 +153,15 @@ impl PeerClient {
                 Ok(Ok(r)) => r,
             };
             let status = resp.status();
-            let body = resp
-                .into_body()
+            let (parts, body) = resp.into_parts();
+            let body = body
                 .collect()
                 .await
                 .map_err(|e| self.unreachable(format!("reading the answer to {path}: {e}")))?
                 .to_bytes();
             *slot = Some(send);
             if status.is_success() {
-                return Ok(body);
+                return Ok((parts.headers, body));
             }
             return Err(self.status_error(status, &format!("{method} {path}"), &body));
         }
@@ -168,6 +178,31 @@ impl PeerClient {
             what: what.to_string(),
             error,
         }
+    }
+
+    /// Another client of the same member with a connection of its own: a copy's block-mode
+    /// follower long-polls on it without holding up the copier's requests.
+    pub fn sibling(&self) -> PeerClient {
+        PeerClient::new(self.tls.clone(), self.node.clone(), self.addr.clone())
+    }
+
+    /// `GET` a tail path ([`crate::protocol::tail_path`]): the bytes and the headers.
+    pub async fn get_tail(&self, path: &str) -> Result<TailChunk, ClientError> {
+        let (headers, body) = self.request_parts(Method::GET, path, Bytes::new()).await?;
+        let header = |name: &str| -> Result<u64, ClientError> {
+            headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).ok_or_else(
+                || ClientError::BadAnswer {
+                    node: self.node.clone(),
+                    what: path.to_string(),
+                    why: format!("no valid {name} header"),
+                },
+            )
+        };
+        Ok(TailChunk {
+            durable_end: header(TAIL_DURABLE_END)?,
+            closed: header(TAIL_CLOSED)? != 0,
+            bytes: body.to_vec(),
+        })
     }
 
     /// `GET path`, the body as bytes.

@@ -37,6 +37,7 @@ use crate::cluster::CopyStatus;
 use crate::inspector::Inspector;
 use crate::protocol::{self, SeedManifest, StreamInfo};
 use crate::replayer::{ReplayError, Replayer, ReplayerConfig};
+use crate::tail::{FollowerConfig, TailFollower, TailState};
 
 /// Generations fetched before replay runs again, when a copy has a backlog.
 const FETCH_BATCH: usize = 16;
@@ -68,6 +69,10 @@ pub struct Desired {
     pub seed_serial: u64,
     /// The resume count (`copy resume` bumps it): a change clears a failure.
     pub resumes: u64,
+    /// The epoch of the active copy as the cluster database knows it (0: unknown): an active
+    /// answering with a lower, non-zero epoch is a deposed one, and the copy fetches nothing
+    /// from it.
+    pub epoch: u64,
 }
 
 /// What the copy reports.
@@ -83,6 +88,12 @@ pub struct CopyReport {
     pub last_error: Option<String>,
     /// The active's node, as last heard.
     pub active: Option<String>,
+    /// The furthest log position durable on this copy: the end of what the block-mode
+    /// follower holds of the active's current generation, or (generation after the last
+    /// inspected one, offset 0) when it holds nothing further.
+    pub durable: ese::Lsn,
+    /// The copy follows the active's current generation (block mode).
+    pub block_mode: bool,
 }
 
 impl CopyReport {
@@ -115,6 +126,9 @@ enum RoundError {
     Fail(String),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    /// The active answering is of an older epoch than the cluster's: nothing is fetched.
+    #[error("{0}")]
+    Fenced(String),
 }
 
 fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> RoundError {
@@ -139,6 +153,24 @@ struct Shared {
     /// returns only once the inbox no longer changes.
     copying: Mutex<()>,
     wake: Mutex<Option<mpsc::Sender<Wake>>>,
+    /// The block-mode follower's position, while one runs.
+    tail: Mutex<Option<Arc<Mutex<TailState>>>>,
+}
+
+impl Shared {
+    /// The report, with the block-mode follower's position.
+    fn report(&self) -> CopyReport {
+        let mut r = self.report.lock().clone();
+        if r.last_inspected_generation > 0 {
+            r.durable = r.durable.max(ese::Lsn::new(r.last_inspected_generation + 1, 0));
+        }
+        if let Some(t) = self.tail.lock().as_ref() {
+            let t = t.lock();
+            r.block_mode = t.following;
+            r.durable = r.durable.max(t.position);
+        }
+        r
+    }
 }
 
 enum Wake {
@@ -173,6 +205,8 @@ impl PassiveCopy {
                 checkpoint_generation: 0,
                 last_error: None,
                 active: None,
+                durable: ese::Lsn(0),
+                block_mode: false,
             }),
             replay: Mutex::new(()),
             held: std::sync::atomic::AtomicBool::new(false),
@@ -181,6 +215,7 @@ impl PassiveCopy {
             replay_fault: Mutex::new(None),
             active_oldest: std::sync::atomic::AtomicU32::new(0),
             admitted: std::sync::atomic::AtomicU32::new(0),
+            tail: Mutex::new(None),
         });
         let runner = Runner {
             cfg: cfg.clone(),
@@ -191,6 +226,7 @@ impl PassiveCopy {
             failed: false,
             seeded_serial: None,
             prefix: String::new(),
+            tail: None,
         };
         let thread = std::thread::Builder::new()
             .name(format!("copy-{}", cfg.sg))
@@ -200,7 +236,7 @@ impl PassiveCopy {
 
     /// The copy's report now.
     pub fn report(&self) -> CopyReport {
-        self.shared.report.lock().clone()
+        self.shared.report()
     }
 
     /// Changes what is wanted of the copy (active, suspension, seed serial) and wakes it.
@@ -487,6 +523,8 @@ struct Runner {
     seeded_serial: Option<u64>,
     /// The log prefix of the stream (from the seed).
     prefix: String,
+    /// The block-mode follower, and the node it follows.
+    tail: Option<(TailFollower, String)>,
 }
 
 impl Runner {
@@ -526,6 +564,13 @@ impl Runner {
                 _ => {}
             }
             let held = self.shared.held.load(std::sync::atomic::Ordering::SeqCst);
+            let following = self.tail.as_ref().map(|(_, n)| n.clone());
+            if desired.suspended.is_some()
+                || self.failed
+                || following.is_some_and(|n| desired.active.as_ref().is_none_or(|a| a.node() != n))
+            {
+                self.stop_tail();
+            }
             if desired.suspended.is_none() && !self.failed && !held {
                 self.round(&desired);
             }
@@ -538,6 +583,50 @@ impl Runner {
                 Ok(Wake::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 Ok(Wake::Now) | Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
+        }
+    }
+
+    /// Stops the block-mode follower (the copy goes on with closed generations).
+    fn stop_tail(&mut self) {
+        *self.shared.tail.lock() = None;
+        self.tail = None;
+    }
+
+    /// Starts following the active's current generation once nothing closed is left to
+    /// fetch. The follower's failures never fail the copy.
+    fn follow_tail(&mut self, active: &PeerClient, info: &StreamInfo) {
+        if self.tail.is_some() || self.prefix.is_empty() {
+            return;
+        }
+        let Some(inspector) = &self.inspector else { return };
+        if inspector.next_generation() <= info.produced {
+            return;
+        }
+        let wake = self.shared.wake.lock().clone();
+        let cfg = FollowerConfig {
+            sg: self.cfg.sg.clone(),
+            fs: self.cfg.fs.clone(),
+            dir: self.cfg.dir.clone(),
+            prefix: self.prefix.clone(),
+            generation: info.produced + 1,
+            client: active.sibling(),
+            runtime: self.cfg.runtime.clone(),
+            on_closed: Box::new(move || {
+                if let Some(tx) = &wake {
+                    let _ = tx.send(Wake::Now);
+                }
+            }),
+            admitted: {
+                let shared = self.shared.clone();
+                Box::new(move || shared.admitted.load(std::sync::atomic::Ordering::Acquire))
+            },
+        };
+        match TailFollower::start(cfg) {
+            Ok(f) => {
+                *self.shared.tail.lock() = Some(f.state.clone());
+                self.tail = Some((f, active.node().to_string()));
+            }
+            Err(e) => tracing::warn!(sg = %self.cfg.sg, "cannot start the tail follower: {e}"),
         }
     }
 
@@ -574,8 +663,9 @@ impl Runner {
             return;
         };
         self.shared.report.lock().active = Some(active.node().to_string());
-        match self.round_inner(&active, desired.seed_serial) {
-            Ok(()) => {
+        match self.round_inner(&active, desired) {
+            Ok(info) => {
+                self.follow_tail(&active, &info);
                 let r = self.shared.report.lock().clone();
                 if r.status != CopyStatus::Healthy {
                     self.set_status(CopyStatus::Healthy, None);
@@ -591,6 +681,10 @@ impl Runner {
                 }
                 self.set_status(CopyStatus::Disconnected, Some(reason));
             }
+            Err(RoundError::Fenced(reason)) => {
+                self.stop_tail();
+                self.set_status(CopyStatus::Disconnected, Some(reason));
+            }
             Err(RoundError::Fail(reason)) => self.fail(reason),
             Err(e @ RoundError::Io { .. }) => self.fail(e.to_string()),
         }
@@ -599,6 +693,7 @@ impl Runner {
     fn fail(&mut self, reason: String) {
         self.emit(&cat::REPL_COPY_FAILED, json!({"reason": reason}));
         self.failed = true;
+        self.stop_tail();
         self.replayer = None;
         self.inspector = None;
         *self.shared.replay_fault.lock() = None;
@@ -609,11 +704,26 @@ impl Runner {
         self.cfg.runtime.block_on(f)
     }
 
-    fn round_inner(&mut self, active: &PeerClient, serial: u64) -> Result<(), RoundError> {
+    fn round_inner(
+        &mut self,
+        active: &PeerClient,
+        desired: &Desired,
+    ) -> Result<StreamInfo, RoundError> {
+        let serial = desired.seed_serial;
+        // Fenced before anything is fetched (a seed included).
+        let first = self.stream_info(active)?;
+        if first.epoch != 0 && first.epoch < desired.epoch {
+            return Err(RoundError::Fenced(format!(
+                "node {} answers as active at epoch {}, older than the cluster's epoch {}: \
+                 nothing is fetched from it",
+                first.node, first.epoch, desired.epoch
+            )));
+        }
         if self.seeded_serial != Some(serial) {
             match self.read_seed_record()? {
                 Some(rec) if rec.serial == serial => self.seeded_serial = Some(serial),
                 _ => {
+                    self.stop_tail();
                     self.replayer = None;
                     self.inspector = None;
                     self.seed(active, serial)?;
@@ -621,7 +731,8 @@ impl Runner {
                 }
             }
         }
-        let mut info = self.stream_info(active)?;
+        // A seed rolled the active's log: asked again.
+        let mut info = if self.replayer.is_none() { self.stream_info(active)? } else { first };
         self.open_replayer(&info)?;
         // Fetched in batches; the replay thread replays each batch while the next arrives.
         // The active's last closed generation is asked again after each full batch, so that
@@ -637,7 +748,8 @@ impl Runner {
             }
             info = self.stream_info(active)?;
         }
-        self.take_replay_fault()
+        self.take_replay_fault()?;
+        Ok(info)
     }
 
     /// Asks the active for its log stream and records its last closed and oldest generations.
@@ -724,7 +836,7 @@ impl Runner {
                 fs.remove_file(&p).map_err(io(p.display()))?;
             }
         }
-        for sub in ["inbox", "incoming", "db"] {
+        for sub in ["inbox", "incoming", "db", "tail"] {
             let d = dir.join(sub);
             if fs.exists(&d).map_err(io(d.display()))? {
                 for e in fs.read_dir(&d).map_err(io(d.display()))? {
@@ -863,9 +975,12 @@ impl Runner {
         let inbox = self.cfg.dir.join("inbox");
         self.cfg.fs.sync_dir(&inbox).map_err(io(inbox.display()))?;
         if let Some(i) = &self.inspector {
-            self.shared
-                .admitted
-                .store(i.next_generation() - 1, std::sync::atomic::Ordering::Release);
+            let admitted = i.next_generation() - 1;
+            self.shared.admitted.store(admitted, std::sync::atomic::Ordering::Release);
+            // The follower's copies of generations now in the inbox are redundant.
+            if !self.prefix.is_empty() {
+                crate::tail::prune_closed(&self.cfg.fs, &self.cfg.dir, &self.prefix, admitted);
+            }
         }
         Ok(())
     }

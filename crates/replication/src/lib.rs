@@ -7,6 +7,8 @@
 //!   HTTP (log shipping, seeding, the surrogate backup's claim and stamp);
 //! - [`copy`]: a passive copy on this node — the log copier, the [`inspector`] and the
 //!   [`replayer`], with the copy and replay queues;
+//! - [`sync`], [`tail`]: block mode (copies following the current generation) and
+//!   synchronous copies (commits acknowledged once copies hold them);
 //! - [`writer`]: the replication writer, which backs up a passive copy (the surrogate backup).
 
 pub mod client;
@@ -18,6 +20,8 @@ pub mod protocol;
 pub mod replayer;
 pub mod server;
 pub mod source;
+pub mod sync;
+pub mod tail;
 pub mod tls;
 pub mod writer;
 

@@ -10,6 +10,7 @@
 //! | --- | --- |
 //! | `GET /repl/v1/stream/{sg}` | [`StreamInfo`]: the active's log stream, its last closed generation |
 //! | `GET /repl/v1/log/{sg}/{generation}` | the closed generation's file, byte for byte |
+//! | `GET /repl/v1/tail/{sg}/{generation}?from=OFF&wait_ms=N` | block mode: the bytes of the *current* generation's file from `OFF` to its durable end (waiting up to `N` ms when there are none), header `x-repl-durable-end` (the durable end, an LSN as a decimal u64) and `x-repl-closed` (`1`: the generation is closed and `OFF` is its file's end; until then a closed generation's remaining bytes come from its closed file, so a copy never acknowledges the next generation without holding all of this one); `from` acknowledges that the caller holds the bytes before it durably (synchronous copies) |
 //! | `POST /repl/v1/seed/{sg}` | [`SeedManifest`]: a seed held open on a snapshot of the active |
 //! | `GET /repl/v1/seeds/{id}/{index}` | database file `index` of the seed, from the snapshot |
 //! | `DELETE /repl/v1/seeds/{id}` | ends the seed (releases its snapshot) |
@@ -37,6 +38,30 @@ pub struct StreamInfo {
     pub oldest: u32,
     /// The node answering: the active.
     pub node: String,
+    /// The epoch at which the answering node is active (0: unknown). A copy told of a newer
+    /// epoch refuses an active of an older one (a deposed active still running).
+    #[serde(default)]
+    pub epoch: u64,
+}
+
+/// Header of a tail answer: the durable end of the log (an LSN, decimal).
+pub const TAIL_DURABLE_END: &str = "x-repl-durable-end";
+/// Header of a tail answer: `1` when the generation asked for is closed.
+pub const TAIL_CLOSED: &str = "x-repl-closed";
+
+/// A piece of the active's current generation (block mode).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TailChunk {
+    /// The file's bytes from the offset asked for (the log header at offset 0).
+    pub bytes: Vec<u8>,
+    /// The active's durable end ([`ese::Lsn`] as u64).
+    pub durable_end: u64,
+    /// The generation asked for is closed and the caller holds all of it.
+    pub closed: bool,
+}
+
+pub fn tail_path(sg: &str, generation: u32, from: u64, wait_ms: u64) -> String {
+    format!("/repl/v1/tail/{sg}/{generation}?from={from}&wait_ms={wait_ms}")
 }
 
 /// One database file of a seed.

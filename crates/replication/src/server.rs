@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,12 +23,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::protocol::{ReplErrorBody, SurrogateBegin, SurrogateComplete, SurrogateJob};
+use crate::protocol::{
+    ReplErrorBody, SurrogateBegin, SurrogateComplete, SurrogateJob, TAIL_CLOSED, TAIL_DURABLE_END,
+};
 use crate::source::{ActiveSource, SourceError};
 use crate::tls::{DagTls, peer_node};
 
 /// How long a connection may take to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a tail request waits for new log bytes.
+const MAX_TAIL_WAIT: Duration = Duration::from_secs(30);
 /// Seed files stream in chunks of this size.
 const SEED_CHUNK: usize = 1 << 20;
 
@@ -79,6 +83,29 @@ async fn log_file(
 ) -> Result<Response, ErrorAnswer> {
     let bytes = blocking(move || s.log_file(&sg, generation)).await?;
     Ok(Bytes::from(bytes).into_response())
+}
+
+/// The query of a tail request.
+#[derive(serde::Deserialize)]
+struct TailQuery {
+    from: u64,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+async fn log_tail(
+    State(s): State<Shared>,
+    Extension(peer): Extension<Peer>,
+    Path((sg, generation)): Path<(String, u32)>,
+    Query(q): Query<TailQuery>,
+) -> Result<Response, ErrorAnswer> {
+    let wait = Duration::from_millis(q.wait_ms).min(MAX_TAIL_WAIT);
+    let chunk = blocking(move || s.log_tail(&sg, &peer.0, generation, q.from, wait)).await?;
+    let mut resp = Bytes::from(chunk.bytes).into_response();
+    let h = resp.headers_mut();
+    h.insert(TAIL_DURABLE_END, chunk.durable_end.into());
+    h.insert(TAIL_CLOSED, u32::from(chunk.closed).into());
+    Ok(resp)
 }
 
 async fn start_seed(
@@ -168,6 +195,7 @@ pub fn router(source: Shared) -> Router {
     Router::new()
         .route("/repl/v1/stream/{sg}", get(stream))
         .route("/repl/v1/log/{sg}/{generation}", get(log_file))
+        .route("/repl/v1/tail/{sg}/{generation}", get(log_tail))
         .route("/repl/v1/seed/{sg}", post(start_seed))
         .route("/repl/v1/seeds/{id}/{index}", get(seed_file))
         .route("/repl/v1/seeds/{id}", axum::routing::delete(end_seed))

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use crate::protocol::{
     SeedManifest, StreamInfo, SurrogateBegin, SurrogateClaim, SurrogateComplete, SurrogateStamp,
+    TailChunk,
 };
 
 /// Why the active could not answer.
@@ -75,6 +76,21 @@ pub trait ActiveSource: Send + Sync + 'static {
     /// Releases `peer`'s job without stamping or truncating anything.
     fn surrogate_abort(&self, sg: &str, _peer: &str, _job: Uuid) -> Result<(), SourceError> {
         Err(no_surrogate(sg))
+    }
+    /// Block mode: the current generation `generation` from byte `from` to its durable end,
+    /// waiting up to `wait` when there is nothing new. `from` is `peer`'s acknowledgement that
+    /// it holds the bytes before it durably (recorded in the storage group's
+    /// [`crate::sync::SyncGate`]). See [`crate::tail::serve_tail`]. (A source that offers no
+    /// block mode keeps the default: its copies follow closed generations only.)
+    fn log_tail(
+        &self,
+        sg: &str,
+        _peer: &str,
+        _generation: u32,
+        _from: u64,
+        _wait: std::time::Duration,
+    ) -> Result<TailChunk, SourceError> {
+        Err(SourceError::NotFound(format!("storage group {sg} offers no block mode here")))
     }
     /// A connection was refused (a stranger on the port, a foreign certificate).
     fn refused(&self, addr: &str, reason: &str);

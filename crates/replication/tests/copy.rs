@@ -53,6 +53,7 @@ impl ActiveSource for Source {
             produced: closed.last().copied().unwrap_or(0),
             oldest: closed.first().copied().unwrap_or(1),
             node: "a".into(),
+            epoch: 0,
         })
     }
 
@@ -175,6 +176,7 @@ impl Rig {
             suspended: None,
             seed_serial: 1,
             resumes: 0,
+            epoch: 0,
         };
         PassiveCopy::start(cfg, desired).unwrap()
     }

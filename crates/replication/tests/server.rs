@@ -56,6 +56,7 @@ impl ActiveSource for Fake {
             produced: 5,
             oldest: 3,
             node: "a".into(),
+            epoch: 0,
         })
     }
 

@@ -296,21 +296,33 @@ impl Dag {
     }
 
     /// Block mode leaves the old active's current generation, as far as it reached this copy,
-    /// in `tail/<prefix>.log`: activation replays it too, so moving it into the inbox under the
-    /// current log's name keeps every record it holds.
+    /// in `tail/<prefix>.log` (and a generation that closed meanwhile under its closed name,
+    /// until the copier has it in the inbox): activation replays them too, so they are moved
+    /// into the inbox — the partial one under the current log's name — and every record they
+    /// hold is kept.
     fn admit_tail(&self, name: &str, dir: &std::path::Path) {
         let Some(manifest) = self.seed_manifest_on_disk(name) else { return };
+        let fs = &self.copy_fs;
+        let (tail, inbox) = (dir.join("tail"), dir.join("inbox"));
+        let Ok(entries) = fs.read_dir(&tail) else { return };
         let current = ese::logfmt::current_name(&manifest.prefix);
-        let tail = dir.join("tail").join(&current);
-        if self.copy_fs.exists(&tail).unwrap_or(false) {
-            let to = dir.join("inbox").join(&current);
-            match self.copy_fs.rename(&tail, &to) {
-                Ok(()) => {
-                    let _ = self.copy_fs.sync_dir(&dir.join("inbox"));
-                }
-                Err(e) => tracing::warn!(sg = %name, "admitting the block-mode tail: {e}"),
+        let mut names: Vec<String> = entries.into_iter().map(|e| e.name).collect();
+        // Closed generations first: the partial one must follow the last of them.
+        names.sort_by_key(|n| *n == current);
+        for n in names {
+            let closed = ese::logfmt::parse_generation_name(&manifest.prefix, &n).is_some();
+            if !closed && n != current {
+                continue;
+            }
+            let to = inbox.join(&n);
+            if closed && fs.exists(&to).unwrap_or(false) {
+                continue;
+            }
+            if let Err(e) = fs.rename(&tail.join(&n), &to) {
+                tracing::warn!(sg = %name, file = %n, "admitting the block-mode tail: {e}");
             }
         }
+        let _ = fs.sync_dir(&inbox);
     }
 
     /// The seed manifest recorded in `copies/<sg>/seed.json`, read from disk (the copy need
@@ -485,6 +497,7 @@ impl Dag {
                     produced: generation,
                     oldest: if oldest == 0 { generation } else { oldest },
                     node: self.me().to_string(),
+                    epoch: self.epochs.lock().get(name).copied().unwrap_or(0),
                 };
                 self.sealed.lock().insert(name.to_string(), info);
                 Ok(generation)

@@ -208,7 +208,7 @@ impl Dag {
             inspected: r.last_inspected_generation,
             replayed: r.last_replayed_generation,
             produced: r.produced,
-            durable: 0,
+            durable: r.durable.0,
             active_here: false,
         })
     }

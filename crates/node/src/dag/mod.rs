@@ -51,6 +51,9 @@ pub const TICK: Duration = Duration::from_millis(500);
 /// An unchanged state is written again after this long (a cluster database restored from an
 /// older snapshot, or a key deleted by hand, is repaired within it).
 const REWRITE_AFTER: Duration = Duration::from_secs(30);
+/// How long a commit waits for its synchronous copies (policy `available`) before it goes on
+/// without them, the gate marked degraded (event 4118).
+const SYNC_WAIT: Duration = Duration::from_secs(2);
 /// The member lease's time to live (seconds).
 const MEMBER_TTL: i64 = 5;
 
@@ -122,6 +125,9 @@ pub struct Dag {
     /// The epoch under which this node holds each storage group active (its copies refuse an
     /// older one).
     epochs: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// The commit gate of each storage group active here (synchronous copies), which the
+    /// copies' block-mode requests acknowledge into.
+    gates: Arc<Mutex<BTreeMap<String, Arc<replication::sync::SyncGate>>>>,
     /// Set while this node cannot renew its lease: it holds nothing active.
     fenced: AtomicBool,
     /// Why the last activation assigned to this node failed, by storage group.
@@ -186,6 +192,7 @@ impl Dag {
             sealed: Arc::default(),
             mount_tried: Mutex::default(),
             epochs: Arc::default(),
+            gates: Arc::default(),
             fenced: AtomicBool::new(false),
             activation_error: Mutex::default(),
             primary: AtomicBool::new(false),
@@ -199,6 +206,8 @@ impl Dag {
             seeds: dag.seeds.clone(),
             claims: dag.claims.clone(),
             sealed: dag.sealed.clone(),
+            gates: dag.gates.clone(),
+            epochs: dag.epochs.clone(),
         });
         // The replication writer backs up this node's passive copies (the surrogate backup).
         let replicas = surrogate::DagReplicas {
@@ -404,6 +413,8 @@ impl Dag {
         if self.claim_unheld(actives).await? {
             return Ok(true);
         }
+        let settings = self.cluster.all_settings().await?;
+        let members = self.cluster.members().await?;
         let mut wrote = false;
         for (name, rec) in actives {
             if rec.node != self.me() {
@@ -415,6 +426,12 @@ impl Dag {
                 continue;
             };
             self.limit_truncation(&sg);
+            let wanted = settings
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| s.clone())
+                .unwrap_or_default();
+            self.gate_commits(&sg, &wanted, &members);
             let copies: Vec<&CopyRecord> = all_copies.iter().filter(|c| &c.sg == name).collect();
             if copies.iter().any(|c| c.node != self.me()) && sg.is_mounted() {
                 self.roll_if_idle(&sg).await;
@@ -462,6 +479,42 @@ impl Dag {
             .await?;
         }
         Ok(wrote)
+    }
+
+    /// Makes the commits of `sg` (active and mounted here) wait for its synchronous copies as
+    /// its settings say; copies that are no longer members stop counting.
+    fn gate_commits(
+        &self,
+        sg: &Arc<store::StorageGroup>,
+        settings: &replication::cluster::SgSettings,
+        members: &[Member],
+    ) {
+        let Ok(inst) = sg.instance() else { return };
+        if settings.sync_copies == 0 {
+            if self.gates.lock().remove(sg.name()).is_some() {
+                inst.set_commit_gate(None);
+            }
+            return;
+        }
+        let gate = self
+            .gates
+            .lock()
+            .entry(sg.name().to_string())
+            .or_insert_with(|| {
+                Arc::new(replication::sync::SyncGate::new(sg.name(), self.node.events().clone()))
+            })
+            .clone();
+        let mode = match settings.sync_policy {
+            replication::cluster::SyncPolicy::Strict => replication::sync::SyncMode::Strict,
+            replication::cluster::SyncPolicy::Available => replication::sync::SyncMode::Available,
+        };
+        gate.set(settings.sync_copies, mode, SYNC_WAIT);
+        for peer in gate.status().peers.keys() {
+            if !members.iter().any(|m| &m.node == peer) {
+                gate.forget(peer);
+            }
+        }
+        inst.set_commit_gate(Some(gate));
     }
 
     /// Publishes a storage group named active here that is not mounted (closed for a
@@ -577,6 +630,11 @@ impl Dag {
                     suspended: c.suspended.clone(),
                     seed_serial: c.seed_serial,
                     resumes: c.resumes,
+                    epoch: actives
+                        .iter()
+                        .find(|(sg, _)| sg == &c.sg)
+                        .map(|(_, a)| a.epoch)
+                        .unwrap_or(0),
                 };
                 match running.get(&c.sg) {
                     Some(p) => {
@@ -590,6 +648,7 @@ impl Dag {
                             || now.suspended != desired.suspended
                             || now.seed_serial != desired.seed_serial
                             || now.resumes != desired.resumes
+                            || now.epoch != desired.epoch
                         {
                             p.set_desired(desired);
                         }

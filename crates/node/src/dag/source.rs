@@ -1,14 +1,17 @@
 //! The node's answers to its copies ([`ActiveSource`]): log streams and closed generations of
 //! the storage groups it mounts, and seeds.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use events::EventSink;
 use replication::protocol::{
     self, SeedManifest, StreamInfo, SurrogateBegin, SurrogateClaim, SurrogateComplete,
-    SurrogateStamp,
+    SurrogateStamp, TailChunk,
 };
 use replication::source::{ActiveSource, SeedReader, SourceError};
+use replication::sync::SyncGate;
 use uuid::Uuid;
 
 use crate::Node;
@@ -22,6 +25,12 @@ pub struct NodeSource {
     /// The storage groups whose log this node closed for a switchover, as their stream stood
     /// then: the copies fetch the last generations from here while they are dismounted.
     pub sealed: Arc<parking_lot::Mutex<std::collections::BTreeMap<String, StreamInfo>>>,
+    /// The commit gate of each storage group with synchronous copies (filled by the node
+    /// when it mounts a storage group as active): block-mode requests acknowledge into it.
+    pub gates: Arc<parking_lot::Mutex<BTreeMap<String, Arc<SyncGate>>>>,
+    /// The epoch at which this node is active for each storage group (0: unknown), told to
+    /// copies so that they refuse a deposed active.
+    pub epochs: Arc<parking_lot::Mutex<BTreeMap<String, u64>>>,
 }
 
 impl NodeSource {
@@ -65,7 +74,22 @@ impl ActiveSource for NodeSource {
             produced: log.current_generation.saturating_sub(1),
             oldest: log.generations.first().copied().unwrap_or(log.current_generation),
             node: self.node.name().to_string(),
+            epoch: self.epochs.lock().get(sg).copied().unwrap_or(0),
         })
+    }
+
+    fn log_tail(
+        &self,
+        sg: &str,
+        peer: &str,
+        generation: u32,
+        from: u64,
+        wait: Duration,
+    ) -> Result<TailChunk, SourceError> {
+        let g = self.mounted(sg)?;
+        let inst = g.instance().map_err(|e| SourceError::NotActive(e.to_string()))?;
+        let gate = self.gates.lock().get(sg).cloned();
+        replication::tail::serve_tail(&inst, gate.as_deref(), peer, generation, from, wait)
     }
 
     fn log_file(&self, sg: &str, generation: u32) -> Result<Vec<u8>, SourceError> {
