@@ -147,4 +147,8 @@ pub struct CopyRow {
     pub suspended: Option<String>,
     /// Whether the copy's node is up (its lease is alive).
     pub node_up: bool,
+    /// Passive: how it receives the log (`block mode`: each write as it happens; `closed
+    /// generations`). Active: how commits wait for synchronous copies.
+    #[serde(default)]
+    pub shipping: Option<String>,
 }

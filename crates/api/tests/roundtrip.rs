@@ -290,6 +290,7 @@ fn every_type_round_trips() {
             DagMember { node: "a".into(), replication: Some("127.0.0.1:7400".into()), up: true },
             DagMember { node: "c".into(), replication: None, up: false },
         ],
+        primary_active_manager: Some("a".into()),
     });
     round_trip(CopyAdd { sg: "SG1".into(), node: "b".into(), preference: Some(2) });
     round_trip(CopyAdd { sg: "SG1".into(), node: "b".into(), preference: None });
@@ -309,7 +310,34 @@ fn every_type_round_trips() {
             last_error: Some("log file E000000003B.log failed inspection twice".into()),
             suspended: None,
             node_up: true,
+            shipping: Some("block mode".into()),
         }],
+        groups: vec![GroupRow {
+            sg: "SG1".into(),
+            active: "a".into(),
+            epoch: 3,
+            since_generation: 0x41,
+            previous: Some("c".into()),
+            mount_dial: "lossless".into(),
+            sync_copies: 1,
+            sync_policy: "strict".into(),
+        }],
+    });
+    round_trip(CopyActivate { sg: "SG1".into(), node: "b".into(), skip_checks: true });
+    round_trip(CopyActivated {
+        sg: "SG1".into(),
+        from: "a".into(),
+        to: "b".into(),
+        epoch: 2,
+        generation: 0x40,
+        pause_ms: 312,
+        manager: "c".into(),
+    });
+    round_trip(CopySettings {
+        sg: "SG1".into(),
+        mount_dial: Some("good".into()),
+        sync_copies: None,
+        sync_policy: Some("available".into()),
     });
     let mut fields = serde_json::Map::new();
     fields.insert("bytes".into(), json!(5));

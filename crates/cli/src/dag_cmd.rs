@@ -183,11 +183,16 @@ fn print_copies(v: &api::CopyList, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<10} {:<10} {:<8} {:<19} {:>5} {:>6} {:>10} {:>10} {:>4}  LAST ERROR / SUSPENDED",
+        "{:<10} {:<10} {:<8} {:<19} {:>5} {:>6} {:>10} {:>10} {:>4}  LAST ERROR / SUSPENDED / SHIPPING",
         "SG", "NODE", "ROLE", "STATUS", "COPYQ", "REPLQ", "INSPECTED", "REPLAYED", "PREF"
     );
     for c in &v.copies {
-        let note = c.suspended.as_ref().map(|r| format!("suspended: {r}")).or(c.last_error.clone());
+        let note = c
+            .suspended
+            .as_ref()
+            .map(|r| format!("suspended: {r}"))
+            .or(c.last_error.clone())
+            .or(c.shipping.clone());
         println!(
             "{:<10} {:<10} {:<8} {:<19} {:>5} {:>6} {:>#10X} {:>#10X} {:>4}  {}",
             c.sg,

@@ -347,3 +347,71 @@ fn with_a_lossless_dial_a_failover_never_mounts_a_copy_that_lacks_generations() 
         }
     }
 }
+
+/// How many times [`killing_the_active_again_and_again_with_a_synchronous_copy_loses_nothing`]
+/// kills the active (`SHADOWCOPY_FAILOVER_KILLS`, 20 by default).
+fn kills() -> usize {
+    std::env::var("SHADOWCOPY_FAILOVER_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20)
+}
+
+#[test]
+fn killing_the_active_again_and_again_with_a_synchronous_copy_loses_nothing() {
+    let mut dag = Dag::start(&["a", "b", "c"]);
+    dag.load("a", 50);
+    dag.add_copy("a", "b");
+    dag.add_copy("a", "c");
+    dag.wait_status("b", "Healthy");
+    dag.wait_status("c", "Healthy");
+    let v = dag.node("a").json(&[
+        "copy",
+        "settings",
+        "--sg",
+        "SG1",
+        "--sync-copies",
+        "1",
+        "--sync-policy",
+        "strict",
+    ]);
+    assert_eq!(v["groups"][0]["sync_copies"], 1, "{v}");
+    let (acks, summary) = (tmp_file(&dag, "acks"), tmp_file(&dag, "summary.json"));
+    let client = mail_client(&dag, &["a", "b", "c"], 3600, &acks, &summary);
+    let mut active = "a".to_string();
+    let mut times = Vec::new();
+    for round in 0..kills() {
+        // A different moment each time: after 10 to 70 more acknowledgements.
+        let more = 10 + (dag::now_ms() % 61) as usize;
+        let before = acked(&acks);
+        dag.wait_for(
+            DEADLINE,
+            &format!("round {round}: {more} acknowledgements from {active}"),
+            || (acked(&acks) >= before + more).then_some(()),
+        );
+        let killed_at = std::time::Instant::now();
+        dag.kill9(&active);
+        let next =
+            dag.wait_for(DEADLINE, &format!("round {round}: a new active after {active}"), || {
+                let via = ["a", "b", "c"].into_iter().find(|n| *n != active).unwrap();
+                let g = group(&dag, via);
+                (g["active"].as_str().is_some_and(|n| n != active))
+                    .then(|| g["active"].as_str().unwrap().to_string())
+            });
+        let before = acked(&acks);
+        dag.wait_for(DEADLINE, &format!("round {round}: acknowledgements from {next}"), || {
+            (acked(&acks) > before).then_some(())
+        });
+        times.push(killed_at.elapsed().as_millis());
+        let (checked, missing) = check(&dag, &next, &acks);
+        assert!(
+            missing.is_empty(),
+            "round {round}: {} of {checked} acknowledged messages missing on {next} after {active} was killed: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        // The killed node comes back as a passive copy of the new active.
+        dag.start_node(&active);
+        dag.wait_status(&active, "Healthy");
+        active = next;
+    }
+    drop(client);
+    eprintln!("kill -9 to the first acknowledgement on the new active (ms): {times:?}");
+}

@@ -316,6 +316,10 @@ pub struct CopyState {
     pub checkpoint_generation: u32,
     pub last_error: Option<String>,
     pub updated_ms: u64,
+    /// How the copy receives the log (passive: block mode or closed generations) or how the
+    /// active's commits wait for copies (synchronous or not, degraded): shown by `copy status`.
+    #[serde(default)]
+    pub shipping: Option<String>,
 }
 
 /// A connection to etcd for one DAG, as one node.
@@ -643,6 +647,31 @@ impl Cluster {
         expected: Option<&ActiveRecord>,
         new: &ActiveRecord,
     ) -> Result<bool, ClusterError> {
+        self.set_active_when(sg, expected, new, None).await
+    }
+
+    /// A failover: as [`Cluster::set_active_if`], and only while `expected`'s node has no
+    /// member key (its lease lapsed) — in the same transaction, so that an old active whose
+    /// lease came back between the manager's reading and its decision is never replaced
+    /// while it takes commits again.
+    pub async fn fail_over_if(
+        &self,
+        sg: &str,
+        expected: &ActiveRecord,
+        new: &ActiveRecord,
+    ) -> Result<bool, ClusterError> {
+        check_name("node", &expected.node)?;
+        let gone = Compare::version(self.member_key(&expected.node), CompareOp::Equal, 0);
+        self.set_active_when(sg, Some(expected), new, Some(gone)).await
+    }
+
+    async fn set_active_when(
+        &self,
+        sg: &str,
+        expected: Option<&ActiveRecord>,
+        new: &ActiveRecord,
+        also: Option<Compare>,
+    ) -> Result<bool, ClusterError> {
         check_name("storage group", sg)?;
         let key = self.active_key(sg);
         let mut c = self.client.clone();
@@ -660,7 +689,9 @@ impl Cluster {
                 Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision())
             }
         };
-        let txn = Txn::new().when([compare]).and_then([TxnOp::put(key, to_json(new), None)]);
+        let mut compares = vec![compare];
+        compares.extend(also);
+        let txn = Txn::new().when(compares).and_then([TxnOp::put(key, to_json(new), None)]);
         let resp = c.txn(txn).await.map_err(|e| self.etcd(e))?;
         Ok(resp.succeeded())
     }

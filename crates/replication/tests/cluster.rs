@@ -45,6 +45,7 @@ fn state(sg: &str, node: &str, replayed: u32) -> CopyState {
         checkpoint_generation: replayed.saturating_sub(2),
         last_error: None,
         updated_ms: 42,
+        shipping: None,
     }
 }
 

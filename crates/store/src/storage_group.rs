@@ -125,6 +125,9 @@ pub struct StorageGroup {
     /// What database copies on other nodes still need (the DAG sets it; see
     /// [`ese::TruncationLimitFn`]). Shared with the engine, asked at each truncation.
     truncation_limit: Arc<Mutex<Option<ese::TruncationLimitFn>>>,
+    /// What a durable commit waits for besides its own log (the DAG's synchronous copies),
+    /// given to every instance before it takes its first commit.
+    commit_gate: Mutex<Option<Arc<dyn ese::CommitGate>>>,
 }
 
 impl std::fmt::Debug for StorageGroup {
@@ -250,6 +253,17 @@ impl StorageGroup {
             degraded: Mutex::default(),
             mount_error: Mutex::default(),
             truncation_limit: Arc::default(),
+            commit_gate: Mutex::default(),
+        }
+    }
+
+    /// Makes durable commits wait for `gate` too (the DAG's synchronous copies), now and on
+    /// every later mount: a mount installs it before the instance takes a commit.
+    pub fn set_commit_gate(&self, gate: Option<Arc<dyn ese::CommitGate>>) {
+        let st = self.state.lock();
+        *self.commit_gate.lock() = gate.clone();
+        if let Some(inst) = &st.instance {
+            inst.set_commit_gate(gate);
         }
     }
 
@@ -457,6 +471,7 @@ impl StorageGroup {
             .iter()
             .map(|db| MailDb::open(instance.clone(), &db.name))
             .collect::<Result<Vec<_>>>()?;
+        instance.set_commit_gate(self.commit_gate.lock().clone());
         st.instance = Some(instance);
         st.mail = mail;
         drop(st);
@@ -530,6 +545,7 @@ impl StorageGroup {
                 )
             }
         };
+        instance.set_commit_gate(self.commit_gate.lock().clone());
         st.instance = Some(instance);
         st.mail = mail;
         self.events.emit(

@@ -113,6 +113,7 @@ pub(crate) async fn rows(dag: &Dag, seen: &Seen, sg: Option<&str>) -> Vec<api::C
             last_error: state.and_then(|s| s.last_error.clone()),
             suspended: c.suspended.clone(),
             node_up,
+            shipping: state.and_then(|s| s.shipping.clone()),
         });
     }
     out

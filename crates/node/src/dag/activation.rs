@@ -95,7 +95,7 @@ impl Dag {
         };
         let current = match current {
             Some(m) if m.epoch >= rec.epoch => m,
-            Some(_) | None if self.has_copy(name) => {
+            Some(_) | None if self.has_copy(name) || self.seed_manifest_on_disk(name).is_some() => {
                 // The primary active manager moved the storage group here.
                 let d = self.clone();
                 let (n, r) = (name.to_string(), rec.clone());
@@ -255,13 +255,24 @@ impl Dag {
         name: &str,
         rec: &ActiveRecord,
     ) -> Result<Activated, String> {
-        let Some(copy) = self.copies.lock().remove(name) else {
-            return Err(format!("node {} runs no copy of {name}", self.me()));
-        };
-        if copy.seed_manifest().is_none() {
-            copy.stop();
+        let running = self.copies.lock().remove(name);
+        if running.as_ref().is_some_and(|c| c.seed_manifest().is_none())
+            || (running.is_none() && self.seed_manifest_on_disk(name).is_none())
+        {
+            if let Some(c) = running {
+                c.stop();
+            }
             return Err(format!("the copy of {name} on {} was never seeded", self.me()));
         }
+        // Not running: an activation cut off by a crash, done again from the files.
+        if let Some(copy) = running {
+            self.drain_then_stop(copy);
+        }
+        self.finish_activation(name, rec)
+    }
+
+    /// Lets a running copy fetch the last logs the old active still serves, then stops it.
+    fn drain_then_stop(&self, copy: replication::copy::PassiveCopy) {
         // What the old active still serves (it closed its log when it fenced itself, or it
         // only lost the cluster database) is fetched by the copy itself while it runs: give
         // it until the copy has everything the old active said it closed, or it cannot reach
@@ -277,9 +288,15 @@ impl Dag {
             std::thread::sleep(Duration::from_millis(50));
         }
         copy.stop();
+    }
+
+    fn finish_activation(&self, name: &str, rec: &ActiveRecord) -> Result<Activated, String> {
         let dir = copy_dir(name);
         self.admit_tail(name, &dir);
         let group = self.group_at(name, Location::Copy)?;
+        let settings = self.settings_seen.lock().get(name).cloned().unwrap_or_default();
+        let members = self.seen.lock().members.clone();
+        self.gate_commits(&group, &settings, &members);
         let pchk = dir.join(format!("{}.pchk", group.def().prefix));
         let a = group.mount_activated(&pchk).map_err(|e| e.to_string())?;
         let m = ActiveMarker { sg: name.to_string(), epoch: rec.epoch, location: Location::Copy };
@@ -459,6 +476,8 @@ impl Dag {
     /// commits, every record is in a closed generation, and the node answers its copies for
     /// the closed generations while dismounted. Returns the last generation.
     pub(crate) fn hand_over(&self, name: &str, epoch: u64, to: &str) -> Result<u32, String> {
+        // Not an administrator's dismount: taken back after a failed switchover, it mounts.
+        self.mounted_epochs.lock().remove(name);
         self.handing_over.lock().insert(name.to_string(), (epoch, Instant::now()));
         self.claims.abort_all(&self.node, name, "the storage group is being moved to another node");
         match self.seal(name) {

@@ -55,13 +55,22 @@ impl Dag {
                     // over the replication network, perhaps) fetch every acknowledged commit.
                     let done = tokio::task::spawn_blocking(move || {
                         d.claims.abort_all(&d.node, group.name(), "this node fenced itself");
-                        d.seal(group.name())
-                            .map(|_| ())
-                            .or_else(|_| group.dismount(true).map_err(|e| e.to_string()))
+                        d.seal(group.name()).map(|_| ()).or_else(|sealing| {
+                            group.dismount(true).map_err(|e| {
+                                format!("closing the log: {sealing}; dismounting: {e}")
+                            })
+                        })
                     })
                     .await;
-                    self.epochs.lock().remove(g.name());
                     self.mounted_epochs.lock().remove(g.name());
+                    match &done {
+                        // Copies keep refusing an older epoch only while it is known here.
+                        Ok(Ok(())) => {
+                            self.epochs.lock().remove(g.name());
+                        }
+                        Ok(Err(e)) => tracing::error!(sg = %g.name(), "fencing: {e}"),
+                        Err(e) => tracing::error!(sg = %g.name(), "fencing: {e}"),
+                    }
                     if matches!(done, Ok(Ok(()))) {
                         self.node.events().emit(
                             &events::catalog::REPL_FENCED,

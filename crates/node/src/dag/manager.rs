@@ -164,8 +164,8 @@ impl Dag {
         out.sort_by_key(|c| {
             (
                 !c.healthy,
-                std::cmp::Reverse(c.inspected),
                 std::cmp::Reverse(c.durable),
+                std::cmp::Reverse(c.inspected),
                 c.inspected.saturating_sub(c.replayed),
                 c.preference,
             )
@@ -245,7 +245,20 @@ impl Dag {
             });
             return Ok(());
         };
-        let missing = produced.saturating_sub(best.inspected);
+        // Block mode: a copy holding part of generation G has every closed one before it.
+        let held = best.inspected.max(ese::Lsn(best.durable).generation().saturating_sub(1));
+        let missing = produced.saturating_sub(held);
+        if settings.mount_dial == replication::cluster::MountDial::Lossless
+            && settings.sync_copies == 0
+        {
+            // Without synchronous copies nobody knows what the dead active acknowledged in
+            // its last, open generation: "nothing missing" cannot be vouched for.
+            refuse(format!(
+                "mount dial lossless needs synchronous copies (sync_copies is 0): what {} acknowledged in its open generation may be on no copy; activate a copy by hand (`copy activate --skip-checks`) to accept that",
+                rec.node
+            ));
+            return Ok(());
+        }
         if !settings.mount_dial.allows(missing) {
             refuse(format!(
                 "the best copy, on {}, lacks {missing} closed generations (inspected to {:#X}, the old active published {produced:#X}); mount dial {} allows {}",
@@ -261,7 +274,7 @@ impl Dag {
             return Ok(());
         }
         let next = rec.next(&best.node);
-        if self.cluster.set_active_if(sg, Some(rec), &next).await? {
+        if self.cluster.fail_over_if(sg, rec, &next).await? {
             self.refusals.lock().remove(sg);
             self.node.events().emit(
                 &events::catalog::REPL_FAILOVER,
@@ -300,7 +313,12 @@ impl Dag {
         if !self.switching.lock().insert(sg.to_string()) {
             return Err(conflict(format!("a switchover of {sg} is already under way")));
         }
-        let result = self.switch(req).await;
+        // Run to its end even if the asking client goes away (a dropped future would leave
+        // the old active closed and the storage group marked as moving).
+        let (d, r) = (self.clone(), req.clone());
+        let result = tokio::spawn(async move { d.switch(&r).await })
+            .await
+            .unwrap_or_else(|e| Err(ApiError::internal(format!("the switchover failed: {e}"))));
         self.switching.lock().remove(sg);
         if let Err(e) = &result {
             self.node.events().emit(
@@ -416,6 +434,14 @@ impl Dag {
                 }
                 _ => tokio::time::sleep(Duration::from_millis(50)).await,
             }
+        }
+        if started.elapsed() + Duration::from_secs(5) > super::activation::HANDOVER_TIMEOUT {
+            self.give_back(&old, sg).await;
+            return Err(conflict(format!(
+                "the switchover took too long ({} s): {} keeps {sg}",
+                started.elapsed().as_secs(),
+                old.node
+            )));
         }
         let mut next = rec.next(to);
         next.since_generation = generation + 1;

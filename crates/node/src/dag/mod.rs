@@ -128,6 +128,8 @@ pub struct Dag {
     /// The commit gate of each storage group active here (synchronous copies), which the
     /// copies' block-mode requests acknowledge into.
     gates: Arc<Mutex<BTreeMap<String, Arc<replication::sync::SyncGate>>>>,
+    /// Each storage group's settings, as last read.
+    settings_seen: Mutex<BTreeMap<String, replication::cluster::SgSettings>>,
     /// Set while this node cannot renew its lease: it holds nothing active.
     fenced: AtomicBool,
     /// Why the last activation assigned to this node failed, by storage group.
@@ -193,6 +195,7 @@ impl Dag {
             mount_tried: Mutex::default(),
             epochs: Arc::default(),
             gates: Arc::default(),
+            settings_seen: Mutex::default(),
             fenced: AtomicBool::new(false),
             activation_error: Mutex::default(),
             primary: AtomicBool::new(false),
@@ -416,10 +419,20 @@ impl Dag {
         let settings = self.cluster.all_settings().await?;
         let members = self.cluster.members().await?;
         let mut wrote = false;
+        *self.settings_seen.lock() = settings.iter().cloned().collect();
         for (name, rec) in actives {
             if rec.node != self.me() {
                 self.be_passive(name, rec).await;
                 continue;
+            }
+            // The gate first: a storage group mounted below takes no commit without it.
+            let wanted = settings
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| s.clone())
+                .unwrap_or_default();
+            if let Ok(sg) = self.node.store().storage_group(name) {
+                self.gate_commits(&sg, &wanted, &members);
             }
             let Some(sg) = self.be_active(name, rec).await else {
                 self.publish_unmounted(name).await?;
@@ -466,6 +479,25 @@ impl Dag {
                 self.written.lock().remove(&key);
                 return Err(e);
             }
+            let shipping = self.gates.lock().get(name).map(|g| {
+                let st = g.status();
+                let following = st.peers.len();
+                let mode = match st.mode {
+                    replication::sync::SyncMode::Strict => "strict",
+                    replication::sync::SyncMode::Available => "available",
+                };
+                if st.degraded {
+                    format!(
+                        "synchronous copies: {} required ({mode}), DEGRADED: {following} following",
+                        st.required
+                    )
+                } else {
+                    format!(
+                        "synchronous copies: {} required ({mode}), {following} following",
+                        st.required
+                    )
+                }
+            });
             self.publish_state(CopyState {
                 sg: name.clone(),
                 node: self.me().to_string(),
@@ -475,6 +507,7 @@ impl Dag {
                 checkpoint_generation: checkpoint,
                 last_error: sg.mount_error(),
                 updated_ms: events::now_ms(),
+                shipping,
             })
             .await?;
         }
@@ -483,16 +516,15 @@ impl Dag {
 
     /// Makes the commits of `sg` (active and mounted here) wait for its synchronous copies as
     /// its settings say; copies that are no longer members stop counting.
-    fn gate_commits(
+    pub(crate) fn gate_commits(
         &self,
         sg: &Arc<store::StorageGroup>,
         settings: &replication::cluster::SgSettings,
         members: &[Member],
     ) {
-        let Ok(inst) = sg.instance() else { return };
         if settings.sync_copies == 0 {
             if self.gates.lock().remove(sg.name()).is_some() {
-                inst.set_commit_gate(None);
+                sg.set_commit_gate(None);
             }
             return;
         }
@@ -514,7 +546,7 @@ impl Dag {
                 gate.forget(peer);
             }
         }
-        inst.set_commit_gate(Some(gate));
+        sg.set_commit_gate(Some(gate));
     }
 
     /// Publishes a storage group named active here that is not mounted (closed for a
@@ -543,6 +575,7 @@ impl Dag {
             checkpoint_generation: 0,
             last_error: why,
             updated_ms: events::now_ms(),
+            shipping: None,
         })
         .await
     }
@@ -609,8 +642,13 @@ impl Dag {
         let mut removed = Vec::new();
         {
             let mut running = self.copies.lock();
-            let gone: Vec<String> =
-                running.keys().filter(|sg| !mine.iter().any(|c| &c.sg == *sg)).cloned().collect();
+            // A copy of a storage group made active here is left to its activation (it may
+            // be waiting for a fence to lift): its files are the new active's.
+            let gone: Vec<String> = running
+                .keys()
+                .filter(|sg| !mine.iter().any(|c| &c.sg == *sg) && !active_here(sg))
+                .cloned()
+                .collect();
             for sg in gone {
                 if let Some(c) = running.remove(&sg) {
                     removed.push((sg, c));
@@ -696,6 +734,9 @@ impl Dag {
                 checkpoint_generation: r.checkpoint_generation,
                 last_error: r.last_error,
                 updated_ms: events::now_ms(),
+                shipping: Some(
+                    if r.block_mode { "block mode" } else { "closed generations" }.into(),
+                ),
             })
             .await?;
         }
