@@ -609,6 +609,7 @@ impl Runner {
             dir: self.cfg.dir.clone(),
             prefix: self.prefix.clone(),
             generation: info.produced + 1,
+            epoch: info.epoch,
             client: active.sibling(),
             runtime: self.cfg.runtime.clone(),
             on_closed: Box::new(move || {

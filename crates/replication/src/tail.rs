@@ -135,6 +135,9 @@ pub struct FollowerConfig {
     pub prefix: String,
     /// The generation to follow first (the one after the last closed).
     pub generation: u32,
+    /// The active's epoch: a tail file written under another epoch is another history (a
+    /// deposed active's), never resumed.
+    pub epoch: u64,
     /// Its own connection to the active.
     pub client: PeerClient,
     pub runtime: tokio::runtime::Handle,
@@ -189,7 +192,9 @@ fn follow(cfg: FollowerConfig, state: Arc<Mutex<TailState>>, stop: mpsc::Receive
         }
         let step = (|| -> Result<bool, String> {
             if file.is_none() {
-                file = Some(open_tail(&cfg.fs, &path, generation).map_err(|e| e.to_string())?);
+                file = Some(
+                    open_tail(&cfg.fs, &path, generation, cfg.epoch).map_err(|e| e.to_string())?,
+                );
             }
             let Some((f, off)) = file.as_mut() else { return Ok(false) };
             let url = protocol::tail_path(&cfg.sg, generation, *off, TAIL_WAIT.as_millis() as u64);
@@ -239,14 +244,27 @@ fn follow(cfg: FollowerConfig, state: Arc<Mutex<TailState>>, stop: mpsc::Receive
 
 /// Opens the tail file for `generation`: what it holds already counts when it is of that
 /// generation (its header says so), otherwise it starts empty.
-fn open_tail(fs: &FsRef, path: &Path, generation: u32) -> std::io::Result<(volume::FileRef, u64)> {
+fn open_tail(
+    fs: &FsRef,
+    path: &Path,
+    generation: u32,
+    epoch: u64,
+) -> std::io::Result<(volume::FileRef, u64)> {
     if let Some(dir) = path.parent() {
         fs.create_dir_all(dir)?;
     }
+    // The epoch the tail was written under, beside it: the same generation number under
+    // another epoch is another active's history.
+    let mut epoch_path = path.to_path_buf().into_os_string();
+    epoch_path.push(".epoch");
+    let epoch_path = PathBuf::from(epoch_path);
+    let written = volume::fs::read_all(fs.as_ref(), &epoch_path).ok();
+    let same_epoch = written.as_deref() == Some(epoch.to_string().as_bytes());
     let f = fs.open(path, OpenMode::Create)?;
     let len = f.len()?;
     let mut header = vec![0u8; logfmt::LOG_HEADER_SIZE as usize];
-    let same = len >= header.len() as u64
+    let same = same_epoch
+        && len >= header.len() as u64
         && f.read_exact_at(&mut header, 0).is_ok()
         && logfmt::LogHeader::decode(&header).is_ok_and(|h| h.generation == generation);
     if same {
@@ -254,6 +272,9 @@ fn open_tail(fs: &FsRef, path: &Path, generation: u32) -> std::io::Result<(volum
     }
     f.set_len(0)?;
     f.sync()?;
+    if !same_epoch {
+        volume::fs::write_atomic(fs.as_ref(), &epoch_path, epoch.to_string().as_bytes())?;
+    }
     if let Some(dir) = path.parent() {
         fs.sync_dir(dir)?;
     }
