@@ -304,6 +304,23 @@ fn wait_healthy(bin: &Path, via: &Path, node: &str) -> anyhow::Result<()> {
     )
 }
 
+/// What a failed wait adds to its error: the copy status asked of `via`, and the tail of
+/// every node's log (the manager's refusals and the activation are logged there).
+fn diagnosis(bin: &Path, dag: &Path, via: &str) -> String {
+    let status = match copy_status(bin, &socket(dag, via)) {
+        Ok(v) => format!("{v}"),
+        Err(e) => format!("(copy status via {via} failed: {e:#})"),
+    };
+    let mut s = format!("copy status via {via}: {status}");
+    for n in NODES {
+        let text = std::fs::read_to_string(home(dag, n).join("node.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+        s.push_str(&format!("\n--- node {n} log (tail) ---\n{tail}"));
+    }
+    s
+}
+
 /// One `POST path` with a JSON body over a node's Unix socket; the status and the body.
 fn post(socket: &Path, path: &str, body: &str, timeout: Duration) -> anyhow::Result<(u16, String)> {
     let mut s = UnixStream::connect(socket)?;
@@ -560,7 +577,8 @@ pub fn run(opts: &FailoverArgs) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     for _ in 0..opts.runs {
         for p in NODES.iter().filter(|n| **n != active) {
-            wait_healthy(&bin, &sock(&active), p)?;
+            wait_healthy(&bin, &sock(&active), p)
+                .with_context(|| diagnosis(&bin, &dag, &active))?;
         }
         let (named, epoch) = group(&bin, &sock(&active))?;
         if named != active {
@@ -591,7 +609,14 @@ pub fn run(opts: &FailoverArgs) -> anyhow::Result<()> {
                 Ok(first_ack_elsewhere(&client.log.lock().acks, killed_at, &active))
             },
         )
-        .with_context(|| format!("the client's last error: {}", client.last_error()))?;
+        .with_context(|| {
+            let via = NODES.iter().find(|n| **n != active).copied().unwrap_or("b");
+            format!(
+                "the client's last error: {}\n{}",
+                client.last_error(),
+                diagnosis(&bin, &dag, via)
+            )
+        })?;
         let moved_on = {
             let l = client.log.lock();
             let until = killed_at + Duration::from_secs_f64(seconds);
