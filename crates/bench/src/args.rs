@@ -232,8 +232,8 @@ pub struct SurrogateArgs {
                   example: cargo run --release -p bench -- failover-time --runs 3 --dir /tmp"
 )]
 pub struct FailoverArgs {
-    /// Failovers measured, round robin over the three nodes (the killed node is restarted
-    /// as a passive before the next).
+    /// Failovers measured, each killing the active of the moment (the killed node is
+    /// restarted as a passive before the next).
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub runs: u64,
     /// The `shadowcopy` binary (default: next to this bench binary).
