@@ -62,6 +62,9 @@ pub enum Scenario {
     /// `shadowcopy serve` nodes and etcd, under a fixed rate of mail on the active: backup
     /// times and the active's delivery latency p50/p99 with no backup and during each.
     SurrogateBackup(SurrogateArgs),
+    /// Seconds from a `kill -9` of the active to the first delivery acknowledged by the new
+    /// active, in a DAG of three `shadowcopy serve` nodes and etcd, against the member TTL.
+    FailoverTime(FailoverArgs),
 }
 
 /// Where a scenario keeps its files.
@@ -213,6 +216,25 @@ pub struct SurrogateArgs {
     /// Full backups of each kind measured, alternating which kind goes first (their
     /// latency samples are pooled; the median backup time is reported).
     #[arg(long, value_name = "N", default_value_t = 3)]
+    pub runs: u64,
+    /// The `shadowcopy` binary (default: next to this bench binary).
+    #[arg(long, value_name = "PATH")]
+    pub shadowcopy: Option<PathBuf>,
+    #[command(flatten)]
+    pub scratch: ScratchDir,
+}
+
+/// Options of `failover-time`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Needs the `shadowcopy` binary next to the bench's (`cargo build --release -p cli -p bench`) \
+                  or --shadowcopy PATH, and Debian's `etcd` on the PATH.\n\
+                  example: cargo run --release -p bench -- failover-time --runs 3 --dir /tmp"
+)]
+pub struct FailoverArgs {
+    /// Failovers measured, each killing the active of the moment (the killed node is
+    /// restarted as a passive before the next).
+    #[arg(long, value_name = "N", default_value_t = 5)]
     pub runs: u64,
     /// The `shadowcopy` binary (default: next to this bench binary).
     #[arg(long, value_name = "PATH")]

@@ -12,6 +12,7 @@ mod cow_overhead;
 mod engine_commit;
 mod engine_replay;
 mod event_emit;
+mod failover_time;
 mod incremental_cost;
 mod replication_lag;
 mod replication_throughput;
@@ -47,5 +48,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::SeedThroughput(o) => seed_throughput::run(&o),
         Scenario::ReplicationLag(o) => replication_lag::run(&o),
         Scenario::SurrogateBackup(o) => surrogate_backup::run(&o),
+        Scenario::FailoverTime(o) => failover_time::run(&o),
     }
 }
