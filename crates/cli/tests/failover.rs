@@ -82,9 +82,9 @@ fn switchover_a_b_c_a_under_mail_loses_no_acknowledged_message() {
     dag.wait_for(DEADLINE, "the mail client's first acknowledgements", || {
         (acked(&acks) > 20).then_some(())
     });
-    let mut epoch = group(&dag, "a")["epoch"].as_u64().unwrap();
+    let first = group(&dag, "a")["epoch"].as_u64().unwrap();
     let mut pauses = Vec::new();
-    for (from, to) in [("a", "b"), ("b", "c"), ("c", "a")] {
+    for (epoch, (from, to)) in (first..).zip([("a", "b"), ("b", "c"), ("c", "a")]) {
         // The target must be a healthy copy (the old active of the previous move reseeds).
         dag.wait_status(to, "Healthy");
         let before = acked(&acks);
@@ -92,7 +92,6 @@ fn switchover_a_b_c_a_under_mail_loses_no_acknowledged_message() {
         assert_eq!(v["from"], from, "{v}");
         assert_eq!(v["to"], to, "{v}");
         assert_eq!(v["epoch"].as_u64().unwrap(), epoch + 1, "the epoch grows by one: {v}");
-        epoch += 1;
         pauses.push(v["pause_ms"].as_u64().unwrap());
         let g = group(&dag, "a");
         assert_eq!(g["active"], to, "{g}");

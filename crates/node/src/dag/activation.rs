@@ -79,10 +79,12 @@ impl Dag {
         if self.fenced.load(std::sync::atomic::Ordering::SeqCst) {
             return None;
         }
-        if let Some((epoch, since)) = self.handing_over.lock().get(name).copied() {
-            if epoch == rec.epoch && since.elapsed() < HANDOVER_TIMEOUT {
-                return None; // Closed for a switchover that is under way.
-            }
+        let handing_over = self.handing_over.lock().get(name).copied();
+        if let Some((epoch, since)) = handing_over
+            && epoch == rec.epoch
+            && since.elapsed() < HANDOVER_TIMEOUT
+        {
+            return None; // Closed for a switchover that is under way.
         }
         self.handing_over.lock().remove(name);
         let data_dir = self.data_dir();
