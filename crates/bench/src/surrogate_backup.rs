@@ -585,6 +585,10 @@ pub fn run(opts: &SurrogateArgs) -> anyhow::Result<()> {
     let b = start_node(&bin, &dag.join("b"), &mut procs)?;
     let per_gib = |s: f64| Duration::from_secs_f64(120.0 + s * opts.size_gib);
 
+    // A member mounts SG1 once etcd names it active (a tick or two after it starts).
+    wait_until("SG1 to be mounted on a", START_DEADLINE, Duration::from_millis(100), || {
+        mail_load(&a.socket, 1, 0, PROBE_TIMEOUT).map(Some)
+    })?;
     // The database, filled before the copy exists (seeding copies it).
     let target = (opts.size_gib * GIB) as u64;
     let t = Instant::now();
