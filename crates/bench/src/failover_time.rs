@@ -30,11 +30,9 @@
 //! Every process started here is killed (SIGKILL, by its handle, i.e. its PID) when the
 //! scenario ends, also on error; the scratch directory is removed.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -44,6 +42,7 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use crate::args::{FailoverArgs, median};
+use crate::dag_procs::{Procs, free_ports, post, shadowcopy_bin, start_etcd, wait_until};
 
 /// The member lease's time to live in seconds: `MEMBER_TTL` in `crates/node/src/dag/mod.rs`
 /// (private there; keep the two equal).
@@ -69,150 +68,6 @@ const ACKS_BEFORE_KILL: usize = 20;
 /// Messages delivered before the copies are added.
 const FIRST_MAIL: u64 = 200;
 const NODES: [&str; 3] = ["a", "b", "c"];
-
-/// The processes the scenario started, by name; each is killed (SIGKILL to its PID, then
-/// reaped) on [`Procs::kill`] or when dropped, also on error.
-#[derive(Default)]
-struct Procs(Vec<(String, Child)>);
-
-impl Procs {
-    fn push(&mut self, what: &str, child: Child) -> &mut Child {
-        self.0.push((what.to_string(), child));
-        let last = self.0.len() - 1;
-        &mut self.0[last].1
-    }
-
-    /// SIGKILL of the process named `what`, reaped.
-    fn kill(&mut self, what: &str) -> anyhow::Result<()> {
-        let i = self
-            .0
-            .iter()
-            .position(|(w, _)| w == what)
-            .with_context(|| format!("no running process {what}"))?;
-        let (_, mut child) = self.0.remove(i);
-        child.kill().with_context(|| format!("kill -9 of {what} (pid {})", child.id()))?;
-        child.wait()?;
-        Ok(())
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for (_, c) in self.0.iter_mut().rev() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// The `shadowcopy` binary: `--shadowcopy`, else next to this bench binary.
-fn shadowcopy_bin(opts: &FailoverArgs) -> anyhow::Result<PathBuf> {
-    let bin = match &opts.shadowcopy {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("the bench binary has no directory")?
-            .join("shadowcopy"),
-    };
-    if !bin.is_file() {
-        bail!(
-            "no shadowcopy binary at {}: build it first (`cargo build --release -p cli -p bench`) \
-             or give --shadowcopy PATH",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
-/// `/usr/bin/etcd` (Debian's `etcd-server`), else `etcd` from the PATH.
-fn etcd_bin() -> PathBuf {
-    let debian = Path::new("/usr/bin/etcd");
-    if debian.exists() { debian.to_path_buf() } else { PathBuf::from("etcd") }
-}
-
-/// Go's name for this architecture, as `ETCD_UNSUPPORTED_ARCH` wants it.
-fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
-/// `n` consecutive free loopback ports (the replication listeners of `dag init`).
-fn free_ports(n: u16) -> anyhow::Result<u16> {
-    for _ in 0..50 {
-        let first = TcpListener::bind("127.0.0.1:0")?;
-        let base = first.local_addr()?.port();
-        if base.checked_add(n).is_none() {
-            continue;
-        }
-        let rest: Vec<_> = (1..n).map(|i| TcpListener::bind(("127.0.0.1", base + i))).collect();
-        if rest.iter().all(Result::is_ok) {
-            return Ok(base);
-        }
-    }
-    bail!("no {n} consecutive free loopback ports")
-}
-
-/// Polls `f` every `every` until it returns `Some`, failing after `deadline` saying what it
-/// waited for (with `f`'s last error, if any).
-fn wait_until<T>(
-    what: &str,
-    deadline: Duration,
-    every: Duration,
-    mut f: impl FnMut() -> anyhow::Result<Option<T>>,
-) -> anyhow::Result<T> {
-    let until = Instant::now() + deadline;
-    let mut last = String::new();
-    loop {
-        match f() {
-            Ok(Some(t)) => return Ok(t),
-            Ok(None) => {}
-            Err(e) => last = format!(" (last error: {e:#})"),
-        }
-        if Instant::now() >= until {
-            bail!("waited {deadline:?} for {what}, in vain{last}");
-        }
-        std::thread::sleep(every);
-    }
-}
-
-/// Starts a single-member etcd on free loopback ports; returns its client URL.
-fn start_etcd(dir: &Path, procs: &mut Procs) -> anyhow::Result<String> {
-    let (c, p) = (TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?);
-    let (client, peer) = (c.local_addr()?.port(), p.local_addr()?.port());
-    drop((c, p));
-    let log = std::fs::File::create(dir.join("etcd.log"))?;
-    let (curl, purl) = (format!("http://127.0.0.1:{client}"), format!("http://127.0.0.1:{peer}"));
-    let child = Command::new(etcd_bin())
-        .args(["--name", "t", "--data-dir"])
-        .arg(dir.join("etcd"))
-        .args(["--listen-client-urls", &curl, "--advertise-client-urls", &curl])
-        .args(["--listen-peer-urls", &purl, "--initial-advertise-peer-urls", &purl])
-        .args(["--initial-cluster", &format!("t={purl}")])
-        .env("ETCD_UNSUPPORTED_ARCH", go_arch())
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| {
-            format!("cannot run {} (Debian package `etcd-server`)", etcd_bin().display())
-        })?;
-    let child = procs.push("etcd", child);
-    wait_until("etcd to be healthy", START_DEADLINE, Duration::from_millis(100), || {
-        if let Some(s) = child.try_wait()? {
-            bail!("etcd exited ({s}); see {}", dir.join("etcd.log").display());
-        }
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", client)) else { return Ok(None) };
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out.contains("\"health\":\"true\"").then_some(()))
-    })?;
-    Ok(curl)
-}
 
 /// The node `name` of the DAG in `dag`: its directory and API socket.
 fn home(dag: &Path, name: &str) -> PathBuf {
@@ -323,28 +178,6 @@ fn diagnosis(bin: &Path, dag: &Path, via: &str) -> String {
         s.push_str(&format!("\n--- node {n} log (tail) ---\n{tail}"));
     }
     s
-}
-
-/// One `POST path` with a JSON body over a node's Unix socket; the status and the body.
-fn post(socket: &Path, path: &str, body: &str, timeout: Duration) -> anyhow::Result<(u16, String)> {
-    let mut s = UnixStream::connect(socket)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_write_timeout(Some(timeout))?;
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("no HTTP status in {text:?}"))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Ok((status, body))
 }
 
 /// What one delivery attempt came to.
@@ -535,7 +368,7 @@ pub fn run(opts: &FailoverArgs) -> anyhow::Result<()> {
     if opts.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let bin = shadowcopy_bin(opts)?;
+    let bin = shadowcopy_bin(opts.shadowcopy.as_ref())?;
     let scratch = opts.scratch.scratch()?;
     let dir = &scratch.path;
     let mut procs = Procs::default();

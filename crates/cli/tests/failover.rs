@@ -69,14 +69,23 @@ fn tmp_file(dag: &Dag, name: &str) -> PathBuf {
     dag.dir.path().join(name)
 }
 
+/// A DAG of `nodes` (SG1 active on the first, `messages` delivered) whose other nodes
+/// hold Healthy copies of SG1.
+fn with_copies(nodes: &[&str], messages: u64) -> Dag {
+    let dag = Dag::start(nodes);
+    dag.load(nodes[0], messages);
+    for n in &nodes[1..] {
+        dag.add_copy(nodes[0], n);
+    }
+    for n in &nodes[1..] {
+        dag.wait_status(n, "Healthy");
+    }
+    dag
+}
+
 #[test]
 fn switchover_a_b_c_a_under_mail_loses_no_acknowledged_message() {
-    let dag = Dag::start(&["a", "b", "c"]);
-    dag.load("a", 100);
-    dag.add_copy("a", "b");
-    dag.add_copy("a", "c");
-    dag.wait_status("b", "Healthy");
-    dag.wait_status("c", "Healthy");
+    let dag = with_copies(&["a", "b", "c"], 100);
     let (acks, summary) = (tmp_file(&dag, "acks"), tmp_file(&dag, "summary.json"));
     let client = mail_client(&dag, &["a", "b", "c"], 600, &acks, &summary);
     dag.wait_for(DEADLINE, "the mail client's first acknowledgements", || {
@@ -121,10 +130,7 @@ fn switchover_a_b_c_a_under_mail_loses_no_acknowledged_message() {
 
 #[test]
 fn switchover_and_back_keeps_every_message() {
-    let dag = Dag::start(&["a", "b"]);
-    dag.load("a", 200);
-    dag.add_copy("a", "b");
-    dag.wait_status("b", "Healthy");
+    let dag = with_copies(&["a", "b"], 200);
     let want = dag.count("a");
     let v = dag.node("b").json(&["copy", "activate", "--sg", "SG1", "--on", "b"]);
     assert_eq!(v["to"], "b", "{v}");
@@ -143,10 +149,7 @@ fn switchover_and_back_keeps_every_message() {
 
 #[test]
 fn copy_activate_refuses_a_copy_that_is_not_healthy_naming_why() {
-    let dag = Dag::start(&["a", "b"]);
-    dag.load("a", 20);
-    dag.add_copy("a", "b");
-    dag.wait_status("b", "Healthy");
+    let dag = with_copies(&["a", "b"], 20);
     dag.node("a").cli(&["copy", "suspend", "--sg", "SG1", "--on", "b", "--reason", "disk check"]);
     let out = dag.node("b").cli_output(&["copy", "activate", "--sg", "SG1", "--on", "b"]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -161,12 +164,7 @@ fn copy_activate_refuses_a_copy_that_is_not_healthy_naming_why() {
 
 #[test]
 fn the_active_killed_under_mail_fails_over_and_comes_back_as_a_passive() {
-    let mut dag = Dag::start(&["a", "b", "c"]);
-    dag.load("a", 100);
-    dag.add_copy("a", "b");
-    dag.add_copy("a", "c");
-    dag.wait_status("b", "Healthy");
-    dag.wait_status("c", "Healthy");
+    let mut dag = with_copies(&["a", "b", "c"], 100);
     let status = dag.node("b").json(&["dag", "status"]);
     assert!(status["primary_active_manager"].is_string(), "a primary active manager: {status}");
     let (acks, summary) = (tmp_file(&dag, "acks"), tmp_file(&dag, "summary.json"));
@@ -290,10 +288,7 @@ fn an_active_cut_off_from_etcd_fences_itself_and_rejoins_as_a_passive() {
 
 #[test]
 fn etcd_restarted_fails_nothing_over_and_loses_nothing() {
-    let mut dag = Dag::start(&["a", "b"]);
-    dag.load("a", 50);
-    dag.add_copy("a", "b");
-    dag.wait_status("b", "Healthy");
+    let mut dag = with_copies(&["a", "b"], 50);
     let epoch = group(&dag, "a")["epoch"].as_u64().unwrap();
     let (acks, summary) = (tmp_file(&dag, "acks"), tmp_file(&dag, "summary.json"));
     let client = mail_client(&dag, &["a", "b"], 600, &acks, &summary);
@@ -315,10 +310,7 @@ fn etcd_restarted_fails_nothing_over_and_loses_nothing() {
 
 #[test]
 fn with_a_lossless_dial_a_failover_never_mounts_a_copy_that_lacks_generations() {
-    let mut dag = Dag::start(&["a", "b"]);
-    dag.load("a", 50);
-    dag.add_copy("a", "b");
-    dag.wait_status("b", "Healthy");
+    let mut dag = with_copies(&["a", "b"], 50);
     let v = dag.node("a").json(&["copy", "settings", "--sg", "SG1", "--mount-dial", "lossless"]);
     assert_eq!(v["groups"][0]["mount_dial"], "lossless", "{v}");
     // b stops copying: whatever a closes from now on, b lacks.
@@ -355,12 +347,7 @@ fn kills() -> usize {
 
 #[test]
 fn killing_the_active_again_and_again_with_a_synchronous_copy_loses_nothing() {
-    let mut dag = Dag::start(&["a", "b", "c"]);
-    dag.load("a", 50);
-    dag.add_copy("a", "b");
-    dag.add_copy("a", "c");
-    dag.wait_status("b", "Healthy");
-    dag.wait_status("c", "Healthy");
+    let mut dag = with_copies(&["a", "b", "c"], 50);
     let v = dag.node("a").json(&[
         "copy",
         "settings",
