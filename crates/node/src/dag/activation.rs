@@ -27,6 +27,12 @@ pub const HANDOVER_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an activation waits for the copy to fetch the last logs the old active still
 /// serves.
 const LAST_LOGS_WAIT: Duration = Duration::from_secs(5);
+/// How long a returning old active waits for the new active to record its epoch's first
+/// generation before it sets its files aside without knowing what was lost.
+const SINCE_WAIT: Duration = Duration::from_secs(30);
+/// How long a woken copy takes, at most, for a round against the old active (it asks at once
+/// when woken; a dead node refuses the connection at once).
+const FRESH_ROUND: Duration = Duration::from_millis(600);
 
 /// What an activation of a passive copy did.
 #[derive(Debug, Clone)]
@@ -104,11 +110,8 @@ impl Dag {
                 let activated = tokio::task::spawn_blocking(move || d.activate_copy(&n, &r)).await;
                 match activated {
                     Ok(Ok(a)) => {
-                        let since =
-                            self.cluster.update_active_since(name, rec, a.first_generation).await;
-                        if let Err(e) = since {
-                            tracing::warn!(sg = %name, "recording the epoch's first generation: {e}");
-                        }
+                        self.pending_since.lock().insert(name.to_string(), a.first_generation);
+                        self.record_since(name, rec).await;
                     }
                     Ok(Err(e)) => {
                         tracing::error!(sg = %name, "activating the copy: {e}");
@@ -218,6 +221,23 @@ impl Dag {
         Ok(())
     }
 
+    /// Records in the active record the first generation of the epoch this node activated
+    /// (a node that held the storage group before reports from it what it lost); retried
+    /// every tick until etcd took it.
+    pub(super) async fn record_since(&self, name: &str, rec: &ActiveRecord) {
+        let Some(first) = self.pending_since.lock().get(name).copied() else { return };
+        if rec.since_generation != 0 {
+            self.pending_since.lock().remove(name);
+            return;
+        }
+        match self.cluster.update_active_since(name, rec, first).await {
+            Ok(_) => {
+                self.pending_since.lock().remove(name);
+            }
+            Err(e) => tracing::warn!(sg = %name, "recording the epoch's first generation: {e}"),
+        }
+    }
+
     /// The store's storage group `name` with its files at `location`, replacing a definition
     /// that points elsewhere (a node that activated its copy has the storage group's configured
     /// directories too, set aside or stale).
@@ -279,12 +299,16 @@ impl Dag {
         // only lost the cluster database) is fetched by the copy itself while it runs: give
         // it until the copy has everything the old active said it closed, or it cannot reach
         // it.
-        let until = Instant::now() + LAST_LOGS_WAIT;
+        let started = Instant::now();
         loop {
             copy.wake();
             let r = copy.report();
+            // A report from before the wake may be stale: trust it only once the copy had
+            // time for a round of its own against the old active.
+            let fresh = started.elapsed() >= FRESH_ROUND;
             let reachable = r.status != replication::cluster::CopyStatus::Disconnected;
-            if !reachable || r.last_inspected_generation >= r.produced || Instant::now() >= until {
+            let drained = r.last_inspected_generation >= r.produced;
+            if (fresh && (!reachable || drained)) || started.elapsed() >= LAST_LOGS_WAIT {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -361,6 +385,7 @@ impl Dag {
     /// never had) and the divergence reported.
     pub(super) async fn be_passive(self: &Arc<Self>, name: &str, rec: &ActiveRecord) {
         self.epochs.lock().remove(name);
+        self.forget_followers(name);
         if let Ok(sg) = self.node.store().storage_group(name)
             && sg.is_mounted()
         {
@@ -385,6 +410,16 @@ impl Dag {
             Ok(Some(m)) if m.epoch < rec.epoch => m,
             _ => return,
         };
+        // What was lost is counted from the new epoch's first generation: wait a while for
+        // the new active to record it.
+        if rec.since_generation == 0 {
+            let first_seen =
+                *self.since_wait.lock().entry(name.to_string()).or_insert_with(Instant::now);
+            if first_seen.elapsed() < SINCE_WAIT {
+                return;
+            }
+        }
+        self.since_wait.lock().remove(name);
         let d = self.clone();
         let (n, r) = (name.to_string(), rec.clone());
         let set_aside = tokio::task::spawn_blocking(move || d.set_aside(&n, &r, &old)).await;
@@ -524,6 +559,16 @@ impl Dag {
                 Ok(generation)
             }
             Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Forgets what the copies acknowledged into the commit gate of `name`: positions in a
+    /// history this node no longer writes (dismounted, fenced, moved) must not count later.
+    pub(super) fn forget_followers(&self, name: &str) {
+        if let Some(g) = self.gates.lock().get(name).cloned() {
+            for peer in g.status().peers.keys() {
+                g.forget(peer);
+            }
         }
     }
 

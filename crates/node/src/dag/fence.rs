@@ -63,6 +63,7 @@ impl Dag {
                     })
                     .await;
                     self.mounted_epochs.lock().remove(g.name());
+                    self.forget_followers(g.name());
                     match &done {
                         // Copies keep refusing an older epoch only while it is known here.
                         Ok(Ok(())) => {

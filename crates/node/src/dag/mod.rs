@@ -128,6 +128,11 @@ pub struct Dag {
     /// The commit gate of each storage group active here (synchronous copies), which the
     /// copies' block-mode requests acknowledge into.
     gates: Arc<Mutex<BTreeMap<String, Arc<replication::sync::SyncGate>>>>,
+    /// The first generation of an epoch this node activated, until the active record holds
+    /// it.
+    pending_since: Mutex<BTreeMap<String, u32>>,
+    /// Since when a returning old active has waited for the new epoch's first generation.
+    since_wait: Mutex<BTreeMap<String, std::time::Instant>>,
     /// Each storage group's settings, as last read.
     settings_seen: Mutex<BTreeMap<String, replication::cluster::SgSettings>>,
     /// Set while this node cannot renew its lease: it holds nothing active.
@@ -196,6 +201,8 @@ impl Dag {
             epochs: Arc::default(),
             gates: Arc::default(),
             settings_seen: Mutex::default(),
+            pending_since: Mutex::default(),
+            since_wait: Mutex::default(),
             fenced: AtomicBool::new(false),
             activation_error: Mutex::default(),
             primary: AtomicBool::new(false),
@@ -434,6 +441,7 @@ impl Dag {
             if let Ok(sg) = self.node.store().storage_group(name) {
                 self.gate_commits(&sg, &wanted, &members);
             }
+            self.record_since(name, rec).await;
             let Some(sg) = self.be_active(name, rec).await else {
                 self.publish_unmounted(name).await?;
                 continue;
