@@ -401,3 +401,34 @@ fn killing_the_active_again_and_again_with_a_synchronous_copy_loses_nothing() {
     drop(client);
     eprintln!("kill -9 to the first acknowledgement on the new active (ms): {times:?}");
 }
+
+#[test]
+fn the_primary_active_manager_killed_with_the_active_another_member_fails_over() {
+    let mut dag = with_copies(&["a", "b", "c"], 50);
+    let pam = dag.node("b").json(&["dag", "status"])["primary_active_manager"]
+        .as_str()
+        .expect("a primary active manager")
+        .to_string();
+    // The active dies, and so does the member that would have decided the failover (the
+    // same node when a is the manager).
+    let since = dag::now_ms();
+    dag.kill9("a");
+    if pam != "a" {
+        dag.kill9(&pam);
+    }
+    let survivors: Vec<&str> = ["b", "c"].into_iter().filter(|n| *n != pam).collect();
+    let g = dag.wait_for(DEADLINE, "a surviving member to fail SG1 over", || {
+        let g = group(&dag, survivors[0]);
+        (g["active"].as_str().is_some_and(|n| survivors.contains(&n))).then_some(g)
+    });
+    let active = g["active"].as_str().unwrap().to_string();
+    dag.wait_mounted(&active);
+    // The member elected after the kill decided it.
+    let managers: Vec<&str> =
+        survivors.iter().copied().filter(|n| !dag.repl_events(n, 4130, since).is_empty()).collect();
+    assert_eq!(managers.len(), 1, "one new primary active manager among {survivors:?}");
+    let decided = dag.repl_events(managers[0], 4133, since);
+    assert_eq!(decided.len(), 1, "{} decided the failover: {decided:?}", managers[0]);
+    let status = dag.node(&active).json(&["dag", "status"]);
+    assert_eq!(status["primary_active_manager"], managers[0], "{status}");
+}
