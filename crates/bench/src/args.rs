@@ -192,6 +192,9 @@ pub struct LagArgs {
     /// Body size of each message, in KiB.
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub body_kib: u64,
+    /// The active offers no block mode: the copy follows closed generations only.
+    #[arg(long)]
+    pub no_block: bool,
     #[command(flatten)]
     pub scratch: ScratchDir,
 }

@@ -18,6 +18,16 @@
 //! from its commit to the replay of the generation holding it (so it includes the time that
 //! generation took to fill up and close); `close_to_replayed_ms` is the copy's own part, from
 //! a generation's close to its replay (within the 20 ms sampling). Reported: p50/p99/max.
+//!
+//! Block mode: the source also serves the tail of the active's current generation
+//! ([`replication::tail::serve_tail`], no synchronous-copy gate), so once caught up the copy
+//! follows the generation being written and its `durable` position moves with each flush,
+//! not with each close. A second sampler records the copy's report every millisecond (its
+//! `durable` LSN and `block_mode`); `block_commit_to_durable_ms` is, per commit, the time from
+//! `commit` returning to the first sample whose `durable` is at or past the commit's LSN
+//! (so within about 1 ms of sampling), and `block_mode_share` the share of those samples taken
+//! with the copy in block mode. With `--no-block` the source offers no tail: the copy follows
+//! closed generations only and `durable` moves with each generation it inspects.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,11 +35,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use ese::{BackupKind, Durability, Instance, InstanceConfig, logfmt};
+use ese::{BackupKind, Durability, Instance, InstanceConfig, Lsn, logfmt};
 use events::MemorySink;
 use parking_lot::Mutex;
 use replication::copy::{CopyConfig, Desired, PassiveCopy};
-use replication::protocol::{self, SeedFile, SeedManifest, StreamInfo};
+use replication::protocol::{self, SeedFile, SeedManifest, StreamInfo, TailChunk};
 use replication::source::{ActiveSource, SeedReader, SourceError};
 use serde_json::json;
 use uuid::Uuid;
@@ -45,6 +55,9 @@ const TABLE: &str = "rows";
 const TICK: Duration = Duration::from_millis(500);
 /// How long the copy may take to seed, and to catch up after the load.
 const DEADLINE: Duration = Duration::from_secs(120);
+/// How often the block-mode sampler reads the copy's report: the resolution of
+/// `block_commit_to_durable_ms`.
+const FAST_SAMPLE: Duration = Duration::from_millis(1);
 
 /// The active's side of the protocol over a running instance.
 pub(crate) struct InstanceSource {
@@ -129,9 +142,71 @@ impl ActiveSource for InstanceSource {
         self.fs.remove_file(&Self::seed_path(id)).map_err(internal)
     }
 
+    /// Block mode without a synchronous-copy gate: the copy follows the current generation,
+    /// commits never wait for it.
+    fn log_tail(
+        &self,
+        _: &str,
+        peer: &str,
+        generation: u32,
+        from: u64,
+        wait: Duration,
+    ) -> Result<TailChunk, SourceError> {
+        replication::tail::serve_tail(&self.inst, None, peer, generation, from, wait)
+    }
+
     fn refused(&self, addr: &str, reason: &str) {
         eprintln!("warning: connection from {addr} refused: {reason}");
     }
+}
+
+/// `--no-block`: the instance source without block mode (the trait's default `log_tail`,
+/// which refuses), so the copy follows closed generations only, as before block mode.
+struct ClosedOnly(InstanceSource);
+
+impl ActiveSource for ClosedOnly {
+    fn stream(&self, sg: &str) -> Result<StreamInfo, SourceError> {
+        self.0.stream(sg)
+    }
+    fn log_file(&self, sg: &str, generation: u32) -> Result<Vec<u8>, SourceError> {
+        self.0.log_file(sg, generation)
+    }
+    fn start_seed(&self, sg: &str, peer: &str) -> Result<SeedManifest, SourceError> {
+        self.0.start_seed(sg, peer)
+    }
+    fn seed_file(&self, id: Uuid, index: usize) -> Result<SeedReader, SourceError> {
+        self.0.seed_file(id, index)
+    }
+    fn end_seed(&self, id: Uuid) -> Result<(), SourceError> {
+        self.0.end_seed(id)
+    }
+    fn refused(&self, addr: &str, reason: &str) {
+        self.0.refused(addr, reason)
+    }
+}
+
+/// One reading of the copy's report by the block-mode sampler.
+#[derive(Debug, Clone, Copy)]
+struct DurableSample {
+    at: Instant,
+    durable: Lsn,
+    block_mode: bool,
+}
+
+/// Per commit (when `commit` returned, its LSN), the milliseconds until the first sample at or
+/// after it whose `durable` reaches the LSN; commits no sample saw durable are counted apart.
+/// `samples` is in time order (one sampler thread).
+fn commit_to_durable(commits: &[(Instant, Lsn)], samples: &[DurableSample]) -> (Vec<f64>, usize) {
+    let mut lags = Vec::with_capacity(commits.len());
+    let mut missed = 0;
+    for (t, lsn) in commits {
+        let first = samples.partition_point(|s| s.at < *t);
+        match samples[first..].iter().find(|s| s.durable >= *lsn) {
+            Some(s) => lags.push(s.at.saturating_duration_since(*t).as_secs_f64() * 1e3),
+            None => missed += 1,
+        }
+    }
+    (lags, missed)
 }
 
 /// The `p` quantile (0..=1) of a sorted sample (NaN when empty).
@@ -183,8 +258,12 @@ pub fn run(opts: &LagArgs) -> anyhow::Result<()> {
     tx.create_table(DB, TABLE)?;
     tx.commit(Durability::Durable)?;
 
-    let source = Arc::new(InstanceSource { inst: inst.clone(), fs: afs.clone(), db_path });
-    let lo = Loopback::start(&dir.join("pki"), source)?;
+    let source = InstanceSource { inst: inst.clone(), fs: afs.clone(), db_path };
+    let lo = if opts.no_block {
+        Loopback::start(&dir.join("pki"), Arc::new(ClosedOnly(source)))?
+    } else {
+        Loopback::start(&dir.join("pki"), Arc::new(source))?
+    };
     let copy = Arc::new(PassiveCopy::start(
         CopyConfig {
             sg: SG.into(),
@@ -263,9 +342,27 @@ pub fn run(opts: &LagArgs) -> anyhow::Result<()> {
             }
         })
     };
+    // The block-mode sampler: the copy's durable position, every millisecond.
+    let durable_samples: Arc<Mutex<Vec<DurableSample>>> = Arc::default();
+    let fast = {
+        let (sampling, samples, copy) = (sampling.clone(), durable_samples.clone(), copy.clone());
+        std::thread::spawn(move || {
+            while sampling.load(Ordering::Relaxed) {
+                let r = copy.report();
+                let s = DurableSample {
+                    at: Instant::now(),
+                    durable: r.durable,
+                    block_mode: r.block_mode,
+                };
+                samples.lock().push(s);
+                std::thread::sleep(FAST_SAMPLE);
+            }
+        })
+    };
 
     // The mail load.
     let mut commits: Vec<(Instant, u32)> = Vec::new();
+    let mut commit_lsns: Vec<(Instant, Lsn)> = Vec::new();
     let interval = Duration::from_secs_f64(1.0 / opts.rate.max(1) as f64);
     let n = opts.seconds * opts.rate.max(1);
     let mut body = vec![0u8; (opts.body_kib.max(1) * 1024) as usize];
@@ -285,8 +382,10 @@ pub fn run(opts: &LagArgs) -> anyhow::Result<()> {
         }
         let mut tx = inst.begin_write()?;
         tx.put(DB, TABLE, &i.to_be_bytes(), &body)?;
-        tx.commit(Durability::Durable)?;
-        commits.push((Instant::now(), inst.log_end().generation()));
+        let lsn = tx.commit(Durability::Durable)?;
+        let at = Instant::now();
+        commits.push((at, inst.log_end().generation()));
+        commit_lsns.push((at, lsn));
     }
     let load_s = start.elapsed().as_secs_f64();
     let last_gen = commits.last().map(|c| c.1).unwrap_or(0);
@@ -299,6 +398,7 @@ pub fn run(opts: &LagArgs) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     sampling.store(false, Ordering::Relaxed);
     let _ = sampler.join();
+    let _ = fast.join();
     roller.join().map_err(|_| anyhow::anyhow!("the roller panicked"))??;
     caught_up?;
     let report = copy.report();
@@ -327,6 +427,10 @@ pub fn run(opts: &LagArgs) -> anyhow::Result<()> {
             close_lags.push(at.saturating_duration_since(*closed).as_secs_f64() * 1e3);
         }
     }
+    let samples = durable_samples.lock().clone();
+    let (block_lags, never_durable) = commit_to_durable(&commit_lsns, &samples);
+    let in_block = samples.iter().filter(|s| s.block_mode).count();
+    let block_share = in_block as f64 / samples.len().max(1) as f64;
     let generations = last_gen.saturating_sub(log_start.generation()) + 1;
     let log_mib = f64::from(generations) * f64::from(inst.config().log_file_size) / MIB;
     println!(
@@ -341,6 +445,11 @@ pub fn run(opts: &LagArgs) -> anyhow::Result<()> {
             "log_mib_s": log_mib / load_s,
             "commit_to_replayed_ms": summary(lags),
             "close_to_replayed_ms": summary(close_lags),
+            "block_commit_to_durable_ms": summary(block_lags),
+            "block_commits_never_seen_durable": never_durable,
+            "block_mode_share": block_share,
+            "block_offered": !opts.no_block,
+            "durable_sample_ms": FAST_SAMPLE.as_millis() as u64,
             "copy_queue_length": summary(copy_q),
             "copy_queue_length_vs_active": summary(copy_q_actual),
             "replay_queue_length": summary(replay_q),
@@ -350,4 +459,35 @@ pub fn run(opts: &LagArgs) -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_lags_until_the_first_later_sample_that_reaches_its_lsn() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let sample = |at: u64, g: u32, off: u32| DurableSample {
+            at: ms(at),
+            durable: Lsn::new(g, off),
+            block_mode: true,
+        };
+        let samples = [sample(0, 5, 100), sample(2, 5, 300), sample(5, 5, 300), sample(9, 6, 0)];
+        let commits = [
+            // Already durable at the sample taken when it returned: 0 ms.
+            (ms(0), Lsn::new(5, 100)),
+            // A sample before the commit returned does not count, even if it reached the LSN.
+            (ms(3), Lsn::new(5, 200)),
+            // Reached by the next generation's start.
+            (ms(4), Lsn::new(5, 400)),
+            // Never reached.
+            (ms(6), Lsn::new(6, 10)),
+        ];
+        let (lags, missed) = commit_to_durable(&commits, &samples);
+        let rounded: Vec<f64> = lags.iter().map(|l| (l * 1e3).round() / 1e3).collect();
+        assert_eq!(rounded, vec![0.0, 2.0, 5.0]);
+        assert_eq!(missed, 1);
+    }
 }
