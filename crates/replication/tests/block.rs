@@ -20,13 +20,13 @@ use events::EventSink;
 use parking_lot::Mutex;
 use replication::client::PeerClient;
 use replication::copy::{CopyConfig, CopyReport, Desired, PassiveCopy};
-use replication::protocol::{self, SeedFile, SeedManifest, StreamInfo, TailChunk};
+use replication::protocol::{self, SeedManifest, StreamInfo, TailChunk};
 use replication::source::{ActiveSource, SeedReader, SourceError};
 use replication::sync::{SyncGate, SyncMode};
 use replication::tls::DagTls;
 use uuid::Uuid;
+use volume::FsRef;
 use volume::mem::MemFs;
-use volume::{FsRef, OpenMode};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -79,24 +79,11 @@ impl ActiveSource for Source {
         common::copy(&self.fs, Path::new(DB_PATH), &self.seed_fs, Path::new(DB_PATH));
         b.thaw().unwrap();
         b.end().unwrap();
-        let size = volume::fs::read_all(self.seed_fs.as_ref(), Path::new(DB_PATH)).unwrap().len();
-        Ok(SeedManifest {
-            id: Uuid::new_v4(),
-            sg: sg.into(),
-            prefix: PREFIX.into(),
-            signature: protocol::hex(&self.inst.signature()),
-            generation,
-            log_file_size: 64 * 1024,
-            page_size: 4096,
-            databases: vec![SeedFile { name: DB.into(), size: size as u64 }],
-            snapshot_set: Uuid::new_v4(),
-        })
+        Ok(common::seed_manifest(sg, &self.seed_fs, &self.inst.signature(), generation))
     }
 
     fn seed_file(&self, _id: Uuid, _index: usize) -> Result<SeedReader, SourceError> {
-        let file = self.seed_fs.open(Path::new(DB_PATH), OpenMode::Read).unwrap();
-        let len = file.len().unwrap();
-        Ok(SeedReader { file, len })
+        Ok(common::seed_reader(&self.seed_fs))
     }
 
     fn end_seed(&self, _id: Uuid) -> Result<(), SourceError> {

@@ -8,23 +8,23 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Active, DB, DB_PATH, PREFIX};
+use common::{Active, PREFIX};
 use events::EventSink;
 use parking_lot::Mutex;
 use replication::client::PeerClient;
 use replication::cluster::CopyStatus;
 use replication::copy::{CopyConfig, CopyReport, Desired, PassiveCopy};
-use replication::protocol::{self, SeedFile, SeedManifest, StreamInfo};
+use replication::protocol::{self, SeedManifest, StreamInfo};
 use replication::source::{ActiveSource, SeedReader, SourceError};
 use replication::tls::DagTls;
 use uuid::Uuid;
+use volume::FsRef;
 use volume::fault::{FaultInjector, FaultKind};
 use volume::mem::MemFs;
-use volume::{FsRef, OpenMode};
 
 /// What the fake active serves in place of a generation.
 #[derive(Clone)]
@@ -79,24 +79,11 @@ impl ActiveSource for Source {
         *self.seeds.lock() += 1;
         let mut a = self.active.lock();
         let generation = a.seed(&self.seed_fs);
-        let size = volume::fs::read_all(self.seed_fs.as_ref(), Path::new(DB_PATH)).unwrap().len();
-        Ok(SeedManifest {
-            id: Uuid::new_v4(),
-            sg: sg.into(),
-            prefix: PREFIX.into(),
-            signature: protocol::hex(&a.inst.signature()),
-            generation,
-            log_file_size: 64 * 1024,
-            page_size: 4096,
-            databases: vec![SeedFile { name: DB.into(), size: size as u64 }],
-            snapshot_set: Uuid::new_v4(),
-        })
+        Ok(common::seed_manifest(sg, &self.seed_fs, &a.inst.signature(), generation))
     }
 
     fn seed_file(&self, _id: Uuid, _index: usize) -> Result<SeedReader, SourceError> {
-        let file = self.seed_fs.open(Path::new(DB_PATH), OpenMode::Read).unwrap();
-        let len = file.len().unwrap();
-        Ok(SeedReader { file, len })
+        Ok(common::seed_reader(&self.seed_fs))
     }
 
     fn end_seed(&self, _id: Uuid) -> Result<(), SourceError> {

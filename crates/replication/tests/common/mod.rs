@@ -200,3 +200,31 @@ pub fn passive_rows(passive: &FsRef) -> Rows {
 #[path = "../../../ese/tests/common/value.rs"]
 mod value;
 pub use value::value;
+
+/// The manifest of a seed of the test database, copied to `seed_fs` at `generation`.
+pub fn seed_manifest(
+    sg: &str,
+    seed_fs: &FsRef,
+    signature: &[u8],
+    generation: u32,
+) -> replication::protocol::SeedManifest {
+    let size = volume::fs::read_all(seed_fs.as_ref(), Path::new(DB_PATH)).unwrap().len();
+    replication::protocol::SeedManifest {
+        id: uuid::Uuid::new_v4(),
+        sg: sg.into(),
+        prefix: PREFIX.into(),
+        signature: replication::protocol::hex(signature),
+        generation,
+        log_file_size: 64 * 1024,
+        page_size: 4096,
+        databases: vec![replication::protocol::SeedFile { name: DB.into(), size: size as u64 }],
+        snapshot_set: uuid::Uuid::new_v4(),
+    }
+}
+
+/// The seeded test database, opened for streaming.
+pub fn seed_reader(seed_fs: &FsRef) -> replication::source::SeedReader {
+    let file = seed_fs.open(Path::new(DB_PATH), OpenMode::Read).unwrap();
+    let len = file.len().unwrap();
+    replication::source::SeedReader { file, len }
+}
