@@ -105,6 +105,9 @@ fn the_active_killed_mid_shipping_copies_disconnect_then_catch_up() {
     dag.wait_for(DEADLINE, "b to fetch generations of the load", || {
         dag.row("b").filter(|r| gen_of(r, "last_inspected_generation") > i0)
     });
+    // This test is about the copies waiting for their active: no failover (a lossless dial
+    // without synchronous copies never fails over by itself).
+    dag.node("a").cli(&["copy", "settings", "--sg", "SG1", "--mount-dial", "lossless"]);
     dag.kill9("a");
     drop(load);
     dag.wait_status("b", "Disconnected");

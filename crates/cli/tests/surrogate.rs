@@ -288,6 +288,9 @@ fn a_backup_of_a_passive_whose_active_is_down_fails_at_once_naming_it() {
     dag.load("a", 50);
     dag.add_copy("a", "b");
     dag.wait_status("b", "Healthy");
+    // The active stays down: no failover moves SG1 to b meanwhile (a lossless dial without
+    // synchronous copies never fails over by itself).
+    dag.node("a").cli(&["copy", "settings", "--sg", "SG1", "--mount-dial", "lossless"]);
     dag.kill9("a");
     let repo = dag.home("b").join("repo");
     let since = dag::now_ms();
