@@ -184,3 +184,22 @@ pub fn post(
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((status, body))
 }
+
+/// `shadowcopy ARGS` against the node at `socket`; its stdout, or an error with its stderr.
+pub fn cli(bin: &Path, socket: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(bin)
+        .args(args)
+        .env("SHADOWCOPY_NODE", socket)
+        .env_remove("SHADOWCOPY_TOKEN")
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "shadowcopy {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}

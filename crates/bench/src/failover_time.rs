@@ -42,7 +42,7 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 use crate::args::{FailoverArgs, median};
-use crate::dag_procs::{Procs, free_ports, post, shadowcopy_bin, start_etcd, wait_until};
+use crate::dag_procs::{Procs, cli, free_ports, post, shadowcopy_bin, start_etcd, wait_until};
 
 /// The member lease's time to live in seconds: `MEMBER_TTL` in `crates/node/src/dag/mod.rs`
 /// (private there; keep the two equal).
@@ -108,25 +108,6 @@ fn start_node(bin: &Path, dag: &Path, name: &str, procs: &mut Procs) -> anyhow::
             Ok(UnixStream::connect(&sock).is_ok().then_some(()))
         },
     )
-}
-
-/// `shadowcopy ARGS` against the node at `socket`; its stdout, or an error with its stderr.
-fn cli(bin: &Path, socket: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(bin)
-        .args(args)
-        .env("SHADOWCOPY_NODE", socket)
-        .env_remove("SHADOWCOPY_TOKEN")
-        .stdin(Stdio::null())
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "shadowcopy {} failed: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?)
 }
 
 /// `copy status --json` asked of the node at `socket`.

@@ -111,21 +111,7 @@ fn start_node(bin: &Path, home: &Path, procs: &mut Procs) -> anyhow::Result<Node
 
 /// `shadowcopy ARGS` against `node`; its stdout, or an error with its stderr.
 fn cli(bin: &Path, node: &Node, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(bin)
-        .args(args)
-        .env("SHADOWCOPY_NODE", &node.socket)
-        .env_remove("SHADOWCOPY_TOKEN")
-        .stdin(Stdio::null())
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "shadowcopy {} failed: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?)
+    crate::dag_procs::cli(bin, &node.socket, args)
 }
 
 /// `POST /v1/mail/load` of `messages` into SG1/DB1; fails unless all were delivered.

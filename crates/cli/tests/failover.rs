@@ -65,6 +65,21 @@ fn group(dag: &Dag, via: &str) -> Value {
     v["groups"].as_array().and_then(|g| g.first().cloned()).unwrap_or(Value::Null)
 }
 
+/// Waits until SG1 is active on a node other than `old` (asked of b) and that node has
+/// acknowledged 20 more deliveries; returns it.
+fn wait_new_active(dag: &Dag, old: &str, acks: &Path) -> String {
+    let new_active = dag.wait_for(DEADLINE, "another copy to be made active", || {
+        let g = group(dag, "b");
+        (g["active"] != old && g["active"].is_string())
+            .then(|| g["active"].as_str().unwrap().to_string())
+    });
+    let before = acked(acks);
+    dag.wait_for(DEADLINE, "acknowledgements from the new active", || {
+        (acked(acks) > before + 20).then_some(())
+    });
+    new_active
+}
+
 fn tmp_file(dag: &Dag, name: &str) -> PathBuf {
     dag.dir.path().join(name)
 }
@@ -174,15 +189,7 @@ fn the_active_killed_under_mail_fails_over_and_comes_back_as_a_passive() {
     });
     let killed_at = std::time::Instant::now();
     dag.kill9("a");
-    let new_active = dag.wait_for(DEADLINE, "another copy to be made active", || {
-        let g = group(&dag, "b");
-        (g["active"] != "a" && g["active"].is_string())
-            .then(|| g["active"].as_str().unwrap().to_string())
-    });
-    let before = acked(&acks);
-    dag.wait_for(DEADLINE, "acknowledgements from the new active", || {
-        (acked(&acks) > before + 20).then_some(())
-    });
+    let new_active = wait_new_active(&dag, "a", &acks);
     eprintln!(
         "failover: new active {new_active} taking mail {:?} after the kill",
         killed_at.elapsed()
@@ -262,15 +269,7 @@ fn an_active_cut_off_from_etcd_fences_itself_and_rejoins_as_a_passive() {
     dag.wait_for(DEADLINE, "a to fence itself (4136)", || {
         (!dag.repl_events("a", 4136, since).is_empty()).then_some(())
     });
-    let new_active = dag.wait_for(DEADLINE, "another copy to be made active", || {
-        let g = group(&dag, "b");
-        (g["active"] != "a" && g["active"].is_string())
-            .then(|| g["active"].as_str().unwrap().to_string())
-    });
-    let before = acked(&acks);
-    dag.wait_for(DEADLINE, "acknowledgements from the new active", || {
-        (acked(&acks) > before + 20).then_some(())
-    });
+    let new_active = wait_new_active(&dag, "a", &acks);
     proxy.restore();
     dag.wait_status("a", "Healthy");
     let diverged = dag.repl_events("a", 4137, since);
