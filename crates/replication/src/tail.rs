@@ -293,3 +293,40 @@ pub fn prune_closed(fs: &FsRef, dir: &Path, prefix: &str, admitted: u32) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(generation: u32) -> Vec<u8> {
+        logfmt::LogHeader {
+            generation,
+            signature: [7; 16],
+            created: 1,
+            previous_created: 0,
+            file_size: 64 * 1024,
+            attached: Vec::new(),
+        }
+        .encode()
+    }
+
+    #[test]
+    fn a_tail_is_resumed_under_its_epoch_and_never_under_another() {
+        let fs: FsRef = Arc::new(volume::mem::MemFs::new());
+        let path = Path::new("copy/tail/E00.log");
+        let (f, off) = open_tail(&fs, path, 11, 3).unwrap();
+        assert_eq!(off, 0);
+        let mut bytes = header(11);
+        bytes.extend_from_slice(b"records of epoch 3");
+        f.write_at(&bytes, 0).unwrap();
+        f.sync().unwrap();
+        drop(f);
+        // Same epoch, same generation: what it holds counts.
+        let (_, off) = open_tail(&fs, path, 11, 3).unwrap();
+        assert_eq!(off, bytes.len() as u64);
+        // Generation 11 of a new active (epoch 4) is another history: started over.
+        let (f, off) = open_tail(&fs, path, 11, 4).unwrap();
+        assert_eq!(off, 0);
+        assert_eq!(f.len().unwrap(), 0, "the old epoch's bytes are gone");
+    }
+}

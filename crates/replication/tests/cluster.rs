@@ -633,3 +633,19 @@ async fn last_renewed_advances_with_etcd_and_stops_without_it() {
     }
     assert!(lease.last_renewed().elapsed() < lease.ttl());
 }
+
+#[tokio::test]
+async fn a_failover_is_refused_while_the_old_actives_member_key_lives() {
+    let etcd = Etcd::start();
+    let cluster = connect(&etcd, "DAG1").await;
+    let a = cluster.register_member(&member("a"), 5).await.unwrap();
+    let first = ActiveRecord::first("a");
+    assert!(cluster.set_active_if("sg1", None, &first).await.unwrap());
+    let to_b = first.next("b");
+    // a's lease is alive (it came back, or never left): it may be taking commits.
+    assert!(!cluster.fail_over_if("sg1", &first, &to_b).await.unwrap(), "a is still a member");
+    assert_eq!(cluster.active("sg1").await.unwrap().unwrap(), first, "nothing moved");
+    a.revoke().await;
+    assert!(cluster.fail_over_if("sg1", &first, &to_b).await.unwrap(), "a's lease is gone");
+    assert_eq!(cluster.active("sg1").await.unwrap().unwrap(), to_b);
+}

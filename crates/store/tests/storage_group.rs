@@ -243,3 +243,37 @@ fn a_sealed_dismount_leaves_every_commit_in_closed_generations() {
     let c = common::read_contents(&rig.db("DB1"));
     assert_eq!(c.messages.len(), 1);
 }
+
+/// Counts the durable commits it was asked about.
+#[derive(Default)]
+struct CountingGate(std::sync::atomic::AtomicU64);
+
+impl ese::CommitGate for CountingGate {
+    fn replicated(&self, _durable_to: ese::Lsn) -> Result<(), String> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_commit_gate_set_before_mounting_holds_the_first_commit_and_every_remount() {
+    let fs = MemFs::new();
+    let events = std::sync::Arc::new(events::MemorySink::new("node1"));
+    let store = store::InformationStore::new("node1", events);
+    let sg = store.add_storage_group(common::single(&fs)).unwrap();
+    let gate = std::sync::Arc::new(CountingGate::default());
+    sg.set_commit_gate(Some(gate.clone()));
+    let count = || gate.0.load(std::sync::atomic::Ordering::SeqCst);
+    for round in 0..2u64 {
+        sg.mount().unwrap();
+        let db = sg.mail("DB1").unwrap();
+        if round == 0 {
+            db.create_mailbox("alice").unwrap();
+        }
+        let before = count();
+        db.deliver("alice", "Inbox", headers("alice", round), b"hello", Durability::Durable)
+            .unwrap();
+        assert!(count() > before, "round {round}: the commit did not wait for the gate");
+        sg.dismount(false).unwrap();
+    }
+}
