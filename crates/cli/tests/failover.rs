@@ -173,6 +173,11 @@ fn copy_activate_refuses_a_copy_that_is_not_healthy_naming_why() {
     let out = dag.node("a").cli_output(&["copy", "activate", "--sg", "SG1", "--on", "a"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already the active"));
+    // A passive's node may not mount the storage group behind the active manager's back.
+    let out = dag.node("b").cli_output(&["store", "mount", "SG1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "b mounted SG1 while a holds it");
+    assert!(err.contains("active on node a"), "{err}");
     // Nothing moved.
     assert_eq!(group(&dag, "b")["active"], "a");
 }
