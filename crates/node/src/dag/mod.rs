@@ -387,12 +387,12 @@ impl Dag {
         }
         let mut copies = self.cluster.copies(None).await?;
         let mut actives = self.cluster.actives().await?;
-        if self.claim_and_publish_actives(&copies, &actives).await? {
+        let members = self.cluster.members().await?;
+        if self.claim_and_publish_actives(&copies, &actives, &members).await? {
             // A storage group was claimed or this node's copy record written: read again.
             copies = self.cluster.copies(None).await?;
             actives = self.cluster.actives().await?;
         }
-        let members = self.cluster.members().await?;
         self.run_passive_copies(&copies, &members, &actives).await?;
         let states = self.cluster.states(None).await?;
         {
@@ -416,6 +416,7 @@ impl Dag {
         self: &Arc<Self>,
         all_copies: &[CopyRecord],
         actives: &[(String, ActiveRecord)],
+        members: &[Member],
     ) -> Result<bool, replication::cluster::ClusterError> {
         for sg in self.node.store().storage_groups() {
             self.limit_truncation(&sg);
@@ -424,7 +425,6 @@ impl Dag {
             return Ok(true);
         }
         let settings = self.cluster.all_settings().await?;
-        let members = self.cluster.members().await?;
         let mut wrote = false;
         *self.settings_seen.lock() = settings.iter().cloned().collect();
         for (name, rec) in actives {
@@ -439,7 +439,7 @@ impl Dag {
                 .map(|(_, s)| s.clone())
                 .unwrap_or_default();
             if let Ok(sg) = self.node.store().storage_group(name) {
-                self.gate_commits(&sg, &wanted, &members);
+                self.gate_commits(&sg, &wanted, members);
             }
             self.record_since(name, rec).await;
             let Some(sg) = self.be_active(name, rec).await else {
@@ -452,7 +452,7 @@ impl Dag {
                 .find(|(n, _)| n == name)
                 .map(|(_, s)| s.clone())
                 .unwrap_or_default();
-            self.gate_commits(&sg, &wanted, &members);
+            self.gate_commits(&sg, &wanted, members);
             let copies: Vec<&CopyRecord> = all_copies.iter().filter(|c| &c.sg == name).collect();
             if copies.iter().any(|c| c.node != self.me()) && sg.is_mounted() {
                 self.roll_if_idle(&sg).await;
