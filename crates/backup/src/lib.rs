@@ -9,6 +9,7 @@ pub mod error;
 pub mod repo;
 pub mod requester;
 pub mod restore;
+pub mod retention;
 pub mod verify;
 
 pub use error::{RequesterError, Result};

@@ -23,6 +23,7 @@
 mod error;
 mod manifest;
 mod pack;
+pub mod prune;
 mod stored;
 mod writer;
 
@@ -235,6 +236,20 @@ impl Repository {
     pub fn rewrite_manifest(&self, set: &BackupSet) -> Result<()> {
         let path = self.manifest_path(&set.id);
         write_atomic(self.fs.as_ref(), &path, &set.encode()).ctx("rewriting", &path)
+    }
+
+    /// Removes a published set (its manifest); its chunks stay until a prune.
+    pub fn remove_set(&self, id: &Uuid) -> Result<()> {
+        let path = self.manifest_path(id);
+        match self.fs.remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(RepoError::SetNotFound(id.to_string()));
+            }
+            Err(e) => return Err(RepoError::Io { op: "removing", path, source: e }),
+        }
+        let dir = self.root.join("sets");
+        self.fs.sync_dir(&dir).ctx("syncing", &dir)
     }
 
     fn manifest_path(&self, id: &Uuid) -> PathBuf {
