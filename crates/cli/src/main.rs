@@ -16,6 +16,7 @@ mod events_cmd;
 mod inspect;
 mod mail_client;
 mod progress;
+mod repo_access;
 mod store_cmd;
 mod volume_demo;
 
