@@ -38,6 +38,11 @@ pub enum RepoError {
     FileHashMismatch { file: String, expected: String, actual: String },
     #[error("{file}: {actual} bytes read, the manifest says {expected}")]
     FileSizeMismatch { file: String, expected: u64, actual: u64 },
+    #[error(
+        "{object} failed authentication: it was changed or damaged after it was written, or it \
+         belongs to another repository"
+    )]
+    Authentication { object: String },
     #[error("{file}: {why}")]
     Rejected { file: String, why: String },
     #[error("copying {file}: {source}")]

@@ -20,6 +20,8 @@
 //! manifest is renamed into `sets/`. An interrupted backup leaves at most an unindexed pack,
 //! which is never read and never mistaken for a set.
 
+pub mod backend;
+pub mod crypto;
 mod error;
 mod manifest;
 mod pack;
@@ -36,8 +38,10 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use volume::HostFs;
-use volume::fs::{FileKind, FsRef, read_all, write_atomic};
+use volume::fs::FsRef;
 
+pub use backend::{Backend, LocalBackend, ObjectInfo};
+pub use crypto::Crypto;
 pub use error::{RepoError, Result};
 pub use manifest::{BackupSet, ChunkRef, FileEntry, FileRole, LogRange, MANIFEST_FORMAT};
 pub use pack::ChunkLoc;
@@ -88,35 +92,25 @@ pub struct RepoStats {
 
 /// An open repository. Shareable across threads: several backups may write sets at once.
 pub struct Repository {
-    fs: FsRef,
-    root: PathBuf,
+    backend: Arc<dyn Backend>,
+    crypto: Crypto,
     config: RepoConfig,
     index: RwLock<HashMap<blake3::Hash, ChunkLoc>>,
 }
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Repository").field("root", &self.root).field("id", &self.config.id).finish()
+        f.debug_struct("Repository")
+            .field("at", &self.backend.locate(""))
+            .field("id", &self.config.id)
+            .finish()
     }
 }
 
 impl Repository {
-    /// Creates a new repository at `root` (which may exist but must not hold one).
+    /// Creates a new repository at `root` of `fs` (which may exist but must not hold one).
     pub fn init(fs: FsRef, root: impl Into<PathBuf>, opts: InitOptions) -> Result<Self> {
         let root = root.into();
-        let cfg_path = root.join(CONFIG_FILE);
-        if fs.exists(&cfg_path).ctx("checking", &cfg_path)? {
-            return Err(RepoError::AlreadyExists { path: root });
-        }
-        if !opts.chunk_size.is_power_of_two()
-            || opts.chunk_size < 4096
-            || opts.chunk_size > pack::MAX_CHUNK
-        {
-            return Err(RepoError::CorruptConfig {
-                path: cfg_path,
-                why: format!("chunk size {} must be a power of two ≥ 4096", opts.chunk_size),
-            });
-        }
         for dir in ["packs", "sets"] {
             fs.create_dir_all(&root.join(dir)).ctx("creating", root.join(dir))?;
             fs.sync_dir(&root.join(dir)).ctx("syncing", root.join(dir))?;
@@ -125,6 +119,23 @@ impl Repository {
         // The root's own name must survive a power loss too.
         let parent = root.parent().map(Path::to_path_buf).unwrap_or_default();
         fs.sync_dir(&parent).ctx("syncing", &parent)?;
+        Self::init_in(Arc::new(LocalBackend::new(fs, root)), opts)
+    }
+
+    /// Creates a new repository in `backend`, which must not hold one.
+    pub fn init_in(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Self> {
+        if backend.exists(CONFIG_FILE).ctx("checking", backend.locate(CONFIG_FILE))? {
+            return Err(RepoError::AlreadyExists { path: backend.locate("") });
+        }
+        if !opts.chunk_size.is_power_of_two()
+            || opts.chunk_size < 4096
+            || opts.chunk_size > pack::MAX_CHUNK
+        {
+            return Err(RepoError::CorruptConfig {
+                path: backend.locate(CONFIG_FILE),
+                why: format!("chunk size {} must be a power of two ≥ 4096", opts.chunk_size),
+            });
+        }
         let config = RepoConfig {
             format: REPO_FORMAT,
             id: Uuid::new_v4(),
@@ -134,18 +145,22 @@ impl Repository {
         };
         #[allow(clippy::expect_used)] // Plain fields: serialising cannot fail.
         let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
-        write_atomic(fs.as_ref(), &cfg_path, &bytes).ctx("writing", &cfg_path)?;
-        Ok(Self { fs, root, config, index: RwLock::default() })
+        backend.put(CONFIG_FILE, &bytes).ctx("writing", backend.locate(CONFIG_FILE))?;
+        Ok(Self { backend, crypto: Crypto::Plain, config, index: RwLock::default() })
     }
 
     /// Opens an existing repository and loads its chunk index.
     pub fn open(fs: FsRef, root: impl Into<PathBuf>) -> Result<Self> {
-        let root = root.into();
-        let cfg_path = root.join(CONFIG_FILE);
-        let bytes = match read_all(fs.as_ref(), &cfg_path) {
+        Self::open_in(Arc::new(LocalBackend::new(fs, root)))
+    }
+
+    /// Opens the repository in `backend` and loads its chunk index.
+    pub fn open_in(backend: Arc<dyn Backend>) -> Result<Self> {
+        let cfg_path = backend.locate(CONFIG_FILE);
+        let bytes = match backend.get(CONFIG_FILE) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(RepoError::NotARepository { path: root });
+                return Err(RepoError::NotARepository { path: backend.locate("") });
             }
             Err(e) => return Err(RepoError::Io { op: "reading", path: cfg_path, source: e }),
         };
@@ -157,7 +172,7 @@ impl Repository {
                 supported: REPO_FORMAT,
             });
         }
-        let repo = Self { fs, root, config, index: RwLock::default() };
+        let repo = Self { backend, crypto: Crypto::Plain, config, index: RwLock::default() };
         repo.load_index()?;
         Ok(repo)
     }
@@ -201,15 +216,12 @@ impl Repository {
     }
 
     fn load_index(&self) -> Result<()> {
-        let dir = self.root.join("packs");
         let mut index = HashMap::new();
-        for e in self.fs.read_dir(&dir).ctx("listing", &dir)? {
-            if e.kind != FileKind::File || !e.name.ends_with(".idx") {
+        for o in self.backend.list("packs").ctx("listing", self.backend.locate("packs"))? {
+            if !o.name.ends_with(".idx") {
                 continue;
             }
-            let path = dir.join(&e.name);
-            let bytes = read_all(self.fs.as_ref(), &path).ctx("reading", &path)?;
-            let (_, entries) = pack::decode_index(&path, &bytes)?;
+            let (_, entries) = pack::load_index(self.backend.as_ref(), &self.crypto, &o.name)?;
             index.extend(entries);
         }
         *self.index.write() = index;
@@ -221,9 +233,19 @@ impl Repository {
         &self.config
     }
 
-    /// The repository's root inside its file system.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// Where the repository's objects are stored.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// How the repository's objects are protected.
+    pub fn crypto(&self) -> &Crypto {
+        &self.crypto
+    }
+
+    /// Where the repository is, for messages: its directory, or its URL.
+    pub fn location(&self) -> PathBuf {
+        self.backend.locate("")
     }
 
     /// Starts writing a new backup set.
@@ -234,37 +256,58 @@ impl Repository {
     /// Replaces a published set's manifest (atomically) with `set`, for a set whose meaning
     /// changed after it was published: a full backup that became a copy.
     pub fn rewrite_manifest(&self, set: &BackupSet) -> Result<()> {
-        let path = self.manifest_path(&set.id);
-        write_atomic(self.fs.as_ref(), &path, &set.encode()).ctx("rewriting", &path)
+        self.put_manifest(set, "rewriting")
+    }
+
+    /// Stores a set's manifest (sealed), atomically.
+    pub(crate) fn put_manifest(&self, set: &BackupSet, op: &'static str) -> Result<()> {
+        let key = manifest_key(&set.id);
+        let bytes = self.crypto.seal(set.encode());
+        self.backend.put(&key, &bytes).ctx(op, self.backend.locate(&key))
+    }
+
+    fn get_manifest(&self, id: &str) -> Result<BackupSet> {
+        let key = format!("sets/{id}.manifest");
+        let stored = self.backend.get(&key).ctx("reading", self.backend.locate(&key))?;
+        let bytes = self.crypto.open(&format!("manifest of backup set {id}"), stored)?;
+        BackupSet::decode(id, &bytes)
     }
 
     /// Removes a published set (its manifest); its chunks stay until a prune.
     pub fn remove_set(&self, id: &Uuid) -> Result<()> {
-        let path = self.manifest_path(id);
-        match self.fs.remove_file(&path) {
+        let key = manifest_key(id);
+        match self.backend.delete(&key) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(RepoError::SetNotFound(id.to_string()));
             }
-            Err(e) => return Err(RepoError::Io { op: "removing", path, source: e }),
+            Err(e) => {
+                return Err(RepoError::Io {
+                    op: "removing",
+                    path: self.backend.locate(&key),
+                    source: e,
+                });
+            }
         }
-        let dir = self.root.join("sets");
-        self.fs.sync_dir(&dir).ctx("syncing", &dir)
+        self.backend.sync_dir("sets").ctx("syncing", self.backend.locate("sets"))
     }
 
-    fn manifest_path(&self, id: &Uuid) -> PathBuf {
-        self.root.join("sets").join(format!("{id}.manifest"))
+    /// The ids of the published sets, in no particular order.
+    pub fn set_ids(&self) -> Result<Vec<String>> {
+        Ok(self
+            .backend
+            .list("sets")
+            .ctx("listing", self.backend.locate("sets"))?
+            .into_iter()
+            .filter_map(|o| o.name.strip_suffix(".manifest").map(str::to_string))
+            .collect())
     }
 
     /// Every published set, oldest first.
     pub fn list_sets(&self) -> Result<Vec<BackupSet>> {
-        let dir = self.root.join("sets");
         let mut sets = Vec::new();
-        for e in self.fs.read_dir(&dir).ctx("listing", &dir)? {
-            let Some(id) = e.name.strip_suffix(".manifest") else { continue };
-            let path = dir.join(&e.name);
-            let bytes = read_all(self.fs.as_ref(), &path).ctx("reading", &path)?;
-            sets.push(BackupSet::decode(id, &bytes)?);
+        for id in self.set_ids()? {
+            sets.push(self.get_manifest(&id)?);
         }
         sets.sort_by_key(|s| (s.created_unix_ms, s.id));
         Ok(sets)
@@ -276,22 +319,11 @@ impl Repository {
         if want.is_empty() || !want.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
             return Err(RepoError::BadSetId(id_or_prefix.into()));
         }
-        let dir = self.root.join("sets");
-        let matches: Vec<String> = self
-            .fs
-            .read_dir(&dir)
-            .ctx("listing", &dir)?
-            .into_iter()
-            .filter_map(|e| e.name.strip_suffix(".manifest").map(str::to_string))
-            .filter(|id| id.starts_with(&want))
-            .collect();
+        let matches: Vec<String> =
+            self.set_ids()?.into_iter().filter(|id| id.starts_with(&want)).collect();
         match matches.as_slice() {
             [] => Err(RepoError::SetNotFound(id_or_prefix.into())),
-            [one] => {
-                let path = dir.join(format!("{one}.manifest"));
-                let bytes = read_all(self.fs.as_ref(), &path).ctx("reading", &path)?;
-                BackupSet::decode(one, &bytes)
-            }
+            [one] => self.get_manifest(one),
             _ => Err(RepoError::BadSetId(id_or_prefix.into())),
         }
     }
@@ -393,7 +425,7 @@ impl Repository {
             hash: hash.to_hex().to_string(),
             file: file.into(),
         })?;
-        pack::read_chunk(self.fs.as_ref(), &self.root, hash, &loc, file)
+        pack::read_chunk(self.backend.as_ref(), &self.crypto, hash, &loc, file)
     }
 
     pub(crate) fn lookup(&self, hash: &blake3::Hash) -> Option<ChunkLoc> {
@@ -406,6 +438,11 @@ impl Repository {
             index.entry(h).or_insert(l);
         }
     }
+}
+
+/// The key of a set's manifest.
+fn manifest_key(id: &Uuid) -> String {
+    format!("sets/{id}.manifest")
 }
 
 /// Parses a hex BLAKE3 hash.

@@ -1,17 +1,19 @@
-//! Pack files: chunks appended one after another, with a binary index beside each pack.
+//! Pack files: chunks one after another, with an index beside each pack.
 //!
-//! One file per chunk would cost an fsync and a directory entry per megabyte; packs cost one
-//! fsync per pack. A pack is `packs/<uuid>.pack`; its index `packs/<uuid>.idx` lists every
-//! chunk in it (hash, offset, stored length, raw length, compressed or not) and ends with the
-//! BLAKE3 of the index body, so a damaged index is detected rather than trusted. The index is
-//! written (atomically) only after the pack is synced: a pack without an index is an
-//! interrupted backup's leftover and is never read.
+//! One object per chunk would cost a store (an fsync, or a request) per megabyte; packs cost
+//! one per pack. A pack is `packs/<uuid>.pack`; its index `packs/<uuid>.idx` lists every chunk
+//! in it (id, offset, stored length, raw length, compressed or not) and ends with the BLAKE3 of
+//! the index body, so a damaged index is detected rather than trusted. Both pass through the
+//! repository's [`Crypto`]. A pack is built in memory and stored whole; its index is stored
+//! only after the pack is: a pack without an index is an interrupted backup's leftover and is
+//! never read.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use uuid::Uuid;
-use volume::fs::{FileRef, FileSystem, OpenMode, write_atomic};
 
+use super::backend::Backend;
+use super::crypto::Crypto;
 use super::error::{IoContext, RepoError, Result};
 
 const IDX_MAGIC: &[u8; 8] = b"SCPKIDX1";
@@ -30,67 +32,75 @@ pub struct ChunkLoc {
     pub compressed: bool,
 }
 
-/// The path of a pack or its index inside the repository root.
-pub fn pack_path(root: &Path, pack: Uuid, ext: &str) -> PathBuf {
-    root.join("packs").join(format!("{pack}.{ext}"))
+/// The key of a pack (`ext` = `pack`) or its index (`idx`).
+pub fn pack_key(pack: Uuid, ext: &str) -> String {
+    format!("packs/{pack}.{ext}")
 }
 
-/// A pack being written by one backup.
+/// A pack being filled by one backup.
 pub struct PackWriter {
     pub id: Uuid,
-    file: FileRef,
-    path: PathBuf,
-    pub len: u64,
+    data: Vec<u8>,
     entries: Vec<(blake3::Hash, ChunkLoc)>,
 }
 
 impl PackWriter {
     /// Starts a new, empty pack.
-    pub fn create(fs: &dyn FileSystem, root: &Path) -> Result<Self> {
-        let id = Uuid::new_v4();
-        let path = pack_path(root, id, "pack");
-        let file = fs.open(&path, OpenMode::CreateNew).ctx("creating pack", &path)?;
-        Ok(Self { id, file, path, len: 0, entries: Vec::new() })
+    pub fn new(capacity: usize) -> Self {
+        Self { id: Uuid::new_v4(), data: Vec::with_capacity(capacity), entries: Vec::new() }
     }
 
-    /// Appends a chunk's stored bytes.
+    /// Bytes in the pack so far.
+    pub fn len(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// Appends a chunk's stored bytes (already sealed by the repository's [`Crypto`]).
     pub fn append(
         &mut self,
-        hash: blake3::Hash,
+        id: blake3::Hash,
         stored: &[u8],
         raw_len: u32,
         compressed: bool,
-    ) -> Result<ChunkLoc> {
-        self.file.write_at(stored, self.len).ctx("writing pack", &self.path)?;
+    ) -> ChunkLoc {
         let loc = ChunkLoc {
             pack: self.id,
-            offset: self.len,
+            offset: self.data.len() as u64,
             stored_len: stored.len() as u32,
             raw_len,
             compressed,
         };
-        self.len += stored.len() as u64;
-        self.entries.push((hash, loc));
-        Ok(loc)
+        self.data.extend_from_slice(stored);
+        self.entries.push((id, loc));
+        loc
     }
 
-    /// Makes the pack durable and writes its index; returns the entries for the shared index.
-    pub fn seal(self, fs: &dyn FileSystem, root: &Path) -> Result<Vec<(blake3::Hash, ChunkLoc)>> {
-        self.file.sync().ctx("syncing pack", &self.path)?;
-        let idx_path = pack_path(root, self.id, "idx");
-        write_atomic(fs, &idx_path, &encode_index(self.id, &self.entries))
-            .ctx("writing pack index", &idx_path)?;
+    /// Stores the pack, then its index; returns the entries for the shared index.
+    pub fn seal(
+        self,
+        backend: &dyn Backend,
+        crypto: &Crypto,
+    ) -> Result<Vec<(blake3::Hash, ChunkLoc)>> {
+        let key = pack_key(self.id, "pack");
+        backend.put(&key, &self.data).ctx("storing pack", backend.locate(&key))?;
+        let idx = pack_key(self.id, "idx");
+        let bytes = crypto.seal(encode_index(self.id, &self.entries));
+        backend.put(&idx, &bytes).ctx("storing pack index", backend.locate(&idx))?;
         Ok(self.entries)
     }
+}
 
-    /// Removes an unsealed pack (a backup that failed before publishing).
-    pub fn discard(self, fs: &dyn FileSystem) {
-        drop(self.file);
-        // Left behind, it is never read (it has no index) and only takes space: log it.
-        if let Err(e) = fs.remove_file(&self.path) {
-            tracing::warn!(pack = %self.path.display(), error = %e, "removing an unsealed pack failed");
-        }
-    }
+/// Reads and checks the index `name` (`<uuid>.idx`) of a pack.
+pub fn load_index(
+    backend: &dyn Backend,
+    crypto: &Crypto,
+    name: &str,
+) -> Result<(Uuid, Vec<(blake3::Hash, ChunkLoc)>)> {
+    let key = format!("packs/{name}");
+    let path = backend.locate(&key);
+    let stored = backend.get(&key).ctx("reading", &path)?;
+    let bytes = crypto.open(&key, stored)?;
+    decode_index(&path, &bytes)
 }
 
 /// Encodes a pack index.
@@ -112,7 +122,10 @@ pub fn encode_index(pack: Uuid, entries: &[(blake3::Hash, ChunkLoc)]) -> Vec<u8>
 }
 
 /// Decodes and checks a pack index.
-pub fn decode_index(path: &Path, bytes: &[u8]) -> Result<(Uuid, Vec<(blake3::Hash, ChunkLoc)>)> {
+pub fn decode_index(
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> Result<(Uuid, Vec<(blake3::Hash, ChunkLoc)>)> {
     let corrupt = |why: &str| RepoError::CorruptIndex { path: path.into(), why: why.into() };
     if bytes.len() < 8 + 16 + 8 + 32 || &bytes[..8] != IDX_MAGIC {
         return Err(corrupt("not a pack index (bad magic or too short)"));
@@ -144,18 +157,19 @@ pub fn decode_index(path: &Path, bytes: &[u8]) -> Result<(Uuid, Vec<(blake3::Has
     Ok((pack, entries))
 }
 
-/// Reads one chunk, decompresses it and checks it against its hash. `file` names the backed-up
-/// file the chunk belongs to, for the error message.
+/// Reads one chunk, opens and decompresses it and checks it against its id. `file` names the
+/// backed-up file the chunk belongs to, for the error message.
 pub fn read_chunk(
-    fs: &dyn FileSystem,
-    root: &Path,
-    hash: &blake3::Hash,
+    backend: &dyn Backend,
+    crypto: &Crypto,
+    id: &blake3::Hash,
     loc: &ChunkLoc,
     file: &str,
 ) -> Result<Vec<u8>> {
-    let path = pack_path(root, loc.pack, "pack");
+    let key = pack_key(loc.pack, "pack");
+    let path: PathBuf = backend.locate(&key);
     let corrupt = |why: String| RepoError::CorruptChunk {
-        hash: hash.to_hex().to_string(),
+        hash: id.to_hex().to_string(),
         file: file.into(),
         pack: path.display().to_string(),
         why,
@@ -166,9 +180,11 @@ pub fn read_chunk(
             loc.stored_len, loc.raw_len
         )));
     }
-    let f = fs.open(&path, OpenMode::Read).ctx("opening pack", &path)?;
-    let mut stored = vec![0u8; loc.stored_len as usize];
-    f.read_exact_at(&mut stored, loc.offset).map_err(|e| corrupt(format!("read failed: {e}")))?;
+    let stored = backend
+        .get_range(&key, loc.offset, loc.stored_len as usize)
+        .map_err(|e| corrupt(format!("read failed: {e}")))?;
+    let object = format!("chunk {} in {}", id.to_hex(), path.display());
+    let stored = crypto.open(&object, stored)?;
     let raw = if loc.compressed {
         decompress(&stored, loc.raw_len as usize)
             .map_err(|e| corrupt(format!("does not decompress: {e}")))?
@@ -178,7 +194,7 @@ pub fn read_chunk(
     if raw.len() != loc.raw_len as usize {
         return Err(corrupt(format!("{} bytes, expected {}", raw.len(), loc.raw_len)));
     }
-    if blake3::hash(&raw) != *hash {
+    if crypto.chunk_id(&raw) != *id {
         return Err(corrupt("content does not match its hash".into()));
     }
     Ok(raw)

@@ -230,12 +230,15 @@ fn a_full_repository_disk_fails_the_copy_cleanly() {
     put(&src, "db", &noise(200 * CHUNK as usize, 13));
     let repo = Repository::init(fs.as_ref(), "r", small()).unwrap();
     fs.set_capacity(Some(fs.used_bytes() + 20 * CHUNK as u64));
-    let mut w = repo.begin_set();
+    // Small packs, so that they are stored (and the storage fills) while the copy goes on.
+    let mut w = repo.begin_set().with_pack_target(4 * CHUNK as u64);
     let f = src.open(Path::new("db"), OpenMode::Read).unwrap();
     // Before the fix this blocked forever: the reader waited on a channel nobody drained.
     let err = w
         .add_file("vol/db", crate::repo::FileRole::Database, "c", f.as_ref(), &|_| {})
-        .unwrap_err();
+        .err()
+        .or_else(|| w.seal().err())
+        .expect("a copy larger than the free space fails");
     assert!(
         err.to_string().contains("storage full") || err.to_string().contains("No space"),
         "{err}"

@@ -16,18 +16,23 @@ use std::thread;
 
 use parking_lot::Mutex;
 use uuid::Uuid;
-use volume::fs::{File, write_atomic};
+use volume::fs::File;
 use vss::BackupType;
 
 use super::Repository;
-use super::error::{IoContext, RepoError, Result};
+use super::error::{RepoError, Result};
 use super::manifest::{BackupSet, ChunkRef, FileEntry, FileRole, LogRange, MANIFEST_FORMAT};
 use super::pack::{ChunkLoc, PackWriter};
 
-/// A pack is sealed and a new one started past this size. Full packs are synced on a thread
-/// of their own while the copy goes on, so only the last one's sync is waited for: smaller
-/// packs make that wait short, at the cost of more files.
-const PACK_TARGET: u64 = 128 << 20;
+/// A pack is sealed and a new one started past this size. Packs are built in memory and
+/// stored whole on a thread of their own while the copy goes on, so only the last one's store
+/// is waited for: smaller packs make that wait short and hold less memory, at the cost of more
+/// objects (restic's default is 16 MiB).
+const PACK_TARGET: u64 = 32 << 20;
+
+/// At most this many full packs are being stored at once; the copy waits for the oldest past
+/// it, so that a slow storage holds back the copy rather than filling memory.
+const MAX_STORING: usize = 2;
 
 /// A full pack being synced and indexed on its own thread.
 type Sealing = thread::JoinHandle<Result<Vec<(blake3::Hash, ChunkLoc)>>>;
@@ -95,8 +100,11 @@ struct Done {
     seq: u64,
     hash: blake3::Hash,
     data: Vec<u8>,
-    /// Compressed bytes, when the chunk is new and compression paid.
-    compressed: Option<Vec<u8>>,
+    /// The bytes to store, when the chunk is new and they are not `data` as it is: compressed
+    /// (when that paid) and sealed by the repository's [`super::Crypto`].
+    stored: Option<Vec<u8>>,
+    /// Whether the stored bytes are compressed.
+    compressed: bool,
     /// Whether the repository already held the chunk when it was hashed.
     known: bool,
     /// What the caller's check found wrong with the chunk.
@@ -174,6 +182,8 @@ impl<'r> SetWriter<'r> {
         let size = src.len().map_err(|source| RepoError::Source { file: path.into(), source })?;
         let chunk = self.repo.config.chunk_size as u64;
         let level = self.repo.config.zstd_level;
+        let crypto = &self.repo.crypto;
+        let plain = matches!(crypto, super::Crypto::Plain);
         let workers = thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
         let in_flight: Mutex<HashSet<blake3::Hash>> = Mutex::default();
         // Set when the collector fails: the reader stops reading, and the collector keeps
@@ -204,21 +214,28 @@ impl<'r> SetWriter<'r> {
                         loop {
                             let Ok(w) = work_rx.lock().recv() else { return };
                             let rejected = check.and_then(|c| c(w.off, &w.data).err());
-                            let hash = blake3::hash(&w.data);
+                            let hash = crypto.chunk_id(&w.data);
                             let known = rejected.is_some()
                                 || repo.lookup(&hash).is_some()
                                 || !in_flight.lock().insert(hash);
-                            let compressed = if known {
+                            let packed = if known {
                                 None
                             } else {
                                 zstd.as_mut()
                                     .and_then(|z| z.compress(&w.data).ok())
                                     .filter(|c| c.len() + c.len() / 32 < w.data.len())
                             };
+                            let compressed = packed.is_some();
+                            let stored = match packed {
+                                Some(c) => Some(crypto.seal(c)),
+                                None if known || plain => None,
+                                None => Some(crypto.seal(w.data.clone())),
+                            };
                             let done = Done {
                                 seq: w.seq,
                                 hash,
                                 data: w.data,
+                                stored,
                                 compressed,
                                 known,
                                 rejected,
@@ -318,18 +335,14 @@ impl<'r> SetWriter<'r> {
         if d.known || self.pending.contains_key(&d.hash) || self.repo.lookup(&d.hash).is_some() {
             return Ok(());
         }
-        if self.pack.as_ref().is_some_and(|p| p.len >= self.pack_target) {
+        if self.pack.as_ref().is_some_and(|p| p.len() >= self.pack_target) {
             self.seal_in_background()?;
         }
-        let pack = match self.pack {
-            Some(ref mut p) => p,
-            None => self.pack.insert(PackWriter::create(self.repo.fs.as_ref(), &self.repo.root)?),
-        };
+        let target = self.pack_target as usize;
+        let pack = self.pack.get_or_insert_with(|| PackWriter::new(target + (1 << 20)));
         let raw_len = d.data.len() as u32;
-        let loc = match &d.compressed {
-            Some(c) => pack.append(d.hash, c, raw_len, true)?,
-            None => pack.append(d.hash, &d.data, raw_len, false)?,
-        };
+        let bytes = d.stored.as_deref().unwrap_or(&d.data);
+        let loc = pack.append(d.hash, bytes, raw_len, d.compressed);
         self.stored_bytes += loc.stored_len as u64;
         self.pending.insert(d.hash, loc);
         Ok(())
@@ -341,18 +354,25 @@ impl<'r> SetWriter<'r> {
         self.seal_pack()
     }
 
-    /// Hands the current pack to a thread that syncs and indexes it, so that the copy does not
-    /// wait for the disk. The first failure of a finished one is reported here.
+    /// Hands the current pack to a thread that stores and indexes it, so that the copy does
+    /// not wait for the storage (unless [`MAX_STORING`] are already on their way). The first
+    /// failure of a finished one is reported here.
     fn seal_in_background(&mut self) -> Result<()> {
         self.finish_sealed(false)?;
+        while self.sealing.len() >= MAX_STORING {
+            let oldest = self.sealing.remove(0);
+            // A panic on the sealing thread is a bug: carry it on here.
+            let entries = oldest.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+            self.index(entries);
+        }
         if let Some(p) = self.pack.take() {
-            let (fs, root) = (self.repo.fs.clone(), self.repo.root.clone());
+            let (backend, crypto) = (self.repo.backend.clone(), self.repo.crypto.clone());
             let sealing = thread::Builder::new()
                 .name("backup-seal".into())
-                .spawn(move || p.seal(fs.as_ref(), &root))
+                .spawn(move || p.seal(backend.as_ref(), &crypto))
                 .map_err(|source| RepoError::Io {
-                    op: "starting a thread to seal a pack",
-                    path: self.repo.root.clone(),
+                    op: "starting a thread to store a pack",
+                    path: self.repo.location(),
                     source,
                 })?;
             self.sealing.push(sealing);
@@ -389,7 +409,7 @@ impl<'r> SetWriter<'r> {
 
     /// Seals the current pack and waits for every pack sealing in the background.
     fn seal_pack(&mut self) -> Result<()> {
-        let last = self.pack.take().map(|p| p.seal(self.repo.fs.as_ref(), &self.repo.root));
+        let last = self.pack.take().map(|p| p.seal(self.repo.backend.as_ref(), &self.repo.crypto));
         self.finish_sealed(true)?;
         if let Some(entries) = last {
             self.index(entries?);
@@ -416,19 +436,16 @@ impl<'r> SetWriter<'r> {
             database_headers: meta.database_headers,
             files: std::mem::take(&mut self.files),
         };
-        let path = self.repo.manifest_path(&set.id);
-        write_atomic(self.repo.fs.as_ref(), &path, &set.encode()).ctx("publishing", &path)?;
+        self.repo.put_manifest(&set, "publishing")?;
         Ok(set)
     }
 }
 
 impl Drop for SetWriter<'_> {
-    /// An unpublished set leaves no set. Its unsealed pack is removed; packs already sealed
-    /// are indexed like any sealed pack (a later backup may reuse their chunks).
+    /// An unpublished set leaves no set. Its unsealed pack (in memory) is dropped; packs
+    /// already stored are indexed like any sealed pack (a later backup may reuse their chunks).
     fn drop(&mut self) {
-        if let Some(p) = self.pack.take() {
-            p.discard(self.repo.fs.as_ref());
-        }
+        drop(self.pack.take());
         if let Err(e) = self.finish_sealed(true) {
             tracing::warn!(set = %self.id, error = %e, "sealing a pack of an unpublished set failed");
         }
