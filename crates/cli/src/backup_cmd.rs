@@ -69,6 +69,10 @@ pub enum Backup {
         #[arg(long)]
         json: bool,
     },
+    /// Copies backup sets, with the sets they build on, into another repository (in this
+    /// process: no node needed); only chunks the target lacks are stored, and each copy is
+    /// verified there.
+    Copy(crate::copy_cmd::CopyArgs),
 }
 
 /// The kinds of backup, as the reference system names them.
@@ -160,6 +164,7 @@ fn logs(r: Option<api::LogRange>) -> String {
 
 pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
     match cmd {
+        Backup::Copy(c) => return crate::copy_cmd::run(c),
         Backup::Run { backup_type: kind, sg, repo, databases, from, json } => {
             let kind = backup_type(*kind);
             let t = kind.name();

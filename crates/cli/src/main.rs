@@ -8,6 +8,7 @@
 
 mod admin;
 mod backup_cmd;
+mod copy_cmd;
 mod dag_cmd;
 use cli::client;
 mod demo;
@@ -16,7 +17,6 @@ mod events_cmd;
 mod inspect;
 mod mail_client;
 mod progress;
-#[allow(dead_code)] // Its users (forget, prune, init, key, copy) are being added.
 mod repo_access;
 mod store_cmd;
 mod volume_demo;

@@ -27,6 +27,7 @@ mod manifest;
 mod pack;
 pub mod prune;
 mod stored;
+pub mod transfer;
 mod writer;
 
 use std::collections::HashMap;
@@ -45,7 +46,7 @@ pub use crypto::Crypto;
 pub use error::{RepoError, Result};
 pub use manifest::{BackupSet, ChunkRef, FileEntry, FileRole, LogRange, MANIFEST_FORMAT};
 pub use pack::ChunkLoc;
-pub use stored::StoredFiles;
+pub use stored::{StoredFiles, open_stored};
 pub use writer::{ChunkCheck, SetMeta, SetWriter};
 
 use error::IoContext;

@@ -138,6 +138,17 @@ impl StoredFile {
     }
 }
 
+/// One stored file, read like any file: every chunk checked against its id as it is read.
+pub fn open_stored(repo: Arc<Repository>, entry: FileEntry) -> FileRef {
+    let mut starts = Vec::with_capacity(entry.chunks.len());
+    let mut at = 0u64;
+    for c in &entry.chunks {
+        starts.push(at);
+        at += c.len as u64;
+    }
+    Arc::new(StoredFile { repo, entry, starts, cache: Mutex::new(None), ahead: Mutex::default() })
+}
+
 /// Reads chunk `i` of `entry` (decompressed and checked against its hash).
 fn read_chunk(repo: &Repository, entry: &FileEntry, i: usize) -> io::Result<Arc<Vec<u8>>> {
     let c = &entry.chunks[i];
@@ -189,19 +200,7 @@ impl FileSystem for StoredFiles {
                 format!("{} is not in the backup", path.display()),
             )
         })?;
-        let mut starts = Vec::with_capacity(entry.chunks.len());
-        let mut at = 0u64;
-        for c in &entry.chunks {
-            starts.push(at);
-            at += c.len as u64;
-        }
-        Ok(Arc::new(StoredFile {
-            repo: self.repo.clone(),
-            entry,
-            starts,
-            cache: Mutex::new(None),
-            ahead: Mutex::default(),
-        }))
+        Ok(open_stored(self.repo.clone(), entry))
     }
 
     fn create_dir_all(&self, _: &Path) -> io::Result<()> {

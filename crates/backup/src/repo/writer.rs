@@ -56,6 +56,23 @@ pub struct SetMeta {
     pub database_headers: serde_json::Value,
 }
 
+impl SetMeta {
+    /// Everything of `set` but its files: what a copy of it publishes.
+    pub fn of(set: &BackupSet) -> Self {
+        Self {
+            node: set.node.clone(),
+            backup_type: set.backup_type,
+            storage_group: set.storage_group.clone(),
+            job_id: set.job_id,
+            base_set: set.base_set,
+            log_range: set.log_range,
+            writer_metadata: set.writer_metadata.clone(),
+            components: set.components.clone(),
+            database_headers: set.database_headers.clone(),
+        }
+    }
+}
+
 /// A full backup of no named node or storage group with nothing but its files: what tests
 /// that write sets by hand start from.
 impl Default for SetMeta {
@@ -88,6 +105,9 @@ pub struct SetWriter<'r> {
     files: Vec<FileEntry>,
     stored_bytes: u64,
     read_bytes: u64,
+    /// The creation time the set keeps (a set copied from another repository keeps its own);
+    /// else the time it is published.
+    created_unix_ms: Option<u64>,
 }
 
 struct Work {
@@ -123,7 +143,17 @@ impl<'r> SetWriter<'r> {
             files: Vec::new(),
             stored_bytes: 0,
             read_bytes: 0,
+            created_unix_ms: None,
         }
+    }
+
+    /// A writer of a set that is `set` brought from another repository: same id and creation
+    /// time, so that copying twice finds it there and a chain keeps its order.
+    pub(crate) fn copy_of(repo: &'r Repository, set: &BackupSet) -> Self {
+        let mut w = Self::new(repo);
+        w.id = set.id;
+        w.created_unix_ms = Some(set.created_unix_ms);
+        w
     }
 
     /// Seals packs past `bytes` instead of [`PACK_TARGET`].
@@ -424,7 +454,7 @@ impl<'r> SetWriter<'r> {
         let set = BackupSet {
             format: MANIFEST_FORMAT,
             id: self.id,
-            created_unix_ms: events::now_ms(),
+            created_unix_ms: self.created_unix_ms.unwrap_or_else(events::now_ms),
             node: meta.node,
             backup_type: meta.backup_type,
             storage_group: meta.storage_group,
