@@ -44,15 +44,13 @@ pub fn run(a: &CopyArgs) -> Result<()> {
     let source = Arc::new(from.open().context("the source of the copy")?);
     let target = to.open().context("the target of the copy")?;
     let report = copy_sets(&source, &target, &a.sets, &|step| match step {
-        TransferStep::Copying { set, index, count, bytes: done } if done == 0 => {
+        TransferStep::Copying { set, index, count, bytes: 0 } => {
             eprintln!(
-                "copying set {} ({} of {}, {}, {} of {}) [{}/{}]",
+                "copying set {} ({} of {}, {}) [{}/{}]",
                 set.id,
                 set.backup_type,
                 set.storage_group,
                 bytes(set.data_bytes()),
-                set.node,
-                set.created_unix_ms,
                 index + 1,
                 count
             );
