@@ -70,6 +70,7 @@ fn a_chain_travels_whole_bases_first_and_a_second_copy_stores_nothing() {
 
     let plan: Vec<_> = with_bases(&r1, &[inc2.id.to_string()[..8].to_string()])
         .unwrap()
+        .0
         .into_iter()
         .map(|s| s.id)
         .collect();
@@ -92,6 +93,7 @@ fn a_chain_travels_whole_bases_first_and_a_second_copy_stores_nothing() {
         assert_eq!(copy.created_unix_ms, original.created_unix_ms);
         assert_eq!(copy.base_set, original.base_set);
         assert_eq!(copy.backup_type, original.backup_type);
+        assert_eq!(copy.files.len(), original.files.len());
         for (a, b) in original.files.iter().zip(&copy.files) {
             assert_eq!(a.blake3, b.blake3);
             assert_eq!(content(&r1, a), content(&r2, b), "{}", a.path);
@@ -104,7 +106,42 @@ fn a_chain_travels_whole_bases_first_and_a_second_copy_stores_nothing() {
     assert_eq!(again.present.len(), 3);
     let third = copy_sets(&r1, &r2, &[], &|_| {}).unwrap();
     assert!(third.copied.is_empty());
-    assert_eq!(third.bytes_stored, 0, "nothing new to store");
+    assert_eq!(third.present.len(), 4);
+    assert_eq!(third.bytes_read, 0, "sets already there are not read again");
+}
+
+#[test]
+fn bases_go_first_even_when_a_base_has_a_later_time() {
+    let fs: FsRef = MemFs::new().as_ref();
+    let (r1, r2) = (repo(&fs, "r1"), repo(&fs, "r2"));
+    let mut full = set(&r1, BackupType::Full, None, &[("db.edb", b"full")]);
+    let inc = set(&r1, BackupType::Incremental, Some(&full), &[("E2.log", b"inc")]);
+    // A clock set back between the two: the base now looks younger than what builds on it.
+    full.created_unix_ms = inc.created_unix_ms + 60_000;
+    r1.rewrite_manifest(&full).unwrap();
+    let order: Vec<_> = with_bases(&r1, &[]).unwrap().0.into_iter().map(|s| s.id).collect();
+    assert_eq!(order, vec![full.id, inc.id]);
+    let report = copy_sets(&r1, &r2, &[inc.id.to_string()], &|_| {}).unwrap();
+    assert_eq!(report.copied, vec![full.id, inc.id]);
+}
+
+#[test]
+fn an_orphan_is_left_out_of_an_all_sets_copy_with_the_reason() {
+    let fs: FsRef = MemFs::new().as_ref();
+    let (r1, r2) = (repo(&fs, "r1"), repo(&fs, "r2"));
+    let full = set(&r1, BackupType::Full, None, &[("db.edb", b"full")]);
+    let inc = set(&r1, BackupType::Incremental, Some(&full), &[("E2.log", b"inc")]);
+    let other = set(&r1, BackupType::Full, None, &[("x.edb", b"other")]);
+    r1.remove_set(&full.id).unwrap();
+    let report = copy_sets(&r1, &r2, &[], &|_| {}).unwrap();
+    assert_eq!(report.copied, vec![other.id], "the unrelated full still travels");
+    assert_eq!(report.skipped.len(), 1, "{:?}", report.skipped);
+    assert!(
+        report.skipped[0].contains(&inc.id.to_string())
+            && report.skipped[0].contains(&full.id.to_string()),
+        "{:?}",
+        report.skipped
+    );
 }
 
 #[test]

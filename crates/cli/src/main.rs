@@ -206,6 +206,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Admin(a) => admin::run(&node()?, a),
         Command::Store(s) => store_cmd::run_store(&node()?, s),
         Command::Mail(m) => store_cmd::run_mail(&nodes, m),
+        // Verbs that work on a repository in this process need no node.
+        Command::Backup(backup_cmd::Backup::Copy(c)) => copy_cmd::run(c),
         Command::Backup(b) => backup_cmd::run_backup(&node()?, b),
         Command::Restore(r) => backup_cmd::run_restore(&node()?, r),
         Command::Dag(d) => dag_cmd::run_dag(&node()?, d),

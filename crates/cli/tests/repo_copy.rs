@@ -46,6 +46,12 @@ fn backup_copy_copies_sets_once_and_refuses_a_missing_target() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["copied"], serde_json::json!([set.id.to_string()]));
     assert_eq!(report["bytes_verified"], serde_json::json!(data.len()));
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        progress.contains(&format!("copying set {}", set.id))
+            && progress.contains(&format!("verifying the copy of {}", set.id)),
+        "{progress}"
+    );
 
     let r2 = Repository::open_host(&d2).unwrap();
     let copied = r2.load_set(&set.id.to_string()).unwrap();

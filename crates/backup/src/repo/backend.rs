@@ -51,11 +51,19 @@ pub trait Backend: Send + Sync {
 pub struct LocalBackend {
     fs: FsRef,
     root: PathBuf,
+    /// Where the root is on the host, for messages (`fs` may be rooted at the repository).
+    shown: Option<PathBuf>,
 }
 
 impl LocalBackend {
     pub fn new(fs: FsRef, root: impl Into<PathBuf>) -> Self {
-        Self { fs, root: root.into() }
+        Self { fs, root: root.into(), shown: None }
+    }
+
+    /// Names objects in messages as under `host_root` (the repository's host directory).
+    pub fn shown_as(mut self, host_root: &Path) -> Self {
+        self.shown = Some(host_root.to_path_buf());
+        self
     }
 
     /// The directory the repository is in.
@@ -120,7 +128,11 @@ impl Backend for LocalBackend {
     }
 
     fn locate(&self, key: &str) -> PathBuf {
-        self.path(key)
+        match &self.shown {
+            Some(host) if key.is_empty() => host.clone(),
+            Some(host) => host.join(key),
+            None => self.path(key),
+        }
     }
 
     fn sync_dir(&self, dir: &str) -> io::Result<()> {

@@ -112,6 +112,11 @@ impl Repository {
     /// Creates a new repository at `root` of `fs` (which may exist but must not hold one).
     pub fn init(fs: FsRef, root: impl Into<PathBuf>, opts: InitOptions) -> Result<Self> {
         let root = root.into();
+        // Refused before anything is created: a failed init leaves nothing behind.
+        validate_init(&opts, &root.join(CONFIG_FILE))?;
+        if fs.exists(&root.join(CONFIG_FILE)).ctx("checking", root.join(CONFIG_FILE))? {
+            return Err(RepoError::AlreadyExists { path: root });
+        }
         for dir in ["packs", "sets"] {
             fs.create_dir_all(&root.join(dir)).ctx("creating", root.join(dir))?;
             fs.sync_dir(&root.join(dir)).ctx("syncing", root.join(dir))?;
@@ -128,15 +133,7 @@ impl Repository {
         if backend.exists(CONFIG_FILE).ctx("checking", backend.locate(CONFIG_FILE))? {
             return Err(RepoError::AlreadyExists { path: backend.locate("") });
         }
-        if !opts.chunk_size.is_power_of_two()
-            || opts.chunk_size < 4096
-            || opts.chunk_size > pack::MAX_CHUNK
-        {
-            return Err(RepoError::CorruptConfig {
-                path: backend.locate(CONFIG_FILE),
-                why: format!("chunk size {} must be a power of two ≥ 4096", opts.chunk_size),
-            });
-        }
+        validate_init(&opts, &backend.locate(CONFIG_FILE))?;
         let config = RepoConfig {
             format: REPO_FORMAT,
             id: Uuid::new_v4(),
@@ -196,7 +193,8 @@ impl Repository {
             return Err(RepoError::NotARepository { path: path.to_path_buf() });
         }
         let fs: FsRef = Arc::new(HostFs::new(path).ctx("opening", path)?);
-        Self::open(fs, "").map_err(|e| match e {
+        // Errors name the host path, not a path relative to the repository.
+        Self::open_in(Arc::new(LocalBackend::new(fs, "").shown_as(path))).map_err(|e| match e {
             RepoError::NotARepository { .. } => {
                 RepoError::NotARepository { path: path.to_path_buf() }
             }
@@ -410,9 +408,11 @@ impl Repository {
 
     /// What the repository holds.
     pub fn stats(&self) -> Result<RepoStats> {
+        // Listing may be slow (an object store): not under the index lock.
+        let sets = self.set_ids()?.len();
         let index = self.index.read();
         Ok(RepoStats {
-            sets: self.list_sets()?.len(),
+            sets,
             chunks: index.len(),
             stored_bytes: index.values().map(|l| l.stored_len as u64).sum(),
             raw_bytes: index.values().map(|l| l.raw_len as u64).sum(),
@@ -439,6 +439,20 @@ impl Repository {
             index.entry(h).or_insert(l);
         }
     }
+}
+
+/// Refuses options no repository can have.
+fn validate_init(opts: &InitOptions, config: &Path) -> Result<()> {
+    if !opts.chunk_size.is_power_of_two()
+        || opts.chunk_size < 4096
+        || opts.chunk_size > pack::MAX_CHUNK
+    {
+        return Err(RepoError::CorruptConfig {
+            path: config.to_path_buf(),
+            why: format!("chunk size {} must be a power of two ≥ 4096", opts.chunk_size),
+        });
+    }
+    Ok(())
 }
 
 /// The key of a set's manifest.

@@ -58,7 +58,8 @@ impl StoredFiles {
 
 struct StoredFile {
     repo: Arc<Repository>,
-    entry: FileEntry,
+    /// Shared with the read-ahead threads (a large file's chunk list is megabytes).
+    entry: Arc<FileEntry>,
     /// Start offset of each chunk.
     starts: Vec<u64>,
     /// The last chunk read (reads are mostly sequential).
@@ -146,6 +147,7 @@ pub fn open_stored(repo: Arc<Repository>, entry: FileEntry) -> FileRef {
         starts.push(at);
         at += c.len as u64;
     }
+    let entry = Arc::new(entry);
     Arc::new(StoredFile { repo, entry, starts, cache: Mutex::new(None), ahead: Mutex::default() })
 }
 

@@ -34,11 +34,15 @@ pub struct TransferReport {
     pub bytes_read: u64,
     /// Bytes the target stored (new chunks only, as stored).
     pub bytes_stored: u64,
-    /// Bytes the copies checked in the target after publishing.
+    /// Bytes of the copies read back and checked in the target before publishing.
     pub bytes_verified: u64,
+    /// Sets left out of an all-sets copy because a set they build on is missing from the
+    /// source (each with why); a set named on the command line is never left out silently.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
-/// Where a copy is, for progress reports.
+/// Where a copy is, for progress reports: `Copying` with `bytes` 0 starts each set.
 #[derive(Debug, Clone, Copy)]
 pub enum TransferStep<'a> {
     /// Copying `set` (`index` of `count`), `bytes` of its files done.
@@ -48,8 +52,9 @@ pub enum TransferStep<'a> {
 }
 
 /// The sets `wanted` names (ids or unambiguous prefixes; every set of `from` when empty) with
-/// every set they build on, bases first.
-pub fn with_bases(from: &Repository, wanted: &[String]) -> Result<Vec<BackupSet>> {
+/// every set they build on, bases first. A named set whose chain is broken is an error naming
+/// the missing base; with no names, such sets are left out and returned beside, with why.
+pub fn with_bases(from: &Repository, wanted: &[String]) -> Result<(Vec<BackupSet>, Vec<String>)> {
     let all = from.list_sets()?;
     let bases: HashMap<Uuid, Option<Uuid>> = all.iter().map(|s| (s.id, s.base_set)).collect();
     let roots: Vec<Uuid> = if wanted.is_empty() {
@@ -58,13 +63,35 @@ pub fn with_bases(from: &Repository, wanted: &[String]) -> Result<Vec<BackupSet>
         wanted.iter().map(|w| from.load_set(w).map(|s| s.id)).collect::<Result<_>>()?
     };
     let mut needed = HashSet::new();
+    let mut skipped = Vec::new();
     for root in roots {
+        let mut chain = Vec::new();
         let mut cur = Some(root);
+        let mut broken = None;
         while let Some(id) = cur {
-            if !needed.insert(id) {
+            if needed.contains(&id) || chain.contains(&id) {
                 break;
             }
-            cur = *bases.get(&id).ok_or_else(|| RepoError::SetNotFound(id.to_string()))?;
+            chain.push(id);
+            match bases.get(&id) {
+                Some(base) => cur = *base,
+                None => {
+                    broken = Some(id);
+                    break;
+                }
+            }
+        }
+        match broken {
+            None => needed.extend(chain),
+            Some(missing) => {
+                let whose = chain.get(chain.len().wrapping_sub(2)).copied().unwrap_or(root);
+                let err =
+                    RepoError::BrokenChain { set: whose.to_string(), base: missing.to_string() };
+                if !wanted.is_empty() {
+                    return Err(err);
+                }
+                skipped.push(format!("{root}: {err}"));
+            }
         }
     }
     // `list_sets` is oldest first, and a base is always older than what builds on it.
@@ -79,7 +106,7 @@ pub fn with_bases(from: &Repository, wanted: &[String]) -> Result<Vec<BackupSet>
         d
     };
     out.sort_by_key(|s| (depth(s), s.created_unix_ms));
-    Ok(out)
+    Ok((out, skipped))
 }
 
 /// Copies `wanted` (see [`with_bases`]) from `from` into `to`, skipping sets `to` holds, and
@@ -90,9 +117,9 @@ pub fn copy_sets(
     wanted: &[String],
     progress: &dyn Fn(TransferStep<'_>),
 ) -> Result<TransferReport> {
-    let sets = with_bases(from, wanted)?;
+    let (sets, skipped) = with_bases(from, wanted)?;
     let present: HashSet<String> = to.set_ids()?.into_iter().collect();
-    let mut report = TransferReport::default();
+    let mut report = TransferReport { skipped, ..TransferReport::default() };
     let count = sets.len();
     for (index, set) in sets.iter().enumerate() {
         if present.contains(&set.id.to_string()) {
@@ -100,6 +127,7 @@ pub fn copy_sets(
             continue;
         }
         let mut w = SetWriter::copy_of(to, set);
+        progress(TransferStep::Copying { set, index, count, bytes: 0 });
         let mut done = 0u64;
         for f in &set.files {
             let src = open_stored(from.clone(), f.clone());
@@ -127,10 +155,15 @@ pub fn copy_sets(
         }
         report.bytes_read += w.read_bytes();
         report.bytes_stored += w.stored_bytes();
-        let copy = w.publish(SetMeta::of(set))?;
+        // Read back from the target before the set exists there: a copy that does not verify
+        // is never published (a later run would take it for done).
+        w.seal()?;
         progress(TransferStep::Verifying { set });
-        to.verify_set(&copy, &|_| {})?;
-        report.bytes_verified += copy.data_bytes();
+        for f in w.files() {
+            to.read_file(f, &mut |_, _| Ok(()))?;
+            report.bytes_verified += f.size;
+        }
+        w.publish(SetMeta::of(set))?;
         report.copied.push(set.id);
     }
     Ok(report)

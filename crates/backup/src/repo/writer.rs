@@ -368,8 +368,11 @@ impl<'r> SetWriter<'r> {
         if self.pack.as_ref().is_some_and(|p| p.len() >= self.pack_target) {
             self.seal_in_background()?;
         }
-        let target = self.pack_target as usize;
-        let pack = self.pack.get_or_insert_with(|| PackWriter::new(target + (1 << 20)));
+        // Room for the chunk that crosses the target, as stored: no reallocation of the pack.
+        let room = self.pack_target as usize
+            + self.repo.config.chunk_size as usize
+            + self.repo.crypto.overhead();
+        let pack = self.pack.get_or_insert_with(|| PackWriter::new(room));
         let raw_len = d.data.len() as u32;
         let bytes = d.stored.as_deref().unwrap_or(&d.data);
         let loc = pack.append(d.hash, bytes, raw_len, d.compressed);
@@ -451,6 +454,19 @@ impl<'r> SetWriter<'r> {
     /// set exist.
     pub fn publish(mut self, meta: SetMeta) -> Result<BackupSet> {
         self.seal_pack()?;
+        // A pack whose store failed (reported once, to the call that found it) leaves its
+        // chunks unindexed: a manifest naming them would name chunks the repository lacks.
+        if !self.pending.is_empty() {
+            return Err(RepoError::Io {
+                op: "publishing a set some of whose chunks were not stored, in",
+                path: self.repo.location(),
+                source: std::io::Error::other(format!(
+                    "{} chunks of set {} are in no stored pack (an earlier store failed)",
+                    self.pending.len(),
+                    self.id
+                )),
+            });
+        }
         let set = BackupSet {
             format: MANIFEST_FORMAT,
             id: self.id,
