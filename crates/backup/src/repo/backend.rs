@@ -44,6 +44,13 @@ pub trait Backend: Send + Sync {
     /// Makes the removals and stores under `dir` so far durable (a directory sync on a file
     /// system; nothing on an object store, where each call is already durable).
     fn sync_dir(&self, dir: &str) -> io::Result<()>;
+    /// Removes what interrupted stores left under `dir` and returns the bytes freed. Only
+    /// safe while no store runs (under the repository's exclusive lock). An object store
+    /// leaves nothing: a PUT that did not finish stored nothing.
+    fn remove_incomplete(&self, dir: &str) -> io::Result<u64> {
+        let _ = dir;
+        Ok(0)
+    }
 }
 
 /// A repository in a directory of a [`volume::FileSystem`]: the host's in production, an
@@ -137,5 +144,26 @@ impl Backend for LocalBackend {
 
     fn sync_dir(&self, dir: &str) -> io::Result<()> {
         self.fs.sync_dir(&self.path(dir))
+    }
+
+    fn remove_incomplete(&self, dir: &str) -> io::Result<u64> {
+        let path = self.path(dir);
+        let entries = match self.fs.read_dir(&path) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut freed = 0;
+        for e in entries {
+            // `write_atomic`'s temporary names: `.<name>.tmp`.
+            if e.kind == FileKind::File && e.name.starts_with('.') && e.name.ends_with(".tmp") {
+                self.fs.remove_file(&path.join(&e.name))?;
+                freed += e.len;
+            }
+        }
+        if freed > 0 {
+            self.fs.sync_dir(&path)?;
+        }
+        Ok(freed)
     }
 }
