@@ -13,10 +13,10 @@ use cli::client;
 mod demo;
 mod demo_dag;
 mod events_cmd;
+mod forget_cmd;
 mod inspect;
 mod mail_client;
 mod progress;
-#[allow(dead_code)] // Its users (forget, prune, init, key, copy) are being added.
 mod repo_access;
 mod store_cmd;
 mod volume_demo;
@@ -102,7 +102,7 @@ enum Command {
         after_help = "Examples:\n  shadowcopy mail load --sg SG1 --db DB1 --messages 500\n  shadowcopy mail count --sg SG1 --db DB1\n  shadowcopy mail send --sg SG1 --db DB1 --seconds 60 --acks acks.txt --node /run/a.sock --node /run/b.sock\n  shadowcopy mail check --sg SG1 --db DB1 --acks acks.txt --node /run/a.sock --node /run/b.sock"
     )]
     Mail(store_cmd::Mail),
-    /// Backups: run, list, verify.
+    /// Backups: run, list, verify, forget.
     #[command(
         subcommand,
         after_help = "Examples:\n  shadowcopy backup run --type full --sg SG1 --repo /srv/backups\n  shadowcopy backup list --repo /srv/backups\n  shadowcopy backup verify --repo /srv/backups 3f2a9c"
