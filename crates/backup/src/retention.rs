@@ -65,7 +65,8 @@ impl RetentionPolicy {
         self.rules().iter().all(|(_, n, _)| n.unwrap_or(0) == 0)
     }
 
-    /// The calendar rules with their counts, and how each names a set's bucket.
+    /// The rules with their counts, and how each names a set's bucket (`last` names none:
+    /// every set is a bucket of its own).
     fn rules(&self) -> [(&'static str, Option<u32>, fn(DateTime) -> String); 6] {
         [
             ("last", self.keep_last, |_| String::new()),
@@ -131,7 +132,8 @@ pub fn plan(sets: &[BackupSet], policy: &RetentionPolicy) -> ForgetPlan {
                         break;
                     }
                     let b = bucket(utc(s.created_unix_ms));
-                    if last.as_ref() != Some(&b) {
+                    // `last` names no bucket: each set is one of its own.
+                    if b.is_empty() || last.as_ref() != Some(&b) {
                         let why =
                             if b.is_empty() { name.to_string() } else { format!("{name} {b}") };
                         reasons.entry(s.id).or_default().push(why);

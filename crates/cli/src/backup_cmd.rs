@@ -167,7 +167,7 @@ fn logs(r: Option<api::LogRange>) -> String {
 
 pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
     match cmd {
-        Backup::Forget(f) => crate::forget_cmd::run(f),
+        Backup::Forget(f) => return crate::forget_cmd::run(f),
         Backup::Run { backup_type: kind, sg, repo, databases, from, json } => {
             let kind = backup_type(*kind);
             let t = kind.name();
