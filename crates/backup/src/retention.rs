@@ -1,8 +1,9 @@
 //! Retention: which backup sets a policy keeps, and forgetting the others (`backup forget`).
 //!
 //! The rules are restic's (`--keep-last`, `--keep-hourly`, … `--keep-yearly`), made aware of
-//! chains: a kept incremental or differential keeps the full and every set it builds on, since
-//! without them it cannot be restored.
+//! chains: a kept incremental or differential keeps the full and every set it builds on (for a
+//! differential, the incrementals of its full taken before it, which hold logs it lacks), since
+//! without them it cannot be restored. A copy stands alone.
 //!
 //! Buckets are calendar hours, days, ISO weeks (Monday to Sunday), months and years in UTC:
 //! the decision must not change with the time zone of the machine that runs `forget`.
@@ -59,6 +60,9 @@ pub struct ForgetPlan {
     pub applied: bool,
 }
 
+/// A rule: its name, its count, and how it names the bucket of a set taken at a time.
+type Rule = (&'static str, Option<u32>, fn(DateTime) -> String);
+
 impl RetentionPolicy {
     /// Whether no rule is used (such a policy keeps everything).
     pub fn is_empty(&self) -> bool {
@@ -67,7 +71,7 @@ impl RetentionPolicy {
 
     /// The rules with their counts, and how each names a set's bucket (`last` names none:
     /// every set is a bucket of its own).
-    fn rules(&self) -> [(&'static str, Option<u32>, fn(DateTime) -> String); 6] {
+    fn rules(&self) -> [Rule; 6] {
         [
             ("last", self.keep_last, |_| String::new()),
             ("hourly", self.keep_hourly, |t| format!("{}T{:02}", t.date(), t.hour())),
