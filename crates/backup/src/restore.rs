@@ -47,7 +47,7 @@
 //! stops, naming it, if they differ.
 
 mod alternate;
-mod chain;
+pub(crate) mod chain;
 mod in_place;
 mod live;
 mod place;

@@ -73,6 +73,13 @@ pub enum Backup {
     /// process: no node needed); only chunks the target lacks are stored, and each copy is
     /// verified there.
     Copy(crate::copy_cmd::CopyArgs),
+    /// Applies a retention policy: keeps the sets the --keep-* rules choose (per storage
+    /// group, with every set a kept one needs to be restored) and removes the others from
+    /// the repository, in this process (no node). Their chunks stay until `prune`.
+    #[command(
+        after_help = "Restic's rules: --keep-last N keeps the N newest sets; --keep-hourly/-daily/-weekly/-monthly/-yearly N keep the newest set of each of the N most recent hours, days, ISO weeks, months or years (in UTC) that hold a set. A set is kept if any rule keeps it. A kept incremental or differential also keeps its full and the sets between.\n\nExamples:\n  shadowcopy backup forget --repo /srv/backups --keep-daily 7 --keep-weekly 4 --dry-run\n  shadowcopy backup forget --repo /srv/backups --sg SG1 --keep-last 3 --keep-monthly 12\n  shadowcopy backup forget --repo /srv/backups --keep-last 10 --json"
+    )]
+    Forget(crate::forget_cmd::Forget),
 }
 
 /// The kinds of backup, as the reference system names them.
@@ -165,6 +172,7 @@ fn logs(r: Option<api::LogRange>) -> String {
 pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
     match cmd {
         Backup::Copy(c) => return crate::copy_cmd::run(c),
+        Backup::Forget(f) => return crate::forget_cmd::run(f),
         Backup::Run { backup_type: kind, sg, repo, databases, from, json } => {
             let kind = backup_type(*kind);
             let t = kind.name();

@@ -14,6 +14,7 @@ use cli::client;
 mod demo;
 mod demo_dag;
 mod events_cmd;
+mod forget_cmd;
 mod inspect;
 mod mail_client;
 mod progress;
@@ -102,7 +103,7 @@ enum Command {
         after_help = "Examples:\n  shadowcopy mail load --sg SG1 --db DB1 --messages 500\n  shadowcopy mail count --sg SG1 --db DB1\n  shadowcopy mail send --sg SG1 --db DB1 --seconds 60 --acks acks.txt --node /run/a.sock --node /run/b.sock\n  shadowcopy mail check --sg SG1 --db DB1 --acks acks.txt --node /run/a.sock --node /run/b.sock"
     )]
     Mail(store_cmd::Mail),
-    /// Backups: run, list, verify.
+    /// Backups: run, list, verify, forget.
     #[command(
         subcommand,
         after_help = "Examples:\n  shadowcopy backup run --type full --sg SG1 --repo /srv/backups\n  shadowcopy backup list --repo /srv/backups\n  shadowcopy backup verify --repo /srv/backups 3f2a9c"
@@ -208,6 +209,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Mail(m) => store_cmd::run_mail(&nodes, m),
         // Verbs that work on a repository in this process need no node.
         Command::Backup(backup_cmd::Backup::Copy(c)) => copy_cmd::run(c),
+        Command::Backup(backup_cmd::Backup::Forget(f)) => forget_cmd::run(f),
         Command::Backup(b) => backup_cmd::run_backup(&node()?, b),
         Command::Restore(r) => backup_cmd::run_restore(&node()?, r),
         Command::Dag(d) => dag_cmd::run_dag(&node()?, d),

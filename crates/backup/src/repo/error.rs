@@ -28,8 +28,8 @@ pub enum RepoError {
     CorruptManifest { set: String, why: String },
     #[error("no backup set {0} in the repository")]
     SetNotFound(String),
-    #[error("backup set {set} builds on set {base}, which is missing from the repository")]
-    BrokenChain { set: String, base: String },
+    #[error("the chain of backup set {set} is broken: {why}")]
+    BrokenChain { set: String, why: String },
     #[error("backup set id {0:?} is ambiguous or malformed")]
     BadSetId(String),
     #[error("chunk {hash} of {file} is missing from the repository")]

@@ -22,6 +22,7 @@ use super::error::{RepoError, Result};
 use super::stored::open_stored;
 use super::writer::{SetMeta, SetWriter};
 use super::{BackupSet, Repository};
+use crate::restore::chain;
 
 /// What one copy did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,11 +53,12 @@ pub enum TransferStep<'a> {
 }
 
 /// The sets `wanted` names (ids or unambiguous prefixes; every set of `from` when empty) with
-/// every set they build on, bases first. A named set whose chain is broken is an error naming
-/// the missing base; with no names, such sets are left out and returned beside, with why.
+/// every set a restore of them needs (the rule restore and retention share:
+/// [`chain::dependencies`]), bases first. A named set whose chain is broken is an error saying
+/// why; with no names, such sets are left out and returned beside, with why.
 pub fn with_bases(from: &Repository, wanted: &[String]) -> Result<(Vec<BackupSet>, Vec<String>)> {
     let all = from.list_sets()?;
-    let bases: HashMap<Uuid, Option<Uuid>> = all.iter().map(|s| (s.id, s.base_set)).collect();
+    let by_id: HashMap<Uuid, &BackupSet> = all.iter().map(|s| (s.id, s)).collect();
     let roots: Vec<Uuid> = if wanted.is_empty() {
         all.iter().map(|s| s.id).collect()
     } else {
@@ -65,38 +67,23 @@ pub fn with_bases(from: &Repository, wanted: &[String]) -> Result<(Vec<BackupSet
     let mut needed = HashSet::new();
     let mut skipped = Vec::new();
     for root in roots {
-        let mut chain = Vec::new();
-        let mut cur = Some(root);
-        let mut broken = None;
-        while let Some(id) = cur {
-            if needed.contains(&id) || chain.contains(&id) {
-                break;
+        let Some(set) = by_id.get(&root) else { continue };
+        let lookup = |id: Uuid| {
+            by_id.get(&id).map(|b| (*b).clone()).ok_or_else(|| "missing from the source".into())
+        };
+        if let Err(broken) = chain::resolve_chain(set, lookup) {
+            let err = RepoError::BrokenChain { set: root.to_string(), why: broken.why };
+            if !wanted.is_empty() {
+                return Err(err);
             }
-            chain.push(id);
-            match bases.get(&id) {
-                Some(base) => cur = *base,
-                None => {
-                    broken = Some(id);
-                    break;
-                }
-            }
+            skipped.push(err.to_string());
+            continue;
         }
-        match broken {
-            None => needed.extend(chain),
-            Some(missing) => {
-                let whose = chain.get(chain.len().wrapping_sub(2)).copied().unwrap_or(root);
-                let err =
-                    RepoError::BrokenChain { set: whose.to_string(), base: missing.to_string() };
-                if !wanted.is_empty() {
-                    return Err(err);
-                }
-                skipped.push(format!("{root}: {err}"));
-            }
-        }
+        needed.insert(root);
+        needed.extend(chain::dependencies(set, &all));
     }
-    // `list_sets` is oldest first, and a base is always older than what builds on it.
-    let mut out: Vec<BackupSet> = all.into_iter().filter(|s| needed.contains(&s.id)).collect();
-    // Should clocks disagree, bases still go first: order by depth in the chain, then time.
+    let bases: HashMap<Uuid, Option<Uuid>> = all.iter().map(|s| (s.id, s.base_set)).collect();
+    // Bases first: by depth in the chain (should clocks disagree), then by time.
     let depth = |s: &BackupSet| {
         let (mut d, mut cur) = (0usize, s.base_set);
         while let Some(b) = cur.filter(|_| d <= bases.len()) {
@@ -105,6 +92,7 @@ pub fn with_bases(from: &Repository, wanted: &[String]) -> Result<(Vec<BackupSet
         }
         d
     };
+    let mut out: Vec<BackupSet> = all.iter().filter(|s| needed.contains(&s.id)).cloned().collect();
     out.sort_by_key(|s| (depth(s), s.created_unix_ms));
     Ok((out, skipped))
 }

@@ -2,7 +2,7 @@
 //! built on it) and the log generations it needs: from the chain, and after it from later sets
 //! of the same full; checked for continuity and agreement before recovery replays any.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use ese::DatabaseSpec;
@@ -17,53 +17,133 @@ use crate::repo::{BackupSet, FileEntry, FileRole, Repository};
 impl Restorer {
     /// The sets to restore for `set`, oldest first.
     pub fn chain(&self, set: &BackupSet) -> Result<Vec<BackupSet>> {
-        let refuse = |why: String| RequesterError::RestoreRefused(why);
-        let mut chain = vec![set.clone()];
-        let mut seen = std::collections::HashSet::from([set.id]);
-        let mut cur = set.clone();
-        while matches!(cur.backup_type, BackupType::Incremental | BackupType::Differential) {
-            let base =
-                cur.base_set.ok_or_else(|| refuse(format!("set {} names no base set", cur.id)))?;
-            if !seen.insert(base) {
-                return Err(refuse(format!("the base chain of {} loops through {base}", set.id)));
+        resolve_chain(set, |base| self.repo.load_set(&base.to_string()).map_err(|e| e.to_string()))
+            .map_err(|broken| RequesterError::RestoreRefused(broken.why))
+    }
+}
+
+/// A chain that cannot be restored, with the sets found before the walk stopped.
+#[derive(Debug)]
+pub(crate) struct ChainBroken {
+    /// `set` and the bases found, oldest first.
+    pub found: Vec<BackupSet>,
+    pub why: String,
+}
+
+/// The chain of `set`, oldest first: its full (or `set` itself for a full or copy) and every
+/// set between, each base found by `lookup`. Pure, so that a restore (which reads the
+/// repository) and retention (which decides over a list of sets) agree on what a set needs.
+pub(crate) fn resolve_chain(
+    set: &BackupSet,
+    lookup: impl Fn(Uuid) -> std::result::Result<BackupSet, String>,
+) -> std::result::Result<Vec<BackupSet>, ChainBroken> {
+    let mut chain = vec![set.clone()];
+    let refuse = |chain: &mut Vec<BackupSet>, why: String| {
+        chain.reverse();
+        ChainBroken { found: std::mem::take(chain), why }
+    };
+    let mut seen = std::collections::HashSet::from([set.id]);
+    let mut cur = set.clone();
+    while matches!(cur.backup_type, BackupType::Incremental | BackupType::Differential) {
+        let Some(base) = cur.base_set else {
+            return Err(refuse(&mut chain, format!("set {} names no base set", cur.id)));
+        };
+        if !seen.insert(base) {
+            return Err(refuse(
+                &mut chain,
+                format!("the base chain of {} loops through {base}", set.id),
+            ));
+        }
+        let b = match lookup(base) {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(refuse(&mut chain, format!("base set {base} of {}: {e}", cur.id)));
             }
-            let b = self
-                .repo
-                .load_set(&base.to_string())
-                .map_err(|e| refuse(format!("base set {base} of {}: {e}", cur.id)))?;
-            // Sets of one database taken on different copies of a DAG share its log stream
-            // (the same log signature): a full taken on one copy is a base of an
-            // incremental taken on another.
-            let same_database = b.node == set.node
-                || log_signatures(&b).is_some_and(|sig| Some(sig) == log_signatures(set));
-            if b.storage_group != set.storage_group || !same_database {
-                return Err(refuse(format!(
+        };
+        // Sets of one database taken on different copies of a DAG share its log stream
+        // (the same log signature): a full taken on one copy is a base of an
+        // incremental taken on another.
+        let same_database = b.node == set.node
+            || log_signatures(&b).is_some_and(|sig| Some(sig) == log_signatures(set));
+        if b.storage_group != set.storage_group || !same_database {
+            return Err(refuse(
+                &mut chain,
+                format!(
                     "base set {base} is of {}/{}, not {}/{}",
                     b.node, b.storage_group, set.node, set.storage_group
-                )));
-            }
-            let allowed: &[BackupType] = match cur.backup_type {
-                BackupType::Differential => &[BackupType::Full],
-                _ => &[BackupType::Full, BackupType::Incremental],
-            };
-            if !allowed.contains(&b.backup_type) {
-                return Err(refuse(format!(
+                ),
+            ));
+        }
+        let allowed: &[BackupType] = match cur.backup_type {
+            BackupType::Differential => &[BackupType::Full],
+            _ => &[BackupType::Full, BackupType::Incremental],
+        };
+        if !allowed.contains(&b.backup_type) {
+            return Err(refuse(
+                &mut chain,
+                format!(
                     "{} {} cannot build on a {} backup",
                     cur.backup_type, cur.id, b.backup_type
-                )));
-            }
-            chain.push(b.clone());
-            cur = b;
+                ),
+            ));
         }
-        if !matches!(cur.backup_type, BackupType::Full | BackupType::Copy) {
-            return Err(refuse(format!(
-                "the chain of {} starts with a {} backup",
-                set.id, cur.backup_type
-            )));
-        }
-        chain.reverse();
-        Ok(chain)
+        chain.push(b.clone());
+        cur = b;
     }
+    if !matches!(cur.backup_type, BackupType::Full | BackupType::Copy) {
+        return Err(refuse(
+            &mut chain,
+            format!("the chain of {} starts with a {} backup", set.id, cur.backup_type),
+        ));
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+/// Whether `s`'s chain of bases leads to `full`. Bounded by the number of sets, in case a
+/// damaged repository holds a loop.
+fn builds_on(s: &BackupSet, full: Uuid, by_id: &HashMap<Uuid, &BackupSet>) -> bool {
+    let mut cur = s.base_set;
+    for _ in 0..by_id.len() {
+        match cur {
+            Some(id) if id == full => return true,
+            Some(id) => cur = by_id.get(&id).and_then(|b| b.base_set),
+            None => return false,
+        }
+    }
+    false
+}
+
+/// The sets among `sets` that restoring `set` reads: its chain (see [`resolve_chain`]) and,
+/// for a differential, every incremental of the same full taken before it — an incremental
+/// truncates the logs it holds, so the differential after it lacks them and a restore fills
+/// the gap from the incremental (see [`collect_files`]). A set whose chain is broken needs
+/// the bases that were found. `set` itself is not listed.
+pub(crate) fn dependencies(set: &BackupSet, sets: &[BackupSet]) -> Vec<Uuid> {
+    let by_id: HashMap<Uuid, &BackupSet> = sets.iter().map(|s| (s.id, s)).collect();
+    let chain_of = |s: &BackupSet| {
+        resolve_chain(s, |id| {
+            by_id.get(&id).map(|b| (*b).clone()).ok_or_else(|| "not among the sets".to_string())
+        })
+        .unwrap_or_else(|broken| broken.found)
+    };
+    let chain = chain_of(set);
+    let mut out: Vec<Uuid> = chain.iter().map(|s| s.id).filter(|id| *id != set.id).collect();
+    if set.backup_type == BackupType::Differential
+        && let Some(full) = chain.first().filter(|f| f.backup_type == BackupType::Full)
+    {
+        for s in sets {
+            if s.backup_type == BackupType::Incremental
+                && s.created_unix_ms <= set.created_unix_ms
+                && builds_on(s, full.id, &by_id)
+            {
+                out.extend(chain_of(s).iter().map(|c| c.id));
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|id| *id != set.id && seen.insert(*id));
+    out
 }
 
 /// The log signature the databases of `set` record in their headers (as the manifest holds
@@ -84,24 +164,11 @@ fn log_signatures(set: &BackupSet) -> Option<String> {
 /// of a stream rewound since by a point-in-time restore.
 pub(super) fn later_logs(repo: &Repository, full: &BackupSet) -> Result<BTreeMap<u32, FileEntry>> {
     let sets = repo.list_sets()?;
-    let by_id: std::collections::HashMap<Uuid, &BackupSet> =
-        sets.iter().map(|s| (s.id, s)).collect();
-    let builds_on_full = |s: &BackupSet| {
-        let mut cur = s.base_set;
-        // Bounded by the number of sets, in case a damaged repository holds a loop.
-        for _ in 0..sets.len() {
-            match cur {
-                Some(id) if id == full.id => return true,
-                Some(id) => cur = by_id.get(&id).and_then(|b| b.base_set),
-                None => return false,
-            }
-        }
-        false
-    };
+    let by_id: HashMap<Uuid, &BackupSet> = sets.iter().map(|s| (s.id, s)).collect();
     let mut out = BTreeMap::new();
     for s in &sets {
         if !matches!(s.backup_type, BackupType::Incremental | BackupType::Differential)
-            || !builds_on_full(s)
+            || !builds_on(s, full.id, &by_id)
         {
             continue;
         }
