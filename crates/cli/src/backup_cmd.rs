@@ -69,6 +69,16 @@ pub enum Backup {
         #[arg(long)]
         json: bool,
     },
+    /// Removes the chunks no set uses and repacks mostly unused packs, in this process (no
+    /// node), under the repository's exclusive lock.
+    #[command(
+        after_help = "Examples:\n  shadowcopy backup prune --repo /srv/backups --dry-run\n  shadowcopy backup prune --repo /srv/backups --max-unused 5%"
+    )]
+    Prune(crate::prune_cmd::PruneArgs),
+    /// Removes stale repository locks (of processes that are gone), or every lock with
+    /// `--remove-all`, printing what it removed.
+    #[command(after_help = "Example:\n  shadowcopy backup unlock --repo /srv/backups")]
+    Unlock(crate::prune_cmd::UnlockArgs),
 }
 
 /// The kinds of backup, as the reference system names them.
@@ -160,6 +170,8 @@ fn logs(r: Option<api::LogRange>) -> String {
 
 pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
     match cmd {
+        Backup::Prune(a) => crate::prune_cmd::run_prune(a)?,
+        Backup::Unlock(a) => crate::prune_cmd::run_unlock(a)?,
         Backup::Run { backup_type: kind, sg, repo, databases, from, json } => {
             let kind = backup_type(*kind);
             let t = kind.name();

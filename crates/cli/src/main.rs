@@ -16,7 +16,7 @@ mod events_cmd;
 mod inspect;
 mod mail_client;
 mod progress;
-#[allow(dead_code)] // Its users (forget, prune, init, key, copy) are being added.
+mod prune_cmd;
 mod repo_access;
 mod store_cmd;
 mod volume_demo;

@@ -237,7 +237,9 @@ pub fn remove_locks(backend: &dyn Backend, all: bool) -> Result<Vec<(String, Loc
             }
         }
     }
-    backend.sync_dir(LOCKS).ctx("syncing", backend.locate(LOCKS))?;
+    if !removed.is_empty() {
+        backend.sync_dir(LOCKS).ctx("syncing", backend.locate(LOCKS))?;
+    }
     Ok(removed)
 }
 

@@ -347,3 +347,136 @@ fn kill_point(want: Option<&str>, point: &str) {
         std::process::abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use volume::fs::{FileSystem, OpenMode};
+    use volume::mem::MemFs;
+
+    use super::*;
+    use crate::repo::{BackupSet, FileRole, InitOptions, SetMeta, lock};
+
+    const CHUNK: u32 = 4096;
+
+    /// A repository at `r` of `fs` with a deleted set's pack, a pack to repack and an
+    /// unindexed leftover; returns the files' bytes by path.
+    fn garbage(fs: &MemFs) -> BTreeMap<String, Vec<u8>> {
+        let src = MemFs::new();
+        let mut originals = BTreeMap::new();
+        for (i, n) in ["shared", "dropped", "kept", "gone"].iter().enumerate() {
+            let data = store::load::random_body(4 * CHUNK as usize + i * 7, i as u64);
+            let f = src.open(Path::new(n), OpenMode::Create).unwrap();
+            f.write_at(&data, 0).unwrap();
+            originals.insert(format!("vol/{n}"), data);
+        }
+        let repo =
+            Repository::init(fs.as_ref(), "r", InitOptions { chunk_size: CHUNK, zstd_level: 1 })
+                .unwrap();
+        let backup = |names: &[&str]| -> BackupSet {
+            let mut w = repo.begin_set();
+            for n in names {
+                let f = src.open(Path::new(n), OpenMode::Read).unwrap();
+                w.add_file(&format!("vol/{n}"), FileRole::Database, "sg", f.as_ref(), &|_| {})
+                    .unwrap();
+            }
+            w.publish(SetMeta::default()).unwrap()
+        };
+        let first = backup(&["shared", "dropped"]);
+        backup(&["shared", "kept"]);
+        let gone = backup(&["gone"]);
+        repo.remove_set(&first.id).unwrap();
+        repo.remove_set(&gone.id).unwrap();
+        let leftover = format!("packs/{}.pack", Uuid::new_v4());
+        repo.backend().put(&leftover, b"an interrupted backup's pack").unwrap();
+        originals
+    }
+
+    fn check(fs: &MemFs, originals: &BTreeMap<String, Vec<u8>>, what: &str) -> Repository {
+        let repo = Repository::open(fs.as_ref(), "r").unwrap();
+        let sets = repo.list_sets().unwrap();
+        assert_eq!(sets.len(), 1, "{what}");
+        for f in &sets[0].files {
+            let mut out = vec![0u8; f.size as usize];
+            repo.read_file(f, &mut |off, d| {
+                out[off as usize..off as usize + d.len()].copy_from_slice(d);
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{what}: {}: {e}", f.path));
+            assert_eq!(out, originals[&f.path], "{what}: {}", f.path);
+        }
+        repo
+    }
+
+    #[test]
+    fn prune_reclaims_and_a_second_finds_nothing() {
+        let fs = MemFs::new();
+        let originals = garbage(&fs);
+        let repo = Repository::open(fs.as_ref(), "r").unwrap();
+        let dry = prune(&repo, &PruneOptions { dry_run: true, ..Default::default() }).unwrap();
+        let r = prune(&repo, &PruneOptions::default()).unwrap();
+        assert_eq!((r.packs_removed, r.packs_repacked, r.orphan_packs_removed), (3, 1, 1), "{r:?}");
+        assert!(r.bytes_after < r.bytes_before, "{r:?}");
+        assert_eq!(
+            (dry.packs_removed, dry.packs_repacked, dry.bytes_repacked),
+            (r.packs_removed, r.packs_repacked, r.bytes_repacked),
+            "a dry run reports what the prune does"
+        );
+        // The in-memory index was reloaded: the repository reads on without reopening.
+        let set = &repo.list_sets().unwrap()[0];
+        repo.verify_set(set, &|_| {}).unwrap();
+        check(&fs, &originals, "after a prune");
+        let again = prune(&repo, &PruneOptions::default()).unwrap();
+        assert_eq!((again.packs_removed, again.packs_repacked), (0, 0), "{again:?}");
+    }
+
+    #[test]
+    fn a_prune_refuses_while_a_backup_holds_its_lock() {
+        let fs = MemFs::new();
+        garbage(&fs);
+        let repo = Repository::open(fs.as_ref(), "r").unwrap();
+        let held = repo.lock_shared("backup of SG1").unwrap();
+        let err = prune(&repo, &PruneOptions::default()).unwrap_err();
+        assert!(matches!(err, crate::repo::RepoError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("backup of SG1"), "{err}");
+        // A second backup shares the lock.
+        drop(repo.lock_shared("backup of SG2").unwrap());
+        drop(held);
+        prune(&repo, &PruneOptions::default()).unwrap();
+        assert!(lock::read_locks(repo.backend().as_ref()).unwrap().is_empty(), "locks removed");
+    }
+
+    #[test]
+    fn a_crash_at_any_point_of_a_prune_leaves_every_set_whole() {
+        let probe = MemFs::new();
+        garbage(&probe);
+        let repo = Repository::open(probe.as_ref(), "r").unwrap();
+        let start = probe.op_count();
+        prune(&repo, &PruneOptions::default()).unwrap();
+        let ops = probe.op_count() - start;
+        assert!(ops > 10, "{ops}");
+        for at in 1..=ops + 1 {
+            let fs = MemFs::new();
+            let originals = garbage(&fs);
+            let repo = Repository::open(fs.as_ref(), "r").unwrap();
+            fs.crash_after(at);
+            let outcome = prune(&repo, &PruneOptions::default());
+            drop(repo);
+            if fs.crash_pending() {
+                fs.clear_faults();
+                fs.crash();
+            }
+            let what = format!("crash at op {at} of {ops} ({outcome:?})");
+            let repo = check(&fs, &originals, &what);
+            // The crashed prune's lock names this (live) process: an administrator's
+            // `unlock --remove-all`, then a prune that finishes the job.
+            lock::remove_locks(repo.backend().as_ref(), true).unwrap();
+            let r = prune(&repo, &PruneOptions::default()).unwrap();
+            check(&fs, &originals, &format!("{what}, pruned again"));
+            let again = prune(&repo, &PruneOptions::default()).unwrap();
+            assert_eq!((again.packs_removed, again.packs_repacked), (0, 0), "{what}: {r:?}");
+        }
+    }
+}
