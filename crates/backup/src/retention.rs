@@ -191,6 +191,13 @@ pub fn forget(
     policy: &RetentionPolicy,
     dry_run: bool,
 ) -> Result<ForgetPlan> {
+    // A dry run only reads; a real one must not meet a backup publishing a set it would
+    // judge, nor a prune.
+    let _lock = if dry_run {
+        repo.lock_shared("forget --dry-run")?
+    } else {
+        repo.lock_exclusive("forget")?
+    };
     let sets: Vec<BackupSet> = repo
         .list_sets()?
         .into_iter()

@@ -44,6 +44,9 @@ pub enum Scenario {
     RestoreThroughput(ThroughputArgs),
     /// Repository bytes written by an incremental after N MiB of new mail.
     IncrementalCost(IncrementalCostArgs),
+    /// `backup prune` after half of a history of sets is forgotten: time and bytes rewritten,
+    /// vs `restic prune` of the same history.
+    PruneCost(PruneCostArgs),
     /// Event log appends/s with an fsync per record, every 64 records, never, and 8 threads
     /// sharing fsyncs (group commit).
     EventEmit(ScratchDir),
@@ -146,6 +149,19 @@ pub struct IncrementalCostArgs {
     #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub random_bodies: bool,
+    #[command(flatten)]
+    pub scratch: ScratchDir,
+}
+
+/// Options of `prune-cost`.
+#[derive(Debug, Args)]
+pub struct PruneCostArgs {
+    /// Size of the history's data in MiB (the figure is 4096).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub mib: u64,
+    /// Sets in the history; those of even rank are forgotten.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub sets: u64,
     #[command(flatten)]
     pub scratch: ScratchDir,
 }

@@ -15,6 +15,7 @@ mod engine_replay;
 mod event_emit;
 mod failover_time;
 mod incremental_cost;
+mod prune_cost;
 mod replication_lag;
 mod replication_throughput;
 mod restore_throughput;
@@ -43,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::BackupThroughput(o) => backup_throughput::run(&o),
         Scenario::RestoreThroughput(o) => restore_throughput::run(&o),
         Scenario::IncrementalCost(o) => incremental_cost::run(&o),
+        Scenario::PruneCost(o) => prune_cost::run(&o),
         Scenario::EventEmit(o) => event_emit::run(&o),
         Scenario::SnapshotSet(o) => snapshot_set::run(&o),
         Scenario::ReplicationThroughput(o) => replication_throughput::run(&o),

@@ -80,6 +80,16 @@ pub enum Backup {
         after_help = "Restic's rules: --keep-last N keeps the N newest sets; --keep-hourly/-daily/-weekly/-monthly/-yearly N keep the newest set of each of the N most recent hours, days, ISO weeks, months or years (in UTC) that hold a set. A set is kept if any rule keeps it. A kept incremental or differential also keeps its full and the sets between.\n\nExamples:\n  shadowcopy backup forget --repo /srv/backups --keep-daily 7 --keep-weekly 4 --dry-run\n  shadowcopy backup forget --repo /srv/backups --sg SG1 --keep-last 3 --keep-monthly 12\n  shadowcopy backup forget --repo /srv/backups --keep-last 10 --json"
     )]
     Forget(crate::forget_cmd::Forget),
+    /// Removes the chunks no set uses and repacks mostly unused packs, in this process (no
+    /// node), under the repository's exclusive lock.
+    #[command(
+        after_help = "Examples:\n  shadowcopy backup prune --repo /srv/backups --dry-run\n  shadowcopy backup prune --repo /srv/backups --max-unused 5%"
+    )]
+    Prune(crate::prune_cmd::PruneArgs),
+    /// Removes stale repository locks (of processes that are gone), or every lock with
+    /// `--remove-all`, printing what it removed.
+    #[command(after_help = "Example:\n  shadowcopy backup unlock --repo /srv/backups")]
+    Unlock(crate::prune_cmd::UnlockArgs),
 }
 
 /// The kinds of backup, as the reference system names them.
@@ -173,6 +183,8 @@ pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
     match cmd {
         Backup::Copy(c) => return crate::copy_cmd::run(c),
         Backup::Forget(f) => return crate::forget_cmd::run(f),
+        Backup::Prune(a) => crate::prune_cmd::run_prune(a)?,
+        Backup::Unlock(a) => crate::prune_cmd::run_unlock(a)?,
         Backup::Run { backup_type: kind, sg, repo, databases, from, json } => {
             let kind = backup_type(*kind);
             let t = kind.name();

@@ -18,6 +18,7 @@ mod forget_cmd;
 mod inspect;
 mod mail_client;
 mod progress;
+mod prune_cmd;
 mod repo_access;
 mod store_cmd;
 mod volume_demo;
@@ -210,6 +211,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         // Verbs that work on a repository in this process need no node.
         Command::Backup(backup_cmd::Backup::Copy(c)) => copy_cmd::run(c),
         Command::Backup(backup_cmd::Backup::Forget(f)) => forget_cmd::run(f),
+        Command::Backup(backup_cmd::Backup::Prune(a)) => prune_cmd::run_prune(a),
+        Command::Backup(backup_cmd::Backup::Unlock(a)) => prune_cmd::run_unlock(a),
         Command::Backup(b) => backup_cmd::run_backup(&node()?, b),
         Command::Restore(r) => backup_cmd::run_restore(&node()?, r),
         Command::Dag(d) => dag_cmd::run_dag(&node()?, d),

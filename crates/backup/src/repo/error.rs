@@ -45,6 +45,11 @@ pub enum RepoError {
          belongs to another repository"
     )]
     Authentication { object: String },
+    #[error(
+        "repository {path} is locked: {by}. If that process is gone, `shadowcopy backup unlock \
+         --repo {path}` removes stale locks (`--remove-all` removes every lock)"
+    )]
+    Locked { path: PathBuf, by: String },
     #[error("{file}: {why}")]
     Rejected { file: String, why: String },
     #[error("copying {file}: {source}")]

@@ -23,6 +23,7 @@
 pub mod backend;
 pub mod crypto;
 mod error;
+pub mod lock;
 mod manifest;
 mod pack;
 pub mod prune;
@@ -44,6 +45,7 @@ use volume::fs::FsRef;
 pub use backend::{Backend, LocalBackend, ObjectInfo};
 pub use crypto::Crypto;
 pub use error::{RepoError, Result};
+pub use lock::{LockInfo, RepoLock};
 pub use manifest::{BackupSet, ChunkRef, FileEntry, FileRole, LogRange, MANIFEST_FORMAT};
 pub use pack::ChunkLoc;
 pub use stored::{StoredFiles, open_stored};
@@ -214,6 +216,9 @@ impl Repository {
         }
     }
 
+    /// Reads every pack index into the in-memory index. A chunk may be in two packs (a prune
+    /// interrupted after repacking, before removing the old pack's index): either copy is
+    /// whole and checked, so the first index read wins.
     fn load_index(&self) -> Result<()> {
         let mut index = HashMap::new();
         for o in self.backend.list("packs").ctx("listing", self.backend.locate("packs"))? {
@@ -221,10 +226,31 @@ impl Repository {
                 continue;
             }
             let (_, entries) = pack::load_index(self.backend.as_ref(), &self.crypto, &o.name)?;
-            index.extend(entries);
+            for (h, l) in entries {
+                index.entry(h).or_insert(l);
+            }
         }
         *self.index.write() = index;
         Ok(())
+    }
+
+    /// Takes a shared lock (what a backup holds from opening the repository to publishing):
+    /// it waits for no one, and fails with [`RepoError::Locked`] while a prune or forget
+    /// holds the exclusive one. The chunk index is re-read once the lock is held, since a
+    /// prune that finished since the repository was opened may have removed chunks this
+    /// process would otherwise reuse.
+    pub fn lock_shared(&self, what: &str) -> Result<RepoLock> {
+        let lock = lock::acquire(&self.backend, false, what)?;
+        self.load_index()?;
+        Ok(lock)
+    }
+
+    /// Takes the exclusive lock (prune, forget): fails with [`RepoError::Locked`] while any
+    /// other live lock is held. The chunk index is re-read once the lock is held.
+    pub fn lock_exclusive(&self, what: &str) -> Result<RepoLock> {
+        let lock = lock::acquire(&self.backend, true, what)?;
+        self.load_index()?;
+        Ok(lock)
     }
 
     /// The repository's settings.

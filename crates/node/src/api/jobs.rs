@@ -282,8 +282,14 @@ pub(crate) fn backup_here(
         ));
     }
     let vols = node.volume_dirs();
-    let outcome = backup::repository_for_backup(node.store(), &request, &path, &vols)
-        .and_then(|repo| node.requester(Arc::new(repo)).backup(&request, progress));
+    // The shared lock is held from opening the repository to publishing the set: a prune
+    // (exclusive) must not remove chunks this backup reuses while it runs.
+    let outcome =
+        backup::repository_for_backup(node.store(), &request, &path, &vols).and_then(|repo| {
+            let _lock =
+                repo.lock_shared(&format!("{} backup of {}", request.backup_type, req.sg))?;
+            node.requester(Arc::new(repo)).backup(&request, progress)
+        });
     let report = match outcome {
         Ok(r) => r,
         Err(e) => {
@@ -421,6 +427,8 @@ pub async fn verify(
 ) -> Response {
     run_job(&s, &headers, move |_, _, progress| {
         let repo = open_repo(&req.repo)?;
+        // Shared: a prune must not repack the packs this verification is reading.
+        let _lock = repo.lock_shared(&format!("verify of set {}", req.set))?;
         let set = repo.load_set(&req.set)?;
         let started = Instant::now();
         let report = backup::verify_set(&repo, &set, progress)?;
@@ -519,6 +527,8 @@ fn restore_job(
     progress: &dyn Progress,
 ) -> Result<api::RestoreReport, ApiError> {
     let repo = open_repo(&req.repo)?;
+    // Shared: a prune must not repack the packs this restore is reading.
+    let _lock = repo.lock_shared(&format!("restore of set {}", req.set))?;
     let started = Instant::now();
     // The events name the whole target path, as the client gave it.
     let shown = req.to.clone();
