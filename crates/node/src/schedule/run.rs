@@ -12,7 +12,7 @@ use events::catalog::{self as cat, EventDef};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::core::{Due, Outcome};
+use super::core::{Due, MAX_COUNTED, Outcome};
 use super::{Runner, when};
 use crate::api::{AppState, blocking, jobs};
 use crate::config::ScheduleConfig;
@@ -53,6 +53,12 @@ pub(crate) fn what(cfg: &ScheduleConfig) -> String {
     }
 }
 
+/// The runs a catch-up stands for, as its event says it: the count stops at
+/// [`MAX_COUNTED`] (a schedule that has not run for years is not counted slot by slot).
+fn missed(slots: u64) -> String {
+    if slots >= MAX_COUNTED { format!("at least {MAX_COUNTED}") } else { slots.to_string() }
+}
+
 /// A run's failure, with the job when the backup got that far.
 type Failure = (String, Option<Uuid>);
 
@@ -71,7 +77,10 @@ async fn execute(s: &AppState, cfg: &ScheduleConfig, due: &Due) -> Outcome {
             s,
             &cat::SCHEDULE_RUN_CAUGHT_UP,
             None,
-            json!({"schedule": cfg.name, "missed": due.slots, "slot": slot, "slot_ms": due.slot_ms}),
+            json!({
+                "schedule": cfg.name, "missed": missed(due.slots), "slots": due.slots,
+                "slot": slot, "slot_ms": due.slot_ms,
+            }),
         );
     }
     let done = match cfg.action {
