@@ -49,6 +49,7 @@ pub enum Op {
     CopySettings,
     MailDeliver,
     MailCheck,
+    ListSchedules,
 }
 
 /// The HTTP methods the API uses.
@@ -139,6 +140,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ),
     ep(Op::MailDeliver, Post, "/v1/mail/deliver", "Delivers one message, answered once durable"),
     ep(Op::MailCheck, Post, "/v1/mail/check", "Which of the listed messages are missing"),
+    ep(Op::ListSchedules, Get, "/v1/schedules", "The schedules, their last and next runs"),
 ];
 
 /// The schemas of the contract, collected (with the types they contain) by utoipa.
@@ -184,6 +186,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     MailDelivered,
     MailCheck,
     MailChecked,
+    ScheduleList,
 )))]
 struct Components;
 
@@ -260,6 +263,7 @@ fn shape(op: Op) -> Shape {
         },
         Op::MailDeliver => post::<MailDeliver, MailDelivered>(),
         Op::MailCheck => post::<MailCheck, MailChecked>(),
+        Op::ListSchedules => get::<ScheduleList>(),
     }
 }
 

@@ -19,6 +19,7 @@ mod endpoints;
 mod error;
 mod events;
 mod progress;
+mod schedule;
 mod size;
 mod store;
 
@@ -29,6 +30,7 @@ pub use endpoints::{ENDPOINTS, Endpoint, Method, Op, openapi};
 pub use error::*;
 pub use events::*;
 pub use progress::*;
+pub use schedule::*;
 pub use size::*;
 pub use store::*;
 

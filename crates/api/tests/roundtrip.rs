@@ -530,3 +530,33 @@ fn the_mail_clients_types_round_trip() {
             .unwrap();
     assert_eq!((minimal.from, minimal.subject.as_str()), (None, ""));
 }
+
+#[test]
+fn the_schedule_list_round_trips_with_its_wire_names() {
+    let list = ScheduleList {
+        schedules: vec![ScheduleInfo {
+            name: "nightly".into(),
+            action: ScheduleAction::Backup,
+            cron: "0 2 * * *".into(),
+            timezone: "utc".into(),
+            sg: Some("SG1".into()),
+            backup_type: Some(BackupType::Incremental),
+            repo: "/srv/backups".into(),
+            running: false,
+            next_run_unix_ms: Some(1_767_578_400_000),
+            next_run: Some("2026-01-05T02:00:00Z".into()),
+            last_run_unix_ms: Some(1_767_492_000_000),
+            last_run: Some("2026-01-04T02:00:00Z".into()),
+            last_result: Some(ScheduleResult::Failed),
+            last_error: Some("disk full".into()),
+            last_job: None,
+            last_success_unix_ms: None,
+        }],
+    };
+    round_trip(list.clone());
+    let v = serde_json::to_value(&list).unwrap();
+    let s = &v["schedules"][0];
+    assert_eq!(s["action"], "backup");
+    assert_eq!(s["type"], "incremental");
+    assert_eq!(s["last_result"], "failed");
+}

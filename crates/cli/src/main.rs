@@ -20,6 +20,7 @@ mod mail_client;
 mod progress;
 mod prune_cmd;
 mod repo_access;
+mod schedule_cmd;
 mod store_cmd;
 mod volume_demo;
 
@@ -127,6 +128,9 @@ enum Command {
     Copy(dag_cmd::Copy),
     /// The node's event trail, filtered by job, source, event id or time.
     Events(events_cmd::Events),
+    /// The backups and prunes the node runs by itself (`[[schedule]]`): next and last runs.
+    #[command(subcommand, after_help = "Example:\n  shadowcopy schedule list")]
+    Schedule(schedule_cmd::Schedule),
     /// The node's configuration file (no node needed).
     #[command(subcommand, after_help = "Example:\n  shadowcopy config sample > node.toml")]
     Config(ConfigCmd),
@@ -218,6 +222,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Dag(d) => dag_cmd::run_dag(&node()?, d),
         Command::Copy(c) => dag_cmd::run_copy(&node()?, c),
         Command::Events(e) => events_cmd::run(&node()?, e),
+        Command::Schedule(c) => schedule_cmd::run(&node()?, c),
         Command::Inspect(i) => inspect::run(i),
         Command::Config(ConfigCmd::Sample) => {
             print!("{}", node::config::SAMPLE);

@@ -11,6 +11,7 @@
 //! | 8000–8099 | coordinator | every coordinator transition, writer failures and time-outs, interrupted jobs, the event log's own corruption report |
 //! | 8100–8199 | provider | snapshot set committed, flush-and-hold timed out, shadow-storage overflow deletions |
 //! | 8200–8299 | requester | the backup application's own steps |
+//! | 4150–4159 | requester | the node's schedules (runs started, ended, caught up; retention) |
 //!
 //! Templates name their fields in braces (`{writer}`); [`EventDef::render`] fills them from the
 //! event's structured fields, which are stored beside the rendered message so that queries and
@@ -517,6 +518,23 @@ catalog! {
     /// A restore finished.
     REQUESTER_RESTORE_DONE = (Requester, 8205, Info,
         "Restored storage group {storage_group}: {files} files, {bytes} bytes; hard recovery replayed generations {first:gen} to {last:gen}.");
+
+    // ---- the node's schedules (project-picked, 4150–4159) ----
+    /// A scheduled run started (its slot: the time the cron expression named).
+    SCHEDULE_RUN_STARTED = (Requester, 4150, Info,
+        "Schedule {schedule} started ({action} {what}) for the run due at {slot}.");
+    /// A scheduled run ended well (a backup names its set; its job has the backup's events).
+    SCHEDULE_RUN_SUCCEEDED = (Requester, 4151, Info,
+        "Schedule {schedule} succeeded ({action} {what}){detail}.");
+    /// A scheduled run failed; the node runs on and the schedule runs again at its next time.
+    SCHEDULE_RUN_FAILED = (Requester, 4152, Error,
+        "Schedule {schedule} failed ({action} {what}): {error}");
+    /// Runs were due while the node was down: one run catches them up (not one per slot).
+    SCHEDULE_RUN_CAUGHT_UP = (Requester, 4153, Warning,
+        "Schedule {schedule} missed {missed} run(s) while the node was down, the last due at {slot}; it runs once now.");
+    /// The schedule's retention policy was applied after a successful backup.
+    SCHEDULE_RETENTION_APPLIED = (Requester, 4154, Info,
+        "Schedule {schedule}: retention kept {kept} and forgot {forgotten} backup sets of storage group {storage_group} in {repo}.");
 }
 
 #[cfg(test)]

@@ -86,6 +86,63 @@ pub struct Config {
     /// Membership of a database availability group; absent, the node needs no etcd.
     #[serde(default)]
     pub dag: Option<DagSection>,
+    /// Backups and prunes the node runs by itself ([`crate::schedule`]).
+    #[serde(default, rename = "schedule")]
+    pub schedules: Vec<ScheduleConfig>,
+}
+
+/// `[[schedule]]`: a backup (or a prune) the node runs by itself at the times of a cron
+/// expression. Relative `password_file` is relative to the configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    pub name: String,
+    /// `minute hour day-of-month month day-of-week` (POSIX: day-of-week 0 and 7 are Sunday),
+    /// or six fields with seconds first; `@daily` and the like too.
+    pub cron: String,
+    /// The calendar `cron` is read in (default: the node's local time zone).
+    #[serde(default)]
+    pub timezone: ScheduleZone,
+    #[serde(default)]
+    pub action: api::ScheduleAction,
+    /// The storage group a backup schedule backs up.
+    pub sg: Option<String>,
+    /// The kind of backup (a backup schedule needs it).
+    #[serde(rename = "type")]
+    pub backup_type: Option<api::BackupType>,
+    /// In a DAG, which copy to back up: `active`, `passive` or a node (`backup run --from`).
+    pub from: Option<String>,
+    /// The repository directory on the node (absolute).
+    pub repo: PathBuf,
+    /// The repository's password, for encrypted repositories (carried for their use).
+    pub password_file: Option<PathBuf>,
+    /// Applied to the storage group's sets in `repo` after each successful backup run.
+    pub retention: Option<backup::retention::RetentionPolicy>,
+}
+
+/// The calendar a schedule's cron expression is read in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleZone {
+    /// The node's time zone (what `date` shows): `0 2 * * *` is 02:00 on the wall clock.
+    #[default]
+    Local,
+    Utc,
+}
+
+impl ScheduleZone {
+    pub fn name(self) -> &'static str {
+        match self {
+            ScheduleZone::Local => "local",
+            ScheduleZone::Utc => "utc",
+        }
+    }
+}
+
+/// Parses a schedule's cron expression: five fields (minute first), six (seconds first) or
+/// seven (a year last), or a nickname such as `@daily`. The error says what is wrong with it.
+pub fn parse_cron(text: &str) -> Result<croner::Cron, String> {
+    croner::parser::CronParser::new().parse(text).map_err(|e| e.to_string())
 }
 
 /// `[dag]`: this node is a member of a database availability group (`shadowcopy dag init`
@@ -248,6 +305,13 @@ impl Config {
         let mut cfg = Self::parse(&text, path)?;
         if let (Some(dag), Some(base)) = (cfg.dag.as_mut(), path.parent()) {
             for p in [&mut dag.ca, &mut dag.cert, &mut dag.key] {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+        if let Some(base) = path.parent() {
+            for p in cfg.schedules.iter_mut().filter_map(|s| s.password_file.as_mut()) {
                 if p.is_relative() {
                     *p = base.join(&*p);
                 }
@@ -443,6 +507,7 @@ impl Config {
                 }
             }
         }
+        self.validate_schedules()?;
         if let Some(dag) = &self.dag {
             check_name("dag.name", &dag.name)?;
             if dag.etcd.is_empty() {
@@ -457,6 +522,83 @@ impl Config {
                     ));
                 }
                 None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the `[[schedule]]` entries on their own (their storage groups are checked
+    /// against the node's layout by [`Config::check_schedule_groups`]). Each error names the
+    /// schedule as well as the key.
+    fn validate_schedules(&self) -> Result<(), ConfigError> {
+        let mut names = HashSet::new();
+        for (i, s) in self.schedules.iter().enumerate() {
+            let key = |k: &str| format!("schedule[{i}].{k}");
+            let bad =
+                |k: &str, why: String| invalid(key(k), format!("schedule {:?}: {why}", s.name));
+            check_name(&key("name"), &s.name)?;
+            if !names.insert(s.name.as_str()) {
+                return Err(bad("name", "is defined twice".into()));
+            }
+            if let Err(e) = parse_cron(&s.cron) {
+                return Err(bad("cron", format!("{:?} is not a cron expression: {e}", s.cron)));
+            }
+            if !s.repo.is_absolute() {
+                return Err(bad("repo", format!("{} must be an absolute path", s.repo.display())));
+            }
+            match s.action {
+                api::ScheduleAction::Backup => {
+                    if s.sg.is_none() {
+                        return Err(bad("sg", "a backup schedule names its storage group".into()));
+                    }
+                    if s.backup_type.is_none() {
+                        return Err(bad(
+                            "type",
+                            "a backup schedule needs `type` (full, incremental, differential \
+                             or copy)"
+                                .into(),
+                        ));
+                    }
+                }
+                api::ScheduleAction::Prune => {
+                    let given = [
+                        ("sg", s.sg.is_some()),
+                        ("type", s.backup_type.is_some()),
+                        ("from", s.from.is_some()),
+                        ("retention", s.retention.is_some()),
+                    ];
+                    if let Some((k, _)) = given.iter().find(|(_, set)| *set) {
+                        return Err(bad(
+                            k,
+                            "only backup schedules take it (this one prunes)".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that each backup schedule names a storage group of this configuration (call it
+    /// on the node's layout, which holds the storage groups created at runtime too). A DAG
+    /// member may back up a copy of a storage group defined on another member: not checked.
+    pub fn check_schedule_groups(&self) -> Result<(), ConfigError> {
+        if self.dag.is_some() {
+            return Ok(());
+        }
+        for (i, s) in self.schedules.iter().enumerate() {
+            let Some(sg) = &s.sg else { continue };
+            if !self.storage_groups.iter().any(|g| &g.name == sg) {
+                let defined: HashSet<&str> =
+                    self.storage_groups.iter().map(|g| g.name.as_str()).collect();
+                return Err(invalid(
+                    format!("schedule[{i}].sg"),
+                    format!(
+                        "schedule {:?}: no storage group {sg:?} (defined: {})",
+                        s.name,
+                        sorted(&defined)
+                    ),
+                ));
             }
         }
         Ok(())
@@ -588,9 +730,77 @@ path = "SG1/DB1.edb"
     fn the_sample_is_a_valid_configuration_with_every_key() {
         let c = Config::parse(SAMPLE, Path::new("sample.toml")).unwrap();
         assert!(c.volumes.iter().all(|v| v.create));
-        for key in ["umask", "socket", "tcp", "token_file", "block_size", "system_dir", "prefix"] {
+        assert_eq!(c.schedules.len(), 3);
+        c.check_schedule_groups().unwrap();
+        for key in [
+            "umask",
+            "socket",
+            "tcp",
+            "token_file",
+            "block_size",
+            "system_dir",
+            "prefix",
+            "cron",
+            "timezone",
+            "action",
+            "from",
+            "password_file",
+            "keep_daily",
+        ] {
             assert!(SAMPLE.contains(&format!("{key} =")), "the sample lacks {key}");
         }
+    }
+
+    const SCHEDULE: &str = "\n[[schedule]]\nname = \"nightly\"\ncron = \"0 2 * * *\"\nsg = \"SG1\"\ntype = \"full\"\nrepo = \"/srv/backups\"\n";
+
+    #[test]
+    fn schedules_parse_with_their_defaults() {
+        let text = format!("{GOOD}{SCHEDULE}\n[schedule.retention]\nkeep_last = 3\n");
+        let c = Config::parse(&text, Path::new("t")).unwrap();
+        let s = &c.schedules[0];
+        assert_eq!(s.action, api::ScheduleAction::Backup);
+        assert_eq!(s.timezone, ScheduleZone::Local);
+        assert_eq!(s.backup_type, Some(api::BackupType::Full));
+        assert_eq!(s.retention.as_ref().and_then(|r| r.keep_last), Some(3));
+        c.check_schedule_groups().unwrap();
+        // Seconds are optional: six fields parse too.
+        let six = SCHEDULE.replace("0 2 * * *", "30 0 2 * * *");
+        Config::parse(&format!("{GOOD}{six}"), Path::new("t")).unwrap();
+    }
+
+    #[test]
+    fn schedule_errors_name_the_schedule_and_the_key() {
+        let e = err(&format!("{GOOD}{}", SCHEDULE.replace("0 2 * * *", "0 25 * * *")));
+        assert!(e.contains("schedule[0].cron") && e.contains("\"nightly\""), "{e}");
+        assert!(e.contains("0 25 * * *"), "{e}");
+        let e = err(&format!("{GOOD}{}", SCHEDULE.replace("/srv/backups", "backups")));
+        assert!(
+            e.contains("schedule[0].repo") && e.contains("\"nightly\"") && e.contains("absolute"),
+            "{e}"
+        );
+        let e = err(&format!("{GOOD}{}", SCHEDULE.replace("type = \"full\"\n", "")));
+        assert!(e.contains("schedule[0].type") && e.contains("\"nightly\""), "{e}");
+        let e = err(&format!("{GOOD}{SCHEDULE}{SCHEDULE}"));
+        assert!(e.contains("schedule[1].name") && e.contains("twice"), "{e}");
+        let e = err(&format!(
+            "{GOOD}{}",
+            SCHEDULE.replace("name = \"nightly\"", "name = \"p\"\naction = \"prune\"")
+        ));
+        assert!(e.contains("schedule[0].sg") && e.contains("only backup schedules"), "{e}");
+        let e = err(&format!("{GOOD}{}", SCHEDULE.replace("type = \"full\"", "type = \"fulll\"")));
+        assert!(e.contains("schedule[0].type"), "{e}");
+        // The storage group is checked against the node's layout.
+        let c = Config::parse(
+            &format!("{GOOD}{}", SCHEDULE.replace("\"SG1\"", "\"SG9\"")),
+            Path::new("t"),
+        )
+        .unwrap();
+        let e = c.check_schedule_groups().unwrap_err().to_string();
+        assert!(
+            e.contains("schedule[0].sg") && e.contains("\"nightly\"") && e.contains("SG9"),
+            "{e}"
+        );
+        assert!(e.contains("defined: SG1"), "{e}");
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub enum ServiceError {
     Dag(#[from] crate::dag::DagError),
     #[error("dismounting at shutdown: {0}")]
     Shutdown(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// The TCP token, from `api.token` or `api.token_file`.
@@ -212,8 +214,15 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServiceError> {
     let mounted = mount_summary(&node);
+    // A schedule's storage group may have been created at runtime: checked against the
+    // layout (the configuration file's storage groups and those), not the file alone.
+    node.layout().check_schedule_groups()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut state = AppState::new(node.clone());
+    state.schedules = Arc::new(crate::schedule::Schedules::load(
+        node.config(),
+        Arc::new(crate::schedule::clock::WallClock),
+    ));
     let mut dag_line = String::new();
     if let Some(cfg) = node.config().dag.clone() {
         let listen = cfg.listen;
@@ -232,7 +241,7 @@ pub async fn serve(
     }
     let stopping = state.stopping.clone();
     let running = state.running.clone();
-    let router = api::router(state);
+    let router = api::router(state.clone());
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -261,8 +270,14 @@ pub async fn serve(
         }
         _ => None,
     };
+    // Runs missed while the node was down start now that the API answers.
+    crate::schedule::start(&state, stop_rx.clone());
+    let schedules = match state.schedules.list().schedules.len() {
+        0 => String::new(),
+        n => format!("; {n} schedule(s)"),
+    };
     // The one line that says the node is ready, and in what state.
-    tracing::info!("listening on {listening}; {mounted}{dag_line}");
+    tracing::info!("listening on {listening}; {mounted}{dag_line}{schedules}");
     let servers = async {
         let tcp = async {
             match tcp_server {

@@ -173,22 +173,26 @@ fn open_repo(path: &str) -> Result<Arc<Repository>, ApiError> {
     Ok(Arc::new(Repository::open_host(&repo_path(path)?)?))
 }
 
-pub async fn backup(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Json(req): Json<api::BackupRequest>,
-) -> Response {
-    let place = match backup_from::resolve(&s, &req.sg, req.from.as_deref()).await {
-        Ok(p) => p,
-        Err(e) => {
-            s.metrics.record_backup_failure();
-            return e.into_response();
-        }
-    };
-    match place {
+/// A job as [`run_job`] runs it: on the blocking pool, with the node, its metrics and the
+/// job's progress sink.
+pub(crate) type Job<T> =
+    Box<dyn FnOnce(&Node, &Metrics, &dyn Progress) -> Result<T, ApiError> + Send>;
+
+/// Resolves where a backup runs (here, or on the member that holds the copy `from` names)
+/// and returns the job that runs it. `POST /v1/backup` runs it for its client, and the
+/// node's schedules run it for themselves ([`run_backup`]): one path, the same job, events
+/// and metrics either way.
+pub(crate) async fn backup_job(
+    s: &AppState,
+    req: api::BackupRequest,
+) -> Result<Job<api::BackupReport>, ApiError> {
+    let place = backup_from::resolve(s, &req.sg, req.from.as_deref())
+        .await
+        .inspect_err(|_| s.metrics.record_backup_failure())?;
+    Ok(match place {
         Place::Peer(peer) => {
             let runtime = tokio::runtime::Handle::current();
-            run_job(&s, &headers, move |_node, _metrics, progress| {
+            Box::new(move |_node, metrics, progress| {
                 progress.step(&format!("backing up the copy on node {}", peer.node()));
                 let mut forwarded = req.clone();
                 forwarded.from = Some(peer.node().to_string());
@@ -198,17 +202,37 @@ pub async fn backup(
                         &forwarded,
                     ))
                     .map_err(|e| backup_from::peer_error(&peer, e))
+                    .inspect(|_| metrics.record_backup_success(&req.sg))
             })
-            .await
         }
         Place::Here { copy } => {
             let dag = s.dag.clone();
-            run_job(&s, &headers, move |node, metrics, progress| {
+            Box::new(move |node, metrics, progress| {
                 backup_here(node, metrics, dag.as_deref(), &req, copy, progress)
             })
-            .await
         }
+    })
+}
+
+pub async fn backup(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(req): Json<api::BackupRequest>,
+) -> Response {
+    match backup_job(&s, req).await {
+        Ok(job) => run_job(&s, &headers, job).await,
+        Err(e) => e.into_response(),
     }
+}
+
+/// Runs a backup as `POST /v1/backup` does, for a caller that is not a client (a schedule):
+/// counted among the running jobs and aborted when the service shuts down.
+pub(crate) async fn run_backup(
+    s: &AppState,
+    req: api::BackupRequest,
+) -> Result<api::BackupReport, ApiError> {
+    let job = backup_job(s, req).await?;
+    run_quiet(s, job).await
 }
 
 /// Runs a backup that another member forwarded here (its `--from` named this node's copy).
@@ -394,18 +418,32 @@ where
         });
         response
     } else {
-        let result = blocking(s, {
-            let stopping = stopping.clone();
-            move |node, metrics| {
-                job(node, metrics, &UntilShutdown { inner: &Quiet, stopping: &stopping })
-            }
-        })
-        .await;
-        match result {
+        match run_quiet(s, job).await {
             Ok(v) => Json(v).into_response(),
-            Err(e) => aborted_by_shutdown(&stopping, e).into_response(),
+            Err(e) => e.into_response(),
         }
     }
+}
+
+/// Runs a job on the blocking pool without a progress stream and returns its report: the
+/// non-streaming half of [`run_job`], counted and aborted the same way.
+async fn run_quiet<T, F>(s: &AppState, job: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Node, &Metrics, &dyn Progress) -> Result<T, ApiError> + Send + 'static,
+{
+    if s.stopping.load(Ordering::Relaxed) {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", SHUTTING_DOWN));
+    }
+    let stopping = s.stopping.clone();
+    let result = blocking(s, {
+        let stopping = stopping.clone();
+        move |node, metrics| {
+            job(node, metrics, &UntilShutdown { inner: &Quiet, stopping: &stopping })
+        }
+    })
+    .await;
+    result.map_err(|e| aborted_by_shutdown(&stopping, e))
 }
 
 pub async fn backup_sets(

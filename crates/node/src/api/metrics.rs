@@ -7,7 +7,7 @@
 //! (shadow storage, log generations) and the volumes' copy-on-write counters are read when
 //! scraped.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -58,6 +58,11 @@ pub struct Metrics {
     backups: Mutex<VecDeque<BackupFigures>>,
     commits: Mutex<VecDeque<CommitFigures>>,
     totals: Totals,
+    /// Per storage group, when a backup of it last succeeded (Unix seconds): what an alert
+    /// on "no backup for a day" is written against.
+    last_success: Mutex<BTreeMap<String, f64>>,
+    /// Scheduled runs by (schedule, result).
+    schedule_runs: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 fn push<T>(q: &Mutex<VecDeque<T>>, v: T) {
@@ -79,10 +84,37 @@ fn add(c: &AtomicU64, n: u64) {
 impl Metrics {
     /// A backup that published its set.
     pub fn record_backup(&self, f: BackupFigures) {
+        self.record_backup_success(&f.storage_group);
         add(&self.totals.backups_completed, 1);
         add(&self.totals.backup_bytes, f.bytes);
         add(&self.totals.backup_stored_bytes, f.stored_bytes);
         push(&self.backups, f);
+    }
+
+    /// A backup of `storage_group` succeeded now (here, or on the member it was forwarded to).
+    pub fn record_backup_success(&self, storage_group: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.last_success.lock().insert(storage_group.to_string(), now);
+    }
+
+    /// Makes a schedule's run counters exist at zero, so that a rate or an alert over them
+    /// has a series before the first run.
+    pub fn register_schedule(&self, schedule: &str) {
+        let mut runs = self.schedule_runs.lock();
+        for result in [api::ScheduleResult::Ok, api::ScheduleResult::Failed] {
+            runs.entry((schedule.to_string(), result.name().to_string())).or_insert(0);
+        }
+    }
+
+    /// One scheduled run ended with `result`.
+    pub fn record_schedule_run(&self, schedule: &str, result: api::ScheduleResult) {
+        *self
+            .schedule_runs
+            .lock()
+            .entry((schedule.to_string(), result.name().to_string()))
+            .or_insert(0) += 1;
     }
 
     pub fn record_backup_failure(&self) {
@@ -186,6 +218,33 @@ impl Metrics {
         for (name, help, counter) in totals {
             head(&mut o, name, "counter", help);
             let _ = writeln!(o, "{name} {}", counter.load(Ordering::Relaxed));
+        }
+        head(
+            &mut o,
+            "shadowcopy_last_successful_backup_timestamp_seconds",
+            "gauge",
+            "When a backup of the storage group last succeeded (Unix time), scheduled or not, \
+             since the node started.",
+        );
+        for (sg, t) in self.last_success.lock().iter() {
+            let _ = writeln!(
+                o,
+                "shadowcopy_last_successful_backup_timestamp_seconds{{storage_group=\"{}\"}} {t}",
+                esc(sg)
+            );
+        }
+        head(
+            &mut o,
+            "shadowcopy_schedule_runs_total",
+            "counter",
+            "Runs of a schedule since the node started, by result (ok, failed, interrupted).",
+        );
+        for ((schedule, result), n) in self.schedule_runs.lock().iter() {
+            let _ = writeln!(
+                o,
+                "shadowcopy_schedule_runs_total{{schedule=\"{}\",result=\"{result}\"}} {n}",
+                esc(schedule)
+            );
         }
         let commits: Vec<CommitFigures> = self.commits.lock().iter().cloned().collect();
         head(

@@ -44,6 +44,8 @@ pub struct AppState {
     pub running: Arc<tracker::Tracker>,
     /// The node's DAG membership, when its configuration has a `[dag]` section.
     pub dag: Option<Arc<crate::dag::Dag>>,
+    /// The node's schedules (none until the service loads them).
+    pub schedules: Arc<crate::schedule::Schedules>,
 }
 
 impl AppState {
@@ -54,6 +56,7 @@ impl AppState {
             stopping: Arc::new(AtomicBool::new(false)),
             running: Arc::new(tracker::Tracker::default()),
             dag: None,
+            schedules: Arc::default(),
         }
     }
 }
@@ -122,6 +125,7 @@ fn handler(e: &api::Endpoint) -> MethodRouter<AppState> {
         Op::CopySettings => with_method!(dag::copy_settings),
         Op::MailDeliver => with_method!(mail::mail_deliver),
         Op::MailCheck => with_method!(mail::mail_check),
+        Op::ListSchedules => with_method!(crate::schedule::list),
     }
 }
 
