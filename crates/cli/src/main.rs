@@ -13,6 +13,7 @@ use cli::client;
 mod demo;
 mod demo_dag;
 mod events_cmd;
+mod generate_cmd;
 mod inspect;
 mod mail_client;
 mod progress;
@@ -24,7 +25,7 @@ mod volume_demo;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use client::{DEFAULT_SOCKET, Endpoint};
 
@@ -134,6 +135,9 @@ enum Command {
         after_help = "Examples:\n  shadowcopy inspect header /srv/sc/db/SG1/DB1.edb\n  shadowcopy inspect verify /srv/sc/logs/SG1"
     )]
     Inspect(inspect::Inspect),
+    /// Man pages and shell completions, for packagers (hidden).
+    #[command(subcommand, hide = true)]
+    Generate(generate_cmd::Generate),
 }
 
 /// Restores the default action of SIGPIPE, so that a verb writing into a closed pipe
@@ -212,6 +216,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Copy(c) => dag_cmd::run_copy(&node()?, c),
         Command::Events(e) => events_cmd::run(&node()?, e),
         Command::Inspect(i) => inspect::run(i),
+        Command::Generate(g) => generate_cmd::run(Cli::command(), g),
         Command::Config(ConfigCmd::Sample) => {
             print!("{}", node::config::SAMPLE);
             Ok(())
