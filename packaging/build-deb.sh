@@ -36,4 +36,6 @@ mkdir -p "$out/man" "$out/completions"
 "$bin" generate completions zsh >"$out/completions/_shadowcopy"
 "$bin" generate completions fish >"$out/completions/shadowcopy.fish"
 
-cargo deb -p cli --no-build "$@"
+# --strip: the release profile keeps line tables for backtraces in development; the packaged
+# binary is stripped as Debian's are (a sixth of the size).
+cargo deb -p cli --no-build --strip "$@"

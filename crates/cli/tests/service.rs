@@ -107,7 +107,12 @@ fn serve_notifies_ready_when_the_api_answers_and_stopping_on_sigterm() {
         .unwrap_or_else(|e| panic!("READY=1 came but {} refused: {e}", api.display()));
     let (code, body) = raw_http(s, "GET", "/v1/store", "");
     assert_eq!(code, 200, "the API right after READY=1: {body}");
-    assert!(body.contains("SG1"), "the storage group is mounted at READY=1: {body}");
+    let store: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let sg = &store["storage_groups"][0];
+    assert!(
+        sg["name"] == "SG1" && sg["mounted"] == true,
+        "the storage group is mounted at READY=1: {body}"
+    );
     let status = last_value(&started, "STATUS").unwrap_or_default();
     assert!(
         status.contains("listening on") && status.contains("SG1"),
