@@ -15,6 +15,7 @@ mod demo;
 mod demo_dag;
 mod events_cmd;
 mod forget_cmd;
+mod generate_cmd;
 mod inspect;
 mod mail_client;
 mod progress;
@@ -27,7 +28,7 @@ mod volume_demo;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use client::{DEFAULT_SOCKET, Endpoint};
 
@@ -140,6 +141,9 @@ enum Command {
         after_help = "Examples:\n  shadowcopy inspect header /srv/sc/db/SG1/DB1.edb\n  shadowcopy inspect verify /srv/sc/logs/SG1"
     )]
     Inspect(inspect::Inspect),
+    /// Man pages and shell completions, for packagers (hidden).
+    #[command(subcommand, hide = true)]
+    Generate(generate_cmd::Generate),
 }
 
 /// Restores the default action of SIGPIPE, so that a verb writing into a closed pipe
@@ -224,6 +228,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Events(e) => events_cmd::run(&node()?, e),
         Command::Schedule(c) => schedule_cmd::run(&node()?, c),
         Command::Inspect(i) => inspect::run(i),
+        Command::Generate(g) => generate_cmd::run(Cli::command(), g),
         Command::Config(ConfigCmd::Sample) => {
             print!("{}", node::config::SAMPLE);
             Ok(())

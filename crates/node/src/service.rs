@@ -18,6 +18,12 @@
 //! A job still running after the grace period (a freeze or a hard recovery cannot be cut
 //! short) dies with the process; its journal entry makes the next start report it failed
 //! (event 8015) and nothing is truncated for it.
+//!
+//! Under systemd (`Type=notify`, `NOTIFY_SOCKET` set) the service says `READY=1` once the
+//! node has started and its listeners are bound, so that units ordered after it and
+//! `systemctl start` wait for an API that answers rather than for a process that exists;
+//! `STOPPING=1` as soon as a signal arrives, and a `STATUS=` line at each step for
+//! `systemctl status`. Without `NOTIFY_SOCKET` nothing is sent.
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -143,12 +149,29 @@ fn install_signal_handlers() -> Result<impl std::future::Future<Output = ()>, Se
     })
 }
 
+/// Tells the service manager how the service is doing (`sd_notify(3)`); a no-op when
+/// `NOTIFY_SOCKET` is not set. A failure to tell is only logged: the node works the same,
+/// and under `Type=notify` systemd's own start time-out reports a `READY=1` that never came.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!("telling the service manager (NOTIFY_SOCKET) our state: {e}");
+    }
+}
+
+/// A `STATUS=` line: the protocol is one `KEY=value` a line, so a newline inside a
+/// mount error would end the status early and be read as a key of its own.
+fn status_line(text: &str) -> String {
+    text.replace(['\n', '\r'], " ")
+}
+
 /// Runs a node from `config` and serves its API until SIGTERM or SIGINT.
 pub fn run(config: Config) -> Result<(), ServiceError> {
     set_umask(config.node.umask_bits().unwrap_or(0o077));
     let token = load_token(&config)?;
     let socket = config.socket_path();
     let tcp = config.api.tcp;
+    // Mounting may replay logs for a while; `systemctl status` says why it is not ready yet.
+    notify(&[sd_notify::NotifyState::Status("starting: mounting the storage groups")]);
     let node = Arc::new(Node::start(config)?);
     for job in node.recovered_jobs() {
         tracing::warn!(job = ?job, "a job interrupted by the previous stop was reported failed");
@@ -278,6 +301,8 @@ pub async fn serve(
     };
     // The one line that says the node is ready, and in what state.
     tracing::info!("listening on {listening}; {mounted}{dag_line}{schedules}");
+    let ready = status_line(&format!("listening on {listening}; {mounted}{dag_line}{schedules}"));
+    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&ready)]);
     let servers = async {
         let tcp = async {
             match tcp_server {
@@ -297,6 +322,9 @@ pub async fn serve(
     if jobs > 0 {
         tracing::info!(jobs, "aborting the running jobs");
     }
+    let stopping_status =
+        format!("stopping: aborting {jobs} running job(s), then dismounting the storage groups");
+    notify(&[sd_notify::NotifyState::Stopping, sd_notify::NotifyState::Status(&stopping_status)]);
     stopping.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = stop_tx.send(true);
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
