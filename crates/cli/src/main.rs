@@ -14,9 +14,10 @@ mod demo;
 mod demo_dag;
 mod events_cmd;
 mod inspect;
+mod key_cmd;
 mod mail_client;
 mod progress;
-#[allow(dead_code)] // Its users (forget, prune, init, key, copy) are being added.
+#[allow(dead_code)] // Some of its users (forget, prune, copy) are being added.
 mod repo_access;
 mod store_cmd;
 mod volume_demo;

@@ -86,6 +86,21 @@ pub struct Config {
     /// Membership of a database availability group; absent, the node needs no etcd.
     #[serde(default)]
     pub dag: Option<DagSection>,
+    /// Passwords of encrypted repositories, for requests that carry none.
+    #[serde(default, rename = "repository", skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<RepositoryConfig>,
+}
+
+/// `[[repository]]`: where the node finds the password of the repository at `path` when a
+/// request names it without one (a scheduled backup, a script that should not hold the
+/// password). A relative `password_file` is relative to the configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// The repository's directory, as requests name it (absolute).
+    pub path: PathBuf,
+    /// A file holding the password (one line).
+    pub password_file: PathBuf,
 }
 
 /// `[dag]`: this node is a member of a database availability group (`shadowcopy dag init`
@@ -250,6 +265,13 @@ impl Config {
             for p in [&mut dag.ca, &mut dag.cert, &mut dag.key] {
                 if p.is_relative() {
                     *p = base.join(&*p);
+                }
+            }
+        }
+        if let Some(base) = path.parent() {
+            for r in &mut cfg.repositories {
+                if r.password_file.is_relative() {
+                    r.password_file = base.join(&r.password_file);
                 }
             }
         }

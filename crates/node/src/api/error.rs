@@ -124,6 +124,11 @@ fn repo_kind(e: &backup::repo::RepoError) -> (StatusCode, &'static str) {
         E::NotARepository { .. } => (StatusCode::NOT_FOUND, "not_a_repository"),
         E::SetNotFound(_) => (StatusCode::NOT_FOUND, "no_such_set"),
         E::BadSetId(_) => (StatusCode::BAD_REQUEST, "bad_set_id"),
+        E::PasswordRequired { .. } => (StatusCode::UNAUTHORIZED, "repository_password_required"),
+        E::WrongPassword { .. } => (StatusCode::FORBIDDEN, "repository_wrong_password"),
+        E::Authentication { .. } | E::CorruptKey { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "repository_corrupt")
+        }
         E::MissingChunk { .. }
         | E::CorruptChunk { .. }
         | E::FileHashMismatch { .. }
