@@ -610,9 +610,38 @@ path = "SG1/DB1.edb"
     fn the_sample_is_a_valid_configuration_with_every_key() {
         let c = Config::parse(SAMPLE, Path::new("sample.toml")).unwrap();
         assert!(c.volumes.iter().all(|v| v.create));
-        for key in ["umask", "socket", "tcp", "token_file", "block_size", "system_dir", "prefix"] {
+        for key in [
+            "umask",
+            "socket",
+            "tcp",
+            "token_file",
+            "block_size",
+            "system_dir",
+            "prefix",
+            "password_file",
+        ] {
             assert!(SAMPLE.contains(&format!("{key} =")), "the sample lacks {key}");
         }
+    }
+
+    #[test]
+    fn repository_password_files_are_read_relative_to_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let extra = "\n[[repository]]\npath = \"/srv/b\"\npassword_file = \"b.pass\"\n\n[[repository]]\npath = \"/srv/c\"\npassword_file = \"/etc/c.pass\"\n";
+        std::fs::write(&path, format!("{GOOD}{extra}")).unwrap();
+        let c = Config::load(&path).unwrap();
+        let got: Vec<(PathBuf, PathBuf)> =
+            c.repositories.iter().map(|r| (r.path.clone(), r.password_file.clone())).collect();
+        assert_eq!(
+            got,
+            [
+                (PathBuf::from("/srv/b"), dir.path().join("b.pass")),
+                (PathBuf::from("/srv/c"), PathBuf::from("/etc/c.pass"))
+            ]
+        );
+        let e = err(&format!("{GOOD}\n[[repository]]\npath = \"/srv/b\"\n"));
+        assert!(e.contains("repository[0].password_file"), "{e}");
     }
 
     #[test]

@@ -164,6 +164,11 @@ fn read_key(backend: &dyn Backend, id: &Uuid) -> Result<KeyBody> {
     if file.body.kdf != "argon2id" {
         return Err(corrupt(format!("unknown key derivation {:?}", file.body.kdf)));
     }
+    // A key file is not trusted to make every opening allocate or compute without bound.
+    let p = file.body.params;
+    if p.m_kib > 4 << 20 || p.t > 64 || p.p > 64 {
+        return Err(corrupt(format!("implausible Argon2id parameters {p:?}")));
+    }
     Ok(file.body)
 }
 
