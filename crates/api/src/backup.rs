@@ -52,6 +52,10 @@ pub struct BackupRequest {
     /// the copy on the node asked (its passive copy, or its own storage group).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// The repository's password, if it is encrypted (or to create it encrypted). Sent in the
+    /// body, never in a URL, so that it reaches no access log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 /// The report of a backup.
@@ -66,6 +70,10 @@ pub struct BackupReport {
     pub hold_ms: f64,
     pub elapsed_ms: f64,
     pub throughput_bytes_per_second: f64,
+    /// Whether the repository is encrypted (a backup into a new repository without a
+    /// password makes an unencrypted one, and the client says so).
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 /// A backup set of a repository.
@@ -94,7 +102,11 @@ pub struct LogRange {
     pub high: u32,
 }
 
-/// `GET /v1/backup/sets`.
+/// The header that carries a repository's password on a `GET` (`/v1/backup/sets`): a query
+/// string would put it in URLs, which are logged; the `POST`s carry it in their body.
+pub const REPO_PASSWORD_HEADER: &str = "x-shadowcopy-repo-password";
+
+/// `GET /v1/backup/sets` (the password, if any, in [`REPO_PASSWORD_HEADER`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams, ToSchema)]
 #[into_params(parameter_in = Query)]
 pub struct RepoQuery {
@@ -106,6 +118,9 @@ pub struct RepoQuery {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SetList {
     pub sets: Vec<SetSummary>,
+    /// Whether the repository is encrypted (`false` from nodes older than encryption).
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 /// `POST /v1/backup/verify`.
@@ -114,6 +129,10 @@ pub struct VerifyRequest {
     pub repo: String,
     /// Set id or unambiguous prefix.
     pub set: String,
+    /// The repository's password, if it is encrypted (or to create it encrypted). Sent in the
+    /// body, never in a URL, so that it reaches no access log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 /// The report of a verification.
@@ -189,6 +208,10 @@ pub struct RestoreRequest {
     /// the copies).
     #[serde(default)]
     pub reseed_copies: bool,
+    /// The repository's password, if it is encrypted (or to create it encrypted). Sent in the
+    /// body, never in a URL, so that it reaches no access log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 /// The report of a restore.

@@ -204,6 +204,7 @@ fn every_type_round_trips() {
             repo: "/r".into(),
             databases: vec!["DB1".into()],
             from: Some("passive".into()),
+            password: Some("secret".into()),
         });
     }
     let backup = BackupReport {
@@ -214,11 +215,17 @@ fn every_type_round_trips() {
         hold_ms: 1.0,
         elapsed_ms: 2.0,
         throughput_bytes_per_second: 5000.0,
+        encrypted: true,
     };
     round_trip(backup.clone());
     round_trip(RepoQuery { repo: "/r".into() });
-    round_trip(SetList { sets: vec![set()] });
-    round_trip(VerifyRequest { repo: "/r".into(), set: "3f2a".into() });
+    round_trip(SetList { sets: vec![set()], encrypted: true });
+    round_trip(VerifyRequest { repo: "/r".into(), set: "3f2a".into(), password: None });
+    round_trip(VerifyRequest {
+        repo: "/r".into(),
+        set: "3f2a".into(),
+        password: Some("pw".into()),
+    });
     let verify = VerifyReport {
         set: set(),
         verified: true,
@@ -419,6 +426,7 @@ fn answers_in_the_old_wire_format_still_read() {
             repo: "/r".into(),
             databases: vec![],
             from: None,
+            password: None,
         },
     );
     let b: BackupRequest =

@@ -196,9 +196,21 @@ pub fn repository_for_backup(
     path: &Path,
     volumes: &[VolumeDir],
 ) -> Result<Repository> {
+    repository_for_backup_with(store, req, path, volumes, None)
+}
+
+/// [`repository_for_backup`] with the repository's password: an encrypted repository is
+/// opened with it, and a new one is created encrypted under it (unencrypted without one).
+pub fn repository_for_backup_with(
+    store: &InformationStore,
+    req: &BackupRequest,
+    path: &Path,
+    volumes: &[VolumeDir],
+    password: Option<&str>,
+) -> Result<Repository> {
     req.check(store)?;
     refuse_repository_in_live_dirs(store, path, volumes)?;
-    Ok(Repository::open_or_init_host(path)?)
+    Ok(Repository::open_or_init_host_with(path, password)?)
 }
 
 /// What a backup did.

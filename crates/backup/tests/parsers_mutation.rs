@@ -46,9 +46,12 @@ fn fixture() -> &'static (BTreeMap<PathBuf, Vec<u8>>, BackupSet) {
             let f = src.open(Path::new(name), OpenMode::Create).unwrap();
             f.write_at(&data, 0).unwrap();
         }
-        let repo =
-            Repository::init(fs.as_ref(), "repo", InitOptions { chunk_size: 4096, zstd_level: 1 })
-                .unwrap();
+        let repo = Repository::init(
+            fs.as_ref(),
+            "repo",
+            InitOptions { chunk_size: 4096, zstd_level: 1, ..Default::default() },
+        )
+        .unwrap();
         let mut w = repo.begin_set();
         for name in ["text", "noise", "empty"] {
             let f = src.open(Path::new(name), OpenMode::Read).unwrap();

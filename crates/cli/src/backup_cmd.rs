@@ -40,6 +40,10 @@ pub enum Backup {
         /// it once replayed. Default: the copy on the node asked.
         #[arg(long, value_name = "passive|active|NODE")]
         from: Option<String>,
+        /// The repository's password, read from this file (else SHADOWCOPY_PASSWORD). A new
+        /// repository is created encrypted under it; without one, unencrypted.
+        #[arg(long, env = "SHADOWCOPY_PASSWORD_FILE", value_name = "FILE")]
+        password_file: Option<PathBuf>,
         /// Print the final report as JSON on stdout (progress stays on stderr).
         #[arg(long)]
         json: bool,
@@ -52,6 +56,10 @@ pub enum Backup {
         /// Repository directory on the node.
         #[arg(long, value_name = "DIR")]
         repo: PathBuf,
+        /// The repository's password, read from this file (else SHADOWCOPY_PASSWORD); sent to
+        /// the node, which needs it for an encrypted repository.
+        #[arg(long, env = "SHADOWCOPY_PASSWORD_FILE", value_name = "FILE")]
+        password_file: Option<PathBuf>,
         /// Print the node's JSON answer instead of the table.
         #[arg(long)]
         json: bool,
@@ -65,6 +73,10 @@ pub enum Backup {
         repo: PathBuf,
         /// Set id or unambiguous prefix (see `backup list`).
         set: String,
+        /// The repository's password, read from this file (else SHADOWCOPY_PASSWORD); sent to
+        /// the node, which needs it for an encrypted repository.
+        #[arg(long, env = "SHADOWCOPY_PASSWORD_FILE", value_name = "FILE")]
+        password_file: Option<PathBuf>,
         /// Print the final report as JSON on stdout (progress stays on stderr).
         #[arg(long)]
         json: bool,
@@ -90,6 +102,15 @@ pub enum Backup {
     /// `--remove-all`, printing what it removed.
     #[command(after_help = "Example:\n  shadowcopy backup unlock --repo /srv/backups")]
     Unlock(crate::prune_cmd::UnlockArgs),
+    /// Creates a repository on this machine, encrypted unless told otherwise (runs here, not
+    /// on a node).
+    #[command(
+        after_help = "Examples:\n  shadowcopy backup init --repo /srv/backups --password-file /etc/shadowcopy/repo.pass\n  shadowcopy backup init --repo /srv/backups --insecure-no-encryption"
+    )]
+    Init(crate::key_cmd::InitArgs),
+    /// Adds, lists or removes the passwords of an encrypted repository on this machine.
+    #[command(subcommand)]
+    Key(crate::key_cmd::KeyCmd),
 }
 
 /// The kinds of backup, as the reference system names them.
@@ -145,6 +166,10 @@ pub struct Restore {
     /// naming the copies.
     #[arg(long, requires = "original")]
     reseed_copies: bool,
+    /// The repository's password, read from this file (else SHADOWCOPY_PASSWORD); sent to
+    /// the node, which needs it for an encrypted repository.
+    #[arg(long, env = "SHADOWCOPY_PASSWORD_FILE", value_name = "FILE")]
+    password_file: Option<PathBuf>,
     /// Print the final report as JSON on stdout (progress stays on stderr).
     #[arg(long)]
     json: bool,
@@ -158,6 +183,12 @@ fn absolute(p: &Path) -> Result<String> {
         std::env::current_dir().context("finding the current directory")?.join(p)
     };
     Ok(abs.to_string_lossy().into_owned())
+}
+
+/// The repository password to send to the node, from the non-interactive sources (the node
+/// asks for nothing: a job must not wait on a prompt).
+fn password(file: Option<&Path>) -> Result<Option<String>> {
+    Ok(crate::repo_access::password_from_sources(file)?.map(|p| p.as_str().to_string()))
 }
 
 /// Adds to a "closed mid-job" error where this job's outcome can be seen.
@@ -185,7 +216,10 @@ pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
         Backup::Forget(f) => return crate::forget_cmd::run(f),
         Backup::Prune(a) => crate::prune_cmd::run_prune(a)?,
         Backup::Unlock(a) => crate::prune_cmd::run_unlock(a)?,
-        Backup::Run { backup_type: kind, sg, repo, databases, from, json } => {
+        // In this process: no node is contacted.
+        Backup::Init(a) => return crate::key_cmd::run_init(a),
+        Backup::Key(k) => return crate::key_cmd::run_key(k),
+        Backup::Run { backup_type: kind, sg, repo, databases, from, password_file, json } => {
             let kind = backup_type(*kind);
             let t = kind.name();
             let repo = absolute(repo)?;
@@ -195,6 +229,7 @@ pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
                 repo: repo.clone(),
                 databases: databases.clone(),
                 from: from.clone(),
+                password: password(password_file.as_deref())?,
             };
             let v: api::BackupReport = progress::follow(&format!("{t} backup of {sg}"), |on_event| {
                 node.post_streaming("/v1/backup", &body, on_event)
@@ -211,7 +246,8 @@ pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
                 return Ok(());
             }
             let set = &v.set;
-            println!("Backup set {} ({t} of {sg}) published in {repo}", set.id);
+            let clear = if v.encrypted { "" } else { " (UNENCRYPTED repository)" };
+            println!("Backup set {} ({t} of {sg}) published in {repo}{clear}", set.id);
             println!("   Job:          {}", v.job);
             println!("   Taken on:     node {}", set.node);
             println!("   Files:        {}", set.files);
@@ -227,13 +263,17 @@ pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
                 bytes(v.throughput_bytes_per_second as u64)
             );
         }
-        Backup::List { repo, json } => {
+        Backup::List { repo, password_file, json } => {
             let q = api::RepoQuery { repo: absolute(repo)? };
-            let v: api::SetList = node.get(&with_query("/v1/backup/sets", &q)?)?;
+            let pw = password(password_file.as_deref())?;
+            let v: api::SetList =
+                node.get_with_password(&with_query("/v1/backup/sets", &q)?, pw.as_deref())?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(());
             }
+            let how = if v.encrypted { "encrypted" } else { "unencrypted" };
+            println!("Repository {} ({how})", q.repo);
             println!(
                 "{:<36}  {:<12}  {:<8}  {:>6}  {:>10}  logs",
                 "set", "type", "sg", "files", "bytes"
@@ -250,8 +290,12 @@ pub fn run_backup(node: &Endpoint, cmd: &Backup) -> Result<()> {
                 );
             }
         }
-        Backup::Verify { repo, set, json } => {
-            let body = api::VerifyRequest { repo: absolute(repo)?, set: set.clone() };
+        Backup::Verify { repo, set, password_file, json } => {
+            let body = api::VerifyRequest {
+                repo: absolute(repo)?,
+                set: set.clone(),
+                password: password(password_file.as_deref())?,
+            };
             let v: api::VerifyReport =
                 progress::follow(&format!("verifying set {set}"), |on_event| {
                     node.post_streaming("/v1/backup/verify", &body, on_event)
@@ -289,6 +333,7 @@ pub fn run_restore(node: &Endpoint, r: &Restore) -> Result<()> {
         to,
         roll_forward: roll_forward_choice(r),
         reseed_copies: r.reseed_copies,
+        password: password(r.password_file.as_deref())?,
     };
     let v: api::RestoreReport = progress::follow(&format!("restoring set {}", r.set), |on_event| {
         node.post_streaming("/v1/restore", &body, on_event)

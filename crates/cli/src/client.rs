@@ -112,13 +112,23 @@ impl Endpoint {
 
     /// `GET` with a JSON answer.
     pub fn get<R: DeserializeOwned>(&self, path: &str) -> Result<R> {
-        let (status, body) = self.exchange("GET", path, None, "application/json")?;
+        self.get_with_password(path, None)
+    }
+
+    /// `GET` with a JSON answer, carrying a repository's password in
+    /// [`api::REPO_PASSWORD_HEADER`] (never in the URL, which is logged).
+    pub fn get_with_password<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        password: Option<&str>,
+    ) -> Result<R> {
+        let (status, body) = self.exchange("GET", path, None, ("application/json", password))?;
         decode(status, &body)
     }
 
     /// `GET` with a text answer (`/metrics`).
     pub fn get_text(&self, path: &str) -> Result<String> {
-        let (status, body) = self.exchange("GET", path, None, "text/plain")?;
+        let (status, body) = self.exchange("GET", path, None, ("text/plain", None))?;
         if !status.is_success() {
             return Err(node_error(status, &body));
         }
@@ -128,7 +138,8 @@ impl Endpoint {
     /// `POST` a JSON body, with a JSON answer.
     pub fn post<B: Serialize, R: DeserializeOwned>(&self, path: &str, body: &B) -> Result<R> {
         let body = serde_json::to_vec(body).context("encoding the request")?;
-        let (status, answer) = self.exchange("POST", path, Some(body), "application/json")?;
+        let (status, answer) =
+            self.exchange("POST", path, Some(body), ("application/json", None))?;
         decode(status, &answer)
     }
 
@@ -145,7 +156,8 @@ impl Endpoint {
         let (status, answer) = rt
             .block_on(async {
                 let exchange = async {
-                    let response = self.send("POST", path, Some(body), "application/json").await?;
+                    let response =
+                        self.send("POST", path, Some(body), ("application/json", None)).await?;
                     let status = response.status();
                     let body =
                         response.into_body().collect().await.context("reading the answer")?;
@@ -172,7 +184,7 @@ impl Endpoint {
         let rt = runtime()?;
         rt.block_on(async {
             let response = self
-                .send("POST", path, Some(body), api::NDJSON)
+                .send("POST", path, Some(body), (api::NDJSON, None))
                 .await
                 .with_context(|| self.context())?;
             let status = response.status();
@@ -231,11 +243,11 @@ impl Endpoint {
         method: &str,
         path: &str,
         body: Option<Vec<u8>>,
-        accept: &str,
+        head: (&str, Option<&str>),
     ) -> Result<(StatusCode, Bytes)> {
         let rt = runtime()?;
         rt.block_on(async {
-            let response = self.send(method, path, body, accept).await?;
+            let response = self.send(method, path, body, head).await?;
             let status = response.status();
             let body = response.into_body().collect().await.context("reading the answer")?;
             anyhow::Ok((status, body.to_bytes()))
@@ -259,7 +271,7 @@ impl Endpoint {
         method: &str,
         path: &str,
         body: Option<Vec<u8>>,
-        accept: &str,
+        (accept, password): (&str, Option<&str>),
     ) -> Result<Response<Incoming>> {
         let io = self.connect().await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
@@ -274,6 +286,9 @@ impl Endpoint {
             .header(ACCEPT, accept);
         if body.is_some() {
             request = request.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(p) = password {
+            request = request.header(api::REPO_PASSWORD_HEADER, p);
         }
         if let Endpoint::Tcp { token: Some(t), .. } = self {
             request = request.header(AUTHORIZATION, format!("Bearer {t}"));

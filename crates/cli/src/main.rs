@@ -17,6 +17,7 @@ mod events_cmd;
 mod forget_cmd;
 mod generate_cmd;
 mod inspect;
+mod key_cmd;
 mod mail_client;
 mod progress;
 mod prune_cmd;
@@ -221,6 +222,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Backup(backup_cmd::Backup::Forget(f)) => forget_cmd::run(f),
         Command::Backup(backup_cmd::Backup::Prune(a)) => prune_cmd::run_prune(a),
         Command::Backup(backup_cmd::Backup::Unlock(a)) => prune_cmd::run_unlock(a),
+        Command::Backup(backup_cmd::Backup::Init(a)) => key_cmd::run_init(a),
+        Command::Backup(backup_cmd::Backup::Key(k)) => key_cmd::run_key(k),
         Command::Backup(b) => backup_cmd::run_backup(&node()?, b),
         Command::Restore(r) => backup_cmd::run_restore(&node()?, r),
         Command::Dag(d) => dag_cmd::run_dag(&node()?, d),

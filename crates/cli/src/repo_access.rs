@@ -4,11 +4,16 @@
 //! One place, so that every such command takes the same `--repo` and password options and
 //! opens a repository the same way.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use backup::repo::Repository;
+use anyhow::{Context, Result, bail};
+use backup::repo::{Password, RepoError, Repository};
 use clap::Args;
+
+/// The environment variable holding a repository's password itself (the file is safer: the
+/// environment of a process can be read by its user's other processes).
+pub const PASSWORD_ENV: &str = "SHADOWCOPY_PASSWORD";
 
 /// The repository a command works on, and how to unlock it.
 #[derive(Debug, Clone, Args)]
@@ -23,9 +28,88 @@ pub struct RepoArgs {
 }
 
 impl RepoArgs {
-    /// Opens the repository, creating nothing.
+    /// Opens the repository, creating nothing. An encrypted repository takes the password
+    /// from `--password-file`, `SHADOWCOPY_PASSWORD_FILE` or `SHADOWCOPY_PASSWORD`, else
+    /// asks on the terminal; a clear one asks for nothing.
     pub fn open(&self) -> Result<Repository> {
-        Repository::open_host(Path::new(&self.repo))
-            .with_context(|| format!("opening repository {}", self.repo))
+        let path = Path::new(&self.repo);
+        let given = password_from_sources(self.password_file.as_deref())?;
+        let opened = match Repository::open_host_with(path, given.as_ref().map(Password::as_str)) {
+            Err(RepoError::PasswordRequired { .. }) if given.is_none() => {
+                let p = prompt(&format!("Password of repository {}: ", self.repo))?;
+                Repository::open_host_with(path, Some(p.as_str()))
+            }
+            other => other,
+        };
+        opened.with_context(|| format!("opening repository {}", self.repo))
     }
+
+    /// The password from the sources, else the terminal (for creating a repository).
+    pub fn password_or_prompt(&self, what: &str) -> Result<Password> {
+        match password_from_sources(self.password_file.as_deref())? {
+            Some(p) => Ok(p),
+            None => {
+                prompt_new(what, "--password-file, SHADOWCOPY_PASSWORD_FILE or SHADOWCOPY_PASSWORD")
+            }
+        }
+    }
+}
+
+/// The password from `file` (its trailing newline stripped), else from
+/// `SHADOWCOPY_PASSWORD`; `None` if neither is given. Never prompts: the node's commands use
+/// this, and so does a script.
+pub fn password_from_sources(file: Option<&Path>) -> Result<Option<Password>> {
+    if let Some(p) = password_from_file(file)? {
+        return Ok(Some(p));
+    }
+    match std::env::var(PASSWORD_ENV) {
+        Ok(p) if !p.is_empty() => Ok(Some(Password::new(p))),
+        _ => Ok(None),
+    }
+}
+
+/// The password in `file`, its trailing newline stripped; `None` without a file.
+pub fn password_from_file(file: Option<&Path>) -> Result<Option<Password>> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the password file {}", file.display()))?;
+        let text = Password::new(text);
+        let p = text.as_str();
+        let p = p.strip_suffix('\n').unwrap_or(p);
+        let p = p.strip_suffix('\r').unwrap_or(p);
+        if p.is_empty() {
+            bail!("the password file {} is empty", file.display());
+        }
+        return Ok(Some(Password::new(p)));
+    }
+    Ok(None)
+}
+
+/// Asks for a password on the terminal; a clear error where there is none.
+fn prompt(question: &str) -> Result<Password> {
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "the repository is encrypted and no password was given: use --password-file, \
+             SHADOWCOPY_PASSWORD_FILE or SHADOWCOPY_PASSWORD (no terminal to ask on)"
+        );
+    }
+    let p = Password::new(rpassword::prompt_password(question).context("reading a password")?);
+    if p.as_str().is_empty() {
+        bail!("an empty password is not a password");
+    }
+    Ok(p)
+}
+
+/// Asks for a new password twice on the terminal (a typo would lock the repository).
+/// `sources` names where it could have come from instead, for the error without a terminal.
+pub fn prompt_new(what: &str, sources: &str) -> Result<Password> {
+    if !std::io::stdin().is_terminal() {
+        bail!("no {what} given and no terminal to ask on: use {sources}");
+    }
+    let first = prompt(&format!("Enter the {what}: "))?;
+    let again = prompt(&format!("Enter the {what} again: "))?;
+    if first.as_str() != again.as_str() {
+        bail!("the two passwords differ");
+    }
+    Ok(first)
 }

@@ -110,23 +110,38 @@ fn every_endpoint_answers_through_the_typed_client() {
     let live: api::MailCount = node.get(&with_query(d.op(Op::MailCount), &q).unwrap()).unwrap();
     assert_eq!(live.messages, 20);
 
+    // An encrypted repository, created by the backup under the password it carries; every
+    // later request carries it too.
     let repo = abs(&dir.path().join("repo"));
+    let password = Some("api password".to_string());
     let backup = api::BackupRequest {
         backup_type: api::BackupType::Full,
         sg: "SG1".into(),
         repo: repo.clone(),
         databases: vec![],
         from: None,
+        password: password.clone(),
     };
     let mut lines = 0;
     let report: api::BackupReport =
         node.post_streaming(d.op(Op::Backup), &backup, |_| lines += 1).unwrap();
     assert!(lines > 0, "the backup streamed no progress");
     assert_eq!(report.set.backup_type, "full");
+    assert!(report.encrypted, "a backup with a password made a clear repository");
     let q = api::RepoQuery { repo: repo.clone() };
-    let sets: api::SetList = node.get(&with_query(d.op(Op::BackupSets), &q).unwrap()).unwrap();
+    let sets_path = with_query(d.op(Op::BackupSets), &q).unwrap();
+    let sets: api::SetList = node.get_with_password(&sets_path, password.as_deref()).unwrap();
     assert_eq!(sets.sets, vec![report.set.clone()]);
-    let verify = api::VerifyRequest { repo: repo.clone(), set: report.set.id.to_string() };
+    assert!(sets.encrypted);
+    let refused = node.get::<api::SetList>(&sets_path).unwrap_err();
+    assert!(format!("{refused:#}").contains("password is required"), "{refused:#}");
+    let refused = node.get_with_password::<api::SetList>(&sets_path, Some("nope")).unwrap_err();
+    assert!(format!("{refused:#}").contains("wrong password"), "{refused:#}");
+    let verify = api::VerifyRequest {
+        repo: repo.clone(),
+        set: report.set.id.to_string(),
+        password: password.clone(),
+    };
     let verified: api::VerifyReport =
         node.post_streaming(d.op(Op::Verify), &verify, |_| {}).unwrap();
     assert!(verified.verified && verified.report.databases == 1, "{verified:?}");
@@ -135,6 +150,7 @@ fn every_endpoint_answers_through_the_typed_client() {
         repo,
         set: report.set.id.to_string(),
         to: Some(to.clone()),
+        password,
         ..Default::default()
     };
     let restored: api::RestoreReport =

@@ -102,7 +102,12 @@ fn garbage_repository(dir: &Path, src: &Path) -> BTreeMap<String, Vec<u8>> {
         originals.insert(format!("vol/{n}"), data.clone());
     }
     let fs: FsRef = Arc::new(HostFs::new(dir).unwrap());
-    let repo = Repository::init(fs, "", InitOptions { chunk_size: CHUNK, zstd_level: 1 }).unwrap();
+    let repo = Repository::init(
+        fs,
+        "",
+        InitOptions { chunk_size: CHUNK, zstd_level: 1, ..InitOptions::default() },
+    )
+    .unwrap();
     let first = backup(&repo, src, &["shared", "dropped"]);
     backup(&repo, src, &["shared", "kept"]);
     let gone = backup(&repo, src, &["gone"]);

@@ -89,6 +89,9 @@ pub struct Config {
     /// Backups and prunes the node runs by itself ([`crate::schedule`]).
     #[serde(default, rename = "schedule")]
     pub schedules: Vec<ScheduleConfig>,
+    /// Passwords of encrypted repositories, for requests that carry none.
+    #[serde(default, rename = "repository", skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<RepositoryConfig>,
 }
 
 /// `[[schedule]]`: a backup (or a prune) the node runs by itself at the times of a cron
@@ -143,6 +146,18 @@ impl ScheduleZone {
 /// seven (a year last), or a nickname such as `@daily`. The error says what is wrong with it.
 pub fn parse_cron(text: &str) -> Result<croner::Cron, String> {
     croner::parser::CronParser::new().parse(text).map_err(|e| e.to_string())
+}
+
+/// `[[repository]]`: where the node finds the password of the repository at `path` when a
+/// request names it without one (a scheduled backup, a script that should not hold the
+/// password). A relative `password_file` is relative to the configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryConfig {
+    /// The repository's directory, as requests name it (absolute).
+    pub path: PathBuf,
+    /// A file holding the password (one line).
+    pub password_file: PathBuf,
 }
 
 /// `[dag]`: this node is a member of a database availability group (`shadowcopy dag init`
@@ -314,6 +329,11 @@ impl Config {
             for p in cfg.schedules.iter_mut().filter_map(|s| s.password_file.as_mut()) {
                 if p.is_relative() {
                     *p = base.join(&*p);
+                }
+            }
+            for r in &mut cfg.repositories {
+                if r.password_file.is_relative() {
+                    r.password_file = base.join(&r.password_file);
                 }
             }
         }
@@ -801,6 +821,26 @@ path = "SG1/DB1.edb"
             "{e}"
         );
         assert!(e.contains("defined: SG1"), "{e}");
+    }
+
+    #[test]
+    fn repository_password_files_are_read_relative_to_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let extra = "\n[[repository]]\npath = \"/srv/b\"\npassword_file = \"b.pass\"\n\n[[repository]]\npath = \"/srv/c\"\npassword_file = \"/etc/c.pass\"\n";
+        std::fs::write(&path, format!("{GOOD}{extra}")).unwrap();
+        let c = Config::load(&path).unwrap();
+        let got: Vec<(PathBuf, PathBuf)> =
+            c.repositories.iter().map(|r| (r.path.clone(), r.password_file.clone())).collect();
+        assert_eq!(
+            got,
+            [
+                (PathBuf::from("/srv/b"), dir.path().join("b.pass")),
+                (PathBuf::from("/srv/c"), PathBuf::from("/etc/c.pass"))
+            ]
+        );
+        let e = err(&format!("{GOOD}\n[[repository]]\npath = \"/srv/b\"\n"));
+        assert!(e.contains("repository[0].password_file"), "{e}");
     }
 
     #[test]

@@ -50,6 +50,20 @@ pub enum RepoError {
          --repo {path}` removes stale locks (`--remove-all` removes every lock)"
     )]
     Locked { path: PathBuf, by: String },
+    #[error("repository {path} is encrypted: a password is required to open it")]
+    PasswordRequired { path: PathBuf },
+    #[error("repository {path}: wrong password or no key matches")]
+    WrongPassword { path: PathBuf },
+    #[error("key file {path} is damaged: {why}")]
+    CorruptKey { path: PathBuf, why: String },
+    #[error("repository {path} is not encrypted: it has no keys")]
+    NotEncrypted { path: PathBuf },
+    #[error("no key {0} in the repository")]
+    KeyNotFound(String),
+    #[error("key {id} cannot be removed: {why}")]
+    KeyKept { id: String, why: &'static str },
+    #[error("key derivation parameters refused: {0}")]
+    BadKdf(String),
     #[error("{file}: {why}")]
     Rejected { file: String, why: String },
     #[error("copying {file}: {source}")]

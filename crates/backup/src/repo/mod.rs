@@ -8,7 +8,12 @@
 //! packs/<uuid>.pack        chunks (zstd-compressed unless that does not pay), back to back
 //! packs/<uuid>.idx         the pack's index, written after the pack is synced
 //! sets/<uuid>.manifest     one backup set: JSON line + BLAKE3 line, published atomically
+//! keys/<uuid>              the master key wrapped under one password (encrypted repositories)
 //! ```
+//!
+//! Format 2 adds encryption: `repository.json` says `"encryption": "xchacha20-poly1305"` (or
+//! `"none"`), and then packs' chunks, indexes and manifests are sealed (see [`crypto`]) and
+//! chunk ids are keyed hashes. Format 1 repositories (no such field) are read as unencrypted.
 //!
 //! Content is addressed by the BLAKE3 hash of fixed-size chunks (1 MiB by default). Fixed
 //! chunks suit what is backed up here: database files change page by page in place, and logs
@@ -23,6 +28,7 @@
 pub mod backend;
 pub mod crypto;
 mod error;
+pub mod keys;
 pub mod lock;
 mod manifest;
 mod pack;
@@ -45,6 +51,7 @@ use volume::fs::FsRef;
 pub use backend::{Backend, LocalBackend, ObjectInfo};
 pub use crypto::Crypto;
 pub use error::{RepoError, Result};
+pub use keys::{KdfParams, KeyInfo, Password};
 pub use lock::{LockInfo, RepoLock};
 pub use manifest::{BackupSet, ChunkRef, FileEntry, FileRole, LogRange, MANIFEST_FORMAT};
 pub use pack::ChunkLoc;
@@ -53,8 +60,8 @@ pub use writer::{ChunkCheck, SetMeta, SetWriter};
 
 use error::IoContext;
 
-/// The repository format this build writes and reads.
-pub const REPO_FORMAT: u32 = 1;
+/// The repository format this build writes (it reads this and every older one).
+pub const REPO_FORMAT: u32 = 2;
 const CONFIG_FILE: &str = "repository.json";
 
 /// Settings fixed when a repository is created.
@@ -67,6 +74,19 @@ pub struct RepoConfig {
     /// zstd level for new chunks.
     pub zstd_level: i32,
     pub created_unix_ms: u64,
+    /// How objects are protected; absent (format 1) means not at all.
+    #[serde(default)]
+    pub encryption: Encryption,
+}
+
+/// How a repository's objects are protected, as `repository.json` names it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Encryption {
+    #[default]
+    #[serde(rename = "none")]
+    None,
+    #[serde(rename = "xchacha20-poly1305")]
+    XChaCha20Poly1305,
 }
 
 /// Options for [`Repository::init`].
@@ -74,11 +94,16 @@ pub struct RepoConfig {
 pub struct InitOptions {
     pub chunk_size: u32,
     pub zstd_level: i32,
+    /// The first key's password: `Some` makes an encrypted repository, `None` a clear one
+    /// (callers that create repositories for people decide which is the default).
+    pub password: Option<Password>,
+    /// Argon2id cost of the first key.
+    pub kdf: KdfParams,
 }
 
 impl Default for InitOptions {
     fn default() -> Self {
-        Self { chunk_size: 1 << 20, zstd_level: 1 }
+        Self { chunk_size: 1 << 20, zstd_level: 1, password: None, kdf: KdfParams::default() }
     }
 }
 
@@ -97,6 +122,8 @@ pub struct RepoStats {
 pub struct Repository {
     backend: Arc<dyn Backend>,
     crypto: Crypto,
+    /// The key file that opened the repository (encrypted repositories).
+    key_id: Option<Uuid>,
     config: RepoConfig,
     index: RwLock<HashMap<blake3::Hash, ChunkLoc>>,
 }
@@ -106,6 +133,7 @@ impl std::fmt::Debug for Repository {
         f.debug_struct("Repository")
             .field("at", &self.backend.locate(""))
             .field("id", &self.config.id)
+            .field("crypto", &self.crypto)
             .finish()
     }
 }
@@ -136,17 +164,33 @@ impl Repository {
             return Err(RepoError::AlreadyExists { path: backend.locate("") });
         }
         validate_init(&opts, &backend.locate(CONFIG_FILE))?;
-        let config = RepoConfig {
+        let mut config = RepoConfig {
             format: REPO_FORMAT,
             id: Uuid::new_v4(),
             chunk_size: opts.chunk_size,
             zstd_level: opts.zstd_level,
             created_unix_ms: events::now_ms(),
+            encryption: Encryption::None,
         };
+        let (mut crypto, mut key_id) = (Crypto::Plain, None);
+        if let Some(password) = &opts.password {
+            // The key before the configuration: a crash between them leaves no repository,
+            // and the stray key (bound to this repository's id) opens no other.
+            let master = Arc::new(crypto::MasterKey::generate());
+            let id = keys::write_key(
+                backend.as_ref(),
+                &config.id,
+                &master,
+                password.as_str(),
+                opts.kdf,
+            )?;
+            config.encryption = Encryption::XChaCha20Poly1305;
+            (crypto, key_id) = (Crypto::Keyed(master), Some(id));
+        }
         #[allow(clippy::expect_used)] // Plain fields: serialising cannot fail.
         let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
         backend.put(CONFIG_FILE, &bytes).ctx("writing", backend.locate(CONFIG_FILE))?;
-        Ok(Self { backend, crypto: Crypto::Plain, config, index: RwLock::default() })
+        Ok(Self { backend, crypto, key_id, config, index: RwLock::default() })
     }
 
     /// Opens an existing repository and loads its chunk index.
@@ -154,8 +198,14 @@ impl Repository {
         Self::open_in(Arc::new(LocalBackend::new(fs, root)))
     }
 
-    /// Opens the repository in `backend` and loads its chunk index.
+    /// Opens the unencrypted repository in `backend` and loads its chunk index.
     pub fn open_in(backend: Arc<dyn Backend>) -> Result<Self> {
+        Self::open_in_with(backend, None)
+    }
+
+    /// Opens the repository in `backend` with `password` (needed if it is encrypted) and
+    /// loads its chunk index.
+    pub fn open_in_with(backend: Arc<dyn Backend>, password: Option<&str>) -> Result<Self> {
         let cfg_path = backend.locate(CONFIG_FILE);
         let bytes = match backend.get(CONFIG_FILE) {
             Ok(b) => b,
@@ -166,13 +216,23 @@ impl Repository {
         };
         let config: RepoConfig = serde_json::from_slice(&bytes)
             .map_err(|e| RepoError::CorruptConfig { path: cfg_path.clone(), why: e.to_string() })?;
-        if config.format != REPO_FORMAT {
+        if config.format == 0 || config.format > REPO_FORMAT {
             return Err(RepoError::UnsupportedFormat {
                 found: config.format,
                 supported: REPO_FORMAT,
             });
         }
-        let repo = Self { backend, crypto: Crypto::Plain, config, index: RwLock::default() };
+        let (crypto, key_id) = match (config.encryption, password) {
+            (Encryption::None, _) => (Crypto::Plain, None),
+            (Encryption::XChaCha20Poly1305, None) => {
+                return Err(RepoError::PasswordRequired { path: backend.locate("") });
+            }
+            (Encryption::XChaCha20Poly1305, Some(p)) => {
+                let (master, id) = keys::unlock(backend.as_ref(), &config.id, p)?;
+                (Crypto::Keyed(master), Some(id))
+            }
+        };
+        let repo = Self { backend, crypto, key_id, config, index: RwLock::default() };
         repo.load_index()?;
         Ok(repo)
     }
@@ -191,12 +251,18 @@ impl Repository {
     /// (a read-only command must not leave a directory behind, and its error must say which
     /// path it looked at).
     pub fn open_host(path: &Path) -> Result<Self> {
+        Self::open_host_with(path, None)
+    }
+
+    /// [`Repository::open_host`] with a password (needed if the repository is encrypted).
+    pub fn open_host_with(path: &Path, password: Option<&str>) -> Result<Self> {
         if !path.is_dir() {
             return Err(RepoError::NotARepository { path: path.to_path_buf() });
         }
         let fs: FsRef = Arc::new(HostFs::new(path).ctx("opening", path)?);
         // Errors name the host path, not a path relative to the repository.
-        Self::open_in(Arc::new(LocalBackend::new(fs, "").shown_as(path))).map_err(|e| match e {
+        let backend = Arc::new(LocalBackend::new(fs, "").shown_as(path));
+        Self::open_in_with(backend, password).map_err(|e| match e {
             RepoError::NotARepository { .. } => {
                 RepoError::NotARepository { path: path.to_path_buf() }
             }
@@ -207,10 +273,18 @@ impl Repository {
     /// Opens the repository in host directory `path`, or creates one there (and the
     /// directory) with default options. Callers check their request first: this creates.
     pub fn open_or_init_host(path: &Path) -> Result<Self> {
-        match Self::open_host(path) {
+        Self::open_or_init_host_with(path, None)
+    }
+
+    /// [`Repository::open_or_init_host`] with a password: an existing encrypted repository
+    /// is opened with it, and a new repository is encrypted under it (clear without one).
+    pub fn open_or_init_host_with(path: &Path, password: Option<&str>) -> Result<Self> {
+        match Self::open_host_with(path, password) {
             Err(RepoError::NotARepository { .. }) => {
                 let fs: FsRef = Arc::new(HostFs::new(path).ctx("creating", path)?);
-                Self::init(fs, "", InitOptions::default())
+                let opts =
+                    InitOptions { password: password.map(Password::new), ..Default::default() };
+                Self::init(fs, "", opts)
             }
             other => other,
         }
@@ -219,6 +293,40 @@ impl Repository {
     /// Reads every pack index into the in-memory index. A chunk may be in two packs (a prune
     /// interrupted after repacking, before removing the old pack's index): either copy is
     /// whole and checked, so the first index read wins.
+    /// Whether the repository's objects are encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.crypto.is_encrypted()
+    }
+
+    /// The key file this repository was opened (or created) with, if encrypted.
+    pub fn key_id(&self) -> Option<Uuid> {
+        self.key_id
+    }
+
+    /// Adds a key file wrapping this repository's master key under `password`.
+    pub fn add_key(&self, password: &str, kdf: KdfParams) -> Result<Uuid> {
+        let Crypto::Keyed(master) = &self.crypto else {
+            return Err(RepoError::NotEncrypted { path: self.location() });
+        };
+        keys::write_key(self.backend.as_ref(), &self.config.id, master, password, kdf)
+    }
+
+    /// The key files, oldest first; the one in use is marked `current`.
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        if !self.is_encrypted() {
+            return Err(RepoError::NotEncrypted { path: self.location() });
+        }
+        keys::list_keys(self.backend.as_ref(), self.key_id)
+    }
+
+    /// Removes a key file by id or unambiguous prefix; never the one in use or the last one.
+    pub fn remove_key(&self, id_or_prefix: &str) -> Result<Uuid> {
+        if !self.is_encrypted() {
+            return Err(RepoError::NotEncrypted { path: self.location() });
+        }
+        keys::remove_key(self.backend.as_ref(), self.key_id, id_or_prefix)
+    }
+
     fn load_index(&self) -> Result<()> {
         let mut index = HashMap::new();
         for o in self.backend.list("packs").ctx("listing", self.backend.locate("packs"))? {

@@ -381,9 +381,12 @@ mod tests {
             f.write_at(&data, 0).unwrap();
             originals.insert(format!("vol/{n}"), data);
         }
-        let repo =
-            Repository::init(fs.as_ref(), "r", InitOptions { chunk_size: CHUNK, zstd_level: 1 })
-                .unwrap();
+        let repo = Repository::init(
+            fs.as_ref(),
+            "r",
+            InitOptions { chunk_size: CHUNK, zstd_level: 1, ..InitOptions::default() },
+        )
+        .unwrap();
         let backup = |names: &[&str]| -> BackupSet {
             let mut w = repo.begin_set();
             for n in names {

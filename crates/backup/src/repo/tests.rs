@@ -10,7 +10,7 @@ use super::*;
 const CHUNK: u32 = 4096;
 
 fn small() -> InitOptions {
-    InitOptions { chunk_size: CHUNK, zstd_level: 1 }
+    InitOptions { chunk_size: CHUNK, zstd_level: 1, ..Default::default() }
 }
 
 fn put(fs: &dyn FileSystem, path: &str, data: &[u8]) {

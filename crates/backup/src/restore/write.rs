@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn a_failed_background_sync_fails_the_restore_of_the_file() {
         let repo_fs = MemFs::new();
-        let opts = InitOptions { chunk_size: 4096, zstd_level: 1 };
+        let opts = InitOptions { chunk_size: 4096, zstd_level: 1, ..Default::default() };
         let repo = Repository::init(repo_fs.as_ref(), "r", opts).unwrap();
         let src = MemFs::new();
         let data: Vec<u8> = (0..10 * 4096u32).map(|i| (i % 251) as u8).collect();
@@ -135,7 +135,7 @@ mod tests {
     #[test]
     fn a_restored_file_gets_the_recorded_mode_or_0600() {
         let repo_fs = MemFs::new();
-        let opts = InitOptions { chunk_size: 4096, zstd_level: 1 };
+        let opts = InitOptions { chunk_size: 4096, zstd_level: 1, ..Default::default() };
         let repo = Repository::init(repo_fs.as_ref(), "r", opts).unwrap();
         let src = MemFs::new();
         let f = src.open(Path::new("db"), volume::OpenMode::Create).unwrap();

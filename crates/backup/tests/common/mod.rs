@@ -121,8 +121,12 @@ fn assemble(
     store.add_storage_group(def).unwrap().mount().unwrap();
     coordinator.register_writer(StoreWriter::new(store.clone())).unwrap();
     let repo = Arc::new(
-        Repository::init(repo_fs.clone(), "", InitOptions { chunk_size: 64 << 10, zstd_level: 1 })
-            .unwrap(),
+        Repository::init(
+            repo_fs.clone(),
+            "",
+            InitOptions { chunk_size: 64 << 10, zstd_level: 1, ..Default::default() },
+        )
+        .unwrap(),
     );
     let requester = Requester::new(coordinator.clone(), store.clone(), repo, events.clone());
     Node { dir, logs, db, events, coordinator, store, requester, repo_fs, db_faults, logs_faults }

@@ -125,6 +125,11 @@ fn repo_kind(e: &backup::repo::RepoError) -> (StatusCode, &'static str) {
         E::SetNotFound(_) => (StatusCode::NOT_FOUND, "no_such_set"),
         E::BadSetId(_) => (StatusCode::BAD_REQUEST, "bad_set_id"),
         E::Locked { .. } => (StatusCode::CONFLICT, "repository_locked"),
+        E::PasswordRequired { .. } => (StatusCode::UNAUTHORIZED, "repository_password_required"),
+        E::WrongPassword { .. } => (StatusCode::FORBIDDEN, "repository_wrong_password"),
+        E::Authentication { .. } | E::CorruptKey { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "repository_corrupt")
+        }
         E::MissingChunk { .. }
         | E::CorruptChunk { .. }
         | E::FileHashMismatch { .. }

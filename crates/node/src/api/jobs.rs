@@ -1,7 +1,7 @@
 //! Long jobs: mail load, backup, verify, restore. Each answers when the job ends, with its
 //! report; the job runs on the blocking pool.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -169,8 +169,46 @@ fn repo_path(path: &str) -> Result<PathBuf, ApiError> {
     Ok(p)
 }
 
-fn open_repo(path: &str) -> Result<Arc<Repository>, ApiError> {
-    Ok(Arc::new(Repository::open_host(&repo_path(path)?)?))
+/// Opens the repository at `path`; `password` unlocks it if it is encrypted.
+fn open_repo(path: &str, password: Option<&str>) -> Result<Arc<Repository>, ApiError> {
+    Ok(Arc::new(Repository::open_host_with(&repo_path(path)?, password)?))
+}
+
+/// The password of the repository at `path`: the request's, else the one the node's
+/// configuration names for that path (`[[repository]]`), else none.
+pub(crate) fn repo_password(
+    node: &Node,
+    path: &str,
+    given: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    if let Some(p) = given {
+        return Ok(Some(p.to_string()));
+    }
+    let Some(r) = node.config().repositories.iter().find(|r| r.path == Path::new(path)) else {
+        return Ok(None);
+    };
+    password_from_file(&r.password_file, path).map(Some)
+}
+
+/// The password in `file` (its one line) of the repository at `path`.
+pub(crate) fn password_from_file(file: &Path, path: &str) -> Result<String, ApiError> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "repository_password_file",
+            format!(
+                "reading the password file {} of repository {path} (the node's configuration): {e}",
+                file.display()
+            ),
+        )
+    })?;
+    let p = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(p.strip_suffix('\r').unwrap_or(p).to_string())
+}
+
+/// The password a `GET` carries in [`api::REPO_PASSWORD_HEADER`].
+fn header_password(headers: &HeaderMap) -> Option<String> {
+    headers.get(api::REPO_PASSWORD_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
 /// A job as [`run_job`] runs it: on the blocking pool, with the node, its metrics and the
@@ -308,12 +346,17 @@ pub(crate) fn backup_here(
     let vols = node.volume_dirs();
     // The shared lock is held from opening the repository to publishing the set: a prune
     // (exclusive) must not remove chunks this backup reuses while it runs.
+    let mut encrypted = false;
+    let password = repo_password(node, &req.repo, req.password.as_deref())?;
+    let password = password.as_deref();
     let outcome =
-        backup::repository_for_backup(node.store(), &request, &path, &vols).and_then(|repo| {
-            let _lock =
-                repo.lock_shared(&format!("{} backup of {}", request.backup_type, req.sg))?;
-            node.requester(Arc::new(repo)).backup(&request, progress)
-        });
+        backup::repository_for_backup_with(node.store(), &request, &path, &vols, password)
+            .and_then(|repo| {
+                encrypted = repo.is_encrypted();
+                let _lock =
+                    repo.lock_shared(&format!("{} backup of {}", request.backup_type, req.sg))?;
+                node.requester(Arc::new(repo)).backup(&request, progress)
+            });
     let report = match outcome {
         Ok(r) => r,
         Err(e) => {
@@ -348,6 +391,7 @@ pub(crate) fn backup_here(
         hold_ms: report.hold.as_secs_f64() * 1e3,
         elapsed_ms: secs * 1e3,
         throughput_bytes_per_second: report.bytes as f64 / secs.max(1e-9),
+        encrypted,
     })
 }
 
@@ -448,12 +492,15 @@ where
 
 pub async fn backup_sets(
     State(s): State<AppState>,
+    headers: HeaderMap,
     Query(q): Query<api::RepoQuery>,
 ) -> ApiResult<api::SetList> {
-    blocking(&s, move |_, _| {
-        let repo = open_repo(&q.repo)?;
+    let password = header_password(&headers);
+    blocking(&s, move |node, _| {
+        let password = repo_password(node, &q.repo, password.as_deref())?;
+        let repo = open_repo(&q.repo, password.as_deref())?;
         let sets = repo.list_sets()?.iter().map(convert::set_summary).collect();
-        Ok(Json(api::SetList { sets }))
+        Ok(Json(api::SetList { sets, encrypted: repo.is_encrypted() }))
     })
     .await
 }
@@ -463,8 +510,9 @@ pub async fn verify(
     headers: HeaderMap,
     Json(req): Json<api::VerifyRequest>,
 ) -> Response {
-    run_job(&s, &headers, move |_, _, progress| {
-        let repo = open_repo(&req.repo)?;
+    run_job(&s, &headers, move |node, _, progress| {
+        let password = repo_password(node, &req.repo, req.password.as_deref())?;
+        let repo = open_repo(&req.repo, password.as_deref())?;
         // Shared: a prune must not repack the packs this verification is reading.
         let _lock = repo.lock_shared(&format!("verify of set {}", req.set))?;
         let set = repo.load_set(&req.set)?;
@@ -488,12 +536,16 @@ pub async fn restore(
     let dag = s.dag.clone();
     let runtime = tokio::runtime::Handle::current();
     run_job(&s, &headers, move |node, metrics, progress| {
+        let mut req = req;
+        req.password = repo_password(node, &req.repo, req.password.as_deref())?;
         let (target, alternate_root) = restore_target(&req)?;
         // The passive copies replay the log stream that a restore over the storage group's
         // files changes: they are held (suspended) through it and seeded again after it.
         let held = match (&dag, req.original) {
             (Some(dag), true) => {
-                let sg = open_repo(&req.repo)?.load_set(&req.set)?.storage_group;
+                let sg = open_repo(&req.repo, req.password.as_deref())?
+                    .load_set(&req.set)?
+                    .storage_group;
                 runtime.block_on(super::dag::hold_copies_for_restore(
                     dag,
                     &sg,
@@ -564,7 +616,7 @@ fn restore_job(
     alternate_root: Option<PathBuf>,
     progress: &dyn Progress,
 ) -> Result<api::RestoreReport, ApiError> {
-    let repo = open_repo(&req.repo)?;
+    let repo = open_repo(&req.repo, req.password.as_deref())?;
     // Shared: a prune must not repack the packs this restore is reading.
     let _lock = repo.lock_shared(&format!("restore of set {}", req.set))?;
     let started = Instant::now();

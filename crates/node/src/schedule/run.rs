@@ -114,12 +114,21 @@ async fn execute(s: &AppState, cfg: &ScheduleConfig, due: &Due) -> Outcome {
 
 async fn run_backup(s: &AppState, cfg: &ScheduleConfig) -> Result<(Option<Uuid>, String), Failure> {
     let sg = cfg.sg.clone().unwrap_or_default();
+    let repo = cfg.repo.to_string_lossy().into_owned();
+    // The schedule's own password file, else the node's `[[repository]]` one (the job's).
+    let password = cfg
+        .password_file
+        .as_deref()
+        .map(|f| jobs::password_from_file(f, &repo))
+        .transpose()
+        .map_err(|e| (e.message, None))?;
     let req = api::BackupRequest {
         backup_type: cfg.backup_type.unwrap_or(api::BackupType::Full),
         sg: sg.clone(),
-        repo: cfg.repo.to_string_lossy().into_owned(),
+        repo,
         databases: Vec::new(),
         from: cfg.from.clone(),
+        password: password.clone(),
     };
     let report = jobs::run_backup(s, req).await.map_err(|e| (e.message, None))?;
     let job = Some(report.job);
@@ -128,8 +137,10 @@ async fn run_backup(s: &AppState, cfg: &ScheduleConfig) -> Result<(Option<Uuid>,
     if let Some(policy) = cfg.retention.clone() {
         let path: PathBuf = cfg.repo.clone();
         let group = sg.clone();
-        let plan = blocking(s, move |_, _| {
-            let repo = Repository::open_host(&path)?;
+        let plan = blocking(s, move |node, _| {
+            let shown = path.to_string_lossy().into_owned();
+            let password = jobs::repo_password(node, &shown, password.as_deref())?;
+            let repo = Repository::open_host_with(&path, password.as_deref())?;
             Ok(backup::retention::forget(&repo, Some(&group), &policy, false)?)
         })
         .await
@@ -160,8 +171,14 @@ async fn run_backup(s: &AppState, cfg: &ScheduleConfig) -> Result<(Option<Uuid>,
 
 async fn run_prune(s: &AppState, cfg: &ScheduleConfig) -> Result<(Option<Uuid>, String), Failure> {
     let path = cfg.repo.clone();
-    let report = blocking(s, move |_, _| {
-        let repo = Repository::open_host(&path)?;
+    let file = cfg.password_file.clone();
+    let report = blocking(s, move |node, _| {
+        let shown = path.to_string_lossy().into_owned();
+        let password = match file {
+            Some(f) => Some(jobs::password_from_file(&f, &shown)?),
+            None => jobs::repo_password(node, &shown, None)?,
+        };
+        let repo = Repository::open_host_with(&path, password.as_deref())?;
         Ok(backup::repo::prune::prune(&repo, &backup::repo::prune::PruneOptions::default())?)
     })
     .await
