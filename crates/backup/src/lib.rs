@@ -15,7 +15,7 @@ pub mod verify;
 pub use error::{RequesterError, Result};
 pub use requester::{
     BackupReport, BackupRequest, Progress, Quiet, Requester, ViewFilter, VolumeDir,
-    refuse_repository_in_live_dirs, repository_for_backup,
+    refuse_repository_in_live_dirs, repository_for_backup, repository_for_backup_at,
 };
 pub use restore::{RestoreReport, RestoreRequest, RestoreTarget, Restorer};
 pub use verify::{SetVerify, verify_set};

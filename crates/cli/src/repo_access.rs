@@ -4,17 +4,19 @@
 //! One place, so that every such command takes the same `--repo` and password options and
 //! opens a repository the same way.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use backup::repo::Repository;
+use backup::repo::{RepoLocation, Repository, S3Settings};
 use clap::Args;
 
 /// The repository a command works on, and how to unlock it.
 #[derive(Debug, Clone, Args)]
 pub struct RepoArgs {
-    /// The repository: a directory on this machine.
-    #[arg(long, value_name = "DIR")]
+    /// The repository: a directory on this machine, or s3://BUCKET/PREFIX (endpoint, region
+    /// and credentials from the AWS_* variables: AWS_ENDPOINT_URL, AWS_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP).
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
     pub repo: String,
     /// Read the repository's password from this file (else SHADOWCOPY_PASSWORD, else a prompt
     /// on a terminal).
@@ -23,9 +25,15 @@ pub struct RepoArgs {
 }
 
 impl RepoArgs {
+    /// Where the repository is.
+    pub fn location(&self) -> Result<RepoLocation> {
+        Ok(RepoLocation::parse(&self.repo)?)
+    }
+
     /// Opens the repository, creating nothing.
     pub fn open(&self) -> Result<Repository> {
-        Repository::open_host(Path::new(&self.repo))
+        let location = self.location()?;
+        Repository::open_location(&location, &S3Settings::default())
             .with_context(|| format!("opening repository {}", self.repo))
     }
 }

@@ -86,6 +86,25 @@ pub struct Config {
     /// Membership of a database availability group; absent, the node needs no etcd.
     #[serde(default)]
     pub dag: Option<DagSection>,
+    /// The S3 connection for `s3://` repositories; absent, the `AWS_*` variables alone.
+    #[serde(default)]
+    pub s3: Option<S3Section>,
+}
+
+/// `[s3]`: how the node reaches `s3://bucket/prefix` repositories. Each key left out is taken
+/// from the node's `AWS_*` environment. The secret is read from a file (owner-only, like the
+/// API token's) so that the configuration itself can be world-readable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Section {
+    /// e.g. `https://s3.eu-west-1.amazonaws.com` or `http://127.0.0.1:9000`.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    /// A file holding the secret access key (surrounding whitespace ignored).
+    pub secret_key_file: Option<PathBuf>,
+    /// Allow plain HTTP (a server on loopback).
+    pub allow_http: Option<bool>,
 }
 
 /// `[dag]`: this node is a member of a database availability group (`shadowcopy dag init`
@@ -246,6 +265,12 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::Read { path: path.into(), reason: e.to_string() })?;
         let mut cfg = Self::parse(&text, path)?;
+        if let (Some(s3), Some(base)) = (cfg.s3.as_mut(), path.parent())
+            && let Some(p) = s3.secret_key_file.as_mut()
+            && p.is_relative()
+        {
+            *p = base.join(&*p);
+        }
         if let (Some(dag), Some(base)) = (cfg.dag.as_mut(), path.parent()) {
             for p in [&mut dag.ca, &mut dag.cert, &mut dag.key] {
                 if p.is_relative() {
@@ -588,7 +613,16 @@ path = "SG1/DB1.edb"
     fn the_sample_is_a_valid_configuration_with_every_key() {
         let c = Config::parse(SAMPLE, Path::new("sample.toml")).unwrap();
         assert!(c.volumes.iter().all(|v| v.create));
-        for key in ["umask", "socket", "tcp", "token_file", "block_size", "system_dir", "prefix"] {
+        for key in [
+            "umask",
+            "socket",
+            "tcp",
+            "token_file",
+            "block_size",
+            "system_dir",
+            "prefix",
+            "secret_key_file",
+        ] {
             assert!(SAMPLE.contains(&format!("{key} =")), "the sample lacks {key}");
         }
     }

@@ -23,9 +23,11 @@
 pub mod backend;
 pub mod crypto;
 mod error;
+pub mod location;
 mod manifest;
 mod pack;
 pub mod prune;
+pub mod s3;
 mod stored;
 mod writer;
 
@@ -43,8 +45,10 @@ use volume::fs::FsRef;
 pub use backend::{Backend, LocalBackend, ObjectInfo};
 pub use crypto::Crypto;
 pub use error::{RepoError, Result};
+pub use location::RepoLocation;
 pub use manifest::{BackupSet, ChunkRef, FileEntry, FileRole, LogRange, MANIFEST_FORMAT};
 pub use pack::ChunkLoc;
+pub use s3::{S3Backend, S3Settings};
 pub use stored::StoredFiles;
 pub use writer::{ChunkCheck, SetMeta, SetWriter};
 
@@ -212,6 +216,47 @@ impl Repository {
                 Self::init(fs, "", InitOptions::default())
             }
             other => other,
+        }
+    }
+
+    /// Opens the repository at `location`, creating nothing (see [`Self::open_host`]); an
+    /// S3 location connects with `s3` (then the `AWS_*` variables).
+    pub fn open_location(location: &RepoLocation, s3: &S3Settings) -> Result<Self> {
+        match location {
+            RepoLocation::Local(path) => Self::open_host(path),
+            RepoLocation::S3 { .. } => Self::open_in(s3_backend(location, s3)?),
+        }
+    }
+
+    /// Creates a repository at `location` with `opts`.
+    pub fn init_location(
+        location: &RepoLocation,
+        s3: &S3Settings,
+        opts: InitOptions,
+    ) -> Result<Self> {
+        match location {
+            RepoLocation::Local(path) => {
+                let fs: FsRef = Arc::new(HostFs::new(path).ctx("creating", path)?);
+                Self::init(fs, "", opts)
+            }
+            RepoLocation::S3 { .. } => Self::init_in(s3_backend(location, s3)?, opts),
+        }
+    }
+
+    /// Opens the repository at `location`, or creates one there with default options (see
+    /// [`Self::open_or_init_host`]).
+    pub fn open_or_init_location(location: &RepoLocation, s3: &S3Settings) -> Result<Self> {
+        match location {
+            RepoLocation::Local(path) => Self::open_or_init_host(path),
+            RepoLocation::S3 { .. } => {
+                let backend = s3_backend(location, s3)?;
+                match Self::open_in(backend.clone()) {
+                    Err(RepoError::NotARepository { .. }) => {
+                        Self::init_in(backend, InitOptions::default())
+                    }
+                    other => other,
+                }
+            }
         }
     }
 
@@ -438,6 +483,18 @@ impl Repository {
             index.entry(h).or_insert(l);
         }
     }
+}
+
+/// The backend of an S3 location.
+fn s3_backend(location: &RepoLocation, s3: &S3Settings) -> Result<Arc<dyn Backend>> {
+    let RepoLocation::S3 { bucket, prefix } = location else {
+        return Err(RepoError::BadLocation {
+            location: location.to_string(),
+            why: "not an s3:// URL".into(),
+        });
+    };
+    let backend = S3Backend::new(bucket, prefix, s3).ctx("connecting to", location.to_string())?;
+    Ok(Arc::new(backend))
 }
 
 /// The key of a set's manifest.

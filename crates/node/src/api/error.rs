@@ -124,6 +124,7 @@ fn repo_kind(e: &backup::repo::RepoError) -> (StatusCode, &'static str) {
         E::NotARepository { .. } => (StatusCode::NOT_FOUND, "not_a_repository"),
         E::SetNotFound(_) => (StatusCode::NOT_FOUND, "no_such_set"),
         E::BadSetId(_) => (StatusCode::BAD_REQUEST, "bad_set_id"),
+        E::BadLocation { .. } => (StatusCode::BAD_REQUEST, "bad_repository_location"),
         E::MissingChunk { .. }
         | E::CorruptChunk { .. }
         | E::FileHashMismatch { .. }
