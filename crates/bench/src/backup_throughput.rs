@@ -14,21 +14,11 @@
 //! medians over the rounds. With `--phases 1`, the database file's cold read, cold
 //! verification and the single-thread hashing and compression rates follow (see
 //! `store_setup::phases`).
-//!
-//! With `moto_server` installed (PyPI `moto[server]`), one more line follows: the same full
-//! backup into an S3 repository on a local moto server (`"case": "s3"`), one round; moto is a
-//! Python server, so this measures the S3 path's overhead rather than what a real object
-//! store sustains.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use backup::repo::{InitOptions, Repository, S3Backend, S3Settings};
 use serde_json::json;
 use vss::BackupType;
-
-#[path = "../../backup/tests/common/s3_server.rs"]
-mod s3_server;
 
 use crate::args::{ThroughputArgs, median};
 use crate::store_setup::{self as setup, MIB};
@@ -108,7 +98,6 @@ pub fn run(opts: &ThroughputArgs) -> anyhow::Result<()> {
     let restic_mib_s = (!restics.is_empty()).then(|| median(restics.clone()));
     let mut out = json!({
         "scenario": "backup-throughput",
-        "case": "local",
         "data_mib": data_mib,
         "files": files_n,
         "stored_mib": stored_mib,
@@ -135,42 +124,5 @@ pub fn run(opts: &ThroughputArgs) -> anyhow::Result<()> {
         out["phases"] = setup::phases(&db)?;
     }
     println!("{out}");
-    if let Some(line) = s3_case(&node, &sg)? {
-        println!("{line}");
-    }
     Ok(())
-}
-
-/// One full backup into an S3 repository on a local `moto_server`, if it is installed.
-fn s3_case(
-    node: &node::Node,
-    sg: &Arc<store::StorageGroup>,
-) -> anyhow::Result<Option<serde_json::Value>> {
-    let Some(server) = s3_server::S3Server::start("shadowcopy-bench") else {
-        return Ok(None);
-    };
-    let settings = S3Settings {
-        endpoint: Some(server.endpoint.clone()),
-        region: Some(s3_server::REGION.into()),
-        access_key_id: Some(s3_server::ACCESS_KEY_ID.into()),
-        secret_access_key: Some(s3_server::SECRET_ACCESS_KEY.into()),
-        allow_http: Some(true),
-    };
-    let backend = Arc::new(S3Backend::new(&server.bucket, "bench", &settings)?);
-    let repo = Arc::new(Repository::init_in(backend, InitOptions::default())?);
-    if !sg.is_mounted() {
-        sg.mount()?;
-    }
-    setup::drop_caches();
-    let (report, _) = setup::backup_timed(node, &repo, BackupType::Full)?;
-    sg.dismount(false)?;
-    let data_mib = report.bytes as f64 / MIB;
-    Ok(Some(json!({
-        "scenario": "backup-throughput",
-        "case": "s3",
-        "target": "moto_server on loopback",
-        "data_mib": data_mib,
-        "stored_mib": report.stored_bytes as f64 / MIB,
-        "backup_mib_s": data_mib / report.elapsed.as_secs_f64(),
-    })))
 }

@@ -610,6 +610,21 @@ path = "SG1/DB1.edb"
     }
 
     #[test]
+    fn the_s3_section_is_optional_and_its_secret_file_relative_to_the_configuration() {
+        assert_eq!(Config::parse(GOOD, Path::new("t")).unwrap().s3, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let s3 = "\n[s3]\nendpoint = \"http://127.0.0.1:9000\"\nregion = \"eu-west-1\"\naccess_key_id = \"AK\"\nsecret_key_file = \"s3.key\"\nallow_http = true\n";
+        std::fs::write(&path, format!("{GOOD}{s3}")).unwrap();
+        let c = Config::load(&path).unwrap().s3.unwrap();
+        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(c.secret_key_file, Some(dir.path().join("s3.key")));
+        assert_eq!(c.allow_http, Some(true));
+        let e = err(&format!("{GOOD}\n[s3]\nsecret_key = \"x\"\n"));
+        assert!(e.contains("secret_key"), "only a file holds the secret: {e}");
+    }
+
+    #[test]
     fn the_sample_is_a_valid_configuration_with_every_key() {
         let c = Config::parse(SAMPLE, Path::new("sample.toml")).unwrap();
         assert!(c.volumes.iter().all(|v| v.create));
