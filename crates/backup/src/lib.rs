@@ -15,7 +15,8 @@ pub mod verify;
 pub use error::{RequesterError, Result};
 pub use requester::{
     BackupReport, BackupRequest, Progress, Quiet, Requester, ViewFilter, VolumeDir,
-    refuse_repository_in_live_dirs, repository_for_backup, repository_for_backup_with,
+    refuse_repository_in_live_dirs, repository_for_backup, repository_for_backup_at,
+    repository_for_backup_with,
 };
 pub use restore::{RestoreReport, RestoreRequest, RestoreTarget, Restorer};
 pub use verify::{SetVerify, verify_set};

@@ -48,7 +48,8 @@ use vss::{
 
 use crate::error::{RequesterError, Result};
 use crate::repo::{
-    BackupSet, FileRole, LogRange, RepoError, Repository, SetMeta, SetWriter, StoredFiles,
+    BackupSet, FileRole, LogRange, RepoError, RepoLocation, Repository, S3Settings, SetMeta,
+    SetWriter, StoredFiles,
 };
 use crate::verify::{CopyPageCheck, DbFile, LogFiles};
 
@@ -208,9 +209,25 @@ pub fn repository_for_backup_with(
     volumes: &[VolumeDir],
     password: Option<&str>,
 ) -> Result<Repository> {
+    let location = RepoLocation::Local(path.to_path_buf());
+    repository_for_backup_at(store, req, &location, &S3Settings::default(), volumes, password)
+}
+
+/// [`repository_for_backup_with`] at a directory or an `s3://` location (`s3` connects to
+/// it). An object store is outside every volume: only a directory is checked against them.
+pub fn repository_for_backup_at(
+    store: &InformationStore,
+    req: &BackupRequest,
+    location: &RepoLocation,
+    s3: &S3Settings,
+    volumes: &[VolumeDir],
+    password: Option<&str>,
+) -> Result<Repository> {
     req.check(store)?;
-    refuse_repository_in_live_dirs(store, path, volumes)?;
-    Ok(Repository::open_or_init_host_with(path, password)?)
+    if let RepoLocation::Local(path) = location {
+        refuse_repository_in_live_dirs(store, path, volumes)?;
+    }
+    Ok(Repository::open_or_init_location(location, s3, password)?)
 }
 
 /// What a backup did.

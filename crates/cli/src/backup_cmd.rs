@@ -26,8 +26,9 @@ pub enum Backup {
         /// The storage group to back up.
         #[arg(long, value_name = "STORAGE_GROUP")]
         sg: String,
-        /// Repository directory on the node (created if missing).
-        #[arg(long, value_name = "DIR")]
+        /// Repository: a directory on the node (created if missing), or s3://BUCKET/PREFIX (the
+        /// node connects with its [s3] configuration and AWS_* environment).
+        #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
         repo: PathBuf,
         /// Back up only this database of the storage group (repeatable; default: all). Only
         /// the chosen databases are stamped, and no log is truncated unless all are chosen.
@@ -53,8 +54,9 @@ pub enum Backup {
         after_help = "Examples:\n  shadowcopy backup list --repo /srv/backups\n  shadowcopy backup list --repo /srv/backups --json"
     )]
     List {
-        /// Repository directory on the node.
-        #[arg(long, value_name = "DIR")]
+        /// Repository: a directory on the node, or s3://BUCKET/PREFIX (the
+        /// node connects with its [s3] configuration and AWS_* environment).
+        #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
         repo: PathBuf,
         /// The repository's password, read from this file (else SHADOWCOPY_PASSWORD); sent to
         /// the node, which needs it for an encrypted repository.
@@ -68,8 +70,9 @@ pub enum Backup {
     /// database page and log record in it.
     #[command(after_help = "Example:\n  shadowcopy backup verify --repo /srv/backups 3f2a9c")]
     Verify {
-        /// Repository directory on the node.
-        #[arg(long, value_name = "DIR")]
+        /// Repository: a directory on the node, or s3://BUCKET/PREFIX (the
+        /// node connects with its [s3] configuration and AWS_* environment).
+        #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
         repo: PathBuf,
         /// Set id or unambiguous prefix (see `backup list`).
         set: String,
@@ -134,8 +137,9 @@ pub enum BackupType {
 // Exactly one target, so that a missing choice names both.
 #[command(group = clap::ArgGroup::new("target").args(["original", "to"]).required(true))]
 pub struct Restore {
-    /// Repository directory on the node.
-    #[arg(long, value_name = "DIR")]
+    /// Repository: a directory on the node, or s3://BUCKET/PREFIX (the
+    /// node connects with its [s3] configuration and AWS_* environment).
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
     repo: PathBuf,
     /// Set id or unambiguous prefix; its full and incrementals are found automatically.
     #[arg(long, value_name = "ID")]
@@ -177,6 +181,10 @@ pub struct Restore {
 
 /// The node resolves paths, so relative ones are made absolute here, where the user is.
 fn absolute(p: &Path) -> Result<String> {
+    // An object store's URL is resolved by the node, not against this directory.
+    if let Some(url) = p.to_str().filter(|s| s.starts_with("s3://")) {
+        return Ok(url.to_string());
+    }
     let abs = if p.is_absolute() {
         p.to_path_buf()
     } else {

@@ -8,7 +8,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use backup::repo::{Password, RepoError, Repository};
+use backup::repo::{Password, RepoError, RepoLocation, Repository, S3Settings};
 use clap::Args;
 
 /// The environment variable holding a repository's password itself (the file is safer: the
@@ -18,8 +18,10 @@ pub const PASSWORD_ENV: &str = "SHADOWCOPY_PASSWORD";
 /// The repository a command works on, and how to unlock it.
 #[derive(Debug, Clone, Args)]
 pub struct RepoArgs {
-    /// The repository: a directory on this machine.
-    #[arg(long, value_name = "DIR")]
+    /// The repository: a directory on this machine, or s3://BUCKET/PREFIX (endpoint, region
+    /// and credentials from the AWS_* variables: AWS_ENDPOINT_URL, AWS_REGION,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ALLOW_HTTP).
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
     pub repo: String,
     /// Read the repository's password from this file (else SHADOWCOPY_PASSWORD, else a prompt
     /// on a terminal).
@@ -28,19 +30,27 @@ pub struct RepoArgs {
 }
 
 impl RepoArgs {
+    /// Where the repository is: a directory, or `s3://bucket/prefix` (reached with the
+    /// `AWS_*` variables).
+    pub fn location(&self) -> Result<RepoLocation> {
+        Ok(RepoLocation::parse(&self.repo)?)
+    }
+
     /// Opens the repository, creating nothing. An encrypted repository takes the password
     /// from `--password-file`, `SHADOWCOPY_PASSWORD_FILE` or `SHADOWCOPY_PASSWORD`, else
     /// asks on the terminal; a clear one asks for nothing.
     pub fn open(&self) -> Result<Repository> {
-        let path = Path::new(&self.repo);
+        let location = self.location()?;
+        let s3 = S3Settings::default();
         let given = password_from_sources(self.password_file.as_deref())?;
-        let opened = match Repository::open_host_with(path, given.as_ref().map(Password::as_str)) {
-            Err(RepoError::PasswordRequired { .. }) if given.is_none() => {
-                let p = prompt(&format!("Password of repository {}: ", self.repo))?;
-                Repository::open_host_with(path, Some(p.as_str()))
-            }
-            other => other,
-        };
+        let opened =
+            match Repository::open_location(&location, &s3, given.as_ref().map(Password::as_str)) {
+                Err(RepoError::PasswordRequired { .. }) if given.is_none() => {
+                    let p = prompt(&format!("Password of repository {}: ", self.repo))?;
+                    Repository::open_location(&location, &s3, Some(p.as_str()))
+                }
+                other => other,
+            };
         opened.with_context(|| format!("opening repository {}", self.repo))
     }
 

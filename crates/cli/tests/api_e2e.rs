@@ -94,6 +94,8 @@ fn every_endpoint_answers_through_the_typed_client() {
     let path = d.op(Op::Mount).replace("{sg}", "SG2");
     let m: api::Mounted = node.post(&path, &()).unwrap();
     assert!(m.mounted);
+    let schedules: api::ScheduleList = node.get(d.op(Op::ListSchedules)).unwrap();
+    assert!(schedules.schedules.is_empty(), "this node's configuration names no schedule");
     let status: api::StoreStatus = node.get(d.op(Op::StoreStatus)).unwrap();
     let names: Vec<&str> = status.storage_groups.iter().map(|g| g.name.as_str()).collect();
     assert_eq!(names, ["SG1", "SG2"]);

@@ -92,6 +92,9 @@ pub struct Config {
     /// Passwords of encrypted repositories, for requests that carry none.
     #[serde(default, rename = "repository", skip_serializing_if = "Vec::is_empty")]
     pub repositories: Vec<RepositoryConfig>,
+    /// The S3 connection for `s3://` repositories; absent, the `AWS_*` variables alone.
+    #[serde(default)]
+    pub s3: Option<S3Section>,
 }
 
 /// `[[schedule]]`: a backup (or a prune) the node runs by itself at the times of a cron
@@ -158,6 +161,22 @@ pub struct RepositoryConfig {
     pub path: PathBuf,
     /// A file holding the password (one line).
     pub password_file: PathBuf,
+}
+
+/// `[s3]`: how the node reaches `s3://bucket/prefix` repositories. Each key left out is taken
+/// from the node's `AWS_*` environment. The secret is read from a file (owner-only, like the
+/// API token's) so that the configuration itself can be world-readable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Section {
+    /// e.g. `https://s3.eu-west-1.amazonaws.com` or `http://127.0.0.1:9000`.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    /// A file holding the secret access key (surrounding whitespace ignored).
+    pub secret_key_file: Option<PathBuf>,
+    /// Allow plain HTTP (a server on loopback).
+    pub allow_http: Option<bool>,
 }
 
 /// `[dag]`: this node is a member of a database availability group (`shadowcopy dag init`
@@ -318,6 +337,12 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::Read { path: path.into(), reason: e.to_string() })?;
         let mut cfg = Self::parse(&text, path)?;
+        if let (Some(s3), Some(base)) = (cfg.s3.as_mut(), path.parent())
+            && let Some(p) = s3.secret_key_file.as_mut()
+            && p.is_relative()
+        {
+            *p = base.join(&*p);
+        }
         if let (Some(dag), Some(base)) = (cfg.dag.as_mut(), path.parent()) {
             for p in [&mut dag.ca, &mut dag.cert, &mut dag.key] {
                 if p.is_relative() {
@@ -747,6 +772,21 @@ path = "SG1/DB1.edb"
     }
 
     #[test]
+    fn the_s3_section_is_optional_and_its_secret_file_relative_to_the_configuration() {
+        assert_eq!(Config::parse(GOOD, Path::new("t")).unwrap().s3, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let s3 = "\n[s3]\nendpoint = \"http://127.0.0.1:9000\"\nregion = \"eu-west-1\"\naccess_key_id = \"AK\"\nsecret_key_file = \"s3.key\"\nallow_http = true\n";
+        std::fs::write(&path, format!("{GOOD}{s3}")).unwrap();
+        let c = Config::load(&path).unwrap().s3.unwrap();
+        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(c.secret_key_file, Some(dir.path().join("s3.key")));
+        assert_eq!(c.allow_http, Some(true));
+        let e = err(&format!("{GOOD}\n[s3]\nsecret_key = \"x\"\n"));
+        assert!(e.contains("secret_key"), "only a file holds the secret: {e}");
+    }
+
+    #[test]
     fn the_sample_is_a_valid_configuration_with_every_key() {
         let c = Config::parse(SAMPLE, Path::new("sample.toml")).unwrap();
         assert!(c.volumes.iter().all(|v| v.create));
@@ -766,6 +806,7 @@ path = "SG1/DB1.edb"
             "from",
             "password_file",
             "keep_daily",
+            "secret_key_file",
         ] {
             assert!(SAMPLE.contains(&format!("{key} =")), "the sample lacks {key}");
         }

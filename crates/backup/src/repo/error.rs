@@ -18,6 +18,8 @@ pub enum RepoError {
     NotARepository { path: PathBuf },
     #[error("{path} already holds a repository")]
     AlreadyExists { path: PathBuf },
+    #[error("repository location {location:?}: {why}")]
+    BadLocation { location: String, why: String },
     #[error("repository format {found} is not supported (this build reads format {supported})")]
     UnsupportedFormat { found: u32, supported: u32 },
     #[error("repository configuration {path} is corrupt: {why}")]

@@ -29,10 +29,12 @@ pub mod backend;
 pub mod crypto;
 mod error;
 pub mod keys;
+pub mod location;
 pub mod lock;
 mod manifest;
 mod pack;
 pub mod prune;
+pub mod s3;
 mod stored;
 pub mod transfer;
 mod writer;
@@ -52,9 +54,11 @@ pub use backend::{Backend, LocalBackend, ObjectInfo};
 pub use crypto::Crypto;
 pub use error::{RepoError, Result};
 pub use keys::{KdfParams, KeyInfo, Password};
+pub use location::RepoLocation;
 pub use lock::{LockInfo, RepoLock};
 pub use manifest::{BackupSet, ChunkRef, FileEntry, FileRole, LogRange, MANIFEST_FORMAT};
 pub use pack::ChunkLoc;
+pub use s3::{S3Backend, S3Settings};
 pub use stored::{StoredFiles, open_stored};
 pub use writer::{ChunkCheck, SetMeta, SetWriter};
 
@@ -290,9 +294,6 @@ impl Repository {
         }
     }
 
-    /// Reads every pack index into the in-memory index. A chunk may be in two packs (a prune
-    /// interrupted after repacking, before removing the old pack's index): either copy is
-    /// whole and checked, so the first index read wins.
     /// Whether the repository's objects are encrypted.
     pub fn is_encrypted(&self) -> bool {
         self.crypto.is_encrypted()
@@ -327,6 +328,63 @@ impl Repository {
         keys::remove_key(self.backend.as_ref(), self.key_id, id_or_prefix)
     }
 
+    /// Opens the repository at `location` with `password` (for an encrypted one), creating
+    /// nothing (see [`Self::open_host`]); an S3 location connects with `s3` (then the `AWS_*`
+    /// variables).
+    pub fn open_location(
+        location: &RepoLocation,
+        s3: &S3Settings,
+        password: Option<&str>,
+    ) -> Result<Self> {
+        match location {
+            RepoLocation::Local(path) => Self::open_host_with(path, password),
+            RepoLocation::S3 { .. } => Self::open_in_with(s3_backend(location, s3)?, password),
+        }
+    }
+
+    /// Creates a repository at `location` with `opts`.
+    pub fn init_location(
+        location: &RepoLocation,
+        s3: &S3Settings,
+        opts: InitOptions,
+    ) -> Result<Self> {
+        match location {
+            RepoLocation::Local(path) => {
+                let fs: FsRef = Arc::new(HostFs::new(path).ctx("creating", path)?);
+                Self::init(fs, "", opts)
+            }
+            RepoLocation::S3 { .. } => Self::init_in(s3_backend(location, s3)?, opts),
+        }
+    }
+
+    /// Opens the repository at `location`, or creates one there with default options,
+    /// encrypted under `password` when one is given (see [`Self::open_or_init_host_with`]).
+    pub fn open_or_init_location(
+        location: &RepoLocation,
+        s3: &S3Settings,
+        password: Option<&str>,
+    ) -> Result<Self> {
+        match location {
+            RepoLocation::Local(path) => Self::open_or_init_host_with(path, password),
+            RepoLocation::S3 { .. } => {
+                let backend = s3_backend(location, s3)?;
+                match Self::open_in_with(backend.clone(), password) {
+                    Err(RepoError::NotARepository { .. }) => {
+                        let opts = InitOptions {
+                            password: password.map(Password::new),
+                            ..Default::default()
+                        };
+                        Self::init_in(backend, opts)
+                    }
+                    other => other,
+                }
+            }
+        }
+    }
+
+    /// Reads every pack index into the in-memory index. A chunk may be in two packs (a prune
+    /// interrupted after repacking, before removing the old pack's index): either copy is
+    /// whole and checked, so the first index read wins.
     fn load_index(&self) -> Result<()> {
         let mut index = HashMap::new();
         for o in self.backend.list("packs").ctx("listing", self.backend.locate("packs"))? {
@@ -587,6 +645,18 @@ fn validate_init(opts: &InitOptions, config: &Path) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// The backend of an S3 location.
+fn s3_backend(location: &RepoLocation, s3: &S3Settings) -> Result<Arc<dyn Backend>> {
+    let RepoLocation::S3 { bucket, prefix } = location else {
+        return Err(RepoError::BadLocation {
+            location: location.to_string(),
+            why: "not an s3:// URL".into(),
+        });
+    };
+    let backend = S3Backend::new(bucket, prefix, s3).ctx("connecting to", location.to_string())?;
+    Ok(Arc::new(backend))
 }
 
 /// The key of a set's manifest.

@@ -156,9 +156,9 @@ impl<'r> SetWriter<'r> {
         w
     }
 
-    /// Seals packs past `bytes` instead of [`PACK_TARGET`].
-    #[cfg(test)]
-    pub(crate) fn with_pack_target(mut self, bytes: u64) -> Self {
+    /// Seals packs past `bytes` instead of [`PACK_TARGET`]: tests (of every backend) use small
+    /// packs so that several are stored while a small copy goes on.
+    pub fn with_pack_target(mut self, bytes: u64) -> Self {
         self.pack_target = bytes;
         self
     }

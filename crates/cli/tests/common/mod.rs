@@ -34,6 +34,19 @@ impl Served {
         Self::spawn(dir, config, Command::new(BIN).stderr(Stdio::inherit()))
     }
 
+    /// Like [`Served::start`], with `env` added to the node's environment (the `AWS_*`
+    /// variables of a test's S3 server).
+    pub fn start_env(dir: &Path, text: &str, env: &[(&str, String)]) -> Served {
+        let config = dir.join("node.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut command = Command::new(BIN);
+        command.stderr(Stdio::inherit());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Self::spawn(dir, &config, &mut command)
+    }
+
     /// Like [`Served::start`], logging everything (`SHADOWCOPY_LOG=trace`) to `log`, for
     /// tests that check what the node writes.
     pub fn start_logged(dir: &Path, text: &str, log: &Path) -> Served {

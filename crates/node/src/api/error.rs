@@ -130,6 +130,7 @@ fn repo_kind(e: &backup::repo::RepoError) -> (StatusCode, &'static str) {
         E::Authentication { .. } | E::CorruptKey { .. } => {
             (StatusCode::UNPROCESSABLE_ENTITY, "repository_corrupt")
         }
+        E::BadLocation { .. } => (StatusCode::BAD_REQUEST, "bad_repository_location"),
         E::MissingChunk { .. }
         | E::CorruptChunk { .. }
         | E::FileHashMismatch { .. }

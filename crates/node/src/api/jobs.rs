@@ -10,7 +10,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use backup::repo::Repository;
+use backup::repo::{RepoLocation, Repository, S3Settings};
 use backup::{BackupRequest, Progress, Quiet, RestoreRequest, RestoreTarget};
 use serde::Serialize;
 use store::load::{LoadConfig, LoadGenerator};
@@ -151,6 +151,42 @@ fn restored_digest(
     Ok(digest?)
 }
 
+/// Where a request's repository is: an absolute directory on the node, or `s3://bucket/prefix`.
+fn repo_location(path: &str) -> Result<RepoLocation, ApiError> {
+    match RepoLocation::parse(path)? {
+        RepoLocation::Local(_) => Ok(RepoLocation::Local(repo_path(path)?)),
+        remote => Ok(remote),
+    }
+}
+
+/// The S3 connection: the configuration's `[s3]` section (its secret read now, so that a
+/// rotated key needs no restart), the node's `AWS_*` environment for what it leaves out.
+fn s3_settings(node: &Node) -> Result<S3Settings, ApiError> {
+    let Some(s3) = &node.config().s3 else { return Ok(S3Settings::default()) };
+    let secret_access_key = match &s3.secret_key_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "s3_secret_unreadable",
+                        format!("reading s3.secret_key_file {}: {e}", path.display()),
+                    )
+                })?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    Ok(S3Settings {
+        endpoint: s3.endpoint.clone(),
+        region: s3.region.clone(),
+        access_key_id: s3.access_key_id.clone(),
+        secret_access_key,
+        allow_http: s3.allow_http,
+    })
+}
+
 fn repo_path(path: &str) -> Result<PathBuf, ApiError> {
     let p = PathBuf::from(path);
     if !p.is_absolute() {
@@ -169,9 +205,11 @@ fn repo_path(path: &str) -> Result<PathBuf, ApiError> {
     Ok(p)
 }
 
-/// Opens the repository at `path`; `password` unlocks it if it is encrypted.
-fn open_repo(path: &str, password: Option<&str>) -> Result<Arc<Repository>, ApiError> {
-    Ok(Arc::new(Repository::open_host_with(&repo_path(path)?, password)?))
+/// Opens the repository at `path` (a directory or `s3://…`); `password` unlocks it if it is
+/// encrypted.
+fn open_repo(node: &Node, path: &str, password: Option<&str>) -> Result<Arc<Repository>, ApiError> {
+    let location = repo_location(path)?;
+    Ok(Arc::new(Repository::open_location(&location, &s3_settings(node)?, password)?))
 }
 
 /// The password of the repository at `path`: the request's, else the one the node's
@@ -322,7 +360,8 @@ pub(crate) fn backup_here(
         history_nodes: dag.map(|d| d.history_nodes(&req.sg)).unwrap_or_default(),
     };
     // The path and the request are checked before anything is created there.
-    let path = repo_path(&req.repo)?;
+    let location = repo_location(&req.repo)?;
+    let s3 = s3_settings(node)?;
     // A dismounted group is the caller's to mount: said here, before the coordinator would
     // report it as a writer's failure. (A passive copy's own storage group is dismounted.)
     let group = match request.replica {
@@ -350,7 +389,7 @@ pub(crate) fn backup_here(
     let password = repo_password(node, &req.repo, req.password.as_deref())?;
     let password = password.as_deref();
     let outcome =
-        backup::repository_for_backup_with(node.store(), &request, &path, &vols, password)
+        backup::repository_for_backup_at(node.store(), &request, &location, &s3, &vols, password)
             .and_then(|repo| {
                 encrypted = repo.is_encrypted();
                 let _lock =
@@ -498,7 +537,7 @@ pub async fn backup_sets(
     let password = header_password(&headers);
     blocking(&s, move |node, _| {
         let password = repo_password(node, &q.repo, password.as_deref())?;
-        let repo = open_repo(&q.repo, password.as_deref())?;
+        let repo = open_repo(node, &q.repo, password.as_deref())?;
         let sets = repo.list_sets()?.iter().map(convert::set_summary).collect();
         Ok(Json(api::SetList { sets, encrypted: repo.is_encrypted() }))
     })
@@ -512,7 +551,7 @@ pub async fn verify(
 ) -> Response {
     run_job(&s, &headers, move |node, _, progress| {
         let password = repo_password(node, &req.repo, req.password.as_deref())?;
-        let repo = open_repo(&req.repo, password.as_deref())?;
+        let repo = open_repo(node, &req.repo, password.as_deref())?;
         // Shared: a prune must not repack the packs this verification is reading.
         let _lock = repo.lock_shared(&format!("verify of set {}", req.set))?;
         let set = repo.load_set(&req.set)?;
@@ -543,7 +582,7 @@ pub async fn restore(
         // files changes: they are held (suspended) through it and seeded again after it.
         let held = match (&dag, req.original) {
             (Some(dag), true) => {
-                let sg = open_repo(&req.repo, req.password.as_deref())?
+                let sg = open_repo(node, &req.repo, req.password.as_deref())?
                     .load_set(&req.set)?
                     .storage_group;
                 runtime.block_on(super::dag::hold_copies_for_restore(
@@ -616,7 +655,7 @@ fn restore_job(
     alternate_root: Option<PathBuf>,
     progress: &dyn Progress,
 ) -> Result<api::RestoreReport, ApiError> {
-    let repo = open_repo(&req.repo, req.password.as_deref())?;
+    let repo = open_repo(node, &req.repo, req.password.as_deref())?;
     // Shared: a prune must not repack the packs this restore is reading.
     let _lock = repo.lock_shared(&format!("restore of set {}", req.set))?;
     let started = Instant::now();
