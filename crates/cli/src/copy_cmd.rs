@@ -19,13 +19,13 @@ use crate::repo_access::RepoArgs;
 )]
 pub struct CopyArgs {
     /// The repository to copy from.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
     from: String,
     /// Read the source repository's password from this file.
     #[arg(long, env = "SHADOWCOPY_FROM_PASSWORD_FILE", value_name = "FILE")]
     from_password_file: Option<PathBuf>,
     /// The repository to copy into (it must exist: `shadowcopy backup init`).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
     to: String,
     /// Read the target repository's password from this file.
     #[arg(long, env = "SHADOWCOPY_PASSWORD_FILE", value_name = "FILE")]

@@ -107,7 +107,7 @@ enum Command {
         after_help = "Examples:\n  shadowcopy mail load --sg SG1 --db DB1 --messages 500\n  shadowcopy mail count --sg SG1 --db DB1\n  shadowcopy mail send --sg SG1 --db DB1 --seconds 60 --acks acks.txt --node /run/a.sock --node /run/b.sock\n  shadowcopy mail check --sg SG1 --db DB1 --acks acks.txt --node /run/a.sock --node /run/b.sock"
     )]
     Mail(store_cmd::Mail),
-    /// Backups: run, list, verify, forget.
+    /// Backups: run, list, verify; and, in this process on a repository, init, key, copy, forget, prune, unlock.
     #[command(
         subcommand,
         after_help = "Examples:\n  shadowcopy backup run --type full --sg SG1 --repo /srv/backups\n  shadowcopy backup list --repo /srv/backups\n  shadowcopy backup verify --repo /srv/backups 3f2a9c"
