@@ -1,6 +1,7 @@
 //! The repository's behaviour, written once against [`Backend`] and run against a local
 //! directory and against a real S3-protocol server (`moto_server` on loopback): backup through
-//! `SetWriter`, list, verify, restore, remove; a set whose pack could not be stored is never
+//! `SetWriter`, list, verify, restore, remove, forget, prune, copy between repositories; a set
+//! whose pack could not be stored is never
 //! published; errors name the object.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -254,4 +255,59 @@ fn s3_locations_open_and_name_their_objects() {
     let missing = S3Backend::new("no-such-bucket", "p", &s3).unwrap();
     let err = missing.put("sets/x.manifest", b"x").unwrap_err();
     assert!(err.to_string().contains("s3://no-such-bucket/p/sets/x.manifest"), "{err}");
+}
+
+/// Retention, prune and a copy between two repositories of the same kind, encrypted: forget
+/// keeps the two newest sets, prune frees the forgotten ones' packs, and the copy (re-keyed
+/// under the target's key) reads back whole.
+fn forget_prune_and_copy(from: Arc<dyn Backend>, to: Arc<dyn Backend>) {
+    use backup::repo::prune::{PruneOptions, prune};
+    use backup::repo::transfer::copy_sets;
+    use backup::repo::{KdfParams, Password};
+    use backup::retention::{RetentionPolicy, forget};
+
+    let encrypted = |pw: &str| InitOptions {
+        password: Some(Password::new(pw)),
+        kdf: KdfParams::insecure_fast(),
+        ..small()
+    };
+    let repo = Arc::new(Repository::init_in(from, encrypted("one")).unwrap());
+    let src = MemFs::new();
+    let shared = noise(8 * CHUNK as usize, 40);
+    let mut sets = Vec::new();
+    for i in 0..4u64 {
+        put(&src, "shared", &shared);
+        put(&src, "own", &noise(24 * CHUNK as usize, 41 + i));
+        sets.push(backup(&repo, &src, &["shared", "own"]).unwrap());
+    }
+    let policy = RetentionPolicy { keep_last: Some(2), ..RetentionPolicy::default() };
+    let plan = forget(&repo, None, &policy, false).unwrap();
+    let kept: Vec<_> = plan.decisions.iter().filter(|d| d.keep).map(|d| d.set).collect();
+    assert_eq!(kept, vec![sets[2].id, sets[3].id], "{plan:?}");
+    assert_eq!(repo.list_sets().unwrap().len(), 2);
+
+    let report = prune(&repo, &PruneOptions::default()).unwrap();
+    assert!(report.bytes_after < report.bytes_before, "{report:?}");
+    assert!(report.packs_removed > 0, "{report:?}");
+    for set in &sets[2..] {
+        repo.verify_set(set, &|_| {}).unwrap();
+    }
+
+    let target = Repository::init_in(to, encrypted("two")).unwrap();
+    let copied = copy_sets(&repo, &target, &[], &|_| {}).unwrap();
+    assert_eq!(copied.copied, vec![sets[2].id, sets[3].id]);
+    for set in &sets[2..] {
+        let copy = target.load_set(&set.id.to_string()).unwrap();
+        for (a, b) in set.files.iter().zip(&copy.files) {
+            assert_eq!(restore(&repo, a).unwrap(), restore(&target, b).unwrap(), "{}", a.path);
+        }
+    }
+}
+
+#[test]
+fn forget_prune_and_copy_on_directories_and_on_s3() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    forget_prune_and_copy(local_backend(d1.path()), local_backend(d2.path()));
+    let Some(server) = S3Server::start(BUCKET) else { return };
+    forget_prune_and_copy(s3_backend(&server, "fpc/from"), s3_backend(&server, "fpc/to"));
 }
