@@ -1,8 +1,7 @@
 //! The repository's behaviour, written once against [`Backend`] and run against a local
 //! directory and against a real S3-protocol server (`moto_server` on loopback): backup through
 //! `SetWriter`, list, verify, restore, remove, forget, prune, copy between repositories; a set
-//! whose pack could not be stored is never
-//! published; errors name the object.
+//! whose pack could not be stored is never published; errors name the object.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

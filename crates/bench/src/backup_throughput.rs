@@ -37,6 +37,7 @@ pub fn run(opts: &ThroughputArgs) -> anyhow::Result<()> {
     let restic = setup::restic_version();
 
     let (mut ours, mut cps, mut restics) = (Vec::new(), Vec::new(), Vec::new());
+    let mut encrypted = Vec::new();
     let (mut data_mib, mut file_mib, mut stored_mib, mut hold_ms, mut files_n) =
         (0.0, 0.0, 0.0, 0.0, 0);
     let (mut steps, mut steps_cpu) = (serde_json::Value::Null, serde_json::Value::Null);
@@ -56,6 +57,14 @@ pub fn run(opts: &ThroughputArgs) -> anyhow::Result<()> {
         files_n = report.set.files.len();
         ours.push(data_mib / report.elapsed.as_secs_f64());
         drop(repo);
+        // The same backup into an encrypted repository (what `backup init` makes): restic
+        // always encrypts, so this is the like-for-like figure beside it.
+        let enc_dir = dir.join("repo-encrypted");
+        let enc_repo = setup::encrypted_repository(&enc_dir)?;
+        setup::drop_caches();
+        let (enc_report, _) = setup::backup_timed(&node, &enc_repo, BackupType::Full)?;
+        encrypted.push(enc_report.bytes as f64 / MIB / enc_report.elapsed.as_secs_f64());
+        drop(enc_repo);
         sg.dismount(false)?;
 
         let files: Vec<_> =
@@ -86,7 +95,7 @@ pub fn run(opts: &ThroughputArgs) -> anyhow::Result<()> {
                 _ => {}
             }
         }
-        for d in ["repo", "cp", "restic-repo"] {
+        for d in ["repo", "repo-encrypted", "cp", "restic-repo"] {
             if dir.join(d).exists() {
                 std::fs::remove_dir_all(dir.join(d))?;
             }
@@ -96,6 +105,7 @@ pub fn run(opts: &ThroughputArgs) -> anyhow::Result<()> {
     let backup_mib_s = median(ours.clone());
     let cp_mib_s = median(cps.clone());
     let restic_mib_s = (!restics.is_empty()).then(|| median(restics.clone()));
+    let encrypted_mib_s = median(encrypted.clone());
     let mut out = json!({
         "scenario": "backup-throughput",
         "data_mib": data_mib,
@@ -109,7 +119,10 @@ pub fn run(opts: &ThroughputArgs) -> anyhow::Result<()> {
         "restic_mib_s": restic_mib_s,
         "ratio_cp": backup_mib_s / cp_mib_s,
         "ratio_restic": restic_mib_s.map(|r| backup_mib_s / r),
-        "runs": {"backup": ours, "cp": cps, "restic": restics},
+        "encrypted_mib_s": encrypted_mib_s,
+        "encryption_cost": 1.0 - encrypted_mib_s / backup_mib_s,
+        "ratio_restic_encrypted": restic_mib_s.map(|r| encrypted_mib_s / r),
+        "runs": {"backup": ours, "encrypted": encrypted, "cp": cps, "restic": restics},
         "baseline_mib": file_mib,
         "fill_s": fill_s,
         "page_cache_dropped": cache_dropped,
