@@ -81,16 +81,12 @@ pub fn password_from_sources(file: Option<&Path>) -> Result<Option<Password>> {
 /// The password in `file`, its trailing newline stripped; `None` without a file.
 pub fn password_from_file(file: Option<&Path>) -> Result<Option<Password>> {
     if let Some(file) = file {
-        let text = std::fs::read_to_string(file)
+        let p = Password::read_file(file)
             .with_context(|| format!("reading the password file {}", file.display()))?;
-        let text = Password::new(text);
-        let p = text.as_str();
-        let p = p.strip_suffix('\n').unwrap_or(p);
-        let p = p.strip_suffix('\r').unwrap_or(p);
-        if p.is_empty() {
+        if p.as_str().is_empty() {
             bail!("the password file {} is empty", file.display());
         }
-        return Ok(Some(Password::new(p)));
+        return Ok(Some(p));
     }
     Ok(None)
 }

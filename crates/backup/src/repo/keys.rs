@@ -37,6 +37,14 @@ impl Password {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The password a password file holds: its one line, without the line end (`\n` or
+    /// `\r\n`). One rule for the command line and the node alike.
+    pub fn read_file(file: &std::path::Path) -> std::io::Result<Self> {
+        let text = Zeroizing::new(std::fs::read_to_string(file)?);
+        let p = text.strip_suffix('\n').unwrap_or(&text);
+        Ok(Self::new(p.strip_suffix('\r').unwrap_or(p)))
+    }
 }
 
 impl std::fmt::Debug for Password {

@@ -207,7 +207,11 @@ fn repo_path(path: &str) -> Result<PathBuf, ApiError> {
 
 /// Opens the repository at `path` (a directory or `s3://…`); `password` unlocks it if it is
 /// encrypted.
-fn open_repo(node: &Node, path: &str, password: Option<&str>) -> Result<Arc<Repository>, ApiError> {
+pub(crate) fn open_repo(
+    node: &Node,
+    path: &str,
+    password: Option<&str>,
+) -> Result<Arc<Repository>, ApiError> {
     let location = repo_location(path)?;
     Ok(Arc::new(Repository::open_location(&location, &s3_settings(node)?, password)?))
 }
@@ -230,7 +234,7 @@ pub(crate) fn repo_password(
 
 /// The password in `file` (its one line) of the repository at `path`.
 pub(crate) fn password_from_file(file: &Path, path: &str) -> Result<String, ApiError> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
+    let password = backup::repo::Password::read_file(file).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "repository_password_file",
@@ -240,8 +244,7 @@ pub(crate) fn password_from_file(file: &Path, path: &str) -> Result<String, ApiE
             ),
         )
     })?;
-    let p = text.strip_suffix('\n').unwrap_or(&text);
-    Ok(p.strip_suffix('\r').unwrap_or(p).to_string())
+    Ok(password.as_str().to_string())
 }
 
 /// The password a `GET` carries in [`api::REPO_PASSWORD_HEADER`].

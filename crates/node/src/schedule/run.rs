@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::pin::Pin;
 
 use api::{ScheduleAction, ScheduleResult};
-use backup::repo::Repository;
 use events::catalog::{self as cat, EventDef};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -140,7 +139,7 @@ async fn run_backup(s: &AppState, cfg: &ScheduleConfig) -> Result<(Option<Uuid>,
         let plan = blocking(s, move |node, _| {
             let shown = path.to_string_lossy().into_owned();
             let password = jobs::repo_password(node, &shown, password.as_deref())?;
-            let repo = Repository::open_host_with(&path, password.as_deref())?;
+            let repo = jobs::open_repo(node, &shown, password.as_deref())?;
             Ok(backup::retention::forget(&repo, Some(&group), &policy, false)?)
         })
         .await
@@ -178,7 +177,7 @@ async fn run_prune(s: &AppState, cfg: &ScheduleConfig) -> Result<(Option<Uuid>, 
             Some(f) => Some(jobs::password_from_file(&f, &shown)?),
             None => jobs::repo_password(node, &shown, None)?,
         };
-        let repo = Repository::open_host_with(&path, password.as_deref())?;
+        let repo = jobs::open_repo(node, &shown, password.as_deref())?;
         Ok(backup::repo::prune::prune(&repo, &backup::repo::prune::PruneOptions::default())?)
     })
     .await
