@@ -9,6 +9,7 @@
 mod args;
 mod backup_throughput;
 mod cow_overhead;
+mod cpu;
 mod dag_procs;
 mod engine_commit;
 mod engine_replay;
