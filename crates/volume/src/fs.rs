@@ -95,6 +95,14 @@ pub trait File: Send + Sync + fmt::Debug {
     /// durable: after creating or renaming, call [`FileSystem::sync_dir`] on the parent.
     fn sync(&self) -> io::Result<()>;
 
+    /// Makes the file's content durable, and its length when that changed (fdatasync), but
+    /// not its timestamps: for a file rewritten within its length, such as a pre-allocated
+    /// log, that spares the journal commit a full [`File::sync`] makes for the modification
+    /// time on every call. Defaults to [`File::sync`].
+    fn sync_data(&self) -> io::Result<()> {
+        self.sync()
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset`, or fails with `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
         while !buf.is_empty() {

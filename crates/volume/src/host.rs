@@ -86,6 +86,10 @@ impl File for HostFile {
     fn sync(&self) -> io::Result<()> {
         self.file.sync_all()
     }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
 }
 
 /// Opens a host file with the seam's open modes.
