@@ -10,9 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use jiff::Timestamp;
-use jiff::civil::DateTime;
-use jiff::tz::Offset;
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -61,7 +59,7 @@ pub struct ForgetPlan {
 }
 
 /// A rule: its name, its count, and how it names the bucket of a set taken at a time.
-type Rule = (&'static str, Option<u32>, fn(DateTime) -> String);
+type Rule = (&'static str, Option<u32>, fn(DateTime<Utc>) -> String);
 
 impl RetentionPolicy {
     /// Whether no rule is used (such a policy keeps everything).
@@ -74,10 +72,10 @@ impl RetentionPolicy {
     fn rules(&self) -> [Rule; 6] {
         [
             ("last", self.keep_last, |_| String::new()),
-            ("hourly", self.keep_hourly, |t| format!("{}T{:02}", t.date(), t.hour())),
-            ("daily", self.keep_daily, |t| t.date().to_string()),
+            ("hourly", self.keep_hourly, |t| format!("{}T{:02}", t.date_naive(), t.hour())),
+            ("daily", self.keep_daily, |t| t.date_naive().to_string()),
             ("weekly", self.keep_weekly, |t| {
-                let w = t.date().iso_week_date();
+                let w = t.iso_week();
                 format!("{:04}-W{:02}", w.year(), w.week())
             }),
             ("monthly", self.keep_monthly, |t| format!("{:04}-{:02}", t.year(), t.month())),
@@ -88,17 +86,16 @@ impl RetentionPolicy {
 
 /// A set's creation time as a UTC calendar date and time. A time past what the calendar
 /// holds (year 9999) is taken as its end rather than refused: retention must still decide.
-pub fn utc(created_unix_ms: u64) -> DateTime {
-    let ts = i64::try_from(created_unix_ms)
+pub fn utc(created_unix_ms: u64) -> DateTime<Utc> {
+    i64::try_from(created_unix_ms)
         .ok()
-        .and_then(|ms| Timestamp::from_millisecond(ms).ok())
-        .unwrap_or(Timestamp::MAX);
-    Offset::UTC.to_datetime(ts)
+        .and_then(DateTime::from_timestamp_millis)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// A set's creation time as shown to people: `2026-11-29 14:03:07` (UTC).
 pub fn utc_display(created_unix_ms: u64) -> String {
-    utc(created_unix_ms).strftime("%Y-%m-%d %H:%M:%S").to_string()
+    utc(created_unix_ms).format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 /// The short form of a set id that reasons and tables show (as `backup list` accepts).

@@ -12,10 +12,10 @@ use volume::mem::MemFs;
 use vss::BackupType;
 
 /// Milliseconds since the Unix epoch of a UTC time.
-fn at(y: i16, mo: i8, d: i8, h: i8, mi: i8) -> u64 {
-    let dt = jiff::civil::date(y, mo, d).at(h, mi, 0, 0);
-    let ts = jiff::tz::Offset::UTC.to_timestamp(dt).unwrap();
-    u64::try_from(ts.as_millisecond()).unwrap()
+fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> u64 {
+    use chrono::TimeZone;
+    let t = chrono::Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).single().unwrap();
+    u64::try_from(t.timestamp_millis()).unwrap()
 }
 
 fn set(
@@ -323,8 +323,8 @@ fn model(
         return sets.iter().map(|s| s.id).collect();
     }
     let month = |ms: u64| {
-        let d =
-            jiff::Timestamp::from_millisecond(ms as i64).unwrap().to_zoned(jiff::tz::TimeZone::UTC);
+        use chrono::Datelike;
+        let d = chrono::DateTime::from_timestamp_millis(ms as i64).unwrap();
         i64::from(d.year()) * 12 + i64::from(d.month()) - 1
     };
     let buckets: [&dyn Fn(u64) -> i64; 5] = [

@@ -138,6 +138,8 @@ struct FailingPacks {
     inner: Arc<dyn Backend>,
     allow: usize,
     stored: AtomicUsize,
+    /// Panic (a bug in a backend) instead of failing.
+    panic: bool,
 }
 
 impl Backend for FailingPacks {
@@ -149,6 +151,9 @@ impl Backend for FailingPacks {
     }
     fn put(&self, key: &str, data: &[u8]) -> io::Result<()> {
         if key.ends_with(".pack") && self.stored.fetch_add(1, Ordering::SeqCst) >= self.allow {
+            if self.panic {
+                panic!("injected: a bug while storing {key}");
+            }
             return Err(io::Error::other(format!("injected: storing {key} failed")));
         }
         self.inner.put(key, data)
@@ -177,13 +182,34 @@ fn a_failed_pack_store_publishes_nothing(backend: Arc<dyn Backend>) {
     let src = MemFs::new();
     put(&src, "db", &noise(40 * CHUNK as usize, 7));
     Repository::init_in(backend.clone(), small()).unwrap();
-    let failing: Arc<dyn Backend> =
-        Arc::new(FailingPacks { inner: backend.clone(), allow: 2, stored: AtomicUsize::new(0) });
+    let failing: Arc<dyn Backend> = Arc::new(FailingPacks {
+        inner: backend.clone(),
+        allow: 2,
+        stored: AtomicUsize::new(0),
+        panic: false,
+    });
     let repo = Repository::open_in(failing).unwrap();
     let err = backup(&repo, &src, &["db"]).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("injected") && msg.contains(".pack"), "{at:?}: {msg}");
     assert!(msg.contains(&*backend.locate("packs").to_string_lossy()), "{at:?}: {msg}");
+    drop(repo);
+
+    // A caller that goes on past the failed store (its error ignored) still cannot publish:
+    // the lost pack's chunks are in no stored pack, and a manifest would name them.
+    put(&src, "other", &noise(40 * CHUNK as usize, 8));
+    let failing: Arc<dyn Backend> = Arc::new(FailingPacks {
+        inner: backend.clone(),
+        allow: 1,
+        stored: AtomicUsize::new(0),
+        panic: false,
+    });
+    let repo = Repository::open_in(failing).unwrap();
+    let mut w = repo.begin_set().with_pack_target(8 * CHUNK as u64);
+    let f = src.open(Path::new("other"), OpenMode::Read).unwrap();
+    let ignored = w.add_file("vol/other", FileRole::Database, "sg1/db1", f.as_ref(), &|_| {}).err();
+    let published = w.publish(SetMeta::default());
+    assert!(published.is_err(), "{at:?}: published after a failed store ({ignored:?})");
     drop(repo);
 
     let repo = Repository::open_in(backend.clone()).unwrap();
@@ -228,6 +254,46 @@ fn sets_round_trip_on_a_directory_and_on_s3() {
 #[test]
 fn a_failed_pack_store_publishes_nothing_on_a_directory_and_on_s3() {
     on_both("failed-pack", a_failed_pack_store_publishes_nothing);
+}
+
+/// A pack store that panics (a bug) ends the copy with its panic, never with a hang: every
+/// thread of the copy ends, no set is published, and the repository still works.
+#[test]
+fn a_panicking_pack_store_ends_the_copy_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = local_backend(dir.path());
+    let src = MemFs::new();
+    put(&src, "db", &noise(40 * CHUNK as usize, 9));
+    Repository::init_in(backend.clone(), small()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (failing_backend, src2) = (backend.clone(), src.clone());
+    std::thread::spawn(move || {
+        let failing: Arc<dyn Backend> = Arc::new(FailingPacks {
+            inner: failing_backend,
+            allow: 1,
+            stored: AtomicUsize::new(0),
+            panic: true,
+        });
+        let repo = Repository::open_in(failing).unwrap();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            backup(&repo, &src2, &["db"]).map(|_| ())
+        }));
+        let _ = tx.send(outcome.map_err(|_| "panicked"));
+    });
+    let outcome = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the copy to end within 120 s after its pack store panicked (it hung)");
+    match outcome {
+        Ok(Err(e)) => {
+            let msg = e.to_string();
+            assert!(msg.contains("panicked") && msg.contains("injected"), "{msg}");
+        }
+        other => panic!("the copy did not fail with the pack store's panic: {other:?}"),
+    }
+    let repo = Repository::open_in(backend.clone()).unwrap();
+    assert!(repo.list_sets().unwrap().is_empty(), "no set was published");
+    let set = backup(&repo, &src, &["db"]).unwrap();
+    repo.verify_set(&set, &|_| {}).unwrap();
 }
 
 #[test]

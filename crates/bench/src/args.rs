@@ -132,6 +132,11 @@ pub struct ThroughputArgs {
     #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub phases: bool,
+    /// Also measure against an S3 server on loopback (moto's, which must be installed),
+    /// Shadowcopy and restic side by side: `1`/`true` or `0`/`false`.
+    #[arg(long, value_name = "BOOL", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub s3: bool,
     #[command(flatten)]
     pub scratch: ScratchDir,
 }

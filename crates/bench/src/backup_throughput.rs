@@ -13,7 +13,8 @@
 //! to round. Every run starts with the page cache dropped and ends with `sync`. Rates are the
 //! medians over the rounds. With `--phases 1`, the database file's cold read, cold
 //! verification and the single-thread hashing and compression rates follow (see
-//! `store_setup::phases`).
+//! `store_setup::phases`). With `--s3 true`, each round also backs up into an encrypted
+//! repository on an S3 server on loopback, and restic into the same server.
 
 use std::time::Instant;
 
@@ -21,7 +22,8 @@ use serde_json::json;
 use vss::BackupType;
 
 use crate::args::{ThroughputArgs, median};
-use crate::store_setup::{self as setup, MIB};
+use crate::s3_target::S3Target;
+use crate::store_setup::{self as setup, MIB, ResticRepo};
 
 /// Runs the scenario.
 pub fn run(opts: &ThroughputArgs) -> anyhow::Result<()> {
@@ -35,6 +37,8 @@ pub fn run(opts: &ThroughputArgs) -> anyhow::Result<()> {
     let fill_s = t.elapsed().as_secs_f64();
     let sg = node.store().storage_group(setup::SG)?;
     let restic = setup::restic_version();
+    let s3 = if opts.s3 { Some(S3Target::start()?) } else { None };
+    let (mut s3_ours, mut s3_restics) = (Vec::new(), Vec::new());
 
     let (mut ours, mut cps, mut restics) = (Vec::new(), Vec::new(), Vec::new());
     let mut encrypted = Vec::new();
@@ -65,6 +69,12 @@ pub fn run(opts: &ThroughputArgs) -> anyhow::Result<()> {
         let (enc_report, _) = setup::backup_timed(&node, &enc_repo, BackupType::Full)?;
         encrypted.push(enc_report.bytes as f64 / MIB / enc_report.elapsed.as_secs_f64());
         drop(enc_repo);
+        if let Some(s3) = &s3 {
+            let s3_repo = s3.repository(&format!("shadowcopy-{round}"))?;
+            setup::drop_caches();
+            let (r, _) = setup::backup_timed(&node, &s3_repo, BackupType::Full)?;
+            s3_ours.push(r.bytes as f64 / MIB / r.elapsed.as_secs_f64());
+        }
         sg.dismount(false)?;
 
         let files: Vec<_> =
@@ -91,6 +101,13 @@ pub fn run(opts: &ThroughputArgs) -> anyhow::Result<()> {
                     setup::drop_caches();
                     let secs = setup::restic_backup(&files, &rrepo)?;
                     restics.push(file_mib / secs);
+                    if let Some(s3) = &s3 {
+                        let remote =
+                            ResticRepo::s3(s3.restic_repo(&format!("restic-{round}")), s3.env());
+                        remote.init()?;
+                        setup::drop_caches();
+                        s3_restics.push(file_mib / remote.backup(&files)?);
+                    }
                 }
                 _ => {}
             }
@@ -128,6 +145,17 @@ pub fn run(opts: &ThroughputArgs) -> anyhow::Result<()> {
         "page_cache_dropped": cache_dropped,
         "baselines_read": "the backup set's files on the volumes' host directories, storage group dismounted after the backup",
     });
+    if s3.is_some() {
+        let ours = median(s3_ours.clone());
+        let theirs = (!s3_restics.is_empty()).then(|| median(s3_restics.clone()));
+        out["s3"] = json!({
+            "server": "moto_server on loopback (a Python server in memory: compares the clients, not S3)",
+            "backup_mib_s": ours,
+            "restic_mib_s": theirs,
+            "ratio_restic": theirs.map(|r| ours / r),
+            "runs": {"backup": s3_ours, "restic": s3_restics},
+        });
+    }
     match restic {
         Some(v) => out["restic"] = json!(v),
         None => out["note"] = json!("restic is not installed (Debian package `restic`)"),

@@ -20,6 +20,7 @@ mod prune_cost;
 mod replication_lag;
 mod replication_throughput;
 mod restore_throughput;
+mod s3_target;
 mod seed_throughput;
 mod snapshot_scaling;
 mod snapshot_set;

@@ -11,11 +11,9 @@
 //! per case.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
 use backup::repo::prune::{PruneOptions, prune};
 use backup::repo::{FileRole, InitOptions, Repository, SetMeta};
 use serde_json::json;
@@ -38,9 +36,10 @@ pub fn run(opts: &PruneCostArgs) -> anyhow::Result<()> {
     let fs: FsRef = Arc::new(HostFs::new(&repo_dir)?);
     let repo = Repository::init(fs, "", InitOptions::default())?;
     let restic = setup::restic_version();
-    let rrepo = dir.join("restic-repo");
+    let rrepo_dir = dir.join("restic-repo");
+    let rrepo = setup::ResticRepo::dir(&rrepo_dir);
     if restic.is_some() {
-        restic_cmd(&rrepo, &["init", "--repository-version", "2"]).map(|_| ())?;
+        rrepo.run(&["init", "--repository-version", "2"]).map(|_| ())?;
     }
     let mut ids = Vec::new();
     for i in 0..sets {
@@ -55,7 +54,7 @@ pub fn run(opts: &PruneCostArgs) -> anyhow::Result<()> {
         w.add_file("vol/db", FileRole::Database, "sg/db", f.as_ref(), &|_| {})?;
         ids.push(w.publish(SetMeta::default())?.id);
         if restic.is_some() {
-            restic_cmd(&rrepo, &["backup", "--host", "bench", &src_dir.display().to_string()])?;
+            rrepo.run(&["backup", "--host", "bench", &src_dir.display().to_string()])?;
         }
     }
     for id in ids.iter().step_by(2) {
@@ -64,7 +63,7 @@ pub fn run(opts: &PruneCostArgs) -> anyhow::Result<()> {
     let cache_dropped = setup::drop_caches();
     let t = Instant::now();
     let r = prune(&repo, &PruneOptions::default())?;
-    sync();
+    setup::sync();
     let ours = t.elapsed().as_secs_f64();
     let base = json!({
         "scenario": "prune-cost",
@@ -88,7 +87,7 @@ pub fn run(opts: &PruneCostArgs) -> anyhow::Result<()> {
     match restic {
         None => line["note"] = json!("restic is not installed (Debian package `restic`)"),
         Some(v) => {
-            let out = restic_cmd(&rrepo, &["snapshots", "--json"])?;
+            let out = rrepo.run(&["snapshots", "--json"])?;
             let snaps: Vec<serde_json::Value> = serde_json::from_slice(&out)?;
             let mut snaps: Vec<(String, String)> = snaps
                 .iter()
@@ -98,37 +97,20 @@ pub fn run(opts: &PruneCostArgs) -> anyhow::Result<()> {
             let mut forget = vec!["forget".to_string()];
             forget.extend(snaps.iter().step_by(2).map(|(_, id)| id.clone()));
             let forget: Vec<&str> = forget.iter().map(String::as_str).collect();
-            restic_cmd(&rrepo, &forget)?;
-            let before = setup::tree_bytes(&rrepo)?;
+            rrepo.run(&forget)?;
+            let before = setup::tree_bytes(&rrepo_dir)?;
             line["cache_dropped"] = json!(setup::drop_caches());
             let t = Instant::now();
-            restic_cmd(&rrepo, &["prune", "--max-unused", "10%"])?;
-            sync();
+            rrepo.run(&["prune", "--max-unused", "10%"])?;
+            setup::sync();
             let secs = t.elapsed().as_secs_f64();
             line["restic"] = json!(v);
             line["seconds"] = json!(secs);
             line["mib_before"] = json!(before as f64 / MIB);
-            line["mib_after"] = json!(setup::tree_bytes(&rrepo)? as f64 / MIB);
+            line["mib_after"] = json!(setup::tree_bytes(&rrepo_dir)? as f64 / MIB);
             line["ratio_seconds_shadowcopy_over_restic"] = json!(ours / secs.max(1e-9));
         }
     }
     println!("{line}");
     Ok(())
-}
-
-/// Runs `restic ARGS` on the repository at `repo`; returns its standard output.
-fn restic_cmd(repo: &Path, args: &[&str]) -> anyhow::Result<Vec<u8>> {
-    let mut c = Command::new("restic");
-    c.env("RESTIC_PASSWORD", "shadowcopy-bench").arg("--repo").arg(repo).arg("--quiet");
-    c.args(args);
-    let out = c.output().with_context(|| format!("running {c:?}"))?;
-    if !out.status.success() {
-        bail!("{c:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(out.stdout)
-}
-
-/// Flushes everything written to the disks, so that a timing includes making it durable.
-fn sync() {
-    let _ = Command::new("sync").status();
 }

@@ -236,7 +236,7 @@ pub fn drop_caches() -> bool {
 }
 
 /// Writes every dirty page of every file system to disk (`sync(1)`).
-fn sync() {
+pub fn sync() {
     if let Err(e) = Command::new("sync").status() {
         eprintln!("warning: running sync: {e}");
     }
@@ -281,25 +281,75 @@ pub fn restic_version() -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn restic(repo: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new("restic");
-    c.env("RESTIC_PASSWORD", "shadowcopy-bench").arg("--repo").arg(repo).arg("--quiet");
-    c.args(args);
-    c
+/// A restic repository: a directory, or an S3 URL with the `AWS_*` variables that reach its
+/// server. Every command runs with the bench's password and `--quiet`.
+#[derive(Debug, Clone)]
+pub struct ResticRepo {
+    location: std::ffi::OsString,
+    env: Vec<(&'static str, String)>,
 }
 
-/// Creates a local restic repository at `repo`, format 2, so that restic compresses too (its
-/// default `auto` level), as Shadowcopy's repository does.
+impl ResticRepo {
+    /// A repository in the directory `path`.
+    pub fn dir(path: &Path) -> ResticRepo {
+        ResticRepo { location: path.as_os_str().to_owned(), env: Vec::new() }
+    }
+
+    /// A repository at restic's `s3:` URL, reached with `env`.
+    pub fn s3(url: String, env: Vec<(&'static str, String)>) -> ResticRepo {
+        ResticRepo { location: url.into(), env }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("restic");
+        c.env("RESTIC_PASSWORD", "shadowcopy-bench").arg("--repo").arg(&self.location);
+        c.envs(self.env.iter().map(|(k, v)| (k, v))).arg("--quiet").args(args);
+        c
+    }
+
+    /// Runs `restic ARGS` to completion and returns its standard output; fails with its
+    /// standard error.
+    pub fn run(&self, args: &[&str]) -> anyhow::Result<Vec<u8>> {
+        let mut c = self.command(args);
+        let out = c.output().with_context(|| format!("running {c:?}"))?;
+        if !out.status.success() {
+            bail!("{c:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(out.stdout)
+    }
+
+    /// Creates the repository, format 2, so that restic compresses too (its default `auto`
+    /// level), as Shadowcopy's repository does.
+    pub fn init(&self) -> anyhow::Result<()> {
+        timed(&mut self.command(&["init", "--repository-version", "2"]))?;
+        Ok(())
+    }
+
+    /// `restic backup` of `files`; returns the seconds it took (with the `sync` after it).
+    pub fn backup(&self, files: &[PathBuf]) -> anyhow::Result<f64> {
+        let mut cmd = self.command(&["backup"]);
+        cmd.args(files);
+        timed(&mut cmd)
+    }
+
+    /// `restic restore latest` into `target` (created); returns the seconds it took (with the
+    /// `sync` after it).
+    pub fn restore_latest(&self, target: &Path) -> anyhow::Result<f64> {
+        std::fs::create_dir_all(target)?;
+        let mut cmd = self.command(&["restore", "latest", "--target"]);
+        cmd.arg(target);
+        timed(&mut cmd)
+    }
+}
+
+/// Creates a local restic repository at `repo` (see [`ResticRepo::init`]).
 pub fn restic_init(repo: &Path) -> anyhow::Result<()> {
-    timed(&mut restic(repo, &["init", "--repository-version", "2"]))?;
-    Ok(())
+    ResticRepo::dir(repo).init()
 }
 
 /// `restic backup` of `files` into the repository at `repo`; returns the seconds it took.
 pub fn restic_backup(files: &[PathBuf], repo: &Path) -> anyhow::Result<f64> {
-    let mut cmd = restic(repo, &["backup"]);
-    cmd.args(files);
-    timed(&mut cmd)
+    ResticRepo::dir(repo).backup(files)
 }
 
 /// Where a backup's time goes, measured piece by piece on the database file `db` (a host

@@ -118,7 +118,7 @@ pub struct ScheduleConfig {
     pub backup_type: Option<api::BackupType>,
     /// In a DAG, which copy to back up: `active`, `passive` or a node (`backup run --from`).
     pub from: Option<String>,
-    /// The repository directory on the node (absolute).
+    /// The repository: a directory on the node (absolute) or `s3://bucket/prefix`.
     pub repo: PathBuf,
     /// The repository's password, for encrypted repositories (carried for their use).
     pub password_file: Option<PathBuf>,
@@ -588,8 +588,17 @@ impl Config {
             if let Err(e) = parse_cron(&s.cron) {
                 return Err(bad("cron", format!("{:?} is not a cron expression: {e}", s.cron)));
             }
-            if !s.repo.is_absolute() {
-                return Err(bad("repo", format!("{} must be an absolute path", s.repo.display())));
+            // A directory on the node (absolute: the node's working directory is nobody's
+            // business) or an `s3://bucket/prefix` (reached through `[s3]`).
+            match backup::repo::RepoLocation::parse(&s.repo.to_string_lossy()) {
+                Err(e) => return Err(bad("repo", e.to_string())),
+                Ok(backup::repo::RepoLocation::Local(p)) if !p.is_absolute() => {
+                    return Err(bad(
+                        "repo",
+                        format!("{} must be an absolute path or s3://BUCKET/PREFIX", p.display()),
+                    ));
+                }
+                Ok(_) => {}
             }
             match s.action {
                 api::ScheduleAction::Backup => {
@@ -839,6 +848,14 @@ path = "SG1/DB1.edb"
             e.contains("schedule[0].repo") && e.contains("\"nightly\"") && e.contains("absolute"),
             "{e}"
         );
+        // An S3 repository is a repository too; another scheme is a typo, refused by name.
+        Config::parse(
+            &format!("{GOOD}{}", SCHEDULE.replace("/srv/backups", "s3://mail/nightly")),
+            Path::new("t"),
+        )
+        .unwrap();
+        let e = err(&format!("{GOOD}{}", SCHEDULE.replace("/srv/backups", "gs://mail/nightly")));
+        assert!(e.contains("schedule[0].repo") && e.contains("gs://mail/nightly"), "{e}");
         let e = err(&format!("{GOOD}{}", SCHEDULE.replace("type = \"full\"\n", "")));
         assert!(e.contains("schedule[0].type") && e.contains("\"nightly\""), "{e}");
         let e = err(&format!("{GOOD}{SCHEDULE}{SCHEDULE}"));

@@ -10,6 +10,7 @@
 //! reading the file a second time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
@@ -225,15 +226,21 @@ impl<'r> SetWriter<'r> {
         let mut chunks = Vec::new();
         let mut copied = 0u64;
         let (work_tx, work_rx) = mpsc::sync_channel::<Work>(workers * 2);
-        let work_rx = Mutex::new(work_rx);
+        // Shared by the workers and dropped with the last of them (whether it returns or
+        // panics), so that the reader's next send fails instead of waiting for ever.
+        let work_rx = Arc::new(Mutex::new(work_rx));
         let (done_tx, done_rx) = mpsc::sync_channel::<Done>(workers * 2);
         // Chunk buffers go back to the reader once stored, so that it reads into memory that
         // is already mapped rather than zeroing a fresh megabyte for every chunk.
         let (free_tx, free_rx) = mpsc::sync_channel::<Vec<u8>>(workers * 4 + 2);
         let result: Result<()> = thread::scope(|s| {
+            // Owned by this closure: a panic here (a pack store's, carried on by
+            // `store_chunk`) drops it while unwinding, so the workers' sends fail and they end,
+            // which `thread::scope` waits for before it carries the panic on.
+            let done_rx = done_rx;
             for i in 0..workers {
                 let done_tx = done_tx.clone();
-                let (work_rx, in_flight) = (&work_rx, &in_flight);
+                let (work_rx, in_flight) = (Arc::clone(&work_rx), &in_flight);
                 // Named so that `top -H` and profilers tell the copy's threads apart.
                 let worker = thread::Builder::new().name(format!("backup-pack-{i}"));
                 worker
@@ -278,6 +285,7 @@ impl<'r> SetWriter<'r> {
                     .map_err(|e| RepoError::Source { file: path.into(), source: e })?;
             }
             drop(done_tx);
+            drop(work_rx);
             // The reader: this scope's own thread feeds the workers from a second thread so
             // that the collector below can run here.
             let cancel = &cancel;
@@ -394,8 +402,7 @@ impl<'r> SetWriter<'r> {
         self.finish_sealed(false)?;
         while self.sealing.len() >= MAX_STORING {
             let oldest = self.sealing.remove(0);
-            // A panic on the sealing thread is a bug: carry it on here.
-            let entries = oldest.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+            let entries = self.join_sealing(oldest)?;
             self.index(entries);
         }
         if let Some(p) = self.pack.take() {
@@ -421,8 +428,7 @@ impl<'r> SetWriter<'r> {
                 self.sealing.push(h);
                 continue;
             }
-            // A panic on the sealing thread is a bug: carry it on here.
-            match h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)) {
+            match self.join_sealing(h) {
                 Ok(entries) => self.index(entries),
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -430,6 +436,25 @@ impl<'r> SetWriter<'r> {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Waits for a pack's store. A panic on its thread (a bug, in a backend say) fails this
+    /// set like a failed store rather than carrying the panic on: carried on, it would unwind
+    /// through the copy's scoped threads and this writer's `Drop` (which joins the other
+    /// stores, and may meet a second panic there, aborting the process).
+    fn join_sealing(&self, h: Sealing) -> Result<Vec<(blake3::Hash, ChunkLoc)>> {
+        h.join().unwrap_or_else(|p| {
+            let why = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(RepoError::Io {
+                op: "storing a pack (its thread panicked), in",
+                path: self.repo.location(),
+                source: std::io::Error::other(why),
+            })
+        })
     }
 
     /// Moves sealed chunks from this writer's pending ones to the shared index.
