@@ -37,7 +37,7 @@ pub struct ProviderList {
 pub struct Provider {
     pub provider_id: Uuid,
     pub name: String,
-    /// Always `software`.
+    /// `software` (copy-on-write filter) or `btrfs` (btrfs read-only snapshots).
     #[serde(rename = "type")]
     pub provider_type: String,
 }

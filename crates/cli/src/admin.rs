@@ -242,7 +242,9 @@ fn print_writers(v: &api::WriterList) {
 fn print_providers(v: &api::ProviderList) {
     for p in &v.providers {
         println!("Provider name: '{}'", p.name);
-        println!("   Provider type: Software");
+        let kind =
+            if p.provider_type == "btrfs" { "btrfs (redirect-on-write)" } else { "Software" };
+        println!("   Provider type: {kind}");
         println!("   Provider Id: {{{}}}", p.provider_id);
         println!();
     }

@@ -246,6 +246,23 @@ pub struct VolumeConfig {
     pub create: bool,
     /// Copy-on-write block size; a power of two (default 16 KiB).
     pub block_size: Option<String>,
+    /// Which provider snapshots the volume (default `software`).
+    #[serde(default)]
+    pub provider: VolumeProvider,
+}
+
+/// `provider` of a `[[volume]]`: who takes its snapshots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeProvider {
+    /// The copy-on-write filter: protects what the node writes.
+    #[default]
+    Software,
+    /// btrfs read-only snapshots: the directory must be a btrfs subvolume; protects anything
+    /// written to it, by any program.
+    Btrfs,
+    /// btrfs where the directory is a btrfs subvolume, software elsewhere.
+    Auto,
 }
 
 /// `[[shadow_storage]]`.
@@ -807,6 +824,7 @@ path = "SG1/DB1.edb"
             "tcp",
             "token_file",
             "block_size",
+            "provider",
             "system_dir",
             "prefix",
             "cron",
@@ -819,6 +837,17 @@ path = "SG1/DB1.edb"
         ] {
             assert!(SAMPLE.contains(&format!("{key} =")), "the sample lacks {key}");
         }
+    }
+
+    #[test]
+    fn a_volume_names_its_provider() {
+        let text = GOOD.replacen("[[volume]]\n", "[[volume]]\nprovider = \"auto\"\n", 1);
+        assert_ne!(text, GOOD, "the test edits the first volume");
+        let c = Config::parse(&text, Path::new("t")).unwrap();
+        assert_eq!(c.volumes[0].provider, VolumeProvider::Auto);
+        assert_eq!(c.volumes[1].provider, VolumeProvider::Software);
+        let bad = GOOD.replacen("[[volume]]\n", "[[volume]]\nprovider = \"zfs\"\n", 1);
+        assert!(Config::parse(&bad, Path::new("t")).is_err());
     }
 
     const SCHEDULE: &str = "\n[[schedule]]\nname = \"nightly\"\ncron = \"0 2 * * *\"\nsg = \"SG1\"\ntype = \"full\"\nrepo = \"/srv/backups\"\n";

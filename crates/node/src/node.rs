@@ -23,11 +23,39 @@ use backup::repo::Repository;
 use backup::{Requester, Restorer};
 use events::{EventLog, EventSink, LogOptions};
 use store::{DatabaseDef, EngineTuning, InformationStore, StorageGroupDef, StoreWriter, VolumeRef};
-use volume::{FsRef, HostFs, SoftwareProvider, Volume, VolumeOptions};
+use volume::{BtrfsProvider, FsRef, HostFs, SoftwareProvider, Volume, VolumeOptions};
+use vss::BtrfsProviderAdapter;
 use vss::software::SoftwareProviderAdapter;
 use vss::{Coordinator, CoordinatorConfig};
 
-use crate::config::{Config, StorageGroupConfig, parse_size};
+use crate::config::{Config, StorageGroupConfig, VolumeProvider, parse_size};
+
+/// How often the shadow storage of btrfs volumes is measured against its limit: other
+/// programs write to a btrfs volume without the node seeing it, so no write can trigger the
+/// check as it does for the software provider.
+const BTRFS_STORAGE_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Checks the btrfs volumes' shadow storage every [`BTRFS_STORAGE_CHECK`] on a thread that
+/// ends once the provider is gone (the node stopped).
+fn watch_btrfs_shadow_storage(btrfs: &Arc<BtrfsProvider>) {
+    if btrfs.volumes().is_empty() {
+        return;
+    }
+    let weak = Arc::downgrade(btrfs);
+    let spawned =
+        std::thread::Builder::new().name("btrfs-shadow-storage".into()).spawn(move || {
+            loop {
+                std::thread::sleep(BTRFS_STORAGE_CHECK);
+                let Some(p) = weak.upgrade() else { return };
+                if let Err(e) = p.check_shadow_storage() {
+                    tracing::warn!(error = %e, "checking btrfs shadow storage failed");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the btrfs shadow-storage check");
+    }
+}
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +81,12 @@ pub enum NodeError {
          [[volume]] for the node to create it"
     )]
     MissingVolume { label: String, path: std::path::PathBuf },
+    #[error(
+        "volume {label}: provider = \"btrfs\" but {path} is not a btrfs subvolume; make it one \
+         (`btrfs subvolume create {path}`), or set provider = \"software\" or \"auto\" in its \
+         [[volume]]"
+    )]
+    NotBtrfs { label: String, path: std::path::PathBuf },
     #[error("coordinator: {0}")]
     Coordinator(#[from] vss::VssError),
     #[error(transparent)]
@@ -82,6 +116,9 @@ pub struct Node {
     events: Arc<EventLog>,
     volumes: BTreeMap<String, Volume>,
     provider: Arc<SoftwareProvider>,
+    /// The btrfs provider: the volumes whose `provider` chose btrfs (not registered with the
+    /// software provider, so the coordinator picks this one for them).
+    btrfs: Arc<BtrfsProvider>,
     coordinator: Coordinator,
     store: Arc<InformationStore>,
     /// Jobs found interrupted at start-up.
@@ -141,6 +178,7 @@ impl Node {
         let sink: Arc<dyn EventSink> = events.clone();
 
         let provider = Arc::new(SoftwareProvider::new());
+        let btrfs = Arc::new(BtrfsProvider::new());
         let mut volumes = BTreeMap::new();
         for v in &config.volumes {
             let mut opts = VolumeOptions::new(v.label.clone());
@@ -153,14 +191,38 @@ impl Node {
                     path: v.path.clone(),
                 });
             }
+            let subvolume = volume::btrfs::is_subvolume(&v.path).unwrap_or(false);
+            let on_btrfs = match v.provider {
+                VolumeProvider::Software => false,
+                VolumeProvider::Auto => subvolume,
+                VolumeProvider::Btrfs if subvolume => true,
+                VolumeProvider::Btrfs => {
+                    return Err(NodeError::NotBtrfs {
+                        label: v.label.clone(),
+                        path: v.path.clone(),
+                    });
+                }
+            };
             let vol = Volume::open_or_create(&v.path, opts)
                 .map_err(|source| NodeError::Volume { label: v.label.clone(), source })?;
-            vss::software::forward_volume_events(&vol, sink.clone())
+            let provider_name = if on_btrfs {
+                volume::btrfs::PROVIDER_NAME
+            } else {
+                volume::provider::PROVIDER_NAME
+            };
+            vss::software::forward_volume_events_of(&vol, sink.clone(), provider_name)
                 .map_err(|source| NodeError::DataDir { path: v.path.clone(), source })?;
-            provider.register(vol.clone());
+            if on_btrfs {
+                btrfs
+                    .register(vol.clone())
+                    .map_err(|source| NodeError::Volume { label: v.label.clone(), source })?;
+            } else {
+                provider.register(vol.clone());
+            }
             volumes.insert(v.label.clone(), vol);
         }
-        let shadow_state = crate::shadow_storage::apply_at_start(&config, &provider, &sink);
+        let shadow_state = crate::shadow_storage::apply_at_start(&config, &provider, &btrfs, &sink);
+        watch_btrfs_shadow_storage(&btrfs);
 
         let journal = vss::journal::JobJournal::open(data.clone(), "jobs")?;
         let coordinator = Coordinator::with_journal(
@@ -170,6 +232,7 @@ impl Node {
             journal,
         );
         coordinator.register_provider(Arc::new(SoftwareProviderAdapter::new(provider.clone())));
+        coordinator.register_provider(Arc::new(BtrfsProviderAdapter::new(btrfs.clone())));
         let recovered_jobs = coordinator.recover_interrupted_jobs()?;
 
         let created = crate::layout::Created::load(&data_dir)?;
@@ -201,6 +264,7 @@ impl Node {
             events,
             volumes,
             provider,
+            btrfs,
             coordinator,
             store,
             recovered_jobs,
@@ -248,6 +312,11 @@ impl Node {
     /// The software provider (volumes, snapshots, shadow storage).
     pub fn provider(&self) -> &Arc<SoftwareProvider> {
         &self.provider
+    }
+
+    /// The btrfs provider (the volumes configured with it, their snapshots and shadow storage).
+    pub fn btrfs_provider(&self) -> &Arc<BtrfsProvider> {
+        &self.btrfs
     }
 
     /// The registered volumes, by label.

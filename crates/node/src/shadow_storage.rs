@@ -23,7 +23,7 @@ use events::EventSink;
 use events::catalog as cat;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use volume::SoftwareProvider;
+use volume::{BtrfsProvider, SoftwareProvider};
 
 use crate::config::{Config, MaxSize, ShadowStorageConfig, parse_max_size};
 use crate::node::Node;
@@ -110,10 +110,14 @@ fn configured_max(config: &Config, s: &ShadowStorageConfig) -> Option<u64> {
 /// elsewhere, resized otherwise.
 fn apply(
     provider: &SoftwareProvider,
+    btrfs: &BtrfsProvider,
     for_volume: &str,
     on: &str,
     max: Option<u64>,
 ) -> Result<(), volume::VolumeError> {
+    if btrfs.is_supported(for_volume) {
+        return apply_btrfs(btrfs, for_volume, on, max);
+    }
     let vol = provider.volume(for_volume)?;
     let target = provider.volume(on)?;
     if vol.shadow_storage().on_volume != target.guid() {
@@ -123,12 +127,32 @@ fn apply(
     }
 }
 
+/// A btrfs volume's snapshots live on the volume itself: only its limit can change.
+fn apply_btrfs(
+    btrfs: &BtrfsProvider,
+    for_volume: &str,
+    on: &str,
+    max: Option<u64>,
+) -> Result<(), volume::VolumeError> {
+    let vol = btrfs.volume(for_volume)?;
+    if on != vol.label() && on != vol.guid().to_string() {
+        return Err(volume::VolumeError::ShadowStorage {
+            volume: vol.label().to_string(),
+            why: format!(
+                "its btrfs snapshots live on the volume itself; shadow storage cannot be on {on}"
+            ),
+        });
+    }
+    btrfs.set_shadow_storage_max(for_volume, max)
+}
+
 /// Applies, at start, the configuration's shadow storage and the changes made at runtime
 /// (module documentation), and returns the runtime changes that still stand. Reports and
 /// skips what cannot be applied.
 pub(crate) fn apply_at_start(
     config: &Config,
     provider: &SoftwareProvider,
+    btrfs: &BtrfsProvider,
     sink: &Arc<dyn EventSink>,
 ) -> RuntimeShadowStorage {
     let data_dir = &config.node.data_dir;
@@ -162,7 +186,7 @@ pub(crate) fn apply_at_start(
         standing.entries.push(c.clone());
     }
     for (volume, (on, max, what)) in &wanted {
-        if let Err(e) = apply(provider, volume, on, *max) {
+        if let Err(e) = apply(provider, btrfs, volume, on, *max) {
             report(volume, what.clone(), format!("{e}; the shadow storage on disk is kept"));
         }
     }
@@ -212,7 +236,11 @@ impl Node {
         on: &str,
         max: Option<u64>,
     ) -> Result<(), ShadowStorageError> {
-        self.provider().add_shadow_storage(for_volume, on, max)?;
+        if self.btrfs_provider().is_supported(for_volume) {
+            apply_btrfs(self.btrfs_provider(), for_volume, on, max)?;
+        } else {
+            self.provider().add_shadow_storage(for_volume, on, max)?;
+        }
         self.record(for_volume, on.into(), max)
     }
 
@@ -223,6 +251,11 @@ impl Node {
         for_volume: &str,
         max: Option<u64>,
     ) -> Result<(), ShadowStorageError> {
+        if self.btrfs_provider().is_supported(for_volume) {
+            let label = self.btrfs_provider().volume(for_volume)?.label().to_string();
+            self.btrfs_provider().set_shadow_storage_max(for_volume, max)?;
+            return self.record(for_volume, label, max);
+        }
         self.provider().resize_shadow_storage(for_volume, max)?;
         let on_guid = self.provider().volume(for_volume)?.shadow_storage().on_volume;
         let on = self.label_of(on_guid).unwrap_or_else(|| for_volume.to_string());

@@ -47,6 +47,18 @@ pub enum VolumeError {
     TooManySnapshots { volume: String, count: usize },
     #[error("shadow storage of volume {volume}: {why}")]
     ShadowStorage { volume: String, why: String },
+    #[error(
+        "volume {volume}: {root} is not a btrfs subvolume, so the btrfs provider cannot \
+         snapshot it (make it one with `btrfs subvolume create`, or use the software provider)"
+    )]
+    NotBtrfsSubvolume { volume: String, root: PathBuf },
+    #[error("volume {volume}: btrfs: {op}: {source}")]
+    Btrfs {
+        volume: String,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl VolumeError {
@@ -58,7 +70,7 @@ impl VolumeError {
 impl From<VolumeError> for io::Error {
     fn from(e: VolumeError) -> Self {
         let kind = match &e {
-            VolumeError::Io { source, .. } => source.kind(),
+            VolumeError::Io { source, .. } | VolumeError::Btrfs { source, .. } => source.kind(),
             VolumeError::SnapshotNotFound(_) | VolumeError::SnapshotDeleted(_) => {
                 io::ErrorKind::NotFound
             }

@@ -13,6 +13,7 @@
 //! applications' writers are frozen during the commit), so the hold costs no scan. A volume
 //! that changed meanwhile is scanned again under the barrier.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -52,11 +53,75 @@ pub struct CommitReport {
     pub scan_ahead: Duration,
 }
 
+/// Why [`commit_set_within`] failed: the volumes' own commit, or the work done inside the hold.
+#[derive(Debug)]
+pub enum WithinError<E> {
+    Volume(VolumeError),
+    Within(E),
+}
+
+impl<E> From<VolumeError> for WithinError<E> {
+    fn from(e: VolumeError) -> Self {
+        WithinError::Volume(e)
+    }
+}
+
 /// Commits one snapshot of each of `volumes` (duplicates are ignored) as set `set_id`.
 pub fn commit_set(volumes: &[Volume], set_id: Uuid, opts: &CommitOptions) -> Result<CommitReport> {
+    match commit_set_within(volumes, set_id, opts, || Ok::<(), std::convert::Infallible>(())) {
+        Ok((report, ())) => Ok(report),
+        Err(WithinError::Volume(e)) => Err(e),
+        Err(WithinError::Within(never)) => match never {},
+    }
+}
+
+/// The volumes sorted by GUID without duplicates: the one order in which every commit takes
+/// barriers, so that two commits sharing volumes cannot deadlock.
+pub(crate) fn barrier_order(volumes: &[Volume]) -> Vec<&Volume> {
     let mut order: Vec<&Volume> = volumes.iter().collect();
     order.sort_by_key(|v| v.guid());
     order.dedup_by_key(|v| v.guid());
+    order
+}
+
+/// Takes the write barrier of every volume of `order` exclusively before `deadline` (new writes
+/// through the volumes wait, writes in flight drain), or none of them.
+pub(crate) fn hold_writes<'a>(
+    order: &[&'a Volume],
+    start: Instant,
+    deadline: Instant,
+    limit: Duration,
+) -> Result<Vec<parking_lot::RwLockWriteGuard<'a, ()>>> {
+    let mut guards = Vec::with_capacity(order.len());
+    for v in order {
+        match v.inner.barrier.try_write_until(deadline) {
+            Some(g) => guards.push(g),
+            None => {
+                drop(guards);
+                tracing::warn!(volume = v.label(), "flush-and-hold timed out waiting for writes");
+                return Err(VolumeError::HoldTimeout {
+                    volume: v.label().to_string(),
+                    waited: start.elapsed(),
+                    limit,
+                });
+            }
+        }
+    }
+    Ok(guards)
+}
+
+/// [`commit_set`], running `within` while the writes of every volume are held and the
+/// snapshots are prepared but not yet live: the coordinator nests another provider's commit
+/// there, so that a set mixing providers is one point in time. If `within` fails, no snapshot
+/// of these volumes goes live. `within` is the last step that can undo the commit; it should
+/// be quick (the writes wait for it).
+pub fn commit_set_within<T, E>(
+    volumes: &[Volume],
+    set_id: Uuid,
+    opts: &CommitOptions,
+    within: impl FnOnce() -> std::result::Result<T, E>,
+) -> std::result::Result<(CommitReport, T), WithinError<E>> {
+    let order = barrier_order(volumes);
     // Scan ahead of the hold; reused under the barrier if the volume stayed quiet.
     let scan_start = Instant::now();
     let mut pre = Vec::with_capacity(order.len());
@@ -71,17 +136,7 @@ pub fn commit_set(volumes: &[Volume], set_id: Uuid, opts: &CommitOptions) -> Res
         waited: start.elapsed(),
         limit: opts.timeout,
     };
-    let mut guards = Vec::with_capacity(order.len());
-    for v in &order {
-        match v.inner.barrier.try_write_until(deadline) {
-            Some(g) => guards.push(g),
-            None => {
-                drop(guards);
-                tracing::warn!(volume = v.label(), "flush-and-hold timed out waiting for writes");
-                return Err(timeout(v));
-            }
-        }
-    }
+    let guards = hold_writes(&order, start, deadline, opts.timeout)?;
     let mut prepared = Vec::with_capacity(order.len());
     let mut failure = None;
     for (v, pre) in order.iter().zip(pre.iter_mut()) {
@@ -97,13 +152,24 @@ pub fn commit_set(volumes: &[Volume], set_id: Uuid, opts: &CommitOptions) -> Res
             break;
         }
     }
-    if let Some(e) = failure {
-        for (v, s) in order.iter().zip(&prepared) {
+    let discard = |prepared: &[Arc<crate::snapshot::Snapshot>]| {
+        for (v, s) in order.iter().zip(prepared) {
             v.inner.discard_prepared(s);
         }
+    };
+    if let Some(e) = failure {
+        discard(&prepared);
         drop(guards);
-        return Err(e);
+        return Err(WithinError::Volume(e));
     }
+    let inner = match within() {
+        Ok(t) => t,
+        Err(e) => {
+            discard(&prepared);
+            drop(guards);
+            return Err(WithinError::Within(e));
+        }
+    };
     for (v, s) in order.iter().zip(&prepared) {
         v.inner.install(s.clone());
     }
@@ -122,7 +188,7 @@ pub fn commit_set(volumes: &[Volume], set_id: Uuid, opts: &CommitOptions) -> Res
                         "could not delete a snapshot of a set whose persisting failed");
                 }
             }
-            return Err(e);
+            return Err(WithinError::Volume(e));
         }
     }
     for (v, s) in order.iter().zip(&prepared) {
@@ -141,5 +207,5 @@ pub fn commit_set(volumes: &[Volume], set_id: Uuid, opts: &CommitOptions) -> Res
             v.inner.info(s)
         })
         .collect();
-    Ok(CommitReport { set_id, snapshots, hold, scan_ahead })
+    Ok((CommitReport { set_id, snapshots, hold, scan_ahead }, inner))
 }

@@ -11,8 +11,10 @@
 //! Entry points: [`Volume`] (create/open, the live [`FileSystem`], snapshots, shadow storage,
 //! events), [`SnapshotView`] (a snapshot as a read-only [`FileSystem`]), [`hold::commit_set`]
 //! (flush-and-hold of several volumes) and [`provider::SoftwareProvider`] (what the
-//! coordinator drives).
+//! coordinator drives); [`btrfs::BtrfsProvider`] snapshots volumes that are btrfs subvolumes
+//! with the file system's own read-only snapshots instead.
 
+pub mod btrfs;
 pub mod cow;
 pub mod diff;
 pub mod error;
@@ -30,10 +32,11 @@ pub mod table;
 pub mod view;
 pub mod volume;
 
+pub use btrfs::{BtrfsProvider, BtrfsView};
 pub use error::{BlockSizeChanged, VolumeError};
 pub use events::{DeleteReason, VolumeEvent};
 pub use fs::{DirEntry, File, FileKind, FileRef, FileSystem, FsRef, Metadata, OpenMode};
-pub use hold::{CommitOptions, CommitReport, commit_set};
+pub use hold::{CommitOptions, CommitReport, WithinError, commit_set, commit_set_within};
 pub use host::HostFs;
 pub use mem::MemFs;
 pub use provider::{CommittedSet, ShadowCopy, SoftwareProvider, VolumeInfo};

@@ -14,6 +14,7 @@
 //!   every transition;
 //! - [`BackupComponentsDocument`], the stable JSON record of a job.
 
+pub mod btrfs;
 mod call;
 pub mod coordinator;
 pub mod document;
@@ -30,6 +31,7 @@ pub mod software;
 pub mod testing;
 pub mod writer;
 
+pub use btrfs::{BTRFS_PROVIDER_ID, BtrfsProviderAdapter};
 pub use coordinator::{Coordinator, CoordinatorConfig, WriterListing};
 pub use document::{
     BackupComponentsDocument, ComponentEntry, DocumentError, SnapshotRecord, WriterEntry,
@@ -64,5 +66,6 @@ mod tests {
         send::<super::RestoreSession>();
         send_sync::<super::Coordinator>();
         send_sync::<super::SoftwareProviderAdapter>();
+        send_sync::<super::BtrfsProviderAdapter>();
     }
 }

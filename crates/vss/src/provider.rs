@@ -139,6 +139,39 @@ pub trait Provider: Send + Sync {
         set: Uuid,
         hold_timeout: Duration,
     ) -> Result<Vec<CommittedSnapshot>, ProviderError>;
+    /// Commits the set like [`Provider::commit_set`], calling `within` while this provider's
+    /// writes are still held and before its snapshots are released to anyone: the coordinator
+    /// nests the commit of the set's next provider there, so that a set spanning several
+    /// providers is taken at one instant (every volume's writes held while every snapshot is
+    /// made). If `within` fails, this provider's snapshots of the set are undone and its error
+    /// is returned.
+    ///
+    /// The default suits a provider that cannot run code inside its hold: it commits, then runs
+    /// `within` and deletes its snapshots if that fails. The coordinator nests such a provider
+    /// innermost (see `BackupSession`), where it is still one instant.
+    fn commit_set_within(
+        &self,
+        set: Uuid,
+        hold_timeout: Duration,
+        within: &mut dyn FnMut() -> Result<(), ProviderError>,
+    ) -> Result<Vec<CommittedSnapshot>, ProviderError> {
+        let snaps = self.commit_set(set, hold_timeout)?;
+        if let Err(e) = within() {
+            for s in &snaps {
+                if let Err(e2) = self.delete(s.snapshot_id) {
+                    tracing::warn!(snapshot = %s.snapshot_id, error = %e2,
+                        "could not undo a snapshot of a set whose other provider failed");
+                }
+            }
+            return Err(e);
+        }
+        Ok(snaps)
+    }
+    /// Whether [`Provider::commit_set_within`] runs `within` inside this provider's hold (the
+    /// default implementation does not).
+    fn holds_within(&self) -> bool {
+        false
+    }
     /// Abandons a set that was begun but not committed (harmless if unknown or repeated).
     fn abort_set(&self, set: Uuid) -> Result<(), ProviderError>;
     /// Deletes a committed snapshot.

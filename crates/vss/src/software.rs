@@ -19,6 +19,7 @@ use uuid::Uuid;
 use volume::provider::PROVIDER_NAME;
 use volume::{
     CommitOptions, DeleteReason, FsRef, SoftwareProvider, Volume, VolumeError, VolumeEvent,
+    WithinError,
 };
 
 use crate::provider::{
@@ -96,6 +97,15 @@ impl Provider for SoftwareProviderAdapter {
         set: Uuid,
         hold_timeout: Duration,
     ) -> Result<Vec<CommittedSnapshot>, ProviderError> {
+        self.commit_set_within(set, hold_timeout, &mut || Ok(()))
+    }
+
+    fn commit_set_within(
+        &self,
+        set: Uuid,
+        hold_timeout: Duration,
+        within: &mut dyn FnMut() -> Result<(), ProviderError>,
+    ) -> Result<Vec<CommittedSnapshot>, ProviderError> {
         let (labels, persistent) =
             self.pending.lock().remove(&set).ok_or(ProviderError::UnknownSet { set })?;
         let volumes: Vec<Volume> = labels
@@ -104,12 +114,14 @@ impl Provider for SoftwareProviderAdapter {
             .collect::<Result<_, _>>()?;
         let _one = self.commit_lock.lock();
         let opts = CommitOptions { persistent, timeout: hold_timeout };
-        let report = volume::commit_set(&volumes, set, &opts).map_err(|e| match e {
-            VolumeError::HoldTimeout { .. } => {
-                ProviderError::FlushHoldTimeout { set, timeout: hold_timeout }
-            }
-            other => map_err(&labels.join(", "), other),
-        })?;
+        let (report, ()) =
+            volume::commit_set_within(&volumes, set, &opts, within).map_err(|e| match e {
+                WithinError::Within(e) => e,
+                WithinError::Volume(VolumeError::HoldTimeout { .. }) => {
+                    ProviderError::FlushHoldTimeout { set, timeout: hold_timeout }
+                }
+                WithinError::Volume(other) => map_err(&labels.join(", "), other),
+            })?;
         let mut out = Vec::new();
         for (v, info) in volumes.iter().zip(report.snapshots) {
             let view = match v.view(info.id) {
@@ -130,6 +142,10 @@ impl Provider for SoftwareProviderAdapter {
             });
         }
         Ok(out)
+    }
+
+    fn holds_within(&self) -> bool {
+        true
     }
 
     fn abort_set(&self, set: Uuid) -> Result<(), ProviderError> {
@@ -168,6 +184,16 @@ pub fn forward_volume_events(
     volume: &Volume,
     sink: Arc<dyn EventSink>,
 ) -> std::io::Result<JoinHandle<()>> {
+    forward_volume_events_of(volume, sink, PROVIDER_NAME)
+}
+
+/// [`forward_volume_events`] for a volume whose snapshots `provider` takes (the name in the
+/// deletion events).
+pub fn forward_volume_events_of(
+    volume: &Volume,
+    sink: Arc<dyn EventSink>,
+    provider: &'static str,
+) -> std::io::Result<JoinHandle<()>> {
     let rx = volume.subscribe();
     let label = volume.label().to_string();
     std::thread::Builder::new().name(format!("vss-volume-events-{label}")).spawn(move || {
@@ -182,7 +208,7 @@ pub fn forward_volume_events(
                 VolumeEvent::SnapshotDeleted { snapshot, reason, bytes_freed, .. } => sink.emit(
                     &catalog::PROVIDER_SNAPSHOT_DELETED,
                     None,
-                    json!({"provider": PROVIDER_NAME, "snapshot": snapshot.to_string(), "volume": label,
+                    json!({"provider": provider, "snapshot": snapshot.to_string(), "volume": label,
                            "reason": format!("{reason:?}"), "bytes": bytes_freed}),
                 ),
                 VolumeEvent::ShadowStorageNearFull { used, max, .. } => sink.emit(

@@ -183,7 +183,8 @@ fn volume_kind(e: &volume::VolumeError) -> (StatusCode, &'static str) {
             (StatusCode::CONFLICT, "shadow_storage_in_use")
         }
         E::ShadowStorage { .. } => (StatusCode::BAD_REQUEST, "bad_shadow_storage"),
-        E::Io { .. } | E::Locked { .. } | E::CorruptMetadata { .. } => {
+        E::NotBtrfsSubvolume { .. } => (StatusCode::BAD_REQUEST, "not_a_btrfs_subvolume"),
+        E::Io { .. } | E::Locked { .. } | E::CorruptMetadata { .. } | E::Btrfs { .. } => {
             (StatusCode::INTERNAL_SERVER_ERROR, "volume_error")
         }
     }

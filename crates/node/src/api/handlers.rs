@@ -56,10 +56,21 @@ pub async fn providers(State(s): State<AppState>) -> ApiResult<api::ProviderList
             .map(|(provider_id, name)| api::Provider {
                 provider_id,
                 name,
-                provider_type: "software".into(),
+                provider_type: if provider_id == vss::BTRFS_PROVIDER_ID {
+                    "btrfs"
+                } else {
+                    "software"
+                }
+                .into(),
             })
             .collect();
-        let volumes = node.provider().volumes().into_iter().map(convert::volume_info).collect();
+        let volumes = node
+            .provider()
+            .volumes()
+            .into_iter()
+            .chain(node.btrfs_provider().volumes())
+            .map(convert::volume_info)
+            .collect();
         Ok(Json(api::ProviderList { providers, volumes }))
     })
     .await
@@ -67,7 +78,13 @@ pub async fn providers(State(s): State<AppState>) -> ApiResult<api::ProviderList
 
 pub async fn shadows(State(s): State<AppState>) -> ApiResult<api::ShadowList> {
     blocking(&s, |node, _| {
-        let shadows = node.provider().query().into_iter().map(convert::shadow).collect();
+        let shadows = node
+            .provider()
+            .query()
+            .into_iter()
+            .chain(node.btrfs_provider().query())
+            .map(convert::shadow)
+            .collect();
         Ok(Json(api::ShadowList { shadows }))
     })
     .await
@@ -81,6 +98,9 @@ pub async fn create_shadow(
     blocking(&s, move |node, metrics| {
         let p = node.provider();
         let opts = volume::CommitOptions { persistent: true, ..Default::default() };
+        if node.btrfs_provider().is_supported(&req.for_volume) {
+            return create_btrfs_shadow(node, metrics, &req.for_volume, &opts);
+        }
         let set = p.begin_set(opts);
         if let Err(e) = p.add_volume(set, &req.for_volume) {
             if let Err(abort) = p.abort(set) {
@@ -110,16 +130,52 @@ pub async fn create_shadow(
     .await
 }
 
+/// `create shadow` of a volume the btrfs provider snapshots.
+fn create_btrfs_shadow(
+    node: &crate::Node,
+    metrics: &super::metrics::Metrics,
+    for_volume: &str,
+    opts: &volume::CommitOptions,
+) -> Result<Json<api::CreatedShadow>, ApiError> {
+    let set = Uuid::new_v4();
+    let started = Instant::now();
+    let r = node.btrfs_provider().commit(&[for_volume.to_string()], set, opts)?;
+    let commit = started.elapsed();
+    metrics.record_commit(CommitFigures {
+        set: set.to_string(),
+        origin: "create_shadow",
+        commit_seconds: commit.as_secs_f64(),
+        hold_seconds: r.hold.as_secs_f64(),
+    });
+    tracing::info!(set = %set, volume = %for_volume, "created a persistent btrfs shadow");
+    Ok(Json(api::CreatedShadow {
+        set_id: set,
+        shadows: r.snapshots.into_iter().map(convert::shadow).collect(),
+        hold_ms: r.hold.as_secs_f64() * 1e3,
+        commit_ms: commit.as_secs_f64() * 1e3,
+    }))
+}
+
 pub async fn delete_shadows(
     State(s): State<AppState>,
     Json(req): Json<api::DeleteShadows>,
 ) -> ApiResult<api::DeletedShadows> {
     blocking(&s, move |node, _| {
         let p = node.provider();
+        let b = node.btrfs_provider();
         let deleted: Vec<Uuid> = match (&req.for_volume, req.oldest, req.shadow, req.all) {
             (None, false, Some(id), false) => {
                 node.coordinator().delete_snapshot(id)?;
                 vec![id]
+            }
+            (Some(v), true, None, false) if b.is_supported(v) => {
+                b.delete_oldest(v)?.into_iter().collect()
+            }
+            (Some(v), false, None, true) if b.is_supported(v) => {
+                let before: Vec<Uuid> =
+                    b.query().into_iter().filter(|s| &s.volume_label == v).map(|s| s.id).collect();
+                b.delete_all(v)?;
+                before
             }
             (Some(v), true, None, false) => p.delete_oldest(v)?.into_iter().collect(),
             (Some(v), false, None, true) => {
@@ -136,6 +192,12 @@ pub async fn delete_shadows(
                     );
                     p.delete_all(&v.label)?;
                 }
+                for v in b.volumes() {
+                    gone.extend(
+                        b.query().into_iter().filter(|s| s.volume == v.guid).map(|s| s.id),
+                    );
+                    b.delete_all(&v.label)?;
+                }
                 gone
             }
             _ => {
@@ -150,8 +212,14 @@ pub async fn delete_shadows(
 }
 
 pub async fn shadow_storage(State(s): State<AppState>) -> ApiResult<api::ShadowStorageList> {
-    blocking(&s, |node, _| Ok(Json(convert::shadow_storage(node.provider().list_shadow_storage()))))
-        .await
+    blocking(&s, |node, _| Ok(Json(all_shadow_storage(node)))).await
+}
+
+/// The shadow storage of every volume, of both providers.
+fn all_shadow_storage(node: &crate::Node) -> api::ShadowStorageList {
+    let mut all = node.provider().list_shadow_storage();
+    all.extend(node.btrfs_provider().list_shadow_storage());
+    convert::shadow_storage(all)
 }
 
 /// The limit in bytes (`None`: unbounded); a percentage is of the host file system that holds
@@ -161,7 +229,10 @@ fn max_bytes(node: &crate::Node, on: &str, max: api::MaxSize) -> Result<Option<u
         api::MaxSize::Unbounded => Ok(None),
         api::MaxSize::Bytes(b) => Ok(Some(b)),
         api::MaxSize::Percent(p) => {
-            let root = node.provider().volume(on)?.root().to_path_buf();
+            let root = match node.volume(on) {
+                Some(v) => v.root().to_path_buf(),
+                None => node.provider().volume(on)?.root().to_path_buf(),
+            };
             let total = convert::host_fs_size(&root).map_err(|e| {
                 ApiError::internal(format!("finding the size of {}: {e}", root.display()))
             })?;
@@ -187,7 +258,7 @@ pub async fn add_shadow_storage(
         let on = req.on.clone().ok_or_else(|| ApiError::bad_request("`on` is required"))?;
         let max = max_bytes(node, &on, req.max_size)?;
         node.add_shadow_storage(&req.for_volume, &on, max).map_err(shadow_storage_error)?;
-        Ok(Json(convert::shadow_storage(node.provider().list_shadow_storage())))
+        Ok(Json(all_shadow_storage(node)))
     })
     .await
 }
@@ -198,10 +269,13 @@ pub async fn resize_shadow_storage(
 ) -> ApiResult<api::ShadowStorageList> {
     blocking(&s, move |node, _| {
         let p = node.provider();
-        let on = p.volume(&req.for_volume)?.shadow_storage().on_volume.to_string();
+        let on = match node.btrfs_provider().volume(&req.for_volume) {
+            Ok(v) => v.label().to_string(),
+            Err(_) => p.volume(&req.for_volume)?.shadow_storage().on_volume.to_string(),
+        };
         let max = max_bytes(node, &on, req.max_size)?;
         node.resize_shadow_storage(&req.for_volume, max).map_err(shadow_storage_error)?;
-        Ok(Json(convert::shadow_storage(p.list_shadow_storage())))
+        Ok(Json(all_shadow_storage(node)))
     })
     .await
 }

@@ -291,7 +291,8 @@ impl Metrics {
                 );
             }
         }
-        let storage = node.provider().list_shadow_storage();
+        let mut storage = node.provider().list_shadow_storage();
+        storage.extend(node.btrfs_provider().list_shadow_storage());
         head(
             &mut o,
             "shadowcopy_shadow_storage_used_bytes",
@@ -322,7 +323,7 @@ impl Metrics {
             }
         }
         head(&mut o, "shadowcopy_snapshots", "gauge", "Live snapshots of a volume.");
-        for v in node.provider().volumes() {
+        for v in node.provider().volumes().into_iter().chain(node.btrfs_provider().volumes()) {
             let _ =
                 writeln!(o, "shadowcopy_snapshots{{volume=\"{}\"}} {}", esc(&v.label), v.snapshots);
         }

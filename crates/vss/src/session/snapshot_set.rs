@@ -14,7 +14,7 @@ use crate::call::{self, CallError};
 use crate::error::{SessionPhase, VssError};
 use crate::freeze::FreezeControl;
 use crate::journal::JobRecord;
-use crate::provider::{Provider, ProviderError};
+use crate::provider::{CommittedSnapshot, Provider, ProviderError};
 use crate::writer::{Phase, WriterFailure, WriterState};
 
 impl BackupSession {
@@ -162,9 +162,13 @@ impl BackupSession {
         first_error(r).map_or(Ok(()), Err)
     }
 
-    /// Commits every provider under its flush-and-hold, each on its own worker, waiting no
-    /// longer than the hold timeout (plus a quarter) and never past the freeze window.
-    /// Returns how long the commit took.
+    /// Commits every provider of the set inside one hold, on a worker, waiting no longer than
+    /// the hold timeout (plus a quarter) and never past the freeze window. The providers are
+    /// nested: each holds its writes and makes its snapshots, then commits the next one inside
+    /// its hold ([`Provider::commit_set_within`]), so every volume of a set that mixes
+    /// providers (a btrfs volume and a software one) is taken at the same instant. Providers
+    /// that can run the next one inside their hold go outermost, in provider-id order (one
+    /// fixed lock order for every set). Returns how long the commit took.
     fn commit_providers(&mut self, set_id: Uuid) -> Result<Duration, VssError> {
         let hold_timeout = self.inner.config.flush_hold_timeout;
         let started = Instant::now();
@@ -172,45 +176,39 @@ impl BackupSession {
         if let Some(fc) = self.set.as_ref().and_then(|s| s.freeze.as_ref()) {
             deadline = deadline.min(started + fc.window());
         }
-        let providers = self.set_ref()?.providers.clone();
-        let pending: Vec<_> = providers
-            .iter()
-            .map(|(p, _)| {
-                let p = p.clone();
-                call::spawn(format!("vss-commit-{}", p.name()), move || {
-                    p.commit_set(set_id, hold_timeout)
-                })
-            })
-            .collect();
-        for ((p, _), pending) in providers.iter().zip(pending) {
-            match pending.wait_until(deadline) {
-                Ok(snaps) => {
-                    let set = self.set_mut()?;
-                    set.committed.extend(snaps.into_iter().map(|s| (p.name(), s)));
-                }
-                Err(CallError::Failed(source)) => {
-                    if let ProviderError::FlushHoldTimeout { .. } = source {
-                        self.flush_hold_timed_out(p.as_ref(), set_id, hold_timeout);
-                    }
-                    return Err(VssError::Provider { provider: p.name(), source });
-                }
-                Err(CallError::TimedOut(_)) => {
+        let mut providers: Vec<Arc<dyn Provider>> =
+            self.set_ref()?.providers.iter().map(|(p, _)| p.clone()).collect();
+        providers.sort_by_key(|p| (!p.holds_within(), p.id()));
+        let Some(outer) = providers.first().cloned() else { return Ok(started.elapsed()) };
+        let chain = providers.clone();
+        let pending = call::spawn(format!("vss-commit-{}", outer.name()), move || {
+            let mut out = Vec::new();
+            commit_nested(&chain, set_id, hold_timeout, &mut out).map(|()| out)
+        });
+        match pending.wait_until(deadline) {
+            Ok(snaps) => {
+                let set = self.set_mut()?;
+                set.committed.extend(snaps);
+                Ok(started.elapsed())
+            }
+            Err(CallError::Failed((p, source))) => {
+                if let ProviderError::FlushHoldTimeout { .. } = source {
                     self.flush_hold_timed_out(p.as_ref(), set_id, hold_timeout);
-                    return Err(VssError::ProviderTimeout {
-                        provider: p.name(),
-                        set: set_id,
-                        timeout: hold_timeout,
-                    });
                 }
-                Err(CallError::Panicked(m)) => {
-                    return Err(VssError::Provider {
-                        provider: p.name(),
-                        source: ProviderError::Failed(m),
-                    });
-                }
+                Err(VssError::Provider { provider: p.name(), source })
+            }
+            Err(CallError::TimedOut(_)) => {
+                self.flush_hold_timed_out(outer.as_ref(), set_id, hold_timeout);
+                Err(VssError::ProviderTimeout {
+                    provider: outer.name(),
+                    set: set_id,
+                    timeout: hold_timeout,
+                })
+            }
+            Err(CallError::Panicked(m)) => {
+                Err(VssError::Provider { provider: outer.name(), source: ProviderError::Failed(m) })
             }
         }
-        Ok(started.elapsed())
     }
 
     fn flush_hold_timed_out(&self, p: &dyn Provider, set: Uuid, timeout: Duration) {
@@ -345,5 +343,34 @@ impl BackupSession {
         })?;
         self.journaled = true;
         Ok(())
+    }
+}
+
+/// Commits `chain[0]` with the rest of the chain committed inside its hold (see
+/// `commit_providers`); appends every snapshot with its provider's name. A failure names the
+/// provider that failed.
+fn commit_nested(
+    chain: &[Arc<dyn Provider>],
+    set: Uuid,
+    hold_timeout: Duration,
+    out: &mut Vec<(String, CommittedSnapshot)>,
+) -> Result<(), (Arc<dyn Provider>, ProviderError)> {
+    let Some((p, rest)) = chain.split_first() else { return Ok(()) };
+    let mut inner_out = Vec::new();
+    let mut inner_failed = None;
+    let r = p.commit_set_within(set, hold_timeout, &mut || {
+        commit_nested(rest, set, hold_timeout, &mut inner_out).map_err(|(q, e)| {
+            let msg = format!("{} failed inside the hold: {e}", q.name());
+            inner_failed = Some((q, e));
+            ProviderError::Failed(msg)
+        })
+    });
+    match r {
+        Ok(snaps) => {
+            out.extend(snaps.into_iter().map(|s| (p.name(), s)));
+            out.extend(inner_out);
+            Ok(())
+        }
+        Err(e) => Err(inner_failed.unwrap_or_else(|| (p.clone(), e))),
     }
 }
