@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use vss::BackupType;
 
+use super::crypto::Crypto;
 use super::error::{RepoError, Result};
 
 /// The manifest format this build writes (it reads this and format 1). Format 2 identifies
@@ -113,6 +114,27 @@ impl FileEntry {
             });
         }
         Ok(!self.blake3.is_empty())
+    }
+
+    /// Whether `data` is this file's content, with each byte hashed once: against the
+    /// whole-content hash (older sets), else chunk by chunk against the chunk ids (named by
+    /// `crypto`, the repository's).
+    pub fn is_content(&self, crypto: &Crypto, data: &[u8]) -> bool {
+        if data.len() as u64 != self.size {
+            return false;
+        }
+        if !self.blake3.is_empty() {
+            return blake3::hash(data).to_hex().as_str() == self.blake3;
+        }
+        let mut at = 0usize;
+        for c in &self.chunks {
+            let Some(piece) = data.get(at..at + c.len as usize) else { return false };
+            if crypto.chunk_id(piece).to_hex().as_str() != c.hash {
+                return false;
+            }
+            at += piece.len();
+        }
+        at == data.len()
     }
 
     /// Whether `self` and `other`, entries of sets of one repository, hold the same content:

@@ -191,7 +191,7 @@ fn corrupt_manifest_and_missing_repository_are_reported() {
     let (set, _) = backup(&repo, &src, &["f"]);
     let path = format!("r/sets/{}.manifest", set.id);
     let f = fs.open(Path::new(&path), OpenMode::ReadWrite).unwrap();
-    f.write_at(b"{\"format\":2", 0).unwrap();
+    f.write_at(b"{\"format\":9", 0).unwrap();
     let err = repo.load_set(&set.id.to_string()).unwrap_err();
     assert!(matches!(err, RepoError::CorruptManifest { .. }), "{err}");
     assert!(matches!(repo.load_set("ffff").unwrap_err(), RepoError::SetNotFound(_)));
