@@ -24,6 +24,7 @@ fn opts(password: Option<&str>) -> InitOptions {
         zstd_level: 1,
         password: password.map(Password::new),
         kdf: KdfParams::insecure_fast(),
+        ..InitOptions::default()
     }
 }
 
@@ -115,7 +116,7 @@ fn an_encrypted_repository_round_trips_and_stores_no_clear_text() {
 
     let config = std::fs::read_to_string(dir.path().join("repo/repository.json")).unwrap();
     assert!(config.contains("\"encryption\": \"xchacha20-poly1305\""), "{config}");
-    assert!(config.contains("\"format\": 2"), "{config}");
+    assert!(config.contains("\"format\": 3"), "{config}");
     // Neither the file names (manifests) nor their content (packs) are in clear anywhere.
     for sub in ["packs", "sets", "keys"] {
         for p in objects(&dir, sub, "") {

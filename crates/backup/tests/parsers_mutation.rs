@@ -169,7 +169,7 @@ proptest! {
             0 => f.size = size,
             1 if !f.chunks.is_empty() => { let i = chunk.index(f.chunks.len()); f.chunks[i].len = len }
             2 if !f.chunks.is_empty() => { let i = chunk.index(f.chunks.len()); f.chunks[i].hash = hash }
-            _ => f.blake3 = hash,
+            _ => f.chunks_blake3 = Some(hash),
         }
         let name = f.path.clone();
         let changed = set != fixture().1;

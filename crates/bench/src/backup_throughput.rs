@@ -15,10 +15,20 @@
 //! verification and the single-thread hashing and compression rates follow (see
 //! `store_setup::phases`). With `--s3 true`, each round also backs up into an encrypted
 //! repository on an S3 server on loopback, and restic into the same server.
+//!
+//! Each round also backs the same files up into one fresh clear repository per `compression`
+//! setting other than the default (`zstd:1`, `lz4`, `none`; the default, `auto`, is the main
+//! run), in an order that rotates from round to round. One JSON line per setting (`"case":
+//! "compression"`) gives its MiB/s, stored MiB, `ratio_cp`, `ratio_restic` and its stored
+//! size against zstd's (`stored_vs_zstd`); the last line is the summary, as before.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
+use backup::repo::{Compression, InitOptions, Repository};
 use serde_json::json;
+use volume::{FsRef, HostFs};
 use vss::BackupType;
 
 use crate::args::{ThroughputArgs, median};
@@ -42,6 +52,14 @@ pub fn run(opts: &ThroughputArgs) -> anyhow::Result<()> {
 
     let (mut ours, mut cps, mut restics) = (Vec::new(), Vec::new(), Vec::new());
     let mut encrypted = Vec::new();
+    let default = Compression::default();
+    let mut settings: Vec<Compression> =
+        [Compression::Zstd(1), Compression::Lz4, Compression::None].into();
+    settings.retain(|c| *c != default);
+    // Per setting: MiB/s of each round, stored MiB (the default's come from the main run).
+    let mut by_setting: Vec<(Compression, Vec<f64>, f64)> =
+        settings.iter().map(|c| (*c, Vec::new(), 0.0)).collect();
+    by_setting.push((default, Vec::new(), 0.0));
     let (mut data_mib, mut file_mib, mut stored_mib, mut hold_ms, mut files_n) =
         (0.0, 0.0, 0.0, 0.0, 0);
     let (mut steps, mut steps_cpu) = (serde_json::Value::Null, serde_json::Value::Null);
@@ -60,7 +78,23 @@ pub fn run(opts: &ThroughputArgs) -> anyhow::Result<()> {
         hold_ms = report.hold.as_secs_f64() * 1e3;
         files_n = report.set.files.len();
         ours.push(data_mib / report.elapsed.as_secs_f64());
+        if let Some(d) = by_setting.last_mut() {
+            d.1.push(data_mib / report.elapsed.as_secs_f64());
+            d.2 = stored_mib;
+        }
         drop(repo);
+        let n = settings.len();
+        for k in 0..n {
+            let i = (k + round as usize) % n;
+            let at = dir.join(format!("repo-{i}"));
+            let repo = repository_with(&at, by_setting[i].0)?;
+            setup::drop_caches();
+            let (r, _) = setup::backup_timed(&node, &repo, BackupType::Full)?;
+            by_setting[i].1.push(r.bytes as f64 / MIB / r.elapsed.as_secs_f64());
+            by_setting[i].2 = r.stored_bytes as f64 / MIB;
+            drop(repo);
+            std::fs::remove_dir_all(&at)?;
+        }
         // The same backup into an encrypted repository (what `backup init` makes): restic
         // always encrypts, so this is the like-for-like figure beside it.
         let enc_dir = dir.join("repo-encrypted");
@@ -123,6 +157,31 @@ pub fn run(opts: &ThroughputArgs) -> anyhow::Result<()> {
     let cp_mib_s = median(cps.clone());
     let restic_mib_s = (!restics.is_empty()).then(|| median(restics.clone()));
     let encrypted_mib_s = median(encrypted.clone());
+    let zstd_mib = by_setting
+        .iter()
+        .find(|(c, _, _)| *c == Compression::Zstd(1))
+        .map_or(f64::NAN, |(_, _, stored)| *stored);
+    let mut cases = serde_json::Map::new();
+    for (c, rates, stored) in &by_setting {
+        let mib_s = median(rates.clone());
+        let case = json!({
+            "scenario": "backup-throughput",
+            "case": "compression",
+            "setting": c.to_string(),
+            "default": *c == default,
+            "data_mib": data_mib,
+            "backup_mib_s": mib_s,
+            "stored_mib": stored,
+            "stored_vs_zstd": stored / zstd_mib,
+            "cp_mib_s": cp_mib_s,
+            "restic_mib_s": restic_mib_s,
+            "ratio_cp": mib_s / cp_mib_s,
+            "ratio_restic": restic_mib_s.map(|r| mib_s / r),
+            "runs": rates,
+        });
+        println!("{case}");
+        cases.insert(c.to_string(), case);
+    }
     let mut out = json!({
         "scenario": "backup-throughput",
         "data_mib": data_mib,
@@ -140,6 +199,13 @@ pub fn run(opts: &ThroughputArgs) -> anyhow::Result<()> {
         "encryption_cost": 1.0 - encrypted_mib_s / backup_mib_s,
         "ratio_restic_encrypted": restic_mib_s.map(|r| encrypted_mib_s / r),
         "runs": {"backup": ours, "encrypted": encrypted, "cp": cps, "restic": restics},
+        "compression": default.to_string(),
+        "by_compression": cases.into_iter().map(|(k, v)| (k, json!({
+            "backup_mib_s": v["backup_mib_s"],
+            "stored_mib": v["stored_mib"],
+            "stored_vs_zstd": v["stored_vs_zstd"],
+            "ratio_cp": v["ratio_cp"],
+        }))).collect::<serde_json::Map<_, _>>(),
         "baseline_mib": file_mib,
         "fill_s": fill_s,
         "page_cache_dropped": cache_dropped,
@@ -166,4 +232,11 @@ pub fn run(opts: &ThroughputArgs) -> anyhow::Result<()> {
     }
     println!("{out}");
     Ok(())
+}
+
+/// A fresh clear repository in `dir` with the default options but `compression`.
+fn repository_with(dir: &Path, compression: Compression) -> anyhow::Result<Arc<Repository>> {
+    std::fs::create_dir_all(dir)?;
+    let fs: FsRef = Arc::new(HostFs::new(dir)?);
+    Ok(Arc::new(Repository::init(fs, "", InitOptions { compression, ..InitOptions::default() })?))
 }

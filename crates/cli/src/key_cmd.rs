@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use backup::repo::{InitOptions, KdfParams, Repository};
+use backup::repo::{Compression, InitOptions, KdfParams, Repository};
 use clap::{Args, Subcommand};
 use volume::{FsRef, HostFs};
 
@@ -23,6 +23,10 @@ pub struct InitArgs {
     /// Store everything in clear (anyone who can read the directory can read the mail).
     #[arg(long)]
     pub insecure_no_encryption: bool,
+    /// How new chunks are compressed: auto (per chunk, zstd or lz4 as the CPU allows, raw
+    /// when a chunk does not compress), zstd[:LEVEL], lz4 or none.
+    #[arg(long, value_name = "SETTING", default_value_t = Compression::default())]
+    pub compression: Compression,
     /// Print what was created as JSON.
     #[arg(long)]
     pub json: bool,
@@ -72,7 +76,7 @@ pub fn run_init(a: &InitArgs) -> Result<()> {
     let fs: FsRef = Arc::new(
         HostFs::new(path).with_context(|| format!("creating directory {}", path.display()))?,
     );
-    let opts = InitOptions { password, ..Default::default() };
+    let opts = InitOptions { password, compression: a.compression, ..Default::default() };
     let repo = Repository::init(fs, "", opts)
         .with_context(|| format!("creating a repository in {}", path.display()))?;
     if a.json {
@@ -81,6 +85,7 @@ pub fn run_init(a: &InitArgs) -> Result<()> {
             "id": repo.config().id,
             "format": repo.config().format,
             "encryption": repo.crypto().name(),
+            "compression": repo.config().compression_setting().to_string(),
             "key": repo.key_id(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);

@@ -120,3 +120,31 @@ fn init_can_opt_out_of_encryption_and_says_so() {
     let err = fails(backup(&["init", "--repo", s(&repo), "--insecure-no-encryption"], &[]));
     assert!(err.contains("already holds a repository"), "{err}");
 }
+
+#[test]
+fn init_takes_a_compression_setting_and_refuses_unknown_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("lz4");
+    let out = ok(backup(
+        &["init", "--repo", s(&repo), "--insecure-no-encryption", "--compression", "lz4", "--json"],
+        &[],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["compression"], "lz4", "{out}");
+    let config = std::fs::read_to_string(repo.join("repository.json")).unwrap();
+    assert!(config.contains("\"compression\": \"lz4\""), "{config}");
+    // Without the option: the default, said in the report.
+    let other = dir.path().join("default");
+    let out = ok(backup(&["init", "--repo", s(&other), "--insecure-no-encryption", "--json"], &[]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let default = backup::repo::Compression::default().to_string();
+    assert_eq!(v["compression"].as_str(), Some(default.as_str()), "{out}");
+    // An unknown setting is refused before anything is created, naming the choices.
+    let bad = dir.path().join("bad");
+    let err = fails(backup(
+        &["init", "--repo", s(&bad), "--insecure-no-encryption", "--compression", "gzip"],
+        &[],
+    ));
+    assert!(err.contains("gzip") && err.contains("zstd[:LEVEL]"), "{err}");
+    assert!(!bad.join("repository.json").exists());
+}

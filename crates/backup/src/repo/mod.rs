@@ -4,8 +4,8 @@
 //! production, an in-memory power-loss file system in crash tests):
 //!
 //! ```text
-//! repository.json          format, id, chunk size, compression level
-//! packs/<uuid>.pack        chunks (zstd-compressed unless that does not pay), back to back
+//! repository.json          format, id, chunk size, compression
+//! packs/<uuid>.pack        chunks (compressed unless that does not pay), back to back
 //! packs/<uuid>.idx         the pack's index, written after the pack is synced
 //! sets/<uuid>.manifest     one backup set: JSON line + BLAKE3 line, published atomically
 //! keys/<uuid>              the master key wrapped under one password (encrypted repositories)
@@ -14,6 +14,12 @@
 //! Format 2 adds encryption: `repository.json` says `"encryption": "xchacha20-poly1305"` (or
 //! `"none"`), and then packs' chunks, indexes and manifests are sealed (see [`crypto`]) and
 //! chunk ids are keyed hashes. Format 1 repositories (no such field) are read as unencrypted.
+//!
+//! Format 3 adds the `compression` setting (see [`codec`]): a chunk's index entry names its
+//! codec (zstd, lz4 or none; formats 1 and 2 knew zstd and none, with the same bytes), and a
+//! file's identity in a manifest is a hash over its chunk list ([`FileEntry::chunks_blake3`])
+//! rather than a second hash of every byte. Formats 1 and 2 (zstd at `zstd_level`, whole-file
+//! hashes) open and read as they are.
 //!
 //! Content is addressed by the BLAKE3 hash of fixed-size chunks (1 MiB by default). Fixed
 //! chunks suit what is backed up here: database files change page by page in place, and logs
@@ -26,6 +32,7 @@
 //! which is never read and never mistaken for a set.
 
 pub mod backend;
+pub mod codec;
 pub mod crypto;
 mod error;
 pub mod keys;
@@ -51,12 +58,15 @@ use volume::HostFs;
 use volume::fs::FsRef;
 
 pub use backend::{Backend, LocalBackend, ObjectInfo};
+pub use codec::{BadCompression, Codec, Compression};
 pub use crypto::Crypto;
 pub use error::{RepoError, Result};
 pub use keys::{KdfParams, KeyInfo, Password};
 pub use location::RepoLocation;
 pub use lock::{LockInfo, RepoLock};
-pub use manifest::{BackupSet, ChunkRef, FileEntry, FileRole, LogRange, MANIFEST_FORMAT};
+pub use manifest::{
+    BackupSet, ChunkListHasher, ChunkRef, FileEntry, FileRole, LogRange, MANIFEST_FORMAT,
+};
 pub use pack::ChunkLoc;
 pub use s3::{S3Backend, S3Settings};
 pub use stored::{StoredFiles, open_stored};
@@ -65,7 +75,7 @@ pub use writer::{ChunkCheck, SetMeta, SetWriter};
 use error::IoContext;
 
 /// The repository format this build writes (it reads this and every older one).
-pub const REPO_FORMAT: u32 = 2;
+pub const REPO_FORMAT: u32 = 3;
 const CONFIG_FILE: &str = "repository.json";
 
 /// Settings fixed when a repository is created.
@@ -75,12 +85,22 @@ pub struct RepoConfig {
     pub id: Uuid,
     /// Chunk size in bytes.
     pub chunk_size: u32,
-    /// zstd level for new chunks.
+    /// zstd level of new chunks given to zstd (all of them in format 1 and 2 repositories).
     pub zstd_level: i32,
     pub created_unix_ms: u64,
     /// How objects are protected; absent (format 1) means not at all.
     #[serde(default)]
     pub encryption: Encryption,
+    /// How new chunks are compressed; absent (format 1 and 2) means zstd at `zstd_level`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
+}
+
+impl RepoConfig {
+    /// How new chunks are compressed: the setting, or what repositories without one did.
+    pub fn compression_setting(&self) -> Compression {
+        self.compression.unwrap_or(Compression::Zstd(self.zstd_level))
+    }
 }
 
 /// How a repository's objects are protected, as `repository.json` names it.
@@ -97,7 +117,10 @@ pub enum Encryption {
 #[derive(Debug, Clone)]
 pub struct InitOptions {
     pub chunk_size: u32,
+    /// The zstd level of chunks `auto` gives to zstd (a `zstd:LEVEL` setting has its own).
     pub zstd_level: i32,
+    /// How new chunks are compressed (see [`Compression`] for the default and why).
+    pub compression: Compression,
     /// The first key's password: `Some` makes an encrypted repository, `None` a clear one
     /// (callers that create repositories for people decide which is the default).
     pub password: Option<Password>,
@@ -107,7 +130,13 @@ pub struct InitOptions {
 
 impl Default for InitOptions {
     fn default() -> Self {
-        Self { chunk_size: 1 << 20, zstd_level: 1, password: None, kdf: KdfParams::default() }
+        Self {
+            chunk_size: 1 << 20,
+            zstd_level: codec::DEFAULT_ZSTD_LEVEL,
+            compression: Compression::default(),
+            password: None,
+            kdf: KdfParams::default(),
+        }
     }
 }
 
@@ -172,9 +201,13 @@ impl Repository {
             format: REPO_FORMAT,
             id: Uuid::new_v4(),
             chunk_size: opts.chunk_size,
-            zstd_level: opts.zstd_level,
+            zstd_level: match opts.compression {
+                Compression::Zstd(level) => level,
+                _ => opts.zstd_level,
+            },
             created_unix_ms: events::now_ms(),
             encryption: Encryption::None,
+            compression: Some(opts.compression),
         };
         let (mut crypto, mut key_id) = (Crypto::Plain, None);
         if let Some(password) = &opts.password {
@@ -450,6 +483,20 @@ impl Repository {
         self.put_manifest(set, "rewriting")
     }
 
+    /// Raises an older repository's format to this build's before a set of this build is
+    /// published into it: a build that reads only the older format must then refuse the whole
+    /// repository, saying so, rather than fail on the newer sets one file at a time. Nothing
+    /// else changes (an absent `compression` still means zstd), so older sets read as before.
+    pub(crate) fn upgrade_format(&self) -> Result<()> {
+        if self.config.format >= REPO_FORMAT {
+            return Ok(());
+        }
+        let config = RepoConfig { format: REPO_FORMAT, ..self.config.clone() };
+        #[allow(clippy::expect_used)] // Plain fields: serialising cannot fail.
+        let bytes = serde_json::to_vec_pretty(&config).expect("config serialises");
+        self.backend.put(CONFIG_FILE, &bytes).ctx("upgrading", self.backend.locate(CONFIG_FILE))
+    }
+
     /// Stores a set's manifest (sealed), atomically.
     pub(crate) fn put_manifest(&self, set: &BackupSet, op: &'static str) -> Result<()> {
         let key = manifest_key(&set.id);
@@ -519,9 +566,11 @@ impl Repository {
         }
     }
 
-    /// Streams a backed-up file's content to `sink` in order (offset, bytes), checking every
-    /// chunk's hash and, at the end, the whole file's size and hash. On any mismatch the error
-    /// names the file and the chunk; the caller must treat what it received as untrusted.
+    /// Streams a backed-up file's content to `sink` in order (offset, bytes), checking the
+    /// chunk list against the file's identity first, every chunk against its id as it comes,
+    /// and at the end the file's size (and, for sets written before chunk-list identities,
+    /// the whole content's hash). On any mismatch the error names the file and the chunk; the
+    /// caller must treat what it received as untrusted.
     ///
     /// Chunks are read, decompressed and hash-checked a few ahead on their own threads while
     /// `sink` consumes the earlier ones in order, so that a restore keeps both cores busy
@@ -532,6 +581,7 @@ impl Repository {
         sink: &mut dyn FnMut(u64, &[u8]) -> io::Result<()>,
     ) -> Result<()> {
         let ahead = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8) + 1;
+        let whole = entry.check_chunk_list()?;
         let mut hashes = Vec::with_capacity(entry.chunks.len());
         for c in &entry.chunks {
             hashes.push(parse_hash(&c.hash).ok_or_else(|| RepoError::CorruptManifest {
@@ -539,11 +589,12 @@ impl Repository {
                 why: format!("chunk hash {:?} is not a BLAKE3 hash", c.hash),
             })?);
         }
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = whole.then(blake3::Hasher::new);
         let mut offset = 0u64;
         std::thread::scope(|s| -> Result<()> {
             let mut pending = std::collections::VecDeque::new();
             let mut next = hashes.iter();
+            let mut lens = entry.chunks.iter().map(|c| c.len);
             loop {
                 while pending.len() < ahead {
                     let Some(hash) = next.next() else { break };
@@ -560,7 +611,16 @@ impl Repository {
                 let Some(h) = pending.pop_front() else { return Ok(()) };
                 // A panic on the reading thread is a bug: carry it on here.
                 let data = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
-                hasher.update(&data);
+                if lens.next() != Some(data.len() as u32) {
+                    return Err(RepoError::FileSizeMismatch {
+                        file: entry.path.clone(),
+                        expected: entry.size,
+                        actual: offset + data.len() as u64,
+                    });
+                }
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&data);
+                }
                 sink(offset, &data)
                     .map_err(|source| RepoError::Sink { file: entry.path.clone(), source })?;
                 offset += data.len() as u64;
@@ -573,6 +633,7 @@ impl Repository {
                 actual: offset,
             });
         }
+        let Some(hasher) = hasher else { return Ok(()) };
         let actual = hasher.finalize().to_hex().to_string();
         if actual != entry.blake3 {
             return Err(RepoError::FileHashMismatch {
@@ -642,6 +703,17 @@ fn validate_init(opts: &InitOptions, config: &Path) -> Result<()> {
         return Err(RepoError::CorruptConfig {
             path: config.to_path_buf(),
             why: format!("chunk size {} must be a power of two ≥ 4096", opts.chunk_size),
+        });
+    }
+    let levels = zstd::compression_level_range();
+    let level = match opts.compression {
+        Compression::Zstd(level) => level,
+        _ => opts.zstd_level,
+    };
+    if !levels.contains(&level) {
+        return Err(RepoError::CorruptConfig {
+            path: config.to_path_buf(),
+            why: format!("zstd level {level} is outside {}..={}", levels.start(), levels.end()),
         });
     }
     Ok(())

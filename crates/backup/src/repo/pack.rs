@@ -2,7 +2,7 @@
 //!
 //! One object per chunk would cost a store (an fsync, or a request) per megabyte; packs cost
 //! one per pack. A pack is `packs/<uuid>.pack`; its index `packs/<uuid>.idx` lists every chunk
-//! in it (id, offset, stored length, raw length, compressed or not) and ends with the BLAKE3 of
+//! in it (id, offset, stored length, raw length, codec: see [`Codec`]) and ends with the BLAKE3 of
 //! the index body, so a damaged index is detected rather than trusted. Both pass through the
 //! repository's [`Crypto`]. A pack is built in memory and stored whole; its index is stored
 //! only after the pack is: a pack without an index is an interrupted backup's leftover and is
@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use uuid::Uuid;
 
 use super::backend::Backend;
+use super::codec::{self, Codec};
 use super::crypto::Crypto;
 use super::error::{IoContext, RepoError, Result};
 
@@ -29,7 +30,8 @@ pub struct ChunkLoc {
     pub offset: u64,
     pub stored_len: u32,
     pub raw_len: u32,
-    pub compressed: bool,
+    /// How the stored bytes are encoded (under the repository's [`Crypto`]).
+    pub codec: Codec,
 }
 
 /// The key of a pack (`ext` = `pack`) or its index (`idx`).
@@ -61,14 +63,14 @@ impl PackWriter {
         id: blake3::Hash,
         stored: &[u8],
         raw_len: u32,
-        compressed: bool,
+        codec: Codec,
     ) -> ChunkLoc {
         let loc = ChunkLoc {
             pack: self.id,
             offset: self.data.len() as u64,
             stored_len: stored.len() as u32,
             raw_len,
-            compressed,
+            codec,
         };
         self.data.extend_from_slice(stored);
         self.entries.push((id, loc));
@@ -114,7 +116,7 @@ pub fn encode_index(pack: Uuid, entries: &[(blake3::Hash, ChunkLoc)]) -> Vec<u8>
         out.extend_from_slice(&loc.offset.to_le_bytes());
         out.extend_from_slice(&loc.stored_len.to_le_bytes());
         out.extend_from_slice(&loc.raw_len.to_le_bytes());
-        out.push(loc.compressed as u8);
+        out.push(loc.codec.to_byte());
     }
     let sum = blake3::hash(&out);
     out.extend_from_slice(sum.as_bytes());
@@ -144,16 +146,19 @@ pub fn decode_index(
         .chunks_exact(ENTRY_LEN)
         .map(|e| {
             let hash = blake3::Hash::from_bytes(array(&e[..32]));
+            let codec = Codec::from_byte(e[48]).ok_or_else(|| {
+                corrupt(&format!("chunk {} names codec {}, which this build lacks", hash, e[48]))
+            })?;
             let loc = ChunkLoc {
                 pack,
                 offset: u64::from_le_bytes(array(&e[32..40])),
                 stored_len: u32::from_le_bytes(array(&e[40..44])),
                 raw_len: u32::from_le_bytes(array(&e[44..48])),
-                compressed: e[48] != 0,
+                codec,
             };
-            (hash, loc)
+            Ok((hash, loc))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     Ok((pack, entries))
 }
 
@@ -185,12 +190,8 @@ pub fn read_chunk(
         .map_err(|e| corrupt(format!("read failed: {e}")))?;
     let object = format!("chunk {} in {}", id.to_hex(), path.display());
     let stored = crypto.open(&object, stored)?;
-    let raw = if loc.compressed {
-        decompress(&stored, loc.raw_len as usize)
-            .map_err(|e| corrupt(format!("does not decompress: {e}")))?
-    } else {
-        stored
-    };
+    let raw = codec::decompress(loc.codec, stored, loc.raw_len as usize)
+        .map_err(|e| corrupt(format!("does not decompress ({}): {e}", loc.codec.name())))?;
     if raw.len() != loc.raw_len as usize {
         return Err(corrupt(format!("{} bytes, expected {}", raw.len(), loc.raw_len)));
     }
@@ -198,24 +199,6 @@ pub fn read_chunk(
         return Err(corrupt("content does not match its hash".into()));
     }
     Ok(raw)
-}
-
-/// Decompresses with this thread's reused context (making one per chunk is measurable).
-fn decompress(stored: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
-    thread_local! {
-        static CONTEXT: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-            const { std::cell::RefCell::new(None) };
-    }
-    CONTEXT.with(|c| {
-        let mut c = c.borrow_mut();
-        let mut d = match c.take() {
-            Some(d) => d,
-            None => zstd::bulk::Decompressor::new()?,
-        };
-        let out = d.decompress(stored, capacity);
-        *c = Some(d);
-        out
-    })
 }
 
 /// The first `N` bytes of `b` (which the caller has cut to at least that length).

@@ -60,6 +60,9 @@ struct StoredFile {
     repo: Arc<Repository>,
     /// Shared with the read-ahead threads (a large file's chunk list is megabytes).
     entry: Arc<FileEntry>,
+    /// Why the chunk list does not match the file's identity, if it does not: every read
+    /// fails with it (reads are checked chunk by chunk, so the list must be the file's).
+    bad_list: Option<String>,
     /// Start offset of each chunk.
     starts: Vec<u64>,
     /// The last chunk read (reads are mostly sequential).
@@ -139,8 +142,10 @@ impl StoredFile {
     }
 }
 
-/// One stored file, read like any file: every chunk checked against its id as it is read.
+/// One stored file, read like any file: its chunk list checked against its identity when it
+/// is opened, every chunk checked against its id as it is read.
 pub fn open_stored(repo: Arc<Repository>, entry: FileEntry) -> FileRef {
+    let bad_list = entry.check_chunk_list().err().map(|e| e.to_string());
     let mut starts = Vec::with_capacity(entry.chunks.len());
     let mut at = 0u64;
     for c in &entry.chunks {
@@ -148,7 +153,14 @@ pub fn open_stored(repo: Arc<Repository>, entry: FileEntry) -> FileRef {
         at += c.len as u64;
     }
     let entry = Arc::new(entry);
-    Arc::new(StoredFile { repo, entry, starts, cache: Mutex::new(None), ahead: Mutex::default() })
+    Arc::new(StoredFile {
+        repo,
+        entry,
+        bad_list,
+        starts,
+        cache: Mutex::new(None),
+        ahead: Mutex::default(),
+    })
 }
 
 /// Reads chunk `i` of `entry` (decompressed and checked against its hash).
@@ -157,11 +169,28 @@ fn read_chunk(repo: &Repository, entry: &FileEntry, i: usize) -> io::Result<Arc<
     let hash = parse_hash(&c.hash).ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidData, format!("bad chunk hash {:?}", c.hash))
     })?;
-    Ok(Arc::new(repo.read_chunk(&hash, &entry.path).map_err(io::Error::other)?))
+    let data = repo.read_chunk(&hash, &entry.path).map_err(io::Error::other)?;
+    // Offsets come from the manifest's lengths: a chunk of another length is damage.
+    if data.len() != c.len as usize {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: chunk {} holds {} bytes, the manifest says {}",
+                entry.path,
+                c.hash,
+                data.len(),
+                c.len
+            ),
+        ));
+    }
+    Ok(Arc::new(data))
 }
 
 impl File for StoredFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if let Some(why) = &self.bad_list {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, why.clone()));
+        }
         if offset >= self.entry.size || buf.is_empty() {
             return Ok(0);
         }

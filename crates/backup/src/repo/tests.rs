@@ -191,18 +191,76 @@ fn corrupt_manifest_and_missing_repository_are_reported() {
     let (set, _) = backup(&repo, &src, &["f"]);
     let path = format!("r/sets/{}.manifest", set.id);
     let f = fs.open(Path::new(&path), OpenMode::ReadWrite).unwrap();
-    f.write_at(b"{\"format\":2", 0).unwrap();
+    f.write_at(b"{\"format\":9", 0).unwrap();
     let err = repo.load_set(&set.id.to_string()).unwrap_err();
     assert!(matches!(err, RepoError::CorruptManifest { .. }), "{err}");
     assert!(matches!(repo.load_set("ffff").unwrap_err(), RepoError::SetNotFound(_)));
     assert!(matches!(repo.load_set("../x").unwrap_err(), RepoError::BadSetId(_)));
 }
 
+/// Every kind of `compression` setting.
+const SETTINGS: [Compression; 4] =
+    [Compression::Auto, Compression::Zstd(3), Compression::Lz4, Compression::None];
+
+/// Chunk content of three kinds: the store's text, noise, and runs of one byte.
+fn content(kind: u8, len: usize, seed: u64) -> Vec<u8> {
+    match kind {
+        0 => store::load::body(len, seed),
+        1 => noise(len, seed),
+        _ => vec![(seed % 251) as u8; len],
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// Any mix of codecs in one pack, clear or encrypted, reads back: each chunk through the
+    /// codec its index entry names, after the index is stored and loaded again.
+    #[test]
+    fn any_codec_mix_round_trips(
+        chunks in proptest::collection::vec(
+            (0usize..3 * CHUNK as usize, any::<u64>(), 0u8..3, 0usize..3), 1..12),
+        encrypted in any::<bool>(),
+    ) {
+        let fs: FsRef = Arc::new(MemFs::new());
+        fs.create_dir_all(Path::new("r/packs")).unwrap();
+        let backend = LocalBackend::new(fs, "r");
+        let crypto = if encrypted {
+            Crypto::Keyed(Arc::new(crypto::MasterKey::generate()))
+        } else {
+            Crypto::Plain
+        };
+        let mut compressor = codec::Compressor::new(codec::DEFAULT_ZSTD_LEVEL);
+        let mut pack = pack::PackWriter::new(0);
+        let mut written = Vec::new();
+        for (len, seed, kind, codec) in chunks {
+            let data = content(kind, len, seed);
+            let codec = [Codec::Raw, Codec::Zstd, Codec::Lz4][codec];
+            let (codec, bytes) = match compressor.compress(codec, &data) {
+                Some(b) => (codec, b),
+                None => (Codec::Raw, data.clone()),
+            };
+            let id = crypto.chunk_id(&data);
+            pack.append(id, &crypto.seal(bytes), data.len() as u32, codec);
+            written.push((id, codec, data));
+        }
+        let pack_id = pack.id;
+        pack.seal(&backend, &crypto).unwrap();
+        let (_, entries) =
+            pack::load_index(&backend, &crypto, &format!("{pack_id}.idx")).unwrap();
+        prop_assert_eq!(entries.len(), written.len());
+        for ((id, loc), (want_id, codec, data)) in entries.iter().zip(&written) {
+            prop_assert_eq!(id, want_id);
+            prop_assert_eq!(loc.codec, *codec);
+            prop_assert_eq!(&pack::read_chunk(&backend, &crypto, id, loc, "f").unwrap(), data);
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
     #[test]
     fn any_files_round_trip(files in proptest::collection::vec(
-        (0usize..5 * CHUNK as usize, any::<u64>(), any::<bool>()), 1..5)) {
+        (0usize..5 * CHUNK as usize, any::<u64>(), any::<bool>()), 1..5), setting in 0usize..4) {
         let fs: FsRef = Arc::new(MemFs::new());
         let src = MemFs::new();
         let mut names = Vec::new();
@@ -214,7 +272,8 @@ proptest! {
             names.push(name);
             contents.push(data);
         }
-        let repo = Repository::init(fs.clone(), "r", small()).unwrap();
+        let compression = SETTINGS[setting];
+        let repo = Repository::init(fs.clone(), "r", InitOptions { compression, ..small() }).unwrap();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let (set, _) = backup(&repo, &src, &refs);
         let repo = Repository::open(fs, "r").unwrap();
@@ -370,4 +429,100 @@ fn an_interrupted_store_leaves_a_hidden_temporary_that_remove_incomplete_frees()
     assert!(!fs.exists(Path::new("r/packs/.0000.pack.tmp")).unwrap());
     assert_eq!(repo.backend().remove_incomplete("packs").unwrap(), 0);
     repo.verify_set(&set, &|_| {}).unwrap();
+}
+
+/// The codecs a set's chunks are stored with, by file, in chunk order.
+fn codecs(repo: &Repository, e: &FileEntry) -> Vec<Codec> {
+    e.chunks.iter().map(|c| repo.lookup(&parse_hash(&c.hash).unwrap()).unwrap().codec).collect()
+}
+
+#[test]
+fn each_setting_stores_text_with_its_codec_and_noise_raw() {
+    let src = MemFs::new();
+    let text = store::load::body(6 * CHUNK as usize, 7);
+    put(&src, "text", &text);
+    put(&src, "noise", &noise(3 * CHUNK as usize, 8));
+    for setting in SETTINGS {
+        let fs = MemFs::new();
+        let opts = InitOptions { compression: setting, ..small() };
+        let repo = Repository::init(fs.as_ref(), "r", opts).unwrap();
+        let (set, _) = backup(&repo, &src, &["text", "noise"]);
+        drop(repo);
+        let repo = Repository::open(fs.as_ref(), "r").unwrap();
+        assert_eq!(repo.config().compression_setting(), setting);
+        let text_codecs = codecs(&repo, &set.files[0]);
+        let want_text: &[Codec] = match setting {
+            Compression::None => &[Codec::Raw],
+            Compression::Lz4 => &[Codec::Lz4],
+            Compression::Zstd(_) => &[Codec::Zstd],
+            // Which of the two depends on the copy's pace.
+            Compression::Auto => &[Codec::Zstd, Codec::Lz4],
+        };
+        assert!(text_codecs.iter().all(|c| want_text.contains(c)), "{setting}: {text_codecs:?}");
+        assert!(codecs(&repo, &set.files[1]).iter().all(|c| *c == Codec::Raw), "{setting}");
+        assert_eq!(restore(&repo, &set.files[0]).unwrap(), text, "{setting}");
+        assert_eq!(restore(&repo, &set.files[1]).unwrap(), noise(3 * CHUNK as usize, 8));
+        for f in &set.files {
+            assert!(f.blake3.is_empty(), "no whole-content hash is computed: {f:?}");
+            assert!(f.chunks_blake3.is_some(), "{f:?}");
+        }
+        let stats = repo.stats().unwrap();
+        match setting {
+            Compression::None => assert_eq!(stats.stored_bytes, stats.raw_bytes),
+            _ => assert!(stats.stored_bytes < stats.raw_bytes, "{setting}: {stats:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_chunk_list_that_is_not_the_files_is_refused_before_anything_is_read() {
+    let fs = MemFs::new();
+    let src = MemFs::new();
+    put(&src, "a", &noise(3 * CHUNK as usize, 9));
+    let repo = Arc::new(Repository::init(fs.as_ref(), "r", small()).unwrap());
+    let (set, _) = backup(&repo, &src, &["a"]);
+    let good = set.files[0].clone();
+    // Two chunks swapped: each still matches its id, but the file is another one.
+    let mut swapped = good.clone();
+    swapped.chunks.swap(0, 1);
+    // A chunk's length changed, and the identity left alone.
+    let mut longer = good.clone();
+    longer.chunks[2].len += 1;
+    longer.size += 1;
+    for bad in [swapped, longer] {
+        let mut sunk = 0;
+        let err = repo
+            .read_file(&bad, &mut |_, d| {
+                sunk += d.len();
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(matches!(err, RepoError::FileHashMismatch { .. }), "{err}");
+        assert_eq!(sunk, 0, "nothing reached the sink");
+        let stored = open_stored(repo.clone(), bad);
+        let mut buf = [0u8; 16];
+        let err = stored.read_at(&mut buf, 0).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+    }
+    // A file with no identity at all is a damaged manifest.
+    let mut none = good.clone();
+    none.chunks_blake3 = None;
+    let err = repo.read_file(&none, &mut |_, _| Ok(())).unwrap_err();
+    assert!(matches!(err, RepoError::CorruptManifest { .. }), "{err}");
+    assert_eq!(restore(&repo, &good).unwrap(), noise(3 * CHUNK as usize, 9));
+}
+
+#[test]
+fn a_configuration_without_a_compression_setting_means_zstd_at_its_level() {
+    let json = r#"{"format":2,"id":"7bc12705-e2be-4107-8ae6-1cc70af64aba","chunk_size":65536,
+        "zstd_level":3,"created_unix_ms":1,"encryption":"none"}"#;
+    let config: RepoConfig = serde_json::from_str(json).unwrap();
+    assert_eq!(config.compression_setting(), Compression::Zstd(3));
+    let mut written = config.clone();
+    written.compression = Some(Compression::Lz4);
+    let text = serde_json::to_string(&written).unwrap();
+    assert!(text.contains(r#""compression":"lz4""#), "{text}");
+    assert_eq!(serde_json::from_str::<RepoConfig>(&text).unwrap(), written);
+    let bad = json.replace(r#""encryption""#, r#""compression":"gzip","encryption""#);
+    assert!(serde_json::from_str::<RepoConfig>(&bad).is_err());
 }

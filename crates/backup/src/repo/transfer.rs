@@ -4,8 +4,10 @@
 //!
 //! A set travels with every set it builds on (an incremental is no use without its full), bases
 //! first, so that the target never holds a set whose base it lacks, even if the copy stops
-//! half-way. Each file is read from the source through [`open_stored`] — every chunk
-//! authenticated and checked against its id there — and written through the target's own
+//! half-way. Each file is read from the source through [`open_stored`] — its chunk list
+//! checked against its identity, every chunk authenticated and checked against its id there
+//! (and, for a set written before chunk-list identities, the whole content hashed on the way
+//! against its recorded hash) — and written through the target's own
 //! [`SetWriter`] pipeline: chunk ids are computed under the target's key (two encrypted
 //! repositories name the same content differently), only chunks the target lacks are stored,
 //! and they are sealed under the target's key. A set keeps its id and creation time, so a copy
@@ -118,25 +120,28 @@ pub fn copy_sets(
         progress(TransferStep::Copying { set, index, count, bytes: 0 });
         let mut done = 0u64;
         for f in &set.files {
-            let src = open_stored(from.clone(), f.clone());
+            let whole = f.check_chunk_list()?;
+            let stored = open_stored(from.clone(), f.clone());
+            let hashing = HashingFile::new(stored.as_ref(), whole);
             let step =
                 |n: u64| progress(TransferStep::Copying { set, index, count, bytes: done + n });
-            let copied = w.add_file_checked(
-                &f.path,
-                f.role,
-                &f.component,
-                src.as_ref(),
-                f.mode,
-                None,
-                &step,
-            )?;
-            // Read through the source's checks and hashed again on the way in: the two must
-            // agree, or the copy is not the set.
-            if copied.blake3 != f.blake3 || copied.size != f.size {
+            let copied =
+                w.add_file_checked(&f.path, f.role, &f.component, &hashing, f.mode, None, &step)?;
+            if copied.size != f.size {
+                return Err(RepoError::FileSizeMismatch {
+                    file: f.path.clone(),
+                    expected: f.size,
+                    actual: copied.size,
+                });
+            }
+            // An older set's file was hashed whole on the way: it must be what was backed up.
+            if let Some(actual) = hashing.finish()
+                && actual != f.blake3
+            {
                 return Err(RepoError::FileHashMismatch {
                     file: f.path.clone(),
                     expected: f.blake3.clone(),
-                    actual: copied.blake3.clone(),
+                    actual,
                 });
             }
             done += f.size;
@@ -155,4 +160,68 @@ pub fn copy_sets(
         report.copied.push(set.id);
     }
     Ok(report)
+}
+
+/// A source file whose content is hashed as it is read in order (the copy pipeline's reader
+/// reads each file once, front to back), for files of sets identified by a whole-content hash.
+struct HashingFile<'a> {
+    inner: &'a dyn volume::fs::File,
+    /// The hasher and the offset it has reached; `None` when no hash is wanted.
+    state: Option<parking_lot::Mutex<(blake3::Hasher, u64, bool)>>,
+}
+
+impl std::fmt::Debug for HashingFile<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashingFile").field("inner", &self.inner).finish()
+    }
+}
+
+impl<'a> HashingFile<'a> {
+    fn new(inner: &'a dyn volume::fs::File, hash: bool) -> Self {
+        let state = hash.then(|| parking_lot::Mutex::new((blake3::Hasher::new(), 0, true)));
+        Self { inner, state }
+    }
+
+    /// The content's hash, hex, if one was wanted; a read out of order (which the pipeline
+    /// never makes) yields a hash no file has, so the copy fails rather than passing unchecked.
+    fn finish(self) -> Option<String> {
+        let (hasher, _, in_order) = self.state?.into_inner();
+        Some(if in_order {
+            hasher.finalize().to_hex().to_string()
+        } else {
+            "read out of order".into()
+        })
+    }
+}
+
+impl volume::fs::File for HashingFile<'_> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let n = self.inner.read_at(buf, offset)?;
+        if let Some(state) = &self.state {
+            let mut s = state.lock();
+            if s.1 == offset {
+                s.0.update(&buf[..n]);
+                s.1 += n as u64;
+            } else {
+                s.2 = false;
+            }
+        }
+        Ok(n)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_at(buf, offset)
+    }
+
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
 }

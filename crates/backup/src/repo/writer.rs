@@ -2,8 +2,15 @@
 //!
 //! Each file is copied through a small pipeline so that both cores work: the calling thread
 //! reads chunks from the source in order, worker threads hash them and compress the ones the
-//! repository does not hold yet, and a collector appends results to the pack in order while
-//! computing the whole-file hash. Reading, compressing and writing overlap.
+//! repository does not hold yet, and a collector appends results to the pack in order and
+//! derives the file's identity from the chunk ids (each byte is hashed once, by the workers).
+//! Reading, compressing and writing overlap.
+//!
+//! Under [`Compression::Auto`] each worker chooses a new chunk's codec from the copy's pace
+//! ([`Pace`]): while chunks wait to be taken (the workers are the limit) the fast one, lz4;
+//! while workers wait for the reader or the collector, zstd, which costs more CPU and stores
+//! less. A chunk that does not compress is stored raw, and after one such chunk a worker
+//! probes the next with lz4 (cheap on such content) before spending zstd on it.
 //!
 //! A caller may pass a [`ChunkCheck`] run by the workers on every chunk as it passes: the
 //! requester checks database pages there, in the buffers the copy already holds, rather than
@@ -11,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
@@ -21,8 +28,11 @@ use volume::fs::File;
 use vss::BackupType;
 
 use super::Repository;
+use super::codec::{Codec, Compression, Compressor};
 use super::error::{RepoError, Result};
-use super::manifest::{BackupSet, ChunkRef, FileEntry, FileRole, LogRange, MANIFEST_FORMAT};
+use super::manifest::{
+    BackupSet, ChunkListHasher, ChunkRef, FileEntry, FileRole, LogRange, MANIFEST_FORMAT,
+};
 use super::pack::{ChunkLoc, PackWriter};
 
 /// A pack is sealed and a new one started past this size. Packs are built in memory and
@@ -124,12 +134,59 @@ struct Done {
     /// The bytes to store, when the chunk is new and they are not `data` as it is: compressed
     /// (when that paid) and sealed by the repository's [`super::Crypto`].
     stored: Option<Vec<u8>>,
-    /// Whether the stored bytes are compressed.
-    compressed: bool,
+    /// How the stored bytes are encoded.
+    codec: Codec,
     /// Whether the repository already held the chunk when it was hashed.
     known: bool,
     /// What the caller's check found wrong with the chunk.
     rejected: Option<String>,
+}
+
+/// How far along the copy's stages are, for [`Compression::Auto`]: chunks read and not yet
+/// taken by a worker, and chunks packed and not yet taken by the collector.
+#[derive(Default)]
+struct Pace {
+    to_take: AtomicUsize,
+    to_store: AtomicUsize,
+}
+
+impl Pace {
+    /// Counts a chunk taken by a worker; returns whether the workers are the copy's limit:
+    /// the reader has a chunk ready for each of them while the collector keeps up.
+    fn took_work(&self, workers: usize) -> bool {
+        let waiting = self.to_take.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        waiting >= workers && self.to_store.load(Ordering::Relaxed) < workers
+    }
+}
+
+/// A new chunk's codec and stored bytes under `setting` (`None`: stored raw). `cpu_bound`
+/// and `last_raw` (the worker's previous chunk did not compress) steer `auto`.
+fn pack_chunk(
+    c: &mut Compressor,
+    setting: Compression,
+    cpu_bound: bool,
+    last_raw: bool,
+    data: &[u8],
+) -> (Codec, Option<Vec<u8>>) {
+    let codec = match setting {
+        Compression::None => return (Codec::Raw, None),
+        Compression::Lz4 => Codec::Lz4,
+        Compression::Zstd(_) => Codec::Zstd,
+        Compression::Auto if cpu_bound => Codec::Lz4,
+        Compression::Auto if last_raw => {
+            // Content that did not compress tends to go on not compressing: lz4 finds out
+            // for a fraction of zstd's cost, and only a chunk that compresses gets zstd.
+            if c.compress(Codec::Lz4, data).is_none() {
+                return (Codec::Raw, None);
+            }
+            Codec::Zstd
+        }
+        Compression::Auto => Codec::Zstd,
+    };
+    match c.compress(codec, data) {
+        Some(packed) => (codec, Some(packed)),
+        None => (Codec::Raw, None),
+    }
 }
 
 impl<'r> SetWriter<'r> {
@@ -212,7 +269,12 @@ impl<'r> SetWriter<'r> {
     ) -> Result<&FileEntry> {
         let size = src.len().map_err(|source| RepoError::Source { file: path.into(), source })?;
         let chunk = self.repo.config.chunk_size as u64;
-        let level = self.repo.config.zstd_level;
+        let setting = self.repo.config.compression_setting();
+        let level = match setting {
+            Compression::Zstd(level) => level,
+            _ => self.repo.config.zstd_level,
+        };
+        let pace = Pace::default();
         let crypto = &self.repo.crypto;
         let plain = matches!(crypto, super::Crypto::Plain);
         let workers = thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
@@ -222,7 +284,7 @@ impl<'r> SetWriter<'r> {
         let cancel = AtomicBool::new(false);
         let repo = self.repo;
 
-        let mut hasher = blake3::Hasher::new();
+        let mut identity = ChunkListHasher::new();
         let mut chunks = Vec::new();
         let mut copied = 0u64;
         let (work_tx, work_rx) = mpsc::sync_channel::<Work>(workers * 2);
@@ -240,29 +302,35 @@ impl<'r> SetWriter<'r> {
             let done_rx = done_rx;
             for i in 0..workers {
                 let done_tx = done_tx.clone();
-                let (work_rx, in_flight) = (Arc::clone(&work_rx), &in_flight);
+                let (work_rx, in_flight, pace) = (Arc::clone(&work_rx), &in_flight, &pace);
                 // Named so that `top -H` and profilers tell the copy's threads apart.
                 let worker = thread::Builder::new().name(format!("backup-pack-{i}"));
                 worker
                     .spawn_scoped(s, move || {
-                        // One compression context per worker, reused for every chunk: making a
-                        // fresh one per 1 MiB chunk costs a measurable share of the work.
-                        let mut zstd = zstd::bulk::Compressor::new(level).ok();
+                        // One compressor per worker, reused for every chunk.
+                        let mut compressor = Compressor::new(level);
+                        let mut last_raw = false;
                         loop {
                             let Ok(w) = work_rx.lock().recv() else { return };
+                            let cpu_bound = pace.took_work(workers);
                             let rejected = check.and_then(|c| c(w.off, &w.data).err());
                             let hash = crypto.chunk_id(&w.data);
                             let known = rejected.is_some()
                                 || repo.lookup(&hash).is_some()
                                 || !in_flight.lock().insert(hash);
-                            let packed = if known {
-                                None
+                            let (codec, packed) = if known {
+                                (Codec::Raw, None)
                             } else {
-                                zstd.as_mut()
-                                    .and_then(|z| z.compress(&w.data).ok())
-                                    .filter(|c| c.len() + c.len() / 32 < w.data.len())
+                                let (codec, packed) = pack_chunk(
+                                    &mut compressor,
+                                    setting,
+                                    cpu_bound,
+                                    last_raw,
+                                    &w.data,
+                                );
+                                last_raw = packed.is_none();
+                                (codec, packed)
                             };
-                            let compressed = packed.is_some();
                             let stored = match packed {
                                 Some(c) => Some(crypto.seal(c)),
                                 None if known || plain => None,
@@ -273,10 +341,11 @@ impl<'r> SetWriter<'r> {
                                 hash,
                                 data: w.data,
                                 stored,
-                                compressed,
+                                codec,
                                 known,
                                 rejected,
                             };
+                            pace.to_store.fetch_add(1, Ordering::Relaxed);
                             if done_tx.send(done).is_err() {
                                 return;
                             }
@@ -288,7 +357,7 @@ impl<'r> SetWriter<'r> {
             drop(work_rx);
             // The reader: this scope's own thread feeds the workers from a second thread so
             // that the collector below can run here.
-            let cancel = &cancel;
+            let (cancel, pace) = (&cancel, &pace);
             let reader = thread::Builder::new().name("backup-read".into());
             let reader = reader.spawn_scoped(s, move || -> std::io::Result<()> {
                 let mut off = 0u64;
@@ -298,6 +367,7 @@ impl<'r> SetWriter<'r> {
                     let mut data = free_rx.try_recv().unwrap_or_default();
                     data.resize(n, 0);
                     src.read_exact_at(&mut data, off)?;
+                    pace.to_take.fetch_add(1, Ordering::Relaxed);
                     if work_tx.send(Work { seq, off, data }).is_err() {
                         break;
                     }
@@ -311,6 +381,7 @@ impl<'r> SetWriter<'r> {
             let mut waiting: BTreeMap<u64, Done> = BTreeMap::new();
             let mut failure = None;
             for done in done_rx.iter() {
+                pace.to_store.fetch_sub(1, Ordering::Relaxed);
                 waiting.insert(done.seq, done);
                 while let Some(d) = waiting.remove(&next) {
                     next += 1;
@@ -322,7 +393,7 @@ impl<'r> SetWriter<'r> {
                         cancel.store(true, Ordering::Relaxed);
                         continue;
                     }
-                    hasher.update(&d.data);
+                    identity.push(&d.hash, d.data.len() as u32);
                     copied += d.data.len() as u64;
                     chunks.push(ChunkRef {
                         hash: d.hash.to_hex().to_string(),
@@ -362,8 +433,9 @@ impl<'r> SetWriter<'r> {
             role,
             component: component.into(),
             size,
-            blake3: hasher.finalize().to_hex().to_string(),
+            blake3: String::new(),
             chunks,
+            chunks_blake3: Some(identity.finish(size)),
             mode: mode.map(|m| m & 0o7777),
         });
         Ok(&self.files[added])
@@ -383,7 +455,7 @@ impl<'r> SetWriter<'r> {
         let pack = self.pack.get_or_insert_with(|| PackWriter::new(room));
         let raw_len = d.data.len() as u32;
         let bytes = d.stored.as_deref().unwrap_or(&d.data);
-        let loc = pack.append(d.hash, bytes, raw_len, d.compressed);
+        let loc = pack.append(d.hash, bytes, raw_len, d.codec);
         self.stored_bytes += loc.stored_len as u64;
         self.pending.insert(d.hash, loc);
         Ok(())
@@ -507,6 +579,7 @@ impl<'r> SetWriter<'r> {
             database_headers: meta.database_headers,
             files: std::mem::take(&mut self.files),
         };
+        self.repo.upgrade_format()?;
         self.repo.put_manifest(&set, "publishing")?;
         Ok(set)
     }

@@ -60,7 +60,7 @@ impl Restorer {
         let live = match plan.logs.last_key_value() {
             Some((g, last)) if plan.roll_forward => {
                 progress.step("rolling the storage group's log and listing its later generations");
-                live::later_live_logs(sg, *g, last)?
+                live::later_live_logs(sg, *g, last, self.repo.crypto())?
             }
             _ => Vec::new(),
         };

@@ -237,7 +237,7 @@ pub(super) fn collect_files(
                 ))
             })?;
             if let Some(prev) = logs.get(&g)
-                && prev.blake3 != f.blake3
+                && !prev.same_content(f)
             {
                 return Err(RequesterError::RestoreRefused(format!(
                     "log generation {g:#X} differs between sets ({} in one, {} in another)",

@@ -35,7 +35,7 @@ impl Restorer {
         let document = store::writer::restorable_by_store(document, self.store.node());
         let def = sg.def();
         if plan.roll_forward {
-            check_live_logs_continue(&def, plan)?;
+            check_live_logs_continue(&def, plan, self.repo.crypto())?;
         } else {
             check_replaces_every_database(&def, plan)?;
         }
@@ -219,11 +219,20 @@ pub(super) fn check_replaces_every_database(def: &StorageGroupDef, plan: &Plan) 
 
 /// Recovery rolling forward in place reads the live logs after the backup's: they must
 /// continue the backup's history, not a stream rewound since by a point-in-time restore.
-pub(super) fn check_live_logs_continue(def: &StorageGroupDef, plan: &Plan) -> Result<()> {
+pub(super) fn check_live_logs_continue(
+    def: &StorageGroupDef,
+    plan: &Plan,
+    crypto: &crate::repo::Crypto,
+) -> Result<()> {
     match plan.logs.last_key_value() {
-        Some((g, last)) => {
-            live::check_same_history(&def.log_volume.fs, &def.log_dir, &def.prefix, *g, last)
-        }
+        Some((g, last)) => live::check_same_history(
+            &def.log_volume.fs,
+            &def.log_dir,
+            &def.prefix,
+            *g,
+            last,
+            crypto,
+        ),
         None => Ok(()),
     }
 }

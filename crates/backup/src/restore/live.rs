@@ -18,7 +18,7 @@ use volume::{FileSystem, FsRef, OpenMode};
 use super::io_err;
 use super::place::header_generation;
 use crate::error::{RequesterError, Result};
-use crate::repo::FileEntry;
+use crate::repo::{Crypto, FileEntry};
 use crate::requester::Progress;
 
 /// A live log file to copy into the staging directory.
@@ -38,10 +38,11 @@ pub(super) fn later_live_logs(
     sg: &StorageGroup,
     after: u32,
     last: &FileEntry,
+    crypto: &Crypto,
 ) -> Result<Vec<LiveLog>> {
     let def = sg.def();
     let (fs, dir, prefix) = (&def.log_volume.fs, &def.log_dir, def.prefix.as_str());
-    check_same_history(fs, dir, prefix, after, last)?;
+    check_same_history(fs, dir, prefix, after, last, crypto)?;
     let rolled = match sg.roll_log() {
         Ok(g) => Some(g),
         Err(StoreError::NotMounted(_)) => None,
@@ -96,6 +97,7 @@ pub(super) fn check_same_history(
     prefix: &str,
     after: u32,
     last: &FileEntry,
+    crypto: &Crypto,
 ) -> Result<()> {
     let name = generation_name(prefix, after);
     let path = dir.join(&name);
@@ -104,7 +106,7 @@ pub(super) fn check_same_history(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io_err("reading", &path)(e)),
     };
-    if blake3::hash(&live).to_hex().as_str() == last.blake3 {
+    if last.is_content(crypto, &live) {
         return Ok(());
     }
     Err(RequesterError::RestoreFailed(format!(

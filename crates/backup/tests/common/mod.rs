@@ -56,13 +56,25 @@ pub fn sg_def(logs: &FsRef, db: &FsRef) -> StorageGroupDef {
 
 pub fn node() -> Node {
     let dir = tempfile::tempdir().unwrap();
-    build(dir, &["DB1"], false)
+    build(dir, &["DB1"], false, repo_options())
+}
+
+/// The options of every test node's repository: small chunks, so that a small store makes
+/// many of them.
+pub fn repo_options() -> InitOptions {
+    InitOptions { chunk_size: 64 << 10, zstd_level: 1, ..Default::default() }
+}
+
+/// A node whose repository is made with `opts`.
+pub fn node_with_repo(opts: InitOptions) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    build(dir, &["DB1"], false, opts)
 }
 
 /// A node whose storage group has `databases` (all on the database volume; both volumes go
 /// through fault injectors).
 pub fn node_with(dir: tempfile::TempDir, databases: &[&str]) -> Node {
-    build(dir, databases, true)
+    build(dir, databases, true, repo_options())
 }
 
 /// A node whose volumes are real shadow volumes snapshotted by the software provider (the
@@ -79,10 +91,10 @@ pub fn node_on_shadow_volumes() -> Node {
     }
     let (logs, db) = (fs[0].clone(), fs[1].clone());
     let adapter = Arc::new(vss::software::SoftwareProviderAdapter::new(provider));
-    assemble(dir, &["DB1"], logs, db, adapter, None, None)
+    assemble(dir, &["DB1"], logs, db, adapter, None, None, repo_options())
 }
 
-fn build(dir: tempfile::TempDir, databases: &[&str], faults: bool) -> Node {
+fn build(dir: tempfile::TempDir, databases: &[&str], faults: bool, opts: InitOptions) -> Node {
     let host_logs: FsRef = Arc::new(HostFs::new(dir.path().join("vol-logs")).unwrap());
     let logs_faults = faults.then(|| volume::fault::FaultInjector::new(host_logs.clone()));
     let logs = logs_faults.as_ref().map_or(host_logs, |f| f.as_ref());
@@ -92,9 +104,10 @@ fn build(dir: tempfile::TempDir, databases: &[&str], faults: bool) -> Node {
     let provider = TestProvider::new("test provider", dir.path().join("scratch"));
     provider.add_volume("logs", logs.clone());
     provider.add_volume("db", db.clone());
-    assemble(dir, databases, logs, db, provider, db_faults, logs_faults)
+    assemble(dir, databases, logs, db, provider, db_faults, logs_faults, opts)
 }
 
+#[allow(clippy::too_many_arguments)] // Each is one part of the node.
 fn assemble(
     dir: tempfile::TempDir,
     databases: &[&str],
@@ -103,6 +116,7 @@ fn assemble(
     provider: Arc<dyn vss::Provider>,
     db_faults: Option<volume::fault::FaultInjector>,
     logs_faults: Option<volume::fault::FaultInjector>,
+    opts: InitOptions,
 ) -> Node {
     let repo_fs: FsRef = Arc::new(HostFs::new(dir.path().join("repo")).unwrap());
     let events = Arc::new(MemorySink::new("node1"));
@@ -120,14 +134,7 @@ fn assemble(
         .collect();
     store.add_storage_group(def).unwrap().mount().unwrap();
     coordinator.register_writer(StoreWriter::new(store.clone())).unwrap();
-    let repo = Arc::new(
-        Repository::init(
-            repo_fs.clone(),
-            "",
-            InitOptions { chunk_size: 64 << 10, zstd_level: 1, ..Default::default() },
-        )
-        .unwrap(),
-    );
+    let repo = Arc::new(Repository::init(repo_fs.clone(), "", opts).unwrap());
     let requester = Requester::new(coordinator.clone(), store.clone(), repo, events.clone());
     Node { dir, logs, db, events, coordinator, store, requester, repo_fs, db_faults, logs_faults }
 }
