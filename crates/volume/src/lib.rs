@@ -32,7 +32,9 @@ pub mod volume;
 
 pub use error::{BlockSizeChanged, VolumeError};
 pub use events::{DeleteReason, VolumeEvent};
-pub use fs::{DirEntry, File, FileKind, FileRef, FileSystem, FsRef, Metadata, OpenMode};
+pub use fs::{
+    Attributes, DirEntry, File, FileKind, FileRef, FileSystem, FsRef, Metadata, OpenMode,
+};
 pub use hold::{CommitOptions, CommitReport, commit_set};
 pub use host::HostFs;
 pub use mem::MemFs;
