@@ -74,6 +74,9 @@ pub struct Shadow {
     /// Bytes its diff area occupies in shadow storage.
     pub diff_area_bytes: u64,
     pub files: u64,
+    /// Where the node has it mounted read-only (`admin expose`), if anywhere.
+    #[serde(default)]
+    pub exposed_at: Option<String>,
 }
 
 /// `POST /v1/shadows`: a persistent shadow copy of one volume.
@@ -147,4 +150,36 @@ pub struct ResizeShadowStorage {
     #[serde(rename = "for")]
     pub for_volume: String,
     pub max_size: MaxSize,
+}
+
+/// `POST /v1/shadows/expose`: mount a shadow copy read-only at a directory of the node, for
+/// any tool to read (FUSE).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ExposeShadow {
+    pub shadow: Uuid,
+    /// An absolute path on the node: an existing empty directory, or one that is created.
+    pub at: String,
+}
+
+/// `POST /v1/shadows/unexpose`: exactly one of `shadow` or `at`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UnexposeShadow {
+    pub shadow: Option<Uuid>,
+    pub at: Option<String>,
+}
+
+/// One exposed shadow copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Exposure {
+    pub shadow: Uuid,
+    pub at: String,
+    /// Exposed again after a restart of the node (the shadow copy is persistent).
+    pub persistent: bool,
+}
+
+/// The answer to [`ExposeShadow`] and [`UnexposeShadow`]: what the request exposed or
+/// unexposed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Exposures {
+    pub exposures: Vec<Exposure>,
 }

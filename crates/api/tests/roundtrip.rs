@@ -89,6 +89,7 @@ fn every_type_round_trips() {
         persistent: true,
         diff_area_bytes: 8192,
         files: 2,
+        exposed_at: Some("/mnt/db".into()),
     };
     round_trip(ShadowList { shadows: vec![shadow.clone()] });
     round_trip(CreateShadow { for_volume: "db".into() });
@@ -100,6 +101,11 @@ fn every_type_round_trips() {
     });
     round_trip(DeleteShadows { for_volume: Some("db".into()), oldest: true, ..Default::default() });
     round_trip(DeletedShadows { deleted: vec![id(6)] });
+    round_trip(ExposeShadow { shadow: id(6), at: "/mnt/db".into() });
+    round_trip(UnexposeShadow { at: Some("/mnt/db".into()), ..Default::default() });
+    round_trip(Exposures {
+        exposures: vec![Exposure { shadow: id(6), at: "/mnt/db".into(), persistent: true }],
+    });
     round_trip(ShadowStorageList {
         shadow_storage: vec![ShadowStorage {
             for_volume: id(4),

@@ -1,5 +1,6 @@
 //! `shadowcopy admin`: the reference tool's vocabulary — list writers, providers, shadows and
-//! shadow storage; create shadow; delete shadows; add and resize shadow storage.
+//! shadow storage; create shadow; delete shadows; add and resize shadow storage; expose and
+//! unexpose a shadow copy.
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -38,6 +39,37 @@ pub enum Admin {
         after_help = "Examples:\n  shadowcopy admin delete shadows --for db --oldest\n  shadowcopy admin delete shadows --shadow 5f0c…\n  shadowcopy admin delete shadows --all"
     )]
     Delete(DeleteArgs),
+    /// Mounts a shadow copy read-only at a directory of the node (FUSE), for any tool to read:
+    /// tar, rsync, sha256sum, cp. A persistent shadow copy is exposed again after a restart.
+    #[command(
+        after_help = "Example:\n  shadowcopy admin expose --shadow 5f0c… --at /mnt/db-monday"
+    )]
+    Expose {
+        /// The shadow copy (its ID, as `admin list shadows` shows it).
+        #[arg(long, value_name = "ID")]
+        shadow: String,
+        /// The directory to mount it at (absolute; created if missing, must be empty).
+        #[arg(long, value_name = "PATH")]
+        at: String,
+    },
+    /// Unmounts an exposed shadow copy, by where it is mounted or by its ID. A process that
+    /// still has a file open there keeps it until it closes it (lazy unmount).
+    #[command(
+        after_help = "Examples:\n  shadowcopy admin unexpose --at /mnt/db-monday\n  shadowcopy admin unexpose --shadow 5f0c…"
+    )]
+    Unexpose {
+        /// The directory it is mounted at.
+        #[arg(
+            long,
+            value_name = "PATH",
+            required_unless_present = "shadow",
+            conflicts_with = "shadow"
+        )]
+        at: Option<String>,
+        /// The shadow copy's ID.
+        #[arg(long, value_name = "ID")]
+        shadow: Option<String>,
+    },
     /// Puts a volume's shadow storage (where its snapshots keep preserved blocks) on a volume,
     /// with a limit. Refused while the volume has shadow copies.
     #[command(
@@ -170,15 +202,7 @@ pub fn run(node: &Endpoint, cmd: &Admin) -> Result<()> {
             if !(d.oldest || d.all || d.shadow.is_some()) {
                 bail!("give --for VOLUME --oldest, --shadow ID, or --all");
             }
-            let shadow = d
-                .shadow
-                .as_deref()
-                .map(|s| {
-                    s.trim_matches(|c| c == '{' || c == '}')
-                        .parse::<uuid::Uuid>()
-                        .with_context(|| format!("--shadow {s:?} is not a shadow copy ID"))
-                })
-                .transpose()?;
+            let shadow = d.shadow.as_deref().map(shadow_id).transpose()?;
             let req = api::DeleteShadows {
                 for_volume: d.for_volume.clone(),
                 oldest: d.oldest,
@@ -189,6 +213,23 @@ pub fn run(node: &Endpoint, cmd: &Admin) -> Result<()> {
             println!("Deleted {} shadow copies.", v.deleted.len());
             for id in &v.deleted {
                 println!("   {{{id}}}");
+            }
+        }
+        Admin::Expose { shadow, at } => {
+            let req = api::ExposeShadow { shadow: shadow_id(shadow)?, at: absolute(at)? };
+            let v: api::Exposures = node.post("/v1/shadows/expose", &req)?;
+            for e in &v.exposures {
+                println!("Shadow copy {{{}}} exposed read-only at {}", e.shadow, e.at);
+            }
+        }
+        Admin::Unexpose { at, shadow } => {
+            let req = api::UnexposeShadow {
+                shadow: shadow.as_deref().map(shadow_id).transpose()?,
+                at: at.as_deref().map(absolute).transpose()?,
+            };
+            let v: api::Exposures = node.post("/v1/shadows/unexpose", &req)?;
+            for e in &v.exposures {
+                println!("Shadow copy {{{}}} no longer exposed at {}", e.shadow, e.at);
             }
         }
         Admin::Add { for_volume, on, maxsize, .. } => {
@@ -213,6 +254,25 @@ pub fn run(node: &Endpoint, cmd: &Admin) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A shadow copy ID as given on the command line (braces allowed, as the lists print it).
+fn shadow_id(s: &str) -> Result<uuid::Uuid> {
+    s.trim_matches(|c| c == '{' || c == '}')
+        .parse::<uuid::Uuid>()
+        .with_context(|| format!("--shadow {s:?} is not a shadow copy ID"))
+}
+
+/// A mount path as the node must get it: absolute, so that it does not depend on the node's
+/// working directory (a relative one is taken from the command's).
+fn absolute(at: &str) -> Result<String> {
+    let p = std::path::Path::new(at);
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().context("finding the current directory")?.join(p)
+    };
+    abs.to_str().map(str::to_string).with_context(|| format!("{at:?} is not valid UTF-8"))
 }
 
 /// A limit as the administrator wrote it, near enough.
@@ -276,6 +336,9 @@ fn print_shadows(v: &api::ShadowList) {
         );
         println!("      Diff area: {}", bytes(sh.diff_area_bytes));
         println!("      Files: {}", sh.files);
+        if let Some(at) = &sh.exposed_at {
+            println!("      Exposed at: {at}");
+        }
         println!();
     }
 }

@@ -69,6 +69,31 @@ fn every_endpoint_answers_through_the_typed_client() {
         shadows.shadows.iter().map(|s| s.id).collect::<Vec<_>>(),
         vec![created.shadows[0].id]
     );
+    // Exposed through FUSE and unexposed. Without FUSE (a developer's machine, not CI) the
+    // node answers the contract's error instead; `expose.rs` tests the mount itself.
+    let shadow = created.shadows[0].id;
+    let mnt = dir.path().join("mnt");
+    let _unmount = common::MountGuard(mnt.clone());
+    let expose = api::ExposeShadow { shadow, at: abs(&mnt) };
+    let unexpose = api::UnexposeShadow { shadow: Some(shadow), at: None };
+    match node.post::<_, api::Exposures>(d.op(Op::ExposeShadow), &expose) {
+        Ok(exposed) => {
+            assert_eq!(exposed.exposures[0].shadow, shadow);
+            let listed: api::ShadowList = node.get(d.op(Op::ListShadows)).unwrap();
+            assert_eq!(listed.shadows[0].exposed_at.as_ref(), Some(&exposed.exposures[0].at));
+            let gone: api::Exposures = node.post(d.op(Op::UnexposeShadow), &unexpose).unwrap();
+            assert_eq!(gone.exposures, exposed.exposures);
+        }
+        Err(e) => {
+            let e = e.downcast_ref::<cli::client::ApiError>().unwrap();
+            assert_eq!((e.status, e.code.as_str()), (503, "fuse_unavailable"), "{e:?}");
+            assert_ne!(std::env::var("CI").ok().as_deref(), Some("true"), "CI must have FUSE");
+            let e =
+                node.post::<_, api::Exposures>(d.op(Op::UnexposeShadow), &unexpose).unwrap_err();
+            let e = e.downcast_ref::<cli::client::ApiError>().unwrap();
+            assert_eq!((e.status, e.code.as_str()), (404, "not_exposed"), "{e:?}");
+        }
+    }
     let delete = api::DeleteShadows { shadow: Some(created.shadows[0].id), ..Default::default() };
     let deleted: api::DeletedShadows = node.post(d.op(Op::DeleteShadows), &delete).unwrap();
     assert_eq!(deleted.deleted, vec![created.shadows[0].id]);

@@ -9,7 +9,7 @@
 //! | --- | --- | --- |
 //! | 9620–9629 | store | store writer steps the reference leaves unnumbered (thaw acknowledged, backup complete reported) |
 //! | 8000–8099 | coordinator | every coordinator transition, writer failures and time-outs, interrupted jobs, the event log's own corruption report |
-//! | 8100–8199 | provider | snapshot set committed, flush-and-hold timed out, shadow-storage overflow deletions |
+//! | 8100–8199 | provider | snapshot set committed, flush-and-hold timed out, shadow-storage overflow deletions, shadow copies exposed and unexposed (8110–8112) |
 //! | 8200–8299 | requester | the backup application's own steps |
 //! | 4150–4159 | requester | the node's schedules (runs started, ended, caught up; retention) |
 //!
@@ -498,6 +498,17 @@ catalog! {
     /// applied at start; the node starts with the shadow storage on disk.
     PROVIDER_SHADOW_STORAGE_CONFLICT = (Provider, 8106, Warning,
         "Shadow storage for volume {volume} {wanted} was not applied: {error}.");
+    /// Project-picked: a shadow copy was mounted read-only at a path (`admin expose`, or
+    /// again at start for a persistent one).
+    PROVIDER_SHADOW_EXPOSED = (Provider, 8110, Info,
+        "Shadow copy {snapshot} of volume {volume} exposed read-only at {at}.");
+    /// Project-picked: an exposed shadow copy was unmounted (`admin unexpose`, or before the
+    /// shadow copy was deleted); `reason` says which.
+    PROVIDER_SHADOW_UNEXPOSED = (Provider, 8111, Info,
+        "Shadow copy {snapshot} is no longer exposed at {at} ({reason}).");
+    /// Project-picked: a persistent shadow copy's exposure could not be mounted again at start.
+    PROVIDER_SHADOW_EXPOSE_FAILED = (Provider, 8112, Error,
+        "Shadow copy {snapshot} could not be exposed again at {at}: {error}");
 
     // ---- requester (project-picked) ----
     /// The requester finished copying.

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod config;
 pub mod dag;
+pub mod expose;
 pub mod layout;
 pub mod node;
 pub mod sample;

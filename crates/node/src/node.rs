@@ -14,7 +14,10 @@
 //!    writer registers. A storage group that fails to mount stays dismounted with its error
 //!    (store status, an event) and the node starts anyway: restore needs a running node.
 //!
-//! [`Node::shutdown`] dismounts every storage group cleanly and syncs the event log.
+//! 5. shadow copies exposed before the restart ([`crate::expose`]) are mounted again.
+//!
+//! [`Node::shutdown`] unmounts the exposed shadow copies, dismounts every storage group
+//! cleanly and syncs the event log.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -126,6 +129,8 @@ pub struct Node {
     /// Shadow storage changed at runtime ([`crate::shadow_storage`]); held while one is
     /// changed and recorded.
     pub(crate) shadow_state: parking_lot::Mutex<crate::shadow_storage::RuntimeShadowStorage>,
+    /// Shadow copies mounted read-only through FUSE (`admin expose`).
+    exposures: Arc<crate::expose::Exposures>,
 }
 
 impl std::fmt::Debug for Node {
@@ -258,6 +263,22 @@ impl Node {
             }
         }
         coordinator.register_writer(StoreWriter::new(store.clone()))?;
+
+        let mut forbidden: Vec<_> = volumes.values().map(|v| v.root().to_path_buf()).collect();
+        forbidden.push(data_dir.clone());
+        let exposures =
+            Arc::new(crate::expose::Exposures::new(data_dir.clone(), sink.clone(), forbidden));
+        for vol in volumes.values() {
+            // Whatever deletes a snapshot (a request, a backup's release, overflow), an
+            // exposed one is unmounted first. Weak: the volume must not keep the mounts alive.
+            let weak = Arc::downgrade(&exposures);
+            vol.on_before_delete(move |id| {
+                if let Some(e) = weak.upgrade() {
+                    e.withdraw(id, "the shadow copy is deleted");
+                }
+            });
+        }
+        exposures.restore(&coordinator);
         Ok(Node {
             config,
             runtime: parking_lot::Mutex::new(Runtime { layout, created }),
@@ -269,6 +290,7 @@ impl Node {
             store,
             recovered_jobs,
             shadow_state: parking_lot::Mutex::new(shadow_state),
+            exposures,
         })
     }
 
@@ -350,8 +372,15 @@ impl Node {
         Restorer::new(self.coordinator.clone(), self.store.clone(), repo, self.events.clone())
     }
 
-    /// Dismounts every storage group cleanly and makes the event log durable.
+    /// The shadow copies exposed through FUSE.
+    pub fn exposures(&self) -> &crate::expose::Exposures {
+        &self.exposures
+    }
+
+    /// Unmounts the exposed shadow copies (they come back at the next start if persistent),
+    /// dismounts every storage group cleanly and makes the event log durable.
     pub fn shutdown(&self) -> Vec<String> {
+        self.exposures.shutdown();
         let mut problems: Vec<String> =
             self.store.dismount_all().into_iter().map(|(sg, e)| format!("{sg}: {e}")).collect();
         if let Err(e) = self.events.sync() {

@@ -50,6 +50,28 @@ impl Extents {
         out
     }
 
+    /// `SEEK_DATA` (`hole == false`) or `SEEK_HOLE` from `offset` in a file of length `len`
+    /// whose data is these extents (see [`crate::fs::File::seek_data`]): `None` at or past
+    /// the end, or when no data follows.
+    pub fn seek(&self, offset: u64, len: u64, hole: bool) -> Option<u64> {
+        if offset >= len {
+            return None;
+        }
+        // First extent that ends after `offset`.
+        let i = self.0.partition_point(|&(_, e)| e <= offset);
+        if !hole {
+            return self.0.get(i).map(|&(s, _)| s.max(offset)).filter(|&d| d < len);
+        }
+        let mut pos = offset;
+        for &(s, e) in &self.0[i..] {
+            if s > pos {
+                break;
+            }
+            pos = pos.max(e);
+        }
+        Some(pos.min(len))
+    }
+
     /// Bytes covered.
     pub fn bytes(&self) -> u64 {
         self.0.iter().map(|(s, e)| e - s).sum()
@@ -101,6 +123,24 @@ pub fn scan_open(f: &fs::File, len: u64) -> io::Result<Extents> {
 mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
+
+    #[test]
+    fn seek_finds_data_and_holes_like_lseek() {
+        let e = Extents(vec![(0, 100), (100, 200), (5000, 6000)]);
+        // Adjacent extents are one run of data.
+        assert_eq!(e.seek(0, 8000, true), Some(200));
+        assert_eq!(e.seek(0, 8000, false), Some(0));
+        assert_eq!(e.seek(200, 8000, false), Some(5000));
+        assert_eq!(e.seek(300, 8000, true), Some(300));
+        assert_eq!(e.seek(5500, 8000, false), Some(5500));
+        assert_eq!(e.seek(5500, 8000, true), Some(6000));
+        // After the last data: no data, the end is a hole; past the end: nothing.
+        assert_eq!(e.seek(6000, 8000, false), None);
+        assert_eq!(e.seek(7000, 8000, true), Some(7000));
+        assert_eq!(e.seek(8000, 8000, true), None);
+        // Data that runs to the end: the hole is the end.
+        assert_eq!(Extents::full(10).seek(3, 10, true), Some(10));
+    }
 
     #[test]
     fn blocks_in_respects_holes_and_range() {

@@ -68,6 +68,45 @@ pub struct Metadata {
     pub mode: u32,
 }
 
+/// Everything a mount of the file system shows about a path (the `stat` of a FUSE mount):
+/// [`Metadata`] plus ownership, modification time and link count. A separate type and
+/// method ([`FileSystem::attributes`]) rather than more fields of [`Metadata`], so that the
+/// many file systems that keep no owners or times need not invent them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attributes {
+    pub kind: FileKind,
+    /// Length in bytes (0 for directories).
+    pub len: u64,
+    /// Bytes that hold data (the rest are holes): `st_blocks * 512`, which `tar` and `cp`
+    /// compare with the length to tell a sparse file.
+    pub allocated: u64,
+    /// Permission bits (`0o7777` at most).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Modification time as seconds and nanoseconds since the Unix epoch (0 when not kept).
+    pub mtime: (i64, u32),
+    /// Hard links (1 for a file, 2 for a directory when not kept).
+    pub nlink: u32,
+}
+
+impl Attributes {
+    /// The attributes of a file system that keeps no owners or times: owned by root, as of
+    /// the epoch.
+    pub fn from_metadata(m: Metadata) -> Self {
+        Attributes {
+            kind: m.kind,
+            len: m.len,
+            allocated: m.len,
+            mode: m.mode,
+            uid: 0,
+            gid: 0,
+            mtime: (0, 0),
+            nlink: if m.kind == FileKind::Dir { 2 } else { 1 },
+        }
+    }
+}
+
 /// One entry of [`FileSystem::read_dir`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DirEntry {
@@ -128,6 +167,21 @@ pub trait File: Send + Sync + fmt::Debug {
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }
+
+    /// `lseek(SEEK_DATA)` (`hole == false`) or `lseek(SEEK_HOLE)` (`hole == true`) from
+    /// `offset`: where the next data, or the next hole, begins at or after `offset`; the end of
+    /// the file counts as a hole. `None` when `offset` is at or past the end, or (for data)
+    /// when only holes follow — the `ENXIO` of `lseek`. Tools that copy sparse files (`cp
+    /// --sparse`, `tar --sparse`, rsync) ask this so as not to read or write the holes; a
+    /// file system that does not know its holes reports all data, which is always correct.
+    fn seek_data(&self, offset: u64, hole: bool) -> io::Result<Option<u64>> {
+        let len = self.len()?;
+        Ok(match (offset < len, hole) {
+            (false, _) => None,
+            (true, false) => Some(offset),
+            (true, true) => Some(len),
+        })
+    }
 }
 
 /// A shared open file.
@@ -168,6 +222,13 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
             io::ErrorKind::Unsupported,
             format!("{}: this file system cannot change permissions", path.display()),
         ))
+    }
+
+    /// Ownership, permissions, times and link count of `path`, as a mount of this file
+    /// system shows them. The default is [`Attributes::from_metadata`]: file systems that keep
+    /// owners and times (host directories, snapshot views) override it.
+    fn attributes(&self, path: &Path) -> io::Result<Attributes> {
+        self.metadata(path).map(Attributes::from_metadata)
     }
 
     /// Whether `path` exists.

@@ -10,7 +10,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::fs::{DirEntry, File, FileKind, FileRef, FileSystem, Metadata, OpenMode, normalize};
+use crate::fs::{
+    Attributes, DirEntry, File, FileKind, FileRef, FileSystem, Metadata, OpenMode, normalize,
+};
 
 /// A host directory used as a file system root.
 #[derive(Debug, Clone)]
@@ -89,6 +91,44 @@ impl File for HostFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    fn seek_data(&self, offset: u64, hole: bool) -> io::Result<Option<u64>> {
+        host_seek_data(&self.file, offset, hole)
+    }
+}
+
+/// `SEEK_DATA`/`SEEK_HOLE` on a host file (see [`File::seek_data`]). The handle's file
+/// position moves, which no caller uses: every read and write names its offset.
+pub fn host_seek_data(file: &fs::File, offset: u64, hole: bool) -> io::Result<Option<u64>> {
+    use rustix::fs::{SeekFrom, seek};
+    use rustix::io::Errno;
+    let whence = if hole { SeekFrom::Hole(offset) } else { SeekFrom::Data(offset) };
+    match seek(file, whence) {
+        Ok(pos) => Ok(Some(pos)),
+        Err(Errno::NXIO) => Ok(None),
+        // A host file system without SEEK_DATA: everything is data.
+        Err(Errno::INVAL) => {
+            let len = file.metadata()?.len();
+            Ok((offset < len).then_some(if hole { len } else { offset }))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Converts std metadata into the seam's [`Attributes`].
+pub fn host_attributes(m: &fs::Metadata) -> Attributes {
+    use std::os::unix::fs::MetadataExt;
+    let base = host_metadata(m);
+    Attributes {
+        kind: base.kind,
+        len: base.len,
+        allocated: m.blocks().saturating_mul(512),
+        mode: base.mode,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime: (m.mtime(), m.mtime_nsec().clamp(0, 999_999_999) as u32),
+        nlink: m.nlink().min(u64::from(u32::MAX)) as u32,
     }
 }
 
@@ -189,6 +229,10 @@ impl FileSystem for HostFs {
 
     fn metadata(&self, path: &Path) -> io::Result<Metadata> {
         Ok(host_metadata(&fs::metadata(self.host_path(path)?)?))
+    }
+
+    fn attributes(&self, path: &Path) -> io::Result<Attributes> {
+        Ok(host_attributes(&fs::metadata(self.host_path(path)?)?))
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {

@@ -35,7 +35,9 @@ pub mod volume;
 pub use btrfs::{BtrfsProvider, BtrfsView};
 pub use error::{BlockSizeChanged, VolumeError};
 pub use events::{DeleteReason, VolumeEvent};
-pub use fs::{DirEntry, File, FileKind, FileRef, FileSystem, FsRef, Metadata, OpenMode};
+pub use fs::{
+    Attributes, DirEntry, File, FileKind, FileRef, FileSystem, FsRef, Metadata, OpenMode,
+};
 pub use hold::{CommitOptions, CommitReport, WithinError, commit_set, commit_set_within};
 pub use host::HostFs;
 pub use mem::MemFs;

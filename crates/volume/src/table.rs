@@ -27,6 +27,43 @@ pub struct FileEntry {
     /// Tables persisted before modes were kept read as the default file mode.
     #[serde(default = "default_file_mode")]
     pub mode: u32,
+    /// Owner, group and modification time at snapshot time, so that an exposed snapshot shows
+    /// its files as they were. Tables persisted before these were kept read as root's, at
+    /// the epoch.
+    #[serde(flatten)]
+    pub owner: Owner,
+}
+
+/// Owner, group and modification time of a file or directory at snapshot time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+    /// Seconds and nanoseconds since the Unix epoch.
+    #[serde(default)]
+    pub mtime: (i64, u32),
+}
+
+impl Owner {
+    /// The owner, group and modification time of host metadata.
+    pub fn of(m: &fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Owner {
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime: (m.mtime(), m.mtime_nsec().clamp(0, 999_999_999) as u32),
+        }
+    }
+}
+
+/// A directory as the snapshot saw it (permissions and owner), for a mount of the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirAttrs {
+    pub mode: u32,
+    #[serde(flatten)]
+    pub owner: Owner,
 }
 
 fn default_file_mode() -> u32 {
@@ -47,6 +84,10 @@ pub struct FileTable {
     pub paths: BTreeMap<String, Node>,
     /// Files by identity.
     pub by_id: HashMap<FileId, Arc<FileEntry>>,
+    /// Directories' permissions and owners by path ("" is the root); a directory missing here
+    /// (tables persisted before they were kept) reads as [`crate::fs::DEFAULT_DIR_MODE`],
+    /// owned by root.
+    pub dirs: HashMap<String, DirAttrs>,
 }
 
 /// Serialized form of a table row.
@@ -56,12 +97,22 @@ pub struct Row {
     pub kind: FileKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<FileEntry>,
+    /// A directory's permissions and owner (absent in tables persisted before they were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<DirAttrs>,
+}
+
+/// Permission bits of host metadata.
+fn mode_of(m: &fs::Metadata) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777
 }
 
 impl FileTable {
     /// Scans the host directory `root`, skipping the top-level entry named `hidden`.
     pub fn scan(root: &Path, hidden: &str) -> io::Result<Self> {
         let mut t = FileTable::default();
+        let m = fs::metadata(root)?;
+        t.dirs.insert(String::new(), DirAttrs { mode: mode_of(&m), owner: Owner::of(&m) });
         t.scan_dir(root, "", Some(hidden))?;
         Ok(t)
     }
@@ -78,6 +129,14 @@ impl FileTable {
                 if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
             let ft = e.file_type()?;
             if ft.is_dir() {
+                match e.metadata() {
+                    Ok(m) => {
+                        let attrs = DirAttrs { mode: mode_of(&m), owner: Owner::of(&m) };
+                        self.dirs.insert(path.clone(), attrs);
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(err),
+                }
                 self.paths.insert(path.clone(), Node::Dir);
                 self.scan_dir(&e.path(), &path, None)?;
             } else if ft.is_file() {
@@ -87,11 +146,14 @@ impl FileTable {
                     Err(err) => return Err(err),
                 };
                 let extents = extents::scan(&e.path(), &m)?;
-                let mode = std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777;
-                self.insert_file(
-                    path,
-                    FileEntry { id: FileId::of(&m), len: m.len(), extents, mode },
-                );
+                let entry = FileEntry {
+                    id: FileId::of(&m),
+                    len: m.len(),
+                    extents,
+                    mode: mode_of(&m),
+                    owner: Owner::of(&m),
+                };
+                self.insert_file(path, entry);
             }
         }
         Ok(())
@@ -105,14 +167,27 @@ impl FileTable {
 
     /// Rows for persistence.
     pub fn rows(&self) -> Vec<Row> {
-        self.paths
-            .iter()
-            .map(|(p, n)| match n {
-                Node::Dir => Row { path: p.clone(), kind: FileKind::Dir, file: None },
-                Node::File(f) => {
-                    Row { path: p.clone(), kind: FileKind::File, file: Some((**f).clone()) }
-                }
-            })
+        let root = self.dirs.get("").map(|a| Row {
+            path: String::new(),
+            kind: FileKind::Dir,
+            file: None,
+            dir: Some(*a),
+        });
+        root.into_iter()
+            .chain(self.paths.iter().map(|(p, n)| match n {
+                Node::Dir => Row {
+                    path: p.clone(),
+                    kind: FileKind::Dir,
+                    file: None,
+                    dir: self.dirs.get(p).copied(),
+                },
+                Node::File(f) => Row {
+                    path: p.clone(),
+                    kind: FileKind::File,
+                    file: Some((**f).clone()),
+                    dir: None,
+                },
+            }))
             .collect()
     }
 
@@ -123,7 +198,13 @@ impl FileTable {
             match (r.kind, r.file) {
                 (FileKind::File, Some(f)) => t.insert_file(r.path, f),
                 _ => {
-                    t.paths.insert(r.path, Node::Dir);
+                    if let Some(a) = r.dir {
+                        t.dirs.insert(r.path.clone(), a);
+                    }
+                    // The root's row carries only its attributes: the root is implicit.
+                    if !r.path.is_empty() {
+                        t.paths.insert(r.path, Node::Dir);
+                    }
                 }
             }
         }

@@ -17,7 +17,8 @@ use uuid::Uuid;
 use crate::cow::read_full;
 use crate::error::VolumeError;
 use crate::fs::{
-    DEFAULT_DIR_MODE, DirEntry, File, FileKind, FileRef, FileSystem, Metadata, OpenMode, normalize,
+    Attributes, DEFAULT_DIR_MODE, DirEntry, File, FileKind, FileRef, FileSystem, Metadata,
+    OpenMode, normalize,
 };
 use crate::snapshot::{ShadowCopyInfo, Snapshot};
 use crate::table::{FileEntry, Node};
@@ -125,6 +126,37 @@ impl FileSystem for SnapshotView {
         })
     }
 
+    /// As the snapshot's table recorded them: the permissions, owner and modification time
+    /// each file and directory had at snapshot time.
+    fn attributes(&self, path: &Path) -> io::Result<Attributes> {
+        Ok(match self.node(path)? {
+            Node::Dir => {
+                let a = self.snap.table.dirs.get(&key(path)?).copied();
+                let owner = a.map(|a| a.owner).unwrap_or_default();
+                Attributes {
+                    kind: FileKind::Dir,
+                    len: 0,
+                    allocated: 0,
+                    mode: a.map_or(DEFAULT_DIR_MODE, |a| a.mode),
+                    uid: owner.uid,
+                    gid: owner.gid,
+                    mtime: owner.mtime,
+                    nlink: 2,
+                }
+            }
+            Node::File(e) => Attributes {
+                kind: FileKind::File,
+                len: e.len,
+                allocated: e.extents.bytes(),
+                mode: e.mode,
+                uid: e.owner.uid,
+                gid: e.owner.gid,
+                mtime: e.owner.mtime,
+                nlink: 1,
+            },
+        })
+    }
+
     fn sync_dir(&self, _: &Path) -> io::Result<()> {
         Ok(())
     }
@@ -211,6 +243,11 @@ impl File for SnapshotFile {
 
     fn sync(&self) -> io::Result<()> {
         Ok(())
+    }
+
+    /// From the allocated ranges recorded at snapshot time: a hole then reads as zeros.
+    fn seek_data(&self, offset: u64, hole: bool) -> io::Result<Option<u64>> {
+        Ok(self.entry.extents.seek(offset, self.entry.len, hole))
     }
 }
 

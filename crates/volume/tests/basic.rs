@@ -278,3 +278,67 @@ fn reopening_with_another_block_size_is_refused_naming_both() {
     let v = Volume::open_or_create(&root, opts(4096)).unwrap();
     assert_eq!(v.block_size(), 4096);
 }
+
+/// Whatever deletes a snapshot — overflow, a request, the release at close — the hook hears
+/// of it first, while the snapshot can still be read (so that the node can unexpose it).
+#[test]
+fn the_before_delete_hook_runs_for_every_deletion_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = vol(dir.path(), "db");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let probe = v.clone();
+    v.on_before_delete(move |id| {
+        // Still there: the hook runs before the deletion.
+        tx.send((id, probe.view(id).is_ok())).unwrap();
+    });
+    v.set_shadow_storage_max(Some(1 << 20)).unwrap();
+    write(&v, "f", 0, &vec![1u8; 600 * 1024]);
+    let s1 = v.snapshot(false).unwrap();
+    write(&v, "f", 0, &vec![2u8; 600 * 1024]);
+    let s2 = v.snapshot(true).unwrap();
+    write(&v, "f", 0, &vec![3u8; 600 * 1024]); // overflow: s1 goes
+    assert_eq!(rx.try_recv().unwrap(), (s1.id, true));
+    let s3 = v.snapshot(false).unwrap();
+    v.delete_snapshot(s2.id).unwrap();
+    assert_eq!(rx.try_recv().unwrap(), (s2.id, true));
+    assert!(v.delete_snapshot(s2.id).is_err());
+    assert!(rx.try_recv().is_err(), "no hook for a snapshot that does not exist");
+    v.delete_snapshot_because(s3.id, DeleteReason::Released).unwrap();
+    assert_eq!(rx.try_recv().unwrap(), (s3.id, true));
+}
+
+/// What a mount of a snapshot shows: owners, directory modes and times of snapshot time, also
+/// after a reopen, and the file's holes for SEEK_DATA / SEEK_HOLE.
+#[test]
+fn snapshot_view_keeps_owners_times_and_holes() {
+    use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("db");
+    let v = vol(dir.path(), "db");
+    v.create_dir_all(Path::new("d")).unwrap();
+    std::fs::set_permissions(root.join("d"), std::fs::Permissions::from_mode(0o751)).unwrap();
+    // A sparse file: data at 64 KiB only, 256 KiB long.
+    let host = std::fs::File::create(root.join("d/sparse")).unwrap();
+    host.write_all_at(&[9u8; 4096], 64 << 10).unwrap();
+    host.set_len(256 << 10).unwrap();
+    drop(host);
+    let m = std::fs::metadata(root.join("d/sparse")).unwrap();
+    let s = v.snapshot(true).unwrap();
+    std::fs::set_permissions(root.join("d"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    drop(v);
+    let v = Volume::open(&root).unwrap();
+    let view = v.view(s.id).unwrap();
+    let d = view.attributes(Path::new("d")).unwrap();
+    assert_eq!((d.kind, d.mode), (volume::FileKind::Dir, 0o751));
+    let f = view.attributes(Path::new("d/sparse")).unwrap();
+    assert_eq!((f.uid, f.gid, f.len), (m.uid(), m.gid(), 256 << 10));
+    assert_eq!(f.mtime, (m.mtime(), m.mtime_nsec() as u32));
+    assert!(f.allocated < f.len, "a sparse file reports its holes: {f:?}");
+    let file = view.open(Path::new("d/sparse"), OpenMode::Read).unwrap();
+    let data = file.seek_data(0, false).unwrap().unwrap();
+    assert!(data <= 64 << 10 && data > 0, "data at {data}");
+    let hole = file.seek_data(data, true).unwrap().unwrap();
+    assert!(hole >= (64 << 10) + 4096 && hole < 256 << 10, "hole at {hole}");
+    assert_eq!(file.seek_data(hole, false).unwrap(), None);
+    assert_eq!(file.seek_data(256 << 10, true).unwrap(), None);
+}

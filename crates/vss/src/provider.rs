@@ -232,6 +232,9 @@ impl FileSystem for ReadOnlyFs {
     fn metadata(&self, path: &Path) -> io::Result<Metadata> {
         self.inner.metadata(path)
     }
+    fn attributes(&self, path: &Path) -> io::Result<volume::Attributes> {
+        self.inner.attributes(path)
+    }
     fn sync_dir(&self, _path: &Path) -> io::Result<()> {
         Ok(())
     }

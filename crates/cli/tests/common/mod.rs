@@ -173,3 +173,26 @@ pub fn raw_http(
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
+
+/// Whether something is mounted at `at` (the kernel's mount table).
+pub fn mounted(at: &Path) -> bool {
+    let at = at.canonicalize().unwrap_or_else(|_| at.to_path_buf());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4).is_some_and(|m| Path::new(m) == at))
+}
+
+/// Detaches whatever is still mounted at its path when dropped (a shadow copy exposed by a
+/// test), so that a failed test leaves no mount behind.
+pub struct MountGuard(pub PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        while mounted(&self.0) {
+            if rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH).is_err() {
+                break;
+            }
+        }
+    }
+}

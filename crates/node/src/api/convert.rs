@@ -44,6 +44,7 @@ pub fn shadow(s: volume::ShadowCopyInfo) -> api::Shadow {
         persistent: s.persistent,
         diff_area_bytes: s.diff_area_bytes,
         files: s.files as u64,
+        exposed_at: None,
     }
 }
 

@@ -83,9 +83,66 @@ pub async fn shadows(State(s): State<AppState>) -> ApiResult<api::ShadowList> {
             .query()
             .into_iter()
             .chain(node.btrfs_provider().query())
-            .map(convert::shadow)
+            .map(|info| {
+                let exposed = node.exposures().exposed_at(info.id);
+                api::Shadow {
+                    exposed_at: exposed.map(|p| convert::path(&p)),
+                    ..convert::shadow(info)
+                }
+            })
             .collect();
         Ok(Json(api::ShadowList { shadows }))
+    })
+    .await
+}
+
+/// The API's answer to a refused or failed expose or unexpose.
+fn expose_error(e: crate::expose::ExposeError) -> ApiError {
+    use crate::expose::ExposeError as E;
+    let message = e.to_string();
+    match e {
+        E::UnknownShadow(_) => ApiError::not_found("no_such_shadow", message),
+        E::NotExposed(_) => ApiError::not_found("not_exposed", message),
+        E::AlreadyExposed { .. } => ApiError::new(StatusCode::CONFLICT, "already_exposed", message),
+        E::BadPath { .. } => ApiError::bad_request(message),
+        E::FuseUnavailable(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "fuse_unavailable", message)
+        }
+        E::Mount { .. } | E::View { .. } => ApiError::internal(message),
+    }
+}
+
+fn exposure(e: crate::expose::Exposure) -> api::Exposure {
+    api::Exposure { shadow: e.shadow, at: convert::path(&e.at), persistent: e.persistent }
+}
+
+/// `admin expose`: mounts a shadow copy read-only at a path of the node.
+pub async fn expose_shadow(
+    State(s): State<AppState>,
+    Json(req): Json<api::ExposeShadow>,
+) -> ApiResult<api::Exposures> {
+    blocking(&s, move |node, _| {
+        let e = node
+            .exposures()
+            .expose(node.coordinator(), req.shadow, std::path::Path::new(&req.at))
+            .map_err(expose_error)?;
+        Ok(Json(api::Exposures { exposures: vec![exposure(e)] }))
+    })
+    .await
+}
+
+/// `admin unexpose`: by shadow copy or by path.
+pub async fn unexpose_shadow(
+    State(s): State<AppState>,
+    Json(req): Json<api::UnexposeShadow>,
+) -> ApiResult<api::Exposures> {
+    blocking(&s, move |node, _| {
+        if req.shadow.is_some() == req.at.is_some() {
+            return Err(ApiError::bad_request("give exactly one of `shadow` or `at`"));
+        }
+        let at = req.at.as_deref().map(std::path::Path::new);
+        let e = node.exposures().unexpose(req.shadow, at).map_err(expose_error)?;
+        Ok(Json(api::Exposures { exposures: vec![exposure(e)] }))
     })
     .await
 }
@@ -163,6 +220,31 @@ pub async fn delete_shadows(
     blocking(&s, move |node, _| {
         let p = node.provider();
         let b = node.btrfs_provider();
+        // An exposed shadow copy is unexposed before it is deleted. The software provider's
+        // volumes do it themselves for every deletion; this covers the btrfs provider's.
+        let doomed: Vec<Uuid> = match (&req.for_volume, req.oldest, req.shadow, req.all) {
+            (None, false, Some(id), false) => vec![id],
+            (Some(v), true, None, false) => p
+                .query()
+                .into_iter()
+                .chain(b.query())
+                .filter(|s| &s.volume_label == v)
+                .min_by_key(|s| s.seq)
+                .map(|s| s.id)
+                .into_iter()
+                .collect(),
+            (v, false, None, true) => p
+                .query()
+                .into_iter()
+                .chain(b.query())
+                .filter(|s| v.as_ref().is_none_or(|v| &s.volume_label == v))
+                .map(|s| s.id)
+                .collect(),
+            _ => Vec::new(),
+        };
+        for id in doomed {
+            node.exposures().withdraw(id, "the shadow copy is deleted");
+        }
         let deleted: Vec<Uuid> = match (&req.for_volume, req.oldest, req.shadow, req.all) {
             (None, false, Some(id), false) => {
                 node.coordinator().delete_snapshot(id)?;

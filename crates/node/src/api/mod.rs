@@ -97,6 +97,8 @@ fn handler(e: &api::Endpoint) -> MethodRouter<AppState> {
         Op::ListShadows => with_method!(handlers::shadows),
         Op::CreateShadow => with_method!(handlers::create_shadow),
         Op::DeleteShadows => with_method!(handlers::delete_shadows),
+        Op::ExposeShadow => with_method!(handlers::expose_shadow),
+        Op::UnexposeShadow => with_method!(handlers::unexpose_shadow),
         Op::ListShadowStorage => with_method!(handlers::shadow_storage),
         Op::AddShadowStorage => with_method!(handlers::add_shadow_storage),
         Op::ResizeShadowStorage => with_method!(handlers::resize_shadow_storage),

@@ -243,6 +243,11 @@ impl FileSystem for Volume {
         Ok(host_metadata(&fs::metadata(host)?))
     }
 
+    fn attributes(&self, path: &Path) -> io::Result<crate::fs::Attributes> {
+        let host = self.inner.check_path(path)?;
+        Ok(crate::host::host_attributes(&fs::metadata(host)?))
+    }
+
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         sync_host_dir(&self.inner.check_path(path)?)
     }

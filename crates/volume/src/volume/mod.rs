@@ -126,7 +126,19 @@ pub struct VolumeInner {
     preserved_blocks: AtomicU64,
     near_full: AtomicBool,
     pub(crate) events: EventHub,
+    /// Called with a snapshot's id before it is deleted ([`Volume::on_before_delete`]).
+    before_delete: RwLock<Option<BeforeDelete>>,
     _lock: fs::File,
+}
+
+/// The hook of [`Volume::on_before_delete`].
+#[derive(Clone)]
+struct BeforeDelete(Arc<dyn Fn(Uuid) + Send + Sync>);
+
+impl std::fmt::Debug for BeforeDelete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeDelete")
+    }
 }
 
 fn io_at(root: &Path) -> impl Fn(io::Error) -> VolumeError + '_ {
@@ -238,6 +250,17 @@ impl Volume {
     /// Deletes `id` with a given reason (the provider's release path).
     pub fn delete_snapshot_because(&self, id: Uuid, reason: DeleteReason) -> Result<u64> {
         self.inner.delete(id, reason)
+    }
+
+    /// Calls `hook` with a snapshot's id just before the snapshot is deleted, whatever the
+    /// reason (a request, the release of a backup's set, shadow-storage overflow, a failed
+    /// preservation), so that what serves the snapshot to others — the node's FUSE mount of
+    /// it — is taken away first instead of failing its readers. Replaces an earlier hook.
+    /// The hook runs inside the deletion, which for an overflow is inside a live write: it
+    /// must not wait for anything slow (a lazy unmount, not one that waits for readers), and
+    /// must not call back into this volume's snapshot deletion.
+    pub fn on_before_delete(&self, hook: impl Fn(Uuid) + Send + Sync + 'static) {
+        *self.inner.before_delete.write() = Some(BeforeDelete(Arc::new(hook)));
     }
 
     /// Holds the write barrier shared, exactly as a write in flight does, until the guard is

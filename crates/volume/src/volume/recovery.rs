@@ -77,6 +77,7 @@ impl Volume {
             preserved_blocks: AtomicU64::new(0),
             near_full: AtomicBool::new(false),
             events: EventHub::default(),
+            before_delete: RwLock::new(None),
             _lock: lock,
             root,
         };
