@@ -31,6 +31,9 @@ pub enum Scenario {
     SnapshotScaling(SnapshotScalingArgs),
     /// 16 KiB overwrites: no snapshot, first write under a snapshot, block already preserved.
     CowOverhead(CowOverheadArgs),
+    /// Sequential read of a 1 GiB file through a shadow copy exposed over FUSE vs the same
+    /// file read directly (needs root and /dev/fuse).
+    ExposeRead(ExposeReadArgs),
     /// Durable engine commits/s vs SQLite WAL at 1, 4 and 16 threads.
     EngineCommit,
     /// Durable commits/s with one synchronous copy (following over loopback TLS) vs none, at
@@ -114,6 +117,16 @@ pub struct SnapshotScalingArgs {
 pub struct CowOverheadArgs {
     /// Size of the file overwritten, in MiB.
     #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub size_mib: u64,
+    #[command(flatten)]
+    pub scratch: ScratchDir,
+}
+
+/// Options of `expose-read`.
+#[derive(Debug, Args)]
+pub struct ExposeReadArgs {
+    /// Size of the file read, in MiB.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
     pub size_mib: u64,
     #[command(flatten)]
     pub scratch: ScratchDir,

@@ -14,6 +14,7 @@ mod dag_procs;
 mod engine_commit;
 mod engine_replay;
 mod event_emit;
+mod expose_read;
 mod failover_time;
 mod incremental_cost;
 mod prune_cost;
@@ -40,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         }
         Scenario::SnapshotScaling(o) => snapshot_scaling::run(&o),
         Scenario::CowOverhead(o) => cow_overhead::run(&o),
+        Scenario::ExposeRead(o) => expose_read::run(&o),
         Scenario::EngineCommit => engine_commit::run(),
         Scenario::SyncCommitCost => sync_commit_cost::run(),
         Scenario::EngineReplay => engine_replay::run(),

@@ -7,11 +7,18 @@
 //!
 //! `*_commit_ms` is the hold (writes held); `*_total_ms` the whole commit call, including the
 //! file-table scan done ahead of the hold.
+//!
+//! It runs for both providers (`provider` key): the software provider on the scratch
+//! directory, and the btrfs provider on two subvolumes of a btrfs the bench makes on a loop
+//! device (or a line saying it was skipped, without root).
 
 use std::path::Path;
 
 use serde_json::json;
-use volume::{CommitOptions, FileSystem, OpenMode, Volume, VolumeOptions, commit_set};
+use volume::btrfs::scratch::ScratchBtrfs;
+use volume::{
+    BtrfsProvider, CommitOptions, FileSystem, OpenMode, Volume, VolumeOptions, commit_set,
+};
 
 use crate::args::{SnapshotScalingArgs, median};
 
@@ -35,32 +42,69 @@ fn populate(v: &Volume, files: u64, sparse_len: u64) -> anyhow::Result<()> {
 }
 
 /// One commit: (hold window ms, whole commit ms including the scan ahead of the hold).
-fn commit_ms(v: &Volume) -> anyhow::Result<(f64, f64)> {
+fn commit_ms(v: &Volume, btrfs: Option<&BtrfsProvider>) -> anyhow::Result<(f64, f64)> {
     let t = std::time::Instant::now();
-    let r = commit_set(std::slice::from_ref(v), uuid::Uuid::new_v4(), &CommitOptions::default())?;
+    let set = uuid::Uuid::new_v4();
+    let opts = CommitOptions::default();
+    let Some(p) = btrfs else {
+        let r = commit_set(std::slice::from_ref(v), set, &opts)?;
+        let total = t.elapsed().as_secs_f64() * 1e3;
+        v.delete_snapshot(r.snapshots[0].id)?;
+        return Ok((r.hold.as_secs_f64() * 1e3, total));
+    };
+    let r = p.commit(&[v.label().to_string()], set, &opts)?;
     let total = t.elapsed().as_secs_f64() * 1e3;
-    v.delete_snapshot(r.snapshots[0].id)?;
+    p.delete_snapshot(r.snapshots[0].id)?;
     Ok((r.hold.as_secs_f64() * 1e3, total))
 }
 
 /// Runs the scenario.
 pub fn run(opts: &SnapshotScalingArgs) -> anyhow::Result<()> {
-    let runs = opts.runs.max(5);
-    let files = opts.files;
     let scratch = opts.scratch.scratch()?;
     let small = Volume::create(scratch.path.join("small"), VolumeOptions::new("small"))?;
     let large = Volume::create(scratch.path.join("large"), VolumeOptions::new("large"))?;
-    populate(&small, files, 1 << 30)?;
-    populate(&large, files, 1 << 40)?;
+    measure(opts, "software", &small, &large, None)?;
+    drop((small, large));
+    let b = match ScratchBtrfs::create(1 << 30) {
+        Ok(b) => b,
+        Err(e) => {
+            let why = format!("cannot make a btrfs on a loop device (needs root): {e}");
+            let line = json!({"scenario": "snapshot-scaling", "provider": "btrfs", "skipped": why});
+            println!("{line}");
+            return Ok(());
+        }
+    };
+    let small = Volume::create(b.subvolume("small")?, VolumeOptions::new("small"))?;
+    let large = Volume::create(b.subvolume("large")?, VolumeOptions::new("large"))?;
+    let p = BtrfsProvider::new();
+    p.register(small.clone())?;
+    p.register(large.clone())?;
+    measure(opts, "btrfs", &small, &large, Some(&p))?;
+    drop((p, small, large));
+    drop(b);
+    Ok(())
+}
+
+fn measure(
+    opts: &SnapshotScalingArgs,
+    provider: &str,
+    small: &Volume,
+    large: &Volume,
+    btrfs: Option<&BtrfsProvider>,
+) -> anyhow::Result<()> {
+    let runs = opts.runs.max(5);
+    let files = opts.files;
+    populate(small, files, 1 << 30)?;
+    populate(large, files, 1 << 40)?;
     // Warm the directory caches of both before measuring.
-    commit_ms(&small)?;
-    commit_ms(&large)?;
+    commit_ms(small, btrfs)?;
+    commit_ms(large, btrfs)?;
     let (mut s, mut l, mut st, mut lt) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        let (h, t) = commit_ms(&small)?;
+        let (h, t) = commit_ms(small, btrfs)?;
         s.push(h);
         st.push(t);
-        let (h, t) = commit_ms(&large)?;
+        let (h, t) = commit_ms(large, btrfs)?;
         l.push(h);
         lt.push(t);
     }
@@ -70,6 +114,7 @@ pub fn run(opts: &SnapshotScalingArgs) -> anyhow::Result<()> {
         "{}",
         json!({
             "scenario": "snapshot-scaling",
+            "provider": provider,
             "small_commit_ms": sm,
             "large_commit_ms": lm,
             "ratio": lm / sm,
