@@ -38,16 +38,7 @@ impl BtrfsProviderAdapter {
 }
 
 fn map_err(volume: &str, e: VolumeError) -> ProviderError {
-    match e {
-        VolumeError::UnknownVolume(v) => ProviderError::UnsupportedVolume { volume: v },
-        VolumeError::UnknownSet(set) => ProviderError::UnknownSet { set },
-        VolumeError::SnapshotNotFound(snapshot) => ProviderError::UnknownSnapshot { snapshot },
-        other => ProviderError::Io {
-            volume: volume.to_string(),
-            op: "btrfs provider",
-            source: other.into(),
-        },
-    }
+    ProviderError::from_volume("btrfs provider", volume, e)
 }
 
 impl Provider for BtrfsProviderAdapter {

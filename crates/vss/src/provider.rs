@@ -89,6 +89,22 @@ pub enum ProviderError {
     Failed(String),
 }
 
+impl ProviderError {
+    /// A `volume` crate error of `provider` about `volume`, in the provider model's terms
+    /// (unknown volumes, sets and snapshots keep their meaning; the rest is I/O).
+    pub fn from_volume(provider: &'static str, volume: &str, e: volume::VolumeError) -> Self {
+        use volume::VolumeError;
+        match e {
+            VolumeError::UnknownVolume(v) => ProviderError::UnsupportedVolume { volume: v },
+            VolumeError::UnknownSet(set) => ProviderError::UnknownSet { set },
+            VolumeError::SnapshotNotFound(snapshot) => ProviderError::UnknownSnapshot { snapshot },
+            other => {
+                ProviderError::Io { volume: volume.to_string(), op: provider, source: other.into() }
+            }
+        }
+    }
+}
+
 /// A committed snapshot of one volume.
 #[derive(Clone)]
 pub struct CommittedSnapshot {

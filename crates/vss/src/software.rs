@@ -54,16 +54,7 @@ impl SoftwareProviderAdapter {
 }
 
 fn map_err(volume: &str, e: VolumeError) -> ProviderError {
-    match e {
-        VolumeError::UnknownVolume(v) => ProviderError::UnsupportedVolume { volume: v },
-        VolumeError::UnknownSet(set) => ProviderError::UnknownSet { set },
-        VolumeError::SnapshotNotFound(snapshot) => ProviderError::UnknownSnapshot { snapshot },
-        other => ProviderError::Io {
-            volume: volume.to_string(),
-            op: "software provider",
-            source: other.into(),
-        },
-    }
+    ProviderError::from_volume("software provider", volume, e)
 }
 
 impl Provider for SoftwareProviderAdapter {
