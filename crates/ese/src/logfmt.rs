@@ -202,9 +202,7 @@ pub enum Record {
 impl Record {
     /// Encodes the record as a frame at `lsn`.
     pub fn encode(&self, lsn: Lsn) -> Vec<u8> {
-        // Sized once: a transaction's record carries kilobytes of page bytes, and the log
-        // writer encodes it while other committers wait on the log state.
-        let mut w = Writer { buf: Vec::with_capacity(self.encoded_len()) };
+        let mut w = Writer::new();
         w.u32(0);
         w.u32(0);
         w.u64(lsn.0);
