@@ -327,10 +327,9 @@ fn remove_if_exists(p: &Path) -> io::Result<()> {
     }
 }
 
-/// The merged on-disk ranges of every regular file under `root` (the hidden directory at its
-/// top left out: it holds the snapshots themselves).
-fn extents_of_tree(root: &Path) -> io::Result<Vec<(u64, u64)>> {
-    let mut out = Vec::new();
+/// Calls `each` with every regular file under `root` (the hidden directory at its top left
+/// out: it holds the snapshots themselves).
+fn for_each_file(root: &Path, each: &mut dyn FnMut(&Path) -> io::Result<()>) -> io::Result<()> {
     let mut stack = vec![(root.to_path_buf(), true)];
     while let Some((dir, top)) = stack.pop() {
         for e in fs::read_dir(&dir)? {
@@ -342,34 +341,30 @@ fn extents_of_tree(root: &Path) -> io::Result<Vec<(u64, u64)>> {
             if ft.is_dir() {
                 stack.push((e.path(), false));
             } else if ft.is_file() {
-                match fs::File::open(e.path()) {
-                    Ok(f) => ioctl::physical_extents(&f, &mut out)?,
-                    Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                    Err(err) => return Err(err),
-                }
+                each(&e.path())?;
             }
         }
     }
+    Ok(())
+}
+
+/// The merged on-disk ranges of every regular file under `root`.
+fn extents_of_tree(root: &Path) -> io::Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    for_each_file(root, &mut |path| match fs::File::open(path) {
+        Ok(f) => ioctl::physical_extents(&f, &mut out),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(err),
+    })?;
     Ok(ranges::merge(out))
 }
 
 fn count_files(root: &Path) -> io::Result<usize> {
     let mut n = 0;
-    let mut stack = vec![(root.to_path_buf(), true)];
-    while let Some((dir, top)) = stack.pop() {
-        for e in fs::read_dir(&dir)? {
-            let e = e?;
-            if top && e.file_name() == HIDDEN {
-                continue;
-            }
-            let ft = e.file_type()?;
-            if ft.is_dir() {
-                stack.push((e.path(), false));
-            } else if ft.is_file() {
-                n += 1;
-            }
-        }
-    }
+    for_each_file(root, &mut |_| {
+        n += 1;
+        Ok(())
+    })?;
     Ok(n)
 }
 
