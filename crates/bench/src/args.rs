@@ -68,6 +68,10 @@ pub enum Scenario {
     /// `shadowcopy serve` nodes and etcd, under a fixed rate of mail on the active: backup
     /// times and the active's delivery latency p50/p99 with no backup and during each.
     SurrogateBackup(SurrogateArgs),
+    /// A full backup's cost to the mail it interrupts: freeze window (2001 → 2003), writes
+    /// held in the provider commit, and durable delivery latency during backups vs outside,
+    /// p50/p99, under a closed-loop mail load and many full backups one after another.
+    FreezeUnderLoad(FreezeUnderLoadArgs),
     /// Seconds from a `kill -9` of the active to the first delivery acknowledged by the new
     /// active, in a DAG of three `shadowcopy serve` nodes and etcd, against the member TTL.
     FailoverTime(FailoverArgs),
@@ -108,6 +112,28 @@ pub struct SnapshotScalingArgs {
     /// Small files on each volume.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub files: u64,
+    #[command(flatten)]
+    pub scratch: ScratchDir,
+}
+
+/// Options of `freeze-under-load`.
+#[derive(Debug, Args)]
+pub struct FreezeUnderLoadArgs {
+    /// Mail in the database before the load starts, in MiB (each backup copies it all).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub db_mib: u64,
+    /// Threads delivering mail, each as fast as its durable commits are acknowledged.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub committers: u64,
+    /// Size of each message body, in KiB.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub body_kib: u64,
+    /// Full backups, one after another.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub backups: u64,
+    /// Seconds of load with no backup first (the latency baseline).
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    pub quiet_seconds: u64,
     #[command(flatten)]
     pub scratch: ScratchDir,
 }
@@ -304,4 +330,23 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
         _ if n % 2 == 1 => xs[n / 2],
         _ => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
     }
+}
+
+/// The `p` quantile (0..=1) of a sorted sample (NaN when empty): the nearest rank.
+pub fn quantile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// p50, p99 and max of a sample, in its unit, as one JSON object.
+pub fn latency_summary(mut xs: Vec<f64>) -> serde_json::Value {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    serde_json::json!({
+        "p50": quantile(&xs, 0.5),
+        "p99": quantile(&xs, 0.99),
+        "max": xs.last().copied().unwrap_or(f64::NAN),
+        "samples": xs.len(),
+    })
 }

@@ -16,6 +16,7 @@ mod engine_replay;
 mod event_emit;
 mod expose_read;
 mod failover_time;
+mod freeze_under_load;
 mod incremental_cost;
 mod prune_cost;
 mod replication_lag;
@@ -55,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::SeedThroughput(o) => seed_throughput::run(&o),
         Scenario::ReplicationLag(o) => replication_lag::run(&o),
         Scenario::SurrogateBackup(o) => surrogate_backup::run(&o),
+        Scenario::FreezeUnderLoad(o) => freeze_under_load::run(&o),
         Scenario::FailoverTime(o) => failover_time::run(&o),
     }
 }

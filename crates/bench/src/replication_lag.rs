@@ -45,7 +45,7 @@ use serde_json::json;
 use uuid::Uuid;
 use volume::{FsRef, HostFs, OpenMode};
 
-use crate::args::LagArgs;
+use crate::args::{LagArgs, latency_summary as summary};
 use crate::replication_throughput::{ACTIVE, Loopback, SG};
 use crate::store_setup::MIB;
 
@@ -207,24 +207,6 @@ fn commit_to_durable(commits: &[(Instant, Lsn)], samples: &[DurableSample]) -> (
         }
     }
     (lags, missed)
-}
-
-/// The `p` quantile (0..=1) of a sorted sample (NaN when empty).
-fn quantile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn summary(mut xs: Vec<f64>) -> serde_json::Value {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    json!({
-        "p50": quantile(&xs, 0.5),
-        "p99": quantile(&xs, 0.99),
-        "max": xs.last().copied().unwrap_or(f64::NAN),
-        "samples": xs.len(),
-    })
 }
 
 /// Waits until `done` holds, polling every 20 ms; fails naming `what` after [`DEADLINE`].

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::args::{SurrogateArgs, median};
+use crate::args::{SurrogateArgs, latency_summary, median, quantile};
 use crate::dag_procs::{Procs, free_ports, post, shadowcopy_bin, start_etcd, wait_until};
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -249,14 +249,6 @@ impl Probe {
     }
 }
 
-/// The `p` quantile (0..=1) of a sorted sample (NaN when empty).
-fn quantile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 /// The active's delivery latencies of one or more windows: the delivered ones (ms) and how
 /// many failed.
 #[derive(Default)]
@@ -288,14 +280,9 @@ impl Latencies {
     }
 
     fn json(&self) -> Value {
-        let xs = self.sorted();
-        json!({
-            "p50": quantile(&xs, 0.5),
-            "p99": quantile(&xs, 0.99),
-            "max": xs.last().copied().unwrap_or(f64::NAN),
-            "samples": xs.len(),
-            "failed": self.failed,
-        })
+        let mut v = latency_summary(self.sorted());
+        v["failed"] = json!(self.failed);
+        v
     }
 }
 

@@ -303,3 +303,60 @@ fn exposure_survives_restarts_and_deleting_with_a_file_open_does_not_hang() {
     let _served = Served::start_with(dir.path(), &dir.path().join("node.toml"));
     assert!(!mounted(&mnt));
 }
+
+/// A btrfs volume's exposed shadow copy, deleted by the oldest-first deletion at the shadow-
+/// storage limit (here: the limit shrunk below what it holds), is unexposed first — the
+/// mount is gone, with the unexpose event naming why — and the deletion does not hang.
+#[test]
+fn an_exposed_btrfs_shadow_is_unexposed_before_the_storage_limit_deletes_it() {
+    if !fuse_ready() {
+        return;
+    }
+    let Some(b) = volume::btrfs::scratch::ScratchBtrfs::for_test("expose on btrfs") else {
+        return;
+    };
+    let dir = b.mount_point().to_path_buf();
+    b.subvolume("logs").unwrap();
+    b.subvolume("db").unwrap();
+    let text = node::sample::Sample { shadow_max: None, ..Default::default() }.toml(&dir);
+    let text = text.replace("create = true\n", "create = true\nprovider = \"btrfs\"\n");
+    let served = Served::start(&dir, &text);
+
+    // Written by another program, straight into the subvolume: btrfs snapshots it anyway.
+    let data = dir.join("logs/other.bin");
+    std::fs::write(&data, vec![1u8; 4 << 20]).unwrap();
+    served.cli(&["admin", "create", "shadow", "--for", "logs"]);
+    let id = newest_shadow(&served, "logs");
+    let outside = tempfile::tempdir().unwrap();
+    let mnt = outside.path().join("mnt");
+    let _guard = MountGuard(mnt.clone());
+    served.cli(&["admin", "expose", "--shadow", &id, "--at", mnt.to_str().unwrap()]);
+    assert_eq!(std::fs::read(mnt.join("other.bin")).unwrap(), vec![1u8; 4 << 20]);
+
+    // The snapshot alone holds the old 4 MiB now; a 1 MiB limit deletes it.
+    std::fs::write(&data, vec![2u8; 4 << 20]).unwrap();
+    let mut held = std::fs::File::open(mnt.join("other.bin")).unwrap();
+    let mut first = [0u8; 2];
+    held.read_exact(&mut first).unwrap();
+    let mut resize = ChildGuard(
+        Command::new(BIN)
+            .args(["admin", "resize", "shadowstorage", "--for", "logs", "--maxsize", "1MiB"])
+            .env("SHADOWCOPY_NODE", &served.socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let status = wait_for(&mut resize.0, Duration::from_secs(60), "shrinking the limit");
+    assert!(status.success(), "admin resize shadowstorage failed: {status}");
+    drop(held);
+    assert!(!mounted(&mnt), "the shadow deleted at the limit is still mounted");
+    assert_eq!(exposed_at(&served, &id), None);
+    let list = served.json(&["admin", "list", "shadows"]);
+    assert!(!list.to_string().contains(&id), "the oldest shadow was not deleted: {list}");
+    let overflow = served.json(&["events", "--source", "provider", "--id", "8102"]);
+    assert!(overflow.to_string().contains(&id), "no overflow event: {overflow}");
+    let unexposed = served.json(&["events", "--source", "provider", "--id", "8111"]);
+    assert!(unexposed.to_string().contains(&id), "no unexpose event: {unexposed}");
+    assert!(unexposed.to_string().contains("deleted"), "no reason given: {unexposed}");
+}

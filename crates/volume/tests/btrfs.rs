@@ -122,6 +122,16 @@ fn overflow_at_the_limit_deletes_only_the_oldest_with_the_event() {
     let root = b.subvolume("v").unwrap();
     let vol = Volume::create(&root, VolumeOptions::new("v")).unwrap();
     let rx = vol.subscribe();
+    // What the node hangs here to unexpose a shadow copy: it must hear of every deletion
+    // first, while the snapshot can still be read.
+    let (hook_tx, hook_rx) = std::sync::mpsc::channel();
+    let probe = root.clone();
+    vol.on_before_delete(move |id| {
+        let still_there = fs::read_dir(probe.join(".shadowcopy/btrfs"))
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(&id.to_string()));
+        hook_tx.send((id, still_there)).unwrap();
+    });
     let p = BtrfsProvider::new();
     p.register(vol).unwrap();
     p.set_shadow_storage_max("v", Some(6 << 20)).unwrap();
@@ -151,8 +161,16 @@ fn overflow_at_the_limit_deletes_only_the_oldest_with_the_event() {
         })
         .collect();
     assert_eq!(overflow, vec![s1], "{events:?}");
+    assert_eq!(hook_rx.try_recv().ok(), Some((s1, true)), "the overflow ran the hook first");
+    assert!(hook_rx.try_recv().is_err(), "the hook ran for s1 only");
     assert_eq!(read_all(&p.view(s2).unwrap(), Path::new("a")).unwrap(), vec![2u8; MIB4]);
     let info = &p.list_shadow_storage()[0];
     assert_eq!(info.max_bytes, Some(6 << 20));
     assert!(info.used_bytes <= 6 << 20, "{info:?}");
+
+    // The release at the end of a backup runs it too; a snapshot that is gone does not.
+    p.delete_snapshot_because(s2, DeleteReason::Released).unwrap();
+    assert_eq!(hook_rx.try_recv().ok(), Some((s2, true)), "the release ran the hook first");
+    assert!(p.delete_snapshot(s2).is_err());
+    assert!(hook_rx.try_recv().is_err(), "no hook for a snapshot that does not exist");
 }

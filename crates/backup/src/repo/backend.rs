@@ -51,6 +51,13 @@ pub trait Backend: Send + Sync {
         let _ = dir;
         Ok(0)
     }
+    /// How many chunks a sequential reader of a stored file keeps in flight ahead of it. A
+    /// local read costs little next to decompressing and hashing the chunk, so two keep the
+    /// cores busy; a round trip to an object store costs far more than either, so there many
+    /// requests must overlap to keep a restore going.
+    fn read_ahead(&self) -> usize {
+        2
+    }
 }
 
 /// A repository in a directory of a [`volume::FileSystem`]: the host's in production, an

@@ -76,9 +76,6 @@ struct StoredFile {
 /// A chunk being read on another thread.
 type Pending = mpsc::Receiver<io::Result<Arc<Vec<u8>>>>;
 
-/// How many chunks a sequential reader has read ahead.
-const READ_AHEAD: usize = 2;
-
 impl std::fmt::Debug for StoredFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoredFile").field("path", &self.entry.path).finish()
@@ -117,7 +114,8 @@ impl StoredFile {
     fn read_ahead(&self, i: usize) {
         let mut ahead = self.ahead.lock();
         ahead.retain(|j, _| *j > i);
-        for j in i + 1..=(i + READ_AHEAD).min(self.entry.chunks.len().saturating_sub(1)) {
+        let depth = self.repo.backend().read_ahead();
+        for j in i + 1..=(i + depth).min(self.entry.chunks.len().saturating_sub(1)) {
             if ahead.contains_key(&j) {
                 continue;
             }

@@ -241,7 +241,12 @@ impl BtrfsVolume {
         remove_if_exists(&self.dir.join(format!("{name}.json"))).map_err(self.err())
     }
 
+    /// Deletes snapshot `id`, unexposing it first ([`Volume::on_before_delete`]) whatever the
+    /// reason — a request, a backup's release, overflow.
     fn delete(&self, id: Uuid, reason: DeleteReason) -> Result<u64> {
+        if self.snaps.read().iter().any(|s| s.state.id == id) {
+            self.vol.inner.run_before_delete(id);
+        }
         let s = {
             let mut snaps = self.snaps.write();
             let pos = snaps

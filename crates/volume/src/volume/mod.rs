@@ -135,6 +135,17 @@ pub struct VolumeInner {
 #[derive(Clone)]
 struct BeforeDelete(Arc<dyn Fn(Uuid) + Send + Sync>);
 
+impl VolumeInner {
+    /// Calls the [`Volume::on_before_delete`] hook, if one is set, for snapshot `id` — by
+    /// either provider, just before it deletes the snapshot.
+    pub(crate) fn run_before_delete(&self, id: Uuid) {
+        let hook = self.before_delete.read().clone();
+        if let Some(hook) = hook {
+            (hook.0)(id);
+        }
+    }
+}
+
 impl std::fmt::Debug for BeforeDelete {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("BeforeDelete")

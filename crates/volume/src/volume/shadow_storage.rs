@@ -197,11 +197,8 @@ impl VolumeInner {
 
     /// Deletes snapshot `id`; returns the bytes freed.
     pub(crate) fn delete(&self, id: Uuid, reason: DeleteReason) -> Result<u64> {
-        let hook = self.before_delete.read().clone();
-        if let Some(hook) = hook
-            && self.snaps.read().iter().any(|s| s.id == id)
-        {
-            (hook.0)(id);
+        if self.snaps.read().iter().any(|s| s.id == id) {
+            self.run_before_delete(id);
         }
         let mut snaps = self.snaps.write();
         let pos = snaps.iter().position(|s| s.id == id).ok_or(VolumeError::SnapshotNotFound(id))?;
