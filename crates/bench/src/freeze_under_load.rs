@@ -107,11 +107,7 @@ fn committer(
 
 /// The latencies (ms) of the deliveries that overlap one of `spans` (`inside`) or none.
 fn latencies(commits: &[Span], spans: &[Span], inside: bool) -> Vec<f64> {
-    commits
-        .iter()
-        .filter(|c| spans.iter().any(|s| s.overlaps(c)) == inside)
-        .map(Span::ms)
-        .collect()
+    commits.iter().filter(|c| spans.iter().any(|s| s.overlaps(c)) == inside).map(Span::ms).collect()
 }
 
 /// Runs the scenario.

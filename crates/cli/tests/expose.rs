@@ -64,6 +64,22 @@ fn wait_for(child: &mut Child, limit: Duration, what: &str) -> std::process::Exi
     }
 }
 
+/// Runs the CLI against `served` and waits at most a minute for it to succeed: a command that
+/// would hang (a deletion waiting for a reader) fails the test naming `what`.
+fn run_within(served: &Served, args: &[&str], what: &str) {
+    let mut cli = ChildGuard(
+        Command::new(BIN)
+            .args(args)
+            .env("SHADOWCOPY_NODE", &served.socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let status = wait_for(&mut cli.0, Duration::from_secs(60), what);
+    assert!(status.success(), "{what}: `shadowcopy {}` failed: {status}", args.join(" "));
+}
+
 /// Every file under `root` (the volume's hidden directory left out), relative, sorted.
 fn files(root: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
@@ -281,17 +297,11 @@ fn exposure_survives_restarts_and_deleting_with_a_file_open_does_not_hang() {
     let mut held = std::fs::File::open(&leaf).unwrap();
     let mut first = [0u8; 2];
     held.read_exact(&mut first).unwrap();
-    let mut delete = ChildGuard(
-        Command::new(BIN)
-            .args(["admin", "delete", "shadows", "--shadow", &id])
-            .env("SHADOWCOPY_NODE", &served.socket)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
+    run_within(
+        &served,
+        &["admin", "delete", "shadows", "--shadow", &id],
+        "deleting the exposed shadow",
     );
-    let status = wait_for(&mut delete.0, Duration::from_secs(60), "deleting the exposed shadow");
-    assert!(status.success(), "admin delete shadows failed: {status}");
     assert!(!mounted(&mnt), "the deleted shadow is still mounted");
     drop(held);
     assert_eq!(exposed_at(&served, &id), None);
@@ -338,17 +348,8 @@ fn an_exposed_btrfs_shadow_is_unexposed_before_the_storage_limit_deletes_it() {
     let mut held = std::fs::File::open(mnt.join("other.bin")).unwrap();
     let mut first = [0u8; 2];
     held.read_exact(&mut first).unwrap();
-    let mut resize = ChildGuard(
-        Command::new(BIN)
-            .args(["admin", "resize", "shadowstorage", "--for", "logs", "--maxsize", "1MiB"])
-            .env("SHADOWCOPY_NODE", &served.socket)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    let status = wait_for(&mut resize.0, Duration::from_secs(60), "shrinking the limit");
-    assert!(status.success(), "admin resize shadowstorage failed: {status}");
+    let shrink = ["admin", "resize", "shadowstorage", "--for", "logs", "--maxsize", "1MiB"];
+    run_within(&served, &shrink, "shrinking the shadow-storage limit");
     drop(held);
     assert!(!mounted(&mnt), "the shadow deleted at the limit is still mounted");
     assert_eq!(exposed_at(&served, &id), None);
