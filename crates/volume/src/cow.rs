@@ -23,6 +23,12 @@ use crate::volume::VolumeInner;
 /// Epoch value that never matches: forces a refresh.
 const STALE: u64 = u64::MAX;
 
+/// How far ahead a sequential writer's first writes are preserved: the blocks after the one
+/// being written, up to this many bytes, go to the diff area with it (their old content is
+/// still the snapshot's, since nothing wrote them yet). At most this much is preserved that
+/// the writer may never overwrite, when it stops early.
+const RUN_BYTES: u64 = 256 * 1024;
+
 /// A growable bitmap of block numbers.
 #[derive(Debug, Default)]
 pub struct BlockBits(Vec<u64>);
@@ -118,16 +124,31 @@ impl FileState {
                     // size, and the extent lookup is a binary search.
                     continue;
                 }
+                // A sequential writer (the block before is preserved) comes for the next
+                // blocks too: they are preserved with this one, in one read and one append.
+                let mut last = b;
+                if b > 0 && c.preserved.get(b - 1) {
+                    let ahead = (RUN_BYTES / bs).max(1);
+                    while last + 1 < b + ahead {
+                        let (s, e) = ((last + 1) * bs, ((last + 2) * bs).min(fe.len));
+                        if s >= e || c.preserved.get(last + 1) || !fe.extents.overlaps(s, e) {
+                            break;
+                        }
+                        last += 1;
+                    }
+                }
+                let end = ((last + 1) * bs).min(fe.len);
+                let blocks = last - b + 1;
                 let mut buf = vec![0u8; (end - start) as usize];
                 read_full(live, &mut buf, start)?;
-                vol.make_room(buf.len() as u64 + HEADER);
-                match snap.diff.append(self.id, b, &buf) {
+                vol.make_room(buf.len() as u64 + HEADER * blocks);
+                match snap.diff.append_run(self.id, b, &buf, bs as usize) {
                     Ok(Appended::Grew(n)) => {
                         vol.account_growth(n);
-                        vol.count_preserved();
-                        c.preserved.set(b);
+                        vol.count_preserved(blocks);
+                        (b..=last).for_each(|x| c.preserved.set(x));
                     }
-                    Ok(Appended::Present) => c.preserved.set(b),
+                    Ok(Appended::Present) => (b..=last).for_each(|x| c.preserved.set(x)),
                     Ok(Appended::Deleted) => {
                         retarget = true;
                         break;

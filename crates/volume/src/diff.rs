@@ -142,25 +142,52 @@ impl DiffArea {
     /// Records `data` as the old content of `block` of file `id`. Returns once the record is in
     /// the index (and, if durable, synced): only then may the caller overwrite the block.
     pub fn append(&self, id: FileId, block: u64, data: &[u8]) -> io::Result<Appended> {
+        self.append_run(id, block, data, data.len().max(1))
+    }
+
+    /// Records the old content of consecutive blocks `first`, `first + 1`, … of file `id`:
+    /// `data` cut in `block_size`-byte pieces (the last may be shorter). Blocks already held
+    /// are skipped; the others go to the log in one write and, if durable, one sync — a
+    /// sequential writer's first writes then cost one append per run instead of one per
+    /// block. Returns once every block is in the index: only then may the caller overwrite
+    /// them. [`Appended::Present`] when every block was held already.
+    pub fn append_run(
+        &self,
+        id: FileId,
+        first: u64,
+        data: &[u8],
+        block_size: usize,
+    ) -> io::Result<Appended> {
         let mut st = self.state.lock();
         if st.deleted {
             return Ok(Appended::Deleted);
         }
-        if self.lookup(id, block).is_some() {
-            return Ok(Appended::Present);
-        }
         let mut rec = std::mem::take(&mut st.rec);
         rec.clear();
-        rec.extend_from_slice(&MAGIC.to_le_bytes());
-        rec.extend_from_slice(&[0u8; 4]);
-        rec.extend_from_slice(&id.dev.to_le_bytes());
-        rec.extend_from_slice(&id.ino.to_le_bytes());
-        rec.extend_from_slice(&block.to_le_bytes());
-        rec.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        rec.extend_from_slice(&[0u8; 4]);
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&rec[8..]), data);
-        rec[4..8].copy_from_slice(&crc.to_le_bytes());
-        rec.extend_from_slice(data);
+        let mut slots = Vec::new();
+        for (i, piece) in data.chunks(block_size).enumerate() {
+            let block = first + i as u64;
+            if self.lookup(id, block).is_some() {
+                continue;
+            }
+            let header_at = rec.len();
+            rec.extend_from_slice(&MAGIC.to_le_bytes());
+            rec.extend_from_slice(&[0u8; 4]);
+            rec.extend_from_slice(&id.dev.to_le_bytes());
+            rec.extend_from_slice(&id.ino.to_le_bytes());
+            rec.extend_from_slice(&block.to_le_bytes());
+            rec.extend_from_slice(&(piece.len() as u32).to_le_bytes());
+            rec.extend_from_slice(&[0u8; 4]);
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&rec[header_at + 8..]), piece);
+            rec[header_at + 4..header_at + 8].copy_from_slice(&crc.to_le_bytes());
+            rec.extend_from_slice(piece);
+            let offset = st.len + (header_at as u64) + HEADER;
+            slots.push((block, Slot { offset, len: piece.len() as u32 }));
+        }
+        if slots.is_empty() {
+            st.rec = rec;
+            return Ok(Appended::Present);
+        }
         let at = st.len;
         let rec_len = rec.len() as u64;
         let written = self.file.write_all_at(&rec, at);
@@ -177,11 +204,11 @@ impl DiffArea {
             self.file.sync_data()?;
         }
         st.len += rec_len;
-        self.index
-            .write()
-            .entry(id)
-            .or_default()
-            .insert(block, Slot { offset: at + HEADER, len: data.len() as u32 });
+        let mut index = self.index.write();
+        let held = index.entry(id).or_default();
+        for (block, slot) in slots {
+            held.insert(block, slot);
+        }
         Ok(Appended::Grew(rec_len))
     }
 

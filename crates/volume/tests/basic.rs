@@ -240,7 +240,46 @@ fn blocks_preserved_counts_each_block_copied_on_write_once() {
     write(&v, "f", 4096, &[3u8; 10]);
     write(&v, "f", 4096 + 100, &[3u8; 10]); // the same block again
     write(&v, "f", 2 * 4096 - 5, &[4u8; 10]); // straddles blocks 1 and 2
-    assert_eq!(v.blocks_preserved(), 2);
+    // Block 2 follows a preserved block: a sequential writer, so block 3 goes with it.
+    assert_eq!(v.blocks_preserved(), 3);
+    write(&v, "f", 3 * 4096, &[5u8; 10]);
+    assert_eq!(v.blocks_preserved(), 3, "block 3 was preserved already");
+}
+
+/// A sequential writer's first writes preserve the blocks after the one written, in runs:
+/// the snapshot still reads every block as it was, those preserved ahead and written later,
+/// those preserved ahead and never written, and those past a hole, also after a reopen.
+#[test]
+fn blocks_preserved_ahead_of_a_sequential_writer_read_as_at_snapshot_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("db");
+    let v = vol(dir.path(), "db");
+    let old: Vec<u8> = (0..200 * 4096u32).map(|i| (i / 4096) as u8 ^ (i % 251) as u8).collect();
+    write(&v, "f", 0, &old);
+    // A hole from block 120 to 130.
+    v.open(Path::new("f"), OpenMode::ReadWrite).unwrap().set_len(120 * 4096).unwrap();
+    write(&v, "f", 130 * 4096, &old[130 * 4096..]);
+    let mut before = old.clone();
+    before[120 * 4096..130 * 4096].fill(0);
+    let s = v.snapshot(true).unwrap();
+    // Sequential overwrites of blocks 10..140, stopping there; one random write far away.
+    for b in 10..140u64 {
+        write(&v, "f", b * 4096, &[0xEE; 4096]);
+    }
+    write(&v, "f", 190 * 4096 + 7, b"late");
+    // Written: blocks 10..120 and 130..140 (120..130 is a hole). Ahead of them at most one
+    // run of 256 KiB (64 blocks) past the last written block.
+    let preserved = v.blocks_preserved();
+    assert!((120..=120 + 64).contains(&preserved), "{preserved} blocks preserved");
+    let check = |v: &Volume| {
+        let got = read_all(&v.view(s.id).unwrap(), Path::new("f")).unwrap();
+        assert_eq!(got.len(), before.len());
+        assert!(got == before, "the snapshot changed with the live file");
+    };
+    check(&v);
+    drop(v);
+    let v = Volume::open(&root).unwrap();
+    check(&v);
 }
 
 /// A backup records each file's mode from the snapshot view, so the view reports the mode the

@@ -149,9 +149,9 @@ impl VolumeInner {
         self.used.fetch_add(n, Ordering::AcqRel);
     }
 
-    /// Counts one block copied on write (see [`Volume::blocks_preserved`]).
-    pub(crate) fn count_preserved(&self) {
-        self.preserved_blocks.fetch_add(1, Ordering::Relaxed);
+    /// Counts `n` blocks copied on write (see [`Volume::blocks_preserved`]).
+    pub(crate) fn count_preserved(&self, n: u64) {
+        self.preserved_blocks.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Deletes the oldest snapshots until `need` more bytes fit in shadow storage, and warns
@@ -173,6 +173,15 @@ impl VolumeInner {
                     self.near_full.store(false, Ordering::Release);
                 }
                 return;
+            }
+            // A run of blocks preserved at once can step over the near-full band: the
+            // warning still comes before the deletion it warns of.
+            if !self.near_full.swap(true, Ordering::AcqRel) {
+                self.events.emit(VolumeEvent::ShadowStorageNearFull {
+                    volume: self.guid,
+                    used: used + need,
+                    max,
+                });
             }
             let Some(oldest) = self.snaps.read().first().map(|s| s.id) else { return };
             if let Err(e) = self.delete(oldest, DeleteReason::Overflow) {
