@@ -580,7 +580,10 @@ impl Repository {
         entry: &FileEntry,
         sink: &mut dyn FnMut(u64, &[u8]) -> io::Result<()>,
     ) -> Result<()> {
-        let ahead = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8) + 1;
+        // Enough to keep the cores decompressing, or, on an object store, the requests
+        // overlapping (`Backend::read_ahead`).
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+        let ahead = (cores + 1).max(self.backend.read_ahead());
         let whole = entry.check_chunk_list()?;
         let mut hashes = Vec::with_capacity(entry.chunks.len());
         for c in &entry.chunks {
