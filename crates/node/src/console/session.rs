@@ -2,6 +2,7 @@
 //! node's token, so that the token itself never sits in the browser after the login form.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,10 @@ impl Sessions {
     /// generator, hex-encoded (a guessable id would be as good as the token).
     pub fn open(&self) -> String {
         let bytes: [u8; 32] = rand::random();
-        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let mut id = String::with_capacity(64);
+        for b in bytes {
+            let _ = write!(id, "{b:02x}");
+        }
         let mut map = self.0.lock();
         let now = Instant::now();
         // Expired sessions are dropped here, so the map cannot grow without bound.
