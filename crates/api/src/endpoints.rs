@@ -52,6 +52,7 @@ pub enum Op {
     MailDeliver,
     MailCheck,
     ListSchedules,
+    EventStream,
 }
 
 /// The HTTP methods the API uses.
@@ -150,6 +151,12 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep(Op::MailDeliver, Post, "/v1/mail/deliver", "Delivers one message, answered once durable"),
     ep(Op::MailCheck, Post, "/v1/mail/check", "Which of the listed messages are missing"),
     ep(Op::ListSchedules, Get, "/v1/schedules", "The schedules, their last and next runs"),
+    ep(
+        Op::EventStream,
+        Get,
+        "/v1/events/stream",
+        "The event trail live, as server-sent events (the trail since `since_ms` first)",
+    ),
 ];
 
 /// The schemas of the contract, collected (with the types they contain) by utoipa.
@@ -186,6 +193,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     RestoreRequest,
     RestoreReport,
     EventList,
+    Event,
     DagStatus,
     CopyAdd,
     CopyChange,
@@ -278,6 +286,11 @@ fn shape(op: Op) -> Shape {
         Op::MailDeliver => post::<MailDeliver, MailDelivered>(),
         Op::MailCheck => post::<MailCheck, MailChecked>(),
         Op::ListSchedules => get::<ScheduleList>(),
+        // Each server-sent event's `data` is one Event (JSON).
+        Op::EventStream => Shape {
+            response: (EVENT_STREAM, schema_ref::<Event>()),
+            ..query::<EventQuery, EventList>()
+        },
     }
 }
 

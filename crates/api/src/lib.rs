@@ -36,3 +36,6 @@ pub use store::*;
 
 /// The media type of a progress stream (ask for it with `Accept`).
 pub const NDJSON: &str = "application/x-ndjson";
+
+/// The media type of `GET /v1/events/stream` (server-sent events, one [`Event`] per `data`).
+pub const EVENT_STREAM: &str = "text/event-stream";

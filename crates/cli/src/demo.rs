@@ -35,6 +35,10 @@ pub struct Args {
     /// another, and a restore of both on the active.
     #[arg(long)]
     pub dag: bool,
+    /// After the demo, keep its node running with the web console on a loopback port: prints
+    /// the console's URL and a fresh token, and serves until interrupted (Ctrl-C).
+    #[arg(long, conflicts_with = "dag")]
+    pub serve: bool,
 }
 
 /// Prints each step of long work, indented, with its time.
@@ -180,7 +184,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 fn demo(dir: &Path, args: &Args, started: Instant) -> anyhow::Result<()> {
     let steps = Steps { started };
     println!("1. A node with two copy-on-write volumes");
-    let node = Node::start(config(dir)?).context("starting the demo node")?;
+    let node = Arc::new(Node::start(config(dir)?).context("starting the demo node")?);
     for label in ["logs", "db"] {
         let v = node.volume(label).context("volume")?;
         println!(
@@ -307,9 +311,52 @@ fn demo(dir: &Path, args: &Args, started: Instant) -> anyhow::Result<()> {
         bail!("the restored database differs from the one that was lost");
     }
     println!("   no message lost.");
+    if args.serve {
+        // The repository is the node's to open now (a backup from the console's page).
+        drop(repo);
+        serve_console(node.clone(), dir)?;
+    }
     let problems = node.shutdown();
     if !problems.is_empty() {
         bail!("shutdown: {}", problems.join("; "));
     }
     Ok(())
+}
+
+/// `--serve`: the demo's node on with its API on a free loopback port and the web console
+/// there, until Ctrl-C (or SIGTERM). The token is made for this run and printed, as the URL.
+fn serve_console(node: Arc<Node>, dir: &Path) -> anyhow::Result<()> {
+    // A free port, asked of the kernel: the node binds it again right after (the console's
+    // URL has to be printed, and the node only logs the port it bound).
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let socket = dir.join("node/api.sock");
+    println!("\n10. The web console: the node keeps running");
+    println!("   open   http://127.0.0.1:{port}/ui/");
+    println!("   token  {token}");
+    println!(
+        "   the Jobs page shows the demo's backups as timelines; a backup run from it can use \
+         the repository {}",
+        dir.join("repository").display()
+    );
+    println!("   Ctrl-C stops the node");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let served = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let stop = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        let token = node::api::auth::Token::new(&token);
+        node::service::serve(node, &socket, Some(addr), Some(token), stop)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let _ = std::fs::remove_file(&socket);
+    println!("   the console stopped");
+    served
 }

@@ -190,6 +190,15 @@ fn every_endpoint_answers_through_the_typed_client() {
     let q = api::EventQuery { job: Some(report.job.to_string()), ..Default::default() };
     let events: api::EventList = node.get(&with_query(d.op(Op::Events), &q).unwrap()).unwrap();
     assert!(!events.events.is_empty() && events.events.iter().all(|e| e.job == Some(report.job)));
+    // The same trail as server-sent events: since `since_ms`, the past first, then the live
+    // ones (the stream stays open; the read stops at the first event).
+    let q = api::EventQuery {
+        job: Some(report.job.to_string()),
+        since_ms: Some(0),
+        ..Default::default()
+    };
+    let stream = with_query(d.op(Op::EventStream), &q).unwrap();
+    assert_eq!(first_streamed_event(&served.socket, &stream), events.events[0]);
     let metrics = node.get_text(d.op(Op::Metrics)).unwrap();
     assert!(metrics.contains("shadowcopy_backups_completed_total 1"), "{metrics}");
 
@@ -251,6 +260,26 @@ fn every_endpoint_answers_through_the_typed_client() {
 
     let missed: Vec<_> = api::ENDPOINTS.iter().filter(|e| !d.0.contains(&e.op)).collect();
     assert!(missed.is_empty(), "endpoints not driven: {missed:?}");
+}
+
+/// The first event of a server-sent event stream at `path` (each event's `data` is one
+/// `api::Event`), read within a deadline.
+fn first_streamed_event(socket: &Path, path: &str) -> api::Event {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    for line in BufReader::new(s).lines() {
+        let line = line.unwrap_or_else(|e| {
+            panic!("no event streamed from {path} within 60 s ({e}); read: {head:?}")
+        });
+        if let Some(data) = line.strip_prefix("data:") {
+            return serde_json::from_str(data.trim()).unwrap();
+        }
+        head.push(line);
+    }
+    panic!("the stream {path} ended without an event: {head:?}");
 }
 
 /// The `shadowcopy …` lines of the README's "Running a node" block.

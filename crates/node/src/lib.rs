@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod dag;
 pub mod expose;
 pub mod layout;

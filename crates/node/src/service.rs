@@ -281,8 +281,15 @@ pub async fn serve(
                 .map_err(|source| ServiceError::Tcp { addr, source })?;
             let addr = l.local_addr().unwrap_or(addr);
             listening.push_str(&format!(" and {addr} (bearer token required)"));
-            let guarded =
-                router.layer(axum::middleware::from_fn_with_state(token, api::auth::require_token));
+            let guard = api::auth::Guard { token, sessions: crate::console::Sessions::default() };
+            // The console's pages and login are outside the check (the login is how a browser
+            // gets a session); every API call they make goes through it.
+            let guarded = router
+                .layer(axum::middleware::from_fn_with_state(
+                    guard.clone(),
+                    api::auth::require_token,
+                ))
+                .merge(crate::console::router(guard));
             Some(axum::serve(l, guarded).with_graceful_shutdown(stopped(stop_rx.clone())))
         }
         (Some(addr), None) => {

@@ -196,3 +196,22 @@ impl Drop for MountGuard {
         }
     }
 }
+
+/// The TCP port a node started with `tcp = "127.0.0.1:0"` logged it listens on (it logs the
+/// address before its socket answers; the deadline covers a slow log write).
+pub fn logged_port(log: &Path) -> u16 {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let port = text.lines().filter(|l| l.contains("listening on")).find_map(|l| {
+            let after = &l[l.find("127.0.0.1:")? + "127.0.0.1:".len()..];
+            let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u16>().ok()
+        });
+        if let Some(port) = port {
+            return port;
+        }
+        assert!(Instant::now() < until, "the node never logged its TCP address:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,4 +1,7 @@
 //! Bearer-token check for the TCP listener (the Unix socket relies on file permissions).
+//!
+//! The web console's pages call the same API from the browser, which holds a session cookie
+//! (opened by logging in with the token) instead of the token: either is accepted.
 
 use std::sync::Arc;
 
@@ -38,8 +41,20 @@ impl Token {
     }
 }
 
-/// Middleware: answers 401 unless the request carries `Authorization: Bearer <token>`.
-pub async fn require_token(State(token): State<Token>, req: Request, next: Next) -> Response {
+/// What the TCP listener checks a request against: the token, or a console session.
+#[derive(Clone, Debug)]
+pub struct Guard {
+    pub token: Token,
+    pub sessions: crate::console::Sessions,
+}
+
+/// Middleware: answers 401 unless the request carries `Authorization: Bearer <token>` or the
+/// cookie of a console session.
+pub async fn require_token(State(guard): State<Guard>, req: Request, next: Next) -> Response {
+    if guard.sessions.from_headers(req.headers()).is_some() {
+        return next.run(req).await;
+    }
+    let token = guard.token;
     let presented = req
         .headers()
         .get(AUTHORIZATION)

@@ -13,6 +13,7 @@ pub(crate) mod backup_from;
 pub(crate) mod convert;
 mod dag;
 pub mod error;
+mod event_stream;
 mod handlers;
 pub(crate) mod jobs;
 mod mail;
@@ -128,6 +129,7 @@ fn handler(e: &api::Endpoint) -> MethodRouter<AppState> {
         Op::MailDeliver => with_method!(mail::mail_deliver),
         Op::MailCheck => with_method!(mail::mail_check),
         Op::ListSchedules => with_method!(crate::schedule::list),
+        Op::EventStream => with_method!(event_stream::event_stream),
     }
 }
 

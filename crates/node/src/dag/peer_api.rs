@@ -198,7 +198,7 @@ async fn node_events(
 }
 
 /// The event source `name` names (any case); a 400 naming the sources otherwise.
-fn parse_source(name: Option<&str>) -> Result<Option<events::Source>, ApiError> {
+pub(crate) fn parse_source(name: Option<&str>) -> Result<Option<events::Source>, ApiError> {
     let Some(name) = name else { return Ok(None) };
     serde_json::from_value::<events::Source>(serde_json::Value::String(name.to_ascii_lowercase()))
         .map(Some)
