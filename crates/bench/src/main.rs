@@ -20,6 +20,7 @@ mod incremental_cost;
 mod prune_cost;
 mod replication_lag;
 mod replication_throughput;
+mod repo_scale;
 mod restore_throughput;
 mod s3_target;
 mod seed_throughput;
@@ -56,5 +57,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::ReplicationLag(o) => replication_lag::run(&o),
         Scenario::SurrogateBackup(o) => surrogate_backup::run(&o),
         Scenario::FailoverTime(o) => failover_time::run(&o),
+        Scenario::RepoScale(o) => repo_scale::run(&o),
     }
 }
