@@ -620,8 +620,7 @@ fn a_chunk_stays_found_when_the_pack_of_one_of_its_two_copies_goes() {
         let stem = name.strip_suffix(".idx").unwrap();
         let old = Uuid::parse_str(stem).unwrap();
         let new = Uuid::new_v4();
-        let pack = volume::fs::read_all(&fs, Path::new(&format!("repo/packs/{old}.pack")))
-            .unwrap();
+        let pack = volume::fs::read_all(&fs, Path::new(&format!("repo/packs/{old}.pack"))).unwrap();
         put(&fs, &format!("repo/packs/{new}.pack"), &pack);
         let backend = LocalBackend::new(fs.as_ref(), "repo");
         let (_, entries) = pack::load_index(&backend, &Crypto::Plain, &name).unwrap();
