@@ -164,12 +164,15 @@ fn rss() -> anyhow::Result<(u64, u64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// A structure's lookup, as the repository calls it.
+type Lookup = Box<dyn Fn(&blake3::Hash) -> Option<ChunkLoc>>;
+
 /// One structure's figures: open time, memory per chunk, lookup times.
 fn measure(kind: &str, repo: &Path, opts: &RepoScaleArgs) -> anyhow::Result<Value> {
     let n = opts.chunks.max(1);
     let (rss0, _) = rss()?;
     let t = Instant::now();
-    let lookup: Box<dyn Fn(&blake3::Hash) -> Option<ChunkLoc>> = match kind {
+    let lookup: Lookup = match kind {
         "baseline" => {
             let map = RwLock::new(open_baseline(repo)?);
             Box::new(move |h| map.read().get(h).copied())
