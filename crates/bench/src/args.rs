@@ -72,6 +72,9 @@ pub enum Scenario {
     /// held in the provider commit, and durable delivery latency during backups vs outside,
     /// p50/p99, under a closed-loop mail load and many full backups one after another.
     FreezeUnderLoad(FreezeUnderLoadArgs),
+    /// The repository's chunk index at 10 M chunks: memory per chunk, open time, lookup time,
+    /// vs the `HashMap` it replaced.
+    RepoScale(RepoScaleArgs),
     /// Seconds from a `kill -9` of the active to the first delivery acknowledged by the new
     /// active, in a DAG of three `shadowcopy serve` nodes and etcd, against the member TTL.
     FailoverTime(FailoverArgs),
@@ -302,6 +305,28 @@ pub struct FailoverArgs {
     /// The `shadowcopy` binary (default: next to this bench binary).
     #[arg(long, value_name = "PATH")]
     pub shadowcopy: Option<PathBuf>,
+    #[command(flatten)]
+    pub scratch: ScratchDir,
+}
+
+/// Options of `repo-scale`.
+#[derive(Debug, Args)]
+pub struct RepoScaleArgs {
+    /// Chunks in the repository's index.
+    #[arg(long, value_name = "N", default_value_t = 10_000_000)]
+    pub chunks: u64,
+    /// Chunks in each pack (each with its `.idx`).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub chunks_per_pack: u64,
+    /// Lookups timed, of chunks present and of chunks absent each.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub lookups: u64,
+    /// Internal: the measurement this process makes (`baseline`, `first-open`, `ours`).
+    #[arg(long, value_name = "KIND", hide = true)]
+    pub measure: Option<String>,
+    /// Internal: the repository a `--measure` process opens.
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub repo: Option<PathBuf>,
     #[command(flatten)]
     pub scratch: ScratchDir,
 }

@@ -21,6 +21,7 @@ mod incremental_cost;
 mod prune_cost;
 mod replication_lag;
 mod replication_throughput;
+mod repo_scale;
 mod restore_throughput;
 mod s3_target;
 mod seed_throughput;
@@ -58,5 +59,6 @@ fn main() -> anyhow::Result<()> {
         Scenario::SurrogateBackup(o) => surrogate_backup::run(&o),
         Scenario::FreezeUnderLoad(o) => freeze_under_load::run(&o),
         Scenario::FailoverTime(o) => failover_time::run(&o),
+        Scenario::RepoScale(o) => repo_scale::run(&o),
     }
 }

@@ -7,6 +7,7 @@
 //! repository.json          format, id, chunk size, compression
 //! packs/<uuid>.pack        chunks (compressed unless that does not pay), back to back
 //! packs/<uuid>.idx         the pack's index, written after the pack is synced
+//! index/chunks             every pack index in one object, sorted (a cache: see below)
 //! sets/<uuid>.manifest     one backup set: JSON line + BLAKE3 line, published atomically
 //! keys/<uuid>              the master key wrapped under one password (encrypted repositories)
 //! ```
@@ -21,6 +22,15 @@
 //! rather than a second hash of every byte. Formats 1 and 2 (zstd at `zstd_level`, whole-file
 //! hashes) open and read as they are.
 //!
+//! `index/chunks` ([`chunk_index`]) holds the entries of many packs' indexes at once, with the
+//! list of packs it covers, so that opening a repository of many packs reads one object rather
+//! than one `.idx` per pack. The per-pack indexes stay the truth: the file is trusted only for
+//! packs whose `.idx` is still listed (a prune removes a pack's index before the pack, and pack
+//! ids are never reused, so a listed index means the pack and the entries the file holds for
+//! it are there), packs it does not cover are read from their `.idx`, and a file that is
+//! missing, damaged or of another repository is ignored with a warning. Builds that do not
+//! know it open the repository as before, so the format number did not change.
+//!
 //! Content is addressed by the BLAKE3 hash of fixed-size chunks (1 MiB by default). Fixed
 //! chunks suit what is backed up here: database files change page by page in place, and logs
 //! are append-only files of fixed size, so an unchanged region always falls in the same
@@ -32,6 +42,7 @@
 //! which is never read and never mistaken for a set.
 
 pub mod backend;
+pub mod chunk_index;
 pub mod codec;
 pub mod crypto;
 mod error;
@@ -46,7 +57,7 @@ mod stored;
 pub mod transfer;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,6 +69,7 @@ use volume::HostFs;
 use volume::fs::FsRef;
 
 pub use backend::{Backend, LocalBackend, ObjectInfo};
+pub use chunk_index::{ChunkIndex, ChunkIndexBuilder};
 pub use codec::{BadCompression, Codec, Compression};
 pub use crypto::Crypto;
 pub use error::{RepoError, Result};
@@ -67,7 +79,7 @@ pub use lock::{LockInfo, RepoLock};
 pub use manifest::{
     BackupSet, ChunkListHasher, ChunkRef, FileEntry, FileRole, LogRange, MANIFEST_FORMAT,
 };
-pub use pack::ChunkLoc;
+pub use pack::{ChunkLoc, encode_index as encode_pack_index, load_index as load_pack_index};
 pub use s3::{S3Backend, S3Settings};
 pub use stored::{StoredFiles, open_stored};
 pub use writer::{ChunkCheck, SetMeta, SetWriter};
@@ -77,6 +89,12 @@ use error::IoContext;
 /// The repository format this build writes (it reads this and every older one).
 pub const REPO_FORMAT: u32 = 3;
 const CONFIG_FILE: &str = "repository.json";
+/// Every pack index in one object (see the module's documentation).
+pub const INDEX_FILE: &str = "index/chunks";
+/// An open that reads at least this many pack indexes the index file does not cover (and at
+/// least a 32nd of those it covers) rewrites the file: below that, reading the few `.idx`
+/// costs less than rewriting an index of every chunk.
+const CONSOLIDATE_AT: usize = 64;
 
 /// Settings fixed when a repository is created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,7 +176,7 @@ pub struct Repository {
     /// The key file that opened the repository (encrypted repositories).
     key_id: Option<Uuid>,
     config: RepoConfig,
-    index: RwLock<HashMap<blake3::Hash, ChunkLoc>>,
+    index: RwLock<ChunkIndex>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -415,22 +433,91 @@ impl Repository {
         }
     }
 
-    /// Reads every pack index into the in-memory index. A chunk may be in two packs (a prune
-    /// interrupted after repacking, before removing the old pack's index): either copy is
-    /// whole and checked, so the first index read wins.
+    /// Brings the in-memory index up to date with the pack indexes listed. At open, from the
+    /// index file and the pack indexes it does not cover; later (after taking a lock), by
+    /// dropping the packs whose index is gone and reading those new since, since pack indexes
+    /// never change once written. A chunk may be in two packs (two backups stored it at once,
+    /// or a prune was interrupted after repacking, before removing the old pack's index):
+    /// either copy is whole and checked, and both are kept, so that removing one pack leaves
+    /// the other.
     fn load_index(&self) -> Result<()> {
-        let mut index = HashMap::new();
-        for o in self.backend.list("packs").ctx("listing", self.backend.locate("packs"))? {
-            if !o.name.ends_with(".idx") {
-                continue;
+        // Packs this process knew before listing: one of them not listed now is gone (its
+        // index removed by a prune); one a backup of this process adds meanwhile is not.
+        let known: HashSet<Uuid> = self.index.read().loaded_packs().collect();
+        let cached = if known.is_empty() { self.read_index_file() } else { None };
+        let covered = match &cached {
+            Some(c) => c.loaded_packs().collect(),
+            None => known,
+        };
+        let listing = self.backend.list("packs").ctx("listing", self.backend.locate("packs"))?;
+        let mut listed = HashSet::new();
+        let (mut to_read, mut bytes) = (Vec::new(), 0u64);
+        for o in listing {
+            let Some(stem) = o.name.strip_suffix(".idx") else { continue };
+            if let Ok(id) = Uuid::parse_str(stem) {
+                listed.insert(id);
+                if covered.contains(&id) {
+                    continue;
+                }
             }
-            let (_, entries) = pack::load_index(self.backend.as_ref(), &self.crypto, &o.name)?;
-            for (h, l) in entries {
-                index.entry(h).or_insert(l);
+            bytes += o.size;
+            to_read.push(o.name);
+        }
+        let mut batch = ChunkIndexBuilder::with_capacity((bytes / pack::ENTRY_LEN as u64) as usize);
+        for name in &to_read {
+            let (pack, entries) = pack::load_index(self.backend.as_ref(), &self.crypto, name)?;
+            batch.add_pack(pack, &entries);
+        }
+        let batch = batch.finish();
+        let gone: Vec<Uuid> = covered.difference(&listed).copied().collect();
+        {
+            let mut index = self.index.write();
+            if let Some(c) = cached {
+                index.absorb(c);
+            }
+            index.remove_packs(&gone);
+            index.absorb(batch);
+        }
+        if to_read.len() >= CONSOLIDATE_AT && to_read.len() * 32 >= covered.len() {
+            // A cache: a repository this process cannot write still opens.
+            if let Err(e) = self.consolidate_index() {
+                tracing::warn!(error = %e, "the chunk index file was not rewritten");
             }
         }
-        *self.index.write() = index;
         Ok(())
+    }
+
+    /// The index file, if there is a sound one; what is wrong with one that is not is logged
+    /// (the pack indexes are read instead).
+    fn read_index_file(&self) -> Option<ChunkIndex> {
+        let path = self.backend.locate(INDEX_FILE);
+        let read = match self.backend.get(INDEX_FILE) {
+            Ok(stored) => self
+                .crypto
+                .open(INDEX_FILE, stored)
+                .and_then(|b| ChunkIndex::decode(&path, &self.config.id, &b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) => Err(RepoError::Io { op: "reading", path: path.clone(), source: e }),
+        };
+        read.map_err(|e| tracing::warn!(error = %e, "reading every pack index instead")).ok()
+    }
+
+    /// Writes every pack index this process has loaded as one object, `index/chunks`
+    /// (atomically: the backend's `put` writes a temporary, syncs it, renames it and syncs
+    /// the directory), so that the next open reads it instead of one `.idx` per pack.
+    pub fn consolidate_index(&self) -> Result<()> {
+        let bytes = self.index.read().encode(&self.config.id);
+        let bytes = self.crypto.seal(bytes);
+        self.backend.put(INDEX_FILE, &bytes).ctx("writing", self.backend.locate(INDEX_FILE))
+    }
+
+    /// Whether an index file should be kept up to date after a prune: the repository has
+    /// one, or enough packs to want one.
+    pub(crate) fn wants_index_file(&self) -> Result<bool> {
+        if self.index.read().loaded_packs().nth(CONSOLIDATE_AT - 1).is_some() {
+            return Ok(true);
+        }
+        self.backend.exists(INDEX_FILE).ctx("checking", self.backend.locate(INDEX_FILE))
     }
 
     /// Takes a shared lock (what a backup holds from opening the repository to publishing):
@@ -666,33 +753,38 @@ impl Repository {
     pub fn stats(&self) -> Result<RepoStats> {
         // Listing may be slow (an object store): not under the index lock.
         let sets = self.set_ids()?.len();
-        let index = self.index.read();
-        Ok(RepoStats {
-            sets,
-            chunks: index.len(),
-            stored_bytes: index.values().map(|l| l.stored_len as u64).sum(),
-            raw_bytes: index.values().map(|l| l.raw_len as u64).sum(),
-        })
+        let mut stats = RepoStats { sets, ..RepoStats::default() };
+        self.index.read().for_each_chunk(|_, l| {
+            stats.chunks += 1;
+            stats.stored_bytes += l.stored_len as u64;
+            stats.raw_bytes += l.raw_len as u64;
+        });
+        Ok(stats)
     }
 
     /// Reads one chunk (decompressed and checked against its hash); `file` names the
     /// backed-up file it belongs to, for errors.
     pub fn read_chunk(&self, hash: &blake3::Hash, file: &str) -> Result<Vec<u8>> {
-        let loc = self.index.read().get(hash).copied().ok_or_else(|| RepoError::MissingChunk {
+        let loc = self.index.read().get(hash).ok_or_else(|| RepoError::MissingChunk {
             hash: hash.to_hex().to_string(),
             file: file.into(),
         })?;
         pack::read_chunk(self.backend.as_ref(), &self.crypto, hash, &loc, file)
     }
 
-    pub(crate) fn lookup(&self, hash: &blake3::Hash) -> Option<ChunkLoc> {
-        self.index.read().get(hash).copied()
+    /// Where chunk `hash` is stored, if the repository has it.
+    pub fn lookup(&self, hash: &blake3::Hash) -> Option<ChunkLoc> {
+        self.index.read().get(hash)
     }
 
+    /// Adds the entries of sealed packs (each pack's whole index) to the in-memory index.
     pub(crate) fn add_to_index(&self, entries: Vec<(blake3::Hash, ChunkLoc)>) {
         let mut index = self.index.write();
-        for (h, l) in entries {
-            index.entry(h).or_insert(l);
+        let mut rest = entries.as_slice();
+        while let Some((_, first)) = rest.first() {
+            let n = rest.iter().position(|(_, l)| l.pack != first.pack).unwrap_or(rest.len());
+            index.add_pack(first.pack, &rest[..n]);
+            rest = &rest[n..];
         }
     }
 }

@@ -18,7 +18,8 @@ use super::crypto::Crypto;
 use super::error::{IoContext, RepoError, Result};
 
 const IDX_MAGIC: &[u8; 8] = b"SCPKIDX1";
-const ENTRY_LEN: usize = 32 + 8 + 4 + 4 + 1;
+/// Bytes of one entry of a pack index.
+pub const ENTRY_LEN: usize = 32 + 8 + 4 + 4 + 1;
 /// No chunk is larger than this (chunk sizes are at most a few MiB); a bigger length in an
 /// index is damage, not data, and is never allocated.
 pub const MAX_CHUNK: u32 = 64 << 20;

@@ -14,6 +14,9 @@
 //! 5. `delete-orphans`: packs without an index (interrupted backups' leftovers) are removed.
 //!    That is safe only under the exclusive lock, when no backup is storing a pack whose
 //!    index is about to follow.
+//! 6. The chunk index file (`index/chunks`), if the repository has one or enough packs to
+//!    want one, is rewritten to cover what is left. It is a cache that is only trusted for
+//!    packs whose `.idx` is listed, so a crash before or during this step loses nothing.
 //!
 //! All of it runs under the repository's exclusive lock.
 
@@ -270,13 +273,20 @@ pub fn prune_with_progress(
     backend.sync_dir("packs").ctx("syncing", backend.locate("packs"))?;
     // What stores cut short left (hidden temporaries of packs and manifests): no store runs
     // under the exclusive lock, so none of them is on its way.
-    for dir in ["packs", "sets"] {
+    for dir in ["packs", "sets", "index"] {
         report.incomplete_bytes_removed +=
             backend.remove_incomplete(dir).ctx("removing leftovers in", backend.locate(dir))?;
     }
     reached("orphans-deleted");
 
     repo.load_index()?;
+    // The index file is rewritten to what is left, so that it stops listing the packs that
+    // went (they would be skipped, but read and carried on every open).
+    if repo.wants_index_file()?
+        && let Err(e) = repo.consolidate_index()
+    {
+        tracing::warn!(error = %e, "the chunk index file was not rewritten after the prune");
+    }
     let after = backend.list("packs").ctx("listing", backend.locate("packs"))?;
     report.packs_after = after.iter().filter(|o| o.name.ends_with(".pack")).count() as u64;
     report.bytes_after = after.iter().map(|o| o.size).sum();

@@ -526,3 +526,172 @@ fn a_configuration_without_a_compression_setting_means_zstd_at_its_level() {
     let bad = json.replace(r#""encryption""#, r#""compression":"gzip","encryption""#);
     assert!(serde_json::from_str::<RepoConfig>(&bad).is_err());
 }
+
+/// A repository at `repo` of `fs` holding one set of a file of `chunks` incompressible chunks,
+/// in packs of two chunks (so `chunks / 2` pack indexes); returns the set and the file.
+fn many_packs(fs: &MemFs, chunks: usize, opts: InitOptions) -> (BackupSet, Vec<u8>) {
+    let src = MemFs::new();
+    let data = noise(chunks * CHUNK as usize, 7);
+    put(&src, "db", &data);
+    let repo = Repository::init(fs.as_ref(), "repo", opts).unwrap();
+    let (set, _) = backup(&repo, &src, &["db"]);
+    (set, data)
+}
+
+fn idx_names(fs: &MemFs) -> Vec<String> {
+    let mut names: Vec<String> = fs
+        .read_dir(Path::new("repo/packs"))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .filter(|n| n.ends_with(".idx"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn an_open_of_many_pack_indexes_writes_the_index_file_and_the_next_open_reads_only_it() {
+    let fs = MemFs::new();
+    let (set, data) = many_packs(&fs, 150, small());
+    assert!(idx_names(&fs).len() >= CONSOLIDATE_AT, "{}", idx_names(&fs).len());
+    assert!(!fs.exists(Path::new("repo/index/chunks")).unwrap(), "not before an open");
+    let repo = Repository::open(fs.as_ref(), "repo").unwrap();
+    assert!(fs.exists(Path::new("repo/index/chunks")).unwrap(), "written by the open");
+    assert_eq!(restore(&repo, &set.files[0]).unwrap(), data);
+    let stats = repo.stats().unwrap();
+    drop(repo);
+
+    // A damaged pack index the file covers is not read any more: the open succeeds...
+    let victim = format!("repo/packs/{}", idx_names(&fs)[0]);
+    let good = volume::fs::read_all(&fs, Path::new(&victim)).unwrap();
+    put(&fs, &victim, b"damaged");
+    let repo = Repository::open(fs.as_ref(), "repo").unwrap();
+    assert_eq!(restore(&repo, &set.files[0]).unwrap(), data, "every chunk found through the file");
+    assert_eq!(repo.stats().unwrap(), stats);
+    drop(repo);
+    // ...while without the file that index is read, and its damage reported.
+    fs.remove_file(Path::new("repo/index/chunks")).unwrap();
+    let err = Repository::open(fs.as_ref(), "repo").unwrap_err();
+    assert!(matches!(err, RepoError::CorruptIndex { .. }), "{err}");
+    put(&fs, &victim, &good);
+
+    // A damaged index file is ignored: every pack index is read instead (and the file
+    // rewritten, since the open read many).
+    put(&fs, "repo/index/chunks", b"SCCHIDX1 torn");
+    let repo = Repository::open(fs.as_ref(), "repo").unwrap();
+    assert_eq!(restore(&repo, &set.files[0]).unwrap(), data);
+    assert_eq!(repo.stats().unwrap(), stats);
+    drop(repo);
+    let bytes = volume::fs::read_all(&fs, Path::new("repo/index/chunks")).unwrap();
+    assert!(bytes.len() > 150 * 32, "rewritten whole: {} bytes", bytes.len());
+}
+
+#[test]
+fn the_index_file_of_an_encrypted_repository_is_sealed_and_reads_back() {
+    let fs = MemFs::new();
+    let opts = InitOptions {
+        password: Some(Password::new("pw")),
+        kdf: KdfParams::insecure_fast(),
+        ..small()
+    };
+    let (set, data) = many_packs(&fs, 140, opts);
+    let open = || {
+        let backend = Arc::new(LocalBackend::new(fs.as_ref(), "repo"));
+        Repository::open_in_with(backend, Some("pw")).unwrap()
+    };
+    drop(open());
+    let bytes = volume::fs::read_all(&fs, Path::new("repo/index/chunks")).unwrap();
+    assert!(!bytes.starts_with(b"SCCHIDX1"), "sealed, not clear");
+    let repo = open();
+    assert_eq!(restore(&repo, &set.files[0]).unwrap(), data);
+}
+
+/// A chunk in two packs (what an interrupted prune, or two backups storing it at once,
+/// leaves), the index file covering both: removing the pack whose copy the index used leaves
+/// the other one found, by a new open and by a repository opened before the removal that
+/// takes a lock (which re-reads what changed).
+#[test]
+fn a_chunk_stays_found_when_the_pack_of_one_of_its_two_copies_goes() {
+    let fs = MemFs::new();
+    let (set, data) = many_packs(&fs, 8, small());
+    // Copy every pack under a new id, with its index, as a repack does.
+    for name in idx_names(&fs) {
+        let stem = name.strip_suffix(".idx").unwrap();
+        let old = Uuid::parse_str(stem).unwrap();
+        let new = Uuid::new_v4();
+        let pack = volume::fs::read_all(&fs, Path::new(&format!("repo/packs/{old}.pack"))).unwrap();
+        put(&fs, &format!("repo/packs/{new}.pack"), &pack);
+        let backend = LocalBackend::new(fs.as_ref(), "repo");
+        let (_, entries) = pack::load_index(&backend, &Crypto::Plain, &name).unwrap();
+        let moved: Vec<_> =
+            entries.into_iter().map(|(h, l)| (h, ChunkLoc { pack: new, ..l })).collect();
+        put(&fs, &format!("repo/packs/{new}.idx"), &pack::encode_index(new, &moved));
+    }
+    let repo = Repository::open(fs.as_ref(), "repo").unwrap();
+    repo.consolidate_index().unwrap();
+    let before = Repository::open(fs.as_ref(), "repo").unwrap();
+    // Remove, for every chunk, the pack the index finds it in (index first, as prune does).
+    let mut used = HashSet::new();
+    for c in &set.files[0].chunks {
+        used.insert(repo.lookup(&parse_hash(&c.hash).unwrap()).unwrap().pack);
+    }
+    for p in &used {
+        fs.remove_file(Path::new(&format!("repo/packs/{p}.idx"))).unwrap();
+        fs.remove_file(Path::new(&format!("repo/packs/{p}.pack"))).unwrap();
+    }
+    let after = Repository::open(fs.as_ref(), "repo").unwrap();
+    assert_eq!(restore(&after, &set.files[0]).unwrap(), data, "a new open");
+    drop(before.lock_shared("test").unwrap());
+    assert_eq!(restore(&before, &set.files[0]).unwrap(), data, "an open from before");
+    for c in &set.files[0].chunks {
+        let loc = before.lookup(&parse_hash(&c.hash).unwrap()).unwrap();
+        assert!(!used.contains(&loc.pack), "no chunk is found in a removed pack");
+    }
+}
+
+/// A crash at every step of writing the index file (and a leftover temporary) leaves a
+/// repository that opens with every chunk found; the next prune removes the leftover.
+#[test]
+fn a_crash_while_writing_the_index_file_loses_no_chunk() {
+    let probe = MemFs::new();
+    many_packs(&probe, 12, small());
+    let repo = Repository::open(probe.as_ref(), "repo").unwrap();
+    let start = probe.op_count();
+    repo.consolidate_index().unwrap();
+    let ops = probe.op_count() - start;
+    assert!(ops >= 4, "{ops}");
+    for at in 1..=ops + 1 {
+        let fs = MemFs::new();
+        let (set, data) = many_packs(&fs, 12, small());
+        let repo = Repository::open(fs.as_ref(), "repo").unwrap();
+        // A stale file first (covering fewer packs), so that a crash leaves the old one.
+        repo.consolidate_index().unwrap();
+        let src = MemFs::new();
+        let more = noise(6 * CHUNK as usize, 8);
+        put(&src, "more", &more);
+        let (set2, _) = backup(&repo, &src, &["more"]);
+        fs.crash_after(at);
+        let outcome = repo.consolidate_index();
+        drop(repo);
+        if fs.crash_pending() {
+            fs.clear_faults();
+            fs.crash();
+        }
+        let what = format!("crash at op {at} of {ops} ({outcome:?})");
+        let repo = Repository::open(fs.as_ref(), "repo").unwrap();
+        assert_eq!(restore(&repo, &set.files[0]).unwrap(), data, "{what}");
+        assert_eq!(restore(&repo, &set2.files[0]).unwrap(), more, "{what}");
+        let r = prune::prune(&repo, &prune::PruneOptions::default()).unwrap();
+        let left = fs
+            .read_dir(Path::new("repo/index"))
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.name.starts_with('.'))
+            .count();
+        assert_eq!(left, 0, "{what}: {r:?}");
+        drop(repo);
+        let repo = Repository::open(fs.as_ref(), "repo").unwrap();
+        assert_eq!(restore(&repo, &set2.files[0]).unwrap(), more, "{what}, pruned");
+    }
+}
