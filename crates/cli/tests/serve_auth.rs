@@ -7,10 +7,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use std::path::Path;
-use std::time::{Duration, Instant};
-
-use common::{Served, config, raw_http};
+use common::{Served, config, logged_port, raw_http};
 
 const TOKEN: &str = "s3cret-token-0123456789";
 
@@ -65,23 +62,4 @@ fn socket_is_owner_only_and_tcp_needs_the_token() {
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("(bearer token required)"), "the log was captured:\n{logged}");
     assert!(!logged.contains(TOKEN), "the token is in the node's log:\n{logged}");
-}
-
-/// The port the node logged it listens on (it is listening once the socket answers, and logs
-/// the TCP address before that; the deadline covers a slow log write).
-fn logged_port(log: &Path) -> u16 {
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let port = text.lines().filter(|l| l.contains("listening on")).find_map(|l| {
-            let after = &l[l.find("127.0.0.1:")? + "127.0.0.1:".len()..];
-            let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse::<u16>().ok()
-        });
-        if let Some(port) = port {
-            return port;
-        }
-        assert!(Instant::now() < until, "the node never logged its TCP address:\n{text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

@@ -223,26 +223,21 @@ impl ChunkIndex {
         self.rebuild_fanout();
     }
 
+    /// Every entry, the main part's and the recent part's, in id order.
+    fn in_order(&self) -> impl Iterator<Item = &Entry> {
+        let (mut base, mut recent) = (self.base.iter().peekable(), self.recent.iter().peekable());
+        std::iter::from_fn(move || match (base.peek(), recent.peek()) {
+            (Some(a), Some(b)) if a.key <= b.key => base.next(),
+            (_, Some(_)) => recent.next(),
+            (Some(_), None) => base.next(),
+            (None, None) => None,
+        })
+    }
+
     /// Calls `f` once for each distinct chunk, with one of its locations, in id order.
     pub fn for_each_chunk(&self, mut f: impl FnMut(&blake3::Hash, ChunkLoc)) {
         let mut last: Option<[u64; 4]> = None;
-        let (mut i, mut j) = (0, 0);
-        while i < self.base.len() || j < self.recent.len() {
-            let e = match (self.base.get(i), self.recent.get(j)) {
-                (Some(a), Some(b)) if a.key <= b.key => {
-                    i += 1;
-                    a
-                }
-                (_, Some(b)) => {
-                    j += 1;
-                    b
-                }
-                (Some(a), None) => {
-                    i += 1;
-                    a
-                }
-                (None, None) => break,
-            };
+        for e in self.in_order() {
             if last != Some(e.key) {
                 last = Some(e.key);
                 f(&hash_of(&e.key), self.unpack_loc(e));
@@ -278,23 +273,7 @@ impl ChunkIndex {
         for p in &live {
             out.extend_from_slice(p.as_bytes());
         }
-        let (mut i, mut j) = (0, 0);
-        while i < self.base.len() || j < self.recent.len() {
-            let e = match (self.base.get(i), self.recent.get(j)) {
-                (Some(a), Some(b)) if a.key <= b.key => {
-                    i += 1;
-                    a
-                }
-                (_, Some(b)) => {
-                    j += 1;
-                    b
-                }
-                (Some(a), None) => {
-                    i += 1;
-                    a
-                }
-                (None, None) => break,
-            };
+        for e in self.in_order() {
             let loc = self.unpack_loc(e);
             for w in &e.key {
                 out.extend_from_slice(&w.to_be_bytes());
