@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use super::codec::Codec;
 use super::error::{RepoError, Result};
-use super::pack::ChunkLoc;
+use super::pack::{ChunkLoc, append_checksum, encode_loc_in_pack};
 
 /// The magic of an index file (format 1 of the file).
 const FILE_MAGIC: &[u8; 8] = b"SCCHIDX1";
@@ -280,13 +280,9 @@ impl ChunkIndex {
             }
             // Every entry's pack is loaded (removals drop entries), so it has a number.
             out.extend_from_slice(&renumber.get(&loc.pack).copied().unwrap_or(0).to_le_bytes());
-            out.extend_from_slice(&loc.offset.to_le_bytes());
-            out.extend_from_slice(&loc.stored_len.to_le_bytes());
-            out.extend_from_slice(&loc.raw_len.to_le_bytes());
-            out.push(loc.codec.to_byte());
+            encode_loc_in_pack(&mut out, &loc);
         }
-        let sum = blake3::hash(&out);
-        out.extend_from_slice(sum.as_bytes());
+        append_checksum(&mut out);
         out
     }
 

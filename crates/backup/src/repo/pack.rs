@@ -114,14 +114,25 @@ pub fn encode_index(pack: Uuid, entries: &[(blake3::Hash, ChunkLoc)]) -> Vec<u8>
     out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
     for (hash, loc) in entries {
         out.extend_from_slice(hash.as_bytes());
-        out.extend_from_slice(&loc.offset.to_le_bytes());
-        out.extend_from_slice(&loc.stored_len.to_le_bytes());
-        out.extend_from_slice(&loc.raw_len.to_le_bytes());
-        out.push(loc.codec.to_byte());
+        encode_loc_in_pack(&mut out, loc);
     }
-    let sum = blake3::hash(&out);
-    out.extend_from_slice(sum.as_bytes());
+    append_checksum(&mut out);
     out
+}
+
+/// A chunk's place inside its pack as both index forms store it (the per-pack `.idx` and the
+/// combined `index/chunks`): offset, stored and raw lengths, codec.
+pub(super) fn encode_loc_in_pack(out: &mut Vec<u8>, loc: &ChunkLoc) {
+    out.extend_from_slice(&loc.offset.to_le_bytes());
+    out.extend_from_slice(&loc.stored_len.to_le_bytes());
+    out.extend_from_slice(&loc.raw_len.to_le_bytes());
+    out.push(loc.codec.to_byte());
+}
+
+/// Ends an index file with the BLAKE3 of everything before it.
+pub(super) fn append_checksum(out: &mut Vec<u8>) {
+    let sum = blake3::hash(out);
+    out.extend_from_slice(sum.as_bytes());
 }
 
 /// Decodes and checks a pack index.
