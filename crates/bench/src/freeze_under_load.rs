@@ -9,6 +9,8 @@
 //!   a subscriber to the node's event log as each event is emitted;
 //! - the **hold**: how long the provider held the volumes' writes to commit the snapshot set
 //!   (the backup report's `hold`);
+//! - where each hold went: the drain of writes in flight, preparing the snapshots (and any
+//!   rescan of a volume that changed since its scan ahead), the nested work (`hold_parts`);
 //! - **commit latency** of the deliveries outside any backup, during a backup, and during a
 //!   freeze (a delivery counts as during a span when the two overlap).
 //!
@@ -29,6 +31,7 @@ use store::message::Headers;
 use vss::BackupType;
 
 use crate::args::{FreezeUnderLoadArgs, latency_summary};
+use crate::hold_parts;
 use crate::store_setup::{self, DB, SG};
 
 /// A span of time, as seen by this process.
@@ -112,6 +115,7 @@ fn latencies(commits: &[Span], spans: &[Span], inside: bool) -> Vec<f64> {
 
 /// Runs the scenario.
 pub fn run(opts: &FreezeUnderLoadArgs) -> anyhow::Result<()> {
+    let recorder = hold_parts::Recorder::install()?;
     let scratch = opts.scratch.scratch()?;
     let dir = &scratch.path;
     let node = store_setup::start(dir, false)?;
@@ -184,6 +188,7 @@ pub fn run(opts: &FreezeUnderLoadArgs) -> anyhow::Result<()> {
             "commits_per_s_during": during.len() as f64 / backing_up.max(1e-9),
             "freeze_ms": latency_summary(freeze_ms.clone()),
             "hold_ms": latency_summary(holds.clone()),
+            "hold_parts": recorder.summary(),
             "commit_ms_outside": latency_summary(outside.clone()),
             "commit_ms_during_backup": latency_summary(during.clone()),
             "commit_ms_during_freeze": latency_summary(frozen),

@@ -17,6 +17,7 @@ mod event_emit;
 mod expose_read;
 mod failover_time;
 mod freeze_under_load;
+mod hold_parts;
 mod incremental_cost;
 mod prune_cost;
 mod replication_lag;

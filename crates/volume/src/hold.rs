@@ -51,6 +51,25 @@ pub struct CommitReport {
     pub hold: Duration,
     /// Time spent scanning file tables ahead of the hold (writes not held).
     pub scan_ahead: Duration,
+    /// Where the hold went.
+    pub parts: HoldParts,
+}
+
+/// The hold split into its steps, so that a long one can be explained: waiting for the writes
+/// in flight, preparing the snapshots (a rescan under the barrier when a volume changed since
+/// its scan ahead, and creating each diff area), and the nested work of another provider.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HoldParts {
+    /// From the first barrier request until every barrier was held (writes in flight drained).
+    pub drain: Duration,
+    /// Preparing the snapshots under the barriers.
+    pub prepare: Duration,
+    /// Of `prepare`: rescanning the file tables of volumes that changed since their scan ahead.
+    pub rescan: Duration,
+    /// How many volumes were rescanned under the barrier.
+    pub rescanned: usize,
+    /// The work nested inside the hold (another provider's commit), and the snapshots going live.
+    pub within: Duration,
 }
 
 /// Why [`commit_set_within`] failed: the volumes' own commit, or the work done inside the hold.
@@ -137,11 +156,18 @@ pub fn commit_set_within<T, E>(
         limit: opts.timeout,
     };
     let guards = hold_writes(&order, start, deadline, opts.timeout)?;
+    let mut parts = HoldParts { drain: start.elapsed(), ..HoldParts::default() };
     let mut prepared = Vec::with_capacity(order.len());
     let mut failure = None;
     for (v, pre) in order.iter().zip(pre.iter_mut()) {
         match v.inner.prepare_snapshot(set_id, opts.persistent, pre.take()) {
-            Ok(s) => prepared.push(s),
+            Ok((s, rescan)) => {
+                if let Some(took) = rescan {
+                    parts.rescanned += 1;
+                    parts.rescan += took;
+                }
+                prepared.push(s);
+            }
             Err(e) => {
                 failure = Some(e);
                 break;
@@ -162,6 +188,7 @@ pub fn commit_set_within<T, E>(
         drop(guards);
         return Err(WithinError::Volume(e));
     }
+    parts.prepare = start.elapsed() - parts.drain;
     let inner = match within() {
         Ok(t) => t,
         Err(e) => {
@@ -175,8 +202,11 @@ pub fn commit_set_within<T, E>(
     }
     drop(guards);
     let hold = start.elapsed();
-    tracing::info!(set = %set_id, volumes = order.len(), hold_ms = hold.as_secs_f64() * 1e3,
-        "snapshot set committed");
+    parts.within = hold - parts.drain - parts.prepare;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    tracing::info!(set = %set_id, volumes = order.len(), hold_ms = ms(hold),
+        drain_ms = ms(parts.drain), prepare_ms = ms(parts.prepare), rescan_ms = ms(parts.rescan),
+        rescanned = parts.rescanned, within_ms = ms(parts.within), "snapshot set committed");
     // Make persistent tables durable; on failure no snapshot of the set survives.
     for (v, s) in order.iter().zip(&prepared) {
         if let Err(e) = v.inner.persist(s) {
@@ -207,5 +237,5 @@ pub fn commit_set_within<T, E>(
             v.inner.info(s)
         })
         .collect();
-    Ok((CommitReport { set_id, snapshots, hold, scan_ahead }, inner))
+    Ok((CommitReport { set_id, snapshots, hold, scan_ahead, parts }, inner))
 }

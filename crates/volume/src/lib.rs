@@ -38,7 +38,9 @@ pub use events::{DeleteReason, VolumeEvent};
 pub use fs::{
     Attributes, DirEntry, File, FileKind, FileRef, FileSystem, FsRef, Metadata, OpenMode,
 };
-pub use hold::{CommitOptions, CommitReport, WithinError, commit_set, commit_set_within};
+pub use hold::{
+    CommitOptions, CommitReport, HoldParts, WithinError, commit_set, commit_set_within,
+};
 pub use host::HostFs;
 pub use mem::MemFs;
 pub use provider::{CommittedSet, ShadowCopy, SoftwareProvider, VolumeInfo};

@@ -51,12 +51,19 @@ pub trait Backend: Send + Sync {
         let _ = dir;
         Ok(0)
     }
-    /// How many chunks a sequential reader of a stored file keeps in flight ahead of it. A
+    /// How many reads a sequential reader of a stored file keeps in flight ahead of it. A
     /// local read costs little next to decompressing and hashing the chunk, so two keep the
     /// cores busy; a round trip to an object store costs far more than either, so there many
     /// requests must overlap to keep a restore going.
     fn read_ahead(&self) -> usize {
         2
+    }
+    /// Up to how many bytes of chunks lying back to back in one pack a sequential reader
+    /// fetches with one read. Locally each chunk is its own read (`0`): a read is cheap, and
+    /// separate reads let the cores decompress side by side. On an object store one request
+    /// per run saves a round trip per chunk.
+    fn coalesce_bytes(&self) -> usize {
+        0
     }
 }
 

@@ -672,25 +672,21 @@ impl Repository {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
         let ahead = (cores + 1).max(self.backend.read_ahead());
         let whole = entry.check_chunk_list()?;
-        let mut hashes = Vec::with_capacity(entry.chunks.len());
-        for c in &entry.chunks {
-            hashes.push(parse_hash(&c.hash).ok_or_else(|| RepoError::CorruptManifest {
-                set: entry.path.clone(),
-                why: format!("chunk hash {:?} is not a BLAKE3 hash", c.hash),
-            })?);
-        }
+        let runs = self.plan_reads(entry)?;
         let mut hasher = whole.then(blake3::Hasher::new);
         let mut offset = 0u64;
         std::thread::scope(|s| -> Result<()> {
             let mut pending = std::collections::VecDeque::new();
-            let mut next = hashes.iter();
+            let mut next = runs.iter();
             let mut lens = entry.chunks.iter().map(|c| c.len);
             loop {
                 while pending.len() < ahead {
-                    let Some(hash) = next.next() else { break };
+                    let Some(run) = next.next() else { break };
                     let reader = std::thread::Builder::new().name("repo-read-chunk".into());
                     let h = reader
-                        .spawn_scoped(s, move || self.read_chunk(hash, &entry.path))
+                        .spawn_scoped(s, move || {
+                            pack::read_run(self.backend.as_ref(), &self.crypto, run, &entry.path)
+                        })
                         .map_err(|source| RepoError::Io {
                             op: "starting a thread to read a chunk of",
                             path: PathBuf::from(&entry.path),
@@ -700,20 +696,22 @@ impl Repository {
                 }
                 let Some(h) = pending.pop_front() else { return Ok(()) };
                 // A panic on the reading thread is a bug: carry it on here.
-                let data = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
-                if lens.next() != Some(data.len() as u32) {
-                    return Err(RepoError::FileSizeMismatch {
-                        file: entry.path.clone(),
-                        expected: entry.size,
-                        actual: offset + data.len() as u64,
-                    });
+                let chunks = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+                for data in chunks {
+                    if lens.next() != Some(data.len() as u32) {
+                        return Err(RepoError::FileSizeMismatch {
+                            file: entry.path.clone(),
+                            expected: entry.size,
+                            actual: offset + data.len() as u64,
+                        });
+                    }
+                    if let Some(h) = hasher.as_mut() {
+                        h.update(&data);
+                    }
+                    sink(offset, &data)
+                        .map_err(|source| RepoError::Sink { file: entry.path.clone(), source })?;
+                    offset += data.len() as u64;
                 }
-                if let Some(h) = hasher.as_mut() {
-                    h.update(&data);
-                }
-                sink(offset, &data)
-                    .map_err(|source| RepoError::Sink { file: entry.path.clone(), source })?;
-                offset += data.len() as u64;
             }
         })?;
         if offset != entry.size {
@@ -733,6 +731,40 @@ impl Repository {
             });
         }
         Ok(())
+    }
+
+    /// The reads of `entry`'s chunks in order: runs of chunks back to back in one pack, up to
+    /// the backend's [`Backend::coalesce_bytes`] each (one chunk per read where it is `0`).
+    fn plan_reads(&self, entry: &FileEntry) -> Result<Vec<Vec<(blake3::Hash, ChunkLoc)>>> {
+        let limit = self.backend.coalesce_bytes();
+        let index = self.index.read();
+        let mut runs: Vec<Vec<(blake3::Hash, ChunkLoc)>> = Vec::new();
+        let mut run_bytes = 0usize;
+        for c in &entry.chunks {
+            let hash = parse_hash(&c.hash).ok_or_else(|| RepoError::CorruptManifest {
+                set: entry.path.clone(),
+                why: format!("chunk hash {:?} is not a BLAKE3 hash", c.hash),
+            })?;
+            let loc = index.get(&hash).ok_or_else(|| RepoError::MissingChunk {
+                hash: c.hash.clone(),
+                file: entry.path.clone(),
+            })?;
+            let stored = loc.stored_len as usize;
+            match runs.last_mut() {
+                Some(run)
+                    if run_bytes + stored <= limit
+                        && run.last().is_some_and(|(_, prev)| pack::follows(prev, &loc)) =>
+                {
+                    run.push((hash, loc));
+                    run_bytes += stored;
+                }
+                _ => {
+                    runs.push(vec![(hash, loc)]);
+                    run_bytes = stored;
+                }
+            }
+        }
+        Ok(runs)
     }
 
     /// Reads every chunk of every file of `set` and checks all hashes. `progress` receives

@@ -183,34 +183,83 @@ pub fn read_chunk(
     loc: &ChunkLoc,
     file: &str,
 ) -> Result<Vec<u8>> {
-    let key = pack_key(loc.pack, "pack");
+    let mut chunks = read_run(backend, crypto, &[(*id, *loc)], file)?;
+    Ok(chunks.pop().unwrap_or_default())
+}
+
+/// Whether `next` lies right after `prev` in the same pack, so that one ranged read of the
+/// pack can fetch both.
+pub fn follows(prev: &ChunkLoc, next: &ChunkLoc) -> bool {
+    prev.pack == next.pack && prev.offset + u64::from(prev.stored_len) == next.offset
+}
+
+/// Reads a run of chunks that lie back to back in one pack (see [`follows`]) with one ranged
+/// read, then opens, decompresses and checks each against its id, in order. On an object
+/// store a request's round trip costs far more than its bytes, so a restore fetches a file's
+/// consecutive chunks together, as restic fetches a pack's blobs together. `file` names the
+/// backed-up file the chunks belong to, for the error message.
+pub fn read_run(
+    backend: &dyn Backend,
+    crypto: &Crypto,
+    run: &[(blake3::Hash, ChunkLoc)],
+    file: &str,
+) -> Result<Vec<Vec<u8>>> {
+    let Some((first_id, first)) = run.first() else { return Ok(Vec::new()) };
+    let key = pack_key(first.pack, "pack");
     let path: PathBuf = backend.locate(&key);
-    let corrupt = |why: String| RepoError::CorruptChunk {
+    let corrupt = |id: &blake3::Hash, why: String| RepoError::CorruptChunk {
         hash: id.to_hex().to_string(),
         file: file.into(),
         pack: path.display().to_string(),
         why,
     };
-    if loc.raw_len > MAX_CHUNK || loc.stored_len > MAX_CHUNK {
-        return Err(corrupt(format!(
-            "implausible length ({} stored, {} raw) in the pack index",
-            loc.stored_len, loc.raw_len
-        )));
+    for (i, (id, loc)) in run.iter().enumerate() {
+        if loc.raw_len > MAX_CHUNK || loc.stored_len > MAX_CHUNK {
+            return Err(corrupt(
+                id,
+                format!(
+                    "implausible length ({} stored, {} raw) in the pack index",
+                    loc.stored_len, loc.raw_len
+                ),
+            ));
+        }
+        if i > 0 && !follows(&run[i - 1].1, loc) {
+            return Err(corrupt(id, "does not follow the previous chunk of its run".into()));
+        }
     }
-    let stored = backend
-        .get_range(&key, loc.offset, loc.stored_len as usize)
-        .map_err(|e| corrupt(format!("read failed: {e}")))?;
-    let object = format!("chunk {} in {}", id.to_hex(), path.display());
-    let stored = crypto.open(&object, stored)?;
-    let raw = codec::decompress(loc.codec, stored, loc.raw_len as usize)
-        .map_err(|e| corrupt(format!("does not decompress ({}): {e}", loc.codec.name())))?;
-    if raw.len() != loc.raw_len as usize {
-        return Err(corrupt(format!("{} bytes, expected {}", raw.len(), loc.raw_len)));
+    let total: usize = run.iter().map(|(_, l)| l.stored_len as usize).sum();
+    let mut fetched = backend
+        .get_range(&key, first.offset, total)
+        .map_err(|e| corrupt(first_id, format!("read failed: {e}")))?;
+    if fetched.len() != total {
+        return Err(corrupt(
+            first_id,
+            format!("read {} bytes of the pack where its index says {total}", fetched.len()),
+        ));
     }
-    if crypto.chunk_id(&raw) != *id {
-        return Err(corrupt("content does not match its hash".into()));
+    // Cut from the back, so that each chunk's bytes move out without copying the rest; then
+    // check them in file order, so that an error names the first bad chunk.
+    let mut pieces: Vec<Vec<u8>> = run
+        .iter()
+        .rev()
+        .map(|(_, loc)| fetched.split_off(fetched.len() - loc.stored_len as usize))
+        .collect();
+    pieces.reverse();
+    let mut out = Vec::with_capacity(run.len());
+    for ((id, loc), stored) in run.iter().zip(pieces) {
+        let object = format!("chunk {} in {}", id.to_hex(), path.display());
+        let stored = crypto.open(&object, stored)?;
+        let raw = codec::decompress(loc.codec, stored, loc.raw_len as usize)
+            .map_err(|e| corrupt(id, format!("does not decompress ({}): {e}", loc.codec.name())))?;
+        if raw.len() != loc.raw_len as usize {
+            return Err(corrupt(id, format!("{} bytes, expected {}", raw.len(), loc.raw_len)));
+        }
+        if crypto.chunk_id(&raw) != *id {
+            return Err(corrupt(id, "content does not match its hash".into()));
+        }
+        out.push(raw);
     }
-    Ok(raw)
+    Ok(out)
 }
 
 /// The first `N` bytes of `b` (which the caller has cut to at least that length).

@@ -412,13 +412,13 @@ impl VolumeInner {
     /// Flush-and-hold step 2 (barrier held): takes the pre-scanned table if no mutation
     /// completed since it began (a mutation counts itself only after its change is done and
     /// before it releases the barrier, so an unchanged count means the scan saw every change),
-    /// else scans again; then creates the diff area.
+    /// else scans again (and says how long that took); then creates the diff area.
     pub(crate) fn prepare_snapshot(
         &self,
         set_id: Uuid,
         persistent: bool,
         pre: Option<PreScan>,
-    ) -> Result<Arc<Snapshot>> {
+    ) -> Result<(Arc<Snapshot>, Option<std::time::Duration>)> {
         let count = self.snaps.read().len();
         if count >= MAX_SNAPSHOTS {
             return Err(VolumeError::TooManySnapshots { volume: self.label.clone(), count });
@@ -426,9 +426,12 @@ impl VolumeInner {
         let err = self.err();
         let seq = self.next_seq.fetch_add(1, Ordering::AcqRel);
         let id = Uuid::new_v4();
-        let table = match pre {
-            Some(p) if p.mutations == self.mutations.load(Ordering::Acquire) => p.table,
-            _ => FileTable::scan(&self.root, HIDDEN).map_err(&err)?,
+        let (table, rescan) = match pre {
+            Some(p) if p.mutations == self.mutations.load(Ordering::Acquire) => (p.table, None),
+            _ => {
+                let began = std::time::Instant::now();
+                (FileTable::scan(&self.root, HIDDEN).map_err(&err)?, Some(began.elapsed()))
+            }
         };
         let stem = snapshot::stem(seq, id);
         let diff_dir = self.diff_dir();
@@ -439,7 +442,7 @@ impl VolumeInner {
         if durable {
             sync_host_dir(&diff_dir).map_err(&err)?;
         }
-        Ok(Arc::new(Snapshot {
+        let snapshot = Arc::new(Snapshot {
             id,
             set_id,
             volume: self.guid,
@@ -449,7 +452,8 @@ impl VolumeInner {
             table,
             diff,
             dir: self.hidden.join("snapshots").join(stem),
-        }))
+        });
+        Ok((snapshot, rescan))
     }
 
     /// Flush-and-hold step 3 (barrier held): the snapshot goes live.
