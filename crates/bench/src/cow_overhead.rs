@@ -5,6 +5,9 @@
 //! then right after a non-persistent snapshot (every write is a first write: its block is
 //! preserved first), then again (every block already preserved: only the bitmap is checked).
 //!
+//! Each pattern runs twice: syncing once at the end of a pass, and durably, syncing after
+//! every 1 MiB written as a database does (`durability` key: `end` or `every_mib`).
+//!
 //! The same passes run for both providers (`provider` key): the software provider on the
 //! scratch directory, and the btrfs provider on a btrfs the bench makes on a loop device
 //! (redirect-on-write: a first write copies nothing, btrfs writes it to a new block). Without
@@ -37,11 +40,37 @@ fn order(blocks: u64, random: bool) -> Vec<u64> {
     v
 }
 
-fn pass(f: &FileRef, order: &[u64], fill: u8) -> anyhow::Result<f64> {
+/// Writes per sync in the durable passes: 1 MiB.
+const DURABLE_WRITES: usize = (1 << 20) / BLOCK;
+
+/// How often a pass syncs.
+#[derive(Debug, Clone, Copy)]
+enum Durability {
+    /// Once, at the end.
+    End,
+    /// After every 1 MiB written.
+    EveryMib,
+}
+
+impl Durability {
+    const BOTH: [Durability; 2] = [Durability::End, Durability::EveryMib];
+
+    fn name(self) -> &'static str {
+        match self {
+            Durability::End => "end",
+            Durability::EveryMib => "every_mib",
+        }
+    }
+}
+
+fn pass(f: &FileRef, order: &[u64], fill: u8, durability: Durability) -> anyhow::Result<f64> {
     let buf = vec![fill; BLOCK];
     let t = Instant::now();
-    for &b in order {
+    for (i, &b) in order.iter().enumerate() {
         f.write_at(&buf, b * BLOCK as u64)?;
+        if matches!(durability, Durability::EveryMib) && (i + 1) % DURABLE_WRITES == 0 {
+            f.sync()?;
+        }
     }
     let loop_s = t.elapsed().as_secs_f64();
     f.sync()?;
@@ -52,6 +81,13 @@ fn pass(f: &FileRef, order: &[u64], fill: u8) -> anyhow::Result<f64> {
     Ok((order.len() * BLOCK) as f64 / (1024.0 * 1024.0) / secs)
 }
 
+/// Every (pattern, random) with every durability.
+fn patterns() -> impl Iterator<Item = ((&'static str, bool), Durability)> {
+    [("sequential", false), ("random", true)]
+        .into_iter()
+        .flat_map(|p| Durability::BOTH.into_iter().map(move |d| (p, d)))
+}
+
 /// Runs the scenario.
 pub fn run(opts: &CowOverheadArgs) -> anyhow::Result<()> {
     let size_mib = opts.size_mib;
@@ -59,14 +95,14 @@ pub fn run(opts: &CowOverheadArgs) -> anyhow::Result<()> {
     let scratch = opts.scratch.scratch()?;
     let v = Volume::create(scratch.path.join("vol"), VolumeOptions::new("cow"))?;
     let f = v.open(Path::new("data.edb"), OpenMode::CreateNew)?;
-    pass(&f, &order(blocks, false), 1)?;
-    for (pattern, random) in [("sequential", false), ("random", true)] {
+    pass(&f, &order(blocks, false), 1, Durability::End)?;
+    for ((pattern, random), durability) in patterns() {
         let ord = order(blocks, random);
-        let base = pass(&f, &ord, 2)?;
+        let base = pass(&f, &ord, 2, durability)?;
         let snap = v.snapshot(false)?;
-        let first = pass(&f, &ord, 3)?;
+        let first = pass(&f, &ord, 3, durability)?;
         v.sync_shadow_storage()?;
-        let preserved = pass(&f, &ord, 4)?;
+        let preserved = pass(&f, &ord, 4, durability)?;
         let diff_bytes = v.snapshots()[0].diff_area_bytes;
         v.delete_snapshot(snap.id)?;
         println!(
@@ -75,6 +111,7 @@ pub fn run(opts: &CowOverheadArgs) -> anyhow::Result<()> {
                 "scenario": "cow-overhead",
                 "provider": "software",
                 "pattern": pattern,
+                "durability": durability.name(),
                 "size_mib": size_mib,
                 "base_mib_s": base,
                 "first_write_mib_s": first,
@@ -108,13 +145,13 @@ fn run_btrfs(size_mib: u64, blocks: u64) -> anyhow::Result<()> {
     let p = BtrfsProvider::new();
     p.register(v.clone())?;
     let f = v.open(Path::new("data.edb"), OpenMode::CreateNew)?;
-    pass(&f, &order(blocks, false), 1)?;
-    for (pattern, random) in [("sequential", false), ("random", true)] {
+    pass(&f, &order(blocks, false), 1, Durability::End)?;
+    for ((pattern, random), durability) in patterns() {
         let ord = order(blocks, random);
-        let base = pass(&f, &ord, 2)?;
+        let base = pass(&f, &ord, 2, durability)?;
         let r = p.commit(&["cow".to_string()], uuid::Uuid::new_v4(), &CommitOptions::default())?;
-        let first = pass(&f, &ord, 3)?;
-        let preserved = pass(&f, &ord, 4)?;
+        let first = pass(&f, &ord, 3, durability)?;
+        let preserved = pass(&f, &ord, 4, durability)?;
         p.check_shadow_storage()?;
         let held = p.query().first().map_or(0, |s| s.diff_area_bytes);
         p.delete_snapshot(r.snapshots[0].id)?;
@@ -124,6 +161,7 @@ fn run_btrfs(size_mib: u64, blocks: u64) -> anyhow::Result<()> {
                 "scenario": "cow-overhead",
                 "provider": "btrfs",
                 "pattern": pattern,
+                "durability": durability.name(),
                 "size_mib": size_mib,
                 "base_mib_s": base,
                 "first_write_mib_s": first,
