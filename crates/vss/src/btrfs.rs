@@ -99,6 +99,7 @@ impl Provider for BtrfsProviderAdapter {
                 snapshot_id: info.id,
                 volume: info.volume_label.clone(),
                 view: ReadOnlyFs::wrap(Arc::new(view)),
+                held: Some(report.hold),
             });
         }
         Ok(out)

@@ -112,6 +112,10 @@ pub struct CommittedSnapshot {
     pub volume: String,
     /// Read-only view of the volume as of the commit.
     pub view: FsRef,
+    /// How long the commit that made this snapshot held writes, where the provider measures
+    /// it. The outermost provider's hold covers those nested inside it, so the set's hold is
+    /// the longest reported; scanning ahead of the hold and recording after it are not in it.
+    pub held: Option<Duration>,
 }
 
 impl std::fmt::Debug for CommittedSnapshot {

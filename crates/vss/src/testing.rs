@@ -299,6 +299,8 @@ pub struct TestProvider {
     /// Stuck commits were released ([`TestProvider::release_stalled_commits`]).
     released: Mutex<bool>,
     released_cond: Condvar,
+    /// The hold each commit reports ([`TestProvider::report_hold`]); none by default.
+    held: Mutex<Option<Duration>>,
     /// Commits returned so far, whatever their outcome.
     finished: Mutex<usize>,
     finished_cond: Condvar,
@@ -315,6 +317,12 @@ impl Drop for CountFinished<'_> {
 }
 
 impl TestProvider {
+    /// Makes every later commit report that it held writes for `held`, as a provider that
+    /// measures its hold does.
+    pub fn report_hold(&self, held: Duration) {
+        *self.held.lock() = Some(held);
+    }
+
     pub fn new(name: &str, scratch: impl Into<PathBuf>) -> Arc<Self> {
         Arc::new(TestProvider {
             id: Uuid::new_v4(),
@@ -326,6 +334,7 @@ impl TestProvider {
             behavior: Mutex::new(CommitBehavior::Normal),
             released: Mutex::new(false),
             released_cond: Condvar::new(),
+            held: Mutex::new(None),
             finished: Mutex::new(0),
             finished_cond: Condvar::new(),
         })
@@ -464,7 +473,12 @@ impl Provider for TestProvider {
                     dir,
                 },
             );
-            out.push(CommittedSnapshot { snapshot_id: id, volume: v, view });
+            out.push(CommittedSnapshot {
+                snapshot_id: id,
+                volume: v,
+                view,
+                held: *self.held.lock(),
+            });
         }
         Ok(out)
     }

@@ -798,3 +798,28 @@ fn calls_out_of_order_are_refused_by_name() {
         .unwrap_err();
     assert!(err.to_string().contains("no-such-database"), "{err}");
 }
+
+#[test]
+fn the_sets_hold_is_the_time_the_provider_held_writes_not_its_whole_commit() {
+    let rig = rig(1, quick_config(), BackupSchema::default());
+    // A provider that does not measure its hold: the whole commit counts.
+    let mut s = rig.coord.backup_session(SnapshotContext::Backup).unwrap();
+    s.gather_writer_metadata().unwrap();
+    s.set_backup_state(select_all(&rig, BackupType::Full)).unwrap();
+    s.prepare_for_backup().unwrap();
+    let set = s.do_snapshot_set().unwrap().clone();
+    assert_eq!(set.hold, set.commit, "without a measured hold, the commit's time stands for it");
+    s.abort("the test is done with it").unwrap();
+    drop(s);
+
+    // One that does: its figure, although the copy of the volumes took longer than that.
+    let held = std::time::Duration::from_nanos(1);
+    rig.provider.report_hold(held);
+    let mut s = rig.coord.backup_session(SnapshotContext::Backup).unwrap();
+    s.gather_writer_metadata().unwrap();
+    s.set_backup_state(select_all(&rig, BackupType::Full)).unwrap();
+    s.prepare_for_backup().unwrap();
+    let set = s.do_snapshot_set().unwrap().clone();
+    assert_eq!(set.hold, held);
+    assert!(set.commit > held, "the commit ({:?}) includes more than the hold", set.commit);
+}

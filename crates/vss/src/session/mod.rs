@@ -95,6 +95,9 @@ pub struct SnapshotSet {
     pub committed_ms: u64,
     /// How long the providers held writes.
     pub hold: Duration,
+    /// How long the providers' commit took in all (the hold, the scan ahead of it, recording
+    /// the snapshots after it).
+    pub commit: Duration,
 }
 
 /// The snapshot set while it is being made.

@@ -53,14 +53,19 @@ impl BackupSession {
         if writers {
             self.prepare_and_freeze(set_id)?;
         }
-        let hold = self.commit_providers(set_id)?;
+        let commit = self.commit_providers(set_id)?;
+        // The writes were held only for part of the commit (not while the file tables were
+        // scanned ahead, nor while the snapshots were recorded after): the providers that
+        // measure their hold say how long; for the others the whole commit counts.
+        let hold =
+            self.set_ref()?.committed.iter().filter_map(|(_, s)| s.held).max().unwrap_or(commit);
         self.check_consistency(&volumes)?;
         let committed_ms = now_ms();
         self.inner.emit_relaxed(
             &catalog::COORD_SNAPSHOT_SET_COMMITTED,
             Some(self.job),
             json!({"snapshot_set": set_id.to_string(), "volumes": volumes.join(", "),
-                   "hold_ms": hold.as_millis() as u64}),
+                   "hold_ms": hold.as_millis() as u64, "commit_ms": commit.as_millis() as u64}),
         );
         if writers {
             self.thaw(set_id)?;
@@ -83,6 +88,7 @@ impl BackupSession {
                 .collect(),
             committed_ms,
             hold,
+            commit,
         });
         self.phase = SessionPhase::SnapshotSetDone;
         self.record(SessionPhase::SnapshotSetDone)
