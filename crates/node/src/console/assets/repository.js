@@ -48,7 +48,7 @@ function setTable(list) {
     const logs = s.log_range ? `${s.log_range.low.toString(16).toUpperCase()}–${s.log_range.high.toString(16).toUpperCase()}` : '—';
     const chain = chainOf(s);
     return `<tr data-set="${esc(s.id)}">
-      <td title="${esc(s.id)}">${short(s.id)}</td><td data-type="${esc(s.backup_type)}">${esc(s.backup_type)}</td>
+      <td title="${esc(s.id)}">${short(s.id)}</td><td data-type="${esc(s.type)}">${esc(s.type)}</td>
       <td>${esc(s.storage_group)}</td><td>${esc(s.node)}</td>
       <td data-chain="${esc(chain)}">${chain === s.id ? 'its own' : `on full ${short(chain)}`}</td>
       <td>${when(s.created_unix_ms)}</td><td class="num">${s.files}</td><td class="num">${bytes(s.bytes)}</td>
