@@ -121,6 +121,39 @@ pub struct SetList {
     /// Whether the repository is encrypted (`false` from nodes older than encryption).
     #[serde(default)]
     pub encrypted: bool,
+    /// What the repository holds as a whole, for its deduplication (absent from older
+    /// nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<RepoFigures>,
+    /// The last verification of each set that this node ran since it started (a set not
+    /// listed was not verified here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verifications: Vec<SetVerification>,
+}
+
+/// A repository's figures: the bytes its sets name, and what their chunks take once
+/// deduplicated (raw) and compressed (stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RepoFigures {
+    pub sets: u64,
+    pub chunks: u64,
+    /// The bytes of every file of every set (what the sets would take without
+    /// deduplication or compression).
+    pub set_bytes: u64,
+    /// The bytes of the distinct chunks, before compression.
+    pub raw_bytes: u64,
+    /// The bytes of the distinct chunks as stored.
+    pub stored_bytes: u64,
+}
+
+/// The outcome of the last verification of a set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SetVerification {
+    pub set: Uuid,
+    pub time_ms: u64,
+    pub verified: bool,
+    /// Why it failed.
+    pub error: Option<String>,
 }
 
 /// `POST /v1/backup/verify`.

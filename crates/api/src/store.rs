@@ -27,6 +27,43 @@ pub struct StorageGroupStatus {
     /// backup history the copy replayed from the active's logs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copy_databases: Vec<DatabaseStatus>,
+    /// The storage group's last log truncations on this node (its 224 and 225 events), so
+    /// that "why were the logs not truncated?" is answered without reading the event trail.
+    /// Absent from older nodes and when this node holds no active copy of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncation: Option<TruncationStatus>,
+    /// In a DAG, the same for this node's passive copy of the storage group (its shipped
+    /// logs go once the active truncated them and replay passed them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_truncation: Option<TruncationStatus>,
+}
+
+/// The last truncation attempts of one copy of a storage group's logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TruncationStatus {
+    /// The last attempt, whether it deleted logs (224) or not (225).
+    pub last_attempt: Option<TruncationAttempt>,
+    /// The last attempt that deleted logs (224).
+    pub last_truncated: Option<TruncationAttempt>,
+}
+
+/// One truncation attempt, from its event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TruncationAttempt {
+    /// 224 (logs deleted) or 225 (none deleted).
+    pub event_id: u32,
+    pub time_ms: u64,
+    /// The backup job that asked for it, if any.
+    pub job: Option<Uuid>,
+    pub truncated: bool,
+    /// The first and last generation deleted (224), as log file names.
+    pub first: Option<String>,
+    pub last: Option<String>,
+    /// What limited it: why nothing was deleted (225), or what kept the later generations
+    /// (224, a database copy that has not replayed them).
+    pub limit: Option<String>,
+    /// The event's message, as the event log shows it.
+    pub message: String,
 }
 
 /// A storage group's log stream.

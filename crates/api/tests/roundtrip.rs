@@ -144,6 +144,20 @@ fn every_type_round_trips() {
             ],
             backup_in_progress: Some(id(9)),
             copy_databases: vec![],
+            truncation: Some(TruncationStatus {
+                last_attempt: Some(TruncationAttempt {
+                    event_id: 225,
+                    time_ms: 7,
+                    job: Some(id(9)),
+                    truncated: false,
+                    first: None,
+                    last: None,
+                    limit: Some("differential backups keep the logs".into()),
+                    message: "no log files can be truncated".into(),
+                }),
+                last_truncated: None,
+            }),
+            copy_truncation: None,
         }],
     });
     let database = CreateDatabase { name: "DB1".into(), volume: "db".into(), path: None };
@@ -225,7 +239,23 @@ fn every_type_round_trips() {
     };
     round_trip(backup.clone());
     round_trip(RepoQuery { repo: "/r".into() });
-    round_trip(SetList { sets: vec![set()], encrypted: true });
+    round_trip(SetList {
+        sets: vec![set()],
+        encrypted: true,
+        stats: Some(RepoFigures {
+            sets: 1,
+            chunks: 3,
+            set_bytes: 300,
+            raw_bytes: 200,
+            stored_bytes: 100,
+        }),
+        verifications: vec![SetVerification {
+            set: set().id,
+            time_ms: 5,
+            verified: false,
+            error: Some("bad chunk".into()),
+        }],
+    });
     round_trip(VerifyRequest { repo: "/r".into(), set: "3f2a".into(), password: None });
     round_trip(VerifyRequest {
         repo: "/r".into(),

@@ -35,9 +35,10 @@ pub struct Args {
     /// another, and a restore of both on the active.
     #[arg(long)]
     pub dag: bool,
-    /// After the demo, keep its node running with the web console on a loopback port: prints
-    /// the console's URL and a fresh token, and serves until interrupted (Ctrl-C).
-    #[arg(long, conflicts_with = "dag")]
+    /// After the demo, keep its node (with `--dag`, its three nodes and etcd) running with the
+    /// web console on a loopback port: prints the console's URL and a fresh token, and serves
+    /// until interrupted (Ctrl-C).
+    #[arg(long)]
     pub serve: bool,
 }
 
@@ -161,7 +162,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     };
     let outcome = if args.dag {
         println!("Shadowcopy DAG demo — a throw-away DAG in {}\n", dir.display());
-        crate::demo_dag::run(&dir, args.messages)
+        crate::demo_dag::run(&dir, args.messages, args.serve)
     } else {
         println!("Shadowcopy demo — a throw-away node in {}\n", dir.display());
         demo(&dir, args, started)

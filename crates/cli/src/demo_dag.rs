@@ -89,6 +89,15 @@ struct Dag {
     dir: PathBuf,
     exe: PathBuf,
     procs: Processes,
+    /// With `--serve`: the token of the nodes' consoles and each node's console port.
+    console: Option<Console>,
+}
+
+/// The web console of the demo's nodes (`demo --dag --serve`): every node serves it on a
+/// loopback port of its own, with one token made for this run.
+struct Console {
+    token: String,
+    ports: Vec<(&'static str, u16)>,
 }
 
 impl Dag {
@@ -484,13 +493,20 @@ fn try_etcd(dag: &mut Dag, bin: &Path, dir: &Path) -> Result<String> {
 }
 
 /// Runs the DAG demo in `dir` (which the caller created and removes).
-pub fn run(dir: &Path, messages: u64) -> Result<()> {
+pub fn run(dir: &Path, messages: u64, serve: bool) -> Result<()> {
     let mut dag = Dag {
         dir: dir.to_path_buf(),
         exe: std::env::current_exe().context("finding this program to run the nodes")?,
         procs: Processes::default(),
+        console: serve.then(|| Console {
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            ports: Vec::new(),
+        }),
     };
-    let outcome = demo(&mut dag, messages);
+    let mut outcome = demo(&mut dag, messages);
+    if serve && outcome.is_ok() {
+        outcome = serve_console(&mut dag);
+    }
     if outcome.is_err() {
         for n in NODES.iter().filter(|n| dag.home(n).join("node.log").exists()) {
             println!("--- node {n}'s log (tail) ---\n{}", dag.log_tail(n));
@@ -515,6 +531,7 @@ fn demo(dag: &mut Dag, messages: u64) -> Result<()> {
     if !out.status.success() {
         bail!("dag init failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
+    add_console(dag)?;
     for n in NODES {
         dag.start_node(n)?;
         println!(
@@ -678,6 +695,58 @@ fn demo(dag: &mut Dag, messages: u64) -> Result<()> {
         "   every one of the {acknowledged} acknowledged deliveries is back: no message lost.\n"
     );
     switchover_and_failover(dag, after)
+}
+
+/// `--serve`: every node's API on a free loopback port too (the browser cannot use the Unix
+/// socket), with the run's token.
+fn add_console(dag: &mut Dag) -> Result<()> {
+    let Some(token) = dag.console.as_ref().map(|c| c.token.clone()) else { return Ok(()) };
+    let mut ports = Vec::new();
+    for n in NODES {
+        let port = free_port()?;
+        let path = dag.home(n).join("node.toml");
+        let mut text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        text.push_str(&format!("\n[api]\ntcp = \"127.0.0.1:{port}\"\ntoken = \"{token}\"\n"));
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        ports.push((n, port));
+    }
+    if let Some(c) = dag.console.as_mut() {
+        c.ports = ports;
+    }
+    Ok(())
+}
+
+/// `--serve`, after the demo: b (killed in the failover) starts again and rejoins, and the
+/// three nodes serve their consoles until Ctrl-C (or SIGTERM); then every process the demo
+/// started ends (by its pid, [`Processes`]).
+fn serve_console(dag: &mut Dag) -> Result<()> {
+    println!("\n9. The web console: the three nodes keep running");
+    if dag.procs.exited("node b").is_err() {
+        dag.start_node("b")?;
+        println!("   b started again: it rejoins the DAG (its copy of SG1 catches up)");
+    }
+    let Some(console) = dag.console.as_ref() else { return Ok(()) };
+    let (first, port) = console.ports[0];
+    println!("   open   http://127.0.0.1:{port}/ui/    (node {first})");
+    println!("   token  {}", console.token);
+    for (n, p) in &console.ports[1..] {
+        println!("          node {n}'s console: http://127.0.0.1:{p}/ui/ (same token)");
+    }
+    println!("   the Overview shows the members and the copies (suspend, resume, switch over);");
+    println!("   the Jobs page the demo's backups as timelines");
+    println!("   Ctrl-C stops the nodes and etcd");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    })
+    .context("waiting for Ctrl-C")?;
+    println!("   stopping the nodes and etcd");
+    Ok(())
 }
 
 /// Step 8: the active copy moves to b on request (switchover), then b is killed and the

@@ -367,6 +367,7 @@ pub async fn resize_shadow_storage(
 pub async fn store_status(State(s): State<AppState>) -> ApiResult<api::StoreStatus> {
     let dag = s.dag.clone();
     blocking(&s, move |node, _| {
+        let truncations = truncation_events(node);
         let mut storage_groups = Vec::new();
         for g in node.store().storage_groups() {
             let mounted = g.is_mounted();
@@ -403,6 +404,12 @@ pub async fn store_status(State(s): State<AppState>) -> ApiResult<api::StoreStat
                 databases,
                 backup_in_progress: g.backup_in_progress(),
                 copy_databases: copy_databases(dag.as_deref(), g.name()),
+                truncation: truncation_status(
+                    truncations.iter().filter(|e| is_active_truncation(e, &g.def().prefix)),
+                ),
+                copy_truncation: truncation_status(
+                    truncations.iter().filter(|e| is_copy_truncation(e, g.name())),
+                ),
             });
         }
         // Passive copies of storage groups this node does not define itself.
@@ -418,11 +425,81 @@ pub async fn store_status(State(s): State<AppState>) -> ApiResult<api::StoreStat
                 databases: Vec::new(),
                 backup_in_progress: None,
                 copy_databases: copy_databases(dag.as_deref(), &sg),
+                truncation: None,
+                copy_truncation: truncation_status(
+                    truncations.iter().filter(|e| is_copy_truncation(e, &sg)),
+                ),
             });
         }
         Ok(Json(api::StoreStatus { storage_groups }))
     })
     .await
+}
+
+/// This node's log truncation events (224 and 225), oldest first. An unreadable event log
+/// leaves the status without them rather than failing it.
+fn truncation_events(node: &crate::Node) -> Vec<events::Event> {
+    let engine = events::Filter { source: Some(events::Source::Engine), ..Default::default() };
+    let mut found = node.events().query(&engine).unwrap_or_default();
+    found.retain(|e| {
+        e.is(&events::catalog::ENGINE_LOGS_TRUNCATED)
+            || e.is(&events::catalog::ENGINE_NO_LOGS_TRUNCATED)
+    });
+    found
+}
+
+fn field<'a>(e: &'a events::Event, name: &str) -> Option<&'a str> {
+    e.fields.get(name).and_then(|v| v.as_str())
+}
+
+/// A truncation of the logs of the instance `prefix` itself (the copy's events name their
+/// storage group in `sg`; the instance's own do not).
+fn is_active_truncation(e: &events::Event, prefix: &str) -> bool {
+    field(e, "instance") == Some(prefix) && !e.fields.contains_key("sg")
+}
+
+/// A truncation of this node's passive copy of `sg`.
+fn is_copy_truncation(e: &events::Event, sg: &str) -> bool {
+    field(e, "sg") == Some(sg)
+}
+
+/// The last attempt and the last deletion among `events` (oldest first).
+fn truncation_status<'a>(
+    events: impl DoubleEndedIterator<Item = &'a events::Event>,
+) -> Option<api::TruncationStatus> {
+    let mut status = api::TruncationStatus::default();
+    for e in events.rev() {
+        let truncated = e.is(&events::catalog::ENGINE_LOGS_TRUNCATED);
+        if status.last_attempt.is_none() {
+            status.last_attempt = Some(truncation_attempt(e, truncated));
+        }
+        if truncated {
+            status.last_truncated = Some(truncation_attempt(e, truncated));
+            break;
+        }
+    }
+    status.last_attempt.is_some().then_some(status)
+}
+
+fn truncation_attempt(e: &events::Event, truncated: bool) -> api::TruncationAttempt {
+    let limit = if truncated {
+        // "; later generations stay: <why>" or " of this node's copy of …".
+        field(e, "kept")
+            .map(|k| k.trim_start_matches("; later generations stay: ").trim().to_string())
+            .filter(|k| !k.is_empty())
+    } else {
+        field(e, "reason").map(str::to_string)
+    };
+    api::TruncationAttempt {
+        event_id: e.id,
+        time_ms: e.time_ms,
+        job: e.job,
+        truncated,
+        first: truncated.then(|| field(e, "first").map(str::to_string)).flatten(),
+        last: truncated.then(|| field(e, "last").map(str::to_string)).flatten(),
+        limit,
+        message: e.message.clone(),
+    }
 }
 
 /// The database headers of this node's passive copy of `sg`, if it has one.

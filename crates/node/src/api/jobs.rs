@@ -538,11 +538,30 @@ pub async fn backup_sets(
     Query(q): Query<api::RepoQuery>,
 ) -> ApiResult<api::SetList> {
     let password = header_password(&headers);
+    let verifications = s.verifications.clone();
     blocking(&s, move |node, _| {
         let password = repo_password(node, &q.repo, password.as_deref())?;
         let repo = open_repo(node, &q.repo, password.as_deref())?;
-        let sets = repo.list_sets()?.iter().map(convert::set_summary).collect();
-        Ok(Json(api::SetList { sets, encrypted: repo.is_encrypted() }))
+        let sets: Vec<api::SetSummary> =
+            repo.list_sets()?.iter().map(convert::set_summary).collect();
+        let stats = repo.stats()?;
+        let stats = api::RepoFigures {
+            sets: stats.sets as u64,
+            chunks: stats.chunks as u64,
+            set_bytes: sets.iter().map(|s| s.bytes).sum(),
+            raw_bytes: stats.raw_bytes,
+            stored_bytes: stats.stored_bytes,
+        };
+        let verifications = {
+            let known = verifications.lock();
+            sets.iter().filter_map(|s| known.get(&s.id).cloned()).collect()
+        };
+        Ok(Json(api::SetList {
+            sets,
+            encrypted: repo.is_encrypted(),
+            stats: Some(stats),
+            verifications,
+        }))
     })
     .await
 }
@@ -552,6 +571,7 @@ pub async fn verify(
     headers: HeaderMap,
     Json(req): Json<api::VerifyRequest>,
 ) -> Response {
+    let verifications = s.verifications.clone();
     run_job(&s, &headers, move |node, _, progress| {
         let password = repo_password(node, &req.repo, req.password.as_deref())?;
         let repo = open_repo(node, &req.repo, password.as_deref())?;
@@ -559,7 +579,21 @@ pub async fn verify(
         let _lock = repo.lock_shared(&format!("verify of set {}", req.set))?;
         let set = repo.load_set(&req.set)?;
         let started = Instant::now();
-        let report = backup::verify_set(&repo, &set, progress)?;
+        let outcome = backup::verify_set(&repo, &set, progress);
+        // Recorded whatever the outcome, but not when the node stopping cut it short (that
+        // says nothing of the set).
+        if progress.cancelled().is_none() {
+            verifications.lock().insert(
+                set.id,
+                api::SetVerification {
+                    set: set.id,
+                    time_ms: events::now_ms(),
+                    verified: outcome.is_ok(),
+                    error: outcome.as_ref().err().map(|e| e.to_string()),
+                },
+            );
+        }
+        let report = outcome?;
         Ok(api::VerifyReport {
             set: convert::set_summary(&set),
             verified: true,

@@ -47,6 +47,10 @@ pub struct AppState {
     pub dag: Option<Arc<crate::dag::Dag>>,
     /// The node's schedules (none until the service loads them).
     pub schedules: Arc<crate::schedule::Schedules>,
+    /// The last verification of each backup set this node ran (since it started), which
+    /// `GET /v1/backup/sets` reports: the console shows a set's verify state from it.
+    pub verifications:
+        Arc<parking_lot::Mutex<std::collections::HashMap<uuid::Uuid, api::SetVerification>>>,
 }
 
 impl AppState {
@@ -58,6 +62,7 @@ impl AppState {
             running: Arc::new(tracker::Tracker::default()),
             dag: None,
             schedules: Arc::default(),
+            verifications: Arc::default(),
         }
     }
 }

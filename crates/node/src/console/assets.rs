@@ -24,6 +24,8 @@ pub const ASSETS: &[Asset] = &[
     Asset { path: "overview.js", content_type: JS, body: include_str!("assets/overview.js") },
     Asset { path: "jobs.js", content_type: JS, body: include_str!("assets/jobs.js") },
     Asset { path: "timeline.js", content_type: JS, body: include_str!("assets/timeline.js") },
+    Asset { path: "repository.js", content_type: JS, body: include_str!("assets/repository.js") },
+    Asset { path: "logs.js", content_type: JS, body: include_str!("assets/logs.js") },
 ];
 
 /// The style sheet (the login page inlines it: nothing but the login is served without a

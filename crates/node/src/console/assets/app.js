@@ -1,9 +1,11 @@
-// The console's page: hash routes (#/overview, #/jobs, #/job/<id>), one live event stream
+// The console's page: hash routes (#/overview, #/jobs, #/job/<id>, #/repository, #/logs), one live event stream
 // shared by the pages, each page re-reading what it shows when an event says it changed.
 import { follow } from './api.js';
 import * as overview from './overview.js';
 import * as jobs from './jobs.js';
 import * as timeline from './timeline.js';
+import * as repository from './repository.js';
+import * as logs from './logs.js';
 
 const view = document.getElementById('view');
 let current = null;
@@ -18,6 +20,8 @@ function route() {
   view.innerHTML = '<p class="muted">Loading…</p>';
   if (page === 'jobs') current = jobs.show(view);
   else if (page === 'job' && arg) current = timeline.show(view, decodeURIComponent(arg));
+  else if (page === 'repository') current = repository.show(view);
+  else if (page === 'logs') current = logs.show(view);
   else current = overview.show(view);
 }
 

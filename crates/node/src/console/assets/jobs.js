@@ -1,6 +1,7 @@
 // Jobs: every backup and restore of the event trail (the events carry their job's id), with
 // its state, type, copy, duration and bytes; and the form that runs a backup through the API.
 import { get, post, esc, bytes, duration, when, query, throttle } from './api.js';
+import { remember } from './repository.js';
 
 const TYPE_BY_ID = { 2005: 'full', 2008: 'incremental', 2009: 'copy', 2010: 'differential' };
 const ENDS = new Set([8011, 2006, 2007, 8205, 2033, 2037]);
@@ -86,6 +87,7 @@ export function show(view) {
     result.textContent = 'Backup running…';
     try {
       const report = await post('/v1/backup', req);
+      remember(req.repo);
       result.className = 'ok';
       result.innerHTML = `Backup done: set ${esc(report.set.id.slice(0, 8))}, ${bytes(report.bytes)} read in
         ${duration(report.elapsed_ms)} — <a href="#/job/${esc(report.job)}" id="backup-job">its timeline</a>`;

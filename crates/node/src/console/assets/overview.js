@@ -1,6 +1,27 @@
 // Overview: the DAG's members, storage groups with each copy and its queues, and the shadow
-// storage of every volume. Read again (at most once a second) when an event arrives.
-import { get, esc, bytes, hex, when, throttle } from './api.js';
+// storage of every volume. Read again (at most once a second) when an event arrives. A
+// passive copy can be suspended, resumed or made active (switchover) from here, through the
+// same endpoints as `shadowcopy dag`, each confirmed, a refusal showing the API's text.
+import { get, post, esc, bytes, hex, when, throttle } from './api.js';
+
+/** The buttons of one copy: what makes sense for its role and status. */
+function copyActions(c) {
+  if (c.role === 'active') return '';
+  const data = `data-sg="${esc(c.sg)}" data-node="${esc(c.node)}"`;
+  const suspended = /suspend|fail/i.test(c.status);
+  return `<button type="button" data-action="${suspended ? 'resume' : 'suspend'}" ${data}>${suspended ? 'Resume' : 'Suspend'}</button>
+    <button type="button" data-action="activate" ${data}>Switch over here</button>`;
+}
+
+const ACTIONS = {
+  suspend: { path: '/v1/copies/suspend', ask: (sg, node) => `Suspend the copy of ${sg} on ${node}? Its log copying and replay stop.`,
+    body: (sg, node) => ({ sg, node, reason: 'suspended from the console' }), done: (sg, node) => `The copy of ${sg} on ${node} is suspended.` },
+  resume: { path: '/v1/copies/resume', ask: (sg, node) => `Resume the copy of ${sg} on ${node}?`,
+    body: (sg, node) => ({ sg, node }), done: (sg, node) => `The copy of ${sg} on ${node} is resumed.` },
+  activate: { path: '/v1/copies/activate', ask: (sg, node) => `Switch ${sg} over: make the copy on ${node} the active one?`,
+    body: (sg, node) => ({ sg, node }),
+    done: (sg, node, r) => `${sg} is active on ${node} (epoch ${r.epoch}, commits paused ${r.pause_ms} ms).` },
+};
 
 async function optional(path) {
   try { return { ok: await get(path) }; } catch (e) { return { error: e }; }
@@ -18,12 +39,13 @@ function dagSection(dag, copies) {
   let copyRows = '';
   if (copies.ok) {
     copyRows = `<h2>Copies</h2><table id="copies"><tr><th>Storage group</th><th>Node</th><th>Role</th>
-      <th>Status</th><th>Copy queue</th><th>Replay queue</th><th>Replayed</th><th>Last error</th></tr>
+      <th>Status</th><th>Copy queue</th><th>Replay queue</th><th>Replayed</th><th>Last error</th><th></th></tr>
       ${copies.ok.copies.map((c) => `<tr data-copy="${esc(c.sg)}@${esc(c.node)}">
         <td>${esc(c.sg)}</td><td>${esc(c.node)}</td><td>${esc(c.role)}</td>
         <td class="${/healthy|mounted/i.test(c.status) ? 'ok' : /fail|suspend|disconnect/i.test(c.status) ? 'bad' : ''}">${esc(c.status)}</td>
         <td class="num">${c.copy_queue_length}</td><td class="num">${c.replay_queue_length}</td>
-        <td class="num">${hex(c.last_replayed_generation)}</td><td>${esc(c.last_error || '')}</td></tr>`).join('')}
+        <td class="num">${hex(c.last_replayed_generation)}</td><td>${esc(c.last_error || '')}</td>
+        <td>${copyActions(c)}</td></tr>`).join('')}
       </table>
       <table id="groups"><tr><th>Storage group</th><th>Active on</th><th>Epoch</th><th>Mount dial</th><th>Synchronous copies</th></tr>
       ${copies.ok.groups.map((g) => `<tr><td>${esc(g.sg)}</td><td>${esc(g.active)}</td><td class="num">${g.epoch}</td>
@@ -71,17 +93,40 @@ function shadowSection(storage, shadows) {
 
 export function show(view) {
   let gone = false;
+  // What the last action answered, kept across the redraws the events cause.
+  let answer = '';
+  view.onclick = async (ev) => {
+    const b = ev.target.closest && ev.target.closest('button[data-action]');
+    if (!b) return;
+    const a = ACTIONS[b.dataset.action];
+    const { sg, node } = b.dataset;
+    if (!confirm(a.ask(sg, node))) return;
+    try {
+      const r = await post(a.path, a.body(sg, node));
+      answer = `<p class="ok" id="action-result" data-outcome="done">${esc(a.done(sg, node, r))}</p>`;
+    } catch (e) {
+      answer = `<p class="bad" id="action-result" data-outcome="refused">Refused: ${esc(e.message)}</p>`;
+    }
+    draw();
+  };
   async function draw() {
     const [dag, store, storage, shadows] = await Promise.all([
       optional('/v1/dag'), optional('/v1/store'), optional('/v1/shadowstorage'), optional('/v1/shadows'),
     ]);
     const copies = dag.ok ? await optional('/v1/copies') : {};
     if (gone) return;
-    view.innerHTML = `<h1>Overview</h1>${storeSection(store)}${dagSection(dag, copies)}${shadowSection(storage, shadows)}
+    view.innerHTML = `<h1>Overview</h1>${answer}${storeSection(store)}${dagSection(dag, copies)}${shadowSection(storage, shadows)}
       <p class="muted" id="refreshed">Read at ${new Date().toLocaleTimeString()}</p>`;
     view.dataset.page = 'overview';
   }
   draw();
   const again = throttle(draw, 1000);
-  return { onEvent: () => again(), leave: () => { gone = true; } };
+  // This node's event stream carries this node's events only: the other members' copies
+  // change (a resume, a queue draining) without one, so in a DAG the copies are also read
+  // again every few seconds.
+  const poll = setInterval(() => { if (view.querySelector('#copies')) again(); }, 3000);
+  return {
+    onEvent: () => again(),
+    leave: () => { gone = true; view.onclick = null; clearInterval(poll); },
+  };
 }
