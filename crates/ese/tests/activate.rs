@@ -12,14 +12,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{DB, T, value};
+use common::{DB, T, clone_fs, value, write_durable};
 use ese::logfmt::{self, LogHeader, Record, ScanEnd};
 use ese::{
     Activation, DatabaseSpec, Durability, EngineError, Instance, InstanceConfig, Lsn,
     PassiveConfig, PassiveReplay,
 };
 use volume::mem::MemFs;
-use volume::{FileKind, FileSystem, FsRef, OpenMode};
+use volume::{FileSystem, FsRef};
 
 const PREFIX: &str = "E00";
 const LOG_SIZE: u32 = 64 * 1024;
@@ -78,19 +78,6 @@ fn closed_in(fs: &MemFs, dir: &Path) -> Vec<u32> {
         .collect();
     v.sort_unstable();
     v
-}
-
-/// Writes `data` at `dst` durably (the file and the names of its directories).
-fn write_durable(fs: &MemFs, dst: &Path, data: &[u8]) {
-    let parent = dst.parent().unwrap();
-    fs.create_dir_all(parent).unwrap();
-    let f = fs.open(dst, OpenMode::Create).unwrap();
-    f.set_len(0).unwrap();
-    f.write_at(data, 0).unwrap();
-    f.sync().unwrap();
-    for d in dst.ancestors().skip(1) {
-        fs.sync_dir(d).unwrap();
-    }
 }
 
 /// A passive copy in its own file system, laid out as the node lays out a copy directory:
@@ -404,30 +391,12 @@ fn a_partial_current_log_is_used_up_to_its_last_whole_record() {
     assert!(!p.fs.exists(Path::new("copy/inbox/E00.log.unused")).unwrap());
 }
 
-/// Every file of `from`, durable, in a new file system.
-fn clone_fs(from: &MemFs) -> MemFs {
-    fn walk(from: &MemFs, to: &MemFs, dir: &Path) {
-        for e in from.read_dir(dir).unwrap() {
-            let p = dir.join(&e.name);
-            if e.kind == FileKind::Dir {
-                to.create_dir_all(&p).unwrap();
-                walk(from, to, &p);
-            } else {
-                write_durable(to, &p, &volume::fs::read_all(from, &p).unwrap());
-            }
-        }
-    }
-    let to = MemFs::new();
-    walk(from, &to, Path::new("copy"));
-    to
-}
-
 #[test]
 fn an_activation_cut_off_by_a_crash_anywhere_is_run_again_and_loses_nothing() {
     let (template, commits, pg, torn_at) = with_partial(25);
     let expected = model(&commits, |end| end.generation() < pg || end.offset() <= torn_at);
     // How many mutating operations an activation performs.
-    let dry = Copy { fs: clone_fs(&template.fs), names: template.names.clone() };
+    let dry = Copy { fs: clone_fs(&template.fs, &["copy"]), names: template.names.clone() };
     let before = dry.fs.op_count();
     let (inst, act) = dry.activate().unwrap();
     let total = dry.fs.op_count() - before;
@@ -437,7 +406,7 @@ fn an_activation_cut_off_by_a_crash_anywhere_is_run_again_and_loses_nothing() {
     // Each crash point twice: a clean power loss, and one where some unsynced writes reached
     // the disk torn.
     for (n, torn) in (1..=total).flat_map(|n| [(n, false), (n, true)]) {
-        let p = Copy { fs: clone_fs(&template.fs), names: template.names.clone() };
+        let p = Copy { fs: clone_fs(&template.fs, &["copy"]), names: template.names.clone() };
         if torn {
             p.fs.crash_after_torn(n, n);
         } else {

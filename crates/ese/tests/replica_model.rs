@@ -32,14 +32,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{DB, T, value};
+use common::{DB, T, clone_fs, value, write_durable};
 use ese::{
     DatabaseSpec, Durability, Instance, InstanceConfig, PassiveConfig, PassiveReplay, ReadTxn,
     logfmt,
 };
 use proptest::prelude::*;
 use volume::mem::MemFs;
-use volume::{FileKind, FileSystem, FsRef, OpenMode};
+use volume::{FileSystem, FsRef};
 
 const PREFIX: &str = "E00";
 const PAGE: usize = 4096;
@@ -143,40 +143,6 @@ fn reader_rows(r: &ReadTxn) -> Rows {
         .unwrap()
         .into_iter()
         .collect()
-}
-
-/// Writes `data` at `dst` durably (the file and the names of its directories).
-fn write_durable(fs: &MemFs, dst: &Path, data: &[u8]) {
-    let parent = dst.parent().unwrap();
-    fs.create_dir_all(parent).unwrap();
-    let f = fs.open(dst, OpenMode::Create).unwrap();
-    f.set_len(0).unwrap();
-    f.write_at(data, 0).unwrap();
-    f.sync().unwrap();
-    for d in dst.ancestors().skip(1) {
-        fs.sync_dir(d).unwrap();
-    }
-}
-
-/// The files under `dirs` as they are now (synced or not: a killed process loses nothing
-/// the kernel has), durable in a new file system.
-fn clone_fs(from: &MemFs, dirs: &[&str]) -> MemFs {
-    fn walk(from: &MemFs, to: &MemFs, dir: &Path) {
-        for e in from.read_dir(dir).unwrap() {
-            let p = dir.join(&e.name);
-            if e.kind == FileKind::Dir {
-                to.create_dir_all(&p).unwrap();
-                walk(from, to, &p);
-            } else {
-                write_durable(to, &p, &volume::fs::read_all(from, &p).unwrap());
-            }
-        }
-    }
-    let to = MemFs::new();
-    for d in dirs {
-        walk(from, &to, Path::new(d));
-    }
-    to
 }
 
 fn closed_in(fs: &MemFs, dir: &Path) -> Vec<u32> {

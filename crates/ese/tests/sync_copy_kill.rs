@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{DB, T, value};
+use common::{DB, T, value, write_durable};
 use ese::{
     CommitGate, DatabaseSpec, Durability, Instance, InstanceConfig, Lsn, PassiveConfig,
     PassiveReplay, logfmt,
@@ -30,7 +30,7 @@ use parking_lot::{Condvar, Mutex};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use volume::mem::MemFs;
-use volume::{FileSystem, FsRef, OpenMode};
+use volume::{FileSystem, FsRef};
 
 /// How long anything in this test may take before it fails.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -58,18 +58,6 @@ impl CommitGate for Follower {
             }
         }
         Ok(())
-    }
-}
-
-fn write_durable(fs: &MemFs, dst: &Path, data: &[u8]) {
-    let parent = dst.parent().unwrap();
-    fs.create_dir_all(parent).unwrap();
-    let f = fs.open(dst, OpenMode::Create).unwrap();
-    f.set_len(0).unwrap();
-    f.write_at(data, 0).unwrap();
-    f.sync().unwrap();
-    for d in dst.ancestors().skip(1) {
-        fs.sync_dir(d).unwrap();
     }
 }
 

@@ -1,11 +1,13 @@
 //! Helpers shared by the engine's integration tests.
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ese::{DatabaseSpec, Instance, InstanceConfig};
 use volume::FsRef;
+use volume::fs::{FileKind, FileSystem, OpenMode};
 use volume::mem::MemFs;
 
 pub const DB: &str = "mb1";
@@ -45,6 +47,40 @@ pub fn all_rows(inst: &Instance) -> Vec<(Vec<u8>, Vec<u8>)> {
     let r = inst.begin_read().unwrap();
     let mut c = r.cursor(DB, T).unwrap();
     c.range(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded, usize::MAX).unwrap()
+}
+
+/// Writes `data` at `dst` durably (the file and the names of its directories).
+pub fn write_durable(fs: &MemFs, dst: &Path, data: &[u8]) {
+    let parent = dst.parent().unwrap();
+    fs.create_dir_all(parent).unwrap();
+    let f = fs.open(dst, OpenMode::Create).unwrap();
+    f.set_len(0).unwrap();
+    f.write_at(data, 0).unwrap();
+    f.sync().unwrap();
+    for d in dst.ancestors().skip(1) {
+        fs.sync_dir(d).unwrap();
+    }
+}
+
+/// The files under `dirs` as they are now (synced or not: a killed process loses nothing
+/// the kernel has), durable in a new file system.
+pub fn clone_fs(from: &MemFs, dirs: &[&str]) -> MemFs {
+    fn walk(from: &MemFs, to: &MemFs, dir: &Path) {
+        for e in from.read_dir(dir).unwrap() {
+            let p = dir.join(&e.name);
+            if e.kind == FileKind::Dir {
+                to.create_dir_all(&p).unwrap();
+                walk(from, to, &p);
+            } else {
+                write_durable(to, &p, &volume::fs::read_all(from, &p).unwrap());
+            }
+        }
+    }
+    let to = MemFs::new();
+    for d in dirs {
+        walk(from, &to, Path::new(d));
+    }
+    to
 }
 
 mod value;
