@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{DB, T, clone_fs, value, write_durable};
+use common::{DB, T, clone_fs, closed_in, value, write_durable};
 use ese::logfmt::{self, LogHeader, Record, ScanEnd};
 use ese::{
     Activation, DatabaseSpec, Durability, EngineError, Instance, InstanceConfig, Lsn,
@@ -67,17 +67,6 @@ fn model(commits: &[(Vec<u8>, Vec<u8>, Lsn)], upto: impl Fn(Lsn) -> bool) -> Row
 
 fn rows(inst: &Instance) -> Rows {
     common::all_rows(inst).into_iter().collect()
-}
-
-fn closed_in(fs: &MemFs, dir: &Path) -> Vec<u32> {
-    let mut v: Vec<u32> = fs
-        .read_dir(dir)
-        .unwrap()
-        .into_iter()
-        .filter_map(|e| logfmt::parse_generation_name(PREFIX, &e.name))
-        .collect();
-    v.sort_unstable();
-    v
 }
 
 /// A passive copy in its own file system, laid out as the node lays out a copy directory:

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{DB, T, clone_fs, value, write_durable};
+use common::{DB, T, clone_fs, closed_in, value, write_durable};
 use ese::{
     DatabaseSpec, Durability, Instance, InstanceConfig, PassiveConfig, PassiveReplay, ReadTxn,
     logfmt,
@@ -143,17 +143,6 @@ fn reader_rows(r: &ReadTxn) -> Rows {
         .unwrap()
         .into_iter()
         .collect()
-}
-
-fn closed_in(fs: &MemFs, dir: &Path) -> Vec<u32> {
-    let mut v: Vec<u32> = fs
-        .read_dir(dir)
-        .unwrap()
-        .into_iter()
-        .filter_map(|e| logfmt::parse_generation_name(PREFIX, &e.name))
-        .collect();
-    v.sort_unstable();
-    v
 }
 
 /// A passive copy in its own file system, laid out as a node lays out a copy directory.

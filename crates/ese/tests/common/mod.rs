@@ -83,5 +83,17 @@ pub fn clone_fs(from: &MemFs, dirs: &[&str]) -> MemFs {
     to
 }
 
+/// The closed log generations (`E00xxxxxxxx.log`, prefix `E00`) in `dir`, in order.
+pub fn closed_in(fs: &MemFs, dir: &Path) -> Vec<u32> {
+    let mut v: Vec<u32> = fs
+        .read_dir(dir)
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| ese::logfmt::parse_generation_name("E00", &e.name))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
 mod value;
 pub use value::value;
