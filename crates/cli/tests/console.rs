@@ -14,7 +14,9 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use browser::{browser, screenshot, start_driver, wait_for, wait_for_text};
+use browser::{
+    browser, click_confirmed, screenshot, start_driver, text_of, wait_for, wait_for_text,
+};
 use common::{Served, config, logged_port, raw_http};
 use fantoccini::Locator;
 
@@ -171,13 +173,7 @@ fn the_console_logs_in_shows_the_node_and_draws_a_backups_timeline() {
         .await;
         wait_for(&c, "#repo-figures #dedup-ratio", "the deduplication figures").await;
         wait_for(&c, "td[data-verify='never']", "the set not verified yet").await;
-        c.find(Locator::Css(&format!("button[data-verify-set='{set_id}']")))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        c.accept_alert().await.unwrap();
+        click_confirmed(&c, &format!("button[data-verify-set='{set_id}']")).await;
         let verified = wait_for_text(&c, "#action-result", "verified").await;
         assert!(verified.starts_with(&format!("Set {}", &set_id[..8])), "{verified}");
         wait_for(
@@ -194,13 +190,7 @@ fn the_console_logs_in_shows_the_node_and_draws_a_backups_timeline() {
         let generation =
             wait_for_text(&c, "tr[data-logs='SG1/active'] td[data-generation]", "0x").await;
         assert!(generation.starts_with("0x"), "{generation}");
-        let checkpoint = c
-            .find(Locator::Css("tr[data-logs='SG1/active'] td[data-checkpoint]"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let checkpoint = text_of(&c, "tr[data-logs='SG1/active'] td[data-checkpoint]").await;
         assert!(checkpoint.starts_with("0x"), "{checkpoint}");
         let attempt = wait_for(
             &c,

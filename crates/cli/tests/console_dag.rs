@@ -16,7 +16,9 @@ mod dag;
 #[path = "../../replication/tests/common/etcd.rs"]
 mod etcd;
 
-use browser::{browser, screenshot, start_driver, wait_for, wait_for_text};
+use browser::{
+    browser, click_confirmed, screenshot, start_driver, text_of, wait_for, wait_for_text,
+};
 use common::logged_port;
 use dag::Dag;
 use fantoccini::Locator;
@@ -59,48 +61,24 @@ fn the_console_shows_the_dag_and_suspends_and_resumes_a_copy() {
                 wait_for_text(&c, &format!("#copies tr[data-copy='SG1@{n}']"), "Healthy").await;
             assert!(row.contains("passive"), "{row}");
         }
-        let queues = c
-            .find(Locator::Css("#copies tr[data-copy='SG1@b'] td.num"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let queues = text_of(&c, "#copies tr[data-copy='SG1@b'] td.num").await;
         assert!(queues.parse::<u32>().is_ok(), "the copy queue is a number: {queues}");
         screenshot(&c, "dag-overview").await;
 
         // Suspend b's copy from the page: confirmed, then the overview follows it live.
-        c.find(Locator::Css("button[data-action='suspend'][data-node='b']"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        c.accept_alert().await.unwrap();
+        click_confirmed(&c, "button[data-action='suspend'][data-node='b']").await;
         wait_for_text(&c, "#action-result[data-outcome='done']", "suspended").await;
         wait_for_text(&c, "#copies tr[data-copy='SG1@b']", "Suspended").await;
         assert_eq!(dag.row("b").unwrap()["status"], "Suspended", "the API agrees");
         screenshot(&c, "dag-suspended").await;
 
         // A switchover to the suspended copy is refused, with the API's reason.
-        c.find(Locator::Css("button[data-action='activate'][data-node='b']"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        c.accept_alert().await.unwrap();
+        click_confirmed(&c, "button[data-action='activate'][data-node='b']").await;
         let refused = wait_for_text(&c, "#action-result[data-outcome='refused']", "Refused:").await;
         assert!(refused.contains("is suspended"), "the API's reason: {refused}");
 
         // Resume it: Healthy again.
-        c.find(Locator::Css("button[data-action='resume'][data-node='b']"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        c.accept_alert().await.unwrap();
+        click_confirmed(&c, "button[data-action='resume'][data-node='b']").await;
         wait_for_text(&c, "#action-result[data-outcome='done']", "resumed").await;
         wait_for_text(&c, "#copies tr[data-copy='SG1@b']", "Healthy").await;
         screenshot(&c, "dag-resumed").await;

@@ -169,3 +169,14 @@ pub async fn screenshot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }
+
+/// The text of the element `css` names, which must be there now.
+pub async fn text_of(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+}
+
+/// Clicks the button `css` names and accepts the confirmation it asks for.
+pub async fn click_confirmed(c: &Client, css: &str) {
+    c.find(Locator::Css(css)).await.unwrap().click().await.unwrap();
+    c.accept_alert().await.unwrap();
+}
