@@ -380,7 +380,7 @@ catalog! {
         "Switchover of storage group {sg} from {from} to {to} failed: {error}");
     /// The active's node lost its lease: the primary active manager picked another copy.
     REPL_FAILOVER = (Replication, 4133, Warning,
-        "Failover of storage group {sg}: node {from} lost its lease; copy on {to} chosen (epoch {epoch}), missing {missing} closed generations of the {produced:#X} the old active published (mount dial {dial}).");
+        "Failover of storage group {sg}: node {from} lost its lease; copy on {to} chosen (epoch {epoch}), missing {missing} closed generations of the {produced:#X} the old active published (mount dial {dial}); where the copies were: {positions}.");
     /// No copy may be mounted within the storage group's mount dial: it stays dismounted.
     REPL_FAILOVER_REFUSED = (Replication, 4134, Error,
         "Storage group {sg} stays dismounted: its active node {from} lost its lease and {reason}");

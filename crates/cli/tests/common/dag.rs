@@ -35,6 +35,20 @@ pub struct Dag {
     pub base_port: u16,
 }
 
+impl Drop for Dag {
+    /// With `SHADOWCOPY_TEST_KEEP` set, a failed test leaves its DAG's directory (every
+    /// node's data, logs and `node.log`) for a post-mortem, and says where.
+    fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("SHADOWCOPY_TEST_KEEP").is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!(
+                "SHADOWCOPY_TEST_KEEP: the DAG's files are kept in {}",
+                self.dir.path().display()
+            );
+        }
+    }
+}
+
 /// A child process killed (by its pid) when dropped: a background load.
 pub struct Bg(pub Child);
 

@@ -209,8 +209,45 @@ pub async fn copy_settings(
                 settings.mount_dial, settings.sync_copies, settings.sync_policy)}),
     );
     let seen = read_all(&dag).await?;
+    apply_on_active(&dag, &seen, &req.sg).await;
     Ok(Json(list(&dag, &seen, Some(&req.sg)).await))
 }
+
+/// Has `sg`'s active node apply its settings now rather than at its next reconciler round,
+/// so that a commit acknowledged after `copy settings` returns already waits for the
+/// synchronous copies it asked for. An active that cannot be asked applies them within a
+/// round of reaching the cluster database; that is logged, not failed: the settings are
+/// stored.
+async fn apply_on_active(dag: &Arc<Dag>, seen: &Seen, sg: &str) {
+    let Some((_, rec)) = seen.actives.iter().find(|(n, _)| n == sg) else { return };
+    let applied = if rec.node == dag.me() {
+        dag.apply_settings(sg).await.map_err(|e| e.to_string())
+    } else {
+        let Some(m) = seen.members.iter().find(|m| m.node == rec.node) else { return };
+        let peer = dag.peer(&m.node, &m.replication);
+        let req = crate::dag::peer_api::SgRef { sg: sg.to_string() };
+        peer.post_alone::<_, crate::dag::peer_api::SettingsApplied>(
+            crate::dag::peer_api::APPLY_SETTINGS_PATH,
+            &req,
+            APPLY_SETTINGS_TIMEOUT,
+        )
+        .await
+        .map(|a| a.sync_copies)
+        .map_err(|e| e.to_string())
+    };
+    match applied {
+        Ok(Some(n)) => {
+            tracing::info!(%sg, active = %rec.node, sync_copies = n, "settings applied on the active")
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(%sg, active = %rec.node, "the active did not confirm the new settings (it applies them at its next round): {e}")
+        }
+    }
+}
+
+/// How long `copy settings` waits for the active to apply them.
+const APPLY_SETTINGS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn list_copies(
     State(s): State<AppState>,

@@ -287,14 +287,16 @@ impl Dag {
             return Err(format!("the copy of {name} on {} was never seeded", self.me()));
         }
         // Not running: an activation cut off by a crash, done again from the files.
+        let mut acknowledged = None;
         if let Some(copy) = running {
-            self.drain_then_stop(copy);
+            acknowledged = Some(self.drain_then_stop(copy));
         }
-        self.finish_activation(name, rec)
+        self.finish_activation(name, rec, acknowledged)
     }
 
-    /// Lets a running copy fetch the last logs the old active still serves, then stops it.
-    fn drain_then_stop(&self, copy: replication::copy::PassiveCopy) {
+    /// Lets a running copy fetch the last logs the old active still serves, then stops it;
+    /// returns the furthest position it held durably (and so may have acknowledged).
+    fn drain_then_stop(&self, copy: replication::copy::PassiveCopy) -> ese::Lsn {
         // What the old active still serves (it closed its log when it fenced itself, or it
         // only lost the cluster database) is fetched by the copy itself while it runs: give
         // it until the copy has everything the old active said it closed, or it cannot reach
@@ -313,18 +315,38 @@ impl Dag {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let held = copy.report().durable;
         copy.stop();
+        held
     }
 
-    fn finish_activation(&self, name: &str, rec: &ActiveRecord) -> Result<Activated, String> {
+    /// Activates the copy of `name` from its files. `acknowledged`: the furthest position
+    /// the running copy held durably, checked against what activation finds in its log.
+    fn finish_activation(
+        &self,
+        name: &str,
+        rec: &ActiveRecord,
+        acknowledged: Option<ese::Lsn>,
+    ) -> Result<Activated, String> {
         let dir = copy_dir(name);
         self.admit_tail(name, &dir);
         let group = self.group_at(name, Location::Copy)?;
         let settings = self.settings_seen.lock().get(name).cloned().unwrap_or_default();
+        let read_at = self.settings_read.lock().unwrap_or_else(Instant::now);
         let members = self.seen.lock().members.clone();
-        self.gate_commits(&group, &settings, &members);
+        self.gate_commits(&group, &settings, &members, read_at);
         let pchk = dir.join(format!("{}.pchk", group.def().prefix));
         let a = group.mount_activated(&pchk).map_err(|e| e.to_string())?;
+        // The copy acknowledged the bytes it held: activation must have found whole records
+        // up to there. Less means a commit the old active was told was replicated is not
+        // here; say so loudly rather than let it pass unseen.
+        if let (Some(held), Some(p)) = (acknowledged, &a.partial_log)
+            && held.generation() == p.generation
+            && u64::from(held.offset()) > u64::from(p.valid_end)
+        {
+            tracing::error!(sg = %name, %held, valid_end = p.valid_end, torn = p.torn,
+                "activation: the copy held its log durably to {held} but found valid records only to offset {:#X} of that generation", p.valid_end);
+        }
         let m = ActiveMarker { sg: name.to_string(), epoch: rec.epoch, location: Location::Copy };
         marker::save(&self.data_dir(), &m)
             .map_err(|e| format!("recording the active epoch: {e}"))?;

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use events::EventSink;
-use replication::cluster::{ActiveRecord, ClusterError, CopyStatus, Member};
+use replication::client::ClientError;
+use replication::cluster::{ActiveRecord, ClusterError, CopyStatus, Member, MountDial, SgSettings};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -40,6 +41,11 @@ struct Candidate {
     replayed: u32,
     /// The furthest log position durable on the copy (block mode), as a raw LSN.
     durable: u64,
+    /// Suspended by an administrator: it neither acknowledges commits nor may be activated.
+    suspended: bool,
+    /// Whether the member said where its copy is now; if not, the figures above are the
+    /// last it reported to the cluster database, and may be behind.
+    answered: bool,
 }
 
 impl Dag {
@@ -136,13 +142,18 @@ impl Dag {
         for c in copies.iter().filter(|c| c.node != except) {
             let Some(m) = members.iter().find(|m| m.node == c.node) else { continue };
             let reported = states.iter().find(|s| s.node == c.node);
-            let asked = self.ask_position(&m.node, &m.replication, sg).await;
+            let asked = self.ask_position_of(&m.node, &m.replication, sg).await;
+            // "Runs no copy" is an answer; a timeout or a broken connection is not.
+            let answered = match &asked {
+                Ok(_) => true,
+                Err(e) => e.is_not_found(),
+            };
             let (status, inspected, replayed, durable) = match (&asked, reported) {
-                (Some(p), _) => (p.status, p.inspected, p.replayed, p.durable),
-                (None, Some(s)) => {
+                (Ok(p), _) => (p.status, p.inspected, p.replayed, p.durable),
+                (Err(_), Some(s)) => {
                     (s.status, s.last_inspected_generation, s.last_replayed_generation, 0)
                 }
-                (None, None) => continue,
+                (Err(_), None) => continue,
             };
             out.push(Candidate {
                 node: c.node.clone(),
@@ -157,6 +168,8 @@ impl Dag {
                 inspected,
                 replayed,
                 durable,
+                suspended: c.suspended.is_some(),
+                answered,
             });
         }
         // Healthy first; then the least missing, the least to replay, the furthest block-mode
@@ -174,12 +187,28 @@ impl Dag {
     }
 
     async fn ask_position(&self, node: &str, addr: &str, sg: &str) -> Option<CopyPosition> {
+        self.ask_position_of(node, addr, sg).await.ok()
+    }
+
+    /// Where `node`'s copy of `sg` is, or why the member did not say (not found: it runs
+    /// none).
+    async fn ask_position_of(
+        &self,
+        node: &str,
+        addr: &str,
+        sg: &str,
+    ) -> Result<CopyPosition, ClientError> {
         if node == self.me() {
-            return self.position(sg);
+            return self.position(sg).ok_or_else(|| ClientError::Status {
+                node: node.to_string(),
+                status: 404,
+                what: peer_api::POSITION_PATH.to_string(),
+                error: format!("node {node} runs no copy of {sg}"),
+            });
         }
         let peer = self.peer(node, addr);
         let req = peer_api::SgRef { sg: sg.to_string() };
-        peer.post_alone(peer_api::POSITION_PATH, &req, POSITION_TIMEOUT).await.ok()
+        peer.post_alone(peer_api::POSITION_PATH, &req, POSITION_TIMEOUT).await
     }
 
     /// Where this node's copy of `sg` is now (and wakes it: a switchover waits on it).
@@ -235,44 +264,13 @@ impl Dag {
                 );
             }
         };
-        let Some(best) = candidates.iter().find(|c| c.healthy) else {
-            let seen: Vec<String> =
-                candidates.iter().map(|c| format!("{} is {}", c.node, c.status)).collect();
-            refuse(if seen.is_empty() {
-                "no other member that holds a copy is up".to_string()
-            } else {
-                format!("no copy is healthy ({})", seen.join(", "))
-            });
-            return Ok(());
+        let (best, missing) = match choose(&candidates, &settings, produced, &rec.node) {
+            Ok(chosen) => chosen,
+            Err(reason) => {
+                refuse(reason);
+                return Ok(());
+            }
         };
-        // Block mode: a copy holding part of generation G has every closed one before it.
-        let held = best.inspected.max(ese::Lsn(best.durable).generation().saturating_sub(1));
-        let missing = produced.saturating_sub(held);
-        if settings.mount_dial == replication::cluster::MountDial::Lossless
-            && settings.sync_copies == 0
-        {
-            // Without synchronous copies nobody knows what the dead active acknowledged in
-            // its last, open generation: "nothing missing" cannot be vouched for.
-            refuse(format!(
-                "mount dial lossless needs synchronous copies (sync_copies is 0): what {} acknowledged in its open generation may be on no copy; activate a copy by hand (`copy activate --skip-checks`) to accept that",
-                rec.node
-            ));
-            return Ok(());
-        }
-        if !settings.mount_dial.allows(missing) {
-            refuse(format!(
-                "the best copy, on {}, lacks {missing} closed generations (inspected to {:#X}, the old active published {produced:#X}); mount dial {} allows {}",
-                best.node,
-                best.inspected,
-                settings.mount_dial,
-                settings
-                    .mount_dial
-                    .max_missing()
-                    .map(|n| n.to_string())
-                    .unwrap_or_else(|| "any".into()),
-            ));
-            return Ok(());
-        }
         let next = rec.next(&best.node);
         if self.cluster.fail_over_if(sg, rec, &next).await? {
             self.refusals.lock().remove(sg);
@@ -281,7 +279,8 @@ impl Dag {
                 None,
                 json!({"sg": sg, "from": rec.node, "to": best.node, "epoch": next.epoch,
                        "missing": missing, "produced": produced,
-                       "dial": settings.mount_dial.to_string()}),
+                       "dial": settings.mount_dial.to_string(),
+                       "positions": positions(&candidates)}),
             );
             if let Some(m) = members.iter().find(|m| m.node == best.node) {
                 self.kick_member(&m.node, &m.replication).await;
@@ -512,6 +511,149 @@ impl Dag {
     }
 }
 
+/// Where each candidate was when the manager chose, for the failover's event: the durable
+/// position it said, or its last report when it did not answer.
+fn positions(candidates: &[Candidate]) -> String {
+    let each: Vec<String> = candidates
+        .iter()
+        .map(|c| {
+            let durable = ese::Lsn(c.durable);
+            let source = if c.answered { "said" } else { "last reported" };
+            format!(
+                "{} {} durable to {durable}, inspected to {:#X} ({source})",
+                c.node, c.status, c.inspected
+            )
+        })
+        .collect();
+    each.join("; ")
+}
+
+/// The copy a failover activates among `candidates` (ranked best first by
+/// [`Dag::candidates`]) and how many closed generations it lacks of the `produced` the dead
+/// active `old` published; or why none may be activated now.
+fn choose<'c>(
+    candidates: &'c [Candidate],
+    settings: &SgSettings,
+    produced: u32,
+    old: &str,
+) -> Result<(&'c Candidate, u32), String> {
+    // With synchronous copies, an acknowledged commit is on some copies, not all: only the
+    // copy furthest along is sure to hold it. A member that did not say where its copy is
+    // may be that copy (its last report in the cluster database is older than the commits),
+    // so wait for it rather than activate another: the next tick asks again, and a member
+    // that is gone stops being a candidate when its lease ends.
+    if settings.sync_copies > 0 {
+        let silent: Vec<&str> = candidates
+            .iter()
+            .filter(|c| !c.answered && !c.suspended)
+            .map(|c| c.node.as_str())
+            .collect();
+        if !silent.is_empty() {
+            return Err(format!(
+                "waiting for {} to say where its copy is (no answer within {POSITION_TIMEOUT:?}): with synchronous copies only the copy furthest along is sure to hold every acknowledged commit",
+                silent.join(", ")
+            ));
+        }
+    }
+    let Some(best) = candidates.iter().find(|c| c.healthy) else {
+        let seen: Vec<String> =
+            candidates.iter().map(|c| format!("{} is {}", c.node, c.status)).collect();
+        return Err(if seen.is_empty() {
+            "no other member that holds a copy is up".to_string()
+        } else {
+            format!("no copy is healthy ({})", seen.join(", "))
+        });
+    };
+    // Block mode: a copy holding part of generation G has every closed one before it.
+    let held = best.inspected.max(ese::Lsn(best.durable).generation().saturating_sub(1));
+    let missing = produced.saturating_sub(held);
+    if settings.mount_dial == MountDial::Lossless && settings.sync_copies == 0 {
+        // Without synchronous copies nobody knows what the dead active acknowledged in its
+        // last, open generation: "nothing missing" cannot be vouched for.
+        return Err(format!(
+            "mount dial lossless needs synchronous copies (sync_copies is 0): what {old} acknowledged in its open generation may be on no copy; activate a copy by hand (`copy activate --skip-checks`) to accept that"
+        ));
+    }
+    if !settings.mount_dial.allows(missing) {
+        return Err(format!(
+            "the best copy, on {}, lacks {missing} closed generations (inspected to {:#X}, the old active published {produced:#X}); mount dial {} allows {}",
+            best.node,
+            best.inspected,
+            settings.mount_dial,
+            settings
+                .mount_dial
+                .max_missing()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "any".into()),
+        ));
+    }
+    Ok((best, missing))
+}
+
 fn conflict(message: String) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, "switchover_refused", message)
+}
+
+#[cfg(test)]
+mod tests {
+    use replication::cluster::SyncPolicy;
+
+    use super::*;
+
+    fn copy(node: &str, durable_gen: u32, answered: bool) -> Candidate {
+        Candidate {
+            node: node.into(),
+            preference: 1,
+            healthy: true,
+            status: "Healthy".into(),
+            inspected: durable_gen.saturating_sub(1),
+            replayed: durable_gen.saturating_sub(1),
+            durable: ese::Lsn::new(durable_gen, 0).0,
+            suspended: false,
+            answered,
+        }
+    }
+
+    fn settings(sync_copies: u32) -> SgSettings {
+        SgSettings { mount_dial: MountDial::Best, sync_copies, sync_policy: SyncPolicy::Strict }
+    }
+
+    #[test]
+    fn with_synchronous_copies_a_silent_member_is_waited_for() {
+        // b did not answer (its figures are its last report); c answered and looks further.
+        let mut b = copy("b", 0, false);
+        b.inspected = 5;
+        let ranked = [copy("c", 9, true), b];
+        let why = choose(&ranked, &settings(1), 9, "a").unwrap_err();
+        assert!(why.contains("waiting for b"), "{why}");
+        // Once b answers, the furthest copy is chosen.
+        let ranked = [copy("b", 10, true), copy("c", 9, true)];
+        let (best, missing) = choose(&ranked, &settings(1), 9, "a").unwrap();
+        assert_eq!((best.node.as_str(), missing), ("b", 0));
+    }
+
+    #[test]
+    fn a_suspended_or_asynchronous_silence_does_not_hold_a_failover() {
+        let mut b = copy("b", 0, false);
+        b.suspended = true;
+        b.healthy = false;
+        let ranked = [copy("c", 9, true), b.clone()];
+        assert_eq!(choose(&ranked, &settings(1), 9, "a").unwrap().0.node, "c");
+        // Without synchronous copies nothing was promised beyond closed generations.
+        let ranked = [copy("c", 9, true), copy("b", 0, false)];
+        assert_eq!(choose(&ranked, &settings(0), 9, "a").unwrap().0.node, "c");
+    }
+
+    #[test]
+    fn a_best_copy_beyond_the_dial_is_refused_naming_it() {
+        let ranked = [copy("c", 2, true)];
+        let mut s = settings(1);
+        s.mount_dial = MountDial::Good;
+        let why = choose(&ranked, &s, 20, "a").unwrap_err();
+        assert!(why.contains("on c, lacks 19 closed generations"), "{why}");
+        s.sync_copies = 0;
+        s.mount_dial = MountDial::Lossless;
+        let why = choose(&ranked, &s, 1, "a").unwrap_err();
+        assert!(why.contains("needs synchronous copies"), "{why}");
+    }
 }

@@ -133,8 +133,13 @@ pub struct Dag {
     pending_since: Mutex<BTreeMap<String, u32>>,
     /// Since when a returning old active has waited for the new epoch's first generation.
     since_wait: Mutex<BTreeMap<String, std::time::Instant>>,
-    /// Each storage group's settings, as last read.
+    /// Each storage group's settings, as last read, and when that read started.
     settings_seen: Mutex<BTreeMap<String, replication::cluster::SgSettings>>,
+    settings_read: Mutex<Option<std::time::Instant>>,
+    /// The settings each commit gate follows and when their read started: a gate follows
+    /// only a read that started later, so that a reconciler round that read the settings
+    /// before `copy settings` changed them cannot undo what that command applied.
+    gate_read: Mutex<BTreeMap<String, (std::time::Instant, replication::cluster::SgSettings)>>,
     /// Set while this node cannot renew its lease: it holds nothing active.
     fenced: AtomicBool,
     /// Why the last activation assigned to this node failed, by storage group.
@@ -201,6 +206,8 @@ impl Dag {
             epochs: Arc::default(),
             gates: Arc::default(),
             settings_seen: Mutex::default(),
+            settings_read: Mutex::default(),
+            gate_read: Mutex::default(),
             pending_since: Mutex::default(),
             since_wait: Mutex::default(),
             fenced: AtomicBool::new(false),
@@ -424,9 +431,11 @@ impl Dag {
         if self.claim_unheld(actives).await? {
             return Ok(true);
         }
+        let read_at = std::time::Instant::now();
         let settings = self.cluster.all_settings().await?;
         let mut wrote = false;
         *self.settings_seen.lock() = settings.iter().cloned().collect();
+        *self.settings_read.lock() = Some(read_at);
         for (name, rec) in actives {
             if rec.node != self.me() {
                 self.be_passive(name, rec).await;
@@ -439,7 +448,7 @@ impl Dag {
                 .map(|(_, s)| s.clone())
                 .unwrap_or_default();
             if let Ok(sg) = self.node.store().storage_group(name) {
-                self.gate_commits(&sg, &wanted, members);
+                self.gate_commits(&sg, &wanted, members, read_at);
             }
             self.record_since(name, rec).await;
             let Some(sg) = self.be_active(name, rec).await else {
@@ -452,7 +461,7 @@ impl Dag {
                 .find(|(n, _)| n == name)
                 .map(|(_, s)| s.clone())
                 .unwrap_or_default();
-            self.gate_commits(&sg, &wanted, members);
+            self.gate_commits(&sg, &wanted, members, read_at);
             let copies: Vec<&CopyRecord> = all_copies.iter().filter(|c| &c.sg == name).collect();
             if copies.iter().any(|c| c.node != self.me()) && sg.is_mounted() {
                 self.roll_if_idle(&sg).await;
@@ -522,14 +531,48 @@ impl Dag {
         Ok(wrote)
     }
 
+    /// Applies `sg`'s settings as the cluster database holds them now, if it is active here,
+    /// rather than at the reconciler's next round: `copy settings` calls it on the active so
+    /// that commits acknowledged after the command returns wait for the synchronous copies it
+    /// asked for. Returns how many copies `sg`'s commits now wait for, or `None` when `sg` is
+    /// not active and mounted here.
+    pub(crate) async fn apply_settings(
+        &self,
+        sg: &str,
+    ) -> Result<Option<u32>, replication::cluster::ClusterError> {
+        let read_at = std::time::Instant::now();
+        let settings = self.cluster.settings(sg).await?;
+        let active_here = self.epochs.lock().contains_key(sg);
+        let group = self.node.store().storage_group(sg).ok().filter(|g| g.is_mounted());
+        let (true, Some(group)) = (active_here, group) else { return Ok(None) };
+        let members = self.seen.lock().members.clone();
+        self.gate_commits(&group, &settings, &members, read_at);
+        Ok(Some(self.gates.lock().get(sg).map(|g| g.status().required).unwrap_or(0)))
+    }
+
     /// Makes the commits of `sg` (active and mounted here) wait for its synchronous copies as
-    /// its settings say; copies that are no longer members stop counting.
+    /// its settings say; copies that are no longer members stop counting. `read_at`: when the
+    /// read of `settings` started; settings read before those the gate already follows are
+    /// not applied.
     pub(crate) fn gate_commits(
         &self,
         sg: &Arc<store::StorageGroup>,
         settings: &replication::cluster::SgSettings,
         members: &[Member],
+        read_at: std::time::Instant,
     ) {
+        // Settings read before those applied last are older: the newer ones stay (applied
+        // again, to this storage group object, which may be a new one after a mount).
+        let settings = {
+            let mut applied = self.gate_read.lock();
+            match applied.get(sg.name()) {
+                Some((at, newer)) if *at > read_at => newer.clone(),
+                _ => {
+                    applied.insert(sg.name().to_string(), (read_at, settings.clone()));
+                    settings.clone()
+                }
+            }
+        };
         if settings.sync_copies == 0 {
             if self.gates.lock().remove(sg.name()).is_some() {
                 sg.set_commit_gate(None);

@@ -41,6 +41,7 @@ pub fn routes(dag: Arc<Dag>) -> Router {
         .route(HANDOVER_PATH, post(node_hand_over))
         .route(TAKE_BACK_PATH, post(node_take_back))
         .route(ACTIVATE_PATH, post(node_activate))
+        .route(APPLY_SETTINGS_PATH, post(node_apply_settings))
         .with_state(dag)
 }
 
@@ -54,6 +55,17 @@ pub const HANDOVER_PATH: &str = "/repl/v1/node/handover";
 pub const TAKE_BACK_PATH: &str = "/repl/v1/node/take-back";
 /// A switchover asked of a member that is not the primary active manager, forwarded to it.
 pub const ACTIVATE_PATH: &str = "/repl/v1/node/activate";
+
+/// The active applies a storage group's settings now (`copy settings` asked elsewhere).
+pub const APPLY_SETTINGS_PATH: &str = "/repl/v1/node/apply-settings";
+
+/// What [`APPLY_SETTINGS_PATH`] did.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SettingsApplied {
+    /// How many copies the storage group's commits now wait for; `None`: it is not active
+    /// and mounted on this member.
+    pub sync_copies: Option<u32>,
+}
 
 /// One storage group.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -104,6 +116,20 @@ async fn node_position(
             format!("node {} runs no copy of {}", dag.me(), req.sg),
         ))
     })
+}
+
+async fn node_apply_settings(
+    State(dag): State<Arc<Dag>>,
+    Json(req): Json<SgRef>,
+) -> Result<Json<SettingsApplied>, PeerError> {
+    let sync_copies = dag.apply_settings(&req.sg).await.map_err(|e| {
+        PeerError(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster_unreachable",
+            e.to_string(),
+        ))
+    })?;
+    Ok(Json(SettingsApplied { sync_copies }))
 }
 
 async fn node_kick(State(dag): State<Arc<Dag>>, Json(_): Json<Ack>) -> Json<Ack> {
