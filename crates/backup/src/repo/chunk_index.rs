@@ -119,7 +119,7 @@ impl ChunkIndex {
         let key = key_of(hash);
         let (lo, hi) = self.bucket(&key);
         let slice = &self.base[lo..hi];
-        let i = slice.partition_point(|e| e.key < key);
+        let i = search(slice, &key, self.fanout_bits);
         if let Some(e) = slice.get(i).filter(|e| e.key == key) {
             return Some(self.unpack_loc(e));
         }
@@ -398,6 +398,48 @@ impl ChunkIndexBuilder {
     }
 }
 
+/// Steps a lookup walks from its guess before it falls back to a binary search.
+const WALK: usize = 8;
+
+/// The first position in `bucket` (a bucket of the fan-out table, whose keys share their
+/// leading `bits` bits) whose key is not below `key`: the `partition_point` of `key`.
+///
+/// Chunk ids are uniformly distributed hashes, so where `key`'s remaining bits fall in the
+/// bucket's range predicts its place in the bucket to within a couple of entries: the search
+/// starts there and walks, touching one or two adjacent cache lines, where a binary search
+/// of the bucket's ~16 entries touches four or five scattered ones (a miss, which has no
+/// early exit, paid all of them). Keys that are not spread as hashes (a damaged index) only
+/// cost the walk before the binary search takes over.
+fn search(bucket: &[Entry], key: &[u64; 4], bits: u32) -> usize {
+    let n = bucket.len();
+    if n == 0 {
+        return 0;
+    }
+    // `bits` < 64, so the shift keeps the bits below the bucket's number, as a fraction of 2^64.
+    let guess = ((u128::from(key[0] << bits) * n as u128) >> 64) as usize;
+    let mut i = guess;
+    if bucket[i].key < *key {
+        // Forward: the answer is past `i`.
+        i += 1;
+        for _ in 0..WALK {
+            if i == n || bucket[i].key >= *key {
+                return i;
+            }
+            i += 1;
+        }
+        i + bucket[i..].partition_point(|e| e.key < *key)
+    } else {
+        // Backward: the answer is at `i` or before it.
+        for _ in 0..WALK {
+            if i == 0 || bucket[i - 1].key < *key {
+                return i;
+            }
+            i -= 1;
+        }
+        bucket[..i].partition_point(|e| e.key < *key)
+    }
+}
+
 /// Merges sorted `add` into sorted `into`, in place from the back (the only extra memory is
 /// `add`'s room at the end of `into`).
 fn merge_into(into: &mut Vec<Entry>, add: Vec<Entry>) {
@@ -548,6 +590,46 @@ mod tests {
 
     fn id(n: u16) -> blake3::Hash {
         blake3::hash(&n.to_le_bytes())
+    }
+
+    fn entry_of(key: [u64; 4]) -> Entry {
+        Entry { key, a: 0, b: 0 }
+    }
+
+    proptest! {
+        /// The guessing search finds what a binary search finds, whatever the keys: spread
+        /// like hashes or bunched (as a damaged index might have them), with duplicates, and
+        /// for keys present and absent.
+        #[test]
+        fn the_search_from_a_guess_is_a_partition_point(
+            keys in prop::collection::vec((0u64..4, any::<u64>(), 0u64..3), 0..200),
+            bunched in any::<bool>(),
+            probes in prop::collection::vec(
+                (any::<u64>(), 0u64..3, any::<prop::sample::Index>()),
+                1..50,
+            ),
+            bits in 0u32..25,
+        ) {
+            // Bunched: four narrow runs of keys, many equal in their first word.
+            let word = |hi: u64, lo: u64| if bunched { (hi << 60) | (lo >> 58) } else { lo };
+            let table: Vec<Entry> = {
+                let mut t: Vec<Entry> =
+                    keys.iter().map(|&(hi, lo, w)| entry_of([word(hi, lo), w, 0, 0])).collect();
+                t.sort_unstable_by_key(|e| e.key);
+                t
+            };
+            for (lo, w, pick) in probes {
+                let absent = [word(lo >> 62, lo), w, 0, 0];
+                let mut tries = vec![absent];
+                if !table.is_empty() {
+                    tries.push(table[pick.index(table.len())].key);
+                }
+                for key in tries {
+                    let want = table.partition_point(|e| e.key < key);
+                    prop_assert_eq!(search(&table, &key, bits), want, "{:x?}", key);
+                }
+            }
+        }
     }
 
     proptest! {
