@@ -17,6 +17,11 @@
 //!   the compact index and, having read many, writes the index file (included in the time);
 //! - `ours`: `Repository::open_host` again, now reading the index file.
 //!
+//! Where an open's time goes is reported beside it: CPU time (user, system: page faults and
+//! copies from the page cache are system time) and the time the process was ready to run but
+//! waited for a core (`/proc/self/schedstat`), which on a shared machine can be most of the
+//! wall time; the rest is time blocked (on the disk, say).
+//!
 //! Memory is the growth of the resident set (`VmRSS` of `/proc/self/status`) over the open,
 //! divided by the chunks, and the peak (`VmHWM`) likewise. Lookups are timed through
 //! `Repository::lookup` and the locked map: hits of chunks drawn at random, and misses.
@@ -39,6 +44,7 @@ use uuid::Uuid;
 use volume::{FsRef, HostFs};
 
 use crate::args::RepoScaleArgs;
+use crate::cpu::Cpu;
 
 /// The targets.
 const TARGET_BYTES_PER_CHUNK: f64 = 64.0;
@@ -81,7 +87,16 @@ pub fn run(opts: &RepoScaleArgs) -> anyhow::Result<()> {
         "first_open_peak_bytes_per_chunk": f(&first, "peak_bytes_per_chunk"),
     });
     for (who, v) in [("ours", &ours), ("baseline", &baseline)] {
-        for k in ["open_s", "bytes_per_chunk", "peak_bytes_per_chunk", "hit_ns", "miss_ns"] {
+        for k in [
+            "open_s",
+            "open_user_s",
+            "open_sys_s",
+            "open_runq_s",
+            "bytes_per_chunk",
+            "peak_bytes_per_chunk",
+            "hit_ns",
+            "miss_ns",
+        ] {
             line[format!("{who}_{k}")] = json!(f(v, k));
         }
     }
@@ -164,6 +179,13 @@ fn rss() -> anyhow::Result<(u64, u64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// Nanoseconds the main thread (which does the open) has spent ready to run but waiting for
+/// a core, from `/proc/self/schedstat` (`None` on kernels without scheduler statistics).
+fn runq_wait_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/schedstat").ok()?;
+    stat.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// A structure's lookup, as the repository calls it.
 type Lookup = Box<dyn Fn(&blake3::Hash) -> Option<ChunkLoc>>;
 
@@ -171,6 +193,7 @@ type Lookup = Box<dyn Fn(&blake3::Hash) -> Option<ChunkLoc>>;
 fn measure(kind: &str, repo: &Path, opts: &RepoScaleArgs) -> anyhow::Result<Value> {
     let n = opts.chunks.max(1);
     let (rss0, _) = rss()?;
+    let (cpu0, wait0) = (Cpu::now(), runq_wait_ns());
     let t = Instant::now();
     let lookup: Lookup = match kind {
         "baseline" => {
@@ -188,6 +211,8 @@ fn measure(kind: &str, repo: &Path, opts: &RepoScaleArgs) -> anyhow::Result<Valu
         other => bail!("no measurement {other:?}"),
     };
     let open_s = t.elapsed().as_secs_f64();
+    let cpu = Cpu::since(cpu0);
+    let wait = runq_wait_ns().zip(wait0).map(|(b, a)| b.saturating_sub(a) as f64 / 1e9);
     let (rss1, hwm) = rss()?;
 
     let q = opts.lookups.clamp(1, n);
@@ -207,6 +232,9 @@ fn measure(kind: &str, repo: &Path, opts: &RepoScaleArgs) -> anyhow::Result<Valu
     Ok(json!({
         "kind": kind,
         "open_s": open_s,
+        "open_user_s": cpu.user.as_secs_f64(),
+        "open_sys_s": cpu.sys.as_secs_f64(),
+        "open_runq_s": wait,
         "bytes_per_chunk": rss1.saturating_sub(rss0) as f64 / n as f64,
         "peak_bytes_per_chunk": hwm.saturating_sub(rss0) as f64 / n as f64,
         "hit_ns": hit_ns,

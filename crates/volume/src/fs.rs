@@ -207,6 +207,16 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     /// Lists a directory, sorted by name.
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>>;
 
+    /// The names of the files (not directories) in a directory, sorted: what
+    /// [`FileSystem::read_dir`] lists of them, without their sizes. A caller that needs only
+    /// names says so, because a host directory lists them without a `stat` per entry, which in
+    /// a directory of hundreds of thousands of files (a backup repository's `packs/`) is most
+    /// of the listing's cost.
+    fn file_names(&self, path: &Path) -> io::Result<Vec<String>> {
+        let entries = self.read_dir(path)?;
+        Ok(entries.into_iter().filter(|e| e.kind == FileKind::File).map(|e| e.name).collect())
+    }
+
     /// Kind and size of `path`.
     fn metadata(&self, path: &Path) -> io::Result<Metadata>;
 

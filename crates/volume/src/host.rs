@@ -190,6 +190,26 @@ pub fn list_host_dir(path: &Path, hide: impl Fn(&str) -> bool) -> io::Result<Vec
     Ok(out)
 }
 
+/// The names of a host directory's entries that [`list_host_dir`] calls files (all but
+/// directories), sorted, from the directory entries alone: their kind is the one the
+/// directory records (`d_type`), so no entry is `stat`ed (except on the rare file systems
+/// that record no kind, where the standard library asks).
+pub fn list_host_file_names(path: &Path) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(path)? {
+        let e = e?;
+        match e.file_type() {
+            Ok(t) if t.is_dir() => {}
+            Ok(_) => out.push(e.file_name().to_string_lossy().into_owned()),
+            // Removed while we list: not there any more (as in `list_host_dir`).
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// fsyncs a host directory so that entries created, renamed or removed in it are durable.
 pub fn sync_host_dir(path: &Path) -> io::Result<()> {
     fs::File::open(path)?.sync_all()
@@ -225,6 +245,10 @@ impl FileSystem for HostFs {
 
     fn read_dir(&self, path: &Path) -> io::Result<Vec<DirEntry>> {
         list_host_dir(&self.host_path(path)?, |_| false)
+    }
+
+    fn file_names(&self, path: &Path) -> io::Result<Vec<String>> {
+        list_host_file_names(&self.host_path(path)?)
     }
 
     fn metadata(&self, path: &Path) -> io::Result<Metadata> {
@@ -270,6 +294,28 @@ mod tests {
         assert_eq!(names, vec!["b", "x"]);
         let ro = fs.open(Path::new("a/x"), OpenMode::Read).unwrap();
         assert_eq!(ro.write_at(b"z", 0).unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+    }
+
+    #[test]
+    fn file_names_are_the_files_read_dir_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = HostFs::new(dir.path()).unwrap();
+        fs.create_dir_all(Path::new("d/sub")).unwrap();
+        for name in ["d/b", "d/a", "d/.hidden", "d/sub/inner"] {
+            write_atomic(&fs, Path::new(name), b"x").unwrap();
+        }
+        std::os::unix::fs::symlink("a", dir.path().join("d/link")).unwrap();
+        let listed: Vec<String> = fs
+            .read_dir(Path::new("d"))
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == FileKind::File)
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(listed, [".hidden", "a", "b", "link"]);
+        assert_eq!(fs.file_names(Path::new("d")).unwrap(), listed);
+        let missing = fs.file_names(Path::new("nope")).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

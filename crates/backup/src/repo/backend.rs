@@ -8,10 +8,10 @@
 //! atomic) give, so the repository's logic is written once against [`Backend`] and runs on
 //! either.
 
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use volume::fs::{FileKind, FsRef, OpenMode, read_all, write_atomic};
+use volume::fs::{FileKind, FileRef, FsRef, OpenMode, read_all, write_atomic};
 
 /// One stored object, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,13 @@ pub struct ObjectInfo {
 pub trait Backend: Send + Sync {
     /// Reads a whole object.
     fn get(&self, key: &str) -> io::Result<Vec<u8>>;
+    /// Opens an object for reading from its start, with its length, for a caller that
+    /// decodes a large object (the chunk index file) as it arrives rather than holding it
+    /// whole beside what it decodes. The default reads it whole (an object store's GET).
+    fn reader(&self, key: &str) -> io::Result<(u64, Box<dyn Read + Send + '_>)> {
+        let bytes = self.get(key)?;
+        Ok((bytes.len() as u64, Box::new(io::Cursor::new(bytes))))
+    }
     /// Reads `len` bytes of an object from `offset`; fewer bytes is an error.
     fn get_range(&self, key: &str, offset: u64, len: usize) -> io::Result<Vec<u8>>;
     /// Stores an object whole, durably: once this returns, a crash or power loss leaves either
@@ -35,6 +42,12 @@ pub trait Backend: Send + Sync {
     fn put(&self, key: &str, data: &[u8]) -> io::Result<()>;
     /// The objects directly under `dir`, in no particular order. A missing directory is empty.
     fn list(&self, dir: &str) -> io::Result<Vec<ObjectInfo>>;
+    /// The names of the objects directly under `dir` (what [`Backend::list`] lists, without
+    /// the sizes), in no particular order. A directory lists names without a `stat` per
+    /// object, which an open's listing of `packs/` (a pack index per 64 chunks) needs.
+    fn list_names(&self, dir: &str) -> io::Result<Vec<String>> {
+        Ok(self.list(dir)?.into_iter().map(|o| o.name).collect())
+    }
     /// Removes an object; removing a missing one is [`io::ErrorKind::NotFound`].
     fn delete(&self, key: &str) -> io::Result<()>;
     /// Whether an object exists.
@@ -102,6 +115,12 @@ impl Backend for LocalBackend {
         read_all(self.fs.as_ref(), &self.path(key))
     }
 
+    fn reader(&self, key: &str) -> io::Result<(u64, Box<dyn Read + Send + '_>)> {
+        let file = self.fs.open(&self.path(key), OpenMode::Read)?;
+        let len = file.len()?;
+        Ok((len, Box::new(FileReader { file, at: 0 })))
+    }
+
     fn get_range(&self, key: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let f = self.fs.open(&self.path(key), OpenMode::Read)?;
         let mut buf = vec![0u8; len];
@@ -138,6 +157,17 @@ impl Backend for LocalBackend {
             out.push(ObjectInfo { name: e.name, size: e.len });
         }
         Ok(out)
+    }
+
+    fn list_names(&self, dir: &str) -> io::Result<Vec<String>> {
+        let mut names = match self.fs.file_names(&self.path(dir)) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        // As `list`: `.<name>.tmp` is a store in progress, not an object.
+        names.retain(|n| !n.starts_with('.'));
+        Ok(names)
     }
 
     fn delete(&self, key: &str) -> io::Result<()> {
@@ -179,5 +209,19 @@ impl Backend for LocalBackend {
             self.fs.sync_dir(&path)?;
         }
         Ok(freed)
+    }
+}
+
+/// A file of a [`volume::FileSystem`] read from its start (its handles are positionless).
+struct FileReader {
+    file: FileRef,
+    at: u64,
+}
+
+impl Read for FileReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
     }
 }

@@ -22,19 +22,15 @@
 //! the packs it covers, which [`super::Repository`] stores as `index/chunks` so that opening a
 //! repository of many packs reads one object instead of one `.idx` per pack.
 
+mod file;
+
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 
 use uuid::Uuid;
 
 use super::codec::Codec;
-use super::error::{RepoError, Result};
-use super::pack::{ChunkLoc, append_checksum, encode_loc_in_pack};
+use super::pack::ChunkLoc;
 
-/// The magic of an index file (format 1 of the file).
-const FILE_MAGIC: &[u8; 8] = b"SCCHIDX1";
-/// One entry in the file: id, pack number, offset, stored length, raw length, codec.
-const FILE_ENTRY_LEN: usize = 32 + 4 + 8 + 4 + 4 + 1;
 /// Fewer entries than this in the recent part are never merged (merging a large index for a
 /// handful of entries would be waste).
 const RECENT_MIN: usize = 4096;
@@ -123,7 +119,7 @@ impl ChunkIndex {
         let key = key_of(hash);
         let (lo, hi) = self.bucket(&key);
         let slice = &self.base[lo..hi];
-        let i = slice.partition_point(|e| e.key < key);
+        let i = search(slice, &key, self.fanout_bits);
         if let Some(e) = slice.get(i).filter(|e| e.key == key) {
             return Some(self.unpack_loc(e));
         }
@@ -155,6 +151,11 @@ impl ChunkIndex {
     /// pack indexes at once does, built by a [`ChunkIndexBuilder`], rather than a merge per
     /// pack).
     pub fn absorb(&mut self, other: ChunkIndex) {
+        if other.packs.is_empty() {
+            // Nothing to add (an open that found every pack in the index file): the table is
+            // left as it is, not merged, shrunk and fanned out again.
+            return;
+        }
         if self.packs.is_empty() {
             // Nothing here yet (an open): take the other index as it is.
             *self = other;
@@ -216,11 +217,12 @@ impl ChunkIndex {
 
     /// Moves the recent entries into the sorted bulk.
     pub fn merge_recent(&mut self) {
+        // The fan-out table always matches `base`: with nothing to merge it stands.
         if !self.recent.is_empty() {
             let recent = std::mem::take(&mut self.recent);
             merge_into(&mut self.base, recent);
+            self.rebuild_fanout();
         }
-        self.rebuild_fanout();
     }
 
     /// Every entry, the main part's and the recent part's, in id order.
@@ -254,99 +256,6 @@ impl ChunkIndex {
             + self.packs.capacity() * (size_of::<Uuid>() + 1)
             + self.numbers.capacity() * (size_of::<Uuid>() + size_of::<u32>() + 1)
             + self.odd.capacity() * size_of::<ChunkLoc>()
-    }
-
-    /// The file form: every entry of every loaded pack, sorted by id, with the packs it
-    /// covers, ending with the BLAKE3 of what precedes it. `repo` is the repository's id, so
-    /// that an index file copied from another repository is refused, not trusted.
-    pub fn encode(&self, repo: &Uuid) -> Vec<u8> {
-        let live: Vec<Uuid> = self.loaded_packs().collect();
-        let renumber: HashMap<Uuid, u32> =
-            live.iter().enumerate().map(|(i, p)| (*p, i as u32)).collect();
-        let entries = self.entries();
-        let mut out =
-            Vec::with_capacity(8 + 16 + 16 + live.len() * 16 + entries * FILE_ENTRY_LEN + 32);
-        out.extend_from_slice(FILE_MAGIC);
-        out.extend_from_slice(repo.as_bytes());
-        out.extend_from_slice(&(live.len() as u64).to_le_bytes());
-        out.extend_from_slice(&(entries as u64).to_le_bytes());
-        for p in &live {
-            out.extend_from_slice(p.as_bytes());
-        }
-        for e in self.in_order() {
-            let loc = self.unpack_loc(e);
-            for w in &e.key {
-                out.extend_from_slice(&w.to_be_bytes());
-            }
-            // Every entry's pack is loaded (removals drop entries), so it has a number.
-            out.extend_from_slice(&renumber.get(&loc.pack).copied().unwrap_or(0).to_le_bytes());
-            encode_loc_in_pack(&mut out, &loc);
-        }
-        append_checksum(&mut out);
-        out
-    }
-
-    /// Reads the file form back, checking everything [`ChunkIndex::encode`] promises: the
-    /// checksum, the repository, the lengths, pack numbers, codecs and the order (a lookup's
-    /// binary search relies on it). `path` names the file in errors.
-    pub fn decode(path: &Path, repo: &Uuid, bytes: &[u8]) -> Result<Self> {
-        let corrupt = |why: String| RepoError::CorruptIndex { path: path.into(), why };
-        if bytes.len() < 8 + 16 + 16 + 32 || &bytes[..8] != FILE_MAGIC {
-            return Err(corrupt("not a chunk index (bad magic or too short)".into()));
-        }
-        let (body, sum) = bytes.split_at(bytes.len() - 32);
-        if blake3::hash(body).as_bytes() != sum {
-            return Err(corrupt("checksum mismatch".into()));
-        }
-        if &body[8..24] != repo.as_bytes() {
-            return Err(corrupt("written for another repository".into()));
-        }
-        let packs = u64::from_le_bytes(array(&body[24..32])) as usize;
-        let count = u64::from_le_bytes(array(&body[32..40])) as usize;
-        let rest = &body[40..];
-        let expected = packs
-            .checked_mul(16)
-            .and_then(|p| count.checked_mul(FILE_ENTRY_LEN).and_then(|e| e.checked_add(p)));
-        if expected != Some(rest.len()) || packs > u32::MAX as usize {
-            return Err(corrupt("pack and entry counts do not match the length".into()));
-        }
-        let (table, rest) = rest.split_at(packs * 16);
-        let mut index = ChunkIndex::new();
-        for p in table.chunks_exact(16) {
-            let id = Uuid::from_bytes(array(p));
-            if index.numbers.contains_key(&id) {
-                return Err(corrupt(format!("pack {id} is listed twice")));
-            }
-            let n = index.number(id);
-            index.loaded[n as usize] = true;
-        }
-        index.base.reserve_exact(count);
-        let mut last = [0u64; 4];
-        for e in rest.chunks_exact(FILE_ENTRY_LEN) {
-            let hash = blake3::Hash::from_bytes(array(&e[..32]));
-            let pack = u32::from_le_bytes(array(&e[32..36]));
-            let codec = Codec::from_byte(e[52]).ok_or_else(|| {
-                corrupt(format!("chunk {hash} names codec {}, which this build lacks", e[52]))
-            })?;
-            let Some(&pack_id) = index.packs.get(pack as usize) else {
-                return Err(corrupt(format!("chunk {hash} names pack number {pack} of {packs}")));
-            };
-            let loc = ChunkLoc {
-                pack: pack_id,
-                offset: u64::from_le_bytes(array(&e[36..44])),
-                stored_len: u32::from_le_bytes(array(&e[44..48])),
-                raw_len: u32::from_le_bytes(array(&e[48..52])),
-                codec,
-            };
-            let entry = index.entry(&hash, &loc);
-            if entry.key < last {
-                return Err(corrupt("entries are not in order".into()));
-            }
-            last = entry.key;
-            index.base.push(entry);
-        }
-        index.rebuild_fanout();
-        Ok(index)
     }
 
     /// The number of `pack`, numbering it if new.
@@ -489,6 +398,48 @@ impl ChunkIndexBuilder {
     }
 }
 
+/// Steps a lookup walks from its guess before it falls back to a binary search.
+const WALK: usize = 8;
+
+/// The first position in `bucket` (a bucket of the fan-out table, whose keys share their
+/// leading `bits` bits) whose key is not below `key`: the `partition_point` of `key`.
+///
+/// Chunk ids are uniformly distributed hashes, so where `key`'s remaining bits fall in the
+/// bucket's range predicts its place in the bucket to within a couple of entries: the search
+/// starts there and walks, touching one or two adjacent cache lines, where a binary search
+/// of the bucket's ~16 entries touches four or five scattered ones (a miss, which has no
+/// early exit, paid all of them). Keys that are not spread as hashes (a damaged index) only
+/// cost the walk before the binary search takes over.
+fn search(bucket: &[Entry], key: &[u64; 4], bits: u32) -> usize {
+    let n = bucket.len();
+    if n == 0 {
+        return 0;
+    }
+    // `bits` < 64, so the shift keeps the bits below the bucket's number, as a fraction of 2^64.
+    let guess = ((u128::from(key[0] << bits) * n as u128) >> 64) as usize;
+    let mut i = guess;
+    if bucket[i].key < *key {
+        // Forward: the answer is past `i`.
+        i += 1;
+        for _ in 0..WALK {
+            if i == n || bucket[i].key >= *key {
+                return i;
+            }
+            i += 1;
+        }
+        i + bucket[i..].partition_point(|e| e.key < *key)
+    } else {
+        // Backward: the answer is at `i` or before it.
+        for _ in 0..WALK {
+            if i == 0 || bucket[i - 1].key < *key {
+                return i;
+            }
+            i -= 1;
+        }
+        bucket[..i].partition_point(|e| e.key < *key)
+    }
+}
+
 /// Merges sorted `add` into sorted `into`, in place from the back (the only extra memory is
 /// `add`'s room at the end of `into`).
 fn merge_into(into: &mut Vec<Entry>, add: Vec<Entry>) {
@@ -514,15 +465,10 @@ fn merge_into(into: &mut Vec<Entry>, add: Vec<Entry>) {
     }
 }
 
-/// The first `N` bytes of `b` (which the caller has cut to at least that length).
-fn array<const N: usize>(b: &[u8]) -> [u8; N] {
-    let mut a = [0u8; N];
-    a.copy_from_slice(&b[..N]);
-    a
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use proptest::prelude::*;
 
     use super::*;
@@ -644,6 +590,46 @@ mod tests {
 
     fn id(n: u16) -> blake3::Hash {
         blake3::hash(&n.to_le_bytes())
+    }
+
+    fn entry_of(key: [u64; 4]) -> Entry {
+        Entry { key, a: 0, b: 0 }
+    }
+
+    proptest! {
+        /// The guessing search finds what a binary search finds, whatever the keys: spread
+        /// like hashes or bunched (as a damaged index might have them), with duplicates, and
+        /// for keys present and absent.
+        #[test]
+        fn the_search_from_a_guess_is_a_partition_point(
+            keys in prop::collection::vec((0u64..4, any::<u64>(), 0u64..3), 0..200),
+            bunched in any::<bool>(),
+            probes in prop::collection::vec(
+                (any::<u64>(), 0u64..3, any::<prop::sample::Index>()),
+                1..50,
+            ),
+            bits in 0u32..25,
+        ) {
+            // Bunched: four narrow runs of keys, many equal in their first word.
+            let word = |hi: u64, lo: u64| if bunched { (hi << 60) | (lo >> 58) } else { lo };
+            let table: Vec<Entry> = {
+                let mut t: Vec<Entry> =
+                    keys.iter().map(|&(hi, lo, w)| entry_of([word(hi, lo), w, 0, 0])).collect();
+                t.sort_unstable_by_key(|e| e.key);
+                t
+            };
+            for (lo, w, pick) in probes {
+                let absent = [word(lo >> 62, lo), w, 0, 0];
+                let mut tries = vec![absent];
+                if !table.is_empty() {
+                    tries.push(table[pick.index(table.len())].key);
+                }
+                for key in tries {
+                    let want = table.partition_point(|e| e.key < key);
+                    prop_assert_eq!(search(&table, &key, bits), want, "{:x?}", key);
+                }
+            }
+        }
     }
 
     proptest! {

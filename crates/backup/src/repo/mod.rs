@@ -449,21 +449,24 @@ impl Repository {
             Some(c) => c.loaded_packs().collect(),
             None => known,
         };
-        let listing = self.backend.list("packs").ctx("listing", self.backend.locate("packs"))?;
-        let mut listed = HashSet::new();
-        let (mut to_read, mut bytes) = (Vec::new(), 0u64);
-        for o in listing {
-            let Some(stem) = o.name.strip_suffix(".idx") else { continue };
+        // Names only: a stat per pack index (hundreds of thousands at 10 M chunks) was a good
+        // part of an open that reads the index file, for sizes it needs only as a hint.
+        let listing =
+            self.backend.list_names("packs").ctx("listing", self.backend.locate("packs"))?;
+        let mut listed = HashSet::with_capacity(listing.len());
+        let mut to_read = Vec::new();
+        for name in listing {
+            let Some(stem) = name.strip_suffix(".idx") else { continue };
             if let Ok(id) = Uuid::parse_str(stem) {
                 listed.insert(id);
                 if covered.contains(&id) {
                     continue;
                 }
             }
-            bytes += o.size;
-            to_read.push(o.name);
+            to_read.push(name);
         }
-        let mut batch = ChunkIndexBuilder::with_capacity((bytes / pack::ENTRY_LEN as u64) as usize);
+        // Grown as the indexes come (amortised doubling, the slack given back at the end).
+        let mut batch = ChunkIndexBuilder::default();
         for name in &to_read {
             let (pack, entries) = pack::load_index(self.backend.as_ref(), &self.crypto, name)?;
             batch.add_pack(pack, &entries);
@@ -491,11 +494,21 @@ impl Repository {
     /// (the pack indexes are read instead).
     fn read_index_file(&self) -> Option<ChunkIndex> {
         let path = self.backend.locate(INDEX_FILE);
-        let read = match self.backend.get(INDEX_FILE) {
-            Ok(stored) => self
-                .crypto
-                .open(INDEX_FILE, stored)
-                .and_then(|b| ChunkIndex::decode(&path, &self.config.id, &b)),
+        let read = match &self.crypto {
+            // Clear: decoded as it is read (its checksum checked at the end), never held whole
+            // beside the index it becomes.
+            Crypto::Plain => self.backend.reader(INDEX_FILE).map(|(len, mut reader)| {
+                ChunkIndex::read_from(&path, &self.config.id, len, &mut reader)
+            }),
+            // Sealed: authenticated whole before anything in it is decoded.
+            crypto => self.backend.get(INDEX_FILE).map(|stored| {
+                crypto
+                    .open(INDEX_FILE, stored)
+                    .and_then(|b| ChunkIndex::decode(&path, &self.config.id, &b))
+            }),
+        };
+        let read = match read {
+            Ok(read) => read,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
             Err(e) => Err(RepoError::Io { op: "reading", path: path.clone(), source: e }),
         };
