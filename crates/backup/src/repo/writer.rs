@@ -7,10 +7,11 @@
 //! Reading, compressing and writing overlap.
 //!
 //! Under [`Compression::Auto`] each worker chooses a new chunk's codec from the copy's pace
-//! ([`Pace`]): while chunks wait to be taken (the workers are the limit) the fast one, lz4;
-//! while workers wait for the reader or the collector, zstd, which costs more CPU and stores
-//! less. A chunk that does not compress is stored raw, and after one such chunk a worker
-//! probes the next with lz4 (cheap on such content) before spending zstd on it.
+//! ([`Pace`]): while the workers have lately been busy nearly all the time (they are the
+//! limit) the fast one, lz4; while they wait for the reader or the collector, zstd, which
+//! costs more CPU and stores less. A chunk that does not compress is stored raw, and after
+//! one such chunk a worker probes the next with lz4 (cheap on such content) before spending
+//! zstd on it.
 //!
 //! A caller may pass a [`ChunkCheck`] run by the workers on every chunk as it passes: the
 //! requester checks database pages there, in the buffers the copy already holds, rather than
@@ -18,9 +19,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use uuid::Uuid;
@@ -142,20 +144,37 @@ struct Done {
     rejected: Option<String>,
 }
 
-/// How far along the copy's stages are, for [`Compression::Auto`]: chunks read and not yet
-/// taken by a worker, and chunks packed and not yet taken by the collector.
+/// How busy the copy's workers have been lately, for [`Compression::Auto`]: the share of
+/// their time spent on chunks (hashing, checking, compressing) rather than waiting for the
+/// reader to hand one over or for the collector to take one, as a moving average over the
+/// last chunks, in parts of [`Pace::WHOLE`].
+///
+/// Why an average of time and not the queues' depth at one instant: a reader served by
+/// read-ahead hands chunks over in bursts, so a deep queue at one moment does not mean the
+/// workers are the limit, and choosing lz4 then only stores more for the disk to write.
 #[derive(Default)]
 struct Pace {
-    to_take: AtomicUsize,
-    to_store: AtomicUsize,
+    busy: AtomicU32,
 }
 
 impl Pace {
-    /// Counts a chunk taken by a worker; returns whether the workers are the copy's limit:
-    /// the reader has a chunk ready for each of them while the collector keeps up.
-    fn took_work(&self, workers: usize) -> bool {
-        let waiting = self.to_take.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
-        waiting >= workers && self.to_store.load(Ordering::Relaxed) < workers
+    const WHOLE: u32 = 1024;
+    /// Busy at least this share of the time: the workers are the copy's limit.
+    const LIMIT: u32 = Self::WHOLE * 9 / 10;
+
+    /// Whether the workers have lately been the copy's limit.
+    fn workers_are_the_limit(&self) -> bool {
+        self.busy.load(Ordering::Relaxed) >= Self::LIMIT
+    }
+
+    /// Folds one chunk into the average: `work` spent on it, `waited` for it and after it.
+    fn record(&self, work: Duration, waited: Duration) {
+        let total = (work + waited).as_nanos().max(1);
+        let share = (work.as_nanos() * u128::from(Self::WHOLE) / total) as u32;
+        // Each chunk weighs 1/8: the average follows a change within a few dozen chunks.
+        let _ = self
+            .busy
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b - b / 8 + share / 8));
     }
 }
 
@@ -310,9 +329,11 @@ impl<'r> SetWriter<'r> {
                         // One compressor per worker, reused for every chunk.
                         let mut compressor = Compressor::new(level);
                         let mut last_raw = false;
+                        let mut idle_since = Instant::now();
                         loop {
                             let Ok(w) = work_rx.lock().recv() else { return };
-                            let cpu_bound = pace.took_work(workers);
+                            let started = Instant::now();
+                            let cpu_bound = pace.workers_are_the_limit();
                             let rejected = check.and_then(|c| c(w.off, &w.data).err());
                             let hash = crypto.chunk_id(&w.data);
                             let known = rejected.is_some()
@@ -345,10 +366,16 @@ impl<'r> SetWriter<'r> {
                                 known,
                                 rejected,
                             };
-                            pace.to_store.fetch_add(1, Ordering::Relaxed);
+                            let finished = Instant::now();
                             if done_tx.send(done).is_err() {
                                 return;
                             }
+                            let now = Instant::now();
+                            pace.record(
+                                finished - started,
+                                (started - idle_since) + (now - finished),
+                            );
+                            idle_since = now;
                         }
                     })
                     .map_err(|e| RepoError::Source { file: path.into(), source: e })?;
@@ -357,7 +384,7 @@ impl<'r> SetWriter<'r> {
             drop(work_rx);
             // The reader: this scope's own thread feeds the workers from a second thread so
             // that the collector below can run here.
-            let (cancel, pace) = (&cancel, &pace);
+            let cancel = &cancel;
             let reader = thread::Builder::new().name("backup-read".into());
             let reader = reader.spawn_scoped(s, move || -> std::io::Result<()> {
                 let mut off = 0u64;
@@ -367,7 +394,6 @@ impl<'r> SetWriter<'r> {
                     let mut data = free_rx.try_recv().unwrap_or_default();
                     data.resize(n, 0);
                     src.read_exact_at(&mut data, off)?;
-                    pace.to_take.fetch_add(1, Ordering::Relaxed);
                     if work_tx.send(Work { seq, off, data }).is_err() {
                         break;
                     }
@@ -381,7 +407,6 @@ impl<'r> SetWriter<'r> {
             let mut waiting: BTreeMap<u64, Done> = BTreeMap::new();
             let mut failure = None;
             for done in done_rx.iter() {
-                pace.to_store.fetch_sub(1, Ordering::Relaxed);
                 waiting.insert(done.seq, done);
                 while let Some(d) = waiting.remove(&next) {
                     next += 1;
