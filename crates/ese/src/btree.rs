@@ -32,8 +32,17 @@ pub(crate) trait Pages {
 
 /// Write access: pages written here are private to a transaction until it commits.
 pub(crate) trait PagesMut: Pages {
+    /// Replaces a whole page image (the commit finds the changed bytes by comparing).
     fn write(&mut self, pgno: u64, page: Vec<u8>);
+    /// Changes a page in place: `f` edits the transaction's image of the page and returns
+    /// the byte ranges `[start, end)` of the page it changed, so the commit logs those ranges
+    /// without comparing the page with its previous version.
+    fn modify(&mut self, pgno: u64, f: &mut dyn FnMut(&mut [u8]) -> Changes) -> Result<()>;
 }
+
+/// Byte ranges `[start, end)` of a page changed by [`PagesMut::modify`] (at most two: a
+/// leaf's entry count and the entries from the change on).
+pub(crate) type Changes = [(usize, usize); 2];
 
 /// Largest key.
 pub fn max_key_len(page_size: usize) -> usize {
@@ -152,6 +161,173 @@ impl Node {
 fn read_node<P: Pages + ?Sized>(p: &P, pgno: u64) -> Result<Node> {
     let img = p.read(pgno)?;
     Node::decode(&img[PAGE_HEADER..]).ok_or_else(|| p.corrupt(pgno, "not a B+tree node".into()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Searches in encoded nodes. A point operation reads one node per level; decoding a node
+// copies every key (and, in a leaf, every value) into its own allocation, which for a full
+// 32 KiB page is most of the cost of a 1 KiB put. These read the encoded page where it
+// lies. Each returns `None` on anything malformed; the decoding path then runs and reports
+// the corruption.
+
+fn le16(b: &[u8], at: usize) -> Option<usize> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?) as usize)
+}
+
+fn le32(b: &[u8], at: usize) -> Option<usize> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?) as usize)
+}
+
+fn le64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// The child of an encoded internal node (`body`: the page from its type byte on) to descend
+/// into for `key`: the one right of the last separator `<= key`.
+fn raw_child(body: &[u8], key: &[u8]) -> Option<u64> {
+    let n = le16(body, 1)?;
+    let mut child = le64(body, 3)?;
+    let mut off = 11;
+    for _ in 0..n {
+        let kl = le16(body, off)?;
+        let k = body.get(off + 2..off + 2 + kl)?;
+        if k > key {
+            break;
+        }
+        child = le64(body, off + 2 + kl)?;
+        off += 10 + kl;
+    }
+    Some(child)
+}
+
+/// Where a key sits in an encoded leaf (offsets into `body`, the page from its type byte on).
+#[derive(Debug, Clone, Copy)]
+struct LeafSpot {
+    /// Number of entries.
+    count: usize,
+    /// The entry holding the key, or the first entry after it (or `end`).
+    at: usize,
+    /// The key's value, when the key is present.
+    found: Option<SpotVal>,
+    /// Just past the last entry.
+    end: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum SpotVal {
+    /// The entry is `entry_len` bytes; its value `len` bytes at `at`.
+    Inline {
+        entry_len: usize,
+        at: usize,
+        len: usize,
+    },
+    Overflow {
+        len: u64,
+        first: u64,
+    },
+}
+
+fn leaf_spot(body: &[u8], key: &[u8]) -> Option<LeafSpot> {
+    let count = le16(body, 1)?;
+    let mut off = 3;
+    let mut hit: Option<(usize, Option<SpotVal>)> = None;
+    for _ in 0..count {
+        let kl = le16(body, off)?;
+        let (key_at, len, val) = if *body.get(off + 2)? == 0 {
+            let vl = le32(body, off + 3)?;
+            let len = 7 + kl + vl;
+            (off + 7, len, SpotVal::Inline { entry_len: len, at: off + 7 + kl, len: vl })
+        } else {
+            let val = SpotVal::Overflow { len: le64(body, off + 3)?, first: le64(body, off + 11)? };
+            (off + 19, 19 + kl, val)
+        };
+        if off + len > body.len() {
+            return None;
+        }
+        if hit.is_none() {
+            match body[key_at..key_at + kl].cmp(key) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => hit = Some((off, Some(val))),
+                std::cmp::Ordering::Greater => hit = Some((off, None)),
+            }
+        }
+        off += len;
+    }
+    let (at, found) = hit.unwrap_or((off, None));
+    Some(LeafSpot { count, at, found, end: off })
+}
+
+/// The leaf (page number and image) where `key` lives or would go, found through encoded
+/// nodes; `None` when a node on the way is not well formed.
+fn raw_leaf<P: Pages + ?Sized>(
+    p: &P,
+    root: u64,
+    key: &[u8],
+) -> Result<Option<(u64, Arc<Vec<u8>>)>> {
+    let mut pg = root;
+    for _ in 0..64 {
+        let img = p.read(pg)?;
+        let body = &img[PAGE_HEADER..];
+        match PageType::from_u8(body[0]) {
+            Some(PageType::Leaf) => return Ok(Some((pg, img))),
+            Some(PageType::Internal) => match raw_child(body, key) {
+                Some(c) => pg = c,
+                None => return Ok(None),
+            },
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// Inserts or replaces an inline value in the leaf where it belongs, in place, when it fits
+/// there and the entry it replaces (if any) is inline too; false when the general path must
+/// run (a split, an overflow value to free, a malformed node). The change is the entry count
+/// and the entries from the key on (which move), so that is what the commit logs.
+fn put_in_place<P: PagesMut + ?Sized>(
+    p: &mut P,
+    root: u64,
+    key: &[u8],
+    value: &[u8],
+) -> Result<bool> {
+    let Some((pg, img)) = raw_leaf(p, root, key)? else { return Ok(false) };
+    let Some(spot) = leaf_spot(&img[PAGE_HEADER..], key) else { return Ok(false) };
+    drop(img);
+    let new_len = 7 + key.len() + value.len();
+    let old_len = match spot.found {
+        None if spot.count >= u16::MAX as usize => return Ok(false),
+        None => 0,
+        Some(SpotVal::Inline { entry_len, .. }) => entry_len,
+        Some(SpotVal::Overflow { .. }) => return Ok(false),
+    };
+    let new_end = spot.end - old_len + new_len;
+    if new_end > body_cap(p.page_size()) {
+        return Ok(false);
+    }
+    let (at, end) = (spot.at, spot.end);
+    p.modify(pg, &mut |page| {
+        let body = &mut page[PAGE_HEADER..];
+        if new_len != old_len {
+            body.copy_within(at + old_len..end, at + new_len);
+            if new_end < end {
+                body[new_end..end].fill(0);
+            }
+        }
+        body[at..at + 2].copy_from_slice(&(key.len() as u16).to_le_bytes());
+        body[at + 2] = 0;
+        body[at + 3..at + 7].copy_from_slice(&(value.len() as u32).to_le_bytes());
+        body[at + 7..at + 7 + key.len()].copy_from_slice(key);
+        body[at + 7 + key.len()..at + new_len].copy_from_slice(value);
+        let count = if old_len == 0 {
+            body[1..3].copy_from_slice(&((spot.count + 1) as u16).to_le_bytes());
+            (PAGE_HEADER + 1, PAGE_HEADER + 3)
+        } else {
+            (0, 0)
+        };
+        let moved = if new_len == old_len { at + new_len } else { end.max(new_end) };
+        [count, (PAGE_HEADER + at, PAGE_HEADER + moved)]
+    })?;
+    Ok(true)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -334,6 +510,17 @@ fn free_val<P: PagesMut + ?Sized>(p: &mut P, v: &Val) -> Result<()> {
 
 /// The value stored under `key`.
 pub(crate) fn get<P: Pages + ?Sized>(p: &P, root: u64, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    if let Some((_, img)) = raw_leaf(p, root, key)?
+        && let Some(spot) = leaf_spot(&img[PAGE_HEADER..], key)
+    {
+        return match spot.found {
+            None => Ok(None),
+            Some(SpotVal::Inline { at, len, .. }) => {
+                Ok(Some(img[PAGE_HEADER + at..PAGE_HEADER + at + len].to_vec()))
+            }
+            Some(SpotVal::Overflow { len, first }) => Ok(Some(overflow_chain(p, len, first)?.0)),
+        };
+    }
     let mut pg = root;
     loop {
         match read_node(p, pg)? {
@@ -361,7 +548,11 @@ pub(crate) fn put<P: PagesMut + ?Sized>(
     if key.len() > max_key_len(ps) {
         return Err(EngineError::TooLarge { what: "key", len: key.len(), max: max_key_len(ps) });
     }
-    let val = if 7 + key.len() + value.len() <= body_cap(ps) / 4 {
+    let inline = 7 + key.len() + value.len() <= body_cap(ps) / 4;
+    if inline && put_in_place(p, root, key, value)? {
+        return Ok(());
+    }
+    let val = if inline {
         Val::Inline(value.to_vec())
     } else {
         Val::Overflow { len: value.len() as u64, first: write_overflow(p, value)? }

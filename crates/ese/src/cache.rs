@@ -48,6 +48,9 @@ pub(crate) struct Cache {
     /// Pages holding more than one version.
     multi: HashSet<PageKey>,
     capacity: usize,
+    /// Number of dirty entries, kept as they change: every commit asks (cache pressure)
+    /// under the writer lock, and counting would walk the whole map.
+    dirty: usize,
     /// Begin LSN of the last installed commit: what a new reader sees.
     pub last_installed: Lsn,
 }
@@ -59,6 +62,7 @@ impl Cache {
             readers: BTreeMap::new(),
             multi: HashSet::new(),
             capacity: capacity.max(16),
+            dirty: 0,
             last_installed: Lsn(0),
         }
     }
@@ -115,7 +119,10 @@ impl Cache {
         e.versions.push(Version { lsn: begin, img });
         e.dirty = Some(match e.dirty {
             Some(d) => Dirty { first: d.first, commit_end },
-            None => Dirty { first: begin, commit_end },
+            None => {
+                self.dirty += 1;
+                Dirty { first: begin, commit_end }
+            }
         });
         if e.versions.len() > 1 {
             self.multi.insert(key);
@@ -163,15 +170,16 @@ impl Cache {
 
     /// Number of dirty pages.
     pub fn dirty_count(&self) -> usize {
-        self.map.values().filter(|e| e.dirty.is_some()).count()
+        self.dirty
     }
 
     /// Marks a page clean after its newest version (begin LSN `lsn`) was written.
     pub fn mark_clean(&mut self, key: PageKey, lsn: Lsn) {
         if let Some(e) = self.map.get_mut(&key)
             && e.versions.last().is_some_and(|v| v.lsn == lsn)
+            && e.dirty.take().is_some()
         {
-            e.dirty = None;
+            self.dirty -= 1;
         }
     }
 
@@ -193,7 +201,8 @@ impl Cache {
     /// Evicts clean pages that every reader sees in their newest version until the cache is
     /// back under its capacity.
     pub fn evict(&mut self) {
-        if !self.over_capacity() {
+        if !self.over_capacity() || self.map.len() == self.dirty {
+            // Nothing over the size, or nothing clean to evict: no walk over the map.
             return;
         }
         let oldest = self.readers.keys().next().copied();
@@ -219,6 +228,7 @@ impl Cache {
     pub fn drop_db(&mut self, dbid: u32) {
         self.map.retain(|k, _| k.0 != dbid);
         self.multi.retain(|k| k.0 != dbid);
+        self.dirty = self.map.values().filter(|e| e.dirty.is_some()).count();
     }
 
     /// Number of cached pages.

@@ -202,7 +202,9 @@ pub enum Record {
 impl Record {
     /// Encodes the record as a frame at `lsn`.
     pub fn encode(&self, lsn: Lsn) -> Vec<u8> {
-        let mut w = Writer::new();
+        // Sized once: a transaction's record carries kilobytes of page bytes, and the log
+        // writer encodes it while other committers wait on the log state.
+        let mut w = Writer { buf: Vec::with_capacity(self.encoded_len()) };
         w.u32(0);
         w.u32(0);
         w.u64(lsn.0);

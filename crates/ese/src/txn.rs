@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::MutexGuard;
 
-use crate::btree::{self, Pages, PagesMut, Seek};
+use crate::btree::{self, Changes, Pages, PagesMut, Seek};
 use crate::cache::PageKey;
 use crate::error::{EngineError, Result};
 use crate::instance::{Db, Inner, Instance};
@@ -29,9 +29,31 @@ pub enum Durability {
     Lazy,
 }
 
+/// A page as the transaction changed it.
 struct Private {
+    /// The newest committed version when the transaction first changed the page (what redo
+    /// applies a delta to); `None` when the page was not cached (it is then logged whole).
     base: Option<Arc<Vec<u8>>>,
     cur: Arc<Vec<u8>>,
+    /// What changed since `base`.
+    changed: Changed,
+}
+
+/// The changed part of a private page.
+enum Changed {
+    /// Byte ranges `[start, end)` reported by in-place changes: the commit logs them as they
+    /// are, with no comparison against `base`.
+    Ranges(Vec<(usize, usize)>),
+    /// The page was replaced whole: the commit compares it with `base`.
+    Whole,
+}
+
+impl Changed {
+    fn add(&mut self, changes: Changes) {
+        if let Changed::Ranges(r) = self {
+            r.extend(changes.into_iter().filter(|(s, e)| s < e));
+        }
+    }
 }
 
 /// The write transaction (one at a time per instance).
@@ -115,12 +137,32 @@ impl PagesMut for TxnViewMut<'_, '_> {
         let key = (self.db.dbid, pgno);
         let cur = Arc::new(page);
         match self.txn.pages.get_mut(&key) {
-            Some(p) => p.cur = cur,
+            Some(p) => {
+                p.cur = cur;
+                p.changed = Changed::Whole;
+            }
             None => {
                 let base = self.txn.inner.cache.lock().newest(key);
-                self.txn.pages.insert(key, Private { base, cur });
+                self.txn.pages.insert(key, Private { base, cur, changed: Changed::Whole });
             }
         }
+    }
+
+    fn modify(&mut self, pgno: u64, f: &mut dyn FnMut(&mut [u8]) -> Changes) -> Result<()> {
+        let key = (self.db.dbid, pgno);
+        if let Some(p) = self.txn.pages.get_mut(&key) {
+            let changes = f(Arc::make_mut(&mut p.cur).as_mut_slice());
+            p.changed.add(changes);
+            return Ok(());
+        }
+        // The newest committed version (loaded into the cache if need be): the base the
+        // reported ranges are relative to.
+        let base = self.txn.inner.read_page(&self.db, pgno, None)?;
+        let mut cur = base.as_ref().clone();
+        let mut changed = Changed::Ranges(Vec::new());
+        changed.add(f(&mut cur));
+        self.txn.pages.insert(key, Private { base: Some(base), cur: Arc::new(cur), changed });
+        Ok(())
     }
 }
 
@@ -175,10 +217,50 @@ pub(crate) fn diff_ranges(old: &[u8], new: &[u8]) -> Vec<(u32, Vec<u8>)> {
     out
 }
 
+/// The bytes of `page` in the reported `ranges` (sorted and merged, ranges less than 16 bytes
+/// apart joined as [`diff_ranges`] joins them), from the body on.
+fn tracked_ranges(page: &[u8], ranges: &mut [(usize, usize)]) -> Vec<(u32, Vec<u8>)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u32, Vec<u8>)> = Vec::with_capacity(ranges.len());
+    let mut run: Option<(usize, usize)> = None;
+    for &(s, e) in ranges.iter() {
+        let (s, e) = (s.max(PAGE_HEADER), e.min(page.len()));
+        if s >= e {
+            continue;
+        }
+        run = Some(match run {
+            Some((rs, re)) if s <= re + 16 => (rs, re.max(e)),
+            Some((rs, re)) => {
+                out.push((rs as u32, page[rs..re].to_vec()));
+                (s, e)
+            }
+            None => (s, e),
+        });
+    }
+    if let Some((s, e)) = run {
+        out.push((s as u32, page[s..e].to_vec()));
+    }
+    out
+}
+
 /// A full body image, without its trailing zeros (redo applies it to a zeroed page).
 fn full_range(new: &[u8]) -> Vec<(u32, Vec<u8>)> {
-    let end = new.iter().rposition(|&b| b != 0).map_or(PAGE_HEADER, |i| i + 1).max(PAGE_HEADER);
-    vec![(PAGE_HEADER as u32, new[PAGE_HEADER..end].to_vec())]
+    // Whole zero words are skipped eight bytes at a time: a page is often half empty.
+    let body = &new[PAGE_HEADER..];
+    let words = body.len() / 8 * 8;
+    let mut end = body.len();
+    while end > words && body[end - 1] == 0 {
+        end -= 1;
+    }
+    if end == words {
+        while end >= 8 && body[end - 8..end] == [0u8; 8] {
+            end -= 8;
+        }
+        while end > 0 && body[end - 1] == 0 {
+            end -= 1;
+        }
+    }
+    vec![(PAGE_HEADER as u32, body[..end].to_vec())]
 }
 
 impl<'a> WriteTxn<'a> {
@@ -263,9 +345,13 @@ impl<'a> WriteTxn<'a> {
         {
             let cache = inner.cache.lock();
             for key in &keys {
-                let p = &self.pages[key];
-                let (full, ranges) = match &p.base {
-                    Some(base) if cache.is_dirty(*key) => (false, diff_ranges(base, &p.cur)),
+                #[allow(clippy::expect_used)] // `keys` are the transaction's pages
+                let p = self.pages.get_mut(key).expect("page of the transaction");
+                let (full, ranges) = match (&p.base, &mut p.changed) {
+                    (Some(base), changed) if cache.is_dirty(*key) => match changed {
+                        Changed::Whole => (false, diff_ranges(base, &p.cur)),
+                        Changed::Ranges(r) => (false, tracked_ranges(&p.cur, r)),
+                    },
                     _ => (true, full_range(&p.cur)),
                 };
                 if !full && ranges.is_empty() {
