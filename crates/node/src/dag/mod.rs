@@ -20,6 +20,7 @@
 
 mod activation;
 mod fence;
+mod gate_settings;
 mod manager;
 pub mod marker;
 pub mod peer_api;
@@ -139,7 +140,7 @@ pub struct Dag {
     /// The settings each commit gate follows and when their read started: a gate follows
     /// only a read that started later, so that a reconciler round that read the settings
     /// before `copy settings` changed them cannot undo what that command applied.
-    gate_read: Mutex<BTreeMap<String, (std::time::Instant, replication::cluster::SgSettings)>>,
+    gate_settings: gate_settings::GateSettings,
     /// Set while this node cannot renew its lease: it holds nothing active.
     fenced: AtomicBool,
     /// Why the last activation assigned to this node failed, by storage group.
@@ -207,7 +208,7 @@ impl Dag {
             gates: Arc::default(),
             settings_seen: Mutex::default(),
             settings_read: Mutex::default(),
-            gate_read: Mutex::default(),
+            gate_settings: Default::default(),
             pending_since: Mutex::default(),
             since_wait: Mutex::default(),
             fenced: AtomicBool::new(false),
@@ -561,18 +562,8 @@ impl Dag {
         members: &[Member],
         read_at: std::time::Instant,
     ) {
-        // Settings read before those applied last are older: the newer ones stay (applied
-        // again, to this storage group object, which may be a new one after a mount).
-        let settings = {
-            let mut applied = self.gate_read.lock();
-            match applied.get(sg.name()) {
-                Some((at, newer)) if *at > read_at => newer.clone(),
-                _ => {
-                    applied.insert(sg.name().to_string(), (read_at, settings.clone()));
-                    settings.clone()
-                }
-            }
-        };
+        // Applied again, to this storage group object, which may be a new one after a mount.
+        let settings = self.gate_settings.follow(sg.name(), read_at, settings);
         if settings.sync_copies == 0 {
             if self.gates.lock().remove(sg.name()).is_some() {
                 sg.set_commit_gate(None);
